@@ -1,0 +1,230 @@
+#pragma once
+// PollFd<P>: a descriptor driven by a shard, in the spirit of Go's internal/poll.FD:
+// read, write (all of it), accept, deadlines and close, with errors as values.
+//
+// Each operation: take a reference (fails with kClosed once closing), report a pending
+// error or clear a stale "ready" before the first syscall (S02, S17), try the syscall,
+// and on EAGAIN wait on the PollDesc and retry. close() evicts the waiters, waits until
+// the operations in flight have left, and the last reference closes the fd (S22).
+//
+// A PollFd must not move while an operation is in flight (coroutines hold `this`).
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "engine/scheduler.h"
+
+namespace ringpoll {
+
+struct IoResult {
+  size_t n = 0;  // bytes transferred (a timed-out write may report bytes already written)
+  Status err;
+  bool ok() const noexcept { return err.ok(); }
+};
+
+struct AcceptResult {
+  int fd = -1;  // non-blocking, close-on-exec
+  Status err;
+};
+
+template <PollerBackend P>
+class PollFd {
+ public:
+  PollFd() = default;
+  PollFd(const PollFd&) = delete;
+  PollFd& operator=(const PollFd&) = delete;
+  ~PollFd() {
+    if (refs_ != 0) fatal("PollFd destroyed while an operation is in flight");
+    if (state_ == State::kOpen) destroy();
+  }
+
+  // Takes ownership of fd (made non-blocking) and registers it with the shard. A
+  // descriptor the backend cannot poll (EPERM, e.g. a regular file) is still usable with
+  // plain blocking syscalls, but takes no deadline (kNoDeadline, S12).
+  Status open(Scheduler<P>& s, int fd) {
+    if (state_ != State::kUnused) return Errc::kInvalidArgument;
+    if (fd < 0) return Errc::kInvalidArgument;
+    s_ = &s;
+    fd_ = fd;
+    const int fl = fcntl(fd, F_GETFL);
+    if (fl < 0) return Status::from_errno(errno);
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+      return Status::from_errno(errno);
+    }
+    int err = 0;
+    pd_ = s.open(fd, &err);
+    if (!pd_ && err != EPERM) {
+      fd_ = -1;
+      return Status::from_errno(err);
+    }
+    state_ = State::kOpen;
+    return Status();
+  }
+
+  int fd() const noexcept { return fd_; }
+  PollDesc* pd() const noexcept { return pd_; }
+  bool pollable() const noexcept { return pd_ != nullptr; }
+  bool is_open() const noexcept { return state_ == State::kOpen; }
+
+  Task<IoResult> read(std::span<std::byte> buf) {
+    Ref ref(this);
+    if (!ref) co_return IoResult{0, Errc::kClosed};
+    // A zero-byte read returns at once: read(2) would answer 0, which looks like EOF (S31).
+    if (buf.empty()) co_return IoResult{0, Status()};
+    if (pd_) {
+      if (PollError e = pd_->reset(Mode::kRead); e != PollError::kNone) {
+        co_return IoResult{0, Status::from_poll(e)};
+      }
+    }
+    for (;;) {
+      const ssize_t n = ::read(fd_, buf.data(), buf.size());
+      if (n > 0) co_return IoResult{static_cast<size_t>(n), Status()};
+      if (n == 0) co_return IoResult{0, Errc::kEof};
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN || !pd_) co_return IoResult{0, Status::from_errno(errno)};
+      if (PollError e = co_await s_->wait(pd_, Mode::kRead); e != PollError::kNone) {
+        co_return IoResult{0, Status::from_poll(e)};
+      }
+    }
+  }
+
+  // Writes all of buf unless an error or the write deadline stops it; n counts what the
+  // kernel accepted.
+  Task<IoResult> write(std::span<const std::byte> buf) {
+    Ref ref(this);
+    if (!ref) co_return IoResult{0, Errc::kClosed};
+    if (pd_) {
+      if (PollError e = pd_->reset(Mode::kWrite); e != PollError::kNone) {
+        co_return IoResult{0, Status::from_poll(e)};
+      }
+    }
+    size_t done = 0;
+    while (done < buf.size()) {
+      const ssize_t n = ::send(fd_, buf.data() + done, buf.size() - done, MSG_NOSIGNAL);
+      if (n < 0 && errno == ENOTSOCK) {
+        const ssize_t m = ::write(fd_, buf.data() + done, buf.size() - done);
+        if (m >= 0) {
+          done += static_cast<size_t>(m);
+          continue;
+        }
+      } else if (n >= 0) {
+        done += static_cast<size_t>(n);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN || !pd_) co_return IoResult{done, Status::from_errno(errno)};
+      if (PollError e = co_await s_->wait(pd_, Mode::kWrite); e != PollError::kNone) {
+        co_return IoResult{done, Status::from_poll(e)};
+      }
+    }
+    co_return IoResult{done, Status()};
+  }
+
+  // Accepts one connection; a connection aborted before accept is skipped (S31).
+  Task<AcceptResult> accept() {
+    Ref ref(this);
+    if (!ref) co_return AcceptResult{-1, Errc::kClosed};
+    if (pd_) {
+      if (PollError e = pd_->reset(Mode::kRead); e != PollError::kNone) {
+        co_return AcceptResult{-1, Status::from_poll(e)};
+      }
+    }
+    for (;;) {
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (c >= 0) co_return AcceptResult{c, Status()};
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN || !pd_) co_return AcceptResult{-1, Status::from_errno(errno)};
+      if (PollError e = co_await s_->wait(pd_, Mode::kRead); e != PollError::kNone) {
+        co_return AcceptResult{-1, Status::from_poll(e)};
+      }
+    }
+  }
+
+  // Deadlines, absolute ns on CLOCK_MONOTONIC (0: none; at or before now: expired).
+  Status set_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kReadWrite); }
+  Status set_read_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kRead); }
+  Status set_write_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kWrite); }
+
+  // Closes: later operations fail with kClosed at once, waiting ones wake with kClosed,
+  // and this returns after every operation in flight has left and the fd is closed.
+  Task<Status> close() {
+    if (state_ != State::kOpen) co_return Errc::kClosed;
+    state_ = State::kClosing;
+    if (pd_) s_->evict(pd_);
+    if (refs_ > 0) co_await CloseAwaiter{this};
+    if (state_ != State::kClosed) destroy();
+    co_return Status();
+  }
+
+ private:
+  enum class State : uint8_t { kUnused, kOpen, kClosing, kClosed };
+
+  Status set_deadline_mode(int64_t abs, Mode m) {
+    if (state_ == State::kClosing) return Status();  // closing: does nothing (S12)
+    if (state_ != State::kOpen) return Errc::kClosed;
+    if (!pd_) return Errc::kNoDeadline;
+    s_->set_deadline_at(pd_, abs, m);
+    return Status();
+  }
+
+  // An operation's reference (Go's fdMutex incref/decref, without the serialisation).
+  class Ref {
+   public:
+    explicit Ref(PollFd* f) noexcept : f_(f->state_ == State::kOpen ? f : nullptr) {
+      if (f_) ++f_->refs_;
+    }
+    ~Ref() {
+      if (f_ && --f_->refs_ == 0 && f_->state_ == State::kClosing) f_->last_ref_gone();
+    }
+    explicit operator bool() const noexcept { return f_ != nullptr; }
+    Ref(const Ref&) = delete;
+    Ref& operator=(const Ref&) = delete;
+
+   private:
+    PollFd* f_;
+  };
+
+  struct CloseAwaiter {
+    PollFd* f;
+    bool await_ready() const noexcept { return f->refs_ == 0; }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+      f->closer_.handle = h;
+      f->closer_waiting_ = true;
+    }
+    void await_resume() const noexcept {}
+  };
+
+  void last_ref_gone() {
+    destroy();
+    if (closer_waiting_) {
+      closer_waiting_ = false;
+      s_->make_ready(&closer_);
+    }
+  }
+
+  void destroy() {
+    if (pd_) {
+      if (state_ == State::kOpen) s_->evict(pd_);
+      s_->close(pd_);
+      pd_ = nullptr;
+    }
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    state_ = State::kClosed;
+  }
+
+  Scheduler<P>* s_ = nullptr;
+  PollDesc* pd_ = nullptr;
+  int fd_ = -1;
+  uint32_t refs_ = 0;
+  State state_ = State::kUnused;
+  bool closer_waiting_ = false;
+  TaskNode closer_;
+};
+
+}  // namespace ringpoll

@@ -1,0 +1,311 @@
+#pragma once
+// Scheduler<P>: one shard's loop (Go's schedule/findRunnable, for one P): a run queue of
+// coroutine tasks, the shard's PollCache, its timer wheels and its backend P.
+//
+//   loop:
+//     run ready tasks; after every `fairness_batch` tasks, poll the backend without
+//       blocking and fire due timers, so I/O and timers are not starved by busy tasks
+//     fire due timers (deadlines and sleeps)
+//     if nothing is runnable: block in P::poll until the next timer or a wake
+//
+// Everything except stop() and the backend's wake() runs on the shard's thread.
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "engine/clock.h"
+#include "engine/deadline.h"
+#include "engine/task.h"
+#include "engine/timer_wheel.h"
+#include "poller/poll_cache.h"
+#include "poller/poller.h"
+
+namespace ringpoll {
+
+struct SchedulerOptions {
+  int64_t tick_ns = 1'000'000;  // level-0 wheel tick; deadlines are late by at most this
+  // Tasks run between two non-blocking polls; Go checks its global queue every 61 ticks.
+  int fairness_batch = 61;
+  int numa_node = -2;  // -2: the node of the CPU that constructs the scheduler; -1: unbound
+};
+
+template <PollerBackend P>
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerOptions opt = {})
+      : opt_(opt),
+        cache_(opt.numa_node == -2 ? PollCache::current_numa_node() : opt.numa_node),
+        deadlines_(opt.tick_ns, mono_now_ns()),
+        sleeps_(opt.tick_ns, mono_now_ns()) {}
+  ~Scheduler() {
+    // Tasks still parked when the scheduler goes away are destroyed with their frames.
+    while (roots_) {
+      Root* r = roots_;
+      unlink_root(r);
+      r->handle.destroy();
+    }
+  }
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  Status start() { return backend_.init(); }
+
+  // Takes ownership of a root task; it starts on the next run.
+  void spawn(Task<void> t) { make_ready(&start_root(std::move(t))->node); }
+
+  // Runs until every spawned task has finished or stop() is called.
+  void run() {
+    stop_.store(false);
+    while (live_ > 0 && !stop_.load(std::memory_order_relaxed)) {
+      run_ready();
+      fire_timers();
+      if (!runq_.empty()) continue;
+      if (live_ == 0 || stop_.load(std::memory_order_relaxed)) break;
+      poll_io(next_wait_ns());
+      fire_timers();
+    }
+  }
+  // Any thread: make run() return after the current task.
+  void stop() noexcept {
+    stop_.store(true);
+    backend_.wake();
+  }
+
+  // ---- steps of the loop, public so tests can drive them deterministically ----
+  size_t run_ready(size_t max = SIZE_MAX) {
+    size_t n = 0;
+    while (n < max) {
+      TaskNode* t = runq_.pop_front();
+      if (!t) break;
+      t->handle.resume();
+      ++n;
+      if (opt_.fairness_batch > 0 && n % static_cast<size_t>(opt_.fairness_batch) == 0) {
+        poll_io(0);
+        fire_timers();
+      }
+      if (stop_.load(std::memory_order_relaxed)) break;
+    }
+    return n;
+  }
+  size_t fire_timers(int64_t now = mono_now_ns()) {
+    TaskList woken;
+    size_t n = deadlines_.advance(now, [&](TimerNode* node) {
+      deadline_fired(poll_desc_of(node), now, deadlines_, woken);
+    });
+    n += sleeps_.advance(now, [&](TimerNode* node) {
+      woken.push_back(&reinterpret_cast<SleepAwaiter*>(node)->task);
+    });
+    runq_.splice_back(woken);
+    return n;
+  }
+  int poll_io(int64_t delta_ns) {
+    TaskList woken;
+    const int n = backend_.poll(delta_ns, woken);
+    runq_.splice_back(woken);
+    return n;
+  }
+  // How long the loop may block: until the earliest timer, or forever (-1).
+  int64_t next_wait_ns() const {
+    int64_t a = deadlines_.next_deadline();
+    const int64_t b = sleeps_.next_deadline();
+    if (a < 0 || (b >= 0 && b < a)) a = b;
+    if (a < 0) return -1;
+    const int64_t d = a - mono_now_ns();
+    return d > 0 ? d : 0;
+  }
+  void make_ready(TaskNode* t) noexcept { runq_.push_back(t); }
+  void make_ready(TaskList& l) noexcept { runq_.splice_back(l); }
+
+  // ---- descriptors ----
+  // Allocates a PollDesc for fd and starts watching it. On failure returns nullptr and
+  // sets *err to the backend's errno (EPERM: fd cannot be polled).
+  PollDesc* open(int fd, int* err) {
+    PollDesc* pd = cache_.alloc();
+    deadline_open(pd, fd);
+    const int e = backend_.open(fd, pd);
+    if (e != 0) {
+      pd->closing = true;
+      cache_.free(pd);
+      if (err) *err = e;
+      return nullptr;
+    }
+    if (err) *err = 0;
+    return pd;
+  }
+  // Marks pd closing and wakes its waiters with kClosing (Go's pollUnblock).
+  void evict(PollDesc* pd) {
+    TaskList woken;
+    deadline_evict(pd, deadlines_, woken);
+    runq_.splice_back(woken);
+  }
+  // Stops watching and returns pd to the cache (Go's pollClose). pd must be evicted and
+  // have no waiter.
+  void close(PollDesc* pd) {
+    deadline_check_close(pd);
+    backend_.close(pd->fd, pd);
+    cache_.free(pd);
+  }
+  // d: 0 none, < 0 expired, > 0 relative ns (Go's encoding).
+  void set_deadline(PollDesc* pd, int64_t d, Mode mode) {
+    TaskList woken;
+    deadline_set(pd, d, mode, mono_now_ns(), deadlines_, woken);
+    runq_.splice_back(woken);
+  }
+  // abs: 0 none, otherwise absolute ns on CLOCK_MONOTONIC (at or before now: expired).
+  void set_deadline_at(PollDesc* pd, int64_t abs, Mode mode) {
+    TaskList woken;
+    deadline_set_at(pd, abs, mode, mono_now_ns(), deadlines_, woken);
+    runq_.splice_back(woken);
+  }
+
+  // ---- awaitables ----
+  // Waits for readiness in one direction (Go's pollWait, one round). Returns kNone when
+  // the caller should retry its syscall: readiness arrived, or a timer fired but the
+  // deadline was reset before we ran (S09) — the retried syscall then waits again.
+  struct WaitAwaiter {
+    Scheduler* s;
+    PollDesc* pd;
+    Mode mode;
+    PollError result = PollError::kNone;
+    bool parked = false;
+    TaskNode node;
+
+    bool await_ready() noexcept {
+      result = pd->check_err(mode);
+      if (result != PollError::kNone) return true;
+      if constexpr (P::kLevelTriggered) s->backend_.arm(pd, mode);
+      switch (pd->begin_wait(mode)) {
+        case PollDesc::Begin::kTookReady:
+          return true;
+        case PollDesc::Begin::kAbandon:
+          finish();
+          return true;
+        case PollDesc::Begin::kPark:
+          return false;
+      }
+      return true;
+    }
+    bool await_suspend(std::coroutine_handle<> h) noexcept {
+      node.handle = h;
+      if (pd->commit_park(mode, &node)) {
+        parked = true;
+        return true;
+      }
+      finish();  // readiness, timeout or close arrived between prepare and park (S15)
+      return false;
+    }
+    PollError await_resume() noexcept {
+      if (parked) finish();
+      return result;
+    }
+    void finish() noexcept {
+      result = pd->finish_wait(mode) ? PollError::kNone : pd->check_err(mode);
+    }
+  };
+  WaitAwaiter wait(PollDesc* pd, Mode mode) noexcept {
+    return WaitAwaiter{this, pd, mode, PollError::kNone, false, {}};
+  }
+
+  struct SleepAwaiter {
+    TimerNode timer;  // first: the sleep wheel's callback casts the node back
+    TaskNode task;
+    Scheduler* s;
+    int64_t until;
+    bool await_ready() const noexcept { return until <= mono_now_ns(); }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+      task.handle = h;
+      s->sleeps_.arm(&timer, until);
+    }
+    void await_resume() const noexcept {}
+  };
+  SleepAwaiter sleep_until(int64_t abs_ns) noexcept { return SleepAwaiter{{}, {}, this, abs_ns}; }
+  SleepAwaiter sleep_for(int64_t ns) noexcept { return sleep_until(mono_now_ns() + ns); }
+
+  // Requeues the caller behind every task that is ready now.
+  struct YieldAwaiter {
+    Scheduler* s;
+    TaskNode node;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+      node.handle = h;
+      s->make_ready(&node);
+    }
+    void await_resume() const noexcept {}
+  };
+  YieldAwaiter yield() noexcept { return YieldAwaiter{this, {}}; }
+
+  P& backend() noexcept { return backend_; }
+  PollCache& cache() noexcept { return cache_; }
+  TimerWheel& deadline_wheel() noexcept { return deadlines_; }
+  size_t live_tasks() const noexcept { return live_; }
+  size_t runnable() const noexcept { return runq_.size(); }
+
+ private:
+  // A spawned task's root frame: it owns the task, counts it live and unlinks on exit.
+  struct Root {
+    TaskNode node;
+    std::coroutine_handle<> handle;
+    Root* prev = nullptr;
+    Root* next = nullptr;
+  };
+  struct RootCoro {
+    struct promise_type {
+      Root root;
+      RootCoro get_return_object() noexcept {
+        return RootCoro{std::coroutine_handle<promise_type>::from_promise(*this)};
+      }
+      std::suspend_always initial_suspend() noexcept { return {}; }
+      std::suspend_never final_suspend() noexcept { return {}; }
+      void return_void() noexcept {}
+      void unhandled_exception() noexcept { fatal("an exception escaped a ringpoll task"); }
+    };
+    std::coroutine_handle<promise_type> h;
+  };
+  // Hands a root coroutine its own Root without suspending.
+  struct SelfRoot {
+    Root* root = nullptr;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<typename RootCoro::promise_type> h) noexcept {
+      root = &h.promise().root;
+      return false;
+    }
+    Root* await_resume() const noexcept { return root; }
+  };
+  static RootCoro root_body(Scheduler* s, Task<void> t) {
+    co_await std::move(t);
+    Root* self = co_await SelfRoot{};
+    s->unlink_root(self);
+    --s->live_;
+  }
+  Root* start_root(Task<void> t) {
+    RootCoro c = root_body(this, std::move(t));
+    Root* r = &c.h.promise().root;
+    r->handle = c.h;
+    r->node.handle = c.h;
+    r->next = roots_;
+    if (roots_) roots_->prev = r;
+    roots_ = r;
+    ++live_;
+    return r;
+  }
+  void unlink_root(Root* r) noexcept {
+    if (r->prev) r->prev->next = r->next;
+    if (r->next) r->next->prev = r->prev;
+    if (roots_ == r) roots_ = r->next;
+    r->prev = r->next = nullptr;
+  }
+
+  SchedulerOptions opt_;
+  P backend_;
+  PollCache cache_;
+  TimerWheel deadlines_;
+  TimerWheel sleeps_;
+  TaskList runq_;
+  size_t live_ = 0;
+  Root* roots_ = nullptr;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace ringpoll

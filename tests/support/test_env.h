@@ -1,0 +1,175 @@
+#pragma once
+// Shared helpers for the GoogleTest suites: a scheduler driven step by step, real socket
+// pairs on loopback, and a bounded run loop (every wait in the tests is bounded in time).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "engine/clock.h"
+#include "engine/poll_fd.h"
+#include "engine/scheduler.h"
+#include "epoll/epoll_poller.h"
+
+namespace ringpoll::test {
+
+inline constexpr int64_t kMs = 1'000'000;
+inline constexpr int64_t kSec = 1'000'000'000;
+
+// Every backend the conformance suite runs on. A backend that is not available on this
+// machine reports a skip for each test, never a pass.
+using Backends = ::testing::Types<EpollPoller>;
+
+struct BackendName {
+  template <class P>
+  static std::string GetName(int) {
+    std::string n = P::kName;
+    for (char& c : n) {
+      if (c == '-') c = '_';
+    }
+    return n;
+  }
+};
+
+struct FdPair {
+  int a = -1;
+  int b = -1;
+  ~FdPair() {
+    if (a >= 0) ::close(a);
+    if (b >= 0) ::close(b);
+  }
+  // Hands `a` to a PollFd (which then owns and closes it).
+  int take_a() { return std::exchange(a, -1); }
+  int take_b() { return std::exchange(b, -1); }
+};
+
+inline void make_nonblocking(int fd) {
+  const int fl = fcntl(fd, F_GETFL);
+  ASSERT_GE(fl, 0);
+  ASSERT_EQ(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+}
+
+// A connected AF_UNIX stream pair, both ends non-blocking.
+inline void unix_pair(FdPair& p) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  p.a = sv[0];
+  p.b = sv[1];
+}
+
+// A listening TCP socket on 127.0.0.1, an ephemeral port; returns the fd and port.
+inline int tcp_listener(uint16_t* port) {
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (l < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(l, 128) < 0) {
+    ::close(l);
+    return -1;
+  }
+  socklen_t len = sizeof a;
+  getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  return l;
+}
+
+// A blocking TCP connect to 127.0.0.1:port, returned non-blocking.
+inline int tcp_connect(uint16_t port) {
+  const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
+    ::close(c);
+    return -1;
+  }
+  fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
+  return c;
+}
+
+// A connected TCP pair on loopback (a: accepted side, b: connecting side).
+inline void tcp_pair(FdPair& p) {
+  uint16_t port = 0;
+  const int l = tcp_listener(&port);
+  ASSERT_GE(l, 0);
+  p.b = tcp_connect(port);
+  ASSERT_GE(p.b, 0);
+  for (int i = 0; i < 1000 && p.a < 0; ++i) {
+    p.a = accept4(l, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (p.a < 0) usleep(1000);
+  }
+  ::close(l);
+  ASSERT_GE(p.a, 0);
+}
+
+// Writes into fd until the kernel refuses (EAGAIN); returns the bytes written.
+inline size_t fill_send_buffer(int fd) {
+  static char chunk[65536];
+  size_t total = 0;
+  for (;;) {
+    const ssize_t n = ::send(fd, chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n <= 0) break;
+    total += static_cast<size_t>(n);
+  }
+  return total;
+}
+
+// Reads and discards everything readable now.
+inline size_t drain(int fd) {
+  static char chunk[65536];
+  size_t total = 0;
+  for (;;) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+    if (n <= 0) break;
+    total += static_cast<size_t>(n);
+  }
+  return total;
+}
+
+inline void put(int fd, const char* s) {
+  ASSERT_EQ(::send(fd, s, strlen(s), MSG_NOSIGNAL), static_cast<ssize_t>(strlen(s)));
+}
+
+template <class P>
+class Env {
+ public:
+  explicit Env(SchedulerOptions o = {}) : s(o) {}
+  Scheduler<P> s;
+
+  // Runs the loop (tasks, timers, I/O) until pred() holds or `timeout_ns` passes; returns
+  // pred(). The I/O wait is capped so a forgotten wake cannot hang the suite.
+  bool run_until(const std::function<bool()>& pred, int64_t timeout_ns = 10 * kSec) {
+    const int64_t end = mono_now_ns() + timeout_ns;
+    for (;;) {
+      s.run_ready();
+      s.fire_timers();
+      s.run_ready();
+      if (pred()) return true;
+      const int64_t now = mono_now_ns();
+      if (now >= end) return false;
+      int64_t w = s.next_wait_ns();
+      if (w < 0 || w > 10 * kMs) w = 10 * kMs;
+      s.poll_io(w);
+    }
+  }
+  // Runs everything currently possible without blocking.
+  void settle() {
+    for (int i = 0; i < 4; ++i) {
+      s.poll_io(0);
+      s.fire_timers();
+      s.run_ready();
+    }
+  }
+};
+
+}  // namespace ringpoll::test
