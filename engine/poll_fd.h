@@ -32,6 +32,9 @@ struct AcceptResult {
   Status err;
 };
 
+// Test seam: the accept4 the sockets layer calls (tests inject ECONNABORTED, S31).
+inline int (*g_accept4_fn)(int, sockaddr*, socklen_t*, int) = ::accept4;
+
 template <PollerBackend P>
 class PollFd {
  public:
@@ -135,7 +138,7 @@ class PollFd {
       }
     }
     for (;;) {
-      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      const int c = g_accept4_fn(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (c >= 0) co_return AcceptResult{c, Status()};
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno != EAGAIN || !pd_) co_return AcceptResult{-1, Status::from_errno(errno)};

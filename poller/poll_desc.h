@@ -136,7 +136,11 @@ struct alignas(64) PollDesc {
   PollError reset(Mode m) noexcept {
     const PollError e = check_err(m);
     if (e != PollError::kNone) return e;
-    slot(m).store(kPdNil);
+    // Go stores nil here, relying on its fdMutex to serialise same-direction operations.
+    // We do not serialise, so only a stale ready is cleared: a parked or parking task in
+    // the slot means a second concurrent operation in this direction (S18).
+    uintptr_t v = kPdReady;
+    if (!slot(m).compare_exchange_strong(v, kPdNil) && v != kPdNil) double_wait(m);
     return PollError::kNone;
   }
 
@@ -178,13 +182,14 @@ struct alignas(64) PollDesc {
       uintptr_t v = kPdReady;
       if (g.compare_exchange_strong(v, kPdNil)) return Begin::kTookReady;
       if (v == kPdNil && g.compare_exchange_strong(v, kPdWait)) break;
-      if (v != kPdReady && v != kPdNil) {
-        fatal(m == Mode::kRead ? "double wait: a second reader waits on one PollDesc (S18)"
-                               : "double wait: a second writer waits on one PollDesc (S18)");
-      }
+      if (v != kPdReady && v != kPdNil) double_wait(m);
     }
     if (BeforeParkHook h = g_before_park_hook.load(std::memory_order_relaxed)) h(this, m);
     return check_err(m) == PollError::kNone ? Begin::kPark : Begin::kAbandon;
+  }
+  [[noreturn]] static void double_wait(Mode m) noexcept {
+    fatal(m == Mode::kRead ? "double wait: a second reader waits on one PollDesc (S18)"
+                           : "double wait: a second writer waits on one PollDesc (S18)");
   }
   // Go's netpollblockcommit: wait -> task. False when readiness, timeout or close got there
   // first; the caller then must not park.

@@ -1,0 +1,323 @@
+// Conformance S14-S20: waiting and waking.
+#include <sys/epoll.h>
+
+#include <thread>
+
+#include "conformance/conformance.h"
+
+namespace ringpoll::test {
+namespace {
+
+TYPED_TEST(Conformance, S14_EachDirectionIsABinarySemaphore) {
+  auto& s = this->sched();
+  PollDesc* pd = s.cache().alloc();
+  deadline_open(pd, 77);
+  EXPECT_EQ(pd->rg.load(), kPdNil);
+  TaskList out;
+  pd->ready(Mode::kRead, out);  // readiness with nobody waiting: ready
+  EXPECT_EQ(pd->rg.load(), kPdReady);
+  pd->ready(Mode::kRead, out);  // binary: a second notification does not stack
+  EXPECT_EQ(pd->rg.load(), kPdReady);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(pd->begin_wait(Mode::kRead), PollDesc::Begin::kTookReady);
+  EXPECT_EQ(pd->rg.load(), kPdNil);
+  EXPECT_EQ(pd->begin_wait(Mode::kRead), PollDesc::Begin::kPark);  // nil -> wait
+  EXPECT_EQ(pd->rg.load(), kPdWait);
+  EXPECT_FALSE(pd->finish_wait(Mode::kRead));
+  // Timeout or close with nobody waiting leaves nil (only readiness sets ready).
+  EXPECT_EQ(pd->unblock(Mode::kRead, false), nullptr);
+  EXPECT_EQ(pd->rg.load(), kPdNil);
+
+  // A parked task woken by a timeout: the slot goes to nil and the waiter learns why from
+  // the info bits.
+  TaskNode n;
+  ASSERT_EQ(pd->begin_wait(Mode::kRead), PollDesc::Begin::kPark);
+  ASSERT_TRUE(pd->commit_park(Mode::kRead, &n));
+  EXPECT_EQ(pd->rg.load(), reinterpret_cast<uintptr_t>(&n));
+  pd->rd = -1;
+  pd->publish_info();
+  EXPECT_EQ(pd->unblock(Mode::kRead, false), &n);
+  EXPECT_EQ(pd->rg.load(), kPdNil);
+  EXPECT_FALSE(pd->finish_wait(Mode::kRead));
+  EXPECT_EQ(pd->check_err(Mode::kRead), PollError::kTimeout);
+  // A parked task woken by readiness: the slot goes to ready, the waiter sees ready.
+  pd->rd = 0;
+  pd->publish_info();
+  ASSERT_EQ(pd->begin_wait(Mode::kWrite), PollDesc::Begin::kPark);
+  ASSERT_TRUE(pd->commit_park(Mode::kWrite, &n));
+  pd->ready(Mode::kWrite, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out.pop_front(), &n);
+  EXPECT_EQ(pd->wg.load(), kPdReady);
+  EXPECT_TRUE(pd->finish_wait(Mode::kWrite));
+  TaskList w;
+  deadline_evict(pd, s.deadline_wheel(), w);
+  deadline_check_close(pd);
+  s.cache().free(pd);
+}
+
+// S15: the hook runs inside the reader's wait, after "prepare" and before the park commit.
+// It makes the socket readable for real and lets the backend deliver the event then.
+template <class P>
+struct S15Injector {
+  static inline Scheduler<P>* sched = nullptr;
+  static inline int peer = -1;
+  static inline int calls = 0;
+  static inline size_t woken = 0;
+  static void hook(PollDesc*, Mode m) {
+    if (m != Mode::kRead) return;
+    ++calls;
+    g_before_park_hook.store(nullptr);
+    const size_t before = sched->runnable();
+    if (::send(peer, "!", 1, MSG_NOSIGNAL) != 1) std::abort();
+    for (int i = 0; i < 100 && sched->poll_io(0) == 0; ++i) {
+    }
+    woken = sched->runnable() - before;
+  }
+};
+
+TYPED_TEST(Conformance, S15_ReadinessBetweenPrepareAndParkIsNotLost) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  unix_pair(p);
+  PollFd<P> f;
+  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  this->env().settle();
+  S15Injector<P>::sched = &s;
+  S15Injector<P>::peer = p.b;
+  S15Injector<P>::calls = 0;
+  g_before_park_hook.store(&S15Injector<P>::hook);
+  Op r;
+  s.spawn(do_read(&f, &r));
+  s.run_ready();  // one pass, no poll afterwards
+  g_before_park_hook.store(nullptr);
+  EXPECT_EQ(S15Injector<P>::calls, 1);
+  EXPECT_EQ(S15Injector<P>::woken, 0u);  // nobody was parked yet to be woken
+  ASSERT_TRUE(r.done) << "the reader parked and lost the readiness event";
+  EXPECT_TRUE(r.r.err.ok());
+  EXPECT_EQ(std::string(r.buf, r.r.n), "!");
+  EXPECT_EQ(f.pd()->rg.load(), kPdNil);
+}
+
+TYPED_TEST(Conformance, S16_SetterAndWaiterAreSequentiallyConsistent) {
+  // Dekker: the setter publishes closing/expired then reads the slot; the waiter stores
+  // wait then reads the info bits. At least one must see the other, so a waiter can never
+  // park unseen. Two real threads, many rounds.
+  auto& s = this->sched();
+  PollDesc* pd = s.cache().alloc();
+  constexpr int kRounds = 10000;
+  int lost = 0;
+  std::atomic<int> go{0};
+  for (int i = 0; i < kRounds; ++i) {
+    deadline_open(pd, 5);
+    const bool use_deadline = i % 2;
+    TaskNode node;
+    bool committed = false;
+    TaskNode* woken = nullptr;
+    go.store(0);
+    std::thread waiter([&] {
+      while (go.load() == 0) {
+      }
+      if (pd->begin_wait(Mode::kRead) == PollDesc::Begin::kPark) {
+        committed = pd->commit_park(Mode::kRead, &node);
+      }
+    });
+    std::thread setter([&] {
+      while (go.load() == 0) {
+      }
+      if (use_deadline) {
+        pd->rd = -1;
+      } else {
+        pd->closing = true;
+      }
+      pd->publish_info();
+      woken = pd->unblock(Mode::kRead, false);
+    });
+    go.store(1);
+    waiter.join();
+    setter.join();
+    if (committed && woken != &node) ++lost;
+    if (!committed) {
+      EXPECT_EQ(woken, nullptr);
+    }
+    pd->finish_wait(Mode::kRead);
+    pd->closing = true;
+  }
+  EXPECT_EQ(lost, 0) << "a waiter parked without the setter seeing it";
+  s.cache().free(pd);
+}
+
+TYPED_TEST(Conformance, S17_OperationsClearStaleReadyBeforeTheirSyscall) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  unix_pair(p);
+  PollFd<P> f;
+  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  this->env().settle();
+  put(p.b, "abc");
+  ASSERT_TRUE(this->env().run_until([&] { return f.pd()->rg.load() == kPdReady; }));
+  // The read finds data at its first syscall; the ready it found on entry was cleared
+  // before the syscall (so it cannot let a later wait skip its park).
+  Op r;
+  s.spawn(do_read(&f, &r));
+  s.run_ready();
+  ASSERT_TRUE(r.done);
+  EXPECT_EQ(r.r.n, 3u);
+  EXPECT_EQ(f.pd()->rg.load(), kPdNil);
+  // The next read tries its syscall, finds nothing, and parks.
+  Op r2;
+  s.spawn(do_read(&f, &r2));
+  s.run_ready();
+  EXPECT_FALSE(r2.done);
+  EXPECT_TRUE(parked(f.pd(), Mode::kRead));
+  // The PollDesc primitive itself.
+  TaskList out;
+  f.pd()->ready(Mode::kWrite, out);
+  EXPECT_EQ(f.pd()->wg.load(), kPdReady);
+  EXPECT_EQ(f.pd()->reset(Mode::kWrite), PollError::kNone);
+  EXPECT_EQ(f.pd()->wg.load(), kPdNil);
+  put(p.b, "z");
+  ASSERT_TRUE(this->env().run_until([&] { return r2.done; }));
+}
+
+TYPED_TEST(Conformance, S18_SecondConcurrentWaiterIsFatal) {
+  using P = TypeParam;
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto second_reader = [] {
+    Env<P> e;
+    if (!e.s.start().ok()) std::abort();
+    FdPair p;
+    unix_pair(p);
+    PollFd<P> f;
+    if (!f.open(e.s, p.take_a()).ok()) std::abort();
+    Op a, b;
+    e.s.spawn(do_read(&f, &a));
+    e.s.spawn(do_read(&f, &b));
+    e.settle();
+  };
+  EXPECT_DEATH(second_reader(), "double wait: a second reader");
+  auto second_writer = [] {
+    Env<P> e;
+    if (!e.s.start().ok()) std::abort();
+    FdPair p;
+    unix_pair(p);
+    PollFd<P> f;
+    if (!f.open(e.s, p.take_a()).ok()) std::abort();
+    fill_send_buffer(f.fd());
+    Op a, b;
+    e.s.spawn(do_write(&f, &a, 1 << 20));
+    e.s.spawn(do_write(&f, &b, 1 << 20));
+    e.settle();
+  };
+  EXPECT_DEATH(second_writer(), "double wait: a second writer");
+}
+
+TYPED_TEST(Conformance, S19_ErrorPriorityClosingThenTimeoutThenEventError) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  PollDesc* pd = s.cache().alloc();
+  deadline_open(pd, 9);
+  pd->set_event_err(true, 0);
+  EXPECT_EQ(pd->check_err(Mode::kRead), PollError::kNotPollable);
+  EXPECT_EQ(pd->check_err(Mode::kWrite), PollError::kNone);  // readers only
+  pd->rd = -1;
+  pd->wd = -1;
+  pd->publish_info();
+  EXPECT_EQ(pd->check_err(Mode::kRead), PollError::kTimeout);
+  EXPECT_EQ(pd->check_err(Mode::kWrite), PollError::kTimeout);
+  pd->closing = true;
+  pd->publish_info();
+  EXPECT_EQ(pd->check_err(Mode::kRead), PollError::kClosing);
+  EXPECT_EQ(pd->check_err(Mode::kWrite), PollError::kClosing);
+  s.cache().free(pd);
+
+  // Through the API: an expired deadline, then close: the waiter-to-be sees "closed".
+  FdPair p;
+  unix_pair(p);
+  PollFd<P> f;
+  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  Op r;
+  s.spawn(do_read(&f, &r));
+  this->env().settle();
+  ASSERT_TRUE(parked(f.pd(), Mode::kRead));
+  Status cst;
+  bool closed = false;
+  s.spawn(do_close(&f, &cst, &closed));
+  s.run_ready(1);  // close evicts: the reader is queued
+  ASSERT_FALSE(r.done);
+  f.pd()->rd = -1;  // a deadline expiring at the same moment
+  f.pd()->publish_info();
+  ASSERT_TRUE(this->env().run_until([&] { return r.done && closed; }));
+  EXPECT_TRUE(r.r.err.closed()) << r.r.err.message();
+}
+
+TYPED_TEST(Conformance, S20_EventsWakeTheRightDirectionsInOneList) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  unix_pair(p);
+  PollFd<P> f;
+  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  fill_send_buffer(f.fd());
+  Op r, w;
+  s.spawn(do_read(&f, &r));
+  s.spawn(do_write(&f, &w, 1 << 20));
+  this->env().settle();
+  ASSERT_TRUE(parked(f.pd(), Mode::kRead));
+  ASSERT_TRUE(parked(f.pd(), Mode::kWrite));
+  // Input wakes the reader only.
+  put(p.b, "in");
+  ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+  EXPECT_FALSE(w.done);
+  EXPECT_TRUE(parked(f.pd(), Mode::kWrite));
+  // Hang-up wakes reader and writer, from one poll, as one list.
+  Op r2;
+  s.spawn(do_read(&f, &r2));
+  s.run_ready();
+  ASSERT_TRUE(parked(f.pd(), Mode::kRead));
+  ::close(p.take_b());
+  int polls = 0;
+  while (s.runnable() == 0 && polls < 100) {
+    s.poll_io(10 * kMs);
+    ++polls;
+  }
+  EXPECT_EQ(s.runnable(), 2u);
+  this->env().settle();
+  EXPECT_TRUE(r2.done);
+  EXPECT_TRUE(w.done);
+  // Unread data in the closed peer turns its close into a reset; either ends the read.
+  EXPECT_TRUE(r2.r.err.is(Errc::kEof) || r2.r.err.sys_errno() == ECONNRESET)
+      << r2.r.err.message();
+  EXPECT_EQ(w.r.err.sys_errno(), EPIPE) << w.r.err.message();
+  // The error bit needs error to be the sole event: a refused connect reports
+  // error together with hang-up and output, so the bit stays clear.
+  uint16_t port = 0;
+  const int l = tcp_listener(&port);
+  ASSERT_GE(l, 0);
+  ::close(l);  // nobody listens on `port` now
+  const int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  ASSERT_TRUE(connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0);
+  PollFd<P> cf;
+  ASSERT_TRUE(cf.open(s, c).ok());
+  Op cw;
+  s.spawn(do_write(&cf, &cw, 1));
+  ASSERT_TRUE(this->env().run_until([&] { return cw.done; }));
+  EXPECT_NE(cw.r.err.sys_errno(), 0) << cw.r.err.message();
+  EXPECT_EQ(cf.pd()->info.load() & kInfoEventErr, 0u);
+  // The tag rule for the bit itself (Go #59545).
+  PollDesc* pd = cf.pd();
+  const uint32_t seq = pd->fdseq.load();
+  pd->set_event_err(true, seq);
+  EXPECT_NE(pd->info.load() & kInfoEventErr, 0u);
+  pd->set_event_err(false, seq);
+  EXPECT_EQ(pd->info.load() & kInfoEventErr, 0u);
+}
+
+}  // namespace
+}  // namespace ringpoll::test
