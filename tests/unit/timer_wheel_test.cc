@@ -420,7 +420,7 @@ TEST(TimerWheel, NextDeadline) {
   // Randomised: never later than the earliest node's expiry tick.
   std::mt19937_64 rng(7);
   std::vector<TimerNode> nodes(2000);
-  int64_t now = 0;
+  int64_t now = w.now_ns();
   for (int round = 0; round < 200; ++round) {
     for (int i = 0; i < 50; ++i) {
       TimerNode& n = nodes[rng() % nodes.size()];
