@@ -19,7 +19,8 @@
 // "Range ahead" is how far past the current tick a level reaches (64^(level+1) ticks, the
 // exact split follows the bits of the current tick, see level_for). A deadline beyond 2^36
 // ticks is clamped into level 5 in the slot its bits name; when that slot is reached the
-// timer is simply re-bucketed again, so it still never fires early.
+// timer is simply re-bucketed again, so it still never fires early. A deadline in the last,
+// partial tick below INT64_MAX (INT64_MAX itself included) never fires: it reads as "never".
 //
 // State.
 //   slots_[level][slot]  a circular doubly linked list with a sentinel head, so unlink is
