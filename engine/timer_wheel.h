@@ -23,8 +23,11 @@
 // partial tick below INT64_MAX (INT64_MAX itself included) never fires: it reads as "never".
 //
 // State.
-//   slots_[level][slot]  a circular doubly linked list with a sentinel head, so unlink is
-//                        O(1) without knowing the slot (cancel and "arm earlier" need this).
+//   slots_[level][slot]  kLanes circular doubly linked lists with a sentinel head each, so
+//                        unlink is O(1) without knowing the slot (cancel and "arm earlier"
+//                        need this). Inserts go to the lanes in turn; expiry walks the lanes
+//                        of a slot side by side, so kLanes cache misses are in flight at once
+//                        instead of one (a list walk is otherwise one miss after another).
 //   occupied_[level]     bit s set if slot s may hold nodes. A bit may be stale (its list was
 //                        emptied by cancel); it is cleared when the slot is reached and found
 //                        empty. A stale bit can only make next_deadline() earlier, never later.
@@ -32,7 +35,7 @@
 //                        (or in the running one, see advance()).
 //   deferred_            nodes that already fired in the running advance() and were re-armed
 //                        at or before now: they move to due_ when that advance() returns.
-//   running_             the slot being processed by advance(), detached from its level.
+//   running_[lane]       the slot being processed by advance(), detached from its level.
 //   elapsed_             the wheel's current tick, floor(now_ns_ / tick_).
 //
 // Invariants (between advance() calls).
@@ -77,11 +80,13 @@ class TimerWheel {
     if (now_ns < 0) die("TimerWheel: now_ns must be >= 0 (CLOCK_MONOTONIC)");
     elapsed_ = static_cast<uint64_t>(now_ns) / tick_;
     for (auto& level : slots_) {
-      for (TimerNode& head : level) list_init(&head);
+      for (auto& slot : level) {
+        for (TimerNode& head : slot) list_init(&head);
+      }
     }
     list_init(&due_);
     list_init(&deferred_);
-    list_init(&running_);
+    for (TimerNode& head : running_) list_init(&head);
   }
   TimerWheel(const TimerWheel&) = delete;
   TimerWheel& operator=(const TimerWheel&) = delete;
@@ -150,7 +155,7 @@ class TimerWheel {
     size_t fired = 0;
     for (;;) {
       if (!list_empty(&due_)) {
-        list_splice_tail(&running_, &due_);
+        list_splice_tail(&running_[0], &due_);
         fired += run_detached(now_ns, fn);  // may re-bucket an extended node, never past now
         continue;
       }
@@ -158,9 +163,14 @@ class TimerWheel {
       if (size_ == 0 || !next_slot(&next) || next.start > target) break;
       elapsed_ = next.start;
       occupied_[next.level] &= ~(uint64_t{1} << next.slot);
-      TimerNode* head = &slots_[next.level][next.slot];
-      if (list_empty(head)) continue;  // a stale bit: the slot was emptied by cancel
-      list_splice_tail(&running_, head);
+      bool any = false;  // false: a stale bit, the slot was emptied by cancel
+      for (int lane = 0; lane < kLanes; ++lane) {
+        TimerNode* head = &slots_[next.level][next.slot][lane];
+        if (list_empty(head)) continue;
+        list_splice_tail(&running_[lane], head);
+        any = true;
+      }
+      if (!any) continue;
       fired += run_detached(tick_limit, fn);
     }
     if (target > elapsed_) elapsed_ = target;
@@ -174,7 +184,7 @@ class TimerWheel {
   // now_ns() if a node is already due.
   int64_t next_deadline() const noexcept {
     if (size_ == 0) return -1;
-    if (!list_empty(&due_) || !list_empty(&deferred_) || !list_empty(&running_)) return now_ns_;
+    if (!list_empty(&due_) || !list_empty(&deferred_) || running()) return now_ns_;
     SlotRef next;
     if (!next_slot(&next)) return -1;  // unreachable while I4 holds
     if (next.start > static_cast<uint64_t>(INT64_MAX) / tick_) return INT64_MAX;
@@ -198,6 +208,9 @@ class TimerWheel {
 
  private:
   static constexpr uint64_t kSlotMask = kSlots - 1;
+  // Lists a slot keeps side by side: expiry has this many cache misses in flight at once.
+  static constexpr int kLanes = 8;
+  static_assert((kLanes & (kLanes - 1)) == 0, "lanes are picked with a mask");
   // Ticks the whole wheel spans; a deadline further away is clamped into the top level.
   static constexpr uint64_t kWheelTicks = uint64_t{1} << (kLevelBits * kLevels);
   static_assert(kLevelBits * kLevels < 64, "the wheel's span must fit a tick counter");
@@ -216,7 +229,9 @@ class TimerWheel {
     }
     ~AdvanceScope() {
       w->in_advance_ = false;
-      if (!list_empty(&w->running_)) list_splice_tail(&w->due_, &w->running_);
+      for (TimerNode& head : w->running_) {
+        if (!list_empty(&head)) list_splice_tail(&w->due_, &head);
+      }
       if (!list_empty(&w->deferred_)) list_splice_tail(&w->due_, &w->deferred_);
       if (w->size_ == 0) {
         for (uint64_t& bits : w->occupied_) bits = 0;  // every bit left is stale
@@ -248,7 +263,8 @@ class TimerWheel {
   void insert(TimerNode* n, uint64_t e) noexcept {
     const int level = level_for(elapsed_, e);
     const unsigned slot = static_cast<unsigned>((e >> (level * kLevelBits)) & kSlotMask);
-    list_link_tail(&slots_[level][slot], n);
+    lane_ = (lane_ + 1) & (kLanes - 1);
+    list_link_tail(&slots_[level][slot][lane_], n);
     occupied_[level] |= uint64_t{1} << slot;
   }
 
@@ -274,29 +290,42 @@ class TimerWheel {
   }
 
   // Fires every node in running_ with when <= limit and re-buckets the rest (their expiry
-  // tick is then past the advance's target, I1). Pops from the head each time, so fn may
-  // cancel or re-arm any node still in running_.
+  // tick is then past the advance's target, I1). Takes one node from each lane in turn, and
+  // always the head of its lane, so fn may cancel or re-arm any node still in running_.
   template <class Fn>
   size_t run_detached(int64_t limit, Fn& fn) {
     size_t fired = 0;
     TimerNode* const mark = fire_mark();
-    while (running_.next != &running_) {
-      TimerNode* n = running_.next;
-      TimerNode* after = n->next;
-      __builtin_prefetch(after->next);  // overlap the next pointer chase with this node's work
-      running_.next = after;
-      after->prev = &running_;
-      if (n->when <= limit) {
-        n->next = nullptr;
-        n->prev = mark;
-        --size_;
-        ++fired;
-        fn(n);
-      } else {
-        insert(n, expiry_tick(n->when));  // lazily extended, or reached a coarse slot early
+    for (bool any = true; any;) {
+      any = false;
+      for (TimerNode& head : running_) {
+        TimerNode* n = head.next;
+        if (n == &head) continue;
+        any = true;
+        TimerNode* after = n->next;
+        // Start fetching this lane's next node now; it is needed a whole round later.
+        __builtin_prefetch(after, 1);
+        head.next = after;
+        after->prev = &head;
+        if (n->when <= limit) {
+          n->next = nullptr;
+          n->prev = mark;
+          --size_;
+          ++fired;
+          fn(n);
+        } else {
+          insert(n, expiry_tick(n->when));  // lazily extended, or reached a coarse slot early
+        }
       }
     }
     return fired;
+  }
+
+  bool running() const noexcept {
+    for (const TimerNode& head : running_) {
+      if (!list_empty(&head)) return true;
+    }
+    return false;
   }
 
   static void list_init(TimerNode* head) noexcept { head->next = head->prev = head; }
@@ -333,8 +362,9 @@ class TimerWheel {
   uint64_t occupied_[kLevels] = {};
   TimerNode due_;
   TimerNode deferred_;
-  TimerNode running_;
-  TimerNode slots_[kLevels][kSlots];
+  unsigned lane_ = 0;  // the lane the last insert used
+  TimerNode running_[kLanes];
+  TimerNode slots_[kLevels][kSlots][kLanes];
 };
 
 }  // namespace ringpoll

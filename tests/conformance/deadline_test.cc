@@ -32,13 +32,13 @@ TYPED_TEST(Conformance, S01_DeadlinesAreAbsoluteNowIsExpiredOverflowClamps) {
   ASSERT_FALSE(op.done);
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
   const int64_t t0 = mono_now_ns();
-  const int64_t dl = t0 + 300 * kMs;
+  const int64_t dl = t0 + 500 * kMs;
   ASSERT_TRUE(f.set_read_deadline(dl).ok());
-  usleep(250'000);
+  usleep(450'000);
   ASSERT_TRUE(this->env().run_until([&] { return op.done; }));
   EXPECT_TRUE(op.r.err.timeout()) << op.r.err.message();
   EXPECT_GE(op.end_ns, dl);                  // never early
-  EXPECT_LT(op.end_ns, t0 + 520 * kMs);      // a restarted deadline would end at >= t0+550ms
+  EXPECT_LT(op.end_ns, t0 + 900 * kMs);  // a restarted deadline would end at >= t0+950ms
 
   // ... and to later operations.
   Op op2;
@@ -280,21 +280,23 @@ TYPED_TEST(Conformance, S09_ExtendWhileWaitingAndResetAfterFireKeepWaiting) {
   PollFd<P> f;
   ASSERT_TRUE(f.open(s, p.take_a()).ok());
   // 1. Extending a deadline while an operation waits keeps it waiting.
-  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 20 * kMs).ok());
+  const int64_t t1 = mono_now_ns() + 200 * kMs;
+  ASSERT_TRUE(f.set_read_deadline(t1).ok());
   Op r;
   s.spawn(do_read(&f, &r));
   this->env().settle();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
   ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 10 * kSec).ok());
-  usleep(40'000);
+  sleep_until_ns(t1 + 10 * kMs);
   s.fire_timers();
   EXPECT_EQ(s.runnable(), 0u);
   EXPECT_TRUE(parked(f.pd(), Mode::kRead));
 
   // 2. Deterministic: the timer fires and queues the waiter; before the waiter runs, the
   // deadline is set again; the waiter must go back to waiting.
-  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 20 * kMs).ok());
-  usleep(30'000);
+  const int64_t t2 = mono_now_ns() + 20 * kMs;
+  ASSERT_TRUE(f.set_read_deadline(t2).ok());
+  sleep_until_ns(t2 + 10 * kMs);
   s.fire_timers();
   ASSERT_EQ(s.runnable(), 1u);  // the timer woke it
   EXPECT_EQ(f.pd()->rd, -1);
@@ -338,7 +340,7 @@ TYPED_TEST(Conformance, S10_EveryChangeBumpsSeqAndStaleTimersDoNothing) {
   s.spawn(do_read(&f, &r));
   this->env().settle();
   ASSERT_TRUE(parked(pd, Mode::kRead));
-  usleep(30'000);
+  sleep_until_ns(now + 30 * kMs);
   s.fire_timers();
   EXPECT_EQ(s.runnable(), 0u);
   EXPECT_EQ(pd->rd, now + 30 * kSec);
@@ -358,7 +360,7 @@ TYPED_TEST(Conformance, S11_EqualDeadlinesShareOneTimerAndChangesRebuildIt) {
   ASSERT_TRUE(f.open(s, p.take_a()).ok());
   fill_send_buffer(f.fd());
   const size_t wheel0 = s.deadline_wheel().size();
-  const int64_t t = mono_now_ns() + 30 * kMs;
+  const int64_t t = mono_now_ns() + 200 * kMs;
   ASSERT_TRUE(f.set_deadline(t).ok());
   EXPECT_EQ(f.pd()->rd, f.pd()->wd);
   EXPECT_EQ(s.deadline_wheel().size(), wheel0 + 1);  // one timer for both directions
@@ -368,7 +370,7 @@ TYPED_TEST(Conformance, S11_EqualDeadlinesShareOneTimerAndChangesRebuildIt) {
   this->env().settle();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
   ASSERT_TRUE(parked(f.pd(), Mode::kWrite));
-  usleep(40'000);
+  sleep_until_ns(t + 10 * kMs);
   EXPECT_EQ(s.fire_timers(), 1u);  // one fire ...
   EXPECT_EQ(s.runnable(), 2u);     // ... wakes both directions
   s.run_ready();

@@ -136,6 +136,13 @@ inline size_t drain(int fd) {
   return total;
 }
 
+// Sleeps until CLOCK_MONOTONIC reaches t.
+inline void sleep_until_ns(int64_t t) {
+  for (int64_t now = mono_now_ns(); now < t; now = mono_now_ns()) {
+    usleep(static_cast<useconds_t>((t - now) / 1000 + 1));
+  }
+}
+
 inline void put(int fd, const char* s) {
   ASSERT_EQ(::send(fd, s, strlen(s), MSG_NOSIGNAL), static_cast<ssize_t>(strlen(s)));
 }

@@ -637,13 +637,13 @@ TEST(TimerWheel, RandomisedAgainstModel) {
   std::mt19937_64 rng(42);
   const int64_t tick = kMs;
   TimerWheel w(tick, 0);
-  constexpr size_t kNodes = 3000;
+  constexpr size_t kNodes = 1000;
   std::vector<TimerNode> nodes(kNodes);
-  std::vector<bool> armed(kNodes, false);
+  std::vector<uint8_t> armed(kNodes, false);
   std::vector<Expect> expect(kNodes);
   int advances = 0;
   int64_t now = 0;
-  for (int op = 0; op < 200'000; ++op) {
+  for (int op = 0; op < 100'000; ++op) {
     const size_t i = rng() % kNodes;
     const uint64_t r = rng() % 100;
     if (r < 60) {  // arm or extend or move earlier
@@ -665,13 +665,13 @@ TEST(TimerWheel, RandomisedAgainstModel) {
       const int bits = static_cast<int>(rng() % 14);
       now += static_cast<int64_t>(rng() % ((uint64_t{1} << bits) * tick));
       ++advances;
-      std::vector<bool> must(kNodes, false);
+      std::vector<uint8_t> must(kNodes, false);
       for (size_t k = 0; k < kNodes; ++k) {
         if (!armed[k]) continue;
         const Expect& e = expect[k];
         must[k] = (e.due_at_arm && e.when <= now) || now / tick >= expiry_tick(e.when, tick);
       }
-      std::vector<bool> got(kNodes, false);
+      std::vector<uint8_t> got(kNodes, false);
       w.advance(now, [&](TimerNode* n) {
         const size_t k = static_cast<size_t>(n - nodes.data());
         got[k] = true;
