@@ -58,7 +58,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <utility>
 
 #include "poller/timer_node.h"  // TimerNode: embedded in PollDesc, so it lives in poller/
 
@@ -69,8 +68,8 @@ class TimerWheel {
   static constexpr int kLevelBits = 6;  // 64 slots: one uint64_t occupancy bitmap a level
   static constexpr int kSlots = 1 << kLevelBits;
   static constexpr int kLevels = 6;  // 2^36 ticks: 2.2 years at 1 ms, 8 days at 10 us
-  // Below this tick, the per-tick work of advance() outweighs the precision gained; the
-  // engine's waits are rounded to whole ticks anyway (DESIGN.md: "down to tens of us").
+  // Finer ticks buy nothing: a shard's loop turn (poll, run tasks) takes microseconds, so it
+  // could not advance the wheel that often (DESIGN.md: "down to tens of us").
   static constexpr int64_t kMinTickNs = 10'000;
   static constexpr int64_t kDefaultTickNs = 1'000'000;  // 1 ms: a socket deadline's grain
 
@@ -129,19 +128,23 @@ class TimerWheel {
     --size_;
   }
 
-  // Fire every node whose expiry tick has been reached, ceil(when / tick) * tick <= now_ns,
-  // and every node armed at or before now_ns() (see arm()). So n->when <= now_ns whenever
-  // fn(n) runs, and a node is late by less than one tick. Slots are visited in non-decreasing
-  // order of their start; nodes that share a slot fire together, in unspecified order (a
-  // coarse slot reached by a large jump fires all its due nodes at once). A node found in a
-  // reached slot before its expiry tick (lazily extended, or a coarse slot) is re-bucketed.
-  // Returns the number of nodes fired. Each node is unlinked before fn(node)
-  // runs and the slot is detached first, so fn may arm or cancel any node. A node armed by fn
-  // at or before now_ns fires in this call, unless it already fired in this call: then it is
-  // due at the next advance() (a callback that re-arms itself at <= now cannot spin). Known
-  // gap: a callback that arms an already-fired node later and then earlier again in the same
-  // call is not recognised and fires again. now_ns going backwards is treated as now_ns().
-  // Not reentrant. If fn throws, every pending node is kept (due at the next advance()).
+  // Fire every node whose expiry tick has been reached (ceil(when / tick) * tick <= now_ns)
+  // and every node armed at or before now_ns() (see arm()), so n->when <= now_ns whenever
+  // fn(n) runs and no node is late by a tick or more. Returns the number fired.
+  //
+  // Order: slots are visited in non-decreasing order of their start; nodes that share a slot
+  // fire together in unspecified order (a coarse slot reached by a large jump fires all its
+  // due nodes at once). A node found in a reached slot before its expiry tick (lazily
+  // extended, or in a coarse slot) is re-bucketed instead.
+  //
+  // Callbacks: each node is unlinked before fn(node) runs and its slot is detached first, so
+  // fn may arm or cancel any node. A node fn arms at or before now_ns fires in this same call,
+  // unless it already fired in this call: then it is due at the next advance(), so a callback
+  // that re-arms itself at <= now cannot spin. Known gap: a callback that arms an already
+  // fired node later and then earlier again, in the same call, is not recognised (it fires
+  // again in this call). If fn throws, every pending node is kept, due at the next advance().
+  //
+  // now_ns going backwards is treated as now_ns(). Not reentrant (stops the process).
   template <class Fn>
   size_t advance(int64_t now_ns, Fn&& fn) {
     if (in_advance_) die("TimerWheel: advance() called from inside an advance() callback");

@@ -18,6 +18,7 @@
 #include "engine/poll_fd.h"
 #include "engine/scheduler.h"
 #include "epoll/epoll_poller.h"
+#include "uring/uring_poller.h"
 
 namespace ringpoll::test {
 
@@ -26,7 +27,7 @@ inline constexpr int64_t kSec = 1'000'000'000;
 
 // Every backend the conformance suite runs on. A backend that is not available on this
 // machine reports a skip for each test, never a pass.
-using Backends = ::testing::Types<EpollPoller>;
+using Backends = ::testing::Types<EpollPoller, UringPoller>;
 
 struct BackendName {
   template <class P>

@@ -221,6 +221,30 @@ TEST(TimerWheel, FiresAtExpiryTickNeverEarly) {
   EXPECT_EQ(f.nodes[1], &unaligned);
 }
 
+// The expiry tick is ceil(when / tick) for any tick and any when: a node fires at exactly
+// that tick's start, not a nanosecond before. Odd and power-of-two ticks, huge deadlines.
+TEST(TimerWheel, ExpiryTickIsExactForAnyTick) {
+  std::mt19937_64 rng(11);
+  for (const int64_t tick : {int64_t{10'000}, int64_t{16'384}, int64_t{999'983}, kMs,
+                             int64_t{1'234'567}, int64_t{1} << 30, int64_t{987'654'321'987}}) {
+    for (int i = 0; i < 300; ++i) {
+      TimerWheel w(tick, 0);
+      const int bits = 1 + static_cast<int>(rng() % 62);
+      const int64_t when = 1 + static_cast<int64_t>(rng() % (uint64_t{1} << bits));
+      const int64_t e = expiry_tick(when, tick);
+      if (e > INT64_MAX / tick) continue;  // in the last partial tick: never fires
+      TimerNode n;
+      w.arm(&n, when);
+      size_t fired = 0;
+      auto count = [&](TimerNode*) { ++fired; };
+      w.advance(e * tick - 1, count);
+      ASSERT_EQ(fired, 0u) << "tick " << tick << " when " << when;
+      w.advance(e * tick, count);
+      ASSERT_EQ(fired, 1u) << "tick " << tick << " when " << when;
+    }
+  }
+}
+
 TEST(TimerWheel, NowGoingBackwardsIsIgnored) {
   TimerWheel w(kMs, 5 * kMs);
   TimerNode n;

@@ -1,0 +1,94 @@
+#include "uring/uring_poller.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+
+namespace ringpoll {
+namespace {
+// pd->backend_flags bit: a multishot poll is armed for the descriptor.
+constexpr uint8_t kPollArmed = 1;
+}  // namespace
+
+Availability UringPoller::available() {
+  static const Availability a = UringRing::probe();
+  return a;
+}
+
+void UringPoller::arm_poll(int fd, PollDesc* pd) {
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_poll_multishot(s, fd, kPollMask);
+  io_uring_sqe_set_data64(s, tag_pointer(pd, pd->fdseq.load()));
+  pd->backend_flags |= kPollArmed;
+}
+
+int UringPoller::open(int fd, PollDesc* pd) {
+  // Match epoll: regular files and directories cannot be polled (they are always
+  // "ready"), so they get EPERM and run without deadlines (S12).
+  struct stat st;
+  if (fstat(fd, &st) < 0) return errno;
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) return EPERM;
+  arm_poll(fd, pd);
+  return 0;
+}
+
+int UringPoller::close(int, PollDesc* pd) {
+  if (!(pd->backend_flags & kPollArmed)) return 0;
+  pd->backend_flags &= static_cast<uint8_t>(~kPollArmed);
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_poll_remove(s, tag_pointer(pd, pd->fdseq.load()));
+  io_uring_sqe_set_data64(s, kUringIgnoreData);
+  // Submit now: the poll holds a reference to the file, which the caller is about to
+  // close, and the peer should see the close promptly.
+  const int r = ring_.flush();
+  return r < 0 ? -r : 0;
+}
+
+int UringPoller::poll(int64_t delta_ns, TaskList& out) {
+  int64_t d = delta_ns;
+  if (ring_.take_seen_wake(d)) d = 0;  // a wake already arrived: do not block
+  for (;;) {
+    const int r = ring_.wait(d);
+    if (r == -EINTR) {
+      if (d < 0) continue;  // a blocking wait resumes; a timed one returns (S29)
+      return 0;
+    }
+    break;
+  }
+  int events = 0;
+  ring_.for_each([&](io_uring_cqe* cqe) {
+    const uint64_t ud = cqe->user_data;
+    const bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (ud == kUringWakeData) {
+      ring_.on_wake_cqe(d);
+      if (!ring_.wake_uses_msg_ring() && !more) ring_.rearm_wake();
+      return;
+    }
+    if (ud == kUringIgnoreData || ud == LIBURING_UDATA_TIMEOUT) return;
+    ++events;
+    PollDesc* pd = tagged_pd(ud);
+    const uint32_t tag = tagged_seq(ud);
+    if (!tag_current(pd, tag)) return;  // the descriptor was freed since: stale
+    const int res = cqe->res;
+    if (res >= 0) {
+      uint8_t mode = 0;
+      if (res & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) mode |= 1;
+      if (res & (POLLOUT | POLLHUP | POLLERR)) mode |= 2;
+      pd->set_event_err(res == POLLERR, tag);  // only when error is the sole event (S20)
+      if (mode) pd->ready(static_cast<Mode>(mode), out);
+    } else if (res != -ECANCELED) {
+      // The poll itself failed (e.g. EBADF): report it like an error event.
+      pd->set_event_err(true, tag);
+      pd->ready(Mode::kReadWrite, out);
+      pd->backend_flags &= static_cast<uint8_t>(~kPollArmed);
+      return;
+    }
+    if (!more && !pd->closing && (pd->backend_flags & kPollArmed)) {
+      ++rearms_;
+      arm_poll(pd->fd, pd);  // the multishot poll ended: arm it again (S30)
+    }
+  });
+  return events;
+}
+
+}  // namespace ringpoll

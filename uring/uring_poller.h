@@ -1,0 +1,58 @@
+#pragma once
+// UringPoller: io_uring in readiness mode, the default contract (DESIGN.md "io_uring").
+//
+// One multishot poll (IORING_POLL_ADD_MULTI) per descriptor, armed at open, whose
+// user_data is the tagged pointer (PollDesc*, fdseq): a completion for an old generation
+// is dropped (S26). A multishot poll posts a CQE per wake-up of the socket, like
+// EPOLLET. When a CQE arrives without IORING_CQE_F_MORE the kernel has ended the
+// request (CQ overflow, an error, our cancel): if the descriptor is still current and
+// open we arm it again (S30), and since a fresh poll reports readiness that already
+// exists, no event is lost. All CQEs reaped by one poll() become one TaskList.
+//
+// Waits use the ring's own timeout (io_uring_submit_and_wait_timeout, EXT_ARG), never a
+// linked timeout per operation. Setup and the wake are in UringRing.
+#include <cstdint>
+
+#include "poller/poller.h"
+#include "uring/uring_ring.h"
+
+namespace ringpoll {
+
+class UringPoller {
+ public:
+  static constexpr const char* kName = "io_uring";
+  static constexpr bool kLevelTriggered = false;
+  static constexpr bool kCompletion = false;
+  // What the multishot poll asks for: the same set the epoll backend registers.
+  static constexpr unsigned kPollMask = POLLIN | POLLOUT | POLLRDHUP | POLLERR | POLLHUP;
+
+  UringPoller() = default;
+  UringPoller(const UringPoller&) = delete;
+  UringPoller& operator=(const UringPoller&) = delete;
+
+  // Probed once per process (a real 2-entry ring setup).
+  static Availability available();
+  void set_options(const UringOptions& o) { ring_.set_options(o); }
+  Status init() { return ring_.setup(); }
+  int open(int fd, PollDesc* pd);
+  int close(int fd, PollDesc* pd);
+  void arm(PollDesc*, Mode) {}
+  int poll(int64_t delta_ns, TaskList& out);
+  void wake() noexcept { ring_.wake(); }
+  bool owns(int fd) const {
+    return fd >= 0 && (fd == ring_.ring_fd() || fd == ring_.wake_eventfd());
+  }
+
+  uint64_t wakes_written() const noexcept { return ring_.wakes_written(); }
+  uint64_t rearms() const noexcept { return rearms_; }
+  UringRing& ring() noexcept { return ring_; }
+  std::string describe() const { return ring_.describe(); }
+
+ private:
+  void arm_poll(int fd, PollDesc* pd);
+  UringRing ring_;
+  uint64_t rearms_ = 0;
+};
+static_assert(PollerBackend<UringPoller>);
+
+}  // namespace ringpoll

@@ -1,0 +1,119 @@
+#pragma once
+// UringRing: one io_uring instance and the parts every io_uring mode shares: setup with
+// probed flags, a submission path that never fails, waiting with the ring's own timeout,
+// and the coalesced cross-thread wake. Used by UringPoller (readiness) and the
+// completion-mode poller.
+//
+// Setup flags, each probed by trying it (the kernel answers EINVAL for what it lacks):
+//   SINGLE_ISSUER  (6.0) only the shard's thread submits; lets the kernel skip locking
+//   DEFER_TASKRUN  (6.1) completions run when we ask (GETEVENTS), not by interrupting us
+//   COOP_TASKRUN   (5.19) no IPI to run task work; we enter the kernel often enough
+//   SQPOLL         optional: a kernel thread polls the SQ (costs a core; off by default)
+//
+// Wake (Go's netpollBreak): a CAS turns wake_pending_ 0 -> 1 and only that caller sends.
+// Where the kernel has IORING_OP_MSG_RING (5.18) the waker posts a CQE straight into our
+// ring from a small per-thread ring of its own; otherwise an eventfd watched by a
+// multishot poll. Only a blocking poll drains a wake (S28): a wake CQE seen by a
+// non-blocking poll is remembered and makes the next blocking poll return at once.
+#include <liburing.h>
+#include <poll.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "poller/poller.h"
+
+namespace ringpoll {
+
+struct UringOptions {
+  unsigned entries = 256;       // SQ entries; the CQ gets twice as many
+  bool single_issuer = true;    // try IORING_SETUP_SINGLE_ISSUER
+  bool defer_taskrun = true;    // try IORING_SETUP_DEFER_TASKRUN (needs single_issuer)
+  bool coop_taskrun = true;     // try IORING_SETUP_COOP_TASKRUN
+  bool sqpoll = false;          // IORING_SETUP_SQPOLL
+  unsigned sqpoll_idle_ms = 1000;
+  bool msg_ring_wake = true;    // wake by IORING_OP_MSG_RING where the kernel has it
+  bool register_ring_fd = true; // io_uring_register_ring_fd: cheaper io_uring_enter
+};
+
+// user_data values that are not descriptors or operations.
+inline constexpr uint64_t kUringWakeData = 0;
+inline constexpr uint64_t kUringIgnoreData = 2;  // cancels, removes: nothing to do
+
+// Why io_uring_setup failed, in one line: ENOSYS (seccomp or no io_uring in the kernel),
+// EPERM (kernel.io_uring_disabled, printed, or an LSM/seccomp), ENOMEM (RLIMIT_MEMLOCK,
+// printed). err is a positive errno.
+std::string classify_uring_setup_failure(int err);
+
+class UringRing {
+ public:
+  UringRing() = default;
+  ~UringRing();
+  UringRing(const UringRing&) = delete;
+  UringRing& operator=(const UringRing&) = delete;
+
+  // A cheap real probe: set up and tear down a 2-entry ring.
+  static Availability probe();
+
+  void set_options(const UringOptions& o) { opt_ = o; }
+  const UringOptions& options() const { return opt_; }
+  Status setup();
+  bool ready() const noexcept { return ring_fd_ >= 0; }
+  int ring_fd() const noexcept { return ring_fd_; }
+  unsigned setup_flags() const noexcept { return flags_; }
+  std::string describe() const;  // "io_uring (SINGLE_ISSUER|DEFER_TASKRUN|..., wake=msg_ring)"
+  bool supports(int opcode) const noexcept;
+
+  // An SQE to fill; never null. When the SQ is full the ring is flushed first; if it is
+  // still full (SQPOLL lagging) the SQE goes to an overflow list flushed later.
+  io_uring_sqe* sqe();
+  // Submits what is queued (including the overflow list). Returns the kernel's count or
+  // a negative errno; EBUSY/EAGAIN (CQ backlog) are absorbed: the next wait reaps first.
+  int flush();
+
+  // Waits for completions: delta < 0 blocks, 0 does not, > 0 at most delta ns. Returns
+  // 0 or -ETIME/-EINTR. After it, reap CQEs with for_each().
+  int wait(int64_t delta_ns);
+  template <class Fn>
+  unsigned for_each(Fn&& fn) {
+    unsigned head, n = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      fn(cqe);
+      ++n;
+    }
+    io_uring_cq_advance(&ring_, n);
+    return n;
+  }
+  // Call on a wake CQE; returns whether this poll should report it (blocking polls).
+  bool on_wake_cqe(int64_t delta_ns) noexcept;
+  // A remembered wake that a non-blocking poll saw: the next blocking poll returns at once.
+  bool take_seen_wake(int64_t delta_ns) noexcept;
+
+  void wake() noexcept;
+  uint64_t wakes_written() const noexcept { return wakes_written_.load(); }
+  bool wake_uses_msg_ring() const noexcept { return msg_ring_wake_; }
+
+  io_uring* raw() noexcept { return &ring_; }
+  int wake_eventfd() const noexcept { return wake_efd_; }
+  // Eventfd mode: a wake CQE without IORING_CQE_F_MORE ended the multishot poll.
+  void rearm_wake() { arm_wake_eventfd(); }
+
+ private:
+  void arm_wake_eventfd();
+  UringOptions opt_;
+  io_uring ring_{};
+  int ring_fd_ = -1;
+  unsigned flags_ = 0;
+  io_uring_probe* probe_ = nullptr;
+  bool msg_ring_wake_ = false;
+  int wake_efd_ = -1;
+  bool wake_seen_ = false;
+  std::vector<io_uring_sqe> overflow_;
+  std::atomic<uint32_t> wake_pending_{0};
+  std::atomic<uint64_t> wakes_written_{0};
+};
+
+}  // namespace ringpoll
