@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include "engine/scheduler.h"
 
@@ -30,6 +31,16 @@ struct IoResult {
 struct AcceptResult {
   int fd = -1;  // non-blocking, close-on-exec
   Status err;
+};
+
+// Per-descriptor state a completion backend keeps (multishot queues); empty otherwise.
+template <class P, bool = P::kCompletion>
+struct FdStateOf {
+  struct type {};
+};
+template <class P>
+struct FdStateOf<P, true> {
+  using type = typename P::FdState;
 };
 
 // Test seam: the accept4 the sockets layer calls (tests inject ECONNABORTED, S31).
@@ -56,14 +67,19 @@ class PollFd {
     fd_ = fd;
     const int fl = fcntl(fd, F_GETFL);
     if (fl < 0) return Status::from_errno(errno);
-    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-      return Status::from_errno(errno);
-    }
+    // Readiness backends need O_NONBLOCK (try the syscall, wait on EAGAIN). Completion
+    // backends need it off: io_uring answers EAGAIN for a non-blocking file instead of
+    // waiting for it internally.
+    const int want = P::kCompletion ? (fl & ~O_NONBLOCK) : (fl | O_NONBLOCK);
+    if (want != fl && fcntl(fd, F_SETFL, want) < 0) return Status::from_errno(errno);
     int err = 0;
     pd_ = s.open(fd, &err);
     if (!pd_ && err != EPERM) {
       fd_ = -1;
       return Status::from_errno(err);
+    }
+    if constexpr (P::kCompletion) {
+      if (pd_) s.backend().attach(pd_, &cst_, fd);
     }
     state_ = State::kOpen;
     return Status();
@@ -83,6 +99,7 @@ class PollFd {
       if (PollError e = pd_->reset(Mode::kRead); e != PollError::kNone) {
         co_return IoResult{0, Status::from_poll(e)};
       }
+      if constexpr (P::kCompletion) co_return co_await read_completion(buf);
     }
     for (;;) {
       const ssize_t n = ::read(fd_, buf.data(), buf.size());
@@ -105,6 +122,7 @@ class PollFd {
       if (PollError e = pd_->reset(Mode::kWrite); e != PollError::kNone) {
         co_return IoResult{0, Status::from_poll(e)};
       }
+      if constexpr (P::kCompletion) co_return co_await write_completion(buf);
     }
     size_t done = 0;
     while (done < buf.size()) {
@@ -136,6 +154,7 @@ class PollFd {
       if (PollError e = pd_->reset(Mode::kRead); e != PollError::kNone) {
         co_return AcceptResult{-1, Status::from_poll(e)};
       }
+      if constexpr (P::kCompletion) co_return co_await accept_completion();
     }
     for (;;) {
       const int c = g_accept4_fn(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -173,6 +192,109 @@ class PollFd {
     if (!pd_) return Errc::kNoDeadline;
     s_->set_deadline_at(pd_, abs, m);
     return Status();
+  }
+
+  // ---- completion backends ----
+  // Go's execIO: the operation is submitted; wait for its completion. On timeout or close,
+  // cancel it and wait for the completion, ignoring further timeout/close; an operation
+  // that completed first is a success (S24), and the buffer is the caller's again only
+  // after the completion was reaped (S23). *why gets the timeout/close that interrupted.
+  template <class Op>
+  Task<int32_t> exec_io(Op* op, PollError* why) {
+    for (;;) {
+      const PollError e = co_await s_->wait(pd_, op->mode);
+      if (op->done) break;
+      if (e == PollError::kNone) continue;  // woken without a completion (S09): wait on
+      *why = e;
+      s_->backend().cancel(op);
+      while (!op->done) co_await s_->wait_io(pd_, op->mode);
+      break;
+    }
+    co_return op->res;
+  }
+  static Status op_status(int32_t res, PollError why) {
+    if (res == -ECANCELED && why != PollError::kNone) return Status::from_poll(why);
+    return Status::from_errno(-res);
+  }
+
+  Task<IoResult> read_completion(std::span<std::byte> buf) {
+    auto& b = s_->backend();
+    if (b.multishot_recv()) {
+      // Data already queued by the multishot recv; no caller buffer is ever in flight.
+      b.arm_recv(&cst_);
+      for (;;) {
+        if (const size_t n = b.take_recv(&cst_, buf); n > 0) co_return IoResult{n, Status()};
+        if (cst_.recv_err != 0) {
+          const int32_t e = std::exchange(cst_.recv_err, 0);
+          co_return IoResult{0, Status::from_errno(-e)};
+        }
+        if (cst_.eof) co_return IoResult{0, Errc::kEof};
+        b.arm_recv(&cst_);
+        if (PollError e = co_await s_->wait(pd_, Mode::kRead); e != PollError::kNone) {
+          co_return IoResult{0, Status::from_poll(e)};
+        }
+      }
+    }
+    typename P::Op op{pd_, Mode::kRead};
+    b.submit_recv(&op, fd_, buf.data(), buf.size());
+    PollError why = PollError::kNone;
+    const int32_t res = co_await exec_io(&op, &why);
+    if (res > 0) co_return IoResult{static_cast<size_t>(res), Status()};
+    if (res == 0) co_return IoResult{0, Errc::kEof};
+    co_return IoResult{0, op_status(res, why)};
+  }
+
+  Task<IoResult> write_completion(std::span<const std::byte> buf) {
+    size_t done = 0;
+    while (done < buf.size()) {
+      typename P::Op op{pd_, Mode::kWrite};
+      s_->backend().submit_send(&op, fd_, buf.data() + done, buf.size() - done,
+                                cst_.zc_capable);
+      PollError why = PollError::kNone;
+      const int32_t res = co_await exec_io(&op, &why);
+      if (res == -EOPNOTSUPP && op.zc && why == PollError::kNone) {
+        cst_.zc_capable = false;  // this socket cannot send zero-copy: plain sends from now
+        continue;
+      }
+      if (res < 0) co_return IoResult{done, op_status(res, why)};
+      done += static_cast<size_t>(res);  // a short send: go round again
+      if (why != PollError::kNone && done < buf.size()) {
+        co_return IoResult{done, Status::from_poll(why)};
+      }
+      if (done < buf.size()) {
+        if (PollError e = pd_->check_err(Mode::kWrite); e != PollError::kNone) {
+          co_return IoResult{done, Status::from_poll(e)};
+        }
+      }
+    }
+    co_return IoResult{done, Status()};
+  }
+
+  Task<AcceptResult> accept_completion() {
+    auto& b = s_->backend();
+    if (b.multishot_accept()) {
+      b.arm_accept(&cst_);
+      for (;;) {
+        if (const int c = b.take_accept(&cst_); c >= 0) co_return AcceptResult{c, Status()};
+        if (cst_.accept_err != 0) {
+          const int32_t e = std::exchange(cst_.accept_err, 0);
+          b.arm_accept(&cst_);
+          co_return AcceptResult{-1, Status::from_errno(-e)};
+        }
+        if (PollError e = co_await s_->wait(pd_, Mode::kRead); e != PollError::kNone) {
+          co_return AcceptResult{-1, Status::from_poll(e)};
+        }
+      }
+    }
+    for (;;) {
+      typename P::Op op{pd_, Mode::kRead};
+      b.submit_accept(&op, fd_);
+      PollError why = PollError::kNone;
+      const int32_t res = co_await exec_io(&op, &why);
+      if (res >= 0) co_return AcceptResult{res, Status()};
+      if (res == -ECONNABORTED && why == PollError::kNone) continue;  // S31
+      co_return AcceptResult{-1, op_status(res, why)};
+    }
   }
 
   // An operation's reference (Go's fdMutex incref/decref, without the serialisation).
@@ -228,6 +350,7 @@ class PollFd {
   State state_ = State::kUnused;
   bool closer_waiting_ = false;
   TaskNode closer_;
+  [[no_unique_address]] typename FdStateOf<P>::type cst_;
 };
 
 }  // namespace ringpoll

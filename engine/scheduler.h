@@ -208,6 +208,33 @@ class Scheduler {
     return WaitAwaiter{this, pd, mode, PollError::kNone, false, {}};
   }
 
+  // Go's netpollblock with waitio = true: waits for the completion of an operation that
+  // was cancelled, ignoring timeout and close (completion backends, S24).
+  struct WaitIoAwaiter {
+    PollDesc* pd;
+    Mode mode;
+    bool parked = false;
+    TaskNode node;
+    bool await_ready() noexcept {
+      return pd->begin_wait(mode) == PollDesc::Begin::kTookReady;
+    }
+    bool await_suspend(std::coroutine_handle<> h) noexcept {
+      node.handle = h;
+      if (pd->commit_park(mode, &node)) {
+        parked = true;
+        return true;
+      }
+      pd->finish_wait(mode);
+      return false;
+    }
+    void await_resume() noexcept {
+      if (parked) pd->finish_wait(mode);
+    }
+  };
+  WaitIoAwaiter wait_io(PollDesc* pd, Mode mode) noexcept {
+    return WaitIoAwaiter{pd, mode, false, {}};
+  }
+
   struct SleepAwaiter {
     TimerNode timer;  // first: the sleep wheel's callback casts the node back
     TaskNode task;

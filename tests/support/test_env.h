@@ -14,10 +14,14 @@
 #include <string>
 #include <utility>
 
+#include "aix/pollset_poller.h"
 #include "engine/clock.h"
 #include "engine/poll_fd.h"
 #include "engine/scheduler.h"
 #include "epoll/epoll_poller.h"
+#include "kqueue/kqueue_poller.h"
+#include "ports/ports_poller.h"
+#include "uring/uring_completion.h"
 #include "uring/uring_poller.h"
 
 namespace ringpoll::test {
@@ -27,7 +31,22 @@ inline constexpr int64_t kSec = 1'000'000'000;
 
 // Every backend the conformance suite runs on. A backend that is not available on this
 // machine reports a skip for each test, never a pass.
-using Backends = ::testing::Types<EpollPoller, UringPoller>;
+using Backends =
+    ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller, UringCompletionSingleshot,
+                     EmulatedKqueuePoller, EmulatedPortsPoller, EmulatedPollsetPoller>;
+
+// Does the backend keep watching an open file description after the fd that registered it
+// is closed (a dup keeping the file open)? epoll and io_uring do. kqueue, event ports and
+// pollset drop a registration when its fd is closed (their emulations mirror that), so S26
+// builds its stale event there from an fd that stays open instead.
+template <class P>
+inline constexpr bool kWatchOutlivesFdClose = true;
+template <>
+inline constexpr bool kWatchOutlivesFdClose<EmulatedKqueuePoller> = false;
+template <>
+inline constexpr bool kWatchOutlivesFdClose<EmulatedPortsPoller> = false;
+template <>
+inline constexpr bool kWatchOutlivesFdClose<EmulatedPollsetPoller> = false;
 
 struct BackendName {
   template <class P>

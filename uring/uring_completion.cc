@@ -1,0 +1,360 @@
+#include "uring/uring_completion.h"
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace ringpoll {
+namespace {
+
+constexpr uint16_t kBufGroup = 1;
+constexpr uint64_t kOpBit = 1;
+constexpr uint64_t kKindRecv = 2;
+constexpr uint64_t kKindAccept = 4;
+constexpr uint64_t kKindMask = 7;
+constexpr uint64_t kPtrMask = (uint64_t{1} << kTagShift) - 1;
+
+uint64_t op_data(UringCompletionPoller::Op* op) { return reinterpret_cast<uint64_t>(op) | kOpBit; }
+uint64_t pd_data(PollDesc* pd, uint64_t kind) {
+  return tag_pointer(pd, pd->fdseq.load()) | kind;
+}
+PollDesc* data_pd(uint64_t ud) { return reinterpret_cast<PollDesc*>(ud & kPtrMask & ~kKindMask); }
+
+using FdState = UringCompletionPoller::FdState;
+FdState* state_of(PollDesc* pd) { return reinterpret_cast<FdState*>(pd->backend_data); }
+
+}  // namespace
+
+Availability UringCompletionPoller::available() {
+  static const Availability a = UringRing::probe();
+  return a;
+}
+
+UringCompletionPoller::~UringCompletionPoller() {
+  if (bufs_) munmap(bufs_, bufs_bytes_);
+  // The buffer ring's memory is unregistered with the ring itself (ring_ is destroyed
+  // after this body); unmapping it first is safe because the ring is no longer entered.
+  if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
+}
+
+Status UringCompletionPoller::init() {
+  if (Status s = ring_.setup(); !s.ok()) return s;
+  zc_ok_ = copt_.send_zc && ring_.supports(IORING_OP_SEND_ZC);
+  if (copt_.multishot_recv) {
+    if (copt_.buf_count == 0 || (copt_.buf_count & (copt_.buf_count - 1)) ||
+        copt_.buf_count > 32768 || copt_.buf_size == 0) {
+      return Errc::kInvalidArgument;
+    }
+    buf_ring_bytes_ = copt_.buf_count * sizeof(io_uring_buf);
+    void* r = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
+                   -1, 0);
+    if (r == MAP_FAILED) return Status::from_errno(errno);
+    buf_ring_ = static_cast<io_uring_buf_ring*>(r);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_);
+    reg.ring_entries = copt_.buf_count;
+    reg.bgid = kBufGroup;
+    const int ret = io_uring_register_buf_ring(ring_.raw(), &reg, 0);
+    if (ret < 0) {
+      // Provided buffer rings need Linux 5.19: without them, recv is single-shot.
+      munmap(buf_ring_, buf_ring_bytes_);
+      buf_ring_ = nullptr;
+    } else {
+      bufs_bytes_ = size_t{copt_.buf_count} * copt_.buf_size;
+      void* b = mmap(nullptr, bufs_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
+                     -1, 0);
+      if (b == MAP_FAILED) return Status::from_errno(errno);
+      bufs_ = static_cast<char*>(b);
+      io_uring_buf_ring_init(buf_ring_);
+      buf_mask_ = static_cast<unsigned>(io_uring_buf_ring_mask(copt_.buf_count));
+      for (unsigned i = 0; i < copt_.buf_count; ++i) {
+        io_uring_buf_ring_add(buf_ring_, bufs_ + size_t{i} * copt_.buf_size, copt_.buf_size,
+                              static_cast<unsigned short>(i), static_cast<int>(buf_mask_),
+                              static_cast<int>(i));
+      }
+      io_uring_buf_ring_advance(buf_ring_, static_cast<int>(copt_.buf_count));
+      counters_.buffers_free = copt_.buf_count;
+    }
+  }
+  return Status();
+}
+
+std::string UringCompletionPoller::describe() const {
+  std::string s = ring_.describe() + " completion:";
+  s += copt_.multishot_accept ? " multishot-accept" : " accept";
+  s += buf_ring_ ? " multishot-recv(buffer ring " + std::to_string(copt_.buf_count) + "x" +
+                       std::to_string(copt_.buf_size) + ")"
+                 : " recv";
+  s += zc_ok_ ? " send_zc>=" + std::to_string(copt_.zc_threshold) : " send";
+  return s;
+}
+
+UringCompletionPoller::Counters UringCompletionPoller::counters() const noexcept {
+  return counters_;
+}
+
+int UringCompletionPoller::open(int fd, PollDesc* pd) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return errno;
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) return EPERM;  // as epoll: not pollable
+  pd->backend_data = 0;
+  return 0;
+}
+
+void UringCompletionPoller::attach(PollDesc* pd, FdState* st, int fd) noexcept {
+  st->pd = pd;
+  st->fd = fd;
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  st->zc_capable = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+                   (domain == AF_INET || domain == AF_INET6);
+  pd->backend_data = reinterpret_cast<uint64_t>(st);
+}
+
+int UringCompletionPoller::close(int, PollDesc* pd) {
+  FdState* st = state_of(pd);
+  if (!st) return 0;
+  // Cancel the multishot requests; their last CQEs arrive after the descriptor is freed
+  // and are recognised as stale (a buffer they carry is returned to the ring).
+  if (st->recv_armed) {
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_cancel64(s, pd_data(pd, kKindRecv), 0);
+    io_uring_sqe_set_data64(s, kUringIgnoreData);
+  }
+  if (st->accept_armed) {
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_cancel64(s, pd_data(pd, kKindAccept), 0);
+    io_uring_sqe_set_data64(s, kUringIgnoreData);
+  }
+  for (size_t i = st->head; i < st->chunks.size(); ++i) recycle(st->chunks[i].bid);
+  st->chunks.clear();
+  st->head = 0;
+  for (size_t i = st->ahead; i < st->accepted.size(); ++i) ::close(st->accepted[i]);
+  st->accepted.clear();
+  st->ahead = 0;
+  if (st->recv_waiting) {
+    for (FdState** p = &waiting_; *p; p = &(*p)->next_waiting) {
+      if (*p == st) {
+        *p = st->next_waiting;
+        break;
+      }
+    }
+    st->recv_waiting = false;
+  }
+  st->recv_armed = st->accept_armed = false;
+  pd->backend_data = 0;
+  const int r = ring_.flush();
+  return r < 0 ? -r : 0;
+}
+
+void UringCompletionPoller::submit_recv(Op* op, int fd, void* buf, size_t len) {
+  op->done = false;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_recv(s, fd, buf, len, 0);
+  io_uring_sqe_set_data64(s, op_data(op));
+}
+
+void UringCompletionPoller::submit_send(Op* op, int fd, const void* buf, size_t len,
+                                        bool allow_zc) {
+  op->done = false;
+  io_uring_sqe* s = ring_.sqe();
+  op->zc = zc_ok_ && allow_zc && len >= copt_.zc_threshold;
+  if (op->zc) {
+    io_uring_prep_send_zc(s, fd, buf, len, MSG_NOSIGNAL, 0);
+    ++counters_.zc_sends;
+  } else {
+    io_uring_prep_send(s, fd, buf, len, MSG_NOSIGNAL);
+  }
+  io_uring_sqe_set_data64(s, op_data(op));
+}
+
+void UringCompletionPoller::submit_accept(Op* op, int fd) {
+  op->done = false;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_accept(s, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(s, op_data(op));
+}
+
+void UringCompletionPoller::cancel(Op* op) {
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_cancel64(s, op_data(op), 0);
+  io_uring_sqe_set_data64(s, kUringIgnoreData);
+}
+
+void UringCompletionPoller::arm_recv(FdState* st) {
+  if (!buf_ring_ || st->recv_armed || st->recv_waiting || st->eof) return;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_recv_multishot(s, st->fd, nullptr, 0, 0);
+  s->flags |= IOSQE_BUFFER_SELECT;
+  s->buf_group = kBufGroup;
+  io_uring_sqe_set_data64(s, pd_data(st->pd, kKindRecv));
+  st->recv_armed = true;
+}
+
+void UringCompletionPoller::arm_accept(FdState* st) {
+  if (st->accept_armed) return;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_multishot_accept(s, st->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(s, pd_data(st->pd, kKindAccept));
+  st->accept_armed = true;
+}
+
+void UringCompletionPoller::recycle(uint16_t bid) {
+  io_uring_buf_ring_add(buf_ring_, bufs_ + size_t{bid} * copt_.buf_size, copt_.buf_size, bid,
+                        static_cast<int>(buf_mask_), 0);
+  io_uring_buf_ring_advance(buf_ring_, 1);
+  ++counters_.buffers_free;
+}
+
+void UringCompletionPoller::rearm_waiting() {
+  // Buffers came back: connections whose recv ended with ENOBUFS still have their data
+  // in the kernel; arm them again.
+  while (waiting_ && counters_.buffers_free > 0) {
+    FdState* st = waiting_;
+    waiting_ = st->next_waiting;
+    st->next_waiting = nullptr;
+    st->recv_waiting = false;
+    ++counters_.recv_rearms;
+    arm_recv(st);
+  }
+}
+
+size_t UringCompletionPoller::take_recv(FdState* st, std::span<std::byte> out) {
+  size_t n = 0;
+  while (n < out.size() && st->head < st->chunks.size()) {
+    Chunk& c = st->chunks[st->head];
+    const size_t k = std::min<size_t>(out.size() - n, c.len - c.off);
+    std::memcpy(out.data() + n, bufs_ + size_t{c.bid} * copt_.buf_size + c.off, k);
+    n += k;
+    c.off += static_cast<uint32_t>(k);
+    if (c.off == c.len) {
+      recycle(c.bid);
+      ++st->head;
+    }
+  }
+  if (st->head == st->chunks.size()) {
+    st->chunks.clear();
+    st->head = 0;
+  }
+  if (waiting_) rearm_waiting();
+  return n;
+}
+
+int UringCompletionPoller::take_accept(FdState* st) {
+  if (st->ahead == st->accepted.size()) return -1;
+  const int fd = st->accepted[st->ahead++];
+  if (st->ahead == st->accepted.size()) {
+    st->accepted.clear();
+    st->ahead = 0;
+  }
+  return fd;
+}
+
+void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList& out,
+                                     int* events) {
+  const uint64_t ud = cqe->user_data;
+  int32_t res = cqe->res;
+  uint32_t flags = cqe->flags;
+  if (ud == kUringWakeData) {
+    ring_.on_wake_cqe(delta);
+    if (!ring_.wake_uses_msg_ring() && !(flags & IORING_CQE_F_MORE)) ring_.rearm_wake();
+    return;
+  }
+  if (ud == kUringIgnoreData || ud == LIBURING_UDATA_TIMEOUT) return;
+  ++*events;
+  const UringCqeHook hook = g_uring_cqe_hook.load(std::memory_order_relaxed);
+  if (ud & kOpBit) {
+    if (hook) hook(UringCqeKind::kOp, &res, &flags);
+    auto* op = reinterpret_cast<Op*>(ud & ~kKindMask);
+    if (flags & IORING_CQE_F_NOTIF) {
+      op->done = true;  // send_zc: the buffer is the caller's again
+    } else {
+      op->res = res;
+      // send_zc posts a notification after the result when F_MORE is set.
+      if (!(op->zc && (flags & IORING_CQE_F_MORE))) op->done = true;
+    }
+    if (op->done) op->pd->ready(op->mode, out);
+    return;
+  }
+  const bool recv = (ud & kKindMask) == kKindRecv;
+  if (hook) hook(recv ? UringCqeKind::kRecv : UringCqeKind::kAccept, &res, &flags);
+  PollDesc* pd = data_pd(ud);
+  const bool more = flags & IORING_CQE_F_MORE;
+  FdState* st = tag_current(pd, tagged_seq(ud)) ? state_of(pd) : nullptr;
+  if (recv) {
+    const bool has_buf = flags & IORING_CQE_F_BUFFER;
+    const auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    if (has_buf) --counters_.buffers_free;
+    if (!st) {  // stale: the descriptor was closed; give the buffer back
+      if (has_buf) recycle(bid);
+      return;
+    }
+    if (res > 0 && has_buf) {
+      st->chunks.push_back(Chunk{bid, static_cast<uint32_t>(res), 0});
+    } else {
+      if (has_buf) recycle(bid);
+      if (res == 0) {
+        st->eof = true;
+      } else if (res == -ENOBUFS) {
+        // The ring ran dry; the data stays in the socket until buffers come back.
+        ++counters_.nobufs;
+        st->recv_armed = false;
+        if (!st->recv_waiting) {
+          st->recv_waiting = true;
+          st->next_waiting = waiting_;
+          waiting_ = st;
+        }
+        if (counters_.buffers_free > 0) rearm_waiting();
+        return;
+      } else if (res < 0 && res != -ECANCELED) {
+        st->recv_err = res;
+      }
+    }
+    if (!more) {
+      st->recv_armed = false;
+      if (res > 0 && !pd->closing) {
+        ++counters_.recv_rearms;
+        arm_recv(st);  // the multishot ended with data still flowing: keep receiving
+      }
+    }
+    pd->ready(Mode::kRead, out);
+    return;
+  }
+  // multishot accept
+  if (!st) {
+    if (res >= 0) ::close(res);  // a connection for a closed listener
+    return;
+  }
+  if (res >= 0) {
+    st->accepted.push_back(res);
+  } else if (res != -ECONNABORTED && res != -ECANCELED) {
+    st->accept_err = res;  // ECONNABORTED is skipped, as accept(2) callers do (S31)
+  }
+  if (!more) {
+    st->accept_armed = false;
+    if (!pd->closing && res != -ECANCELED && st->accept_err == 0) arm_accept(st);
+  }
+  if (res >= 0 || st->accept_err != 0) pd->ready(Mode::kRead, out);
+}
+
+int UringCompletionPoller::poll(int64_t delta_ns, TaskList& out) {
+  int64_t d = delta_ns;
+  if (ring_.take_seen_wake(d)) d = 0;
+  for (;;) {
+    const int r = ring_.wait(d);
+    if (r == -EINTR) {
+      if (d < 0) continue;
+      return 0;
+    }
+    break;
+  }
+  int events = 0;
+  ring_.for_each([&](io_uring_cqe* cqe) { dispatch(cqe, d, out, &events); });
+  return events;
+}
+
+}  // namespace ringpoll

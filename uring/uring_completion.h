@@ -1,0 +1,166 @@
+#pragma once
+// UringCompletionPoller: io_uring in completion mode, the fast path (DESIGN.md "io_uring").
+//
+// The kernel performs the I/O; a descriptor's waiter parks on the same PollDesc slot as
+// in readiness mode and the completion wakes it (Go's IOCP design). Each feature is
+// probed and can be switched off (UringCompletionOptions):
+//   multishot accept   one SQE per listener; accepted fds queue on the listener
+//   multishot recv     one SQE per connection, into a provided buffer ring; data queues
+//                      on the connection until read. ENOBUFS (the ring ran dry) ends the
+//                      recv with the data still in the socket: the connection waits on a
+//                      list and is re-armed when a buffer comes back, so nothing is lost.
+//   send / send_zc     a send per write; at or above zc_threshold bytes, send_zc, whose
+//                      buffer is the caller's again only after the notification CQE.
+//   single-shot recv   when multishot recv is off: the kernel writes into the caller's
+//                      buffer, so timeout and close must cancel and wait (S23/S24).
+// Timeout and close of an operation in flight follow Go's execIO (S23/S24): cancel, wait
+// for the completion ignoring further timeout/close, and report a completed result as a
+// success. Direct descriptors are not used yet (they pay only with fixed-file accept and
+// no syscalls on the fd outside the ring; the sockets layer still needs plain fds).
+//
+// user_data: an operation is (Op* | 1); a multishot recv or accept is the tagged pointer
+// (PollDesc*, fdseq) with kind bits 2 or 4 in the low bits, so a completion for a closed
+// descriptor is recognised as stale (its buffer is still returned to the ring).
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "poller/poller.h"
+#include "uring/uring_ring.h"
+
+namespace ringpoll {
+
+struct UringCompletionOptions {
+  bool multishot_accept = true;
+  bool multishot_recv = true;
+  unsigned buf_count = 512;       // provided buffers (a power of two)
+  unsigned buf_size = 4096;       // bytes each
+  bool send_zc = true;
+  size_t zc_threshold = 16384;    // send_zc pays only for large sends (page pinning costs)
+};
+
+// Test seam: sees (and may rewrite) every CQE's result and flags before dispatch, to
+// inject ENOBUFS, ECANCELED, short sends, ECONNABORTED. Never set in production.
+enum class UringCqeKind : uint8_t { kOp, kRecv, kAccept };
+using UringCqeHook = void (*)(UringCqeKind kind, int32_t* res, uint32_t* flags);
+inline std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
+
+class UringCompletionPoller {
+ public:
+  static constexpr const char* kName = "io_uring-completion";
+  static constexpr bool kLevelTriggered = false;
+  static constexpr bool kCompletion = true;
+
+  // An operation in flight; it lives in the awaiting coroutine's frame, which does not
+  // end before `done` (S23).
+  struct Op {
+    PollDesc* pd = nullptr;
+    Mode mode = Mode::kRead;
+    bool done = false;
+    bool zc = false;
+    int32_t res = 0;
+  };
+  struct Chunk {
+    uint16_t bid;
+    uint32_t len;
+    uint32_t off;
+  };
+  // Per-descriptor state of the multishot requests; owned by the sockets layer's object
+  // and reached through pd->backend_data while the descriptor is open.
+  struct FdState {
+    PollDesc* pd = nullptr;
+    int fd = -1;
+    bool recv_armed = false;
+    bool recv_waiting = false;  // on the list of connections waiting for buffers
+    bool eof = false;
+    int32_t recv_err = 0;
+    std::vector<Chunk> chunks;
+    size_t head = 0;
+    bool accept_armed = false;
+    std::vector<int> accepted;
+    size_t ahead = 0;
+    int32_t accept_err = 0;
+    FdState* next_waiting = nullptr;
+    bool zc_capable = false;  // a TCP socket: send_zc works (AF_UNIX answers EOPNOTSUPP)
+  };
+
+  UringCompletionPoller() = default;
+  ~UringCompletionPoller();
+  UringCompletionPoller(const UringCompletionPoller&) = delete;
+  UringCompletionPoller& operator=(const UringCompletionPoller&) = delete;
+
+  static Availability available();
+  void set_options(const UringOptions& o) { ring_.set_options(o); }
+  void set_completion_options(const UringCompletionOptions& o) { copt_ = o; }
+  const UringCompletionOptions& completion_options() const { return copt_; }
+  Status init();
+  int open(int fd, PollDesc* pd);
+  int close(int fd, PollDesc* pd);
+  void arm(PollDesc*, Mode) {}
+  int poll(int64_t delta_ns, TaskList& out);
+  void wake() noexcept { ring_.wake(); }
+  bool owns(int fd) const {
+    return fd >= 0 && (fd == ring_.ring_fd() || fd == ring_.wake_eventfd());
+  }
+  uint64_t wakes_written() const noexcept { return ring_.wakes_written(); }
+
+  // ---- the completion API the sockets layer uses ----
+  void attach(PollDesc* pd, FdState* st, int fd) noexcept;
+  void submit_recv(Op* op, int fd, void* buf, size_t len);
+  // Uses send_zc when enabled, supported, allowed for this socket and len is at or above
+  // the threshold.
+  void submit_send(Op* op, int fd, const void* buf, size_t len, bool allow_zc);
+  void submit_accept(Op* op, int fd);
+  void cancel(Op* op);
+  bool multishot_recv() const noexcept { return buf_ring_ != nullptr; }
+  bool multishot_accept() const noexcept { return copt_.multishot_accept; }
+  void arm_recv(FdState* st);
+  size_t take_recv(FdState* st, std::span<std::byte> out);
+  void arm_accept(FdState* st);
+  int take_accept(FdState* st);  // an fd, or -1 when none is queued
+
+  struct Counters {
+    uint64_t zc_sends = 0;
+    uint64_t nobufs = 0;       // multishot recvs ended by ENOBUFS
+    uint64_t recv_rearms = 0;  // re-armed after ENOBUFS or an ended multishot
+    uint64_t buffers_free = 0;
+  };
+  Counters counters() const noexcept;
+  UringRing& ring() noexcept { return ring_; }
+  std::string describe() const;
+
+ private:
+  void recycle(uint16_t bid);
+  void rearm_waiting();
+  void dispatch(io_uring_cqe* cqe, int64_t delta, TaskList& out, int* events);
+  UringRing ring_;
+  UringCompletionOptions copt_;
+  bool zc_ok_ = false;
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  char* bufs_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  size_t bufs_bytes_ = 0;
+  unsigned buf_mask_ = 0;
+  FdState* waiting_ = nullptr;
+  Counters counters_;
+};
+static_assert(PollerBackend<UringCompletionPoller>);
+
+// Completion mode with every multishot feature off: recv and accept are single
+// operations into the caller's buffer, so the cancel-and-wait path (S23/S24) runs on
+// every timeout and close. The conformance suite runs on it too.
+class UringCompletionSingleshot : public UringCompletionPoller {
+ public:
+  static constexpr const char* kName = "io_uring-completion-singleshot";
+  UringCompletionSingleshot() {
+    UringCompletionOptions o;
+    o.multishot_accept = false;
+    o.multishot_recv = false;
+    set_completion_options(o);
+  }
+};
+static_assert(PollerBackend<UringCompletionSingleshot>);
+
+}  // namespace ringpoll
