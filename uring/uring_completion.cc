@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -161,6 +162,9 @@ void UringCompletionPoller::submit_recv(Op* op, int fd, void* buf, size_t len) {
 void UringCompletionPoller::submit_send(Op* op, int fd, const void* buf, size_t len,
                                         bool allow_zc) {
   op->done = false;
+  if (const size_t clamp = g_uring_send_clamp.load(std::memory_order_relaxed)) {
+    len = std::min(len, clamp);
+  }
   io_uring_sqe* s = ring_.sqe();
   op->zc = zc_ok_ && allow_zc && len >= copt_.zc_threshold;
   if (op->zc) {

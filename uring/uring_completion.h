@@ -46,6 +46,9 @@ struct UringCompletionOptions {
 enum class UringCqeKind : uint8_t { kOp, kRecv, kAccept };
 using UringCqeHook = void (*)(UringCqeKind kind, int32_t* res, uint32_t* flags);
 inline std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
+// Test seam: when non-zero, every send asks the kernel for at most this many bytes, so
+// the kernel really sends short and the caller must continue (short-send handling).
+inline std::atomic<size_t> g_uring_send_clamp{0};
 
 class UringCompletionPoller {
  public:

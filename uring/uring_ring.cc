@@ -76,6 +76,7 @@ std::string classify_uring_setup_failure(int err) {
 
 Availability UringRing::probe() {
   io_uring r{};
+  if (const int e = g_uring_setup_fail_errno.load()) return {false, e, classify_uring_setup_failure(e)};
   const int ret = io_uring_queue_init(2, &r, 0);
   if (ret < 0) return {false, -ret, classify_uring_setup_failure(-ret)};
   io_uring_queue_exit(&r);
@@ -101,6 +102,7 @@ Status UringRing::setup() {
                             IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
                                 IORING_SETUP_COOP_TASKRUN | kTaskrunFlag};
   int ret = -EINVAL;
+  if (const int e = g_uring_setup_fail_errno.load()) return Status::from_errno(e);
   for (unsigned drop : drops) {
     io_uring_params p{};
     p.flags = want & ~drop;

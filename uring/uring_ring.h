@@ -42,6 +42,10 @@ struct UringOptions {
 inline constexpr uint64_t kUringWakeData = 0;
 inline constexpr uint64_t kUringIgnoreData = 2;  // cancels, removes: nothing to do
 
+// Test seam: when non-zero, ring setup (and the probe) fails with this errno, as if
+// io_uring_setup had returned it (e.g. EAGAIN). Never set in production.
+inline std::atomic<int> g_uring_setup_fail_errno{0};
+
 // Why io_uring_setup failed, in one line: ENOSYS (seccomp or no io_uring in the kernel),
 // EPERM (kernel.io_uring_disabled, printed, or an LSM/seccomp), ENOMEM (RLIMIT_MEMLOCK,
 // printed). err is a positive errno.
