@@ -43,8 +43,8 @@ void deadline_open(PollDesc* pd, int fd) noexcept {
   pd->publish_info();
 }
 
-void deadline_set_at(PollDesc* pd, int64_t abs, Mode mode, int64_t now, TimerWheel& wheel,
-                     TaskList& ready) noexcept {
+void deadline_set_at_slow(PollDesc* pd, int64_t abs, Mode mode, int64_t now, TimerWheel& wheel,
+                          TaskList& ready) noexcept {
   if (pd->closing) return;
   if (abs != 0 && abs <= now) abs = -1;
   if (abs < 0) abs = -1;

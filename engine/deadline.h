@@ -33,8 +33,27 @@ void deadline_set(PollDesc* pd, int64_t d, Mode mode, int64_t now, TimerWheel& w
 
 // The same with an absolute deadline: 0 none, otherwise ns on CLOCK_MONOTONIC; a deadline
 // at or before `now` is expired (-1), never "none" (S01).
-void deadline_set_at(PollDesc* pd, int64_t abs, Mode mode, int64_t now, TimerWheel& wheel,
-                     TaskList& ready) noexcept;
+void deadline_set_at_slow(PollDesc* pd, int64_t abs, Mode mode, int64_t now, TimerWheel& wheel,
+                          TaskList& ready) noexcept;
+inline void deadline_set_at(PollDesc* pd, int64_t abs, Mode mode, int64_t now, TimerWheel& wheel,
+                            TaskList& ready) noexcept {
+  // Fast path, the per-read idle-timeout refresh: one direction's live deadline pushed
+  // later. Nothing expires or un-expires (no info update, nobody to wake), and the timer
+  // stays where it is: one store in the wheel.
+  if (mode != Mode::kReadWrite && abs > now && !pd->closing) {
+    int64_t& d = mode == Mode::kRead ? pd->rd : pd->wd;
+    const int64_t other = mode == Mode::kRead ? pd->wd : pd->rd;
+    if (d > 0 && abs >= d) {
+      if (abs != d) {
+        d = abs;
+        ++(mode == Mode::kRead ? pd->rseq : pd->wseq);
+      }
+      wheel.arm(&pd->timer, other > 0 && other < abs ? other : abs);
+      return;
+    }
+  }
+  deadline_set_at_slow(pd, abs, mode, now, wheel, ready);
+}
 
 // The wheel callback for pd->timer (netpolldeadlineimpl for whichever directions are due).
 void deadline_fired(PollDesc* pd, int64_t now, TimerWheel& wheel, TaskList& ready) noexcept;
