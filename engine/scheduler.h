@@ -31,6 +31,18 @@ struct SchedulerOptions {
   int numa_node = -2;  // -2: the node of the CPU that constructs the scheduler; -1: unbound
 };
 
+// Work that arrives from other threads (a shard's cross-shard inbox). The scheduler
+// drains it every loop iteration and before blocking publishes `sleeping` so producers
+// know to wake it: producer "push, then load sleeping"; shard "store sleeping, then check
+// pending" — both seq_cst, so one of them always sees the other (no lost wake-up).
+class ExternalWork {
+ public:
+  virtual ~ExternalWork() = default;
+  virtual size_t drain() = 0;
+  virtual bool pending() const = 0;
+  std::atomic<bool> sleeping{false};
+};
+
 template <PollerBackend P>
 class Scheduler {
  public:
@@ -55,18 +67,29 @@ class Scheduler {
   // Takes ownership of a root task; it starts on the next run.
   void spawn(Task<void> t) { make_ready(&start_root(std::move(t))->node); }
 
-  // Runs until every spawned task has finished or stop() is called.
-  void run() {
+  // Runs until every spawned task has finished (or, with until_stopped, until stop()),
+  // or stop() is called.
+  void run(bool until_stopped = false) {
     stop_.store(false);
-    while (live_ > 0 && !stop_.load(std::memory_order_relaxed)) {
+    while ((until_stopped || live_ > 0) && !stop_.load(std::memory_order_relaxed)) {
+      if (ext_) ext_->drain();
       run_ready();
       fire_timers();
       if (!runq_.empty()) continue;
-      if (live_ == 0 || stop_.load(std::memory_order_relaxed)) break;
+      if ((!until_stopped && live_ == 0) || stop_.load(std::memory_order_relaxed)) break;
+      if (ext_) {
+        ext_->sleeping.store(true);
+        if (ext_->pending()) {
+          ext_->sleeping.store(false);
+          continue;
+        }
+      }
       poll_io(next_wait_ns());
+      if (ext_) ext_->sleeping.store(false);
       fire_timers();
     }
   }
+  void set_external_work(ExternalWork* w) noexcept { ext_ = w; }
   // Any thread: make run() return after the current task.
   void stop() noexcept {
     stop_.store(true);
@@ -84,6 +107,7 @@ class Scheduler {
       if (opt_.fairness_batch > 0 && n % static_cast<size_t>(opt_.fairness_batch) == 0) {
         poll_io(0);
         fire_timers();
+        if (ext_) ext_->drain();
       }
       if (stop_.load(std::memory_order_relaxed)) break;
     }
@@ -332,6 +356,7 @@ class Scheduler {
   TaskList runq_;
   size_t live_ = 0;
   Root* roots_ = nullptr;
+  ExternalWork* ext_ = nullptr;
   std::atomic<bool> stop_{false};
 };
 
