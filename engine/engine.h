@@ -229,6 +229,25 @@ class Engine {
     if constexpr (!std::is_void_v<R>) return std::move(*out);
   }
 
+  // From a thread outside the engine: starts the task make() returns on `target` and
+  // waits until it has finished.
+  template <class F>
+  static void run_task(Shard& target, F make) {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    auto wrapper = [](Task<void> t, std::mutex* mu, std::condition_variable* cv,
+                      bool* done) -> Task<void> {
+      co_await std::move(t);
+      std::lock_guard<std::mutex> l(*mu);
+      *done = true;
+      cv->notify_all();
+    };
+    call(target, [&] { current_->sched().spawn(wrapper(make(), &mu, &cv, &done)); });
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return done; });
+  }
+
   // From a task on a shard: runs fn on `target` and resumes the caller with its result.
   // Allocates nothing: the call state lives in this coroutine's frame.
   template <class F>

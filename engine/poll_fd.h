@@ -15,8 +15,12 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <span>
 #include <utility>
+#include <vector>
+
+#include <sys/uio.h>
 
 #include "engine/scheduler.h"
 
@@ -167,6 +171,100 @@ class PollFd {
     }
   }
 
+  // Connects a socket. The write deadline bounds the wait. On a refused or unreachable
+  // peer the error is the kernel's (ECONNREFUSED, ...).
+  Task<Status> connect(const sockaddr* sa, socklen_t len) {
+    Ref ref(this);
+    if (!ref) co_return Errc::kClosed;
+    if (!pd_) co_return Status::from_errno(::connect(fd_, sa, len) < 0 ? errno : 0);
+    if (PollError e = pd_->reset(Mode::kWrite); e != PollError::kNone) {
+      co_return Status::from_poll(e);
+    }
+    if constexpr (P::kCompletion) {
+      typename P::Op op{pd_, Mode::kWrite};
+      s_->backend().submit_connect(&op, fd_, sa, len);
+      PollError why = PollError::kNone;
+      const int32_t res = co_await exec_io(&op, &why);
+      co_return res == 0 ? Status() : op_status(res, why);
+    } else {
+      if (::connect(fd_, sa, len) == 0) co_return Status();
+      if (errno != EINPROGRESS && errno != EINTR) co_return Status::from_errno(errno);
+      for (;;) {
+        if (PollError e = co_await s_->wait(pd_, Mode::kWrite); e != PollError::kNone) {
+          co_return Status::from_poll(e);
+        }
+        int err = 0;
+        socklen_t l = sizeof err;
+        if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &l) < 0) co_return Status::from_errno(errno);
+        if (err == 0) {
+          // Writable with no error: connected (a spurious wake would leave EINPROGRESS
+          // state visible as ENOTCONN on getpeername).
+          sockaddr_storage peer;
+          socklen_t pl = sizeof peer;
+          if (getpeername(fd_, reinterpret_cast<sockaddr*>(&peer), &pl) == 0) co_return Status();
+          if (errno != ENOTCONN) co_return Status::from_errno(errno);
+          continue;
+        }
+        co_return Status::from_errno(err);
+      }
+    }
+  }
+
+  // Datagram receive with the sender's address (UDP). n = the datagram's length.
+  Task<IoResult> recv_from(std::span<std::byte> buf, sockaddr_storage* from, socklen_t* fromlen) {
+    Ref ref(this);
+    if (!ref) co_return IoResult{0, Errc::kClosed};
+    iovec iov{buf.data(), buf.size()};
+    msghdr msg{};
+    msg.msg_name = from;
+    msg.msg_namelen = sizeof(sockaddr_storage);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    IoResult r = co_await msg_op(Mode::kRead, &msg);
+    if (fromlen) *fromlen = msg.msg_namelen;
+    co_return r;
+  }
+  // Datagram send to `to` (UDP).
+  Task<IoResult> send_to(std::span<const std::byte> buf, const sockaddr* to, socklen_t tolen) {
+    Ref ref(this);
+    if (!ref) co_return IoResult{0, Errc::kClosed};
+    iovec iov{const_cast<std::byte*>(buf.data()), buf.size()};
+    msghdr msg{};
+    msg.msg_name = const_cast<sockaddr*>(to);
+    msg.msg_namelen = tolen;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    co_return co_await msg_op(Mode::kWrite, &msg);
+  }
+  // Writes every byte of every buffer (a stream socket), as write() does for one.
+  Task<IoResult> writev(std::span<const iovec> bufs) {
+    size_t total = 0;
+    for (const iovec& v : bufs) total += v.iov_len;
+    std::vector<iovec> rest(bufs.begin(), bufs.end());
+    size_t done = 0;
+    size_t first = 0;
+    while (done < total) {
+      msghdr msg{};
+      msg.msg_iov = rest.data() + first;
+      msg.msg_iovlen = rest.size() - first;
+      IoResult r = co_await msg_op_ref(Mode::kWrite, &msg);
+      done += r.n;
+      if (!r.ok()) co_return IoResult{done, r.err};
+      for (size_t k = r.n; k > 0 && first < rest.size();) {
+        const size_t take = std::min(k, rest[first].iov_len);
+        rest[first].iov_base = static_cast<char*>(rest[first].iov_base) + take;
+        rest[first].iov_len -= take;
+        k -= take;
+        if (rest[first].iov_len == 0) ++first;
+      }
+    }
+    co_return IoResult{done, Status()};
+  }
+  Status shutdown(int how) {
+    if (state_ != State::kOpen) return Errc::kClosed;
+    return ::shutdown(fd_, how) < 0 ? Status::from_errno(errno) : Status();
+  }
+
   // Deadlines, absolute ns on CLOCK_MONOTONIC (0: none; at or before now: expired).
   Status set_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kReadWrite); }
   Status set_read_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kRead); }
@@ -192,6 +290,42 @@ class PollFd {
     if (!pd_) return Errc::kNoDeadline;
     s_->set_deadline_at(pd_, abs, m);
     return Status();
+  }
+
+  // One sendmsg/recvmsg (one datagram, or part of a stream write), on either kind of
+  // backend, with deadlines and close handled as for read and write.
+  Task<IoResult> msg_op(Mode m, msghdr* msg) { co_return co_await msg_op_ref(m, msg); }
+  Task<IoResult> msg_op_ref(Mode m, msghdr* msg) {
+    Ref ref(this);
+    if (!ref) co_return IoResult{0, Errc::kClosed};
+    if (pd_) {
+      if (PollError e = pd_->reset(m); e != PollError::kNone) {
+        co_return IoResult{0, Status::from_poll(e)};
+      }
+    }
+    if constexpr (P::kCompletion) {
+      if (pd_) {
+        typename P::Op op{pd_, m};
+        if (m == Mode::kRead) {
+          s_->backend().submit_recvmsg(&op, fd_, msg);
+        } else {
+          s_->backend().submit_sendmsg(&op, fd_, msg);
+        }
+        PollError why = PollError::kNone;
+        const int32_t res = co_await exec_io(&op, &why);
+        if (res >= 0) co_return IoResult{static_cast<size_t>(res), Status()};
+        co_return IoResult{0, op_status(res, why)};
+      }
+    }
+    for (;;) {
+      const ssize_t n = m == Mode::kRead ? ::recvmsg(fd_, msg, 0) : ::sendmsg(fd_, msg, MSG_NOSIGNAL);
+      if (n >= 0) co_return IoResult{static_cast<size_t>(n), Status()};
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN || !pd_) co_return IoResult{0, Status::from_errno(errno)};
+      if (PollError e = co_await s_->wait(pd_, m); e != PollError::kNone) {
+        co_return IoResult{0, Status::from_poll(e)};
+      }
+    }
   }
 
   // ---- completion backends ----

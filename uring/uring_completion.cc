@@ -183,6 +183,27 @@ void UringCompletionPoller::submit_accept(Op* op, int fd) {
   io_uring_sqe_set_data64(s, op_data(op));
 }
 
+void UringCompletionPoller::submit_connect(Op* op, int fd, const sockaddr* sa, socklen_t len) {
+  op->done = false;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_connect(s, fd, sa, len);
+  io_uring_sqe_set_data64(s, op_data(op));
+}
+
+void UringCompletionPoller::submit_sendmsg(Op* op, int fd, const msghdr* msg) {
+  op->done = false;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_sendmsg(s, fd, msg, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(s, op_data(op));
+}
+
+void UringCompletionPoller::submit_recvmsg(Op* op, int fd, msghdr* msg) {
+  op->done = false;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_recvmsg(s, fd, msg, 0);
+  io_uring_sqe_set_data64(s, op_data(op));
+}
+
 void UringCompletionPoller::cancel(Op* op) {
   io_uring_sqe* s = ring_.sqe();
   io_uring_prep_cancel64(s, op_data(op), 0);

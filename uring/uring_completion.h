@@ -25,6 +25,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+
+#include <sys/socket.h>
 #include <vector>
 
 #include "poller/poller.h"
@@ -116,6 +118,9 @@ class UringCompletionPoller {
   // the threshold.
   void submit_send(Op* op, int fd, const void* buf, size_t len, bool allow_zc);
   void submit_accept(Op* op, int fd);
+  void submit_connect(Op* op, int fd, const sockaddr* sa, socklen_t len);
+  void submit_sendmsg(Op* op, int fd, const msghdr* msg);
+  void submit_recvmsg(Op* op, int fd, msghdr* msg);
   void cancel(Op* op);
   bool multishot_recv() const noexcept { return buf_ring_ != nullptr; }
   bool multishot_accept() const noexcept { return copt_.multishot_accept; }

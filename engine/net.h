@@ -1,0 +1,220 @@
+#pragma once
+// The sockets API, in the spirit of Go's net.Conn: TcpListener, TcpStream, UdpSocket on a
+// shard's scheduler, with deadlines, and errors as values (Status), never exceptions.
+//
+// Addresses: "1.2.3.4:80", "[::1]:80" (literals, parsed on the shard), "name:80" (names
+// resolved with getaddrinfo on a resolver thread, so no shard ever blocks on DNS).
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "engine/poll_fd.h"
+
+namespace ringpoll {
+
+struct SocketAddress {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  const sockaddr* sa() const noexcept { return reinterpret_cast<const sockaddr*>(&ss); }
+  int family() const noexcept { return ss.ss_family; }
+  uint16_t port() const noexcept;
+  std::string to_string() const;  // "1.2.3.4:80" / "[::1]:80"
+};
+
+// Parses an IPv4 or IPv6 literal with a port. On failure returns kInvalidArgument and
+// says what was wrong in *why ("missing ':port' in \"1.2.3.4\"", ...).
+Status parse_address(std::string_view text, SocketAddress* out, std::string* why = nullptr);
+
+// Resolves "host:port" (a literal or a name) on a resolver thread; the calling task
+// resumes on its own shard's loop. Errors name the host and getaddrinfo's reason.
+template <PollerBackend P>
+Task<Status> resolve(Scheduler<P>& s, std::string text, SocketAddress* out, std::string* why);
+
+struct ListenOptions {
+  bool reuseport = true;  // one listener per shard on the same port (kernel balancing)
+  int backlog = 1024;
+};
+
+template <PollerBackend P>
+class TcpStream {
+ public:
+  TcpStream() = default;
+  // Takes ownership of a connected socket.
+  Status adopt(Scheduler<P>& s, int fd) { return fd_.open(s, fd); }
+
+  Task<IoResult> read(std::span<std::byte> b) { return fd_.read(b); }
+  // Reads exactly b.size() bytes; an early end of stream is kEof with n = bytes read.
+  Task<IoResult> read_exact(std::span<std::byte> b) {
+    size_t got = 0;
+    while (got < b.size()) {
+      IoResult r = co_await fd_.read(b.subspan(got));
+      got += r.n;
+      if (!r.ok()) co_return IoResult{got, r.err};
+    }
+    co_return IoResult{got, Status()};
+  }
+  Task<IoResult> write(std::span<const std::byte> b) { return fd_.write(b); }
+  Task<IoResult> writev(std::span<const iovec> v) { return fd_.writev(v); }
+  Status shutdown_write() { return fd_.shutdown(SHUT_WR); }
+  Status shutdown_read() { return fd_.shutdown(SHUT_RD); }
+  Task<Status> close() { return fd_.close(); }
+  Status set_deadline(int64_t abs) { return fd_.set_deadline(abs); }
+  Status set_read_deadline(int64_t abs) { return fd_.set_read_deadline(abs); }
+  Status set_write_deadline(int64_t abs) { return fd_.set_write_deadline(abs); }
+  Status set_nodelay(bool on) { return setopt(IPPROTO_TCP, TCP_NODELAY, on); }
+  Status set_keepalive(bool on) { return setopt(SOL_SOCKET, SO_KEEPALIVE, on); }
+  int fd() const noexcept { return fd_.fd(); }
+  PollFd<P>& poll_fd() noexcept { return fd_; }
+
+  // Connects to `to`, failing with kTimeout after timeout_ns (0: no limit).
+  static Task<Status> connect(Scheduler<P>& s, const SocketAddress& to, int64_t timeout_ns,
+                              std::unique_ptr<TcpStream>* out) {
+    const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) co_return Status::from_errno(errno);
+    auto st = std::make_unique<TcpStream>();
+    if (Status e = st->adopt(s, fd); !e.ok()) {
+      ::close(fd);
+      co_return e;
+    }
+    if (timeout_ns > 0) (void)st->fd_.set_write_deadline(mono_now_ns() + timeout_ns);
+    Status c = co_await st->fd_.connect(to.sa(), to.len);
+    (void)st->fd_.set_write_deadline(0);
+    if (!c.ok()) {
+      (void)co_await st->close();
+      co_return c;
+    }
+    *out = std::move(st);
+    co_return Status();
+  }
+
+ private:
+  Status setopt(int level, int opt, bool on) {
+    const int v = on ? 1 : 0;
+    return setsockopt(fd_.fd(), level, opt, &v, sizeof v) < 0 ? Status::from_errno(errno)
+                                                                : Status();
+  }
+  PollFd<P> fd_;
+};
+
+template <PollerBackend P>
+class TcpListener {
+ public:
+  // Binds and listens. Errors say which step failed in *why (e.g. "bind 127.0.0.1:80:
+  // Address already in use").
+  Status listen(Scheduler<P>& s, const SocketAddress& at, ListenOptions o = {},
+                std::string* why = nullptr) {
+    const int fd = ::socket(at.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail(errno, "socket", at, why);
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (o.reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+      const int e = errno;
+      ::close(fd);
+      return fail(e, "setsockopt(SO_REUSEPORT)", at, why);
+    }
+    if (::bind(fd, at.sa(), at.len) < 0) {
+      const int e = errno;
+      ::close(fd);
+      return fail(e, "bind", at, why);
+    }
+    if (::listen(fd, o.backlog) < 0) {
+      const int e = errno;
+      ::close(fd);
+      return fail(e, "listen", at, why);
+    }
+    return fd_.open(s, fd);
+  }
+  // The bound address (with the kernel's port when 0 was asked for).
+  SocketAddress local_address() const {
+    SocketAddress a;
+    a.len = sizeof a.ss;
+    getsockname(fd_.fd(), reinterpret_cast<sockaddr*>(&a.ss), &a.len);
+    return a;
+  }
+  Task<AcceptResult> accept() { return fd_.accept(); }
+  Status set_deadline(int64_t abs) { return fd_.set_read_deadline(abs); }
+  Task<Status> close() { return fd_.close(); }
+  PollFd<P>& poll_fd() noexcept { return fd_; }
+
+ private:
+  static Status fail(int e, const char* step, const SocketAddress& at, std::string* why) {
+    if (why) *why = std::string(step) + " " + at.to_string() + ": " + std::strerror(e);
+    return Status::from_errno(e);
+  }
+  PollFd<P> fd_;
+};
+
+template <PollerBackend P>
+class UdpSocket {
+ public:
+  Status bind(Scheduler<P>& s, const SocketAddress& at, std::string* why = nullptr) {
+    const int fd = ::socket(at.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Status::from_errno(errno);
+    if (::bind(fd, at.sa(), at.len) < 0) {
+      const int e = errno;
+      ::close(fd);
+      if (why) *why = "bind " + at.to_string() + ": " + std::strerror(e);
+      return Status::from_errno(e);
+    }
+    return fd_.open(s, fd);
+  }
+  SocketAddress local_address() const {
+    SocketAddress a;
+    a.len = sizeof a.ss;
+    getsockname(fd_.fd(), reinterpret_cast<sockaddr*>(&a.ss), &a.len);
+    return a;
+  }
+  Task<IoResult> send_to(std::span<const std::byte> b, const SocketAddress& to) {
+    return fd_.send_to(b, to.sa(), to.len);
+  }
+  Task<IoResult> recv_from(std::span<std::byte> b, SocketAddress* from) {
+    from->len = sizeof from->ss;
+    return fd_.recv_from(b, &from->ss, &from->len);
+  }
+  Status set_read_deadline(int64_t abs) { return fd_.set_read_deadline(abs); }
+  Status set_write_deadline(int64_t abs) { return fd_.set_write_deadline(abs); }
+  Task<Status> close() { return fd_.close(); }
+
+ private:
+  PollFd<P> fd_;
+};
+
+// ---- resolve ----
+namespace detail {
+// Runs getaddrinfo on the process's resolver thread and calls done(status) there; the
+// caller hops back to its shard through `wake`.
+void resolve_async(std::string host, std::string port, SocketAddress* out, std::string* why,
+                   std::function<void(Status)> done);
+bool split_host_port(std::string_view text, std::string* host, std::string* port,
+                     std::string* why);
+}  // namespace detail
+
+template <PollerBackend P>
+Task<Status> resolve(Scheduler<P>& s, std::string text, SocketAddress* out, std::string* why) {
+  if (parse_address(text, out, nullptr).ok()) co_return Status();  // a literal: no DNS
+  std::string host, port;
+  if (!detail::split_host_port(text, &host, &port, why)) co_return Errc::kInvalidArgument;
+  // The resolver thread finishes by setting `done` and waking this shard; the task waits
+  // on a private sleep loop so it needs no shard inbox (works on a bare Scheduler too).
+  struct State {
+    std::atomic<bool> done{false};
+    Status st;
+  };
+  auto state = std::make_shared<State>();
+  detail::resolve_async(host, port, out, why, [state, &s](Status st) {
+    state->st = st;
+    state->done.store(true);
+    s.backend().wake();
+  });
+  while (!state->done.load()) co_await s.sleep_for(1'000'000);  // 1 ms polls; DNS is slow
+  co_return state->st;
+}
+
+}  // namespace ringpoll
