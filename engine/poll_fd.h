@@ -58,7 +58,7 @@ class PollFd {
   PollFd& operator=(const PollFd&) = delete;
   ~PollFd() {
     if (refs_ != 0) fatal("PollFd destroyed while an operation is in flight");
-    if (state_ == State::kOpen) destroy();
+    if (state_ == State::kOpen || state_ == State::kClosing) destroy();
   }
 
   // Takes ownership of fd (made non-blocking) and registers it with the shard. A
@@ -269,6 +269,16 @@ class PollFd {
   Status set_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kReadWrite); }
   Status set_read_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kRead); }
   Status set_write_deadline(int64_t abs) { return set_deadline_mode(abs, Mode::kWrite); }
+
+  // Starts a close without waiting (shutdown of connections still open at the drain
+  // deadline): operations in flight wake with kClosed and the last one to leave closes the
+  // fd. The owner's own close() then reports kClosed.
+  void abort() {
+    if (state_ != State::kOpen) return;
+    state_ = State::kClosing;
+    if (pd_) s_->evict(pd_);
+    if (refs_ == 0) destroy();
+  }
 
   // Closes: later operations fail with kClosed at once, waiting ones wake with kClosed,
   // and this returns after every operation in flight has left and the fd is closed.

@@ -1,0 +1,188 @@
+#pragma once
+// TcpServer<P>: a listener per shard (SO_REUSEPORT) feeding a handler coroutine per
+// connection, with the two things every server needs and gets wrong:
+//   - EMFILE/ENFILE/ENOBUFS/ENOMEM on accept: the acceptor backs off (5 ms doubling to
+//     1 s) and keeps serving the connections it has; it never spins;
+//   - graceful shutdown: stop accepting, let in-flight connections finish within the
+//     drain deadline, then abort what remains (their operations fail with kClosed).
+// And shutdown_on_signals(): SIGINT/SIGTERM start a graceful shutdown; a second signal
+// stops at once.
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/net.h"
+
+namespace ringpoll {
+
+template <PollerBackend P>
+class TcpServer {
+ public:
+  using Handler = std::function<Task<void>(TcpStream<P>&)>;
+  struct Options {
+    ListenOptions listen;
+    bool nodelay = true;
+    int64_t accept_backoff_min_ns = 5'000'000;      // first pause after EMFILE
+    int64_t accept_backoff_max_ns = 1'000'000'000;  // longest pause
+  };
+
+  explicit TcpServer(Engine<P>& e, Options o = {}) : e_(e), opt_(o), shards_(e.size()) {
+    for (auto& s : shards_) s = std::make_unique<PerShard>();
+  }
+  ~TcpServer() = default;
+
+  // Listens on `at` from every shard. From a thread outside the engine, after start().
+  Status start(const SocketAddress& at, Handler h, std::string* why = nullptr) {
+    handler_ = std::move(h);
+    SocketAddress addr = at;
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      PerShard* ps = shards_[i].get();
+      std::string w;
+      const Status st = Engine<P>::call(e_.shard(i), [&] {
+        auto& sched = Engine<P>::current()->sched();
+        ps->listener = std::make_unique<TcpListener<P>>();
+        Status s = ps->listener->listen(sched, addr, opt_.listen, &w);
+        if (!s.ok()) return s;
+        addr = ps->listener->local_address();  // port 0: every shard takes the same port
+        sched.spawn(accept_loop(ps, &sched));
+        return Status();
+      });
+      if (!st.ok()) {
+        if (why) *why = w;
+        return st;
+      }
+    }
+    address_ = addr;
+    return Status();
+  }
+  SocketAddress address() const { return address_; }
+
+  size_t live() const {
+    size_t n = 0;
+    for (auto& s : shards_) n += s->live.load();
+    return n;
+  }
+  std::vector<uint64_t> accepted_per_shard() const {
+    std::vector<uint64_t> v;
+    for (auto& s : shards_) v.push_back(s->accepted.load());
+    return v;
+  }
+  uint64_t accept_errors() const {
+    uint64_t n = 0;
+    for (auto& s : shards_) n += s->accept_errors.load();
+    return n;
+  }
+
+  // From a thread outside the engine. Returns the number of connections aborted at the
+  // deadline (0 when everything drained).
+  size_t shutdown(int64_t drain_ns) {
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      PerShard* ps = shards_[i].get();
+      Engine<P>::run_task(e_.shard(i), [ps] { return close_listener(ps); });
+    }
+    const int64_t end = mono_now_ns() + drain_ns;
+    while (live() > 0 && mono_now_ns() < end) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    size_t aborted = 0;
+    if (live() > 0) {
+      for (size_t i = 0; i < shards_.size(); ++i) {
+        PerShard* ps = shards_[i].get();
+        aborted += Engine<P>::call(e_.shard(i), [ps] {
+          size_t n = 0;
+          for (Conn* c = ps->conns.next; c != &ps->conns; c = c->next, ++n) {
+            c->stream.poll_fd().abort();
+          }
+          return n;
+        });
+      }
+      // Aborted handlers see kClosed on their next operation and return.
+      const int64_t hard = mono_now_ns() + 5'000'000'000;
+      while (live() > 0 && mono_now_ns() < hard) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return aborted;
+  }
+
+ private:
+  struct Conn {
+    TcpStream<P> stream;
+    Conn* prev = this;
+    Conn* next = this;
+  };
+  struct PerShard {
+    std::unique_ptr<TcpListener<P>> listener;
+    Conn conns;  // sentinel of the live-connection list (shard-confined)
+    std::atomic<size_t> live{0};
+    std::atomic<uint64_t> accepted{0};
+    std::atomic<uint64_t> accept_errors{0};
+  };
+
+  static Task<void> close_listener(PerShard* ps) {
+    if (ps->listener) (void)co_await ps->listener->close();
+  }
+
+  Task<void> accept_loop(PerShard* ps, Scheduler<P>* sched) {
+    int64_t backoff = 0;
+    for (;;) {
+      AcceptResult a = co_await ps->listener->accept();
+      if (a.err.closed()) break;  // shutdown
+      if (!a.err.ok()) {
+        ps->accept_errors.fetch_add(1);
+        const int e = a.err.sys_errno();
+        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+          // Out of descriptors or memory: pause instead of spinning on a listener that
+          // stays readable; existing connections keep being served meanwhile.
+          backoff = backoff == 0 ? opt_.accept_backoff_min_ns
+                                 : std::min(backoff * 2, opt_.accept_backoff_max_ns);
+          std::fprintf(stderr, "ringpoll: accept: %s; pausing %lld ms\n", a.err.message(),
+                       static_cast<long long>(backoff / 1'000'000));
+          co_await sched->sleep_for(backoff);
+        }
+        continue;
+      }
+      backoff = 0;
+      auto* c = new Conn();
+      if (!c->stream.adopt(*sched, a.fd).ok()) {
+        ::close(a.fd);
+        delete c;
+        continue;
+      }
+      if (opt_.nodelay) (void)c->stream.set_nodelay(true);
+      c->next = ps->conns.next;
+      c->prev = &ps->conns;
+      ps->conns.next->prev = c;
+      ps->conns.next = c;
+      ps->accepted.fetch_add(1);
+      ps->live.fetch_add(1);
+      sched->spawn(serve(ps, c));
+    }
+  }
+
+  Task<void> serve(PerShard* ps, Conn* c) {
+    co_await handler_(c->stream);
+    (void)co_await c->stream.close();
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    delete c;
+    ps->live.fetch_sub(1);
+  }
+
+  Engine<P>& e_;
+  Options opt_;
+  Handler handler_;
+  std::vector<std::unique_ptr<PerShard>> shards_;
+  SocketAddress address_;
+};
+
+// Blocks SIGINT and SIGTERM in the calling thread (call it before Engine::start so the
+// shards inherit the mask) and starts a thread that waits for them: the first calls
+// graceful(), a second calls immediate(). Returns the thread (detached by the caller or
+// joined after a signal).
+std::thread shutdown_on_signals(std::function<void()> graceful, std::function<void()> immediate);
+
+}  // namespace ringpoll
