@@ -215,8 +215,7 @@ int run_server(const Args& args, const char* mode_name, SignalStopper* sig) {
   Scheduler<P> sched;
   Scheduler<P>* s = &sched;
   if (const Status st = s->start(); !st.ok()) {
-    std::fprintf(stderr, "ringpoll-echo: backend %s cannot start: %s\n", mode_name,
-                 st.message());
+    std::fprintf(stderr, "ringpoll-echo: backend %s cannot start: %s\n", mode_name, st.message());
     return 1;
   }
   const int lfd = listen_on(args.addr);
@@ -234,13 +233,12 @@ int run_server(const Args& args, const char* mode_name, SignalStopper* sig) {
     return 1;
   }
   std::string detail;
-  if constexpr (requires(P& p) { p.describe(); }) detail = ": " + s->backend().describe();
+  if constexpr (requires(P & p) { p.describe(); }) detail = ": " + s->backend().describe();
   char ip[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &args.addr.sin_addr, ip, sizeof ip);
   std::printf("ringpoll-echo: listening on %s:%u, backend %s (%s mode)%s, cpu %s\n", ip,
-              ntohs(args.addr.sin_port), mode_name,
-              P::kCompletion ? "completion" : "readiness", detail.c_str(),
-              args.cpu >= 0 ? std::to_string(args.cpu).c_str() : "any");
+              ntohs(args.addr.sin_port), mode_name, P::kCompletion ? "completion" : "readiness",
+              detail.c_str(), args.cpu >= 0 ? std::to_string(args.cpu).c_str() : "any");
   std::fflush(stdout);
 
   s->spawn(accept_loop(s, listener));

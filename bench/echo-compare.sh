@@ -12,8 +12,9 @@
 #                       c-uring-echo:defer when that peer takes the "defer" argument
 #   MAX_OTHER (15)      % of one core burnt by foreign processes above which a run is noisy
 #   RETRIES (1)         extra tries of a noisy run
-#   QUIET_PCT (20) QUIET_WAIT (15)  before each run, wait up to QUIET_WAIT s for the box
-#                       to be below QUIET_PCT % busy
+#   QUIET_PCT (20) QUIET_WAIT (30) QUIET_BUDGET (600)  before each run, wait up to
+#                       QUIET_WAIT s for the box to be below QUIET_PCT % busy (of one core),
+#                       and at most QUIET_BUDGET s over the whole session (time bound)
 #   RINGPOLL_PEERS (../shared/peers, from the repository root)  the peers' sources
 #   RINGPOLL_BUILD (<repo>/build)  build dir holding bin/ringpoll-echo (built if missing
 #                       or stale; NO_BUILD=1 uses it as is)
@@ -41,7 +42,7 @@ fi
 REPS=${REPS:-3}; D=${D:-5}; W=${W:-1}
 CONNS=${CONNS:-"1 50 500"}; MSGS=${MSGS:-"64 4096"}; SKIP=${SKIP:-}
 MAX_OTHER=${MAX_OTHER:-15}; RETRIES=${RETRIES:-1}
-QUIET_PCT=${QUIET_PCT:-20}; QUIET_WAIT=${QUIET_WAIT:-15}
+QUIET_PCT=${QUIET_PCT:-20}; QUIET_WAIT=${QUIET_WAIT:-30}; QUIET_BUDGET=${QUIET_BUDGET:-600}
 SRV_CPU=${SRV_CPU:-0}; CLI_CPU=${CLI_CPU:-1}
 PORT=${PORT:-19301}
 RINGPOLL_BUILD=${RINGPOLL_BUILD:-$ROOT/build}
@@ -157,15 +158,19 @@ box_busy_pct() {  # whole box, % of one core, over 1 s
   a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
   echo $(( ((b[1]-a[1]) + (b[2]-a[2]) + (b[3]-a[3]) + (b[6]-a[6]) + (b[7]-a[7])) * 100 / HZ ))
 }
+QUIET_SPENT=0  # seconds spent waiting for quiet so far, against QUIET_BUDGET
 wait_quiet() {
   local t0=$SECONDS b
   while :; do
     b=$(box_busy_pct)
-    (( b <= QUIET_PCT )) && return 0
-    (( SECONDS - t0 >= QUIET_WAIT )) && { echo "   (box busy: ${b}% of a core; running anyway)"; return 0; }
+    (( b <= QUIET_PCT )) && break
+    if (( SECONDS - t0 >= QUIET_WAIT || QUIET_SPENT + SECONDS - t0 >= QUIET_BUDGET )); then
+      echo "   (box busy: ${b}% of a core; running anyway)"; break
+    fi
   done
+  QUIET_SPENT=$((QUIET_SPENT + SECONDS - t0))
 }
-sleep_s() { sleep "$(awk -v x="$1" 'BEGIN { print (x > 0) ? x : 0 }')"; }
+sleep_s() { sleep "$(awk "BEGIN { x = $1; print (x > 0) ? x : 0 }")"; }  # EXPR seconds
 
 start_server() {  # NAME -> SPID, or returns 1
   local cmd
@@ -231,7 +236,7 @@ EST=$(( REPS * ${#LOADS[@]} * NS * (W + D + 3) ))
   echo
 } >"$RUNDIR/header.md"
 cat "$RUNDIR/header.md"
-echo "== about $((EST / 60)) min ($REPS reps x ${#LOADS[@]} workloads x $NS servers, ~$((W + D + 3)) s a run); results in $RUNDIR"
+echo "== about $((EST / 60)) min, plus up to $((QUIET_BUDGET / 60)) min waiting for a quiet box ($REPS reps x ${#LOADS[@]} workloads x $NS servers, ~$((W + D + 3)) s a run); results in $RUNDIR"
 
 T0=$SECONDS
 for REP in $(seq 1 "$REPS"); do

@@ -228,8 +228,8 @@ def cmd_summarize(argv):
     failed = [r for r in runs if not r["ok"]]
     noisy = [r for r in runs if r["ok"] and r["noisy"]]
     lines.append("")
-    lines.append(f"Runs: {len(runs)} total, {len(noisy)} noisy (other% above the limit; "
-                 f"retried), {len(failed)} failed (no RESULT line or errors).")
+    lines.append(f"Runs: {len(runs)} in all; {len(noisy)} noisy (other% above the limit), "
+                 f"{len(failed)} failed (no RESULT line, or echo-load reported errors).")
     for r in failed:
         lines.append(f"- failed: {r['server']} C={r['conns']} M={r['msg']} rep {r['rep']} "
                      f"try {r['try']}: rc={r.get('rc')} errors={r.get('errors')}")

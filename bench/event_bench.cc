@@ -122,8 +122,12 @@ void run_events(benchmark::State& st) {
   if (s.live_tasks() > 0) std::abort();  // a reader missed its EOF: its PollFd is busy
 }
 
-void BM_Events_epoll(benchmark::State& st) { run_events<EpollPoller>(st); }
-void BM_Events_io_uring(benchmark::State& st) { run_events<UringPoller>(st); }
+void BM_Events_epoll(benchmark::State& st) {
+  run_events<EpollPoller>(st);
+}
+void BM_Events_io_uring(benchmark::State& st) {
+  run_events<UringPoller>(st);
+}
 void BM_Events_io_uring_completion(benchmark::State& st) {
   run_events<UringCompletionPoller>(st);
 }

@@ -142,7 +142,9 @@ class Engine {
     Status first_error;
     for (auto& sp : shards_) {
       Shard* s = sp.get();
-      s->thread_ = std::thread([this, s, &mu, &cv, &ready, &first_error, &on_start] {
+      // on_start is copied: the thread runs it after start() has returned. mu/cv/ready
+      // are touched only until this thread has counted itself ready, under the lock.
+      s->thread_ = std::thread([this, s, &mu, &cv, &ready, &first_error, on_start] {
         if (s->cpu_ >= 0 && opt_.pin) {
           cpu_set_t set;
           CPU_ZERO(&set);
@@ -159,8 +161,8 @@ class Engine {
           std::lock_guard<std::mutex> l(mu);
           if (!st.ok() && first_error.ok()) first_error = st;
           ++ready;
+          cv.notify_all();  // under the lock: start() may return (destroying cv) right after
         }
-        cv.notify_all();
         if (!st.ok()) return;
         if (on_start) on_start(*s);
         s->sched_->run(/*until_stopped=*/true);

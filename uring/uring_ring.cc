@@ -26,7 +26,21 @@ std::string read_sysctl(const char* path) {
 struct WakerRing {
   io_uring ring{};
   bool ok = false;
-  WakerRing() { ok = io_uring_queue_init(4, &ring, 0) == 0; }
+  WakerRing() {
+    // Without COOP/DEFER_TASKRUN the kernel runs this ring's task work by interrupting the
+    // waking thread, which makes that thread's own blocking syscalls (recv with a timeout,
+    // nanosleep...) fail with EINTR. Defer it to our own io_uring_enter instead.
+    const unsigned tries[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_COOP_TASKRUN, 0};
+    for (unsigned f : tries) {
+      io_uring_params p{};
+      p.flags = f;
+      if (io_uring_queue_init_params(4, &ring, &p) == 0) {
+        ok = true;
+        break;
+      }
+    }
+  }
   ~WakerRing() {
     if (ok) io_uring_queue_exit(&ring);
   }

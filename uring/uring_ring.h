@@ -10,6 +10,12 @@
 //   COOP_TASKRUN   (5.19) no IPI to run task work; we enter the kernel often enough
 //   SQPOLL         optional: a kernel thread polls the SQ (costs a core; off by default)
 //
+// Threads: create and use a ring on the shard's thread. When a ring is torn down the
+// kernel cancels its requests with task work that interrupts the creating thread, so a
+// blocking syscall that thread makes soon after (recv with SO_RCVTIMEO, ...) can fail
+// with EINTR; shard threads own their rings for their whole life, so only threads that
+// create short-lived rings (tests) see it.
+//
 // Wake (Go's netpollBreak): a CAS turns wake_pending_ 0 -> 1 and only that caller sends.
 // Where the kernel has IORING_OP_MSG_RING (5.18) the waker posts a CQE straight into our
 // ring from a small per-thread ring of its own; otherwise an eventfd watched by a

@@ -80,7 +80,10 @@ TEST(TcpServer, GracefulShutdownFinishesInFlightWorkThenAbortsIdleConnections) {
   std::string answer;
   std::thread client([&] {
     char buf[16];
-    const ssize_t n = ::recv(busy, buf, sizeof buf, 0);
+    ssize_t n;
+    do {
+      n = ::recv(busy, buf, sizeof buf, 0);
+    } while (n < 0 && errno == EINTR);
     if (n > 0) answer.assign(buf, static_cast<size_t>(n));
     ::close(busy);
   });
@@ -101,30 +104,35 @@ TEST(TcpServer, GracefulShutdownFinishesInFlightWorkThenAbortsIdleConnections) {
 }
 
 TEST(TcpServer, FirstSignalStopsGracefullySecondStopsAtOnce) {
-  std::atomic<int> graceful{0}, immediate{0};
-  std::atomic<bool> release{false};
-  std::thread sig = shutdown_on_signals(
-      [&] {
-        graceful.fetch_add(1);
-        while (!release.load()) usleep(1000);  // a long drain
-      },
-      [&] {
-        immediate.fetch_add(1);
-        release.store(true);
-      });
-  kill(getpid(), SIGTERM);
-  for (int i = 0; i < 2000 && graceful.load() == 0; ++i) usleep(1000);
-  EXPECT_EQ(graceful.load(), 1);
-  EXPECT_EQ(immediate.load(), 0);
-  kill(getpid(), SIGINT);
-  for (int i = 0; i < 2000 && immediate.load() == 0; ++i) usleep(1000);
-  EXPECT_EQ(immediate.load(), 1);
-  sig.join();
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  // In a child: the signals must be blocked in every thread, and this test process has
+  // other threads (resolver, earlier engines) that would take SIGTERM's default action.
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::atomic<int> graceful{0}, immediate{0};
+    std::atomic<bool> release{false};
+    std::thread sig = shutdown_on_signals(
+        [&] {
+          graceful.fetch_add(1);
+          while (!release.load()) usleep(1000);  // a long drain
+        },
+        [&] {
+          immediate.fetch_add(1);
+          release.store(true);
+        });
+    kill(getpid(), SIGTERM);
+    for (int i = 0; i < 2000 && graceful.load() == 0; ++i) usleep(1000);
+    if (graceful.load() != 1) _exit(1);
+    if (immediate.load() != 0) _exit(2);
+    kill(getpid(), SIGINT);
+    for (int i = 0; i < 2000 && immediate.load() == 0; ++i) usleep(1000);
+    if (immediate.load() != 1) _exit(3);
+    sig.join();
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: no graceful call; 2: immediate too early; 3: no immediate call";
 }
 
 TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {

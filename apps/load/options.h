@@ -1,0 +1,51 @@
+#pragma once
+// The options of ringpoll-load and their parser. The parser is a plain function so the
+// tests can check every rejection without running the binary; main() turns a rejection
+// into one line on stderr and exit code 2.
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+
+namespace ringpoll::load {
+
+enum class LoadMode { kEcho, kHttp };
+const char* to_string(LoadMode m) noexcept;
+
+struct LoadOptions {
+  LoadMode mode = LoadMode::kEcho;
+  sockaddr_in target{};     // IPv4 address and port (network byte order)
+  std::string target_text;  // as given, for the Host header and the report
+  int connections = 0;
+  int size = 64;  // echo: bytes per request
+  double duration_s = 0;
+  double warmup_s = 0;
+  double rate = 0;       // total requests/s over all connections; 0: closed loop
+  int pipeline = 1;      // requests in flight per connection
+  int shards = 1;        // client threads, each with its own scheduler
+  double timeout_s = 5;  // per request (and per connect)
+  std::string json_path;
+  BackendChoice backend = BackendChoice::kAuto;
+  // Internal (no flag): measure open-loop latency from the intended send time (wrk2's
+  // coordinated-omission correction). Tests turn it off to show what it corrects.
+  bool co_correction = true;
+
+  bool open_loop() const noexcept { return rate > 0; }
+};
+
+struct ParseResult {
+  enum class Kind { kRun, kHelp, kError };
+  Kind kind = Kind::kError;
+  LoadOptions options;
+  std::string error;  // kError: names the argument and what was wrong
+};
+
+// args excludes the program name. Accepts "--flag value" and "--flag=value".
+ParseResult parse_load_args(const std::vector<std::string>& args);
+
+const char* load_usage() noexcept;
+
+}  // namespace ringpoll::load

@@ -1,0 +1,277 @@
+// ringpoll-load's generator: the open-loop schedule, the coordinated-omission correction
+// against a server that stalls once, and short end-to-end runs against in-test servers on
+// the engine (echo and HTTP). Every run is bounded: the generator stops at its duration,
+// and each in-test server stops when its clients are gone or its own deadline passes.
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "apps/load/generator.h"
+#include "apps/load/schedule.h"
+#include "support/test_env.h"
+
+namespace ringpoll::load {
+namespace {
+
+using test::kMs;
+using test::kSec;
+
+LoadOptions base_options(LoadMode mode, uint16_t port, int connections, double duration_s) {
+  LoadOptions o;
+  o.mode = mode;
+  o.target.sin_family = AF_INET;
+  o.target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  o.target.sin_port = htons(port);
+  o.target_text = "127.0.0.1:" + std::to_string(port);
+  o.connections = connections;
+  o.duration_s = duration_s;
+  o.timeout_s = 2;
+  return o;
+}
+
+TEST(LoadSchedule, ConnectionsInterleaveIntoOneEvenStream) {
+  constexpr int kConns = 7;
+  constexpr double kRate = 3000;  // interval 333333.33 ns: exercises the rounding
+  const int64_t t0 = 1'000'000'000;
+  std::vector<int64_t> all;
+  for (int g = 0; g < kConns; ++g) {
+    const OpenLoopSchedule s(t0, kRate, kConns, g);
+    EXPECT_EQ(s.at(0), t0 + static_cast<int64_t>(std::llround(g * 1e9 / kRate)));
+    for (uint64_t k = 0; k < 300; ++k) {
+      if (k > 0) {  // each connection sends every C/R seconds
+        EXPECT_NEAR(static_cast<double>(s.at(k) - s.at(k - 1)), kConns * 1e9 / kRate, 1.0);
+      }
+      all.push_back(s.at(k));
+    }
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i < all.size(); ++i) {
+    // The merged stream is t0 + i/R, to the nanosecond.
+    EXPECT_NEAR(static_cast<double>(all[i] - t0), static_cast<double>(i) * 1e9 / kRate, 1.0) << i;
+  }
+}
+
+// A plain blocking echo server for one connection that stalls once: before answering
+// request number `stall_at` it sleeps `stall`. It ends when the client closes or after
+// `limit` (so a broken generator cannot hang the test).
+class StallingEchoServer {
+ public:
+  StallingEchoServer(size_t msg, int stall_at, int64_t stall)
+      : msg_(msg), stall_at_(stall_at), stall_(stall) {
+    listener_ = test::tcp_listener(&port_);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~StallingEchoServer() {
+    thread_.join();
+    if (listener_ >= 0) ::close(listener_);
+  }
+  uint16_t port() const { return port_; }
+  int answered() const { return answered_.load(); }
+
+ private:
+  void serve() {
+    const int64_t limit = mono_now_ns() + 10 * kSec;
+    pollfd p{listener_, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) return;
+    const int c = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return;
+    timeval tv{0, 200'000};  // each recv wakes up at least every 200 ms to check the limit
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::vector<char> buf(msg_);
+    int n = 0;
+    while (mono_now_ns() < limit) {
+      size_t got = 0;
+      while (got < msg_ && mono_now_ns() < limit) {
+        const ssize_t r = recv(c, buf.data() + got, msg_ - got, 0);
+        if (r == 0) goto done;
+        if (r < 0) {
+          if (errno == EAGAIN || errno == EINTR) continue;
+          goto done;
+        }
+        got += static_cast<size_t>(r);
+      }
+      if (got < msg_) break;
+      if (++n == stall_at_) test::sleep_until_ns(mono_now_ns() + stall_);
+      if (send(c, buf.data(), msg_, MSG_NOSIGNAL) != static_cast<ssize_t>(msg_)) break;
+      answered_.store(n);
+    }
+  done:
+    ::close(c);
+  }
+
+  size_t msg_;
+  int stall_at_;
+  int64_t stall_;
+  int listener_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<int> answered_{0};
+  std::thread thread_;
+};
+
+// Open loop at 500 req/s on one connection for 1 s; the server stalls 200 ms once, ~0.2 s
+// in. With the correction, the ~100 requests intended during the stall are charged the
+// time they waited (up to 200 ms); without it only the one request in flight is.
+LoadReport run_with_stall(bool co_correction) {
+  StallingEchoServer server(64, /*stall_at=*/100, /*stall=*/200 * kMs);
+  LoadOptions o = base_options(LoadMode::kEcho, server.port(), 1, 1.0);
+  o.size = 64;
+  o.rate = 500;
+  o.co_correction = co_correction;
+  return run_load_on<EpollPoller>(o);
+}
+
+TEST(LoadOpenLoop, StallShowsWithCorrection) {
+  const LoadReport r = run_with_stall(true);
+  ASSERT_EQ(r.counters.errors(), 0u) << r.first_error;
+  ASSERT_GT(r.counters.requests, 300u);
+  EXPECT_GE(r.latency.max(), static_cast<uint64_t>(190 * kMs));
+  EXPECT_GE(r.latency.quantile(0.99), static_cast<uint64_t>(100 * kMs));
+  // About half of the ~100 requests behind the stall waited 100 ms or more.
+  EXPECT_GE(r.latency.count_at_or_above(100 * kMs), 25u);
+}
+
+TEST(LoadOpenLoop, StallHiddenWithoutCorrection) {
+  const LoadReport r = run_with_stall(false);
+  ASSERT_EQ(r.counters.errors(), 0u) << r.first_error;
+  ASSERT_GT(r.counters.requests, 300u);
+  // Only the request in flight during the stall measures it; the ones queued behind it are
+  // sent late and look fast — the omission the correction exists to undo.
+  EXPECT_LE(r.latency.count_at_or_above(100 * kMs), 3u);
+  EXPECT_LT(r.latency.quantile(0.99), static_cast<uint64_t>(50 * kMs));
+}
+
+// An echo or HTTP server on the engine, one shard in its own thread. The accept loop
+// re-checks `stop_` every 50 ms; connection tasks end when their client closes.
+template <class P>
+class EngineServer {
+ public:
+  enum class Kind { kEcho, kHttp };
+  explicit EngineServer(Kind kind) : kind_(kind) {
+    listener_ = test::tcp_listener(&port_);
+    thread_ = std::thread([this] {
+      if (!s_.start().ok()) return;
+      s_.spawn(accept_loop());
+      s_.run();
+    });
+  }
+  ~EngineServer() {
+    stop_.store(true);
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  Task<void> accept_loop() {
+    PollFd<P> l;
+    if (!l.open(s_, listener_).ok()) co_return;
+    while (!stop_.load()) {
+      l.set_read_deadline(mono_now_ns() + 50 * kMs);
+      const AcceptResult a = co_await l.accept();
+      if (a.fd >= 0) s_.spawn(serve(a.fd));
+    }
+    co_await l.close();
+  }
+  Task<void> serve(int fd) {
+    PollFd<P> c;
+    if (!c.open(s_, fd).ok()) {
+      ::close(fd);
+      co_return;
+    }
+    static constexpr std::string_view kResponse =
+        "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!";
+    std::vector<std::byte> buf(16 * 1024);
+    std::vector<std::byte> out;
+    int matched = 0;  // HTTP: how much of "\r\n\r\n" the last bytes matched
+    for (;;) {
+      const IoResult r = co_await c.read(std::span<std::byte>(buf));
+      if (!r.ok()) break;
+      std::span<const std::byte> reply(buf.data(), r.n);
+      if (kind_ == Kind::kHttp) {
+        out.clear();
+        for (size_t i = 0; i < r.n; ++i) {
+          const char ch = static_cast<char>(buf[i]);
+          matched = ch == "\r\n\r\n"[matched] ? matched + 1 : (ch == '\r' ? 1 : 0);
+          if (matched == 4) {
+            matched = 0;
+            const auto* p = reinterpret_cast<const std::byte*>(kResponse.data());
+            out.insert(out.end(), p, p + kResponse.size());
+          }
+        }
+        reply = out;
+      }
+      if (!reply.empty()) {
+        const IoResult w = co_await c.write(reply);
+        if (!w.ok()) break;
+      }
+    }
+    co_await c.close();
+  }
+
+  Kind kind_;
+  Scheduler<P> s_;
+  int listener_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+template <class P>
+void end_to_end_echo() {
+  EngineServer<P> server(EngineServer<P>::Kind::kEcho);
+  LoadOptions o = base_options(LoadMode::kEcho, server.port(), 6, 1.0);
+  o.size = 300;
+  o.pipeline = 3;
+  o.shards = 2;
+  o.warmup_s = 0.2;
+  const LoadReport r = run_load_on<P>(o);
+  EXPECT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_GT(r.counters.requests, 100u);
+  EXPECT_EQ(r.counters.errors(), 0u) << r.first_error;
+  EXPECT_EQ(r.latency.count(), r.counters.requests);
+  EXPECT_EQ(r.counters.reconnects, 0u);
+  EXPECT_NEAR(r.measured_s, 1.0, 1e-6);
+  EXPECT_GT(r.latency.quantile(0.5), 0u);
+  EXPECT_LE(r.latency.quantile(0.5), r.latency.quantile(0.99));
+}
+
+TEST(LoadEndToEnd, EchoOnEngineEpoll) {
+  end_to_end_echo<EpollPoller>();
+}
+
+TEST(LoadEndToEnd, EchoOnEngineIoUring) {
+  const Availability a = UringPoller::available();
+  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
+  end_to_end_echo<UringPoller>();
+}
+
+TEST(LoadEndToEnd, HttpPipelinedOnEngine) {
+  EngineServer<EpollPoller> server(EngineServer<EpollPoller>::Kind::kHttp);
+  LoadOptions o = base_options(LoadMode::kHttp, server.port(), 4, 1.0);
+  o.pipeline = 4;
+  const LoadReport r = run_load_on<EpollPoller>(o);
+  EXPECT_GT(r.counters.requests, 100u);
+  EXPECT_EQ(r.counters.errors(), 0u) << r.first_error;
+  EXPECT_EQ(r.counters.server_closes, 0u);
+}
+
+TEST(LoadEndToEnd, RefusedConnectionsAreCountedNotDropped) {
+  uint16_t port = 0;
+  const int l = test::tcp_listener(&port);
+  ASSERT_GE(l, 0);
+  ::close(l);  // nobody listens there now: every connect is refused
+  LoadOptions o = base_options(LoadMode::kEcho, port, 2, 0.3);
+  const LoadReport r = run_load_on<EpollPoller>(o);
+  EXPECT_EQ(r.counters.requests, 0u);
+  EXPECT_GE(r.counters.connect_errors, 2u);
+  EXPECT_EQ(r.counters.errors(), r.counters.connect_errors);
+  EXPECT_NE(r.first_error.find("refused"), std::string::npos) << r.first_error;
+}
+
+}  // namespace
+}  // namespace ringpoll::load
