@@ -201,6 +201,39 @@ TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
   setrlimit(RLIMIT_NOFILE, &rl);
 }
 
+TEST(TcpServer, ReuseportBalanceAtAThousandConnections) {
+  // Issue 4's balance check: connections per shard under SO_REUSEPORT, max/min <= 1.5.
+  constexpr int kConns = 1000;
+  EngineOptions o;
+  o.shards = 2;
+  E e(o);
+  ASSERT_TRUE(e.start().ok());
+  TcpServer<P> srv(e);
+  SocketAddress at;
+  parse_address("127.0.0.1:0", &at);
+  ASSERT_TRUE(srv.start(at, echo_handler).ok());
+  std::vector<int> fds;
+  for (int i = 0; i < kConns; ++i) {
+    const int fd = blocking_connect(srv.address());
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+  }
+  for (int i = 0; i < 5000 && srv.live() < static_cast<size_t>(kConns); ++i) usleep(1000);
+  ASSERT_EQ(srv.live(), static_cast<size_t>(kConns));
+  const auto per = srv.accepted_per_shard();
+  const double hi = static_cast<double>(std::max(per[0], per[1]));
+  const double lo = static_cast<double>(std::min(per[0], per[1]));
+  std::printf("balance at %d connections: %llu / %llu (max/min %.3f)\n", kConns,
+              static_cast<unsigned long long>(per[0]), static_cast<unsigned long long>(per[1]),
+              lo > 0 ? hi / lo : 0.0);
+  ASSERT_GT(lo, 0);
+  EXPECT_LE(hi / lo, 1.5);
+  for (int fd : fds) ::close(fd);
+  srv.shutdown(2'000'000'000);
+  e.stop();
+  e.join();
+}
+
 TEST(TcpServer, EmfileOnAcceptBacksOffAndKeepsServing) {
   int info[2];
   ASSERT_EQ(pipe(info), 0);
