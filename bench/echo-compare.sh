@@ -20,6 +20,8 @@
 #                       or stale; NO_BUILD=1 uses it as is)
 #   ECHO_LOAD           an echo-load binary to use when the peers folder is absent
 #   OUT (<repo>/results)  results go to $OUT/echo-<stamp>/{results.json,results.md,...}
+#   MERGE ("")          runs.jsonl files of earlier sessions (space-separated) to fold into
+#                       this session's medians, e.g. to add a repetition to a run cut short
 #   SRV_CPU (0) CLI_CPU (1)  CPUs for the server and for echo-load (taskset)
 #
 # Method: servers pinned to SRV_CPU, echo-load to CLI_CPU. For each repetition, each
@@ -73,7 +75,15 @@ cleanup() {
   rm -rf "$TMPD"
 }
 trap cleanup EXIT
-trap 'echo; echo "echo-compare: interrupted; partial results in $RUNDIR"; exit 130' INT TERM
+on_interrupt() {
+  echo; echo "echo-compare: interrupted; summarising the runs so far in $RUNDIR"
+  if [[ -s $RUNS ]]; then
+    echo "- Interrupted after $((SECONDS - ${T0:-0})) s: the table holds only the runs made until then." >>"$RUNDIR/header.md"
+    $REPORT summarize "$RUNS" "$RUNDIR" "$RUNDIR/header.md" >/dev/null
+  fi
+  exit 130
+}
+trap on_interrupt INT TERM
 
 # ------------------------------------------------------------------ binaries
 RP_ECHO=$RINGPOLL_BUILD/bin/ringpoll-echo
@@ -248,6 +258,12 @@ for REP in $(seq 1 "$REPS"); do
 done
 echo "== measured in $((SECONDS - T0)) s"
 echo "- Took $(( (SECONDS - T0) / 60 )) min $(( (SECONDS - T0) % 60 )) s." >>"$RUNDIR/header.md"
-$REPORT summarize "$RUNS" "$RUNDIR" "$RUNDIR/header.md" || die "summary failed"
+if [[ -n ${MERGE:-} ]]; then
+  echo "- Merged with the runs of: $MERGE" >>"$RUNDIR/header.md"
+  cat $MERGE "$RUNS" >"$RUNDIR/runs-merged.jsonl"
+  $REPORT summarize "$RUNDIR/runs-merged.jsonl" "$RUNDIR" "$RUNDIR/header.md" || die "summary failed"
+else
+  $REPORT summarize "$RUNS" "$RUNDIR" "$RUNDIR/header.md" || die "summary failed"
+fi
 echo
 echo "results: $RUNDIR/results.md and $RUNDIR/results.json"

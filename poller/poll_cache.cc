@@ -30,9 +30,17 @@ bool numa_ok() {
 
 int PollCache::current_numa_node() noexcept {
   if (!numa_ok()) return -1;
+  // The CPU -> node table is built once: libnuma fills its own caches lazily without a
+  // lock, so shards starting together would race inside numa_node_of_cpu.
+  static const std::vector<int>* table = [] {
+    auto* t = new std::vector<int>();
+    const int n = numa_num_configured_cpus();
+    for (int c = 0; c < n; ++c) t->push_back(numa_node_of_cpu(c));
+    return t;
+  }();
   const int cpu = sched_getcpu();
-  if (cpu < 0) return -1;
-  return numa_node_of_cpu(cpu);
+  if (cpu < 0 || cpu >= static_cast<int>(table->size())) return -1;
+  return (*table)[static_cast<size_t>(cpu)];
 }
 
 bool PollCache::owns(const PollDesc* pd) const noexcept {
