@@ -201,17 +201,17 @@ Task<Status> resolve(Scheduler<P>& s, std::string text, SocketAddress* out, std:
   if (parse_address(text, out, nullptr).ok()) co_return Status();  // a literal: no DNS
   std::string host, port;
   if (!detail::split_host_port(text, &host, &port, why)) co_return Errc::kInvalidArgument;
-  // The resolver thread finishes by setting `done` and waking this shard; the task waits
-  // on a private sleep loop so it needs no shard inbox (works on a bare Scheduler too).
+  // The resolver thread only sets `done` (it never touches the scheduler, which may be
+  // gone by the time getaddrinfo returns if the caller gave up); the task polls for it
+  // every millisecond, which is nothing next to a DNS round trip.
   struct State {
     std::atomic<bool> done{false};
     Status st;
   };
   auto state = std::make_shared<State>();
-  detail::resolve_async(host, port, out, why, [state, &s](Status st) {
+  detail::resolve_async(host, port, out, why, [state](Status st) {
     state->st = st;
     state->done.store(true);
-    s.backend().wake();
   });
   while (!state->done.load()) co_await s.sleep_for(1'000'000);  // 1 ms polls; DNS is slow
   co_return state->st;
