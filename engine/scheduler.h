@@ -221,11 +221,22 @@ class Scheduler {
       return false;
     }
     PollError await_resume() noexcept {
-      if (parked) finish();
+      if (parked) {
+        parked = false;
+        finish();
+      }
       return result;
     }
     void finish() noexcept {
       result = pd->finish_wait(mode) ? PollError::kNone : pd->check_err(mode);
+    }
+    // A frame destroyed while parked (its scheduler is going away) withdraws its node, so
+    // a later close of the descriptor cannot wake freed memory.
+    ~WaitAwaiter() {
+      if (parked) {
+        uintptr_t v = reinterpret_cast<uintptr_t>(&node);
+        pd->slot(mode).compare_exchange_strong(v, kPdNil);
+      }
     }
   };
   WaitAwaiter wait(PollDesc* pd, Mode mode) noexcept {
@@ -252,7 +263,16 @@ class Scheduler {
       return false;
     }
     void await_resume() noexcept {
-      if (parked) pd->finish_wait(mode);
+      if (parked) {
+        parked = false;
+        pd->finish_wait(mode);
+      }
+    }
+    ~WaitIoAwaiter() {
+      if (parked) {
+        uintptr_t v = reinterpret_cast<uintptr_t>(&node);
+        pd->slot(mode).compare_exchange_strong(v, kPdNil);
+      }
     }
   };
   WaitIoAwaiter wait_io(PollDesc* pd, Mode mode) noexcept {

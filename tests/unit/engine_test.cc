@@ -4,10 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
+#include <memory>
 #include <chrono>
 #include <thread>
 
+#include "engine/poll_fd.h"
 #include "epoll/epoll_poller.h"
 #include "uring/uring_poller.h"
 
@@ -120,6 +123,44 @@ TYPED_TEST(EngineTest, StopWakesIdleShards) {
   e.stop();
   e.join();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+}  // namespace
+}  // namespace ringpoll
+
+namespace ringpoll {
+namespace {
+
+// A scheduler destroyed while a task is parked in a read on a descriptor the task owns:
+// the pending read's frame goes first, then the task's PollFd closes, which must not wake
+// the freed waiter (ASan checks this in CI).
+Task<void> owner_reader(Scheduler<EpollPoller>* s, int fd, PollDesc** pd, bool* returned) {
+  PollFd<EpollPoller> f;
+  if (!f.open(*s, fd).ok()) co_return;
+  *pd = f.pd();
+  std::array<std::byte, 8> b;
+  (void)co_await f.read(b);
+  *returned = true;
+}
+
+TEST(SchedulerTeardown, DestroyingASchedulerWithAParkedReaderIsSafe) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  bool returned = false;
+  PollDesc* pd = nullptr;
+  {
+    Scheduler<EpollPoller> s;
+    ASSERT_TRUE(s.start().ok());
+    s.spawn(owner_reader(&s, sv[0], &pd, &returned));
+    s.run_ready();
+    ASSERT_NE(pd, nullptr);
+    ASSERT_GT(pd->rg.load(), kPdWait);  // parked
+    EXPECT_EQ(s.runnable(), 0u);
+  }  // ~Scheduler destroys the parked task; its PollFd closes the socket
+  EXPECT_FALSE(returned);
+  char c;
+  EXPECT_EQ(::recv(sv[1], &c, 1, 0), 0);  // the peer sees the close
+  ::close(sv[1]);
 }
 
 }  // namespace
