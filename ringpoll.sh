@@ -3,7 +3,7 @@
 #
 #   ./ringpoll.sh test [--sanitize address|thread]   install, build, run every test (ctest)
 #   ./ringpoll.sh demo                               echo server + load generator on loopback (proxy: not yet)
-#   ./ringpoll.sh bench [--quick]                    micro-benchmarks (Google Benchmark)
+#   ./ringpoll.sh bench [--quick]                    micro-benchmarks + echo side by side with C peers
 #   ./ringpoll.sh build [--sanitize address|thread]  install and build only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -90,7 +90,19 @@ cmd_bench() {
   say "micro-benchmarks, $reps repetitions, medians; JSON in $out"
   build/bin/ringpoll-microbench --benchmark_repetitions="$reps" \
     --benchmark_report_aggregates_only=true --benchmark_out="$out" --benchmark_out_format=json
-  say "the side-by-side harness against Go, nginx, haproxy and the C peers is not built yet (issue 6)"
+  # The side-by-side echo run against the plain-C peers (skips them, saying so, when
+  # ../shared/peers or RINGPOLL_PEERS is absent).
+  local peers=${RINGPOLL_PEERS:-$ROOT/../shared/peers}
+  if [ ! -d "$peers" ] && [ -z "${ECHO_LOAD:-}" ]; then
+    say "no peers folder at $peers (set RINGPOLL_PEERS): the echo comparison with the plain-C"
+    say "servers and echo-load is SKIPPED; only the micro-benchmarks above ran"
+  elif [ "${1:-}" = "--quick" ]; then
+    NINJA_TARGETS=ringpoll-echo build build -DCMAKE_BUILD_TYPE=Release
+    QUICK=1 RINGPOLL_PEERS="$peers" RINGPOLL_BUILD="$ROOT/build" NO_BUILD=1 bash bench/echo-compare.sh
+  else
+    RINGPOLL_PEERS="$peers" RINGPOLL_BUILD="$ROOT/build" NO_BUILD=1 bash bench/echo-compare.sh
+  fi
+  say "not yet in bench: HTTP (nginx, Go), the proxy (haproxy, nginx stream) and SVG charts (issues 5-6)"
 }
 
 free_port() {
