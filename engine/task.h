@@ -38,17 +38,30 @@ struct PromiseBase {
 
 }  // namespace detail
 
+namespace detail {
+// What a Task<T> hands back: the value (T) or nothing (void).
+template <class T>
+struct ValuePromise : PromiseBase {
+  std::optional<T> value;
+  template <class U>
+  void return_value(U&& v) noexcept {
+    value.emplace(std::forward<U>(v));
+  }
+  T take() noexcept { return std::move(*value); }
+};
+template <>
+struct ValuePromise<void> : PromiseBase {
+  void return_void() noexcept {}
+  void take() noexcept {}
+};
+}  // namespace detail
+
 template <class T>
 class Task {
  public:
-  struct promise_type : detail::PromiseBase {
-    std::optional<T> value;
+  struct promise_type : detail::ValuePromise<T> {
     Task get_return_object() noexcept {
       return Task(std::coroutine_handle<promise_type>::from_promise(*this));
-    }
-    template <class U>
-    void return_value(U&& v) noexcept {
-      value.emplace(std::forward<U>(v));
     }
   };
 
@@ -70,44 +83,7 @@ class Task {
     h_.promise().continuation = awaiter;
     return h_;
   }
-  T await_resume() noexcept { return std::move(*h_.promise().value); }
-
-  std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, nullptr); }
-
- private:
-  explicit Task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
-  std::coroutine_handle<promise_type> h_;
-};
-
-template <>
-class Task<void> {
- public:
-  struct promise_type : detail::PromiseBase {
-    Task get_return_object() noexcept {
-      return Task(std::coroutine_handle<promise_type>::from_promise(*this));
-    }
-    void return_void() noexcept {}
-  };
-
-  Task() = default;
-  Task(Task&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
-  Task& operator=(Task&& o) noexcept {
-    if (this != &o) {
-      if (h_) h_.destroy();
-      h_ = std::exchange(o.h_, nullptr);
-    }
-    return *this;
-  }
-  ~Task() {
-    if (h_) h_.destroy();
-  }
-
-  bool await_ready() const noexcept { return false; }
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
-    h_.promise().continuation = awaiter;
-    return h_;
-  }
-  void await_resume() noexcept {}
+  T await_resume() noexcept { return h_.promise().take(); }
 
   std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, nullptr); }
 
