@@ -58,8 +58,18 @@ void BM_SubmitToRoundTrip(benchmark::State& st) {
   e.stop();
   e.join();
 }
-BENCHMARK(BM_SubmitToRoundTrip<EpollPoller>)->Name("BM_SubmitTo_epoll")->Arg(0)->Arg(1)->UseManualTime()->Iterations(20);
-BENCHMARK(BM_SubmitToRoundTrip<UringPoller>)->Name("BM_SubmitTo_io_uring")->Arg(0)->Arg(1)->UseManualTime()->Iterations(20);
+BENCHMARK(BM_SubmitToRoundTrip<EpollPoller>)
+    ->Name("BM_SubmitTo_epoll")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseManualTime()
+    ->Iterations(20);
+BENCHMARK(BM_SubmitToRoundTrip<UringPoller>)
+    ->Name("BM_SubmitTo_io_uring")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseManualTime()
+    ->Iterations(20);
 
 long rss_bytes() {
   std::ifstream f("/proc/self/statm");
@@ -120,7 +130,8 @@ void BM_MemoryPerIdleConnection(benchmark::State& st) {
     }
     const long after = rss_bytes();
     st.counters["connections"] = static_cast<double>(srv.live());
-    st.counters["bytes_per_conn"] = static_cast<double>(after - before) / static_cast<double>(srv.live());
+    st.counters["bytes_per_conn"] =
+        static_cast<double>(after - before) / static_cast<double>(srv.live());
     if (::write(go[1], "x", 1) != 1) break;
     waitpid(pid, nullptr, 0);
     srv.shutdown(1'000'000'000);

@@ -20,9 +20,12 @@ bool parse_backend_choice(std::string_view s, BackendChoice* out) {
 
 const char* to_string(BackendChoice c) {
   switch (c) {
-    case BackendChoice::kAuto: return "auto";
-    case BackendChoice::kIoUring: return "io_uring";
-    case BackendChoice::kEpoll: return "epoll";
+    case BackendChoice::kAuto:
+      return "auto";
+    case BackendChoice::kIoUring:
+      return "io_uring";
+    case BackendChoice::kEpoll:
+      return "epoll";
   }
   return "?";
 }

@@ -23,7 +23,9 @@ void wake_expired(PollDesc* pd, TaskList& ready) noexcept {
   }
 }
 
-bool slot_has_waiter(const std::atomic<uintptr_t>& g) noexcept { return g.load() > kPdReady; }
+bool slot_has_waiter(const std::atomic<uintptr_t>& g) noexcept {
+  return g.load() > kPdReady;
+}
 
 }  // namespace
 

@@ -32,10 +32,10 @@
 namespace ringpoll {
 
 struct EngineOptions {
-  int shards = 0;               // 0: one per online CPU
-  std::vector<int> cpus;        // CPU for shard i (default: i); empty and pin: 0..n-1
-  bool pin = true;              // pin each shard's thread to its CPU
-  size_t inbox_capacity = 4096; // cross-shard jobs queued per shard before backpressure
+  int shards = 0;                // 0: one per online CPU
+  std::vector<int> cpus;         // CPU for shard i (default: i); empty and pin: 0..n-1
+  bool pin = true;               // pin each shard's thread to its CPU
+  size_t inbox_capacity = 4096;  // cross-shard jobs queued per shard before backpressure
   SchedulerOptions sched;
 };
 
@@ -88,9 +88,7 @@ class Engine {
       }
       return n;
     }
-    bool pending() const override {
-      return inbox_.has_item() || replies_.load() != nullptr;
-    }
+    bool pending() const override { return inbox_.has_item() || replies_.load() != nullptr; }
     void push_reply(ShardReply* r) noexcept {
       ShardReply* head = replies_.load();
       do {

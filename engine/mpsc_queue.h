@@ -60,7 +60,8 @@ class MpscQueue {
   bool has_item() const noexcept {
     const Cell& c = cells_[head_ & mask_];
     return static_cast<intptr_t>(c.seq.load(std::memory_order_seq_cst)) -
-               static_cast<intptr_t>(head_ + 1) >= 0;
+               static_cast<intptr_t>(head_ + 1) >=
+           0;
   }
   size_t capacity() const noexcept { return mask_ + 1; }
 

@@ -64,7 +64,8 @@ bool split_host_port(std::string_view text, std::string* host, std::string* port
   for (char c : *port) {
     if (c < '0' || c > '9') return bad("port \"" + *port + "\" is not a number");
   }
-  if (port->size() > 5 || std::stoul(*port) > 65535) return bad("port " + *port + " is out of range 0-65535");
+  if (port->size() > 5 || std::stoul(*port) > 65535)
+    return bad("port " + *port + " is out of range 0-65535");
   return true;
 }
 

@@ -98,7 +98,7 @@ class TcpStream {
   Status setopt(int level, int opt, bool on) {
     const int v = on ? 1 : 0;
     return setsockopt(fd_.fd(), level, opt, &v, sizeof v) < 0 ? Status::from_errno(errno)
-                                                                : Status();
+                                                              : Status();
   }
   PollFd<P> fd_;
 };
@@ -192,8 +192,7 @@ namespace detail {
 // caller hops back to its shard through `wake`.
 void resolve_async(std::string host, std::string port, SocketAddress* out, std::string* why,
                    std::function<void(Status)> done);
-bool split_host_port(std::string_view text, std::string* host, std::string* port,
-                     std::string* why);
+bool split_host_port(std::string_view text, std::string* host, std::string* port, std::string* why);
 }  // namespace detail
 
 template <PollerBackend P>

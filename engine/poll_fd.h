@@ -12,10 +12,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <span>
 #include <utility>
 #include <vector>
@@ -195,7 +195,8 @@ class PollFd {
         }
         int err = 0;
         socklen_t l = sizeof err;
-        if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &l) < 0) co_return Status::from_errno(errno);
+        if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+          co_return Status::from_errno(errno);
         if (err == 0) {
           // Writable with no error: connected (a spurious wake would leave EINPROGRESS
           // state visible as ENOTCONN on getpeername).
@@ -328,7 +329,8 @@ class PollFd {
       }
     }
     for (;;) {
-      const ssize_t n = m == Mode::kRead ? ::recvmsg(fd_, msg, 0) : ::sendmsg(fd_, msg, MSG_NOSIGNAL);
+      const ssize_t n =
+          m == Mode::kRead ? ::recvmsg(fd_, msg, 0) : ::sendmsg(fd_, msg, MSG_NOSIGNAL);
       if (n >= 0) co_return IoResult{static_cast<size_t>(n), Status()};
       if (errno == EINTR) continue;
       if (errno != EAGAIN || !pd_) co_return IoResult{0, Status::from_errno(errno)};
@@ -392,8 +394,7 @@ class PollFd {
     size_t done = 0;
     while (done < buf.size()) {
       typename P::Op op{pd_, Mode::kWrite};
-      s_->backend().submit_send(&op, fd_, buf.data() + done, buf.size() - done,
-                                cst_.zc_capable);
+      s_->backend().submit_send(&op, fd_, buf.data() + done, buf.size() - done, cst_.zc_capable);
       PollError why = PollError::kNone;
       const int32_t res = co_await exec_io(&op, &why);
       if (res == -EOPNOTSUPP && op.zc && why == PollError::kNone) {

@@ -115,9 +115,8 @@ class Scheduler {
   }
   size_t fire_timers(int64_t now = mono_now_ns()) {
     TaskList woken;
-    size_t n = deadlines_.advance(now, [&](TimerNode* node) {
-      deadline_fired(poll_desc_of(node), now, deadlines_, woken);
-    });
+    size_t n = deadlines_.advance(
+        now, [&](TimerNode* node) { deadline_fired(poll_desc_of(node), now, deadlines_, woken); });
     n += sleeps_.advance(now, [&](TimerNode* node) {
       woken.push_back(&reinterpret_cast<SleepAwaiter*>(node)->task);
     });
@@ -250,9 +249,7 @@ class Scheduler {
     Mode mode;
     bool parked = false;
     TaskNode node;
-    bool await_ready() noexcept {
-      return pd->begin_wait(mode) == PollDesc::Begin::kTookReady;
-    }
+    bool await_ready() noexcept { return pd->begin_wait(mode) == PollDesc::Begin::kTookReady; }
     bool await_suspend(std::coroutine_handle<> h) noexcept {
       node.handle = h;
       if (pd->commit_park(mode, &node)) {

@@ -88,7 +88,8 @@ class TcpServer {
       Engine<P>::run_task(e_.shard(i), [ps] { return close_listener(ps); });
     }
     const int64_t end = mono_now_ns() + drain_ns;
-    while (live() > 0 && mono_now_ns() < end) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    while (live() > 0 && mono_now_ns() < end)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     size_t aborted = 0;
     if (live() > 0) {
       for (size_t i = 0; i < shards_.size(); ++i) {
@@ -103,7 +104,8 @@ class TcpServer {
       }
       // Aborted handlers see kClosed on their next operation and return.
       const int64_t hard = mono_now_ns() + 5'000'000'000;
-      while (live() > 0 && mono_now_ns() < hard) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      while (live() > 0 && mono_now_ns() < hard)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     return aborted;
   }

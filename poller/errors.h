@@ -20,13 +20,14 @@ const char* to_string(PollError e) noexcept;
 enum class Errc : int {
   kOk = 0,
   kBase = 100000,
-  kClosed,         // use of a closed or closing descriptor (Go's ErrNetClosing)
-  kTimeout,        // deadline exceeded (Go's ErrDeadlineExceeded); distinct from close and I/O errors
-  kNotPollable,    // the kernel reported an error event on the descriptor
-  kNoDeadline,     // the descriptor cannot be polled, so it cannot have a deadline (Go's ErrNoDeadline)
-  kUnavailable,    // a backend is not available on this machine
+  kClosed,       // use of a closed or closing descriptor (Go's ErrNetClosing)
+  kTimeout,      // deadline exceeded (Go's ErrDeadlineExceeded); distinct from close and I/O errors
+  kNotPollable,  // the kernel reported an error event on the descriptor
+  kNoDeadline,   // the descriptor cannot be polled, so it cannot have a deadline (Go's
+                 // ErrNoDeadline)
+  kUnavailable,  // a backend is not available on this machine
   kInvalidArgument,
-  kEof,            // the peer closed its side: a read found end of stream
+  kEof,  // the peer closed its side: a read found end of stream
 };
 
 class Status {

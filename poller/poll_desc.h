@@ -43,8 +43,12 @@
 namespace ringpoll {
 
 enum class Mode : uint8_t { kRead = 1, kWrite = 2, kReadWrite = 3 };
-constexpr bool has_read(Mode m) noexcept { return static_cast<uint8_t>(m) & 1; }
-constexpr bool has_write(Mode m) noexcept { return static_cast<uint8_t>(m) & 2; }
+constexpr bool has_read(Mode m) noexcept {
+  return static_cast<uint8_t>(m) & 1;
+}
+constexpr bool has_write(Mode m) noexcept {
+  return static_cast<uint8_t>(m) & 2;
+}
 
 inline constexpr uintptr_t kPdNil = 0;
 inline constexpr uintptr_t kPdReady = 1;
@@ -79,10 +83,10 @@ struct alignas(64) PollDesc {
   uint32_t wseq = 0;  // bumped by every write-deadline change and by close
   int32_t fd = -1;
   bool closing = false;
-  uint8_t backend_flags = 0;    // private to the backend (e.g. io_uring: poll armed)
+  uint8_t backend_flags = 0;  // private to the backend (e.g. io_uring: poll armed)
   uint16_t shard = 0;
-  PollDesc* link = nullptr;     // PollCache free list
-  uint64_t backend_data = 0;    // private to the backend
+  PollDesc* link = nullptr;   // PollCache free list
+  uint64_t backend_data = 0;  // private to the backend
   // ---- shared state (atomics, seq_cst) ----
   std::atomic<uint32_t> fdseq{0};  // generation: bumped when the descriptor is freed
   std::atomic<uint32_t> info{0};
@@ -207,6 +211,8 @@ struct alignas(64) PollDesc {
 static_assert(sizeof(PollDesc) <= 128, "PollDesc must stay within two cache lines");
 static_assert(offsetof(PollDesc, timer) == 0, "the timer node must be first (container-of)");
 
-inline PollDesc* poll_desc_of(TimerNode* n) noexcept { return reinterpret_cast<PollDesc*>(n); }
+inline PollDesc* poll_desc_of(TimerNode* n) noexcept {
+  return reinterpret_cast<PollDesc*>(n);
+}
 
 }  // namespace ringpoll

@@ -64,7 +64,8 @@ concept PollerBackend = requires(P p, const P cp, int fd, PollDesc* pd, Mode m, 
   { p.close(fd, pd) } -> std::same_as<int>;
   { p.arm(pd, m) } -> std::same_as<void>;
   { p.poll(delta, out) } -> std::same_as<int>;
-  { p.wake() } noexcept -> std::same_as<void>;
+  { p.wake() }
+  noexcept->std::same_as<void>;
   { cp.owns(fd) } -> std::same_as<bool>;
 };
 

@@ -19,14 +19,20 @@ constexpr uint64_t kKindAccept = 4;
 constexpr uint64_t kKindMask = 7;
 constexpr uint64_t kPtrMask = (uint64_t{1} << kTagShift) - 1;
 
-uint64_t op_data(UringCompletionPoller::Op* op) { return reinterpret_cast<uint64_t>(op) | kOpBit; }
+uint64_t op_data(UringCompletionPoller::Op* op) {
+  return reinterpret_cast<uint64_t>(op) | kOpBit;
+}
 uint64_t pd_data(PollDesc* pd, uint64_t kind) {
   return tag_pointer(pd, pd->fdseq.load()) | kind;
 }
-PollDesc* data_pd(uint64_t ud) { return reinterpret_cast<PollDesc*>(ud & kPtrMask & ~kKindMask); }
+PollDesc* data_pd(uint64_t ud) {
+  return reinterpret_cast<PollDesc*>(ud & kPtrMask & ~kKindMask);
+}
 
 using FdState = UringCompletionPoller::FdState;
-FdState* state_of(PollDesc* pd) { return reinterpret_cast<FdState*>(pd->backend_data); }
+FdState* state_of(PollDesc* pd) {
+  return reinterpret_cast<FdState*>(pd->backend_data);
+}
 
 }  // namespace
 
@@ -51,8 +57,8 @@ Status UringCompletionPoller::init() {
       return Errc::kInvalidArgument;
     }
     buf_ring_bytes_ = copt_.buf_count * sizeof(io_uring_buf);
-    void* r = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
-                   -1, 0);
+    void* r =
+        mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (r == MAP_FAILED) return Status::from_errno(errno);
     buf_ring_ = static_cast<io_uring_buf_ring*>(r);
     io_uring_buf_reg reg{};
@@ -66,8 +72,8 @@ Status UringCompletionPoller::init() {
       buf_ring_ = nullptr;
     } else {
       bufs_bytes_ = size_t{copt_.buf_count} * copt_.buf_size;
-      void* b = mmap(nullptr, bufs_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
-                     -1, 0);
+      void* b =
+          mmap(nullptr, bufs_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
       if (b == MAP_FAILED) return Status::from_errno(errno);
       bufs_ = static_cast<char*>(b);
       io_uring_buf_ring_init(buf_ring_);
@@ -279,8 +285,7 @@ int UringCompletionPoller::take_accept(FdState* st) {
   return fd;
 }
 
-void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList& out,
-                                     int* events) {
+void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList& out, int* events) {
   const uint64_t ud = cqe->user_data;
   int32_t res = cqe->res;
   uint32_t flags = cqe->flags;

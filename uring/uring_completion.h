@@ -37,10 +37,10 @@ namespace ringpoll {
 struct UringCompletionOptions {
   bool multishot_accept = true;
   bool multishot_recv = true;
-  unsigned buf_count = 512;       // provided buffers (a power of two)
-  unsigned buf_size = 4096;       // bytes each
+  unsigned buf_count = 512;  // provided buffers (a power of two)
+  unsigned buf_size = 4096;  // bytes each
   bool send_zc = true;
-  size_t zc_threshold = 16384;    // send_zc pays only for large sends (page pinning costs)
+  size_t zc_threshold = 16384;  // send_zc pays only for large sends (page pinning costs)
 };
 
 // Test seam: sees (and may rewrite) every CQE's result and flags before dispatch, to

@@ -30,8 +30,8 @@ struct WakerRing {
     // Without COOP/DEFER_TASKRUN the kernel runs this ring's task work by interrupting the
     // waking thread, which makes that thread's own blocking syscalls (recv with a timeout,
     // nanosleep...) fail with EINTR. Defer it to our own io_uring_enter instead.
-    const unsigned tries[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_COOP_TASKRUN, 0};
+    const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+                              IORING_SETUP_COOP_TASKRUN, 0};
     for (unsigned f : tries) {
       io_uring_params p{};
       p.flags = f;
@@ -90,7 +90,8 @@ std::string classify_uring_setup_failure(int err) {
 
 Availability UringRing::probe() {
   io_uring r{};
-  if (const int e = g_uring_setup_fail_errno.load()) return {false, e, classify_uring_setup_failure(e)};
+  if (const int e = g_uring_setup_fail_errno.load())
+    return {false, e, classify_uring_setup_failure(e)};
   const int ret = io_uring_queue_init(2, &r, 0);
   if (ret < 0) return {false, -ret, classify_uring_setup_failure(-ret)};
   io_uring_queue_exit(&r);
@@ -143,9 +144,10 @@ bool UringRing::supports(int opcode) const noexcept {
 
 std::string UringRing::describe() const {
   std::string s = "io_uring (";
-  const std::pair<unsigned, const char*> names[] = {
-      {IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"}, {IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"},
-      {IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"},   {IORING_SETUP_SQPOLL, "SQPOLL"}};
+  const std::pair<unsigned, const char*> names[] = {{IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"},
+                                                    {IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"},
+                                                    {IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"},
+                                                    {IORING_SETUP_SQPOLL, "SQPOLL"}};
   bool first = true;
   for (auto& [bit, name] : names) {
     if (flags_ & bit) {

@@ -34,14 +34,14 @@
 namespace ringpoll {
 
 struct UringOptions {
-  unsigned entries = 256;       // SQ entries; the CQ gets twice as many
-  bool single_issuer = true;    // try IORING_SETUP_SINGLE_ISSUER
-  bool defer_taskrun = true;    // try IORING_SETUP_DEFER_TASKRUN (needs single_issuer)
-  bool coop_taskrun = true;     // try IORING_SETUP_COOP_TASKRUN
-  bool sqpoll = false;          // IORING_SETUP_SQPOLL
+  unsigned entries = 256;     // SQ entries; the CQ gets twice as many
+  bool single_issuer = true;  // try IORING_SETUP_SINGLE_ISSUER
+  bool defer_taskrun = true;  // try IORING_SETUP_DEFER_TASKRUN (needs single_issuer)
+  bool coop_taskrun = true;   // try IORING_SETUP_COOP_TASKRUN
+  bool sqpoll = false;        // IORING_SETUP_SQPOLL
   unsigned sqpoll_idle_ms = 1000;
-  bool msg_ring_wake = true;    // wake by IORING_OP_MSG_RING where the kernel has it
-  bool register_ring_fd = true; // io_uring_register_ring_fd: cheaper io_uring_enter
+  bool msg_ring_wake = true;     // wake by IORING_OP_MSG_RING where the kernel has it
+  bool register_ring_fd = true;  // io_uring_register_ring_fd: cheaper io_uring_enter
 };
 
 // user_data values that are not descriptors or operations.

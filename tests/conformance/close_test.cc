@@ -157,7 +157,7 @@ TYPED_TEST(Conformance, S24_AnOperationThatFinishedFirstIsASuccess) {
   for (int i = 0; i < 100 && s.runnable() == 0; ++i) s.poll_io(10 * kMs);
   ASSERT_EQ(s.runnable(), 1u);  // readiness delivered, reader queued, not yet run
   sleep_until_ns(dl + 10 * kMs);
-  s.fire_timers();              // the deadline expires before the reader runs
+  s.fire_timers();  // the deadline expires before the reader runs
   EXPECT_EQ(f.pd()->rd, -1);
   s.run_ready();
   ASSERT_TRUE(r.done);
@@ -301,10 +301,10 @@ TYPED_TEST(Conformance, S27_SettingADeadlineAllocatesNothing) {
   const size_t before = alloc_count();
   int64_t now = mono_now_ns();
   for (int i = 0; i < 10000; ++i) {
-    (void)f.set_read_deadline(now + kSec + i * kMs);            // extend
-    (void)f.set_write_deadline(now + 2 * kSec - i * 100'000);   // move earlier
-    if (i % 7 == 0) (void)f.set_deadline(0);                    // clear
-    if (i % 11 == 0) (void)f.set_read_deadline(now - 1);        // expire
+    (void)f.set_read_deadline(now + kSec + i * kMs);           // extend
+    (void)f.set_write_deadline(now + 2 * kSec - i * 100'000);  // move earlier
+    if (i % 7 == 0) (void)f.set_deadline(0);                   // clear
+    if (i % 11 == 0) (void)f.set_read_deadline(now - 1);       // expire
   }
   s.fire_timers();
   const size_t allocs = alloc_count() - before;

@@ -77,6 +77,8 @@ inline int readable_bytes(int fd) {
 }
 
 // Is a task parked in this direction (the slot holds a task pointer)?
-inline bool parked(PollDesc* pd, Mode m) { return pd->slot(m).load() > kPdWait; }
+inline bool parked(PollDesc* pd, Mode m) {
+  return pd->slot(m).load() > kPdWait;
+}
 
 }  // namespace ringpoll::test

@@ -37,7 +37,7 @@ TYPED_TEST(Conformance, S01_DeadlinesAreAbsoluteNowIsExpiredOverflowClamps) {
   usleep(450'000);
   ASSERT_TRUE(this->env().run_until([&] { return op.done; }));
   EXPECT_TRUE(op.r.err.timeout()) << op.r.err.message();
-  EXPECT_GE(op.end_ns, dl);                  // never early
+  EXPECT_GE(op.end_ns, dl);              // never early
   EXPECT_LT(op.end_ns, t0 + 900 * kMs);  // a restarted deadline would end at >= t0+950ms
 
   // ... and to later operations.
@@ -450,7 +450,7 @@ TYPED_TEST(Conformance, S12_DeadlineOnClosingClosedAndUnpollable) {
 }
 
 TYPED_TEST(Conformance, S13_CallbacksRunOutsideIterationAndMayChangeAnyDeadline) {
-    auto& s = this->sched();
+  auto& s = this->sched();
   TimerWheel& wheel = s.deadline_wheel();
   constexpr int kN = 64;
   std::vector<PollDesc*> pds;
@@ -478,10 +478,17 @@ TYPED_TEST(Conformance, S13_CallbacksRunOutsideIterationAndMayChangeAnyDeadline)
     if (i + 1 < kN) {
       PollDesc* next = pds[i + 1];
       switch (i % 4) {
-        case 0: deadline_set_at(next, at + 10 * kSec, Mode::kReadWrite, at, wheel, woken); break;
-        case 1: deadline_set_at(next, 0, Mode::kReadWrite, at, wheel, woken); break;
-        case 2: deadline_set_at(next, -1, Mode::kRead, at, wheel, woken); break;
-        default: break;
+        case 0:
+          deadline_set_at(next, at + 10 * kSec, Mode::kReadWrite, at, wheel, woken);
+          break;
+        case 1:
+          deadline_set_at(next, 0, Mode::kReadWrite, at, wheel, woken);
+          break;
+        case 2:
+          deadline_set_at(next, -1, Mode::kRead, at, wheel, woken);
+          break;
+        default:
+          break;
       }
     }
     deadline_fired(pd, at, wheel, woken);

@@ -307,8 +307,7 @@ TYPED_TEST(Conformance, S20_EventsWakeTheRightDirectionsInOneList) {
   EXPECT_TRUE(r2.done);
   EXPECT_TRUE(w.done);
   // Unread data in the closed peer turns its close into a reset; either ends the read.
-  EXPECT_TRUE(r2.r.err.is(Errc::kEof) || r2.r.err.sys_errno() == ECONNRESET)
-      << r2.r.err.message();
+  EXPECT_TRUE(r2.r.err.is(Errc::kEof) || r2.r.err.sys_errno() == ECONNRESET) << r2.r.err.message();
   EXPECT_EQ(w.r.err.sys_errno(), EPIPE) << w.r.err.message();
   // The error bit needs error to be the sole event: a refused connect reports
   // error together with hang-up and output, so the bit stays clear.

@@ -6,8 +6,8 @@
 
 #include <array>
 #include <atomic>
-#include <memory>
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "engine/poll_fd.h"
@@ -34,7 +34,8 @@ struct Name {
 TYPED_TEST_SUITE(EngineTest, EngineBackends, Name);
 
 bool wait_for(const std::atomic<bool>& flag, int ms) {
-  for (int i = 0; i < ms && !flag.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < ms && !flag.load(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return flag.load();
 }
 
@@ -104,7 +105,8 @@ TYPED_TEST(EngineTest, AFullInboxAppliesBackpressureAndDropsNothing) {
     if (fin->fetch_add(1) + 1 == kCallers) all->store(true);
   };
   ASSERT_TRUE(E::post(e.shard(0), [&, target] {
-    for (int i = 0; i < kCallers; ++i) E::current()->sched().spawn(caller(target, &ran, &finished, &all));
+    for (int i = 0; i < kCallers; ++i)
+      E::current()->sched().spawn(caller(target, &ran, &finished, &all));
   }));
   ASSERT_TRUE(wait_for(all, 20000)) << finished.load() << " of " << kCallers;
   EXPECT_EQ(ran.load(), kCallers);

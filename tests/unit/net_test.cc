@@ -109,7 +109,8 @@ TYPED_TEST(NetTest, MultiShardEchoEndToEnd) {
         return s;
       }
       port.store(listeners[i]->local_address().port());
-      E::current()->sched().spawn(echo_server<P>(&E::current()->sched(), listeners[i].get(), &accepted[i]));
+      E::current()->sched().spawn(
+          echo_server<P>(&E::current()->sched(), listeners[i].get(), &accepted[i]));
       listening.fetch_add(1);
       return Status();
     });
@@ -141,7 +142,8 @@ TYPED_TEST(NetTest, MultiShardEchoEndToEnd) {
         if (n > 0) got.append(buf, static_cast<size_t>(n));
         if (n <= 0) {
           ADD_FAILURE() << "client " << c << " message " << i << ": recv " << n << " ("
-                        << (n < 0 ? strerror(errno) : "end of stream") << ") after \"" << got << "\"";
+                        << (n < 0 ? strerror(errno) : "end of stream") << ") after \"" << got
+                        << "\"";
         }
       }
       if (good && got != msg) ADD_FAILURE() << "client " << c << " got \"" << got << "\"";
@@ -231,7 +233,8 @@ TYPED_TEST(NetTest, UdpSendToRecvFromWithDeadlines) {
   SocketAddress from;
   bool done = false;
   std::array<std::byte, 64> buf;
-  auto rx = [](UdpSocket<P>* s, std::span<std::byte> b, SocketAddress* f, IoResult* r, bool* d) -> Task<void> {
+  auto rx = [](UdpSocket<P>* s, std::span<std::byte> b, SocketAddress* f, IoResult* r,
+               bool* d) -> Task<void> {
     *r = co_await s->recv_from(b, f);
     *d = true;
   };
@@ -246,7 +249,8 @@ TYPED_TEST(NetTest, UdpSendToRecvFromWithDeadlines) {
   const std::string msg = "datagram";
   IoResult w;
   bool sent = false;
-  auto tx = [](UdpSocket<P>* s, const std::string* m, SocketAddress to, IoResult* w, bool* d) -> Task<void> {
+  auto tx = [](UdpSocket<P>* s, const std::string* m, SocketAddress to, IoResult* w,
+               bool* d) -> Task<void> {
     *w = co_await s->send_to(std::as_bytes(std::span(m->data(), m->size())), to);
     *d = true;
   };

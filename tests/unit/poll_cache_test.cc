@@ -65,9 +65,9 @@ TEST(PollCache, DescriptorSizeIsPinned) {
   EXPECT_LE(sizeof(PollDesc), 128u);
   EXPECT_EQ(alignof(PollDesc), 64u);
   // Deadline state per connection, both directions: rd, wd, rseq, wseq.
-  EXPECT_EQ(sizeof(PollDesc::rd) + sizeof(PollDesc::wd) + sizeof(PollDesc::rseq) +
-                sizeof(PollDesc::wseq),
-            24u);
+  EXPECT_EQ(
+      sizeof(PollDesc::rd) + sizeof(PollDesc::wd) + sizeof(PollDesc::rseq) + sizeof(PollDesc::wseq),
+      24u);
   EXPECT_EQ(sizeof(TimerNode), 24u);  // the one wheel node that serves both directions
 }
 
@@ -106,8 +106,8 @@ TEST(PollCache, RetiredBlocksAreReusedAndOldGenerationsStayOld) {
     if (pd == first) found = true;
   }
   ASSERT_TRUE(found) << "the retired block was not reused";
-  EXPECT_NE(first->fdseq.load(), seq);    // an event tagged for the old owner is stale
-  EXPECT_EQ(first->rg.load(), kPdNil);    // and its slots were reset
+  EXPECT_NE(first->fdseq.load(), seq);  // an event tagged for the old owner is stale
+  EXPECT_EQ(first->rg.load(), kPdNil);  // and its slots were reset
   for (PollDesc* pd : got) release(b, pd);
 }
 

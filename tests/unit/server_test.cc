@@ -17,7 +17,8 @@
 namespace ringpoll::test {
 namespace {
 
-using P = EpollPoller;  // the engine logic under test is backend-independent; NetTest covers backends
+using P =
+    EpollPoller;  // the engine logic under test is backend-independent; NetTest covers backends
 using E = Engine<P>;
 
 int open_fds() {
@@ -132,14 +133,16 @@ TEST(TcpServer, FirstSignalStopsGracefullySecondStopsAtOnce) {
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: no graceful call; 2: immediate too early; 3: no immediate call";
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1: no graceful call; 2: immediate too early; 3: no immediate call";
 }
 
 TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
   constexpr int kConns = 10000;
   rlimit rl{};
   getrlimit(RLIMIT_NOFILE, &rl);
-  if (rl.rlim_max < kConns + 200) GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << rl.rlim_max << " < " << kConns + 200;
+  if (rl.rlim_max < kConns + 200)
+    GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << rl.rlim_max << " < " << kConns + 200;
   rlimit want{rl.rlim_max, rl.rlim_max};
   setrlimit(RLIMIT_NOFILE, &want);
   const int baseline = open_fds();
@@ -189,7 +192,8 @@ TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
     ASSERT_EQ(::write(go[1], &b, 1), 1);  // go
     int status = 0;
     waitpid(pid, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client exit " << WEXITSTATUS(status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "client exit " << WEXITSTATUS(status);
     for (int i = 0; i < 5000 && srv.live() > 0; ++i) usleep(2000);
     EXPECT_EQ(srv.live(), 0u);
     for (int fd : {ready[0], ready[1], go[0], go[1]}) ::close(fd);

@@ -154,7 +154,8 @@ TEST_F(UringCompletionTest, ShortSendsAreContinuedWithoutLossOrDuplication) {
   std::string got;
   char buf[4096];
   const bool finished = e.run_until([&] {
-    for (ssize_t n; (n = ::recv(p.b, buf, sizeof buf, MSG_DONTWAIT)) > 0;) got.append(buf, static_cast<size_t>(n));
+    for (ssize_t n; (n = ::recv(p.b, buf, sizeof buf, MSG_DONTWAIT)) > 0;)
+      got.append(buf, static_cast<size_t>(n));
     return done && got.size() >= data.size();
   });
   g_uring_send_clamp.store(0);
@@ -179,7 +180,8 @@ TEST_F(UringCompletionTest, LargeTcpSendsUseSendZcAndArriveIntact) {
   std::string got;
   char buf[65536];
   ASSERT_TRUE(e.run_until([&] {
-    for (ssize_t n; (n = ::recv(p.b, buf, sizeof buf, MSG_DONTWAIT)) > 0;) got.append(buf, static_cast<size_t>(n));
+    for (ssize_t n; (n = ::recv(p.b, buf, sizeof buf, MSG_DONTWAIT)) > 0;)
+      got.append(buf, static_cast<size_t>(n));
     return done && got.size() >= data.size();
   }));
   EXPECT_TRUE(res.ok()) << res.err.message();
