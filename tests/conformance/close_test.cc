@@ -147,12 +147,12 @@ TYPED_TEST(Conformance, S24_AnOperationThatFinishedFirstIsASuccess) {
   unix_pair(p);
   PollFd<P> f;
   ASSERT_TRUE(f.open(s, p.take_a()).ok());
-  const int64_t dl = mono_now_ns() + 200 * kMs;
-  ASSERT_TRUE(f.set_read_deadline(dl).ok());
   Op r;
   s.spawn(do_read(&f, &r));
   this->env().settle();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
+  const int64_t dl = mono_now_ns() + 200 * kMs;  // set while waiting: a slow box cannot
+  ASSERT_TRUE(f.set_read_deadline(dl).ok());      // expire it before the reader parks
   put(p.b, "won");
   for (int i = 0; i < 100 && s.runnable() == 0; ++i) s.poll_io(10 * kMs);
   ASSERT_EQ(s.runnable(), 1u);  // readiness delivered, reader queued, not yet run

@@ -280,12 +280,12 @@ TYPED_TEST(Conformance, S09_ExtendWhileWaitingAndResetAfterFireKeepWaiting) {
   PollFd<P> f;
   ASSERT_TRUE(f.open(s, p.take_a()).ok());
   // 1. Extending a deadline while an operation waits keeps it waiting.
-  const int64_t t1 = mono_now_ns() + 200 * kMs;
-  ASSERT_TRUE(f.set_read_deadline(t1).ok());
   Op r;
   s.spawn(do_read(&f, &r));
   this->env().settle();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
+  const int64_t t1 = mono_now_ns() + 50 * kMs;
+  ASSERT_TRUE(f.set_read_deadline(t1).ok());
   ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 10 * kSec).ok());
   sleep_until_ns(t1 + 10 * kMs);
   s.fire_timers();
@@ -360,16 +360,18 @@ TYPED_TEST(Conformance, S11_EqualDeadlinesShareOneTimerAndChangesRebuildIt) {
   ASSERT_TRUE(f.open(s, p.take_a()).ok());
   fill_send_buffer(f.fd());
   const size_t wheel0 = s.deadline_wheel().size();
-  const int64_t t = mono_now_ns() + 200 * kMs;
-  ASSERT_TRUE(f.set_deadline(t).ok());
-  EXPECT_EQ(f.pd()->rd, f.pd()->wd);
-  EXPECT_EQ(s.deadline_wheel().size(), wheel0 + 1);  // one timer for both directions
   Op r, w;
   s.spawn(do_read(&f, &r));
   s.spawn(do_write(&f, &w, 1 << 20));
   this->env().settle();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
   ASSERT_TRUE(parked(f.pd(), Mode::kWrite));
+  // Set once both wait (a deadline applies to operations already waiting, S01), so a slow
+  // machine cannot expire it before the waiters park.
+  const int64_t t = mono_now_ns() + 50 * kMs;
+  ASSERT_TRUE(f.set_deadline(t).ok());
+  EXPECT_EQ(f.pd()->rd, f.pd()->wd);
+  EXPECT_EQ(s.deadline_wheel().size(), wheel0 + 1);  // one timer for both directions
   sleep_until_ns(t + 10 * kMs);
   EXPECT_EQ(s.fire_timers(), 1u);  // one fire ...
   EXPECT_EQ(s.runnable(), 2u);     // ... wakes both directions
