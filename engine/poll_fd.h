@@ -213,8 +213,6 @@ class PollFd {
 
   // Datagram receive with the sender's address (UDP). n = the datagram's length.
   Task<IoResult> recv_from(std::span<std::byte> buf, sockaddr_storage* from, socklen_t* fromlen) {
-    Ref ref(this);
-    if (!ref) co_return IoResult{0, Errc::kClosed};
     iovec iov{buf.data(), buf.size()};
     msghdr msg{};
     msg.msg_name = from;
@@ -227,15 +225,13 @@ class PollFd {
   }
   // Datagram send to `to` (UDP).
   Task<IoResult> send_to(std::span<const std::byte> buf, const sockaddr* to, socklen_t tolen) {
-    Ref ref(this);
-    if (!ref) co_return IoResult{0, Errc::kClosed};
     iovec iov{const_cast<std::byte*>(buf.data()), buf.size()};
     msghdr msg{};
     msg.msg_name = const_cast<sockaddr*>(to);
     msg.msg_namelen = tolen;
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    co_return co_await msg_op(Mode::kWrite, &msg);
+    co_return co_await msg_op(Mode::kWrite, &msg);  // msg_op holds the operation's reference
   }
   // Writes every byte of every buffer (a stream socket), as write() does for one.
   Task<IoResult> writev(std::span<const iovec> bufs) {
@@ -248,7 +244,7 @@ class PollFd {
       msghdr msg{};
       msg.msg_iov = rest.data() + first;
       msg.msg_iovlen = rest.size() - first;
-      IoResult r = co_await msg_op_ref(Mode::kWrite, &msg);
+      IoResult r = co_await msg_op(Mode::kWrite, &msg);
       done += r.n;
       if (!r.ok()) co_return IoResult{done, r.err};
       for (size_t k = r.n; k > 0 && first < rest.size();) {
@@ -305,8 +301,7 @@ class PollFd {
 
   // One sendmsg/recvmsg (one datagram, or part of a stream write), on either kind of
   // backend, with deadlines and close handled as for read and write.
-  Task<IoResult> msg_op(Mode m, msghdr* msg) { co_return co_await msg_op_ref(m, msg); }
-  Task<IoResult> msg_op_ref(Mode m, msghdr* msg) {
+  Task<IoResult> msg_op(Mode m, msghdr* msg) {
     Ref ref(this);
     if (!ref) co_return IoResult{0, Errc::kClosed};
     if (pd_) {

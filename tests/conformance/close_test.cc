@@ -1,8 +1,8 @@
 // Conformance S21-S27: close and lifetime.
 #include <sys/mman.h>
 
-#include "conformance/alloc_counter.h"
 #include "conformance/conformance.h"
+#include "support/alloc_counter.h"
 
 namespace ringpoll::test {
 namespace {
@@ -152,7 +152,7 @@ TYPED_TEST(Conformance, S24_AnOperationThatFinishedFirstIsASuccess) {
   this->env().settle();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
   const int64_t dl = mono_now_ns() + 200 * kMs;  // set while waiting: a slow box cannot
-  ASSERT_TRUE(f.set_read_deadline(dl).ok());      // expire it before the reader parks
+  ASSERT_TRUE(f.set_read_deadline(dl).ok());     // expire it before the reader parks
   put(p.b, "won");
   for (int i = 0; i < 100 && s.runnable() == 0; ++i) s.poll_io(10 * kMs);
   ASSERT_EQ(s.runnable(), 1u);  // readiness delivered, reader queued, not yet run
@@ -313,7 +313,7 @@ TYPED_TEST(Conformance, S27_SettingADeadlineAllocatesNothing) {
   // The counter itself works (the test can fail).
   alloc_counting(true);
   const size_t b2 = alloc_count();
-  auto* probe = new int(5);
+  int* volatile probe = new int(5);  // volatile: the pair must not be elided
   EXPECT_EQ(alloc_count() - b2, 1u);
   alloc_counting(false);
   delete probe;

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/alloc_counter.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -14,79 +16,6 @@
 #include <random>
 #include <stdexcept>
 #include <vector>
-
-// ---- allocation counter -------------------------------------------------------------------
-// Replacing the global allocation functions is program-wide; these forward to malloc/free and
-// only count while a test has switched counting on for its own thread, so other tests linked
-// into the same binary see the ordinary behaviour.
-namespace {
-thread_local bool t_count_allocs = false;
-std::atomic<long> g_allocs{0};
-
-void* counted_alloc(std::size_t size) {
-  if (t_count_allocs) g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void* counted_alloc_aligned(std::size_t size, std::align_val_t align) {
-  if (t_count_allocs) g_allocs.fetch_add(1, std::memory_order_relaxed);
-  const std::size_t a = static_cast<std::size_t>(align);
-  const std::size_t rounded = (size + a - 1) / a * a;
-  if (void* p = std::aligned_alloc(a, rounded == 0 ? a : rounded)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-
-void* operator new(std::size_t size) {
-  return counted_alloc(size);
-}
-void* operator new[](std::size_t size) {
-  return counted_alloc(size);
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return counted_alloc(size);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return counted_alloc(size);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new(std::size_t size, std::align_val_t a) {
-  return counted_alloc_aligned(size, a);
-}
-void* operator new[](std::size_t size, std::align_val_t a) {
-  return counted_alloc_aligned(size, a);
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
 
 namespace ringpoll {
 namespace {
@@ -716,8 +645,8 @@ TEST(TimerWheel, ArmCancelAdvanceAllocateNothing) {
   std::vector<int64_t> whens(nodes.size());
   for (int64_t& x : whens) x = 1 + static_cast<int64_t>(rng() % (uint64_t{1} << 40));
   size_t fired = 0;
-  t_count_allocs = true;
-  const long before = g_allocs.load();
+  test::alloc_counting(true);
+  const size_t before = test::alloc_count();
   for (size_t i = 0; i < nodes.size(); ++i) w.arm(&nodes[i], whens[i]);
   for (size_t i = 0; i < nodes.size(); i += 3) w.arm(&nodes[i], whens[i] + kMs);  // extend
   for (size_t i = 1; i < nodes.size(); i += 3) w.arm(&nodes[i], whens[i] / 2);    // earlier
@@ -729,17 +658,17 @@ TEST(TimerWheel, ArmCancelAdvanceAllocateNothing) {
   }
   fired += w.advance(INT64_MAX, [](TimerNode*) {});
   (void)w.next_deadline();
-  const long after = g_allocs.load();
-  t_count_allocs = false;
+  const size_t after = test::alloc_count();
+  test::alloc_counting(false);
   EXPECT_EQ(after - before, 0);
   EXPECT_GT(fired, 0u);
   EXPECT_EQ(w.size(), 0u);
   // The counter does see allocations (guards against a hook that never counts).
-  t_count_allocs = true;
-  auto* p = new int(1);
-  t_count_allocs = false;
+  test::alloc_counting(true);
+  int* volatile p = new int(1);  // volatile: a new/delete pair may otherwise be elided
+  test::alloc_counting(false);
   delete p;
-  EXPECT_EQ(g_allocs.load(), after + 1);
+  EXPECT_EQ(test::alloc_count(), after + 1);
 }
 
 }  // namespace
