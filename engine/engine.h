@@ -131,6 +131,10 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // Before start(): runs on each shard's thread with its backend before the backend's
+  // init (ring sizes, io_uring features, buffer ring geometry).
+  void set_backend_setup(std::function<void(P&)> f) { backend_setup_ = std::move(f); }
+
   // Starts every shard's thread; `on_start(shard)` runs on each shard's thread once its
   // scheduler is up (spawn listeners there). Returns the first shard's setup error.
   Status start(std::function<void(Shard&)> on_start = {}) {
@@ -152,6 +156,7 @@ class Engine {
         // Built on the shard's thread: the PollCache binds to this CPU's NUMA node and
         // an io_uring with SINGLE_ISSUER belongs to this thread.
         s->sched_ = std::make_unique<Scheduler<P>>(opt_.sched);
+        if (backend_setup_) backend_setup_(s->sched_->backend());
         const Status st = s->sched_->start();
         s->sched_->set_external_work(s);
         current_ = s;
@@ -295,6 +300,7 @@ class Engine {
   };
 
   EngineOptions opt_;
+  std::function<void(P&)> backend_setup_;
   std::vector<std::unique_ptr<Shard>> shards_;
   bool started_ = false;
   static inline thread_local Shard* current_ = nullptr;

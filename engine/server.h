@@ -184,7 +184,17 @@ class TcpServer {
 // Blocks SIGINT and SIGTERM in the calling thread (call it before Engine::start so the
 // shards inherit the mask) and starts a thread that waits for them: the first calls
 // graceful(), a second calls immediate(). Returns the thread (detached by the caller or
-// joined after a signal).
-std::thread shutdown_on_signals(std::function<void()> graceful, std::function<void()> immediate);
+// joined after a signal). With `reload`, SIGHUP is blocked too and each one calls reload()
+// on that thread, for as long as no stop signal has arrived.
+std::thread shutdown_on_signals(std::function<void()> graceful, std::function<void()> immediate,
+                                std::function<void()> reload = {});
+
+// The two halves of shutdown_on_signals, for programs that wait on their main thread:
+// block the signals before the engine's threads start (they inherit the mask), then wait.
+// wait_stop_signals returns once the graceful stop has returned (or immediate ran).
+void block_stop_signals(bool with_reload);
+void wait_stop_signals(const std::function<void()>& graceful,
+                       const std::function<void()>& immediate,
+                       const std::function<void()>& reload = {});
 
 }  // namespace ringpoll
