@@ -1,0 +1,790 @@
+#include "tuning/config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <span>
+#include <sstream>
+#include <toml.hpp>
+
+#include "tuning/tuning_profiles.h"  // generated from tuning/profiles/*.toml
+
+namespace ringpoll::tuning {
+namespace {
+
+// Larger documents are refused before parsing: a config is a page or two, and the parser
+// holds the whole text plus a tree several times its size.
+constexpr size_t kMaxDocumentBytes = 1 << 20;
+// toml11 parses nested arrays and inline tables recursively; deeper nesting than this is
+// refused before parsing so a hostile file cannot exhaust the stack (no key needs > 2).
+constexpr int kMaxNesting = 32;
+constexpr int64_t kMiB = 1 << 20;
+
+template <class E>
+struct Named {
+  const char* name;
+  E value;
+};
+constexpr Named<BackendChoice> kBackendNames[] = {{"auto", BackendChoice::kAuto},
+                                                  {"io_uring", BackendChoice::kIoUring},
+                                                  {"epoll", BackendChoice::kEpoll}};
+constexpr Named<UringMode> kUringModeNames[] = {{"readiness", UringMode::kReadiness},
+                                                {"completion", UringMode::kCompletion}};
+constexpr Named<SpliceMode> kSpliceNames[] = {
+    {"auto", SpliceMode::kAuto}, {"on", SpliceMode::kOn}, {"off", SpliceMode::kOff}};
+constexpr Named<Balance> kBalanceNames[] = {{"round_robin", Balance::kRoundRobin},
+                                            {"least_conn", Balance::kLeastConn}};
+constexpr Named<ProxyProtocol> kProxyProtocolNames[] = {
+    {"off", ProxyProtocol::kOff}, {"v1", ProxyProtocol::kV1}, {"v2", ProxyProtocol::kV2}};
+
+template <class E>
+const char* name_of(std::span<const Named<E>> names, E v) {
+  for (const auto& n : names) {
+    if (n.value == v) return n.name;
+  }
+  return "?";
+}
+
+// What a key accepts. Each key of the schema below pairs a field with one of these.
+struct BoolSpec {};
+struct IntSpec {
+  int64_t lo;
+  int64_t hi;
+  bool pow2 = false;     // must also be a power of two
+  bool zero_ok = false;  // 0 is accepted besides lo..hi (it means "off" / "default")
+};
+template <class E>
+struct EnumSpec {
+  std::span<const Named<E>> names;
+};
+enum class TextKind { kName, kAddress, kPoolRef };
+struct TextSpec {
+  TextKind kind;
+};
+struct CpuListSpec {};      // [int, ...], each a configured CPU
+struct AddressListSpec {};  // ["ADDR:PORT", ...], at least one
+struct TableListSpec {};    // [[section.key]] tables
+
+// The schema: one function per section listing (key, field, spec). The reader, the
+// printer and the tests walk the same lists, so a key cannot be read but not printed.
+template <class V>
+void fields(EngineSection& s, V&& v) {
+  v("backend", s.backend, EnumSpec<BackendChoice>{kBackendNames});
+  v("shards", s.shards, IntSpec{0, 1024});
+  v("cpus", s.cpus, CpuListSpec{});
+  v("pin", s.pin, BoolSpec{});
+  v("fairness_batch", s.fairness_batch, IntSpec{1, 100000});
+  v("tick_us", s.tick_us, IntSpec{10, 1000000});
+  v("busy_poll_us", s.busy_poll_us, IntSpec{0, 100000});
+  v("inbox_capacity", s.inbox_capacity, IntSpec{64, 1048576, true});
+}
+template <class V>
+void fields(UringSection& s, V&& v) {
+  v("mode", s.mode, EnumSpec<UringMode>{kUringModeNames});
+  v("entries", s.entries, IntSpec{8, 32768, true});
+  v("sqpoll", s.sqpoll, BoolSpec{});
+  v("sqpoll_idle_ms", s.sqpoll_idle_ms, IntSpec{1, 60000});
+  v("single_issuer", s.single_issuer, BoolSpec{});
+  v("defer_taskrun", s.defer_taskrun, BoolSpec{});
+  v("coop_taskrun", s.coop_taskrun, BoolSpec{});
+  v("msg_ring_wake", s.msg_ring_wake, BoolSpec{});
+  v("register_ring_fd", s.register_ring_fd, BoolSpec{});
+  v("multishot_accept", s.multishot_accept, BoolSpec{});
+  v("multishot_recv", s.multishot_recv, BoolSpec{});
+  v("buf_count", s.buf_count, IntSpec{1, 32768, true});
+  v("buf_size", s.buf_size, IntSpec{512, kMiB});
+  v("send_zc", s.send_zc, BoolSpec{});
+  v("zc_threshold", s.zc_threshold, IntSpec{0, 64 * kMiB});
+}
+template <class V>
+void fields(SocketSection& s, V&& v) {
+  v("nodelay", s.nodelay, BoolSpec{});
+  v("keepalive", s.keepalive, BoolSpec{});
+  v("reuseport", s.reuseport, BoolSpec{});
+  v("backlog", s.backlog, IntSpec{1, 65535});
+  v("rcvbuf", s.rcvbuf, IntSpec{4096, 64 * kMiB, false, true});
+  v("sndbuf", s.sndbuf, IntSpec{4096, 64 * kMiB, false, true});
+}
+constexpr int64_t kHourMs = 3600 * 1000;
+template <class V>
+void fields(TimeoutsSection& s, V&& v) {
+  v("connect_ms", s.connect_ms, IntSpec{1, kHourMs});
+  v("idle_ms", s.idle_ms, IntSpec{0, 24 * kHourMs});
+  v("header_read_ms", s.header_read_ms, IntSpec{0, kHourMs});
+  v("drain_ms", s.drain_ms, IntSpec{0, kHourMs});
+}
+template <class V>
+void fields(LimitsSection& s, V&& v) {
+  v("max_connections", s.max_connections, IntSpec{0, 100000000});
+  v("buffer_bytes", s.buffer_bytes, IntSpec{1024, 16 * kMiB});
+  v("max_request_line", s.max_request_line, IntSpec{256, kMiB});
+  v("max_header_bytes", s.max_header_bytes, IntSpec{1024, 16 * kMiB});
+}
+template <class V>
+void fields(ProxyListener& s, V&& v) {
+  v("name", s.name, TextSpec{TextKind::kName});
+  v("listen", s.listen, TextSpec{TextKind::kAddress});
+  v("pool", s.pool, TextSpec{TextKind::kPoolRef});
+  v("proxy_protocol", s.proxy_protocol, EnumSpec<ProxyProtocol>{kProxyProtocolNames});
+}
+template <class V>
+void fields(ProxyPool& s, V&& v) {
+  v("name", s.name, TextSpec{TextKind::kName});
+  v("balance", s.balance, EnumSpec<Balance>{kBalanceNames});
+  v("upstreams", s.upstreams, AddressListSpec{});
+  v("fail_threshold", s.fail_threshold, IntSpec{1, 1000});
+  v("eject_ms", s.eject_ms, IntSpec{0, kHourMs});
+  v("check_interval_ms", s.check_interval_ms, IntSpec{0, kHourMs});
+  v("check_timeout_ms", s.check_timeout_ms, IntSpec{1, kHourMs});
+}
+template <class V>
+void fields(ProxySection& s, V&& v) {
+  v("splice", s.splice, EnumSpec<SpliceMode>{kSpliceNames});
+  v("listener", s.listeners, TableListSpec{});
+  v("pool", s.pools, TableListSpec{});
+}
+template <class V>
+void sections(Config& c, V&& v) {
+  v("engine", c.engine);
+  v("io_uring", c.io_uring);
+  v("socket", c.socket);
+  v("timeouts", c.timeouts);
+  v("limits", c.limits);
+  v("proxy", c.proxy);
+}
+
+template <class S>
+std::string key_list(S& s) {
+  std::string out;
+  fields(s, [&](const char* key, auto&, const auto&) {
+    if (!out.empty()) out += ", ";
+    out += key;
+  });
+  return out;
+}
+
+std::string section_list() {
+  Config c;
+  std::string out;
+  sections(c, [&](const char* name, auto&) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  });
+  return out;
+}
+
+std::string profile_list() {
+  std::string out;
+  for (const auto& p : embedded::kProfiles) {
+    if (!out.empty()) out += ", ";
+    out += p.name;
+  }
+  return out;
+}
+
+// A TOML basic string: quotes, backslashes and control characters escaped.
+std::string quote(std::string_view s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+// "proxy.pool[1]": how errors name an element of an array.
+std::string indexed(const std::string& key, size_t i) {
+  return key + "[" + std::to_string(i) + "]";
+}
+
+std::string describe(const toml::value& v) {
+  switch (v.type()) {
+    case toml::value_t::boolean:
+      return std::string("the boolean ") + (v.as_boolean() ? "true" : "false");
+    case toml::value_t::integer:
+      return "the integer " + std::to_string(v.as_integer());
+    case toml::value_t::floating:
+      return "a float";
+    case toml::value_t::string:
+      return "the string " + quote(v.as_string().str);
+    case toml::value_t::array:
+      return "an array";
+    case toml::value_t::table:
+      return "a table";
+    case toml::value_t::empty:
+      return "nothing";
+    default:
+      return "a date/time";
+  }
+}
+
+// Reads the tables of one document into a Config, collecting every error.
+class Reader {
+ public:
+  Reader(std::string file, bool lines) : file_(std::move(file)), lines_(lines) {}
+
+  std::vector<ConfigError> errors;
+  std::map<std::string, int> key_lines;  // where each key read by this layer stands
+
+  int line(const toml::value& v) const {
+    return lines_ ? static_cast<int>(v.location().line()) : 0;
+  }
+  void fail(int line, const std::string& key, std::string msg) {
+    errors.push_back(ConfigError{file_, line, key, std::move(msg)});
+  }
+  void fail(const toml::value& v, const std::string& key, std::string msg) {
+    fail(line(v), key, std::move(msg));
+  }
+  void wrong_type(const toml::value& v, const std::string& key, const char* want) {
+    fail(v, key, std::string("must be ") + want + ", got " + describe(v));
+  }
+
+  template <class S>
+  void table(const toml::value& t, const std::string& prefix, S& s) {
+    for (const auto& entry : t.as_table()) {
+      // Named references, not a structured binding: clang 14 cannot capture one in a lambda.
+      const std::string& k = entry.first;
+      const toml::value& v = entry.second;
+      const std::string key = prefix + "." + k;
+      key_lines[key] = line(v);
+      bool known = false;
+      fields(s, [&](const char* name, auto& field, const auto& spec) {
+        if (k != name) return;
+        known = true;
+        read(v, key, field, spec);
+      });
+      if (!known) fail(v, key, "unknown key; [" + prefix + "] has " + key_list(s));
+    }
+  }
+
+ private:
+  void read(const toml::value& v, const std::string& key, bool& out, BoolSpec) {
+    if (!v.is_boolean()) return wrong_type(v, key, "a boolean");
+    out = v.as_boolean();
+  }
+
+  void read(const toml::value& v, const std::string& key, int64_t& out, IntSpec spec) {
+    if (!v.is_integer()) return wrong_type(v, key, "an integer");
+    const int64_t x = v.as_integer();
+    const bool in_range = (x >= spec.lo && x <= spec.hi) || (spec.zero_ok && x == 0);
+    if (in_range && (!spec.pow2 || (x & (x - 1)) == 0)) {
+      out = x;
+      return;
+    }
+    std::string want = spec.pow2 ? "a power of two in " : spec.zero_ok ? "0 or in " : "in ";
+    fail(v, key,
+         "must be " + want + std::to_string(spec.lo) + ".." + std::to_string(spec.hi) + ", got " +
+             std::to_string(x));
+  }
+
+  template <class E>
+  void read(const toml::value& v, const std::string& key, E& out, EnumSpec<E> spec) {
+    std::string choices;
+    for (const auto& n : spec.names) choices += (choices.empty() ? "" : ", ") + quote(n.name);
+    if (!v.is_string()) return wrong_type(v, key, ("one of " + choices).c_str());
+    for (const auto& n : spec.names) {
+      if (v.as_string().str == n.name) {
+        out = n.value;
+        return;
+      }
+    }
+    fail(v, key, "must be one of " + choices + ", got " + quote(v.as_string().str));
+  }
+
+  bool address(const toml::value& v, const std::string& key) {
+    if (!v.is_string()) {
+      wrong_type(v, key, "a string \"ADDR:PORT\"");
+      return false;
+    }
+    SocketAddress sa;
+    std::string why;
+    if (parse_address(v.as_string().str, &sa, &why).ok()) return true;
+    fail(v, key, "not an address: " + why);
+    return false;
+  }
+
+  void read(const toml::value& v, const std::string& key, std::string& out, TextSpec spec) {
+    if (spec.kind == TextKind::kAddress) {
+      if (address(v, key)) out = v.as_string().str;
+      return;
+    }
+    if (!v.is_string()) return wrong_type(v, key, "a string");
+    if (v.as_string().str.empty()) return fail(v, key, "must not be empty");
+    out = v.as_string().str;
+  }
+
+  void read(const toml::value& v, const std::string& key, std::vector<int>& out, CpuListSpec) {
+    if (!v.is_array()) return wrong_type(v, key, "an array of CPU numbers");
+    const int64_t ncpu = std::max<int64_t>(sysconf(_SC_NPROCESSORS_CONF), 1);
+    std::vector<int> cpus;
+    for (size_t i = 0; i < v.as_array().size(); ++i) {
+      const toml::value& e = v.as_array()[i];
+      const std::string ekey = indexed(key, i);
+      if (!e.is_integer()) {
+        wrong_type(e, ekey, "an integer");
+      } else if (e.as_integer() < 0 || e.as_integer() >= ncpu) {
+        fail(e, ekey,
+             "must be a CPU number in 0.." + std::to_string(ncpu - 1) + " (this machine has " +
+                 std::to_string(ncpu) + " configured), got " + std::to_string(e.as_integer()));
+      } else {
+        cpus.push_back(static_cast<int>(e.as_integer()));
+      }
+    }
+    if (cpus.size() == v.as_array().size()) out = std::move(cpus);
+  }
+
+  void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
+            AddressListSpec) {
+    if (!v.is_array()) return wrong_type(v, key, "an array of \"ADDR:PORT\" strings");
+    if (v.as_array().empty()) return fail(v, key, "must name at least one upstream");
+    std::vector<std::string> addrs;
+    for (size_t i = 0; i < v.as_array().size(); ++i) {
+      const toml::value& e = v.as_array()[i];
+      if (address(e, indexed(key, i))) addrs.push_back(e.as_string().str);
+    }
+    if (addrs.size() == v.as_array().size()) out = std::move(addrs);
+  }
+
+  template <class T>
+  void read(const toml::value& v, const std::string& key, std::vector<T>& out, TableListSpec) {
+    const std::string want = "an array of tables ([[" + key + "]])";
+    if (!v.is_array()) return wrong_type(v, key, want.c_str());
+    std::vector<T> items;
+    for (size_t i = 0; i < v.as_array().size(); ++i) {
+      const toml::value& e = v.as_array()[i];
+      const std::string ekey = indexed(key, i);
+      if (!e.is_table()) {
+        wrong_type(e, ekey, "a table");
+        continue;
+      }
+      T item;
+      table(e, ekey, item);
+      require(e, ekey, item);
+      items.push_back(std::move(item));
+    }
+    out = std::move(items);
+  }
+
+  // Text keys of list tables have no default: each must be given.
+  template <class T>
+  void require(const toml::value& t, const std::string& prefix, T& item) {
+    fields(item, [&](const char* name, auto&, const auto& spec) {
+      using Spec = std::decay_t<decltype(spec)>;
+      if constexpr (std::is_same_v<Spec, TextSpec> || std::is_same_v<Spec, AddressListSpec>) {
+        if (!t.as_table().count(name)) fail(t, prefix + "." + name, "is required");
+      }
+    });
+  }
+
+  std::string file_;
+  bool lines_;
+};
+
+// Names unique per list; every listener's pool exists. Runs on the merged result of a
+// layer; an error points at the line where this layer set the key (0 when a lower layer
+// did).
+void cross_check(const Config& c, Reader& r) {
+  auto line_of = [&](const std::string& key) {
+    auto it = r.key_lines.find(key);
+    return it == r.key_lines.end() ? 0 : it->second;
+  };
+  auto unique = [&](const auto& items, const std::string& list, const char* what) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        if (items[i].name != items[j].name) continue;
+        const std::string key = indexed(list, i) + ".name";
+        r.fail(line_of(key), key,
+               std::string("duplicate ") + what + " name " + quote(items[i].name) + " (also " +
+                   indexed(list, j) + ".name)");
+        break;
+      }
+    }
+  };
+  unique(c.proxy.listeners, "proxy.listener", "listener");
+  unique(c.proxy.pools, "proxy.pool", "pool");
+  for (size_t i = 0; i < c.proxy.listeners.size(); ++i) {
+    const ProxyListener& l = c.proxy.listeners[i];
+    if (l.pool.empty()) continue;  // already reported as required
+    const bool found = std::any_of(c.proxy.pools.begin(), c.proxy.pools.end(),
+                                   [&](const ProxyPool& p) { return p.name == l.pool; });
+    if (found) continue;
+    const std::string key = indexed("proxy.listener", i) + ".pool";
+    r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(l.pool));
+  }
+}
+
+// The deepest nesting of arrays and inline tables (and [[ ]] headers), outside strings
+// and comments, with the line where it is reached. Approximate only in what it skips:
+// it never under-counts a bracket the parser would recurse on.
+std::pair<int, int> nesting(std::string_view t) {
+  int depth = 0, deepest = 0, deepest_line = 1, line = 1;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    if (c == '\n') {
+      ++line;
+    } else if (c == '#') {
+      while (i + 1 < t.size() && t[i + 1] != '\n') ++i;
+    } else if (c == '"' || c == '\'') {
+      const std::string_view triple = c == '"' ? "\"\"\"" : "\'\'\'";
+      const std::string_view delim = t.substr(i, 3) == triple ? triple : t.substr(i, 1);
+      for (i += delim.size(); i < t.size(); ++i) {
+        if (c == '"' && t[i] == '\\' && i + 1 < t.size()) {
+          if (t[++i] == '\n') ++line;  // an escaped character, or a line-ending backslash
+        } else if (t[i] == '\n') {
+          ++line;
+          if (delim.size() == 1) break;  // unterminated: the parser reports it
+        } else if (t.substr(i, delim.size()) == delim) {
+          i += delim.size() - 1;
+          break;
+        }
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > deepest) {
+        deepest = depth;
+        deepest_line = line;
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return {deepest, deepest_line};
+}
+
+// toml11 messages start "[error] toml::parse_array: what"; keep "what" and drop the
+// excerpt that follows (the file and line are in the ConfigError already).
+std::string syntax_message(const char* what) {
+  std::string m(what);
+  m = m.substr(0, m.find('\n'));
+  if (m.rfind("[error] ", 0) == 0) m.erase(0, 8);
+  if (m.rfind("toml::", 0) == 0) {
+    const size_t colon = m.find(": ");
+    if (colon != std::string::npos) m.erase(0, colon + 2);
+  }
+  return m.empty() ? "TOML syntax error" : m;
+}
+
+std::optional<ConfigError> parse(std::string_view text, const std::string& file, toml::value* out) {
+  if (text.size() > kMaxDocumentBytes) {
+    return ConfigError{file, 0, "", "larger than " + std::to_string(kMaxDocumentBytes) + " bytes"};
+  }
+  if (const auto [depth, line] = nesting(text); depth > kMaxNesting) {
+    return ConfigError{file, line, "",
+                       "arrays and tables nested deeper than " + std::to_string(kMaxNesting)};
+  }
+  try {
+    std::istringstream in{std::string(text)};
+    *out = toml::parse(in, file);
+    return std::nullopt;
+  } catch (const toml::exception& e) {
+    return ConfigError{file, static_cast<int>(e.location().line()), "", syntax_message(e.what())};
+  } catch (const std::exception& e) {
+    return ConfigError{file, 0, "", syntax_message(e.what())};
+  }
+}
+
+std::optional<ConfigError> apply_document(const toml::value& doc, const std::string& file,
+                                          bool lines, bool builtin, Config* cfg);
+
+std::optional<ConfigError> apply_builtin(std::string_view name, Config* cfg) {
+  for (const auto& p : embedded::kProfiles) {
+    if (name != p.name) continue;
+    const std::string file = "tuning/profiles/" + std::string(name) + ".toml";
+    toml::value doc;
+    if (auto e = parse(p.text, file, &doc)) return e;
+    *cfg = Config{};
+    return apply_document(doc, file, true, true, cfg);
+  }
+  return ConfigError{std::string(name), 0, "",
+                     "not a built-in profile (built-in: " + profile_list() + ")"};
+}
+
+std::optional<ConfigError> apply_document(const toml::value& doc, const std::string& file,
+                                          bool lines, bool builtin, Config* cfg) {
+  Config next = *cfg;
+  Reader r(file, lines);
+  const auto& top = doc.as_table();
+  if (auto it = top.find("profile"); it != top.end()) {
+    const toml::value& v = it->second;
+    if (builtin) {
+      r.fail(v, "profile", "a built-in profile cannot start from another");
+    } else if (!v.is_string()) {
+      r.wrong_type(v, "profile", "a built-in profile name");
+    } else if (!builtin_profile_text(v.as_string().str)) {
+      r.fail(
+          v, "profile",
+          "must be a built-in profile (" + profile_list() + "), got " + quote(v.as_string().str));
+    } else if (auto e = apply_builtin(v.as_string().str, &next)) {
+      return e;
+    }
+  }
+  for (const auto& entry : top) {
+    const std::string& k = entry.first;
+    const toml::value& v = entry.second;
+    if (k == "profile") continue;
+    bool known = false;
+    sections(next, [&](const char* name, auto& section) {
+      if (k != name) return;
+      known = true;
+      if (!v.is_table()) return r.wrong_type(v, k, "a table");
+      r.table(v, k, section);
+    });
+    if (known) continue;
+    if (v.is_table()) {
+      r.fail(v, k, "unknown section; sections are " + section_list());
+    } else {
+      r.fail(v, k, "unknown key; top-level keys are profile and the sections " + section_list());
+    }
+  }
+  cross_check(next, r);
+  if (!r.errors.empty()) {
+    // The earliest line first: it is the one a reader fixes first.
+    return *std::min_element(
+        r.errors.begin(), r.errors.end(),
+        [](const ConfigError& a, const ConfigError& b) { return a.line < b.line; });
+  }
+  *cfg = std::move(next);
+  return std::nullopt;
+}
+
+bool bare_key(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
+}
+
+std::string_view trim(std::string_view s) {
+  const auto ws = [](char c) { return c == ' ' || c == '\t'; };
+  while (!s.empty() && ws(s.front())) s.remove_prefix(1);
+  while (!s.empty() && ws(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// The TOML spelling of one field's value.
+class Printer {
+ public:
+  std::string out;
+
+  template <class S>
+  void table(const std::string& header, S& s) {
+    out += "\n[" + header + "]\n";
+    std::string lists;
+    fields(s, [&](const char* key, auto& field, const auto& spec) {
+      using Spec = std::decay_t<decltype(spec)>;
+      if constexpr (std::is_same_v<Spec, TableListSpec>) {
+        for (auto& item : field) {
+          Printer p;
+          p.table("[" + header + "." + key + "]", item);
+          lists += p.out;
+        }
+      } else {
+        out += std::string(key) + " = " + value(field, spec) + "\n";
+      }
+    });
+    out += lists;
+  }
+
+ private:
+  static std::string value(bool b, BoolSpec) { return b ? "true" : "false"; }
+  static std::string value(int64_t x, IntSpec) { return std::to_string(x); }
+  template <class E>
+  static std::string value(E e, EnumSpec<E> spec) {
+    return quote(name_of(spec.names, e));
+  }
+  static std::string value(const std::string& s, TextSpec) { return quote(s); }
+  template <class T, class Spec>
+  static std::string value(const std::vector<T>& xs, Spec) {
+    std::string s = "[";
+    for (const auto& x : xs) {
+      if (s.size() > 1) s += ", ";
+      if constexpr (std::is_same_v<T, std::string>) {
+        s += quote(x);
+      } else {
+        s += std::to_string(x);
+      }
+    }
+    return s + "]";
+  }
+};
+
+}  // namespace
+
+std::string ConfigError::to_string() const {
+  std::string s = file;
+  if (line > 0) s += ":" + std::to_string(line);
+  s += ": ";
+  if (!key.empty()) s += key + ": ";
+  return s + message;
+}
+
+std::vector<std::string> builtin_profiles() {
+  std::vector<std::string> names;
+  for (const auto& p : embedded::kProfiles) names.emplace_back(p.name);
+  return names;
+}
+
+std::optional<std::string_view> builtin_profile_text(std::string_view name) {
+  for (const auto& p : embedded::kProfiles) {
+    if (name == p.name) return std::string_view(p.text);
+  }
+  return std::nullopt;
+}
+
+std::optional<ConfigError> apply_toml(std::string_view text, std::string_view file, Config* cfg) {
+  const std::string name(file);
+  try {
+    toml::value doc;
+    if (auto e = parse(text, name, &doc)) return e;
+    return apply_document(doc, name, true, false, cfg);
+  } catch (const std::exception& e) {
+    // Not expected (every access above checks the type first); never let it escape.
+    return ConfigError{name, 0, "", std::string("internal error: ") + e.what()};
+  }
+}
+
+std::optional<ConfigError> apply_file(const std::string& path, Config* cfg) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ConfigError{path, 0, "", std::string("cannot open: ") + std::strerror(errno)};
+  std::ostringstream text;
+  text << in.rdbuf();
+  return apply_toml(text.str(), path, cfg);
+}
+
+std::optional<ConfigError> load_profile(std::string_view name_or_path, Config* cfg) {
+  Config fresh;
+  if (builtin_profile_text(name_or_path)) {
+    if (auto e = apply_builtin(name_or_path, &fresh)) return e;
+  } else {
+    const std::string path(name_or_path);
+    if (access(path.c_str(), F_OK) != 0 && path.find('/') == std::string::npos) {
+      return ConfigError{path, 0, "",
+                         "neither a built-in profile (" + profile_list() + ") nor a file"};
+    }
+    if (auto e = apply_file(path, &fresh)) return e;
+  }
+  *cfg = std::move(fresh);
+  return std::nullopt;
+}
+
+std::optional<ConfigError> apply_set(std::string_view assignment, Config* cfg) {
+  const std::string file = "--set";
+  const size_t eq = assignment.find('=');
+  const std::string_view key = trim(assignment.substr(0, eq));
+  if (eq == std::string_view::npos) {
+    return ConfigError{file, 0, std::string(key), "expected key=value"};
+  }
+  std::vector<std::string> path;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    path.emplace_back(key.substr(start, dot - start));
+    if (!bare_key(path.back())) {
+      return ConfigError{file, 0, std::string(key),
+                         "expected key=value with a dotted key of letters, digits, _ and -"};
+    }
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  const std::string_view text = trim(assignment.substr(eq + 1));
+  try {
+    // The value as TOML when it is one value, else the text as a bare string.
+    toml::value value = toml::string(std::string(text));
+    toml::value parsed;
+    if (!parse("v = " + std::string(text), file, &parsed) && parsed.as_table().size() == 1 &&
+        parsed.contains("v")) {
+      value = parsed.at("v");
+    }
+    for (size_t i = path.size(); i-- > 0;) {
+      toml::value t(toml::table{});
+      t.as_table()[path[i]] = std::move(value);
+      value = std::move(t);
+    }
+    return apply_document(value, file, false, false, cfg);
+  } catch (const std::exception& e) {
+    return ConfigError{file, 0, std::string(key), std::string("internal error: ") + e.what()};
+  }
+}
+
+std::string print_config(const Config& cfg) {
+  Config c = cfg;  // the schema walks mutable sections; printing reads only
+  Printer p;
+  p.out = "# ringpoll effective configuration (loads back with --profile FILE)\n";
+  sections(c, [&](const char* name, auto& section) { p.table(name, section); });
+  return p.out;
+}
+
+EngineOptions engine_options(const Config& cfg) {
+  EngineOptions o;
+  o.shards = static_cast<int>(cfg.engine.shards);
+  o.cpus = cfg.engine.cpus;
+  o.pin = cfg.engine.pin;
+  o.inbox_capacity = static_cast<size_t>(cfg.engine.inbox_capacity);
+  o.sched.tick_ns = cfg.engine.tick_us * 1000;
+  o.sched.fairness_batch = static_cast<int>(cfg.engine.fairness_batch);
+  o.sched.busy_poll_ns = cfg.engine.busy_poll_us * 1000;
+  return o;
+}
+
+UringOptions uring_options(const Config& cfg) {
+  const UringSection& u = cfg.io_uring;
+  UringOptions o;
+  o.entries = static_cast<unsigned>(u.entries);
+  o.single_issuer = u.single_issuer;
+  o.defer_taskrun = u.defer_taskrun;
+  o.coop_taskrun = u.coop_taskrun;
+  o.sqpoll = u.sqpoll;
+  o.sqpoll_idle_ms = static_cast<unsigned>(u.sqpoll_idle_ms);
+  o.msg_ring_wake = u.msg_ring_wake;
+  o.register_ring_fd = u.register_ring_fd;
+  return o;
+}
+
+UringCompletionOptions completion_options(const Config& cfg) {
+  const UringSection& u = cfg.io_uring;
+  UringCompletionOptions o;
+  o.multishot_accept = u.multishot_accept;
+  o.multishot_recv = u.multishot_recv;
+  o.buf_count = static_cast<unsigned>(u.buf_count);
+  o.buf_size = static_cast<unsigned>(u.buf_size);
+  o.send_zc = u.send_zc;
+  o.zc_threshold = static_cast<size_t>(u.zc_threshold);
+  return o;
+}
+
+BackendChoice backend_choice(const Config& cfg) {
+  return cfg.engine.backend;
+}
+
+ListenOptions listen_options(const Config& cfg) {
+  ListenOptions o;
+  o.reuseport = cfg.socket.reuseport;
+  o.backlog = static_cast<int>(cfg.socket.backlog);
+  return o;
+}
+
+const char* to_string(UringMode m) {
+  return name_of<UringMode>(kUringModeNames, m);
+}
+const char* to_string(SpliceMode m) {
+  return name_of<SpliceMode>(kSpliceNames, m);
+}
+const char* to_string(Balance b) {
+  return name_of<Balance>(kBalanceNames, b);
+}
+const char* to_string(ProxyProtocol p) {
+  return name_of<ProxyProtocol>(kProxyProtocolNames, p);
+}
+
+}  // namespace ringpoll::tuning

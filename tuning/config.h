@@ -1,0 +1,178 @@
+#pragma once
+// Config profiles: every tunable of every ringpoll program, read from TOML.
+//
+// A Config is built in layers, each applied on top of the previous one:
+//
+//   1. a profile: a built-in name (balanced, latency, throughput — the files in
+//      tuning/profiles/, embedded at build time) or the path of a TOML file;
+//   2. the --config FILE of programs that take one;
+//   3. each --set key=value, in order.
+//
+// A file may start with `profile = "NAME"` (a built-in name): the layer then starts from
+// that profile and applies the rest of the file on top. Arrays of tables
+// ([[proxy.listener]], [[proxy.pool]]) replace the whole list of the layer below; scalars
+// replace one value. An unknown key or section, a value of the wrong type or out of range,
+// and a TOML syntax error are ConfigErrors naming the file, the line and the key; a layer
+// that fails changes nothing. The default of every key is the `balanced` profile; the
+// table of keys, defaults and ranges is tuning/README.md (kept true by the tests, which
+// load balanced.toml and compare it with Config{}).
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/engine.h"
+#include "engine/net.h"
+#include "uring/uring_completion.h"
+#include "uring/uring_ring.h"
+
+namespace ringpoll::tuning {
+
+enum class UringMode { kReadiness, kCompletion };
+enum class SpliceMode { kAuto, kOn, kOff };
+enum class Balance { kRoundRobin, kLeastConn };
+enum class ProxyProtocol { kOff, kV1, kV2 };
+
+struct EngineSection {
+  BackendChoice backend = BackendChoice::kAuto;
+  int64_t shards = 0;     // 0: one per online CPU
+  std::vector<int> cpus;  // CPU of shard i; empty: 0..n-1
+  bool pin = true;
+  int64_t fairness_batch = 61;  // tasks run between two non-blocking polls (Go's 61)
+  int64_t tick_us = 1000;       // level-0 timer wheel tick
+  int64_t busy_poll_us = 0;     // spin polling this long before blocking
+  int64_t inbox_capacity = 4096;
+  bool operator==(const EngineSection&) const = default;
+};
+
+struct UringSection {
+  UringMode mode = UringMode::kCompletion;
+  int64_t entries = 256;
+  bool sqpoll = false;
+  int64_t sqpoll_idle_ms = 1000;
+  bool single_issuer = true;
+  bool defer_taskrun = true;
+  bool coop_taskrun = true;
+  bool msg_ring_wake = true;
+  bool register_ring_fd = true;
+  bool multishot_accept = true;
+  bool multishot_recv = true;
+  int64_t buf_count = 512;
+  int64_t buf_size = 4096;
+  bool send_zc = true;
+  int64_t zc_threshold = 16384;  // sends of at least this many bytes use send_zc
+  bool operator==(const UringSection&) const = default;
+};
+
+struct SocketSection {
+  bool nodelay = true;
+  bool keepalive = false;
+  bool reuseport = true;
+  int64_t backlog = 4096;
+  int64_t rcvbuf = 0;  // 0: the kernel's default
+  int64_t sndbuf = 0;
+  bool operator==(const SocketSection&) const = default;
+};
+
+struct TimeoutsSection {
+  int64_t connect_ms = 5000;
+  int64_t idle_ms = 60000;  // 0: none
+  int64_t header_read_ms = 10000;
+  int64_t drain_ms = 5000;
+  bool operator==(const TimeoutsSection&) const = default;
+};
+
+struct LimitsSection {
+  int64_t max_connections = 0;  // 0: unlimited
+  int64_t buffer_bytes = 65536;
+  int64_t max_request_line = 8192;
+  int64_t max_header_bytes = 16384;
+  bool operator==(const LimitsSection&) const = default;
+};
+
+struct ProxyListener {
+  std::string name;
+  std::string listen;  // "ADDR:PORT", checked with parse_address
+  std::string pool;    // names a ProxyPool
+  ProxyProtocol proxy_protocol = ProxyProtocol::kOff;
+  bool operator==(const ProxyListener&) const = default;
+};
+
+struct ProxyPool {
+  std::string name;
+  Balance balance = Balance::kRoundRobin;
+  std::vector<std::string> upstreams;  // "ADDR:PORT", at least one
+  int64_t fail_threshold = 3;          // consecutive failures before ejection
+  int64_t eject_ms = 10000;
+  int64_t check_interval_ms = 0;  // 0: no active health checks
+  int64_t check_timeout_ms = 1000;
+  bool operator==(const ProxyPool&) const = default;
+};
+
+struct ProxySection {
+  SpliceMode splice = SpliceMode::kOff;
+  std::vector<ProxyListener> listeners;  // [[proxy.listener]]
+  std::vector<ProxyPool> pools;          // [[proxy.pool]]
+  bool operator==(const ProxySection&) const = default;
+};
+
+struct Config {
+  EngineSection engine;
+  UringSection io_uring;
+  SocketSection socket;
+  TimeoutsSection timeouts;
+  LimitsSection limits;
+  ProxySection proxy;
+  bool operator==(const Config&) const = default;
+};
+
+// Where and why a layer was refused. line 0: no line (a --set, a file that cannot be
+// read); key empty: the error is not about one key (a syntax error, an unreadable file).
+struct ConfigError {
+  std::string file;
+  int line = 0;
+  std::string key;
+  std::string message;
+  // "tuning/profiles/x.toml:12: io_uring.entries: must be a power of two in 8..32768,
+  // got 300"; without a line "--set: engine.backend: ..."; without a key "x.toml:3: ...".
+  std::string to_string() const;
+};
+
+// The built-in profiles, in a fixed order (balanced first).
+std::vector<std::string> builtin_profiles();
+// The text of a built-in profile, or nullopt for an unknown name.
+std::optional<std::string_view> builtin_profile_text(std::string_view name);
+
+// Each function below applies one layer to *cfg. On error it returns the error and leaves
+// *cfg unchanged.
+
+// A TOML document; `file` names it in errors.
+std::optional<ConfigError> apply_toml(std::string_view text, std::string_view file, Config* cfg);
+// The TOML file at `path`.
+std::optional<ConfigError> apply_file(const std::string& path, Config* cfg);
+// A built-in profile name, otherwise the path of a file. *cfg is first reset to the
+// defaults, so the result is that profile alone.
+std::optional<ConfigError> load_profile(std::string_view name_or_path, Config* cfg);
+// One "--set key=value". The value is read as a TOML value when it parses as one (42,
+// true, [0, 1], "text", {name = "x"}), else as a bare string (engine.backend=epoll).
+std::optional<ConfigError> apply_set(std::string_view assignment, Config* cfg);
+
+// The whole config as TOML, every key written, such that apply_toml of the text onto a
+// default Config gives back an equal Config.
+std::string print_config(const Config& cfg);
+
+// Mapping to the engine's option structs.
+EngineOptions engine_options(const Config& cfg);
+UringOptions uring_options(const Config& cfg);
+UringCompletionOptions completion_options(const Config& cfg);
+BackendChoice backend_choice(const Config& cfg);
+ListenOptions listen_options(const Config& cfg);
+
+const char* to_string(UringMode m);
+const char* to_string(SpliceMode m);
+const char* to_string(Balance b);
+const char* to_string(ProxyProtocol p);
+
+}  // namespace ringpoll::tuning
