@@ -8,7 +8,17 @@ namespace ringpoll {
 namespace {
 // pd->backend_flags bit: a multishot poll is armed for the descriptor.
 constexpr uint8_t kPollArmed = 1;
+// user_data bit 0 marks the completion of a poll removal (PollDescs are 64-byte aligned,
+// so a tagged pointer never has it). The other user_data constants (wake, ignore,
+// liburing's timeout) are checked before it.
+constexpr uint64_t kRemoveBit = 1;
 }  // namespace
+
+void UringPoller::remove_poll(uint64_t poll_data) {
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_poll_remove(s, poll_data);
+  io_uring_sqe_set_data64(s, poll_data | kRemoveBit);
+}
 
 Availability UringPoller::available() {
   static const Availability a = UringRing::probe();
@@ -35,9 +45,7 @@ int UringPoller::open(int fd, PollDesc* pd) {
 int UringPoller::close(int, PollDesc* pd) {
   if (!(pd->backend_flags & kPollArmed)) return 0;
   pd->backend_flags &= static_cast<uint8_t>(~kPollArmed);
-  io_uring_sqe* s = ring_.sqe();
-  io_uring_prep_poll_remove(s, tag_pointer(pd, pd->fdseq.load()));
-  io_uring_sqe_set_data64(s, kUringIgnoreData);
+  remove_poll(tag_pointer(pd, pd->fdseq.load()));
   // Submit now: the poll holds a reference to the file, which the caller is about to
   // close, and the peer should see the close promptly.
   const int r = ring_.flush();
@@ -65,6 +73,16 @@ int UringPoller::poll(int64_t delta_ns, TaskList& out) {
       return;
     }
     if (ud == kUringIgnoreData || ud == LIBURING_UDATA_TIMEOUT) return;
+    if (ud & kRemoveBit) {
+      // -EALREADY: the poll had a completion in flight (deferred task work) and the
+      // removal lost the race; the multishot poll stays armed and keeps the file open, so
+      // the peer would never see the close. Ask again now that the work has run.
+      if (cqe->res == -EALREADY) {
+        ++remove_retries_;
+        remove_poll(ud & ~kRemoveBit);
+      }
+      return;
+    }
     ++events;
     PollDesc* pd = tagged_pd(ud);
     const uint32_t tag = tagged_seq(ud);

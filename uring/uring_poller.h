@@ -45,13 +45,17 @@ class UringPoller {
 
   uint64_t wakes_written() const noexcept { return ring_.wakes_written(); }
   uint64_t rearms() const noexcept { return rearms_; }
+  // Poll removals asked again after losing the race with a completion (-EALREADY).
+  uint64_t remove_retries() const noexcept { return remove_retries_; }
   UringRing& ring() noexcept { return ring_; }
   std::string describe() const { return ring_.describe(); }
 
  private:
   void arm_poll(int fd, PollDesc* pd);
+  void remove_poll(uint64_t poll_data);
   UringRing ring_;
   uint64_t rearms_ = 0;
+  uint64_t remove_retries_ = 0;
 };
 static_assert(PollerBackend<UringPoller>);
 

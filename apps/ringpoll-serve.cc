@@ -1,0 +1,137 @@
+// ringpoll-serve: echo and HTTP/1.1 servers on the sharded engine, for benchmarks.
+//
+//   ringpoll-serve --mode echo|http --listen ADDR:PORT [--profile NAME|PATH]
+//                  [--set key=value ...] [--print-config]
+//
+// One shard per CPU unless engine.shards says otherwise, each with its own SO_REUSEPORT
+// listener (TcpServer). What each mode answers, and the deadlines, are described in
+// apps/serve/handlers.h and apps/http/response.h. Config keys used here: engine.*,
+// io_uring.* (through the launcher), socket.{nodelay,keepalive,reuseport,backlog,rcvbuf,
+// sndbuf}, timeouts.{idle_ms,header_read_ms,drain_ms}, limits.{max_connections,
+// buffer_bytes,max_request_line,max_header_bytes}.
+//
+// The first line on stdout is "ringpoll-serve: MODE on ADDR:PORT, backend NAME, N shards"
+// with the real port (--listen 127.0.0.1:0 picks a free one); benchmark harnesses wait
+// for it. SIGINT/SIGTERM: stop accepting, let connections finish within
+// timeouts.drain_ms, abort the rest, exit 0; a second signal exits 0 at once. Bad
+// arguments: a message naming the argument, exit 2; a listen or engine failure: exit 1.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "apps/common/launch.h"
+#include "apps/serve/handlers.h"
+#include "engine/server.h"
+#include "tuning/cli.h"
+
+namespace ringpoll {
+namespace {
+
+constexpr const char* kProgram = "ringpoll-serve";
+
+serve::ServeSettings settings_from(const tuning::Config& cfg) {
+  constexpr int64_t kMsNs = 1'000'000;
+  serve::ServeSettings s;
+  s.buffer_bytes = static_cast<size_t>(cfg.limits.buffer_bytes);
+  s.parser.max_request_line = static_cast<size_t>(cfg.limits.max_request_line);
+  s.parser.max_header_bytes = static_cast<size_t>(cfg.limits.max_header_bytes);
+  s.header_read_ns = cfg.timeouts.header_read_ms * kMsNs;
+  s.idle_ns = cfg.timeouts.idle_ms * kMsNs;
+  s.max_connections = cfg.limits.max_connections;
+  s.keepalive = cfg.socket.keepalive;
+  s.rcvbuf = static_cast<int>(cfg.socket.rcvbuf);
+  s.sndbuf = static_cast<int>(cfg.socket.sndbuf);
+  return s;
+}
+
+template <PollerBackend P>
+int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAddress& at) {
+  typename TcpServer<P>::Options so;
+  so.listen = tuning::listen_options(cfg);
+  so.nodelay = cfg.socket.nodelay;
+  TcpServer<P> srv(e, so);
+  const serve::ServeSettings settings = settings_from(cfg);
+  serve::ServeCounters counters;
+  typename TcpServer<P>::Handler handler;
+  if (http) {
+    handler = [&](TcpStream<P>& c) { return serve::serve_http<P>(c, settings, &counters); };
+  } else {
+    handler = [&](TcpStream<P>& c) { return serve::serve_echo<P>(c, settings, &counters); };
+  }
+  std::string why;
+  if (const Status st = srv.start(at, std::move(handler), &why); !st.ok()) {
+    std::fprintf(stderr, "%s: cannot listen on %s: %s\n", kProgram, at.to_string().c_str(),
+                 why.empty() ? st.message() : why.c_str());
+    return 1;
+  }
+  std::printf("%s: %s on %s, backend %s, %zu shards\n", kProgram, http ? "http" : "echo",
+              srv.address().to_string().c_str(), P::kName, e.size());
+  std::fflush(stdout);
+
+  const int64_t drain_ns = cfg.timeouts.drain_ms * 1'000'000;
+  std::thread sig = shutdown_on_signals(
+      [&] {
+        const size_t aborted = srv.shutdown(drain_ns);
+        std::fprintf(stderr, "%s: stopped (%zu connection%s aborted at the drain deadline)\n",
+                     kProgram, aborted, aborted == 1 ? "" : "s");
+      },
+      [] {
+        // The second signal: the kernel closes every socket as the process ends.
+        std::fflush(stdout);
+        std::_Exit(0);
+      });
+  sig.join();
+  if (counters.refused.load() > 0) {
+    std::fprintf(stderr, "%s: %llu connections refused over limits.max_connections\n", kProgram,
+                 static_cast<unsigned long long>(counters.refused.load()));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ringpoll
+
+int main(int argc, char** argv) {
+  using namespace ringpoll;
+  CLI::App app{"ringpoll-serve: echo and HTTP/1.1 servers for benchmarks"};
+  std::string mode;
+  std::string listen;
+  app.add_option("--mode", mode, "echo: send back what is read; http: HTTP/1.1 server")
+      ->required()
+      ->check(CLI::IsMember({"echo", "http"}));
+  app.add_option("--listen", listen, "Address to listen on, e.g. 127.0.0.1:8080 (port 0: any)")
+      ->required()
+      ->type_name("ADDR:PORT");
+  tuning::CliConfig cc;
+  tuning::add_config_options(app, &cc);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 names the argument; help is exit 0, every refusal exit 2.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  SocketAddress at;
+  std::string why;
+  if (!parse_address(listen, &at, &why).ok()) {
+    std::fprintf(stderr, "%s: --listen: %s\n", kProgram, why.c_str());
+    return 2;
+  }
+  tuning::Config cfg;
+  if (const int rc = tuning::resolve_config(kProgram, cc, &cfg); rc >= 0) return rc;
+
+  // Blocked before the shards start, so they inherit the mask and the signal thread of
+  // shutdown_on_signals is the only one that takes SIGINT/SIGTERM.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const bool http = mode == "http";
+  return app::run_engine(kProgram, cfg,
+                         [&]<class P>(Engine<P>& e) { return serve_on<P>(e, cfg, http, at); });
+}
