@@ -1,0 +1,161 @@
+#include "apps/proxy/metrics.h"
+
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+
+#include "apps/proxy/pool.h"
+
+namespace ringpoll::proxy {
+
+const char* to_string(ProxyError e) {
+  switch (e) {
+    case ProxyError::kConnectFailed:
+      return "connect_failed";
+    case ProxyError::kConnectTimeout:
+      return "connect_timeout";
+    case ProxyError::kNoUpstream:
+      return "no_upstream";
+    case ProxyError::kIdleTimeout:
+      return "idle_timeout";
+    case ProxyError::kReset:
+      return "reset";
+    case ProxyError::kAccept:
+      return "accept";
+    case ProxyError::kLimit:
+      return "over_limit";
+    case ProxyError::kCount:
+      break;
+  }
+  return "unknown";
+}
+
+void ShardMetrics::relay_latency(int64_t ns) noexcept {
+  const uint64_t us = ns > 0 ? static_cast<uint64_t>(ns) / 1000 : 0;
+  size_t b = 0;
+  while (b < kLatencyBoundsUs.size() && us >= kLatencyBoundsUs[b]) ++b;
+  add(latency[b]);
+  add(latency_sum_ns, ns > 0 ? static_cast<uint64_t>(ns) : 0);
+}
+
+uint64_t Metrics::total_accepted() const noexcept {
+  uint64_t n = 0;
+  for (auto& s : shards_) n += s.accepted.load(std::memory_order_relaxed);
+  return n;
+}
+int64_t Metrics::total_active() const noexcept {
+  int64_t n = 0;
+  for (auto& s : shards_) n += s.active.load(std::memory_order_relaxed);
+  return n;
+}
+uint64_t Metrics::total_errors(ProxyError e) const noexcept {
+  uint64_t n = 0;
+  for (auto& s : shards_) n += s.errors[static_cast<size_t>(e)].load(std::memory_order_relaxed);
+  return n;
+}
+uint64_t Metrics::total_bytes_up() const noexcept {
+  uint64_t n = 0;
+  for (auto& s : shards_) n += s.bytes_up.load(std::memory_order_relaxed);
+  return n;
+}
+uint64_t Metrics::total_bytes_down() const noexcept {
+  uint64_t n = 0;
+  for (auto& s : shards_) n += s.bytes_down.load(std::memory_order_relaxed);
+  return n;
+}
+
+namespace {
+
+void line(std::string& out, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+void line(std::string& out, const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  const int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n > 0)
+    out.append(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1);
+  out.push_back('\n');
+}
+
+void header(std::string& out, const char* name, const char* type, const char* help) {
+  line(out, "# HELP %s %s", name, help);
+  line(out, "# TYPE %s %s", name, type);
+}
+
+}  // namespace
+
+std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) const {
+  std::string out;
+  out.reserve(4096);
+  header(out, "ringpoll_proxy_connections_total", "counter", "Client connections accepted.");
+  line(out, "ringpoll_proxy_connections_total %" PRIu64, total_accepted());
+  header(out, "ringpoll_proxy_connections_active", "gauge", "Client connections open now.");
+  line(out, "ringpoll_proxy_connections_active %" PRId64, total_active());
+  header(out, "ringpoll_proxy_bytes_total", "counter", "Bytes relayed, by direction.");
+  line(out, "ringpoll_proxy_bytes_total{direction=\"client_to_upstream\"} %" PRIu64,
+       total_bytes_up());
+  line(out, "ringpoll_proxy_bytes_total{direction=\"upstream_to_client\"} %" PRIu64,
+       total_bytes_down());
+  header(out, "ringpoll_proxy_errors_total", "counter", "Errors, by kind.");
+  for (size_t k = 0; k < static_cast<size_t>(ProxyError::kCount); ++k) {
+    const auto e = static_cast<ProxyError>(k);
+    line(out, "ringpoll_proxy_errors_total{kind=\"%s\"} %" PRIu64, to_string(e), total_errors(e));
+  }
+  header(out, "ringpoll_proxy_shard_connections_active", "gauge",
+         "Client connections open now, per shard.");
+  for (size_t i = 0; i < shards_.size(); ++i)
+    line(out, "ringpoll_proxy_shard_connections_active{shard=\"%zu\"} %" PRId64, i,
+         shards_[i].active.load(std::memory_order_relaxed));
+  header(out, "ringpoll_proxy_shard_connections_total", "counter",
+         "Client connections accepted, per shard.");
+  for (size_t i = 0; i < shards_.size(); ++i)
+    line(out, "ringpoll_proxy_shard_connections_total{shard=\"%zu\"} %" PRIu64, i,
+         shards_[i].accepted.load(std::memory_order_relaxed));
+
+  header(out, "ringpoll_proxy_upstream_healthy", "gauge",
+         "1 when the upstream is in service, 0 while ejected.");
+  for (const Pool* p : pools)
+    for (size_t i = 0; i < p->size(); ++i)
+      line(out, "ringpoll_proxy_upstream_healthy{pool=\"%s\",upstream=\"%s\"} %d",
+           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).healthy(now) ? 1 : 0);
+  header(out, "ringpoll_proxy_upstream_connections_active", "gauge",
+         "Connections open to the upstream now.");
+  for (const Pool* p : pools)
+    for (size_t i = 0; i < p->size(); ++i)
+      line(out, "ringpoll_proxy_upstream_connections_active{pool=\"%s\",upstream=\"%s\"} %d",
+           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).active());
+  header(out, "ringpoll_proxy_upstream_connect_failures_total", "counter",
+         "Failed connects to the upstream.");
+  for (const Pool* p : pools)
+    for (size_t i = 0; i < p->size(); ++i)
+      line(out,
+           "ringpoll_proxy_upstream_connect_failures_total{pool=\"%s\",upstream=\"%s\"} %" PRIu64,
+           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).connects_failed());
+  header(out, "ringpoll_proxy_upstream_ejections_total", "counter",
+         "Times the upstream was taken out of service.");
+  for (const Pool* p : pools)
+    for (size_t i = 0; i < p->size(); ++i)
+      line(out, "ringpoll_proxy_upstream_ejections_total{pool=\"%s\",upstream=\"%s\"} %" PRIu64,
+           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).ejections());
+
+  header(out, "ringpoll_proxy_relay_latency_seconds", "histogram",
+         "Per relayed chunk: read completed on one side to write completed on the other.");
+  uint64_t cum = 0, sum_ns = 0;
+  for (size_t b = 0; b <= kLatencyBoundsUs.size(); ++b) {
+    uint64_t n = 0;
+    for (auto& s : shards_) n += s.latency[b].load(std::memory_order_relaxed);
+    cum += n;
+    if (b < kLatencyBoundsUs.size())
+      line(out, "ringpoll_proxy_relay_latency_seconds_bucket{le=\"%g\"} %" PRIu64,
+           kLatencyBoundsUs[b] / 1e6, cum);
+    else
+      line(out, "ringpoll_proxy_relay_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64, cum);
+  }
+  for (auto& s : shards_) sum_ns += s.latency_sum_ns.load(std::memory_order_relaxed);
+  line(out, "ringpoll_proxy_relay_latency_seconds_sum %.9f", static_cast<double>(sum_ns) / 1e9);
+  line(out, "ringpoll_proxy_relay_latency_seconds_count %" PRIu64, cum);
+  return out;
+}
+
+}  // namespace ringpoll::proxy

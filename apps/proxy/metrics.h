@@ -1,0 +1,71 @@
+#pragma once
+// What ringpoll-proxy counts, and its Prometheus text rendering for the admin endpoint.
+//
+// Each shard writes only its own ShardMetrics (relaxed atomics on its own cache lines, so
+// counting costs a plain add and no line bounces); the admin endpoint sums them when it is
+// scraped. The relay latency histogram measures, per relayed chunk, the time from the read
+// completing on one side to the write completing on the other: the proxy's own delay,
+// including any wait for a slow receiver.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ringpoll::proxy {
+
+class Pool;
+
+enum class ProxyError : uint8_t {
+  kConnectFailed,   // an upstream refused or failed the connect (each attempt)
+  kConnectTimeout,  // an upstream did not answer within the connect timeout
+  kNoUpstream,      // every attempt failed: the client was closed
+  kIdleTimeout,     // nothing moved either way for the idle timeout
+  kReset,           // a peer reset the connection mid-stream
+  kAccept,          // accept failed (EMFILE, ...)
+  kLimit,           // over max_connections: closed at once
+  kCount
+};
+const char* to_string(ProxyError e);
+
+// Relay latency buckets, upper bounds in microseconds (the last is +Inf).
+inline constexpr std::array<uint32_t, 14> kLatencyBoundsUs = {
+    5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000, 100000, 1000000};
+
+struct alignas(64) ShardMetrics {
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<int64_t> active{0};
+  std::atomic<uint64_t> bytes_up{0};    // client → upstream
+  std::atomic<uint64_t> bytes_down{0};  // upstream → client
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(ProxyError::kCount)> errors{};
+  std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> latency{};
+  std::atomic<uint64_t> latency_sum_ns{0};
+
+  void add(std::atomic<uint64_t>& c, uint64_t v = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+  }
+  void error(ProxyError e) noexcept { add(errors[static_cast<size_t>(e)]); }
+  void relay_latency(int64_t ns) noexcept;
+};
+
+class Metrics {
+ public:
+  explicit Metrics(size_t shards) : shards_(shards) {}
+  ShardMetrics& shard(size_t i) noexcept { return shards_[i]; }
+  size_t shards() const noexcept { return shards_.size(); }
+  uint64_t total_accepted() const noexcept;
+  int64_t total_active() const noexcept;
+  uint64_t total_errors(ProxyError e) const noexcept;
+  uint64_t total_bytes_up() const noexcept;
+  uint64_t total_bytes_down() const noexcept;
+
+  // Prometheus text exposition (version 0.0.4) of everything above plus the pools'
+  // upstream health, at time `now` (monotonic ns).
+  std::string render(const std::vector<const Pool*>& pools, int64_t now) const;
+
+ private:
+  std::vector<ShardMetrics> shards_;
+};
+
+}  // namespace ringpoll::proxy

@@ -1,0 +1,456 @@
+#pragma once
+// ProxyServer<P>: ringpoll-proxy's engine-side half. Listeners (one TcpServer each, a
+// listener per shard by SO_REUSEPORT) hand every client to a handler coroutine on the
+// shard that accepted it:
+//
+//   1. pick an upstream from the listener's pool and connect, within the connect
+//      timeout; a failed connect counts against that upstream's health and the next
+//      upstream is tried (up to max_attempts) — nothing has been read from the client yet,
+//      so a retry loses nothing. When every attempt fails the client is closed at once;
+//   2. optionally write a PROXY protocol header to the upstream;
+//   3. relay: two pumps, one per direction, each with its own fixed buffer. A pump reads
+//      only after its previous chunk was fully written, so a slow receiver stops the
+//      reading from the sender (TCP flow control carries the backpressure back) and the
+//      proxy never holds more than 2 × buffer_bytes per connection. An end of stream on
+//      one side becomes shutdown(SHUT_WR) on the other (half-close carried through); the
+//      connection ends when both directions have ended. A reset, or nothing moving either
+//      way for the idle timeout (a read deadline on the wheel, re-armed from the last
+//      activity of either direction), aborts both sides.
+//
+// Configuration generations: reload() builds new pools for new connections; established
+// ones keep the generation they started with (a shared_ptr) and drain on it.
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "apps/proxy/metrics.h"
+#include "apps/proxy/pool.h"
+#include "apps/proxy/proxy_protocol.h"
+#include "apps/proxy/settings.h"
+#include "engine/engine.h"
+#include "engine/net.h"
+#include "engine/server.h"
+
+namespace ringpoll::proxy {
+
+template <PollerBackend P>
+class ProxyServer {
+ public:
+  ProxyServer(Engine<P>& e, ProxySettings s) : e_(e), metrics_(e.size()) {
+    current_ = make_generation(std::move(s));
+  }
+  ~ProxyServer() = default;
+
+  // Starts the listeners and the active health checks. From a thread outside the engine,
+  // after the engine started. Errors name the listener and the failed step.
+  Status start(std::string* why) {
+    auto gen = generation();
+    for (size_t i = 0; i < gen->s.listeners.size(); ++i) {
+      const ListenerSettings& l = gen->s.listeners[i];
+      typename TcpServer<P>::Options o;
+      o.listen.reuseport = gen->s.reuseport;
+      o.listen.backlog = gen->s.backlog;
+      o.nodelay = gen->s.nodelay;
+      auto srv = std::make_unique<TcpServer<P>>(e_, o);
+      std::string w;
+      const Status st = srv->start(
+          l.listen, [this, i](TcpStream<P>& c) { return handle(c, i); }, &w);
+      if (!st.ok()) {
+        if (why) *why = "listener '" + l.name + "': " + (w.empty() ? st.message() : w);
+        return st;
+      }
+      servers_.push_back(std::move(srv));
+    }
+    start_checkers(gen);
+    return Status();
+  }
+
+  // The bound address of listener i (the real port when 0 was asked for).
+  SocketAddress address(size_t i) const { return servers_.at(i)->address(); }
+  size_t listeners() const { return servers_.size(); }
+
+  // Serves Prometheus text at GET /metrics (and "ok" at GET /healthz) on shard 0.
+  Status start_admin(const SocketAddress& at, std::string* why) {
+    admin_ = std::make_unique<TcpListener<P>>();
+    return Engine<P>::call(e_.shard(0), [&]() -> Status {
+      auto& sched = Engine<P>::current()->sched();
+      ListenOptions lo;
+      lo.reuseport = false;
+      Status st = admin_->listen(sched, at, lo, why);
+      if (!st.ok()) return st;
+      admin_address_ = admin_->local_address();
+      sched.spawn(admin_loop());
+      return Status();
+    });
+  }
+  SocketAddress admin_address() const { return admin_address_; }
+
+  // New settings for new connections. The listeners must stay the same (names and
+  // addresses); changing them needs a restart, and the reload is refused saying so.
+  bool reload(ProxySettings s, std::string* why) {
+    auto old = generation();
+    if (s.listeners.size() != old->s.listeners.size()) {
+      *why = "the number of listeners changed (" + std::to_string(old->s.listeners.size()) +
+             " -> " + std::to_string(s.listeners.size()) + "); listeners change on restart only";
+      return false;
+    }
+    for (size_t i = 0; i < s.listeners.size(); ++i) {
+      const auto& a = old->s.listeners[i];
+      const auto& b = s.listeners[i];
+      // The same address as configured, or as bound (a configured port 0 got a real one).
+      const std::string to = b.listen.to_string();
+      const bool same_addr = a.listen.to_string() == to ||
+                             (i < servers_.size() && servers_[i]->address().to_string() == to);
+      if (a.name != b.name || !same_addr) {
+        *why = "listener '" + a.name + "' (" + a.listen.to_string() + ") changed to '" + b.name +
+               "' (" + b.listen.to_string() + "); listeners change on restart only";
+        return false;
+      }
+    }
+    auto gen = make_generation(std::move(s));
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      current_ = gen;
+    }
+    old->retired.store(true);
+    start_checkers(gen);
+    reloads_.fetch_add(1);
+    return true;
+  }
+
+  // Stops accepting, lets connections finish within drain_ns, then aborts what remains.
+  // Returns the number aborted.
+  size_t shutdown(int64_t drain_ns) {
+    stopping_.store(true);
+    generation()->retired.store(true);
+    if (admin_) {
+      Engine<P>::run_task(e_.shard(0), [this]() -> Task<void> { (void)co_await admin_->close(); });
+    }
+    const int64_t end = mono_now_ns() + drain_ns;
+    size_t aborted = 0;
+    for (auto& s : servers_) {
+      const int64_t left = end - mono_now_ns();
+      aborted += s->shutdown(left > 0 ? left : 0);
+    }
+    return aborted;
+  }
+
+  Metrics& metrics() noexcept { return metrics_; }
+  uint64_t reloads() const noexcept { return reloads_.load(); }
+  // The pools of the current generation (for the admin page and tests).
+  std::vector<const Pool*> pools() const {
+    auto gen = generation();
+    std::vector<const Pool*> v;
+    for (auto& p : gen->pools) v.push_back(p.get());
+    return v;
+  }
+
+ private:
+  struct Generation {
+    ProxySettings s;
+    std::vector<std::unique_ptr<Pool>> pools;
+    std::vector<Pool*> by_listener;
+    std::atomic<bool> retired{false};
+  };
+
+  static std::shared_ptr<Generation> make_generation(ProxySettings s) {
+    auto g = std::make_shared<Generation>();
+    g->s = std::move(s);
+    for (const PoolSettings& p : g->s.pools) g->pools.push_back(std::make_unique<Pool>(p));
+    for (const ListenerSettings& l : g->s.listeners) {
+      const int k = pool_index(g->s, l.pool);
+      g->by_listener.push_back(k >= 0 ? g->pools[static_cast<size_t>(k)].get() : nullptr);
+    }
+    return g;
+  }
+  std::shared_ptr<Generation> generation() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return current_;
+  }
+
+  // ---- one client connection ----
+
+  // Lets the handler wait for the pump it spawned.
+  struct Joiner {
+    Scheduler<P>* sched = nullptr;
+    TaskNode node{};
+    bool done = false;
+    bool waiting = false;
+    void finish() noexcept {
+      done = true;
+      if (waiting) sched->make_ready(&node);
+    }
+    struct Awaiter {
+      Joiner* j;
+      bool await_ready() const noexcept { return j->done; }
+      void await_suspend(std::coroutine_handle<> h) noexcept {
+        j->node.handle = h;
+        j->waiting = true;
+      }
+      void await_resume() const noexcept {}
+    };
+    Awaiter wait() noexcept { return Awaiter{this}; }
+  };
+
+  struct Relay {
+    TcpStream<P>* client = nullptr;
+    TcpStream<P>* upstream = nullptr;
+    ShardMetrics* m = nullptr;
+    int64_t idle_ns = 0;
+    int64_t last_activity = 0;
+    bool failed = false;
+    void fail(ProxyError e) {
+      if (failed) return;
+      failed = true;
+      m->error(e);
+      client->poll_fd().abort();
+      upstream->poll_fd().abort();
+    }
+  };
+
+  // Keeps a connection counted active for as long as its handler runs.
+  struct ActiveCount {
+    ShardMetrics* m;
+    explicit ActiveCount(ShardMetrics* mm) : m(mm) {
+      m->active.store(m->active.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    ~ActiveCount() {
+      m->active.store(m->active.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    }
+    ActiveCount(const ActiveCount&) = delete;
+    ActiveCount& operator=(const ActiveCount&) = delete;
+  };
+
+  Task<void> handle(TcpStream<P>& client, size_t li) {
+    auto* shard = Engine<P>::current();
+    Scheduler<P>& sched = shard->sched();
+    ShardMetrics& m = metrics_.shard(static_cast<size_t>(shard->id()));
+    std::shared_ptr<Generation> gen = generation();
+    m.add(m.accepted);
+    ActiveCount active(&m);
+    const ProxySettings& s = gen->s;
+    if (s.max_connections > 0 &&
+        metrics_.total_active() > static_cast<int64_t>(s.max_connections)) {
+      m.error(ProxyError::kLimit);
+      co_return;
+    }
+    if (s.keepalive) (void)client.set_keepalive(true);
+    Pool* pool = gen->by_listener[li];
+    std::unique_ptr<TcpStream<P>> up;
+    Upstream* u = nullptr;
+    std::vector<const Upstream*> tried;
+    const size_t attempts =
+        std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
+    for (size_t a = 0; a < attempts && !u; ++a) {
+      Upstream* cand = pool->acquire(mono_now_ns(), tried);
+      const Status st =
+          co_await TcpStream<P>::connect(sched, cand->address(), s.connect_timeout_ns, &up);
+      if (st.ok()) {
+        pool->connect_succeeded(cand);
+        u = cand;
+        break;
+      }
+      m.error(st.timeout() ? ProxyError::kConnectTimeout : ProxyError::kConnectFailed);
+      pool->connect_failed(cand, mono_now_ns());
+      pool->release(cand);
+      tried.push_back(cand);
+    }
+    if (!u) {
+      m.error(ProxyError::kNoUpstream);
+      co_return;  // the server closes the client
+    }
+    if (s.nodelay) (void)up->set_nodelay(true);
+    if (s.keepalive) (void)up->set_keepalive(true);
+    bool ok = true;
+    if (const int pp = s.listeners[li].proxy_protocol; pp != 0) {
+      ok = co_await send_proxy_header(client, *up, pp);
+      if (!ok) m.error(ProxyError::kReset);
+    }
+    if (ok) co_await relay(sched, client, *up, m, s);
+    (void)co_await up->close();
+    pool->release(u);
+  }
+
+  static Task<bool> send_proxy_header(TcpStream<P>& client, TcpStream<P>& up, int version) {
+    sockaddr_storage src{}, dst{};
+    socklen_t sl = sizeof src, dl = sizeof dst;
+    if (getpeername(client.fd(), reinterpret_cast<sockaddr*>(&src), &sl) < 0) src = {};
+    if (getsockname(client.fd(), reinterpret_cast<sockaddr*>(&dst), &dl) < 0) dst = {};
+    uint8_t hdr[kProxyHeaderMaxBytes];
+    const size_t n = version == 1
+                         ? write_proxy_v1(src, dst, reinterpret_cast<char*>(hdr), sizeof hdr)
+                         : write_proxy_v2(src, dst, hdr, sizeof hdr);
+    if (n == 0) co_return false;
+    const IoResult w = co_await up.write(std::as_bytes(std::span<const uint8_t>(hdr, n)));
+    co_return w.ok();
+  }
+
+  Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
+                   const ProxySettings& s) {
+    const size_t cap = std::max<size_t>(s.buffer_bytes, 512);
+    std::unique_ptr<std::byte[]> mem(new std::byte[2 * cap]);
+    Relay r;
+    r.client = &client;
+    r.upstream = &up;
+    r.m = &m;
+    r.idle_ns = s.idle_timeout_ns;
+    r.last_activity = mono_now_ns();
+    Joiner j;
+    j.sched = &sched;
+    // upstream → client in its own task; client → upstream here.
+    sched.spawn(pump(&r, &up, &client, std::span<std::byte>(mem.get() + cap, cap), false, &j));
+    co_await pump(&r, &client, &up, std::span<std::byte>(mem.get(), cap), true, nullptr);
+    co_await j.wait();
+  }
+
+  static Task<void> pump(Relay* r, TcpStream<P>* src, TcpStream<P>* dst, std::span<std::byte> buf,
+                         bool upward, Joiner* j) {
+    ShardMetrics& m = *r->m;
+    for (;;) {
+      if (r->idle_ns > 0) (void)src->set_read_deadline(r->last_activity + r->idle_ns);
+      const IoResult rd = co_await src->read(buf);
+      if (!rd.ok()) {
+        if (rd.err.is(Errc::kEof)) {
+          (void)dst->shutdown_write();  // half-close, carried through
+        } else if (rd.err.timeout()) {
+          // The deadline counts from this direction's last arming; the other direction
+          // may have moved since.
+          if (mono_now_ns() < r->last_activity + r->idle_ns) continue;
+          r->fail(ProxyError::kIdleTimeout);
+        } else if (!rd.err.closed()) {
+          r->fail(ProxyError::kReset);
+        }
+        break;
+      }
+      const int64_t t0 = mono_now_ns();
+      if (r->idle_ns > 0) (void)dst->set_write_deadline(t0 + r->idle_ns);
+      const IoResult wr = co_await dst->write(buf.first(rd.n));
+      const int64_t t1 = mono_now_ns();
+      if (!wr.ok()) {
+        if (wr.err.timeout()) {
+          r->fail(ProxyError::kIdleTimeout);  // the receiver took nothing for idle_ns
+        } else if (!wr.err.closed()) {
+          r->fail(ProxyError::kReset);
+        }
+        break;
+      }
+      r->last_activity = t1;
+      m.relay_latency(t1 - t0);
+      m.add(upward ? m.bytes_up : m.bytes_down, rd.n);
+    }
+    if (j) j->finish();
+  }
+
+  // ---- active health checks (shard 0) ----
+
+  void start_checkers(const std::shared_ptr<Generation>& gen) {
+    for (auto& p : gen->pools) {
+      if (p->settings().check_interval_ns <= 0) continue;
+      auto* start = new CheckStart{this, gen, p.get()};
+      const bool posted = e_.shard(0).try_post(ShardJob{[](void* arg) {
+                                                          auto* c = static_cast<CheckStart*>(arg);
+                                                          Engine<P>::current()->sched().spawn(
+                                                              c->self->checker(c->gen, c->pool));
+                                                          delete c;
+                                                        },
+                                                        start});
+      if (!posted) {
+        std::fprintf(stderr,
+                     "ringpoll-proxy: pool '%s': shard 0's inbox is full; active "
+                     "health checks not started\n",
+                     p->settings().name.c_str());
+        delete start;
+      }
+    }
+  }
+  struct CheckStart {
+    ProxyServer* self;
+    std::shared_ptr<Generation> gen;
+    Pool* pool;
+  };
+
+  Task<void> checker(std::shared_ptr<Generation> gen, Pool* pool) {
+    Scheduler<P>& sched = Engine<P>::current()->sched();
+    const PoolSettings& ps = pool->settings();
+    while (!gen->retired.load() && !stopping_.load()) {
+      for (size_t i = 0; i < pool->size() && !gen->retired.load(); ++i) {
+        Upstream& u = pool->at(i);
+        std::unique_ptr<TcpStream<P>> c;
+        const Status st =
+            co_await TcpStream<P>::connect(sched, u.address(), ps.check_timeout_ns, &c);
+        if (st.ok()) (void)co_await c->close();
+        pool->probe_result(&u, st.ok(), mono_now_ns());
+      }
+      co_await sched.sleep_for(ps.check_interval_ns);
+    }
+  }
+
+  // ---- admin endpoint (shard 0) ----
+
+  Task<void> admin_loop() {
+    Scheduler<P>& sched = Engine<P>::current()->sched();
+    for (;;) {
+      AcceptResult a = co_await admin_->accept();
+      if (a.err.closed()) break;
+      if (!a.err.ok()) {
+        co_await sched.sleep_for(10'000'000);
+        continue;
+      }
+      auto c = std::make_unique<TcpStream<P>>();
+      if (!c->adopt(sched, a.fd).ok()) {
+        ::close(a.fd);
+        continue;
+      }
+      sched.spawn(admin_conn(std::move(c)));
+    }
+  }
+
+  Task<void> admin_conn(std::unique_ptr<TcpStream<P>> c) {
+    (void)c->set_deadline(mono_now_ns() + 5'000'000'000);
+    std::string req;
+    char buf[2048];
+    while (req.find("\r\n\r\n") == std::string::npos && req.size() < 8192) {
+      const IoResult r = co_await c->read(std::as_writable_bytes(std::span<char>(buf)));
+      if (!r.ok()) break;
+      req.append(buf, r.n);
+    }
+    std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
+    if (req.rfind("GET /metrics ", 0) == 0 || req.rfind("GET /metrics?", 0) == 0) {
+      body = metrics_.render(pools(), mono_now_ns());
+    } else if (req.rfind("GET /healthz ", 0) == 0) {
+      body = "ok\n";
+      type = "text/plain";
+    } else if (req.find("\r\n\r\n") == std::string::npos) {
+      status = req.size() >= 8192 ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      body = status + "\n";
+      type = "text/plain";
+    } else {
+      status = "404 Not Found";
+      body = "try GET /metrics\n";
+      type = "text/plain";
+    }
+    std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
+                       "\r\nContent-Length: " + std::to_string(body.size()) +
+                       "\r\nConnection: close\r\n\r\n" + body;
+    (void)co_await c->write(std::as_bytes(std::span<const char>(resp.data(), resp.size())));
+    (void)co_await c->close();
+  }
+
+  Engine<P>& e_;
+  Metrics metrics_;
+  mutable std::mutex mu_;
+  std::shared_ptr<Generation> current_;
+  std::vector<std::unique_ptr<TcpServer<P>>> servers_;
+  std::unique_ptr<TcpListener<P>> admin_;
+  SocketAddress admin_address_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> reloads_{0};
+};
+
+}  // namespace ringpoll::proxy

@@ -1,0 +1,42 @@
+#pragma once
+// What one ringpoll-proxy configuration asks for, in the proxy's own terms (built from a
+// tuning::Config by settings_from_config, or from --listen/--upstream in the quick form).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "apps/proxy/pool.h"
+#include "engine/net.h"
+
+namespace ringpoll::proxy {
+
+struct ListenerSettings {
+  std::string name;
+  SocketAddress listen;
+  std::string pool;        // the name of a PoolSettings
+  int proxy_protocol = 0;  // 0: off, 1: v1 text, 2: v2 binary
+};
+
+struct ProxySettings {
+  std::vector<ListenerSettings> listeners;
+  std::vector<PoolSettings> pools;
+  size_t buffer_bytes = 65536;  // per direction per connection: the memory bound
+  int64_t connect_timeout_ns = 5'000'000'000;
+  int64_t idle_timeout_ns = 60'000'000'000;  // 0: none
+  int64_t drain_ns = 5'000'000'000;
+  int max_attempts = 3;        // upstreams tried per client before it is closed
+  size_t max_connections = 0;  // 0: unlimited
+  bool nodelay = true;
+  bool keepalive = false;
+  bool reuseport = true;
+  int backlog = 4096;
+};
+
+// Index of the pool a listener names, or -1.
+inline int pool_index(const ProxySettings& s, const std::string& name) {
+  for (size_t i = 0; i < s.pools.size(); ++i)
+    if (s.pools[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+}  // namespace ringpoll::proxy

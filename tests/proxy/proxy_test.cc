@@ -1,0 +1,854 @@
+// ringpoll-proxy: the PROXY protocol writer, the upstream pools, the metrics page, and the
+// relay end to end on every Linux backend (in-process engine, blocking upstreams and
+// clients on their own threads): payloads intact both ways, half-close, upstream down,
+// retry, connect and idle timeouts, a slow reader, reload, PROXY headers, the admin page
+// and the connection limit.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apps/proxy/metrics.h"
+#include "apps/proxy/pool.h"
+#include "apps/proxy/proxy.h"
+#include "apps/proxy/proxy_protocol.h"
+#include "support/test_env.h"
+#include "uring/uring_completion.h"
+
+namespace ringpoll::test {
+namespace {
+
+using proxy::Balance;
+using proxy::Pool;
+using proxy::PoolSettings;
+using proxy::ProxyError;
+using proxy::ProxySettings;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr size_t kLargest = 16u << 20;  // sanitizers run ~10x slower: 16 MiB there
+#else
+constexpr size_t kLargest = 100u << 20;  // 100 MiB each way
+#endif
+
+sockaddr_storage v4(const char* ip, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  sockaddr_storage s{};
+  std::memcpy(&s, &a, sizeof a);
+  return s;
+}
+sockaddr_storage v6(const char* ip, uint16_t port) {
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(port);
+  inet_pton(AF_INET6, ip, &a.sin6_addr);
+  sockaddr_storage s{};
+  std::memcpy(&s, &a, sizeof a);
+  return s;
+}
+std::string str(const sockaddr_storage& s) {
+  SocketAddress a;
+  a.ss = s;
+  a.len = s.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  return a.to_string();
+}
+
+// ---- PROXY protocol ----
+
+TEST(ProxyProtocol, V1TextForIpv4AndIpv6) {
+  char out[proxy::kProxyV1MaxBytes];
+  size_t n =
+      proxy::write_proxy_v1(v4("192.0.2.1", 56324), v4("198.51.100.7", 443), out, sizeof out);
+  EXPECT_EQ(std::string(out, n), "PROXY TCP4 192.0.2.1 198.51.100.7 56324 443\r\n");
+  n = proxy::write_proxy_v1(v6("2001:db8::1", 1), v6("::1", 65535), out, sizeof out);
+  EXPECT_EQ(std::string(out, n), "PROXY TCP6 2001:db8::1 ::1 1 65535\r\n");
+  // Mixed families are written as IPv6, the IPv4 side mapped.
+  n = proxy::write_proxy_v1(v4("10.0.0.1", 5), v6("::1", 6), out, sizeof out);
+  EXPECT_EQ(std::string(out, n), "PROXY TCP6 ::ffff:10.0.0.1 ::1 5 6\r\n");
+  sockaddr_storage unix_like{};
+  unix_like.ss_family = AF_UNIX;
+  n = proxy::write_proxy_v1(unix_like, v4("1.2.3.4", 1), out, sizeof out);
+  EXPECT_EQ(std::string(out, n), "PROXY UNKNOWN\r\n");
+  // Too small a buffer: nothing written, 0 returned.
+  EXPECT_EQ(proxy::write_proxy_v1(v4("1.2.3.4", 1), v4("1.2.3.4", 2), out, 10), 0u);
+}
+
+TEST(ProxyProtocol, V2BinaryLayout) {
+  uint8_t out[proxy::kProxyV2MaxBytes];
+  const size_t n =
+      proxy::write_proxy_v2(v4("192.0.2.1", 0x1234), v4("198.51.100.7", 443), out, sizeof out);
+  ASSERT_EQ(n, 28u);
+  const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+  EXPECT_EQ(std::memcmp(out, sig, 12), 0);
+  EXPECT_EQ(out[12], 0x21);  // version 2, PROXY
+  EXPECT_EQ(out[13], 0x11);  // TCP over IPv4
+  EXPECT_EQ(out[14], 0);
+  EXPECT_EQ(out[15], 12);
+  const uint8_t addrs[12] = {192, 0, 2, 1, 198, 51, 100, 7, 0x12, 0x34, 0x01, 0xBB};
+  EXPECT_EQ(std::memcmp(out + 16, addrs, 12), 0);
+  EXPECT_EQ(proxy::write_proxy_v2(v6("::1", 1), v6("::2", 2), out, sizeof out), 52u);
+  EXPECT_EQ(out[13], 0x21);  // TCP over IPv6
+  EXPECT_EQ(proxy::write_proxy_v2(v6("::1", 1), v6("::2", 2), out, 51), 0u);
+}
+
+TEST(ProxyProtocol, WrittenHeadersParseBack) {
+  const sockaddr_storage pairs[][2] = {
+      {v4("127.0.0.1", 40000), v4("127.0.0.2", 80)},
+      {v6("2001:db8::5", 7), v6("fe80::1", 8)},
+  };
+  for (const auto& p : pairs) {
+    uint8_t buf[proxy::kProxyHeaderMaxBytes];
+    for (int version : {1, 2}) {
+      const size_t n =
+          version == 1 ? proxy::write_proxy_v1(p[0], p[1], reinterpret_cast<char*>(buf), sizeof buf)
+                       : proxy::write_proxy_v2(p[0], p[1], buf, sizeof buf);
+      ASSERT_GT(n, 0u);
+      sockaddr_storage s, d;
+      // Every prefix asks for more; the whole header parses to the same addresses.
+      for (size_t k = 1; k < n; ++k)
+        EXPECT_EQ(proxy::parse_proxy_header(buf, k, &s, &d), 0) << "v" << version << " k=" << k;
+      ASSERT_EQ(proxy::parse_proxy_header(buf, n, &s, &d), static_cast<long>(n));
+      EXPECT_EQ(str(s), str(p[0]));
+      EXPECT_EQ(str(d), str(p[1]));
+    }
+  }
+  sockaddr_storage s, d;
+  const char* bad[] = {"GET / HTTP/1.1\r\n", "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+                       "PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "PROXY TCP9 a b 1 2\r\n",
+                       "PROXY TCP4 ::1 ::1 1 2\r\n"};
+  for (const char* b : bad)
+    EXPECT_EQ(
+        proxy::parse_proxy_header(reinterpret_cast<const uint8_t*>(b), std::strlen(b), &s, &d), -1)
+        << b;
+}
+
+// ---- pools ----
+
+PoolSettings pool_of(int n, Balance b) {
+  PoolSettings s;
+  s.name = "p";
+  s.balance = b;
+  for (int i = 0; i < n; ++i) {
+    SocketAddress a;
+    parse_address("127.0.0.1:" + std::to_string(1000 + i), &a);
+    s.upstreams.push_back(a);
+  }
+  s.fail_threshold = 2;
+  s.eject_ns = 1000;
+  return s;
+}
+
+TEST(ProxyPool, RoundRobinVisitsEachInTurn) {
+  Pool p(pool_of(3, Balance::kRoundRobin));
+  std::vector<int> seen(3);
+  for (int i = 0; i < 30; ++i) {
+    proxy::Upstream* u = p.acquire(0);
+    ++seen[u->address().port() - 1000];
+    p.release(u);
+  }
+  EXPECT_EQ(seen, (std::vector<int>{10, 10, 10}));
+}
+
+TEST(ProxyPool, LeastConnectionsPicksTheIdlest) {
+  Pool p(pool_of(3, Balance::kLeastConn));
+  proxy::Upstream* a = p.acquire(0);
+  proxy::Upstream* b = p.acquire(0);
+  proxy::Upstream* c = p.acquire(0);
+  EXPECT_TRUE(a != b && b != c && a != c) << "equal loads rotate";
+  p.release(b);
+  EXPECT_EQ(p.acquire(0), b);  // the only one with 0 open
+  EXPECT_EQ(a->active() + b->active() + c->active(), 3);
+}
+
+TEST(ProxyPool, ConsecutiveFailuresEjectUntilTheEjectTimeEnds) {
+  Pool p(pool_of(2, Balance::kRoundRobin));
+  proxy::Upstream* bad = &p.at(0);
+  p.connect_failed(bad, 100);
+  EXPECT_TRUE(bad->healthy(100)) << "one failure is below the threshold of 2";
+  p.connect_succeeded(bad);
+  p.connect_failed(bad, 100);
+  EXPECT_TRUE(bad->healthy(100)) << "a success resets the count";
+  p.connect_failed(bad, 100);
+  EXPECT_FALSE(bad->healthy(100));
+  EXPECT_EQ(bad->ejections(), 1u);
+  EXPECT_EQ(p.healthy_count(100), 1u);
+  for (int i = 0; i < 5; ++i) {
+    proxy::Upstream* u = p.acquire(500);
+    EXPECT_EQ(u, &p.at(1)) << "the ejected upstream is skipped";
+    p.release(u);
+  }
+  EXPECT_TRUE(bad->healthy(100 + 1000)) << "back after eject_ns";
+  // Everything ejected: the pool still picks, the one whose ejection ends first.
+  p.connect_failed(&p.at(1), 200);
+  p.connect_failed(&p.at(1), 200);
+  p.connect_failed(bad, 300);
+  p.connect_failed(bad, 300);
+  proxy::Upstream* u = p.acquire(400);
+  EXPECT_EQ(u, &p.at(1));
+  p.release(u);
+  // Active probes: a failed probe ejects at once, a good one restores.
+  p.probe_result(bad, true, 400);
+  EXPECT_TRUE(bad->healthy(400));
+  p.probe_result(bad, false, 400);
+  EXPECT_FALSE(bad->healthy(400));
+  // The retry path: avoid what was tried when something else is left.
+  p.probe_result(bad, true, 400);
+  p.probe_result(&p.at(1), true, 400);
+  std::vector<const proxy::Upstream*> tried{bad};
+  for (int i = 0; i < 4; ++i) {
+    u = p.acquire(400, tried);
+    EXPECT_EQ(u, &p.at(1));
+    p.release(u);
+  }
+}
+
+TEST(ProxyMetrics, PrometheusTextHasCountersHealthAndACumulativeHistogram) {
+  proxy::Metrics m(2);
+  m.shard(0).add(m.shard(0).accepted, 3);
+  m.shard(1).add(m.shard(1).accepted, 4);
+  m.shard(1).error(ProxyError::kIdleTimeout);
+  m.shard(0).relay_latency(3'000);      // 3 µs: first bucket
+  m.shard(1).relay_latency(150'000);    // 150 µs
+  m.shard(1).relay_latency(9'000'000);  // 9 s: +Inf
+  Pool p(pool_of(1, Balance::kRoundRobin));
+  const std::string t = m.render({&p}, 0);
+  EXPECT_NE(t.find("ringpoll_proxy_connections_total 7\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("ringpoll_proxy_errors_total{kind=\"idle_timeout\"} 1\n"), std::string::npos);
+  EXPECT_NE(t.find("ringpoll_proxy_shard_connections_total{shard=\"1\"} 4\n"), std::string::npos);
+  EXPECT_NE(t.find("ringpoll_proxy_upstream_healthy{pool=\"p\",upstream=\"127.0.0.1:1000\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("ringpoll_proxy_relay_latency_seconds_bucket{le=\"5e-06\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("ringpoll_proxy_relay_latency_seconds_bucket{le=\"0.0002\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("ringpoll_proxy_relay_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("ringpoll_proxy_relay_latency_seconds_count 3\n"), std::string::npos);
+}
+
+// ---- blocking helpers for upstreams and clients ----
+
+int listen_on(uint16_t* port, int backlog = 128) {
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(l, backlog) < 0) {
+    ::close(l);
+    return -1;
+  }
+  socklen_t len = sizeof a;
+  getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  return l;
+}
+
+int connect_to(const SocketAddress& at) {
+  const int c = socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  for (int i = 0; i < 100; ++i) {
+    if (::connect(c, at.sa(), at.len) == 0) return c;
+    if (errno != EINTR) break;
+  }
+  ::close(c);
+  return -1;
+}
+
+bool send_all(int fd, const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t k = ::send(fd, c, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return false;
+    c += k;
+    n -= static_cast<size_t>(k);
+  }
+  return true;
+}
+
+// Reads until EOF or error (or max bytes); returns what arrived.
+std::string recv_all(int fd, size_t max = SIZE_MAX) {
+  std::string s;
+  char buf[65536];
+  while (s.size() < max) {
+    const ssize_t k = ::recv(fd, buf, std::min(sizeof buf, max - s.size()), 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    s.append(buf, static_cast<size_t>(k));
+  }
+  return s;
+}
+
+// Waits (bounded) for EOF or a reset on fd; true when the peer closed within `secs`.
+bool closed_within(int fd, int secs) {
+  pollfd p{fd, POLLIN, 0};
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(secs);
+  while (std::chrono::steady_clock::now() < end) {
+    const int r = ::poll(&p, 1, 100);
+    if (r < 0 && errno == EINTR) continue;
+    if (r > 0) {
+      char c;
+      const ssize_t k = ::recv(fd, &c, 1, MSG_DONTWAIT);
+      if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    }
+  }
+  return false;
+}
+
+template <class Pred>
+bool wait_for(Pred pred, int secs = 10) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(secs);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
+}
+
+// A deterministic byte stream (xorshift), so receivers check every byte without keeping a
+// copy: 100 MiB each way stays cheap.
+struct Stream {
+  uint64_t x;
+  explicit Stream(uint64_t seed) : x(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  void fill(char* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      p[i] = static_cast<char>(x);
+    }
+  }
+};
+bool send_stream(int fd, uint64_t seed, size_t n) {
+  Stream s(seed);
+  char buf[65536];
+  while (n > 0) {
+    const size_t k = std::min(n, sizeof buf);
+    s.fill(buf, k);
+    if (!send_all(fd, buf, k)) return false;
+    n -= k;
+  }
+  return true;
+}
+// Reads to EOF; returns the byte count, or SIZE_MAX at the first byte that differs.
+size_t check_stream(int fd, uint64_t seed) {
+  Stream s(seed);
+  char buf[65536], want[65536];
+  size_t total = 0;
+  for (;;) {
+    const ssize_t k = ::recv(fd, buf, sizeof buf, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return total;
+    s.fill(want, static_cast<size_t>(k));
+    if (std::memcmp(buf, want, static_cast<size_t>(k)) != 0) return SIZE_MAX;
+    total += static_cast<size_t>(k);
+  }
+}
+
+// A blocking upstream on 127.0.0.1: an accept thread, and `fn(fd)` on a thread per
+// connection.
+class TestUpstream {
+ public:
+  explicit TestUpstream(std::function<void(int)> fn, int backlog = 128) : fn_(std::move(fn)) {
+    lfd_ = listen_on(&port_, backlog);
+    parse_address("127.0.0.1:" + std::to_string(port_), &addr_);
+    thread_ = std::thread([this] { accept_loop(); });
+  }
+  ~TestUpstream() {
+    ::shutdown(lfd_, SHUT_RDWR);
+    thread_.join();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : conns_) t.join();
+    for (int fd : fds_) ::close(fd);
+    ::close(lfd_);
+  }
+  const SocketAddress& address() const { return addr_; }
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      const int c = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        return;
+      }
+      accepted_.fetch_add(1);
+      std::lock_guard<std::mutex> l(mu_);
+      fds_.push_back(c);
+      conns_.emplace_back([this, c] { fn_(c); });
+    }
+  }
+  std::function<void(int)> fn_;
+  int lfd_ = -1;
+  uint16_t port_ = 0;
+  SocketAddress addr_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<int> fds_;
+  std::vector<std::thread> conns_;
+  std::atomic<int> accepted_{0};
+};
+
+void echo(int fd) {
+  char buf[65536];
+  for (;;) {
+    const ssize_t k = ::recv(fd, buf, sizeof buf, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0 || !send_all(fd, buf, static_cast<size_t>(k))) break;
+  }
+  ::shutdown(fd, SHUT_WR);
+}
+
+// A port nothing listens on.
+SocketAddress dead_address() {
+  uint16_t port = 0;
+  const int l = listen_on(&port);
+  ::close(l);
+  SocketAddress a;
+  parse_address("127.0.0.1:" + std::to_string(port), &a);
+  return a;
+}
+
+ProxySettings settings_for(std::vector<SocketAddress> ups, int proxy_protocol = 0) {
+  ProxySettings s;
+  PoolSettings p;
+  p.name = "main";
+  p.upstreams = std::move(ups);
+  s.pools.push_back(p);
+  proxy::ListenerSettings l;
+  l.name = "main";
+  parse_address("127.0.0.1:0", &l.listen);
+  l.pool = "main";
+  l.proxy_protocol = proxy_protocol;
+  s.listeners.push_back(l);
+  s.drain_ns = 2 * kSec;
+  return s;
+}
+
+// The proxy in-process: one shard on its own thread.
+template <class P>
+struct Rig {
+  explicit Rig(ProxySettings s) : e(opts()) {
+    started = e.start().ok();
+    if (!started) return;
+    px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
+    std::string why;
+    started = px->start(&why).ok();
+    EXPECT_TRUE(started) << why;
+    if (started) addr = px->address(0);
+  }
+  ~Rig() {
+    if (px) px->shutdown(2 * kSec);
+    e.stop();
+    e.join();
+  }
+  static EngineOptions opts() {
+    EngineOptions o;
+    o.shards = 1;
+    o.pin = false;
+    return o;
+  }
+  uint64_t errors(ProxyError k) const { return px->metrics().total_errors(k); }
+  Engine<P> e;
+  std::unique_ptr<proxy::ProxyServer<P>> px;
+  SocketAddress addr;
+  bool started = false;
+};
+
+template <class P>
+class ProxyRelay : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
+  }
+};
+using RelayBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+TYPED_TEST_SUITE(ProxyRelay, RelayBackends, BackendName);
+
+TYPED_TEST(ProxyRelay, PayloadsArriveIntactBothWays) {
+  // The upstream checks what the client sent and sends its own stream back at the same
+  // time; the client does the mirror image. Each side half-closes when done sending.
+  std::atomic<size_t> up_size{0};
+  std::mutex mu;
+  std::vector<size_t> upstream_got;
+  TestUpstream up([&](int fd) {
+    const size_t n = up_size.load();
+    std::thread tx([&, fd, n] {
+      send_stream(fd, 2, n);
+      ::shutdown(fd, SHUT_WR);
+    });
+    const size_t got = check_stream(fd, 1);
+    tx.join();
+    std::lock_guard<std::mutex> l(mu);
+    upstream_got.push_back(got);
+  });
+  Rig<TypeParam> rig(settings_for({up.address()}));
+  ASSERT_TRUE(rig.started);
+  const size_t sizes[] = {0, 1, 4095, 65536 + 7, 1u << 20, kLargest};
+  for (size_t i = 0; i < std::size(sizes); ++i) {
+    const size_t n = sizes[i];
+    up_size.store(n + 3);  // the two directions differ in length
+    const int c = connect_to(rig.addr);
+    ASSERT_GE(c, 0);
+    std::thread tx([&, c, n] {
+      send_stream(c, 1, n);
+      ::shutdown(c, SHUT_WR);
+    });
+    const size_t got = check_stream(c, 2);
+    tx.join();
+    ::close(c);
+    EXPECT_EQ(got, n + 3) << "upstream -> client, " << n << " bytes (SIZE_MAX: corrupted)";
+    ASSERT_TRUE(wait_for([&] {
+      std::lock_guard<std::mutex> l(mu);
+      return upstream_got.size() == i + 1;
+    }));
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(upstream_got.back(), n) << "client -> upstream (SIZE_MAX: corrupted)";
+  }
+  EXPECT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 0; }));
+  EXPECT_EQ(rig.errors(ProxyError::kReset), 0u);
+}
+
+TYPED_TEST(ProxyRelay, HalfCloseIsCarriedThroughBothWays) {
+  // The upstream answers only after it has seen the client's end of stream: that end
+  // must reach it while the client's read side stays open for the answer.
+  TestUpstream up([](int fd) {
+    const std::string got = recv_all(fd);
+    const std::string answer = "got " + std::to_string(got.size()) + ": " + got;
+    send_all(fd, answer.data(), answer.size());
+    ::shutdown(fd, SHUT_WR);
+    recv_all(fd);
+  });
+  Rig<TypeParam> rig(settings_for({up.address()}));
+  ASSERT_TRUE(rig.started);
+  const int c = connect_to(rig.addr);
+  ASSERT_GE(c, 0);
+  ASSERT_TRUE(send_all(c, "ping", 4));
+  ::shutdown(c, SHUT_WR);
+  EXPECT_EQ(recv_all(c), "got 4: ping");  // ...and then EOF, carried the other way
+  ::close(c);
+}
+
+TYPED_TEST(ProxyRelay, UpstreamDownClosesTheClientPromptly) {
+  ProxySettings s = settings_for({dead_address()});
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const int c = connect_to(rig.addr);
+  ASSERT_GE(c, 0);
+  EXPECT_TRUE(closed_within(c, 10));
+  ::close(c);
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kNoUpstream) == 1; }));
+  EXPECT_EQ(rig.errors(ProxyError::kConnectFailed), 1u);
+}
+
+TYPED_TEST(ProxyRelay, RetriesAnotherUpstreamAndEjectsTheDeadOne) {
+  TestUpstream up(echo);
+  ProxySettings s = settings_for({dead_address(), up.address()});
+  s.pools[0].fail_threshold = 1;
+  s.pools[0].eject_ns = 60 * kSec;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  for (int i = 0; i < 4; ++i) {
+    const int c = connect_to(rig.addr);
+    ASSERT_GE(c, 0);
+    ASSERT_TRUE(send_all(c, "abc", 3));
+    ::shutdown(c, SHUT_WR);
+    EXPECT_EQ(recv_all(c), "abc") << "connection " << i;
+    ::close(c);
+  }
+  EXPECT_EQ(up.accepted(), 4);
+  // One failed connect ejected the dead upstream; nothing tried it again.
+  EXPECT_EQ(rig.errors(ProxyError::kConnectFailed), 1u);
+  EXPECT_EQ(rig.errors(ProxyError::kNoUpstream), 0u);
+  auto pools = rig.px->pools();
+  EXPECT_FALSE(pools[0]->at(0).healthy(mono_now_ns()));
+  EXPECT_TRUE(pools[0]->at(1).healthy(mono_now_ns()));
+}
+
+TYPED_TEST(ProxyRelay, ConnectTimeoutCountsAndClosesTheClient) {
+  // A listener that never accepts, its queue filled: further SYNs are dropped, so a
+  // connect neither succeeds nor fails until the proxy's timeout.
+  uint16_t port = 0;
+  const int full = listen_on(&port, 0);
+  SocketAddress at;
+  parse_address("127.0.0.1:" + std::to_string(port), &at);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    const int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ::connect(f, at.sa(), at.len);
+    fillers.push_back(f);
+  }
+  ProxySettings s = settings_for({at});
+  s.connect_timeout_ns = 200 * kMs;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const int c = connect_to(rig.addr);
+  ASSERT_GE(c, 0);
+  EXPECT_TRUE(closed_within(c, 10));
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kNoUpstream) == 1; }));
+  EXPECT_EQ(rig.errors(ProxyError::kConnectTimeout), 1u);
+  ::close(c);
+  for (int f : fillers) ::close(f);
+  ::close(full);
+}
+
+TYPED_TEST(ProxyRelay, IdleTimeoutClosesASilentConnection) {
+  TestUpstream up(echo);
+  ProxySettings s = settings_for({up.address()});
+  s.idle_timeout_ns = 300 * kMs;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const int c = connect_to(rig.addr);
+  ASSERT_GE(c, 0);
+  ASSERT_TRUE(send_all(c, "x", 1));
+  EXPECT_EQ(recv_all(c, 1), "x");
+  EXPECT_TRUE(closed_within(c, 10)) << "nothing moved for the idle timeout";
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kIdleTimeout) == 1; }));
+  ::close(c);
+}
+
+TYPED_TEST(ProxyRelay, TrafficOneWayKeepsTheOtherDirectionAlive) {
+  // The client never sends; the upstream trickles a byte every 20 ms for 1.2 s, far past
+  // the 400 ms idle timeout of the silent direction.
+  TestUpstream up([](int fd) {
+    for (int i = 0; i < 60; ++i) {
+      if (!send_all(fd, "t", 1)) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::shutdown(fd, SHUT_WR);
+    recv_all(fd);
+  });
+  ProxySettings s = settings_for({up.address()});
+  s.idle_timeout_ns = 400 * kMs;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const int c = connect_to(rig.addr);
+  ASSERT_GE(c, 0);
+  EXPECT_EQ(recv_all(c), std::string(60, 't'));
+  EXPECT_EQ(rig.errors(ProxyError::kIdleTimeout), 0u);
+  ::close(c);
+}
+
+TYPED_TEST(ProxyRelay, ASlowReaderStopsTheSenderAndMemoryStaysBounded) {
+  // The upstream sends 256 MiB as fast as it can; the client reads nothing for a while.
+  // Backpressure must stop the upstream after what the kernel buffers plus the proxy's
+  // fixed buffer hold; then every byte still arrives, in order.
+  constexpr size_t kTotal = 256u << 20;
+  std::atomic<size_t> sent{0};
+  TestUpstream up([&](int fd) {
+    Stream st(7);
+    char buf[16384];
+    size_t left = kTotal;
+    while (left > 0) {
+      const size_t k = std::min(left, sizeof buf);
+      st.fill(buf, k);
+      if (!send_all(fd, buf, k)) return;
+      left -= k;
+      sent.fetch_add(k);
+    }
+    ::shutdown(fd, SHUT_WR);
+    recv_all(fd);
+  });
+  ProxySettings s = settings_for({up.address()});
+  s.buffer_bytes = 16384;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const int c = connect_to(rig.addr);
+  ASSERT_GE(c, 0);
+  // Let the sender run into the wall, then look: stalled well short of the total.
+  size_t last = 0;
+  ASSERT_TRUE(wait_for([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const size_t now = sent.load();
+    const bool stalled = now == last && now > 0;
+    last = now;
+    return stalled;
+  }));
+  EXPECT_LT(sent.load(), 64u << 20) << "the proxy kept reading from the upstream";
+  const uint64_t relayed = rig.px->metrics().total_bytes_down();
+  EXPECT_LE(relayed, sent.load());
+  // Now read: everything arrives intact.
+  EXPECT_EQ(check_stream(c, 7), kTotal);
+  ::close(c);
+}
+
+TYPED_TEST(ProxyRelay, ReloadKeepsEstablishedConnectionsOnTheOldPool) {
+  // Each upstream greets with its letter, then echoes.
+  auto greeter = [](char letter) {
+    return [letter](int fd) {
+      send_all(fd, &letter, 1);
+      echo(fd);
+    };
+  };
+  TestUpstream a(greeter('A')), b(greeter('B'));
+  ProxySettings s = settings_for({a.address()});
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const int c1 = connect_to(rig.addr);
+  ASSERT_GE(c1, 0);
+  EXPECT_EQ(recv_all(c1, 1), "A");
+
+  ProxySettings next = settings_for({b.address()});
+  next.listeners[0].listen = rig.addr;  // same listener
+  std::string why;
+  ASSERT_TRUE(rig.px->reload(next, &why)) << why;
+  EXPECT_EQ(rig.px->reloads(), 1u);
+
+  const int c2 = connect_to(rig.addr);
+  ASSERT_GE(c2, 0);
+  EXPECT_EQ(recv_all(c2, 1), "B") << "new connections use the new pool";
+  // The established connection still relays to A.
+  ASSERT_TRUE(send_all(c1, "still here", 10));
+  EXPECT_EQ(recv_all(c1, 10), "still here");
+  ::close(c1);
+  ::close(c2);
+  EXPECT_EQ(a.accepted(), 1);
+
+  // Listener changes are refused, saying why.
+  ProxySettings moved = next;
+  parse_address("127.0.0.1:1", &moved.listeners[0].listen);
+  EXPECT_FALSE(rig.px->reload(moved, &why));
+  EXPECT_NE(why.find("restart"), std::string::npos) << why;
+}
+
+TYPED_TEST(ProxyRelay, ProxyProtocolHeaderNamesTheClient) {
+  for (int version : {1, 2}) {
+    std::mutex mu;
+    std::string seen_src, seen_dst;
+    std::atomic<bool> done{false};
+    TestUpstream up([&](int fd) {
+      uint8_t buf[256];
+      size_t have = 0;
+      sockaddr_storage src, dst;
+      long n = 0;
+      while (n == 0 && have < sizeof buf) {
+        const ssize_t k = ::recv(fd, buf + have, 1, 0);  // byte by byte: never past the header
+        if (k <= 0) break;
+        have += static_cast<size_t>(k);
+        n = proxy::parse_proxy_header(buf, have, &src, &dst);
+      }
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (n > 0) {
+          seen_src = str(src);
+          seen_dst = str(dst);
+        }
+      }
+      done.store(true);
+      echo(fd);
+    });
+    Rig<TypeParam> rig(settings_for({up.address()}, version));
+    ASSERT_TRUE(rig.started);
+    const int c = connect_to(rig.addr);
+    ASSERT_GE(c, 0);
+    sockaddr_storage me{};
+    socklen_t len = sizeof me;
+    getsockname(c, reinterpret_cast<sockaddr*>(&me), &len);
+    ASSERT_TRUE(send_all(c, "after", 5));
+    EXPECT_EQ(recv_all(c, 5), "after") << "the header is not echoed back to the client";
+    ASSERT_TRUE(wait_for([&] { return done.load(); }));
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(seen_src, str(me)) << "v" << version;
+    EXPECT_EQ(seen_dst, rig.addr.to_string()) << "v" << version;
+    ::close(c);
+  }
+}
+
+std::string http_get(const SocketAddress& at, const std::string& path) {
+  const int c = connect_to(at);
+  if (c < 0) return "connect failed";
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  send_all(c, req.data(), req.size());
+  std::string r = recv_all(c);
+  ::close(c);
+  return r;
+}
+
+TYPED_TEST(ProxyRelay, AdminEndpointServesMetrics) {
+  TestUpstream up(echo);
+  Rig<TypeParam> rig(settings_for({up.address()}));
+  ASSERT_TRUE(rig.started);
+  SocketAddress at;
+  parse_address("127.0.0.1:0", &at);
+  std::string why;
+  ASSERT_TRUE(rig.px->start_admin(at, &why).ok()) << why;
+  const int c = connect_to(rig.addr);
+  ASSERT_TRUE(send_all(c, "12345", 5));
+  ::shutdown(c, SHUT_WR);
+  EXPECT_EQ(recv_all(c), "12345");
+  ::close(c);
+  ASSERT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 0; }));
+  const std::string m = http_get(rig.px->admin_address(), "/metrics");
+  EXPECT_EQ(m.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << m;
+  EXPECT_NE(m.find("ringpoll_proxy_connections_total 1\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("ringpoll_proxy_bytes_total{direction=\"client_to_upstream\"} 5\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("ringpoll_proxy_upstream_healthy{pool=\"main\",upstream=\"" +
+                   up.address().to_string() + "\"} 1\n"),
+            std::string::npos);
+  EXPECT_EQ(http_get(rig.px->admin_address(), "/nope").rfind("HTTP/1.1 404", 0), 0u);
+}
+
+TYPED_TEST(ProxyRelay, ConnectionsOverTheLimitAreClosedAtOnce) {
+  TestUpstream up(echo);
+  ProxySettings s = settings_for({up.address()});
+  s.max_connections = 1;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const int c1 = connect_to(rig.addr);
+  ASSERT_TRUE(send_all(c1, "a", 1));
+  EXPECT_EQ(recv_all(c1, 1), "a");
+  const int c2 = connect_to(rig.addr);
+  EXPECT_TRUE(closed_within(c2, 10));
+  EXPECT_EQ(rig.errors(ProxyError::kLimit), 1u);
+  ASSERT_TRUE(send_all(c1, "b", 1));
+  EXPECT_EQ(recv_all(c1, 1), "b") << "the first connection is unaffected";
+  ::close(c1);
+  ::close(c2);
+}
+
+TYPED_TEST(ProxyRelay, ActiveHealthChecksEjectAndRestore) {
+  // An upstream that is down at first: the checker ejects it without any client traffic,
+  // then restores it once something listens there again.
+  uint16_t port = 0;
+  int l = listen_on(&port);
+  ::close(l);
+  SocketAddress at;
+  parse_address("127.0.0.1:" + std::to_string(port), &at);
+  ProxySettings s = settings_for({at});
+  s.pools[0].check_interval_ns = 20 * kMs;
+  s.pools[0].check_timeout_ns = 500 * kMs;
+  s.pools[0].eject_ns = 60 * kSec;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  EXPECT_TRUE(wait_for([&] { return !rig.px->pools()[0]->at(0).healthy(mono_now_ns()); }));
+  // Listen again on the same port (SO_REUSEADDR: the port was just closed).
+  l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ASSERT_EQ(bind(l, at.sa(), at.len), 0) << strerror(errno);
+  ASSERT_EQ(listen(l, 128), 0);
+  EXPECT_TRUE(wait_for([&] { return rig.px->pools()[0]->at(0).healthy(mono_now_ns()); }));
+  ::close(l);
+}
+
+}  // namespace
+}  // namespace ringpoll::test
