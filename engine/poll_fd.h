@@ -478,7 +478,11 @@ class PollFd {
       s_->close(pd_);
       pd_ = nullptr;
     }
+#ifdef _WIN32
+    if (fd_ >= 0) ::closesocket(static_cast<SOCKET>(static_cast<unsigned>(fd_)));  // iocp/
+#else
     if (fd_ >= 0) ::close(fd_);
+#endif
     fd_ = -1;
     state_ = State::kClosed;
   }

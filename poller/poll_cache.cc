@@ -1,8 +1,12 @@
 #include "poller/poll_cache.h"
 
+#ifdef _WIN32
+#include <windows.h>  // VirtualAlloc: the Windows build has no mmap and no libnuma
+#else
 #include <numa.h>
 #include <sched.h>
 #include <sys/mman.h>
+#endif
 
 #include <mutex>
 #include <new>
@@ -21,14 +25,19 @@ RetiredBlocks& retired() {
   return *r;
 }
 
+#ifndef _WIN32  // Windows blocks are not NUMA-bound (yet)
 bool numa_ok() {
   static const bool ok = numa_available() >= 0;
   return ok;
 }
+#endif
 
 }  // namespace
 
 int PollCache::current_numa_node() noexcept {
+#ifdef _WIN32
+  return -1;
+#else
   if (!numa_ok()) return -1;
   // The CPU -> node table is built once: libnuma fills its own caches lazily without a
   // lock, so shards starting together would race inside numa_node_of_cpu.
@@ -41,6 +50,7 @@ int PollCache::current_numa_node() noexcept {
   const int cpu = sched_getcpu();
   if (cpu < 0 || cpu >= static_cast<int>(table->size())) return -1;
   return (*table)[static_cast<size_t>(cpu)];
+#endif
 }
 
 bool PollCache::owns(const PollDesc* pd) const noexcept {
@@ -65,10 +75,15 @@ void PollCache::grow() noexcept {
   }
   const bool reused = block != nullptr;
   if (!reused) {
+#ifdef _WIN32
+    block = VirtualAlloc(nullptr, kBlockBytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!block) fatal("PollCache: VirtualAlloc of a descriptor block failed (out of memory)");
+#else
     block = mmap(nullptr, kBlockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (block == MAP_FAILED) fatal("PollCache: mmap of a descriptor block failed (out of memory)");
     // Bind before first touch so the pages are placed on the shard's node.
     if (numa_node_ >= 0 && numa_ok()) numa_tonode_memory(block, kBlockBytes, numa_node_);
+#endif
   }
   blocks_.push_back(block);
   auto* pds = static_cast<PollDesc*>(block);

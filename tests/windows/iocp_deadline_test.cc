@@ -1,0 +1,471 @@
+// Conformance S01-S13 (deadlines) on the IOCP backend under Wine: the behaviours of
+// tests/conformance/deadline_test.cc, with Winsock TCP pairs in place of AF_UNIX pairs.
+#include <cstdio>
+
+#include "win_env.h"
+
+namespace ringpoll::test {
+namespace {
+
+TYPED_TEST(IocpWine, S01_DeadlinesAreAbsoluteNowIsExpiredOverflowClamps) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns()).ok());
+  EXPECT_EQ(f.pd()->rd, -1);  // "now" is expired, not "none"
+  ASSERT_TRUE(f.set_read_deadline(0).ok());
+  EXPECT_EQ(f.pd()->rd, 0);
+  s.set_deadline(f.pd(), INT64_MAX, Mode::kRead);
+  EXPECT_EQ(f.pd()->rd, kDeadlineMax);
+  s.set_deadline(f.pd(), INT64_MAX - 5, Mode::kWrite);
+  EXPECT_EQ(f.pd()->wd, kDeadlineMax);
+  ASSERT_TRUE(f.set_deadline(0).ok());
+
+  // A deadline set while a receive is in flight applies to it, counted from when it was
+  // set (time before the loop runs again counts).
+  Op op;
+  ASSERT_TRUE(this->park_read(f, op));
+  const int64_t t0 = mono_now_ns();
+  const int64_t dl = t0 + 500 * kMs;
+  ASSERT_TRUE(f.set_read_deadline(dl).ok());
+  sleep_ms(450);
+  ASSERT_TRUE(this->env().run_until([&] { return op.done; }));
+  EXPECT_TRUE(op.r.err.timeout()) << op.r.err.message();
+  EXPECT_GE(op.end_ns, dl);
+  EXPECT_LT(op.end_ns, t0 + 900 * kMs);
+  // ... and to later operations.
+  Op op2;
+  s.spawn(do_read(&f, &op2));
+  this->env().settle();
+  ASSERT_TRUE(op2.done);
+  EXPECT_TRUE(op2.r.err.timeout());
+}
+
+TYPED_TEST(IocpWine, S02_PastDeadlineFailsEvenWhenReadyBeforeAnySyscall) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  put(p.b, "hello");
+  for (int i = 0; i < 200 && readable_bytes(f.fd()) < 5; ++i) sleep_ms(5);
+  ASSERT_EQ(readable_bytes(f.fd()), 5);
+  // Read: data ready, deadline past: timeout, and no WSARecv was started (data queued).
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() - kMs).ok());
+  Op r;
+  s.spawn(do_read(&f, &r));
+  this->env().settle();
+  ASSERT_TRUE(r.done);
+  EXPECT_TRUE(r.r.err.timeout());
+  EXPECT_EQ(r.r.n, 0u);
+  EXPECT_EQ(readable_bytes(f.fd()), 5);
+  // Write: deadline past: timeout, nothing sent.
+  ASSERT_TRUE(f.set_write_deadline(mono_now_ns() - kMs).ok());
+  Op w;
+  s.spawn(do_write(&f, &w, 10));
+  this->env().settle();
+  ASSERT_TRUE(w.done);
+  EXPECT_TRUE(w.r.err.timeout());
+  EXPECT_EQ(w.r.n, 0u);
+  sleep_ms(20);
+  EXPECT_EQ(readable_bytes(p.b), 0);
+  // Accept: a connection pending, deadline past: timeout, and it stays pending.
+  uint16_t port = 0;
+  const int l = tcp_listener(&port);
+  ASSERT_GE(l, 0);
+  PollFd<P> lf;
+  ASSERT_TRUE(lf.open(s, l).ok());
+  const int c = tcp_connect(port);
+  ASSERT_GE(c, 0);
+  ASSERT_TRUE(lf.set_read_deadline(mono_now_ns() - kMs).ok());
+  Op a;
+  s.spawn(do_accept(&lf, &a));
+  this->env().settle();
+  ASSERT_TRUE(a.done);
+  EXPECT_TRUE(a.a.err.timeout());
+  ASSERT_TRUE(lf.set_read_deadline(0).ok());
+  Op a2;
+  s.spawn(do_accept(&lf, &a2));
+  ASSERT_TRUE(this->env().run_until([&] { return a2.done; }));
+  EXPECT_TRUE(a2.a.err.ok()) << a2.a.err.message();
+  close_fd(a2.a.fd);
+  close_fd(c);
+}
+
+TYPED_TEST(IocpWine, S03_ExpiredStaysExpiredUntilSetAgain) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 20 * kMs).ok());
+  Op r1;
+  s.spawn(do_read(&f, &r1));
+  ASSERT_TRUE(this->env().run_until([&] { return r1.done; }));
+  ASSERT_TRUE(r1.r.err.timeout());
+  put(p.b, "data");
+  for (int i = 0; i < 3; ++i) {  // still expired, even with data waiting
+    Op r;
+    s.spawn(do_read(&f, &r));
+    this->env().settle();
+    ASSERT_TRUE(r.done);
+    EXPECT_TRUE(r.r.err.timeout()) << "read " << i;
+  }
+  EXPECT_EQ(f.pd()->rd, -1);
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 10 * kSec).ok());
+  Op r2;
+  s.spawn(do_read(&f, &r2));
+  ASSERT_TRUE(this->env().run_until([&] { return r2.done; }));
+  EXPECT_TRUE(r2.r.err.ok()) << r2.r.err.message();
+  EXPECT_EQ(std::string(r2.buf, r2.r.n), "data");  // the cancelled receive lost nothing
+}
+
+TYPED_TEST(IocpWine, S04_ZeroDeadlineClearsAndWaitsIndefinitely) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() - kMs).ok());
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 20 * kMs).ok());
+  ASSERT_TRUE(f.set_read_deadline(0).ok());
+  EXPECT_EQ(f.pd()->rd, 0);
+  EXPECT_FALSE(f.pd()->timer.linked());
+  Op r;
+  s.spawn(do_read(&f, &r));
+  EXPECT_FALSE(this->env().run_until([&] { return r.done; }, 80 * kMs));
+  EXPECT_TRUE(parked(f.pd(), Mode::kRead));
+  put(p.b, "x");
+  ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+  EXPECT_TRUE(r.r.err.ok());
+  EXPECT_EQ(r.r.n, 1u);
+}
+
+TYPED_TEST(IocpWine, S05_PastDeadlineWakesWaiter) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  Op r;
+  ASSERT_TRUE(this->park_read(f, r));
+  const size_t before = s.runnable();
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() - kMs).ok());
+  EXPECT_EQ(s.runnable(), before + 1);  // woken by the setter itself, no timer
+  // It then cancels its WSARecv and waits for that completion: one more poll round.
+  ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+  EXPECT_TRUE(r.r.err.timeout());
+  EXPECT_GE(s.backend().counters().cancels, 1u);
+}
+
+TYPED_TEST(IocpWine, S06_ReadAndWriteDeadlinesAreIndependent) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() - kMs).ok());
+  Op w;
+  s.spawn(do_write(&f, &w, 3));
+  ASSERT_TRUE(this->env().run_until([&] { return w.done; }));
+  EXPECT_TRUE(w.r.err.ok());
+  EXPECT_EQ(w.r.n, 3u);
+  ASSERT_TRUE(f.set_read_deadline(0).ok());
+  ASSERT_TRUE(f.set_write_deadline(mono_now_ns() - kMs).ok());
+  put(p.b, "ab");
+  size_t got = 0;
+  for (int i = 0; i < 4 && got < 2; ++i) {  // TCP may hand the two bytes over in two reads
+    Op r;
+    s.spawn(do_read(&f, &r));
+    ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+    ASSERT_TRUE(r.r.err.ok()) << r.r.err.message();
+    got += r.r.n;
+  }
+  EXPECT_EQ(got, 2u);
+  // A write deadline expiring does not wake a parked reader.
+  ASSERT_TRUE(f.set_write_deadline(mono_now_ns() + 20 * kMs).ok());
+  Op r2;
+  s.spawn(do_read(&f, &r2));
+  EXPECT_FALSE(this->env().run_until([&] { return r2.done; }, 80 * kMs));
+  EXPECT_EQ(f.pd()->wd, -1);
+  EXPECT_TRUE(parked(f.pd(), Mode::kRead));
+  put(p.b, "c");
+  ASSERT_TRUE(this->env().run_until([&] { return r2.done; }));
+  EXPECT_TRUE(r2.r.err.ok());
+}
+
+TYPED_TEST(IocpWine, S07_TimeoutIsItsOwnErrorAndWritesReportProgress) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 10 * kMs).ok());
+  Op r;
+  s.spawn(do_read(&f, &r));
+  ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+  EXPECT_TRUE(r.r.err.timeout());
+  EXPECT_FALSE(r.r.err.closed());
+  EXPECT_EQ(r.r.err.sys_errno(), 0);
+  EXPECT_EQ(r.r.n, 0u);
+  EXPECT_NE(r.r.err, Status::from_errno(ETIMEDOUT));
+  EXPECT_NE(r.r.err, Status::from_errno(ECANCELED));  // the cancel is not what we report
+  EXPECT_NE(r.r.err, Status(Errc::kNotPollable));
+  // A write far larger than the loopback buffers, nobody reading: it times out after
+  // part went out, and reports that part; the peer then reads exactly that many bytes.
+  ASSERT_TRUE(f.set_write_deadline(mono_now_ns() + 100 * kMs).ok());
+  Op w;
+  s.spawn(do_write(&f, &w, kStuckWrite));
+  ASSERT_TRUE(this->env().run_until([&] { return w.done; }));
+  EXPECT_TRUE(w.r.err.timeout()) << w.r.err.message();
+  EXPECT_LT(w.r.n, kStuckWrite);
+  std::printf("S07: the timed-out write reports %zu bytes written\n", w.r.n);
+  recv_timeout(p.b, 2000);
+  std::vector<char> got(w.r.n + 1);
+  EXPECT_EQ(recv_exact(p.b, got.data(), w.r.n), w.r.n);
+  recv_timeout(p.b, 200);
+  EXPECT_LE(::recv(sock(p.b), got.data(), 1, 0), 0) << "more bytes arrived than reported";
+}
+
+TYPED_TEST(IocpWine, S08_NeverEarlyAndLateByAtMostTenPercentPlusTick) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  const int64_t tick = s.deadline_wheel().tick_ns();
+  int64_t d = 10 * kMs;
+  bool on_time = false;
+  for (int attempt = 0; attempt < 6 && !on_time; ++attempt, d *= 2) {
+    const int64_t start = mono_now_ns();
+    ASSERT_TRUE(f.set_read_deadline(start + d).ok());
+    Op r;
+    s.spawn(do_read(&f, &r));
+    ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+    ASSERT_TRUE(r.r.err.timeout());
+    const int64_t took = r.end_ns - start;
+    ASSERT_GE(took, d) << "deadline fired early: " << took << " ns < " << d << " ns";
+    on_time = took <= d + d / 10 + tick;
+    if (!on_time) {
+      std::printf("S08: d=%lld ns took %lld ns (late); retrying with a longer d\n",
+                  static_cast<long long>(d), static_cast<long long>(took));
+    }
+  }
+  EXPECT_TRUE(on_time) << "late on every attempt up to d=" << d / 2;
+}
+
+TYPED_TEST(IocpWine, S09_ExtendWhileWaitingAndResetAfterFireKeepWaiting) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  Op r;
+  ASSERT_TRUE(this->park_read(f, r));
+  const int64_t t1 = mono_now_ns() + 50 * kMs;
+  ASSERT_TRUE(f.set_read_deadline(t1).ok());
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 10 * kSec).ok());
+  sleep_until_ns(t1 + 10 * kMs);
+  s.fire_timers();
+  EXPECT_EQ(s.runnable(), 0u);
+  EXPECT_TRUE(parked(f.pd(), Mode::kRead));
+  // The timer fires and queues the waiter; the deadline is set again before it runs: it
+  // keeps waiting, and its WSARecv was never cancelled.
+  const int64_t t2 = mono_now_ns() + 20 * kMs;
+  ASSERT_TRUE(f.set_read_deadline(t2).ok());
+  sleep_until_ns(t2 + 10 * kMs);
+  s.fire_timers();
+  ASSERT_EQ(s.runnable(), 1u);
+  EXPECT_EQ(f.pd()->rd, -1);
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 10 * kSec).ok());
+  s.run_ready();
+  EXPECT_FALSE(r.done);
+  EXPECT_TRUE(parked(f.pd(), Mode::kRead));
+  EXPECT_EQ(s.backend().counters().cancels, 0u);
+  put(p.b, "late");
+  ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+  EXPECT_TRUE(r.r.err.ok()) << r.r.err.message();
+  EXPECT_EQ(std::string(r.buf, r.r.n), "late");
+}
+
+TYPED_TEST(IocpWine, S10_EveryChangeBumpsSeqAndStaleTimersDoNothing) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  PollDesc* pd = f.pd();
+  const uint32_t r0 = pd->rseq;
+  const uint32_t w0 = pd->wseq;
+  const int64_t now = mono_now_ns();
+  ASSERT_TRUE(f.set_read_deadline(now + 10 * kMs).ok());
+  EXPECT_EQ(pd->rseq, r0 + 1);
+  EXPECT_EQ(pd->wseq, w0);
+  ASSERT_TRUE(f.set_write_deadline(now + 10 * kSec).ok());
+  EXPECT_EQ(pd->wseq, w0 + 1);
+  ASSERT_TRUE(f.set_deadline(now + 20 * kSec).ok());
+  EXPECT_EQ(pd->rseq, r0 + 2);
+  EXPECT_EQ(pd->wseq, w0 + 2);
+  ASSERT_TRUE(f.set_read_deadline(now + 5 * kMs).ok());
+  EXPECT_EQ(pd->rseq, r0 + 3);
+  ASSERT_TRUE(f.set_read_deadline(now + 30 * kSec).ok());
+  EXPECT_EQ(pd->rseq, r0 + 4);
+  Op r;
+  s.spawn(do_read(&f, &r));
+  this->env().settle();
+  ASSERT_TRUE(parked(pd, Mode::kRead));
+  sleep_until_ns(now + 30 * kMs);
+  s.fire_timers();
+  EXPECT_EQ(s.runnable(), 0u);
+  EXPECT_EQ(pd->rd, now + 30 * kSec);
+  EXPECT_EQ(pd->info.load() & (kInfoExpiredRead | kInfoExpiredWrite), 0u);
+  EXPECT_TRUE(parked(pd, Mode::kRead));
+  ASSERT_TRUE(f.set_read_deadline(mono_now_ns() - 1).ok());
+  ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+  EXPECT_TRUE(r.r.err.timeout());
+}
+
+TYPED_TEST(IocpWine, S11_EqualDeadlinesShareOneTimerAndChangesRebuildIt) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  const size_t wheel0 = s.deadline_wheel().size();
+  Op r, w;
+  s.spawn(do_read(&f, &r));
+  s.spawn(do_write(&f, &w, kStuckWrite));
+  this->env().settle();
+  ASSERT_TRUE(parked(f.pd(), Mode::kRead));
+  ASSERT_TRUE(parked(f.pd(), Mode::kWrite));
+  const int64_t t = mono_now_ns() + 50 * kMs;
+  ASSERT_TRUE(f.set_deadline(t).ok());
+  EXPECT_EQ(f.pd()->rd, f.pd()->wd);
+  EXPECT_EQ(s.deadline_wheel().size(), wheel0 + 1);
+  sleep_until_ns(t + 10 * kMs);
+  EXPECT_EQ(s.fire_timers(), 1u);
+  EXPECT_EQ(s.runnable(), 2u);
+  ASSERT_TRUE(this->env().run_until([&] { return r.done && w.done; }));
+  EXPECT_TRUE(r.r.err.timeout());
+  EXPECT_TRUE(w.r.err.timeout());
+
+  const int64_t t2 = mono_now_ns();
+  ASSERT_TRUE(f.set_deadline(t2 + 20 * kMs).ok());
+  ASSERT_TRUE(f.set_write_deadline(t2 + 10 * kSec).ok());
+  EXPECT_EQ(s.deadline_wheel().size(), wheel0 + 1);
+  Op r2, w2;
+  s.spawn(do_read(&f, &r2));
+  s.spawn(do_write(&f, &w2, kStuckWrite));
+  ASSERT_TRUE(this->env().run_until([&] { return r2.done; }));
+  EXPECT_TRUE(r2.r.err.timeout());
+  EXPECT_FALSE(w2.done);
+  EXPECT_TRUE(f.pd()->timer.linked());
+  EXPECT_EQ(f.pd()->wd, t2 + 10 * kSec);
+  ASSERT_TRUE(f.set_write_deadline(mono_now_ns() - 1).ok());
+  ASSERT_TRUE(this->env().run_until([&] { return w2.done; }));
+  EXPECT_TRUE(w2.r.err.timeout());
+}
+
+TYPED_TEST(IocpWine, S12_DeadlineOnClosingClosedAndUnpollable) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  PollDesc* pd = f.pd();
+  Op r;
+  s.spawn(do_read(&f, &r));
+  this->env().settle();
+  ASSERT_TRUE(parked(pd, Mode::kRead));
+  Status cst;
+  bool closed = false;
+  s.spawn(do_close(&f, &cst, &closed));
+  s.run_ready(1);  // the closer evicts; the reader (cancelling its receive) is in flight
+  ASSERT_TRUE(pd->closing);
+  const int64_t rd_before = pd->rd;
+  EXPECT_TRUE(f.set_read_deadline(mono_now_ns() + 10 * kSec).ok());
+  EXPECT_EQ(pd->rd, rd_before);
+  EXPECT_FALSE(pd->timer.linked());
+  TaskList woken;
+  deadline_set(pd, 5 * kSec, Mode::kReadWrite, mono_now_ns(), s.deadline_wheel(), woken);
+  EXPECT_EQ(pd->rd, rd_before);
+  EXPECT_FALSE(pd->timer.linked());
+  ASSERT_TRUE(this->env().run_until([&] { return closed && r.done; }));
+  EXPECT_TRUE(r.r.err.closed());
+  EXPECT_TRUE(f.set_read_deadline(mono_now_ns() + kSec).closed());
+  EXPECT_TRUE(f.set_deadline(0).closed());
+
+  // A socket this shard cannot poll: it already belongs to another completion port (a
+  // handle joins one port for life). It reports "no deadline" and still reads, with a
+  // plain blocking recv.
+  HANDLE other = CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, 1);
+  ASSERT_NE(other, nullptr);
+  FdPair q;
+  tcp_pair(q);
+  ASSERT_NE(CreateIoCompletionPort(reinterpret_cast<HANDLE>(sock(q.a)), other, 7, 0), nullptr);
+  {
+    PollFd<P> ff;
+    ASSERT_TRUE(ff.open(s, q.take_a()).ok());
+    EXPECT_FALSE(ff.pollable());
+    EXPECT_TRUE(ff.set_read_deadline(mono_now_ns() + kSec).is(Errc::kNoDeadline));
+    put(q.b, "plain");
+    Op fr;
+    s.spawn(do_read(&ff, &fr));
+    ASSERT_TRUE(this->env().run_until([&] { return fr.done; }));
+    EXPECT_TRUE(fr.r.err.ok()) << fr.r.err.message();
+    EXPECT_EQ(std::string(fr.buf, fr.r.n), "plain");
+  }
+  CloseHandle(other);
+}
+
+TYPED_TEST(IocpWine, S13_CallbacksRunOutsideIterationAndMayChangeAnyDeadline) {
+  auto& s = this->sched();
+  TimerWheel& wheel = s.deadline_wheel();
+  constexpr int kN = 64;
+  std::vector<PollDesc*> pds;
+  for (int i = 0; i < kN; ++i) {
+    PollDesc* pd = s.cache().alloc();
+    deadline_open(pd, 1000 + i);
+    pds.push_back(pd);
+  }
+  const int64_t base = mono_now_ns();
+  const int64_t t = base + 5 * kMs;
+  TaskList woken;
+  for (PollDesc* pd : pds) deadline_set_at(pd, t, Mode::kReadWrite, base, wheel, woken);
+  const size_t size0 = wheel.size();
+  EXPECT_GE(size0, static_cast<size_t>(kN));
+  int fired = 0;
+  const int64_t at = t + kMs;
+  wheel.advance(at, [&](TimerNode* node) {
+    PollDesc* pd = poll_desc_of(node);
+    const int i = pd->fd - 1000;
+    ++fired;
+    (void)wheel.next_deadline();
+    (void)wheel.size();
+    if (i + 1 < kN) {
+      PollDesc* next = pds[i + 1];
+      if (i % 4 == 0) deadline_set_at(next, at + 10 * kSec, Mode::kReadWrite, at, wheel, woken);
+      if (i % 4 == 1) deadline_set_at(next, 0, Mode::kReadWrite, at, wheel, woken);
+      if (i % 4 == 2) deadline_set_at(next, -1, Mode::kRead, at, wheel, woken);
+    }
+    deadline_fired(pd, at, wheel, woken);
+    deadline_set_at(pd, at + 20 * kSec, Mode::kWrite, at, wheel, woken);
+  });
+  EXPECT_LT(fired, kN);
+  EXPECT_GT(fired, kN / 2);
+  size_t linked = 0;
+  for (PollDesc* pd : pds) linked += pd->timer.linked();
+  EXPECT_EQ(wheel.size(), size0 - kN + linked);
+  for (PollDesc* pd : pds) {
+    TaskList w2;
+    deadline_evict(pd, wheel, w2);
+    deadline_check_close(pd);
+    s.cache().free(pd);
+  }
+  EXPECT_EQ(wheel.size(), size0 - kN);
+}
+
+}  // namespace
+}  // namespace ringpoll::test

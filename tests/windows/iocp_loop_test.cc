@@ -1,0 +1,201 @@
+// Conformance S28-S31 (the poller loop) on the IOCP backend under Wine: the behaviours of
+// tests/conformance/loop_test.cc. Windows has no signals to interrupt a wait; an APC
+// queued to the polling thread (GetQueuedCompletionStatusEx waits alertably) is the
+// Windows form of an interrupted wait in S29.
+#include <thread>
+
+#include "win_env.h"
+
+namespace ringpoll::test {
+namespace {
+
+TYPED_TEST(IocpWine, S28_WakeUpsCoalesceAndOnlyABlockingPollDrains) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  auto& b = s.backend();
+  const uint64_t w0 = b.wakes_written();
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&b] {
+      for (int i = 0; i < 100; ++i) b.wake();
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(b.wakes_written(), w0 + 1) << "400 wakes must coalesce into one packet";
+  s.poll_io(0);  // takes the packet but puts it back: the wake is still outstanding
+  b.wake();
+  EXPECT_EQ(b.wakes_written(), w0 + 1);
+  const int64_t t0 = mono_now_ns();
+  s.poll_io(-1);  // drains it, returning at once
+  EXPECT_LT(mono_now_ns() - t0, 5 * kSec);
+  b.wake();
+  EXPECT_EQ(b.wakes_written(), w0 + 2);
+  s.poll_io(5 * kSec);
+  EXPECT_LT(mono_now_ns() - t0, 5 * kSec);
+  // stop() from another thread wakes a blocked run().
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  Op r;
+  s.spawn(do_read(&f, &r));
+  std::thread stopper([&s] {
+    sleep_ms(50);
+    s.stop();
+  });
+  const int64_t t1 = mono_now_ns();
+  s.run();
+  stopper.join();
+  EXPECT_GE(mono_now_ns() - t1, 40 * kMs);
+  EXPECT_FALSE(r.done);
+  Status cst;
+  bool closed = false;
+  s.spawn(do_close(&f, &cst, &closed));
+  ASSERT_TRUE(this->env().run_until([&] { return closed && r.done; }));
+}
+
+void CALLBACK count_apc(ULONG_PTR arg) {
+  reinterpret_cast<std::atomic<int>*>(arg)->fetch_add(1);
+}
+
+TYPED_TEST(IocpWine, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
+  auto& s = this->sched();
+  int64_t t0 = mono_now_ns();
+  EXPECT_EQ(s.poll_io(0), 0);
+  EXPECT_LT(mono_now_ns() - t0, 500 * kMs);
+  // > 0: never less than asked; a sub-millisecond wait sleeps (rounded up), never spins.
+  for (int64_t d : {int64_t{300'000}, 5 * kMs, 20 * kMs}) {
+    t0 = mono_now_ns();
+    EXPECT_EQ(s.poll_io(d), 0);
+    const int64_t took = mono_now_ns() - t0;
+    EXPECT_GE(took, d) << "poll(" << d << " ns) returned early";
+    EXPECT_LT(took, d + 2 * kSec);
+  }
+  // < 0: blocks until woken.
+  std::atomic<int64_t> woke_at{0};
+  std::thread waker([&] {
+    sleep_ms(30);
+    woke_at.store(mono_now_ns());
+    s.backend().wake();
+  });
+  s.poll_io(-1);
+  const int64_t back = mono_now_ns();
+  waker.join();
+  EXPECT_GE(back, woke_at.load());
+  // An interrupted timed wait (an APC queued to this thread) returns an empty list.
+  HANDLE self = nullptr;
+  ASSERT_TRUE(DuplicateHandle(GetCurrentProcess(), GetCurrentThread(), GetCurrentProcess(), &self,
+                              0, FALSE, DUPLICATE_SAME_ACCESS));
+  std::atomic<int> apcs{0};
+  std::atomic<bool> done{false};
+  std::thread interrupter([&] {
+    for (int i = 0; i < 250 && !done.load(); ++i) {
+      sleep_ms(20);
+      if (!done.load()) QueueUserAPC(count_apc, self, reinterpret_cast<ULONG_PTR>(&apcs));
+    }
+  });
+  t0 = mono_now_ns();
+  const int n = s.poll_io(10 * kSec);
+  const int64_t took = mono_now_ns() - t0;
+  done.store(true);
+  interrupter.join();
+  SleepEx(0, TRUE);  // run any APC still queued before its counter goes away
+  CloseHandle(self);
+  EXPECT_EQ(n, 0);
+  EXPECT_EQ(s.runnable(), 0u);
+  EXPECT_GE(apcs.load(), 1);
+  EXPECT_LT(took, 5 * kSec) << "the interrupted wait did not return";
+}
+
+template <class P>
+struct LevelCounting : P {
+  static constexpr bool kLevelTriggered = true;
+  int arms = 0;
+  void arm(PollDesc* pd, Mode m) {
+    ++arms;
+    P::arm(pd, m);
+  }
+};
+
+TYPED_TEST(IocpWine, S30_LevelTriggeredBackendsAreReArmedBeforeEachWait) {
+  using P = TypeParam;
+  // The core's half: arm() before every wait when a backend says it is level-triggered.
+  Env<LevelCounting<P>> e;
+  ASSERT_TRUE(e.s.start().ok());
+  FdPair p;
+  tcp_pair(p);
+  PollFd<LevelCounting<P>> f;
+  ASSERT_TRUE(f.open(e.s, p.take_a()).ok());
+  constexpr int kRounds = 50;
+  for (int i = 0; i < kRounds; ++i) {
+    Op r;
+    e.s.spawn(do_read(&f, &r));
+    e.settle();
+    ASSERT_TRUE(parked(f.pd(), Mode::kRead)) << "round " << i;
+    put(p.b, "x");
+    ASSERT_TRUE(e.run_until([&] { return r.done; })) << "round " << i;
+    ASSERT_EQ(r.r.n, 1u);
+  }
+  EXPECT_EQ(e.s.backend().arms, kRounds);
+  // IOCP's half: nothing to re-arm (each read starts its own receive); completions keep
+  // arriving across waits.
+  auto& s = this->sched();
+  FdPair q;
+  PollFd<P> g;
+  ASSERT_TRUE(this->open_tcp(q, g));
+  for (int i = 0; i < kRounds; ++i) {
+    Op r;
+    s.spawn(do_read(&g, &r));
+    this->env().settle();
+    put(q.b, "y");
+    ASSERT_TRUE(this->env().run_until([&] { return r.done; })) << "round " << i;
+  }
+}
+
+int g_aborts_left = 0;
+// Turns the next accepted connections into ECONNABORTED results, as a connection reset
+// before AcceptEx took it would be.
+void abort_accept(IocpOpKind kind, int32_t* res) {
+  if (kind != IocpOpKind::kAccept || *res < 0 || g_aborts_left == 0) return;
+  --g_aborts_left;
+  close_fd(*res);
+  *res = -ECONNABORTED;
+}
+
+TYPED_TEST(IocpWine, S31_ZeroByteReadReturnsAtOnceAndAcceptSkipsAborted) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  ASSERT_TRUE(this->open_tcp(p, f));
+  Op r;
+  s.spawn(do_read(&f, &r, 0));
+  s.run_ready();
+  ASSERT_TRUE(r.done);
+  EXPECT_TRUE(r.r.err.ok());
+  EXPECT_EQ(r.r.n, 0u);
+  uint16_t port = 0;
+  const int l = tcp_listener(&port);
+  ASSERT_GE(l, 0);
+  PollFd<P> lf;
+  ASSERT_TRUE(lf.open(s, l).ok());
+  std::vector<int> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(tcp_connect(port));
+    ASSERT_GE(clients.back(), 0);
+  }
+  g_aborts_left = 3;
+  g_iocp_result_hook.store(&abort_accept);
+  Op a;
+  s.spawn(do_accept(&lf, &a));
+  const bool finished = this->env().run_until([&] { return a.done; });
+  g_iocp_result_hook.store(nullptr);
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(g_aborts_left, 0);
+  EXPECT_TRUE(a.a.err.ok()) << a.a.err.message();
+  EXPECT_GE(a.a.fd, 0);
+  close_fd(a.a.fd);
+  for (int c : clients) close_fd(c);
+}
+
+}  // namespace
+}  // namespace ringpoll::test
