@@ -2,8 +2,8 @@
 # ringpoll's front door. On a fresh Debian 12 machine each command installs what it needs.
 #
 #   ./ringpoll.sh test [--sanitize address|thread]   install, build, run every test (ctest)
-#   ./ringpoll.sh demo                               echo server + load generator on loopback (proxy: not yet)
-#   ./ringpoll.sh bench [--quick]                    micro-benchmarks + echo side by side with C peers
+#   ./ringpoll.sh demo                               echo server + L4 proxy + load generator on loopback, report
+#   ./ringpoll.sh bench [--quick] [--reps N]         micro-benchmarks + echo/HTTP/proxy side by side with peers
 #   ./ringpoll.sh build [--sanitize address|thread]  install and build only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,14 +11,17 @@ ROOT=$(pwd)
 
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake ninja-build pkg-config ccache libgtest-dev libgmock-dev
-  libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev)
+  libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev libtoml11-dev libcli11-dev)
+# The libFuzzer stage of `test` (clang's runtime carries libFuzzer).
+FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 
 say() { printf 'ringpoll: %s\n' "$*"; }
 die() { printf 'ringpoll: error: %s\n' "$*" >&2; exit 1; }
 
 install_packages() {
-  local missing=()
-  for p in "${PACKAGES[@]}"; do
+  local missing=() want=("${PACKAGES[@]}")
+  [ $# -gt 0 ] && want=("$@")
+  for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -78,64 +81,132 @@ cmd_test() {
   fi
   say "running ctest in $DIR${SAN:+ ($SAN sanitizer)}"
   (cd "$DIR" && "${run[@]}" ctest --output-on-failure -j2 --timeout 300)
+  [ -n "$SAN" ] && return 0
+  # The Release run also fuzzes the parsers for a bounded time and runs the Windows
+  # backend's suite under Wine.
+  install_packages "${FUZZ_PACKAGES[@]}"
+  NINJA_TARGETS="config_fuzz http_fuzz proxy_protocol_fuzz" \
+    build build-fuzz -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
+    -DRINGPOLL_FUZZ=ON -DRINGPOLL_TESTS=OFF -DRINGPOLL_BENCH=OFF -DRINGPOLL_MIMALLOC=OFF
+  say "fuzzing the config, HTTP and PROXY protocol parsers (20 s each, ASan+UBSan)"
+  (cd build-fuzz && ctest --output-on-failure -L fuzz --timeout 300)
+  say "the IOCP backend under Wine (ringpoll-win.sh)"
+  ./ringpoll-win.sh
+}
+
+# Debian packages only bench and demo need (installed by them, not by test/build): the
+# peers' tools (wrk, nginx + its stream module, haproxy, Go for go-echo/go-http) and python3
+# for the harness (bench/harness, standard library only).
+BENCH_PACKAGES=(python3 wrk nginx libnginx-mod-stream haproxy golang-go)
+
+# install_bench_packages PKG...: like install_packages, for bench/demo. Debian's postinst
+# would start nginx/haproxy as services; a policy-rc.d (only when none exists, removed
+# after) keeps them stopped: the harness runs its own instances with configs in /tmp.
+install_bench_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages for bench/demo: ${missing[*]}"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+    sudo=(sudo)
+  fi
+  local pol=/usr/sbin/policy-rc.d made=0
+  if [ ! -e "$pol" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$pol" >/dev/null && "${sudo[@]}" chmod +x "$pol" && made=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  local ok=1
+  "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq || ok=0
+  [ $ok = 1 ] && { "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null || ok=0; }
+  [ $made = 1 ] && "${sudo[@]}" rm -f "$pol"
+  # Not fatal: the harness leaves out (and names) the rows whose tools are missing.
+  [ $ok = 1 ] || say "warning: apt-get could not install ${missing[*]}; rows needing them are SKIPPED"
+}
+
+# bench_build TARGET...: configure build/ (Release) and build the whole tree; when that
+# fails (a program mid-edit), build each TARGET on its own and go on with what exists,
+# saying what did not build. BENCH_TARGETS (env) builds only those targets instead of the
+# whole tree; NINJA_JOBS (env) is passed to ninja as -j.
+bench_build() {
+  local werror=OFF t failed=()
+  [ "${CI:-}" = "true" ] && werror=ON
+  cmake -S "$ROOT" -B build -G Ninja -DRINGPOLL_WERROR="$werror" -DCMAKE_BUILD_TYPE=Release \
+    -DRINGPOLL_SANITIZE= >/dev/null || die "cmake configure failed in build/"
+  local jobs=()
+  [ -n "${NINJA_JOBS:-}" ] && jobs=(-j "$NINJA_JOBS")
+  # shellcheck disable=SC2086
+  if [ -n "${BENCH_TARGETS:-}" ]; then
+    say "building only: $BENCH_TARGETS (BENCH_TARGETS)"
+    set -- $BENCH_TARGETS
+  elif ninja -C build "${jobs[@]}"; then
+    return 0
+  else
+    say "the full Release build failed; building the programs bench/demo use one by one"
+  fi
+  for t in "$@"; do
+    ninja -C build "${jobs[@]}" "$t" >"build/bench-build-$t.log" 2>&1 || failed+=("$t")
+  done
+  for t in "${failed[@]}"; do
+    if [ -x "build/bin/$t" ]; then
+      say "warning: $t did not build (build/bench-build-$t.log): using the older build/bin/$t"
+    else
+      say "warning: $t did not build or does not exist yet (build/bench-build-$t.log)"
+    fi
+  done
+}
+
+# A process run in the background and waited for, so that Ctrl-C / SIGTERM stop it by PID.
+run_stoppable() {
+  "$@" &
+  local pid=$!
+  trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; exit 130' INT TERM
+  local rc=0
+  wait "$pid" || rc=$?
+  trap - INT TERM
+  return $rc
 }
 
 cmd_bench() {
+  local quick=0 a
+  for a in "$@"; do [ "$a" = "--quick" ] && quick=1; done
   install_packages
-  build build -DCMAKE_BUILD_TYPE=Release
-  local reps=5
-  [ "${1:-}" = "--quick" ] && reps=1
-  mkdir -p results
-  local out="results/microbench-$(date +%Y%m%d-%H%M%S).json"
-  say "micro-benchmarks, $reps repetitions, medians; JSON in $out"
-  build/bin/ringpoll-microbench --benchmark_repetitions="$reps" \
-    --benchmark_report_aggregates_only=true --benchmark_out="$out" --benchmark_out_format=json
-  # The side-by-side echo run against the plain-C peers (skips them, saying so, when
-  # ../shared/peers or RINGPOLL_PEERS is absent).
-  local peers=${RINGPOLL_PEERS:-$ROOT/../shared/peers}
-  if [ ! -d "$peers" ] && [ -z "${ECHO_LOAD:-}" ]; then
-    say "no peers folder at $peers (set RINGPOLL_PEERS): the echo comparison with the plain-C"
-    say "servers and echo-load is SKIPPED; only the micro-benchmarks above ran"
-  elif [ "${1:-}" = "--quick" ]; then
-    NINJA_TARGETS=ringpoll-echo build build -DCMAKE_BUILD_TYPE=Release
-    QUICK=1 RINGPOLL_PEERS="$peers" RINGPOLL_BUILD="$ROOT/build" NO_BUILD=1 bash bench/echo-compare.sh
+  install_bench_packages "${BENCH_PACKAGES[@]}"
+  bench_build ringpoll-microbench ringpoll-load ringpoll-echo ringpoll-serve ringpoll-proxy
+  [ -x build/bin/ringpoll-load ] || die "no build/bin/ringpoll-load: nothing to drive the servers with"
+  local stamp out reps=5
+  stamp=$(date +%Y%m%d-%H%M%S)
+  out="results/$stamp"
+  mkdir -p "$out"
+  [ $quick = 1 ] && reps=1
+  local mb=""
+  if [ -x build/bin/ringpoll-microbench ]; then
+    mb="$out/microbench.json"
+    say "micro-benchmarks, $reps repetitions, medians; JSON in $mb"
+    run_stoppable build/bin/ringpoll-microbench --benchmark_repetitions="$reps" \
+      --benchmark_report_aggregates_only=true --benchmark_out="$mb" --benchmark_out_format=json \
+      || { say "warning: the micro-benchmarks failed"; mb=""; }
   else
-    RINGPOLL_PEERS="$peers" RINGPOLL_BUILD="$ROOT/build" NO_BUILD=1 bash bench/echo-compare.sh
+    say "SKIPPED: the micro-benchmarks (build/bin/ringpoll-microbench did not build)"
   fi
-  say "not yet in bench: HTTP (nginx, Go), the proxy (haproxy, nginx stream) and SVG charts (issues 5-6)"
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  # The side-by-side matrix (bench/README.md); it names every row it has to skip.
+  command -v python3 >/dev/null || die "python3 is needed for the bench harness (apt-get install python3)"
+  exec python3 bench/harness bench --out "$out" ${mb:+--microbench "$mb"} "$@"
 }
 
 cmd_demo() {
   install_packages
-  NINJA_TARGETS="ringpoll-echo ringpoll-load" build build -DCMAKE_BUILD_TYPE=Release
-  local port pid backend
-  port=$(free_port)
-  # The engine picks io_uring when the kernel allows it, else epoll; the echo server says
-  # which in its first line.
-  backend=io_uring-completion
-  build/bin/ringpoll-echo --backend "$backend" --listen "127.0.0.1:$port" &
-  pid=$!
-  trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' EXIT INT TERM
-  for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
-  if ! kill -0 "$pid" 2>/dev/null; then
-    backend=epoll
-    say "io_uring echo server did not start; trying epoll"
-    build/bin/ringpoll-echo --backend epoll --listen "127.0.0.1:$port" &
-    pid=$!
-    sleep 0.5
-  fi
-  say "demo: ringpoll-echo ($backend) on 127.0.0.1:$port, ringpoll-load: 50 connections x 64 B, 5 s"
-  build/bin/ringpoll-load --mode echo --target "127.0.0.1:$port" --connections 50 --size 64 \
-    --warmup 1 --duration 5 || die "the load run failed"
-  say "demo incomplete: the L4 proxy between load and server (ringpoll-proxy, issue 5) is not built yet"
-  exit 3
+  install_bench_packages python3
+  bench_build ringpoll-serve ringpoll-proxy ringpoll-load ringpoll-echo
+  # bench/harness: starts ringpoll-serve (echo) and ringpoll-proxy on free loopback ports,
+  # drives both with ringpoll-load, prints the table, writes results/demo-<stamp>/report.html,
+  # and stops everything it started (also on Ctrl-C). Exit 3 when a part could not run.
+  command -v python3 >/dev/null || die "python3 is needed for the demo (apt-get install python3)"
+  exec python3 bench/harness demo "$@"
 }
 
 case "${1:-}" in
