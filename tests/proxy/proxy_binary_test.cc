@@ -1,0 +1,284 @@
+// The built ringpoll-proxy: the quick form relays and SIGTERM exits 0; bad arguments and
+// each kind of config error exit 2 with a message naming the file, line and key; SIGHUP
+// reloads the config file for new connections while an established one keeps relaying.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "proxy/proxy_test_helpers.h"
+
+#ifdef RINGPOLL_PROXY_BIN
+namespace ringpoll::test {
+namespace {
+
+struct Child {
+  pid_t pid = -1;
+  int out = -1;  // its stdout
+  int err = -1;  // its stderr
+};
+
+Child spawn_proxy(const std::vector<std::string>& args) {
+  int o[2], e[2];
+  Child c;
+  if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) return c;
+  c.pid = fork();
+  if (c.pid == 0) {
+    dup2(o[1], 1);
+    dup2(e[1], 2);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(RINGPOLL_PROXY_BIN));
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(RINGPOLL_PROXY_BIN, argv.data());
+    _exit(127);
+  }
+  ::close(o[1]);
+  ::close(e[1]);
+  c.out = o[0];
+  c.err = e[0];
+  return c;
+}
+
+// One line from fd, waiting at most 10 s in all.
+std::string read_line(int fd) {
+  std::string line;
+  for (int i = 0; i < 1000; ++i) {
+    pollfd pf{fd, POLLIN, 0};
+    if (::poll(&pf, 1, 10) <= 0) continue;
+    char ch;
+    if (::read(fd, &ch, 1) != 1 || ch == '\n') break;
+    line.push_back(ch);
+  }
+  return line;
+}
+
+// Waits at most 10 s for the child; its exit status, or -1 (killed).
+int wait_exit(const Child& c) {
+  int rc = -1;
+  for (int i = 0; i < 1000; ++i) {
+    int st = 0;
+    if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
+      rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+      break;
+    }
+    usleep(10'000);
+    if (i == 999) {
+      kill(c.pid, SIGKILL);
+      waitpid(c.pid, nullptr, 0);
+    }
+  }
+  return rc;
+}
+
+// Everything left on fd (after the child exited).
+std::string drain_fd(int fd) {
+  std::string s;
+  char buf[4096];
+  for (;;) {
+    const ssize_t k = ::read(fd, buf, sizeof buf);
+    if (k <= 0) break;
+    s.append(buf, static_cast<size_t>(k));
+  }
+  return s;
+}
+
+struct Outcome {
+  int rc;
+  std::string out, err;
+};
+Outcome run_to_exit(const std::vector<std::string>& args) {
+  Child c = spawn_proxy(args);
+  Outcome o;
+  o.rc = wait_exit(c);
+  o.out = drain_fd(c.out);
+  o.err = drain_fd(c.err);
+  ::close(c.out);
+  ::close(c.err);
+  return o;
+}
+
+std::string temp_file(const std::string& text) {
+  char path[] = "/tmp/ringpoll-proxy-test-XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return "";
+  ::close(fd);
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The port in a "... listening on 127.0.0.1:PORT (..." line.
+SocketAddress listening_address(const std::string& line) {
+  SocketAddress a;
+  const size_t at = line.find("listening on ");
+  if (at == std::string::npos) return a;
+  const size_t start = at + 13;
+  parse_address(line.substr(start, line.find(' ', start) - start), &a);
+  return a;
+}
+
+TEST(ProxyBinary, QuickFormRelaysAndSigtermExitsZero) {
+  TestUpstream up(echo);
+  Child c = spawn_proxy({"--listen", "127.0.0.1:0", "--upstream", up.address().to_string(), "--set",
+                         "timeouts.drain_ms=500"});
+  ASSERT_GT(c.pid, 0);
+  const std::string line = read_line(c.out);
+  ASSERT_TRUE(line.starts_with("ringpoll-proxy: listening on 127.0.0.1:")) << line;
+  EXPECT_NE(line.find("(main -> pool main: 1 upstream)"), std::string::npos) << line;
+  EXPECT_NE(line.find(", backend "), std::string::npos) << line;
+  const SocketAddress at = listening_address(line);
+  const int s = connect_to(at);
+  ASSERT_GE(s, 0);
+  ASSERT_TRUE(send_all(s, "through the binary", 18));
+  ::shutdown(s, SHUT_WR);
+  EXPECT_EQ(recv_all(s), "through the binary");
+  ::close(s);
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(c), 0);
+  ::close(c.out);
+  ::close(c.err);
+}
+
+TEST(ProxyBinary, PrintConfigShowsTheQuickFormAsConfig) {
+  const Outcome o =
+      run_to_exit({"--listen", "127.0.0.1:7000", "--upstream", "127.0.0.1:7001", "--upstream",
+                   "[::1]:7002", "--balance", "least_conn", "--print-config"});
+  EXPECT_EQ(o.rc, 0) << o.err;
+  EXPECT_NE(o.out.find("[[proxy.listener]]"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("listen = \"127.0.0.1:7000\""), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("upstreams = [\"127.0.0.1:7001\", \"[::1]:7002\"]"), std::string::npos)
+      << o.out;
+  EXPECT_NE(o.out.find("balance = \"least_conn\""), std::string::npos) << o.out;
+}
+
+TEST(ProxyBinary, BadArgumentsExitTwoNamingTheArgument) {
+  struct Case {
+    std::vector<std::string> args;
+    const char* says;
+  } cases[] = {
+      {{"--listen", "127.0.0.1:0"}, "--listen needs at least one --upstream"},
+      {{"--upstream", "127.0.0.1:1"}, "--upstream needs --listen"},
+      {{"--listen", "localhost:80", "--upstream", "127.0.0.1:1"}, "--listen"},
+      {{"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1"}, "--upstream"},
+      {{"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--balance", "random"},
+       "--balance"},
+      {{"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--admin", "nowhere"}, "--admin"},
+      {{"--bogus"}, "bogus"},
+      {{}, "no [[proxy.listener]] configured"},
+  };
+  for (const Case& k : cases) {
+    const Outcome o = run_to_exit(k.args);
+    EXPECT_EQ(o.rc, 2) << k.says;
+    EXPECT_NE(o.err.find(k.says), std::string::npos) << "stderr: " << o.err;
+  }
+}
+
+TEST(ProxyBinary, ConfigErrorsNameTheFileLineAndKey) {
+  const std::string good_pool = "[[proxy.pool]]\nname = \"p\"\nupstreams = [\"127.0.0.1:9\"]\n";
+  struct Case {
+    std::string text;
+    int line;
+    const char* key;
+  } cases[] = {
+      // A listener naming a pool that does not exist.
+      {"[[proxy.listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\npool = \"nope\"\n" + good_pool,
+       4, "pool"},
+      // An unknown key.
+      {"[limits]\nbuffer_bytez = 4096\n", 2, "limits.buffer_bytez"},
+      // A wrong type.
+      {"[engine]\nshards = \"two\"\n", 2, "engine.shards"},
+      // Out of range.
+      {"[limits]\n\nbuffer_bytes = 1\n", 3, "limits.buffer_bytes"},
+      // An upstream that is not an address.
+      {"[[proxy.pool]]\nname = \"p\"\nupstreams = [\"example\"]\n", 3, "upstreams"},
+      // A bad enum value.
+      {"[[proxy.pool]]\nname = \"p\"\nbalance = \"random\"\nupstreams = [\"127.0.0.1:9\"]\n", 3,
+       "balance"},
+  };
+  for (const Case& k : cases) {
+    const std::string path = temp_file(k.text);
+    ASSERT_FALSE(path.empty());
+    const Outcome o = run_to_exit({"--config", path});
+    EXPECT_EQ(o.rc, 2) << k.key << ": " << o.err;
+    const std::string where = path + ":" + std::to_string(k.line) + ":";
+    EXPECT_NE(o.err.find(where), std::string::npos) << "want " << where << " in: " << o.err;
+    EXPECT_NE(o.err.find(k.key), std::string::npos) << "want " << k.key << " in: " << o.err;
+    std::remove(path.c_str());
+  }
+  const Outcome missing = run_to_exit({"--config", "/nonexistent/ringpoll.toml"});
+  EXPECT_EQ(missing.rc, 2);
+  EXPECT_NE(missing.err.find("/nonexistent/ringpoll.toml"), std::string::npos) << missing.err;
+}
+
+std::string config_with_upstream(const SocketAddress& up) {
+  return "[[proxy.listener]]\nname = \"front\"\nlisten = \"127.0.0.1:0\"\npool = \"back\"\n"
+         "[[proxy.pool]]\nname = \"back\"\nupstreams = [\"" +
+         up.to_string() + "\"]\n[timeouts]\ndrain_ms = 500\n";
+}
+
+TEST(ProxyBinary, SighupReloadsTheFileForNewConnections) {
+  auto greeter = [](char letter) {
+    return [letter](int fd) {
+      send_all(fd, &letter, 1);
+      echo(fd);
+    };
+  };
+  TestUpstream a(greeter('A')), b(greeter('B'));
+  const std::string path = temp_file(config_with_upstream(a.address()));
+  Child c = spawn_proxy({"--config", path});
+  ASSERT_GT(c.pid, 0);
+  const SocketAddress at = listening_address(read_line(c.out));
+  const int c1 = connect_to(at);
+  ASSERT_GE(c1, 0);
+  EXPECT_EQ(recv_all(c1, 1), "A");
+
+  std::ofstream(path) << config_with_upstream(b.address());
+  kill(c.pid, SIGHUP);
+  // New connections reach B once the reload has run (bounded wait).
+  EXPECT_TRUE(wait_for([&] {
+    const int s = connect_to(at);
+    const std::string g = s >= 0 ? recv_all(s, 1) : "";
+    if (s >= 0) ::close(s);
+    return g == "B";
+  }));
+  // The established connection still relays to A.
+  ASSERT_TRUE(send_all(c1, "old", 3));
+  EXPECT_EQ(recv_all(c1, 3), "old");
+  ::close(c1);
+
+  // A broken file is refused and the proxy keeps the config it has.
+  std::ofstream(path) << "[engine]\nshards = -1\n";
+  kill(c.pid, SIGHUP);
+  std::string err;
+  EXPECT_TRUE(wait_for([&] {
+    pollfd pf{c.err, POLLIN, 0};
+    char buf[512];
+    while (::poll(&pf, 1, 0) > 0) {
+      const ssize_t k = ::read(c.err, buf, sizeof buf);
+      if (k <= 0) break;
+      err.append(buf, static_cast<size_t>(k));
+    }
+    return err.find("reload refused") != std::string::npos;
+  })) << err;
+  EXPECT_NE(err.find("engine.shards"), std::string::npos) << err;
+  const int c2 = connect_to(at);
+  EXPECT_EQ(recv_all(c2, 1), "B") << "still serving with the last good config";
+  ::close(c2);
+
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(c), 0);
+  ::close(c.out);
+  ::close(c.err);
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace ringpoll::test
+#endif

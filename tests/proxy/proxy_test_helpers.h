@@ -1,0 +1,207 @@
+#pragma once
+// Blocking sockets for the proxy's tests: upstreams and clients on their own threads, so
+// the proxy under test is the only thing running on the engine.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/net.h"
+
+namespace ringpoll::test {
+
+inline int listen_on(uint16_t* port, int backlog = 128) {
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(l, backlog) < 0) {
+    ::close(l);
+    return -1;
+  }
+  socklen_t len = sizeof a;
+  getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  return l;
+}
+
+inline int connect_to(const SocketAddress& at) {
+  const int c = socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  for (int i = 0; i < 100; ++i) {
+    if (::connect(c, at.sa(), at.len) == 0) return c;
+    if (errno != EINTR) break;
+  }
+  ::close(c);
+  return -1;
+}
+
+inline bool send_all(int fd, const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t k = ::send(fd, c, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return false;
+    c += k;
+    n -= static_cast<size_t>(k);
+  }
+  return true;
+}
+
+// Reads until EOF or error (or max bytes); returns what arrived.
+inline std::string recv_all(int fd, size_t max = SIZE_MAX) {
+  std::string s;
+  char buf[65536];
+  while (s.size() < max) {
+    const ssize_t k = ::recv(fd, buf, std::min(sizeof buf, max - s.size()), 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    s.append(buf, static_cast<size_t>(k));
+  }
+  return s;
+}
+
+// Waits (bounded) for EOF or a reset on fd; true when the peer closed within `secs`.
+inline bool closed_within(int fd, int secs) {
+  pollfd p{fd, POLLIN, 0};
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(secs);
+  while (std::chrono::steady_clock::now() < end) {
+    const int r = ::poll(&p, 1, 100);
+    if (r < 0 && errno == EINTR) continue;
+    if (r > 0) {
+      char c;
+      const ssize_t k = ::recv(fd, &c, 1, MSG_DONTWAIT);
+      if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    }
+  }
+  return false;
+}
+
+template <class Pred>
+bool wait_for(Pred pred, int secs = 10) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(secs);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
+}
+
+// A deterministic byte stream (xorshift), so receivers check every byte without keeping a
+// copy: 100 MiB each way stays cheap.
+struct Stream {
+  uint64_t x;
+  explicit Stream(uint64_t seed) : x(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  void fill(char* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      p[i] = static_cast<char>(x);
+    }
+  }
+};
+inline bool send_stream(int fd, uint64_t seed, size_t n) {
+  Stream s(seed);
+  char buf[65536];
+  while (n > 0) {
+    const size_t k = std::min(n, sizeof buf);
+    s.fill(buf, k);
+    if (!send_all(fd, buf, k)) return false;
+    n -= k;
+  }
+  return true;
+}
+// Reads to EOF; returns the byte count, or SIZE_MAX at the first byte that differs.
+inline size_t check_stream(int fd, uint64_t seed) {
+  Stream s(seed);
+  char buf[65536], want[65536];
+  size_t total = 0;
+  for (;;) {
+    const ssize_t k = ::recv(fd, buf, sizeof buf, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return total;
+    s.fill(want, static_cast<size_t>(k));
+    if (std::memcmp(buf, want, static_cast<size_t>(k)) != 0) return SIZE_MAX;
+    total += static_cast<size_t>(k);
+  }
+}
+
+// A blocking upstream on 127.0.0.1: an accept thread, and `fn(fd)` on a thread per
+// connection.
+class TestUpstream {
+ public:
+  explicit TestUpstream(std::function<void(int)> fn, int backlog = 128) : fn_(std::move(fn)) {
+    lfd_ = listen_on(&port_, backlog);
+    parse_address("127.0.0.1:" + std::to_string(port_), &addr_);
+    thread_ = std::thread([this] { accept_loop(); });
+  }
+  ~TestUpstream() {
+    ::shutdown(lfd_, SHUT_RDWR);
+    thread_.join();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : conns_) t.join();
+    for (int fd : fds_) ::close(fd);
+    ::close(lfd_);
+  }
+  const SocketAddress& address() const { return addr_; }
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      const int c = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        return;
+      }
+      accepted_.fetch_add(1);
+      std::lock_guard<std::mutex> l(mu_);
+      fds_.push_back(c);
+      conns_.emplace_back([this, c] { fn_(c); });
+    }
+  }
+  std::function<void(int)> fn_;
+  int lfd_ = -1;
+  uint16_t port_ = 0;
+  SocketAddress addr_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<int> fds_;
+  std::vector<std::thread> conns_;
+  std::atomic<int> accepted_{0};
+};
+
+inline void echo(int fd) {
+  char buf[65536];
+  for (;;) {
+    const ssize_t k = ::recv(fd, buf, sizeof buf, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0 || !send_all(fd, buf, static_cast<size_t>(k))) break;
+  }
+  ::shutdown(fd, SHUT_WR);
+}
+
+// A port nothing listens on.
+inline SocketAddress dead_address() {
+  uint16_t port = 0;
+  const int l = listen_on(&port);
+  ::close(l);
+  SocketAddress a;
+  parse_address("127.0.0.1:" + std::to_string(port), &a);
+  return a;
+}
+
+}  // namespace ringpoll::test
