@@ -59,8 +59,8 @@ parse_sanitize() {
   done
   case "$SAN" in
     "") DIR=build; ARGS=(-DCMAKE_BUILD_TYPE=Release -DRINGPOLL_SANITIZE=) ;;
-    address) DIR=build-asan; ARGS=(-DCMAKE_BUILD_TYPE=Debug -DRINGPOLL_SANITIZE=address) ;;
-    thread) DIR=build-tsan; ARGS=(-DCMAKE_BUILD_TYPE=Debug -DRINGPOLL_SANITIZE=thread) ;;
+    address) DIR=build-asan; ARGS=(-DCMAKE_BUILD_TYPE=Debug -DRINGPOLL_SANITIZE=address -DRINGPOLL_BENCH=OFF) ;;
+    thread) DIR=build-tsan; ARGS=(-DCMAKE_BUILD_TYPE=Debug -DRINGPOLL_SANITIZE=thread -DRINGPOLL_BENCH=OFF) ;;
     *) die "--sanitize takes 'address' or 'thread', not '$SAN'" ;;
   esac
 }
