@@ -257,6 +257,34 @@ class PollFd {
     }
     co_return IoResult{done, Status()};
   }
+  // Readiness backends: runs `op` — a non-blocking system call on this descriptor that
+  // returns a byte count, or -1 with errno (splice, sendfile, ...) — until it does not fail
+  // with EAGAIN, waiting for `m` readiness in between, with deadlines and close handled as
+  // for read and write. A completion backend has no readiness to wait for: kInvalidArgument.
+  template <class F>
+  Task<IoResult> ready_op(Mode m, F op) {
+    if constexpr (P::kCompletion) {
+      co_return IoResult{0, Errc::kInvalidArgument};
+    } else {
+      Ref ref(this);
+      if (!ref) co_return IoResult{0, Errc::kClosed};
+      if (pd_) {
+        if (PollError e = pd_->reset(m); e != PollError::kNone) {
+          co_return IoResult{0, Status::from_poll(e)};
+        }
+      }
+      for (;;) {
+        const ssize_t n = op(fd_);
+        if (n >= 0) co_return IoResult{static_cast<size_t>(n), Status()};
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN || !pd_) co_return IoResult{0, Status::from_errno(errno)};
+        if (PollError e = co_await s_->wait(pd_, m); e != PollError::kNone) {
+          co_return IoResult{0, Status::from_poll(e)};
+        }
+      }
+    }
+  }
+
   Status shutdown(int how) {
     if (state_ != State::kOpen) return Errc::kClosed;
     return ::shutdown(fd_, how) < 0 ? Status::from_errno(errno) : Status();

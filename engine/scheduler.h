@@ -140,6 +140,7 @@ class Scheduler {
     const int64_t wait = next_wait_ns();
     if (wait >= 0 && start + wait < end) end = start + wait;
     for (int64_t now = start; now < end; now = mono_now_ns()) {
+      ++busy_polls_;
       if (poll_io(0) > 0 || !runq_.empty()) return true;
       if (ext_ && ext_->pending()) return true;
       if (stop_.load(std::memory_order_relaxed)) return true;
@@ -322,6 +323,8 @@ class Scheduler {
   YieldAwaiter yield() noexcept { return YieldAwaiter{this, {}}; }
 
   P& backend() noexcept { return backend_; }
+  // Non-blocking polls made while busy-polling (SchedulerOptions::busy_poll_ns).
+  uint64_t busy_polls() const noexcept { return busy_polls_; }
   PollCache& cache() noexcept { return cache_; }
   TimerWheel& deadline_wheel() noexcept { return deadlines_; }
   size_t live_tasks() const noexcept { return live_; }
@@ -384,6 +387,7 @@ class Scheduler {
 
   SchedulerOptions opt_;
   P backend_;
+  uint64_t busy_polls_ = 0;
   PollCache cache_;
   TimerWheel deadlines_;
   TimerWheel sleeps_;

@@ -60,6 +60,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.keepalive = cfg.socket.keepalive;
   s.reuseport = cfg.socket.reuseport;
   s.backlog = static_cast<int>(cfg.socket.backlog);
+  s.splice = cfg.proxy.splice == tuning::SpliceMode::kOn;
   *out = std::move(s);
   return true;
 }

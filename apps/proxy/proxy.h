@@ -15,11 +15,14 @@
 //      one side becomes shutdown(SHUT_WR) on the other (half-close carried through); the
 //      connection ends when both directions have ended. A reset, or nothing moving either
 //      way for the idle timeout (a read deadline on the wheel, re-armed from the last
-//      activity of either direction), aborts both sides.
+//      activity of either direction), aborts both sides. With `splice` on a readiness
+//      backend the bytes go socket → pipe → socket without entering user space.
 //
 // Configuration generations: reload() builds new pools for new connections; established
 // ones keep the generation they started with (a shared_ptr) and drain on it.
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -291,10 +294,68 @@ class ProxyServer {
     co_return w.ok();
   }
 
+  // How a pump moves one chunk. Copy: read into the pump's buffer, write it all out.
+  struct CopyMover {
+    std::span<std::byte> buf;
+    size_t cap() const { return buf.size(); }
+    Task<IoResult> in(TcpStream<P>* src) { return src->read(buf); }
+    Task<IoResult> out(TcpStream<P>* dst, size_t n) { return dst->write(buf.first(n)); }
+  };
+
+  // Splice (readiness backends): socket → the pump's pipe → socket, the bytes staying in
+  // the kernel. The pipe never holds more than one chunk: it is emptied before the next
+  // read, so neither splice can block on it.
+  struct SpliceMover {
+    int rd = -1, wr = -1;  // the pipe's two ends
+    size_t chunk = 0;
+    size_t cap() const { return chunk; }
+    Task<IoResult> in(TcpStream<P>* src) {
+      const int pw = wr;
+      const size_t len = chunk;
+      IoResult r = co_await src->poll_fd().ready_op(Mode::kRead, [pw, len](int fd) {
+        return ::splice(fd, nullptr, pw, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      });
+      if (r.ok() && r.n == 0) r.err = Errc::kEof;
+      co_return r;
+    }
+    Task<IoResult> out(TcpStream<P>* dst, size_t n) {
+      size_t done = 0;
+      const int pr = rd;
+      while (done < n) {
+        const size_t left = n - done;
+        const IoResult w = co_await dst->poll_fd().ready_op(Mode::kWrite, [pr, left](int fd) {
+          return ::splice(pr, nullptr, fd, nullptr, left,
+                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE);
+        });
+        done += w.n;
+        if (!w.ok()) co_return IoResult{done, w.err};
+      }
+      co_return IoResult{done, Status()};
+    }
+  };
+
+  // Two pipes (one per direction) sized to the relay buffer; false when the process is
+  // out of descriptors (the caller then copies).
+  static bool open_pipes(int (&p)[2][2], size_t cap) {
+    for (int i = 0; i < 2; ++i) {
+      if (pipe2(p[i], O_NONBLOCK | O_CLOEXEC) < 0) {
+        if (i == 1) close_pipes(p, 1);
+        return false;
+      }
+      (void)fcntl(p[i][1], F_SETPIPE_SZ, static_cast<int>(cap));
+    }
+    return true;
+  }
+  static void close_pipes(int (&p)[2][2], int n = 2) {
+    for (int i = 0; i < n; ++i) {
+      ::close(p[i][0]);
+      ::close(p[i][1]);
+    }
+  }
+
   Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
                    const ProxySettings& s) {
     const size_t cap = std::max<size_t>(s.buffer_bytes, 512);
-    std::unique_ptr<std::byte[]> mem(new std::byte[2 * cap]);
     Relay r;
     r.client = &client;
     r.upstream = &up;
@@ -304,17 +365,29 @@ class ProxyServer {
     Joiner j;
     j.sched = &sched;
     // upstream → client in its own task; client → upstream here.
-    sched.spawn(pump(&r, &up, &client, std::span<std::byte>(mem.get() + cap, cap), false, &j));
-    co_await pump(&r, &client, &up, std::span<std::byte>(mem.get(), cap), true, nullptr);
+    if constexpr (!P::kCompletion) {
+      int p[2][2];
+      if (s.splice && open_pipes(p, cap)) {
+        sched.spawn(pump(&r, &up, &client, SpliceMover{p[1][0], p[1][1], cap}, false, &j));
+        co_await pump(&r, &client, &up, SpliceMover{p[0][0], p[0][1], cap}, true, nullptr);
+        co_await j.wait();
+        close_pipes(p);
+        co_return;
+      }
+    }
+    std::unique_ptr<std::byte[]> mem(new std::byte[2 * cap]);
+    sched.spawn(pump(&r, &up, &client, CopyMover{{mem.get() + cap, cap}}, false, &j));
+    co_await pump(&r, &client, &up, CopyMover{{mem.get(), cap}}, true, nullptr);
     co_await j.wait();
   }
 
-  static Task<void> pump(Relay* r, TcpStream<P>* src, TcpStream<P>* dst, std::span<std::byte> buf,
-                         bool upward, Joiner* j) {
+  template <class Mover>
+  static Task<void> pump(Relay* r, TcpStream<P>* src, TcpStream<P>* dst, Mover mv, bool upward,
+                         Joiner* j) {
     ShardMetrics& m = *r->m;
     for (;;) {
       if (r->idle_ns > 0) (void)src->set_read_deadline(r->last_activity + r->idle_ns);
-      const IoResult rd = co_await src->read(buf);
+      const IoResult rd = co_await mv.in(src);
       if (!rd.ok()) {
         if (rd.err.is(Errc::kEof)) {
           (void)dst->shutdown_write();  // half-close, carried through
@@ -330,7 +403,7 @@ class ProxyServer {
       }
       const int64_t t0 = mono_now_ns();
       if (r->idle_ns > 0) (void)dst->set_write_deadline(t0 + r->idle_ns);
-      const IoResult wr = co_await dst->write(buf.first(rd.n));
+      const IoResult wr = co_await mv.out(dst, rd.n);
       const int64_t t1 = mono_now_ns();
       if (!wr.ok()) {
         if (wr.err.timeout()) {

@@ -30,6 +30,9 @@ struct ProxySettings {
   bool keepalive = false;
   bool reuseport = true;
   int backlog = 4096;
+  // Relay with splice(2) through a pipe per direction instead of copying (readiness
+  // backends only; completion backends always copy).
+  bool splice = false;
 };
 
 // Index of the pool a listener names, or -1.

@@ -76,9 +76,16 @@ def plan(tools, quick):
 
     if t.proxy:
         pin = ["--set", "engine.cpus=[0]"] if t.pinned else []
-        proxy_c.append(Candidate("ringpoll-proxy", lambda p, b: [
-            t.proxy, "--listen", f"127.0.0.1:{p}", "--upstream", f"127.0.0.1:{b}",
-            "--set", "engine.shards=1"] + pin))
+        # The default (io_uring completion mode, copying relay), and epoll with the relay
+        # copying and splicing: splice is only measured where it runs (readiness backends).
+        variants = [("ringpoll-proxy", []),
+                    ("ringpoll-proxy epoll copy", ["--set", "engine.backend=epoll"]),
+                    ("ringpoll-proxy epoll splice", ["--set", "engine.backend=epoll",
+                                                     "--set", "proxy.splice=on"])]
+        for name, extra in variants:
+            proxy_c.append(Candidate(name, lambda p, b, extra=extra: [
+                t.proxy, "--listen", f"127.0.0.1:{p}", "--upstream", f"127.0.0.1:{b}",
+                "--set", "engine.shards=1"] + pin + extra))
     else:
         t.skip("ringpoll-proxy", f"no {t.build_dir}/bin/ringpoll-proxy yet (issue 5)")
     if t.haproxy:

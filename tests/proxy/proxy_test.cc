@@ -258,10 +258,25 @@ ProxySettings settings_for(std::vector<SocketAddress> ups, int proxy_protocol = 
   return s;
 }
 
+// A backend, and whether the relay splices (readiness backends) or copies.
+template <class B, bool Splice>
+struct Relaying {
+  using P = B;
+  static constexpr bool kSplice = Splice;
+};
+struct RelayingName {
+  template <class R>
+  static std::string GetName(int i) {
+    return BackendName::GetName<typename R::P>(i) + (R::kSplice ? "_splice" : "");
+  }
+};
+
 // The proxy in-process: one shard on its own thread.
-template <class P>
+template <class R>
 struct Rig {
+  using P = typename R::P;
   explicit Rig(ProxySettings s) : e(opts()) {
+    s.splice = R::kSplice;
     started = e.start().ok();
     if (!started) return;
     px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
@@ -288,15 +303,19 @@ struct Rig {
   bool started = false;
 };
 
-template <class P>
+template <class R>
 class ProxyRelay : public ::testing::Test {
  protected:
+  using P = typename R::P;
   void SetUp() override {
     if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
   }
 };
-using RelayBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
-TYPED_TEST_SUITE(ProxyRelay, RelayBackends, BackendName);
+using RelayBackends =
+    ::testing::Types<Relaying<EpollPoller, false>, Relaying<UringPoller, false>,
+                     Relaying<UringCompletionPoller, false>, Relaying<EpollPoller, true>,
+                     Relaying<UringPoller, true>>;
+TYPED_TEST_SUITE(ProxyRelay, RelayBackends, RelayingName);
 
 TYPED_TEST(ProxyRelay, PayloadsArriveIntactBothWays) {
   // The upstream checks what the client sent and sends its own stream back at the same
