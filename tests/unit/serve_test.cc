@@ -5,8 +5,10 @@
 // line, SIGTERM, bad arguments).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
 #include <poll.h>
 #include <sys/wait.h>
+#include <fstream>
 
 #include <algorithm>
 #include <atomic>
@@ -555,6 +557,46 @@ TEST(ServeBinary, FirstSignalDrainsSecondSignalExitsAtOnce) {
   EXPECT_TRUE(idle.wait_closed());
   ::close(out);
 }
+
+#ifdef RINGPOLL_LOAD_BIN
+// The load generator against the real server, end to end (issue 6): a short HTTP run with
+// pipelining, its JSON read back: requests answered, none failed.
+TEST(ServeBinary, LoadGeneratorDrivesItWithoutErrors) {
+  int out = -1;
+  const pid_t pid = spawn_serve({"--mode", "http", "--listen", "127.0.0.1:0"}, &out);
+  ASSERT_GT(pid, 0);
+  const std::string line = read_line(out);
+  const size_t colon = line.find("127.0.0.1:");
+  ASSERT_NE(colon, std::string::npos) << line;
+  const std::string target = "127.0.0.1:" + std::to_string(std::atoi(line.c_str() + colon + 10));
+  char json[] = "/tmp/ringpoll-load-e2e-XXXXXX";
+  const int jfd = mkstemp(json);
+  ASSERT_GE(jfd, 0);
+  ::close(jfd);
+  const pid_t load = fork();
+  if (load == 0) {
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    execl(RINGPOLL_LOAD_BIN, RINGPOLL_LOAD_BIN, "--mode", "http", "--target", target.c_str(),
+          "--connections", "4", "--pipeline", "4", "--duration", "1", "--warmup", "0", "--json",
+          json, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  EXPECT_EQ(wait_exit(load), 0);
+  std::ifstream in(json);
+  const std::string report((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::remove(json);
+  auto number_after = [&](const std::string& key) -> long long {
+    const size_t k = report.find("\"" + key + "\": ");
+    return k == std::string::npos ? -1 : std::atoll(report.c_str() + k + key.size() + 4);
+  };
+  EXPECT_GT(number_after("requests"), 0) << report;
+  EXPECT_EQ(number_after("total"), 0) << report;  // errors.total
+  kill(pid, SIGTERM);
+  EXPECT_EQ(wait_exit(pid), 0);
+  ::close(out);
+}
+#endif
 
 TEST(ServeBinary, BadArgumentsExitTwo) {
   const std::vector<std::vector<std::string>> bad = {
