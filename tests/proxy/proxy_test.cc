@@ -142,7 +142,7 @@ TEST(ProxyProtocol, WrittenHeadersParseBack) {
 
 PoolSettings pool_of(int n, Balance b) {
   PoolSettings s;
-  s.name = "p";
+  s.name = std::string("p");  // not = "p": GCC 12 -O3 warns falsely (-Wrestrict)
   s.balance = b;
   for (int i = 0; i < n; ++i) {
     SocketAddress a;
