@@ -35,9 +35,13 @@ void BM_SubmitToRoundTrip(benchmark::State& st) {
     st.SkipWithError("backend unavailable");
     return;
   }
-  const bool busy = st.range(0) != 0;
+  // 0: the target sleeps between calls (each call wakes it); 1: a task on the target keeps
+  // it running (yield loop); 2: the target busy-polls before blocking
+  // (SchedulerOptions::busy_poll_ns, the config's engine.busy_poll_us).
+  const bool busy = st.range(0) == 1;
   EngineOptions o;
   o.shards = 2;
+  if (st.range(0) == 2) o.sched.busy_poll_ns = 50'000'000;
   Engine<P> e(o);
   if (!e.start().ok()) {
     st.SkipWithError("engine start failed");
@@ -62,12 +66,14 @@ BENCHMARK(BM_SubmitToRoundTrip<EpollPoller>)
     ->Name("BM_SubmitTo_epoll")
     ->Arg(0)
     ->Arg(1)
+    ->Arg(2)
     ->UseManualTime()
     ->Iterations(20);
 BENCHMARK(BM_SubmitToRoundTrip<UringPoller>)
     ->Name("BM_SubmitTo_io_uring")
     ->Arg(0)
     ->Arg(1)
+    ->Arg(2)
     ->UseManualTime()
     ->Iterations(20);
 
