@@ -129,8 +129,8 @@ install_bench_packages() {
 }
 
 # bench_build TARGET...: configure build/ (Release) and build the whole tree; when that
-# fails (a program mid-edit), build each TARGET on its own and go on with what exists,
-# saying what did not build. BENCH_TARGETS (env) builds only those targets instead of the
+# fails, build each TARGET on its own and stop, naming any that did not build (a figure
+# from an older binary would be a surprise). BENCH_TARGETS (env) builds only those targets instead of the
 # whole tree; NINJA_JOBS (env) is passed to ninja as -j.
 bench_build() {
   local werror=OFF t failed=()
@@ -151,13 +151,12 @@ bench_build() {
   for t in "$@"; do
     ninja -C build "${jobs[@]}" "$t" >"build/bench-build-$t.log" 2>&1 || failed+=("$t")
   done
+  # A program that did not build is not measured from an older binary: stop here.
   for t in "${failed[@]}"; do
-    if [ -x "build/bin/$t" ]; then
-      say "warning: $t did not build (build/bench-build-$t.log): using the older build/bin/$t"
-    else
-      say "warning: $t did not build or does not exist yet (build/bench-build-$t.log)"
-    fi
+    rm -f "build/bin/$t"
+    say "error: $t did not build (build/bench-build-$t.log)"
   done
+  [ ${#failed[@]} -eq 0 ] || die "not measuring with programs that do not build: ${failed[*]}"
 }
 
 # A process run in the background and waited for, so that Ctrl-C / SIGTERM stop it by PID.
