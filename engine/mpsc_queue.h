@@ -34,8 +34,13 @@ class MpscQueue {
       if (dif == 0) {
         if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
           c.value = v;
-          // Release: the consumer that sees seq == pos + 1 sees the value.
-          c.seq.store(pos + 1, std::memory_order_release);
+          // Publishes the value. seq_cst, not just release: the producer next loads the
+          // consumer's `sleeping` flag (Shard::notify), and the consumer stores `sleeping`
+          // then checks has_item(). With a release store the producer's load could be
+          // ordered before this store (x86 store buffer: StoreLoad), both sides would miss
+          // each other, and the job would sit in a sleeping shard's inbox with no wake:
+          // seen once as a hang of the cross-shard round-trip benchmark.
+          c.seq.store(pos + 1, std::memory_order_seq_cst);
           return true;
         }
       } else if (dif < 0) {
