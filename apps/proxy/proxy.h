@@ -324,8 +324,9 @@ class ProxyServer {
       while (done < n) {
         const size_t left = n - done;
         const IoResult w = co_await dst->poll_fd().ready_op(Mode::kWrite, [pr, left](int fd) {
-          return ::splice(pr, nullptr, fd, nullptr, left,
-                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE);
+          // No SPLICE_F_MORE: like MSG_MORE it corks the socket, and a small reply then
+          // waits for the cork timer (measured: 120 requests/s, p50 416 ms).
+          return ::splice(pr, nullptr, fd, nullptr, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         });
         done += w.n;
         if (!w.ok()) co_return IoResult{done, w.err};
