@@ -311,10 +311,9 @@ class ProxyRelay : public ::testing::Test {
     if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
   }
 };
-using RelayBackends =
-    ::testing::Types<Relaying<EpollPoller, false>, Relaying<UringPoller, false>,
-                     Relaying<UringCompletionPoller, false>, Relaying<EpollPoller, true>,
-                     Relaying<UringPoller, true>>;
+using RelayBackends = ::testing::Types<Relaying<EpollPoller, false>, Relaying<UringPoller, false>,
+                                       Relaying<UringCompletionPoller, false>,
+                                       Relaying<EpollPoller, true>, Relaying<UringPoller, true>>;
 TYPED_TEST_SUITE(ProxyRelay, RelayBackends, RelayingName);
 
 TYPED_TEST(ProxyRelay, PayloadsArriveIntactBothWays) {
