@@ -113,31 +113,26 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
     line(out, "ringpoll_proxy_shard_connections_total{shard=\"%zu\"} %" PRIu64, i,
          shards_[i].accepted.load(std::memory_order_relaxed));
 
-  header(out, "ringpoll_proxy_upstream_healthy", "gauge",
-         "1 when the upstream is in service, 0 while ejected.");
-  for (const Pool* p : pools)
-    for (size_t i = 0; i < p->size(); ++i)
-      line(out, "ringpoll_proxy_upstream_healthy{pool=\"%s\",upstream=\"%s\"} %d",
-           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).healthy(now) ? 1 : 0);
-  header(out, "ringpoll_proxy_upstream_connections_active", "gauge",
-         "Connections open to the upstream now.");
-  for (const Pool* p : pools)
-    for (size_t i = 0; i < p->size(); ++i)
-      line(out, "ringpoll_proxy_upstream_connections_active{pool=\"%s\",upstream=\"%s\"} %d",
-           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).active());
-  header(out, "ringpoll_proxy_upstream_connect_failures_total", "counter",
-         "Failed connects to the upstream.");
-  for (const Pool* p : pools)
-    for (size_t i = 0; i < p->size(); ++i)
-      line(out,
-           "ringpoll_proxy_upstream_connect_failures_total{pool=\"%s\",upstream=\"%s\"} %" PRIu64,
-           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).connects_failed());
-  header(out, "ringpoll_proxy_upstream_ejections_total", "counter",
-         "Times the upstream was taken out of service.");
-  for (const Pool* p : pools)
-    for (size_t i = 0; i < p->size(); ++i)
-      line(out, "ringpoll_proxy_upstream_ejections_total{pool=\"%s\",upstream=\"%s\"} %" PRIu64,
-           p->settings().name.c_str(), p->at(i).label().c_str(), p->at(i).ejections());
+  // One metric per upstream of every pool, labelled with both names.
+  auto per_upstream = [&](const char* name, const char* type, const char* help, auto value) {
+    header(out, name, type, help);
+    for (const Pool* p : pools)
+      for (size_t i = 0; i < p->size(); ++i)
+        line(out, "%s{pool=\"%s\",upstream=\"%s\"} %" PRIu64, name, p->settings().name.c_str(),
+             p->at(i).label().c_str(), static_cast<uint64_t>(value(p->at(i))));
+  };
+  per_upstream("ringpoll_proxy_upstream_healthy", "gauge",
+               "1 when the upstream is in service, 0 while ejected.",
+               [&](const Upstream& u) { return u.healthy(now) ? 1 : 0; });
+  per_upstream("ringpoll_proxy_upstream_connections_active", "gauge",
+               "Connections open to the upstream now.",
+               [](const Upstream& u) { return u.active(); });
+  per_upstream("ringpoll_proxy_upstream_connect_failures_total", "counter",
+               "Failed connects to the upstream.",
+               [](const Upstream& u) { return u.connects_failed(); });
+  per_upstream("ringpoll_proxy_upstream_ejections_total", "counter",
+               "Times the upstream was taken out of service.",
+               [](const Upstream& u) { return u.ejections(); });
 
   header(out, "ringpoll_proxy_relay_latency_seconds", "histogram",
          "Per relayed chunk: read completed on one side to write completed on the other.");
