@@ -9,9 +9,9 @@
 #include <string_view>
 #include <type_traits>
 
-#include "epoll/epoll_poller.h"
-#include "poller/errors.h"
-#include "uring/uring_poller.h"
+#include "../epoll/epoll_poller.h"
+#include "../poller/errors.h"
+#include "../uring/uring_poller.h"
 
 namespace ringpoll {
 

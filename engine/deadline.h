@@ -12,9 +12,9 @@
 // every change, for completion backends and for observers.
 #include <cstdint>
 
-#include "engine/timer_wheel.h"
-#include "poller/poll_desc.h"
-#include "poller/task_list.h"
+#include "../poller/poll_desc.h"
+#include "../poller/task_list.h"
+#include "timer_wheel.h"
 
 namespace ringpoll {
 

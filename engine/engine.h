@@ -26,8 +26,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "engine/mpsc_queue.h"
-#include "engine/scheduler.h"
+#include "mpsc_queue.h"
+#include "scheduler.h"
 
 namespace ringpoll {
 

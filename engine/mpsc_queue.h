@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "poller/errors.h"
+#include "../poller/errors.h"
 
 namespace ringpoll {
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "engine/poll_fd.h"
+#include "poll_fd.h"
 
 namespace ringpoll {
 

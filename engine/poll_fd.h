@@ -22,7 +22,7 @@
 
 #include <sys/uio.h>
 
-#include "engine/scheduler.h"
+#include "scheduler.h"
 
 namespace ringpoll {
 

@@ -15,12 +15,12 @@
 #include <cstdint>
 #include <utility>
 
-#include "engine/clock.h"
-#include "engine/deadline.h"
-#include "engine/task.h"
-#include "engine/timer_wheel.h"
-#include "poller/poll_cache.h"
-#include "poller/poller.h"
+#include "../poller/poll_cache.h"
+#include "../poller/poller.h"
+#include "clock.h"
+#include "deadline.h"
+#include "task.h"
+#include "timer_wheel.h"
 
 namespace ringpoll {
 

@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/engine.h"
-#include "engine/net.h"
+#include "engine.h"
+#include "net.h"
 
 namespace ringpoll {
 

@@ -9,7 +9,7 @@
 #include <optional>
 #include <utility>
 
-#include "poller/errors.h"
+#include "../poller/errors.h"
 
 namespace ringpoll {
 

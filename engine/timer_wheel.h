@@ -59,7 +59,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "poller/timer_node.h"  // TimerNode: embedded in PollDesc, so it lives in poller/
+#include "../poller/timer_node.h"  // TimerNode: embedded in PollDesc, so it lives in poller/
 
 namespace ringpoll {
 

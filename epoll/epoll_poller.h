@@ -15,7 +15,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "poller/poller.h"
+#include "../poller/poller.h"
 
 namespace ringpoll {
 

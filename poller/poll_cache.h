@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "poller/poll_desc.h"
+#include "poll_desc.h"
 
 namespace ringpoll {
 

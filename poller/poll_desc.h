@@ -36,9 +36,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "poller/errors.h"
-#include "poller/task_list.h"
-#include "poller/timer_node.h"
+#include "errors.h"
+#include "task_list.h"
+#include "timer_node.h"
 
 namespace ringpoll {
 

@@ -40,9 +40,9 @@
 #include <cstdint>
 #include <string>
 
-#include "poller/errors.h"
-#include "poller/poll_desc.h"
-#include "poller/task_list.h"
+#include "errors.h"
+#include "poll_desc.h"
+#include "task_list.h"
 
 namespace ringpoll {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "tuning/config.h"
+#include "config.h"
 
 namespace CLI {
 class App;

@@ -22,11 +22,11 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/backend.h"
-#include "engine/engine.h"
-#include "engine/net.h"
-#include "uring/uring_completion.h"
-#include "uring/uring_ring.h"
+#include "../engine/backend.h"
+#include "../engine/engine.h"
+#include "../engine/net.h"
+#include "../uring/uring_completion.h"
+#include "../uring/uring_ring.h"
 
 namespace ringpoll::tuning {
 

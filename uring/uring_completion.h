@@ -29,8 +29,8 @@
 #include <sys/socket.h>
 #include <vector>
 
-#include "poller/poller.h"
-#include "uring/uring_ring.h"
+#include "../poller/poller.h"
+#include "uring_ring.h"
 
 namespace ringpoll {
 

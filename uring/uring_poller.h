@@ -13,8 +13,8 @@
 // linked timeout per operation. Setup and the wake are in UringRing.
 #include <cstdint>
 
-#include "poller/poller.h"
-#include "uring/uring_ring.h"
+#include "../poller/poller.h"
+#include "uring_ring.h"
 
 namespace ringpoll {
 

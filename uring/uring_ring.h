@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "poller/poller.h"
+#include "../poller/poller.h"
 
 namespace ringpoll {
 
