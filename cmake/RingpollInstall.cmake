@@ -1,0 +1,92 @@
+# `cmake --install <build> [--prefix P]` lays out ringpoll as a library:
+#
+#   P/include/ringpoll/ringpoll.h, version.h      the umbrella header and the version
+#   P/include/ringpoll/{poller,engine,epoll,uring}/*.h   the public headers (they include
+#                                                  each other by relative paths, so only
+#                                                  P/include is needed on the path)
+#   P/lib*/libringpoll.a, libringpoll.so.*        static and shared library
+#   P/bin/ringpoll-{echo,load,serve,proxy}        the programs
+#   P/lib*/cmake/ringpoll/                        find_package(ringpoll [COMPONENTS ...])
+#   P/lib*/pkgconfig/ringpoll.pc                  pkg-config
+#
+# Targets: ringpoll::ringpoll (static), ringpoll::ringpoll_shared. Optional parts are
+# components, each in its own export file; find_package finds a component only when that
+# file was installed, i.e. only when the part was built. See ringpoll_install_component.
+include(CMakePackageConfigHelpers)
+set(RINGPOLL_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/ringpoll)
+set(RINGPOLL_INCLUDE_DIR ${CMAKE_INSTALL_INCLUDEDIR}/ringpoll)
+
+# The core library.
+set_target_properties(ringpoll PROPERTIES EXPORT_NAME ringpoll)
+install(TARGETS ringpoll ringpoll_shared EXPORT ringpoll-targets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(EXPORT ringpoll-targets NAMESPACE ringpoll:: DESTINATION ${RINGPOLL_CMAKE_DIR})
+foreach(dir poller engine epoll uring)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${RINGPOLL_INCLUDE_DIR}/${dir}
+    FILES_MATCHING PATTERN "*.h")
+endforeach()
+install(FILES ${PROJECT_SOURCE_DIR}/ringpoll.h ${RINGPOLL_GENERATED_INCLUDE}/version.h
+  DESTINATION ${RINGPOLL_INCLUDE_DIR})
+
+# The programs (linked statically against ringpoll: they need no runtime path).
+install(TARGETS ringpoll-echo ringpoll-load ringpoll-serve ringpoll-proxy
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+
+# ringpoll_install_component(NAME n TARGETS t... [HEADER_DIRS d...] [DEPENDENCIES code...])
+#   Installs an optional part as component `n`: its targets (exported as ringpoll::<the
+#   target's EXPORT_NAME>) into ringpoll-n-targets.cmake, the headers of each source folder
+#   d into include/ringpoll/d, and DEPENDENCIES (CMake lines such as
+#   "find_dependency(PkgConfig)") into ringpoll-n-dependencies.cmake, which the package
+#   runs before it loads the targets. Call it only when the part is built (e.g. inside
+#   if(RINGPOLL_WITH_DPDK)): the package then reports the component found; otherwise
+#   find_package(ringpoll COMPONENTS n) says it was not built.
+function(ringpoll_install_component)
+  cmake_parse_arguments(C "" "NAME" "TARGETS;HEADER_DIRS;DEPENDENCIES" ${ARGN})
+  if(NOT C_NAME OR NOT C_TARGETS)
+    message(FATAL_ERROR "ringpoll_install_component needs NAME and TARGETS")
+  endif()
+  install(TARGETS ${C_TARGETS} EXPORT ringpoll-${C_NAME}-targets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(EXPORT ringpoll-${C_NAME}-targets NAMESPACE ringpoll:: DESTINATION ${RINGPOLL_CMAKE_DIR})
+  foreach(dir ${C_HEADER_DIRS})
+    install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${RINGPOLL_INCLUDE_DIR}/${dir}
+      FILES_MATCHING PATTERN "*.h")
+  endforeach()
+  string(JOIN "\n" deps "include(CMakeFindDependencyMacro)" ${C_DEPENDENCIES})
+  set(deps_file ${PROJECT_BINARY_DIR}/ringpoll-${C_NAME}-dependencies.cmake)
+  file(WRITE ${deps_file} "${deps}\n")
+  install(FILES ${deps_file} DESTINATION ${RINGPOLL_CMAKE_DIR})
+endfunction()
+
+# Component `tuning`: TOML config profiles and the --profile/--set command-line glue
+# (tuning/config.h, tuning/cli.h), as ringpoll::tuning. Always built.
+set_target_properties(ringpoll-tuning PROPERTIES EXPORT_NAME tuning)
+target_include_directories(ringpoll-tuning PUBLIC $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+ringpoll_install_component(NAME tuning TARGETS ringpoll-tuning HEADER_DIRS tuning)
+
+# The CMake package.
+set(RINGPOLL_PACKAGE_USES_MIMALLOC OFF)
+if(RINGPOLL_MIMALLOC AND RINGPOLL_SANITIZE STREQUAL "")
+  set(RINGPOLL_PACKAGE_USES_MIMALLOC ON)
+endif()
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/ringpoll-config.cmake.in
+  ${PROJECT_BINARY_DIR}/ringpoll-config.cmake INSTALL_DESTINATION ${RINGPOLL_CMAKE_DIR})
+# 0.x: a new minor version may change the API, so only the same minor is compatible.
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/ringpoll-config-version.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/ringpoll-config.cmake
+  ${PROJECT_BINARY_DIR}/ringpoll-config-version.cmake DESTINATION ${RINGPOLL_CMAKE_DIR})
+
+# pkg-config. The prefix is found from the .pc file's own place (${pcfiledir}), so the
+# file stays right when `cmake --install --prefix` installs somewhere else than
+# CMAKE_INSTALL_PREFIX.
+string(REGEX REPLACE "[^/]+" ".." RINGPOLL_PC_UP "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+set(RINGPOLL_PC_LIBS_PRIVATE "-lnuma -pthread")
+if(RINGPOLL_PACKAGE_USES_MIMALLOC)
+  string(APPEND RINGPOLL_PC_LIBS_PRIVATE " -lmimalloc")
+endif()
+configure_file(${PROJECT_SOURCE_DIR}/cmake/ringpoll.pc.in ${PROJECT_BINARY_DIR}/ringpoll.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/ringpoll.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
