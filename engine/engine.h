@@ -52,13 +52,19 @@ struct ShardReply {
   TaskNode* node = nullptr;
 };
 
+// Owns its shards and their threads. Construct, optionally set_backend_setup, start() from
+// one thread (usually main); stop() from any thread, then join(). The destructor stops and
+// joins. Everything a shard owns (its Scheduler, sockets, tasks) is touched only on that
+// shard's thread; other threads reach a shard through post/call/run_task/submit_to.
 template <PollerBackend P>
 class Engine {
  public:
+  // One shard: a thread, its Scheduler and its cross-shard inbox. Owned by the Engine.
   class Shard : public ExternalWork {
    public:
-    int id() const noexcept { return id_; }
-    int cpu() const noexcept { return cpu_; }
+    int id() const noexcept { return id_; }    // 0..size()-1
+    int cpu() const noexcept { return cpu_; }  // the CPU it is pinned to, -1 when not pinned
+    // The shard's scheduler: use it only on this shard's thread (e.g. from its tasks).
     Scheduler<P>& sched() noexcept { return *sched_; }
     Engine& engine() noexcept { return *engine_; }
 
@@ -68,6 +74,8 @@ class Engine {
       notify();
       return true;
     }
+    // Called by the shard's scheduler loop (ExternalWork): runs queued jobs and resumes the
+    // tasks whose cross-shard replies arrived. Not for application code.
     size_t drain() override {
       size_t n = 0;
       // Replies first: they resume tasks waiting on their answers.
@@ -89,6 +97,7 @@ class Engine {
       return n;
     }
     bool pending() const override { return inbox_.has_item() || replies_.load() != nullptr; }
+    // Any thread: hands a finished cross-shard call back to this (its origin) shard.
     void push_reply(ShardReply* r) noexcept {
       ShardReply* head = replies_.load();
       do {
@@ -113,6 +122,7 @@ class Engine {
     std::atomic<ShardReply*> replies_{nullptr};
   };
 
+  // Creates the shards (no thread runs until start()). shards = 0: one per online CPU.
   explicit Engine(EngineOptions o = {}) : opt_(std::move(o)) {
     int n = opt_.shards > 0 ? opt_.shards : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
     if (n < 1) n = 1;
@@ -184,14 +194,16 @@ class Engine {
       if (s->sched_) s->sched_->stop();
     }
   }
+  // Waits for every shard's thread to return (after stop(), or after a failed start()).
+  // Not from a shard's own thread.
   void join() {
     for (auto& s : shards_) {
       if (s->thread_.joinable()) s->thread_.join();
     }
   }
 
-  size_t size() const noexcept { return shards_.size(); }
-  Shard& shard(size_t i) noexcept { return *shards_[i]; }
+  size_t size() const noexcept { return shards_.size(); }  // number of shards
+  Shard& shard(size_t i) noexcept { return *shards_[i]; }  // i < size(); any thread
   // The shard the calling thread runs, or nullptr outside the engine.
   static Shard* current() noexcept { return current_; }
 
@@ -235,7 +247,8 @@ class Engine {
   }
 
   // From a thread outside the engine: starts the task make() returns on `target` and
-  // waits until it has finished.
+  // waits until it has finished. make() runs on `target`'s thread; the task (and what it
+  // captures by reference) must not outlive this call, which it cannot: the call waits.
   template <class F>
   static void run_task(Shard& target, F make) {
     std::mutex mu;
@@ -254,7 +267,8 @@ class Engine {
   }
 
   // From a task on a shard: runs fn on `target` and resumes the caller with its result.
-  // Allocates nothing: the call state lives in this coroutine's frame.
+  // Allocates nothing: the call state lives in this coroutine's frame. fn must not block
+  // (it runs inside `target`'s loop); calling this outside a shard stops the process.
   template <class F>
   static Task<std::invoke_result_t<F>> submit_to(Shard& target, F fn) {
     using R = std::invoke_result_t<F>;

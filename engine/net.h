@@ -19,6 +19,7 @@
 
 namespace ringpoll {
 
+// An IPv4 or IPv6 socket address: a sockaddr_storage and its length. A plain value.
 struct SocketAddress {
   sockaddr_storage ss{};
   socklen_t len = 0;
@@ -42,6 +43,9 @@ struct ListenOptions {
   int backlog = 1024;
 };
 
+// A connected TCP socket on one shard: owns its descriptor from adopt()/connect() until
+// close(). Every call — and the tasks awaiting its operations — must be on that shard.
+// At most one read and one write may be pending at a time (one task each way).
 template <PollerBackend P>
 class TcpStream {
  public:
@@ -49,6 +53,9 @@ class TcpStream {
   // Takes ownership of a connected socket.
   Status adopt(Scheduler<P>& s, int fd) { return fd_.open(s, fd); }
 
+  // Reads at most b.size() bytes, waiting while none are available. Ends with n > 0 and
+  // ok; kEof at end of stream; kTimeout when the read deadline passes; kClosed once the
+  // stream is closing; other failures as errno values. One read at a time per stream.
   Task<IoResult> read(std::span<std::byte> b) { return fd_.read(b); }
   // Reads exactly b.size() bytes; an early end of stream is kEof with n = bytes read.
   Task<IoResult> read_exact(std::span<std::byte> b) {
@@ -60,16 +67,29 @@ class TcpStream {
     }
     co_return IoResult{got, Status()};
   }
+  // Writes all of b, waiting for socket buffer space as needed; n counts the bytes the
+  // kernel took, also when it fails (kTimeout at the write deadline, kClosed, EPIPE...).
   Task<IoResult> write(std::span<const std::byte> b) { return fd_.write(b); }
+  // write() for several buffers, in order, as one stream of bytes.
   Task<IoResult> writev(std::span<const iovec> v) { return fd_.writev(v); }
+  // Half-close with shutdown(2): the peer reads end of stream (write) / our reads end.
   Status shutdown_write() { return fd_.shutdown(SHUT_WR); }
   Status shutdown_read() { return fd_.shutdown(SHUT_RD); }
+  // Wakes every waiting operation with kClosed, waits until they have left, closes the
+  // descriptor. Once, from a task on the stream's shard (TcpServer closes its own
+  // connections). Destroying an open stream with nothing in flight also closes it.
   Task<Status> close() { return fd_.close(); }
+  // Deadlines, on the stream's shard: abs is ns on CLOCK_MONOTONIC (mono_now_ns() + d);
+  // 0 removes it; a time at or before now expires it. Past the deadline, pending and
+  // later operations in that direction fail with kTimeout until it is moved; moving it
+  // later (e.g. an idle timeout refreshed per read) is cheap.
   Status set_deadline(int64_t abs) { return fd_.set_deadline(abs); }
   Status set_read_deadline(int64_t abs) { return fd_.set_read_deadline(abs); }
   Status set_write_deadline(int64_t abs) { return fd_.set_write_deadline(abs); }
+  // TCP_NODELAY / SO_KEEPALIVE; errno values on failure.
   Status set_nodelay(bool on) { return setopt(IPPROTO_TCP, TCP_NODELAY, on); }
   Status set_keepalive(bool on) { return setopt(SOL_SOCKET, SO_KEEPALIVE, on); }
+  // The descriptor, for other socket options; the stream still owns it.
   int fd() const noexcept { return fd_.fd(); }
   PollFd<P>& poll_fd() noexcept { return fd_; }
 
@@ -103,6 +123,7 @@ class TcpStream {
   PollFd<P> fd_;
 };
 
+// A listening TCP socket on one shard (with reuseport, one per shard on the same port).
 template <PollerBackend P>
 class TcpListener {
  public:
@@ -138,7 +159,11 @@ class TcpListener {
     getsockname(fd_.fd(), reinterpret_cast<sockaddr*>(&a.ss), &a.len);
     return a;
   }
+  // Waits for a connection. The fd (non-blocking, close-on-exec) belongs to the caller:
+  // adopt it into a TcpStream or close it. kClosed once the listener is closing,
+  // kTimeout past the deadline, errno values (EMFILE...) from accept4.
   Task<AcceptResult> accept() { return fd_.accept(); }
+  // A deadline for accept, as TcpStream's; close() from a task on the listener's shard.
   Status set_deadline(int64_t abs) { return fd_.set_read_deadline(abs); }
   Task<Status> close() { return fd_.close(); }
   PollFd<P>& poll_fd() noexcept { return fd_; }
@@ -151,9 +176,12 @@ class TcpListener {
   PollFd<P> fd_;
 };
 
+// A UDP socket on one shard, with read and write deadlines.
 template <PollerBackend P>
 class UdpSocket {
  public:
+  // Binds a datagram socket to `at` and registers it with s's shard; *why says what
+  // failed. Every other call: on that shard.
   Status bind(Scheduler<P>& s, const SocketAddress& at, std::string* why = nullptr) {
     const int fd = ::socket(at.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return Status::from_errno(errno);
@@ -171,6 +199,7 @@ class UdpSocket {
     getsockname(fd_.fd(), reinterpret_cast<sockaddr*>(&a.ss), &a.len);
     return a;
   }
+  // One datagram each; deadlines as TcpStream's (kTimeout). recv_from fills *from.
   Task<IoResult> send_to(std::span<const std::byte> b, const SocketAddress& to) {
     return fd_.send_to(b, to.sa(), to.len);
   }

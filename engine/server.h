@@ -25,6 +25,9 @@ namespace ringpoll {
 template <PollerBackend P>
 class TcpServer {
  public:
+  // Runs once per accepted connection, as a task on the shard that accepted it. The
+  // stream belongs to the server: it is closed when the handler's task ends, so the
+  // handler must not keep it (or hand it to another task) beyond that.
   using Handler = std::function<Task<void>(TcpStream<P>&)>;
   struct Options {
     ListenOptions listen;
@@ -33,6 +36,7 @@ class TcpServer {
     int64_t accept_backoff_max_ns = 1'000'000'000;  // longest pause
   };
 
+  // The engine must outlive the server. Nothing listens until start().
   explicit TcpServer(Engine<P>& e, Options o = {}) : e_(e), opt_(o), shards_(e.size()) {
     for (auto& s : shards_) s = std::make_unique<PerShard>();
   }
@@ -62,8 +66,11 @@ class TcpServer {
     address_ = addr;
     return Status();
   }
+  // The address listened on, with the kernel's port when start() was given port 0.
   SocketAddress address() const { return address_; }
 
+  // Counters, readable from any thread: open connections, connections accepted by each
+  // shard (the SO_REUSEPORT balance), failed accepts.
   size_t live() const {
     size_t n = 0;
     for (auto& s : shards_) n += s->live.load();
