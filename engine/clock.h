@@ -6,6 +6,8 @@
 
 namespace ringpoll {
 
+// Now, in ns on CLOCK_MONOTONIC: the clock of every absolute deadline (set_deadline,
+// sleep_until). Never jumps with the wall clock. Any thread.
 inline int64_t mono_now_ns() noexcept {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

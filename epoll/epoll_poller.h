@@ -19,6 +19,9 @@
 
 namespace ringpoll {
 
+// Application code names this type only as the P of Engine<P> (or gets it from
+// with_backend); the Scheduler calls the contract methods, whose meaning is stated once in
+// poller/poller.h, on the shard's thread — except wake(), which any thread may call.
 class EpollPoller {
  public:
   static constexpr const char* kName = "epoll";

@@ -30,6 +30,8 @@ enum class Errc : int {
   kEof,  // the peer closed its side: a read found end of stream
 };
 
+// The result of an operation: ok (code 0), an errno value from the kernel, or one of
+// ringpoll's Errc conditions. Cheap to copy; message() names the error.
 class Status {
  public:
   constexpr Status() noexcept = default;

@@ -52,6 +52,11 @@ inline std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
 // the kernel really sends short and the caller must continue (short-send handling).
 inline std::atomic<size_t> g_uring_send_clamp{0};
 
+// Application code names this type only as the P of Engine<P> (or gets it from
+// with_backend); the Scheduler calls the contract methods, whose meaning is stated once in
+// poller/poller.h, on the shard's thread — except wake(), which any thread may call.
+// Options: set_options (UringOptions) and set_completion_options, before init(), e.g.
+// from Engine::set_backend_setup.
 class UringCompletionPoller {
  public:
   static constexpr const char* kName = "io_uring-completion";
