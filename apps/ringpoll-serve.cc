@@ -1,7 +1,12 @@
 // ringpoll-serve: echo and HTTP/1.1 servers on the sharded engine, for benchmarks.
 //
-//   ringpoll-serve --mode echo|http --listen ADDR:PORT [--profile NAME|PATH]
+//   ringpoll-serve --mode echo|http|udp-echo --listen ADDR:PORT [--profile NAME|PATH]
 //                  [--set key=value ...] [--print-config]
+//
+// udp-echo answers each UDP datagram with itself, on the packet path packet.path names
+// (kernel sockets, or DPDK in a -DRINGPOLL_WITH_DPDK=ON build; apps/serve/udp_echo.h);
+// --listen is then an IPv4 address, which on a bypass path is the address the program
+// answers ARP for. Its first line adds ", path NAME".
 //
 // One shard per CPU unless engine.shards says otherwise, each with its own SO_REUSEPORT
 // listener (TcpServer). What each mode answers, and the deadlines, are described in
@@ -24,8 +29,13 @@
 
 #include "apps/common/launch.h"
 #include "apps/serve/handlers.h"
+#include "apps/serve/udp_echo.h"
 #include "engine/server.h"
+#include "packet/kernel_queue.h"
 #include "tuning/cli.h"
+#ifdef RINGPOLL_WITH_DPDK
+#include "packet/dpdk_queue.h"
+#endif
 
 namespace ringpoll {
 namespace {
@@ -91,6 +101,68 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
   return 0;
 }
 
+packet::QueueSpec queue_spec(const tuning::Config& cfg, const SocketAddress& at, int shard) {
+  packet::QueueSpec q;
+  q.queue = shard;
+  q.local_ip = ntohl(reinterpret_cast<const sockaddr_in*>(at.sa())->sin_addr.s_addr);
+  q.local_port = at.port();
+  q.ring_size = static_cast<uint32_t>(cfg.packet.ring_size);
+  q.max_payload = static_cast<uint32_t>(cfg.packet.max_payload);
+  q.reuseport = cfg.socket.reuseport;
+  return q;
+}
+
+template <PollerBackend P>
+int serve_udp_on(Engine<P>& e, const tuning::Config& cfg, const SocketAddress& at) {
+  auto ready = [&](auto& q0, uint16_t port) {
+    std::printf("%s: udp-echo on %s:%u, backend %s, path %s, %zu shards\n", kProgram,
+                packet::ipv4_to_string(queue_spec(cfg, at, 0).local_ip).c_str(), port, P::kName,
+                packet::to_string(std::remove_reference_t<decltype(q0)>::kPath), e.size());
+    std::fflush(stdout);
+  };
+  if (cfg.packet.path == tuning::PacketPath::kKernel) {
+    uint16_t port = at.port();  // port 0: shard 0 picks one, the other shards share it
+    return serve::run_udp_echo<P, packet::KernelQueue>(
+        e, kProgram,
+        [&](packet::KernelQueue& q, int shard, std::string* why) {
+          packet::QueueSpec spec = queue_spec(cfg, at, shard);
+          spec.local_port = port;
+          const Status st = q.open(spec, why);
+          if (st.ok()) port = q.local_port();
+          return st;
+        },
+        [&](packet::KernelQueue& q0) { ready(q0, q0.local_port()); });
+  }
+#ifdef RINGPOLL_WITH_DPDK
+  packet::DpdkPortOptions po;
+  po.eal_args = cfg.packet.dpdk_args;
+  po.port = cfg.packet.dpdk_port;
+  po.queues = static_cast<int>(e.size());
+  po.ring_size = static_cast<uint32_t>(cfg.packet.ring_size);
+  po.mbufs = static_cast<uint32_t>(cfg.packet.dpdk_mbufs);
+  for (size_t i = 0; i < e.size(); ++i) po.queue_cpus.push_back(e.shard(i).cpu());
+  std::string why;
+  if (const Status st = packet::DpdkPort::start(po, &why); !st.ok()) {
+    std::fprintf(stderr, "%s: DPDK: %s\n", kProgram, why.c_str());
+    return 1;
+  }
+  const int rc = serve::run_udp_echo<P, packet::DpdkQueue>(
+      e, kProgram,
+      [&](packet::DpdkQueue& q, int shard, std::string* why) {
+        return q.open(queue_spec(cfg, at, shard), why);
+      },
+      [&](packet::DpdkQueue& q0) { ready(q0, at.port()); });
+  packet::DpdkPort::shutdown();
+  return rc;
+#else
+  std::fprintf(stderr,
+               "%s: packet.path = \"dpdk\": this build has no DPDK (configure with "
+               "-DRINGPOLL_WITH_DPDK=ON)\n",
+               kProgram);
+  return 2;
+#endif
+}
+
 }  // namespace
 }  // namespace ringpoll
 
@@ -99,9 +171,11 @@ int main(int argc, char** argv) {
   CLI::App app{"ringpoll-serve: echo and HTTP/1.1 servers for benchmarks"};
   std::string mode;
   std::string listen;
-  app.add_option("--mode", mode, "echo: send back what is read; http: HTTP/1.1 server")
+  app.add_option("--mode", mode,
+                 "echo: send back what is read; http: HTTP/1.1 server; udp-echo: datagrams back "
+                 "to their sender on packet.path")
       ->required()
-      ->check(CLI::IsMember({"echo", "http"}));
+      ->check(CLI::IsMember({"echo", "http", "udp-echo"}));
   app.add_option("--listen", listen, "Address to listen on, e.g. 127.0.0.1:8080 (port 0: any)")
       ->required()
       ->type_name("ADDR:PORT");
@@ -131,6 +205,15 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (mode == "udp-echo") {
+    if (at.family() != AF_INET) {
+      std::fprintf(stderr, "%s: --listen: udp-echo takes an IPv4 address, got %s\n", kProgram,
+                   listen.c_str());
+      return 2;
+    }
+    return app::run_engine(kProgram, cfg,
+                           [&]<class P>(Engine<P>& e) { return serve_udp_on<P>(e, cfg, at); });
+  }
   const bool http = mode == "http";
   return app::run_engine(kProgram, cfg,
                          [&]<class P>(Engine<P>& e) { return serve_on<P>(e, cfg, http, at); });

@@ -6,7 +6,9 @@
 //     run ready tasks; after every `fairness_batch` tasks, poll the backend without
 //       blocking and fire due timers, so I/O and timers are not starved by busy tasks
 //     fire due timers (deadlines and sleeps)
-//     if nothing is runnable: block in P::poll until the next timer or a wake
+//     poll the attached PollSources (packet queues), without blocking
+//     if nothing is runnable: block in P::poll until the next timer or a wake; while a
+//       source is attached, block at most the source back-off (see PollSource)
 //
 // Everything except stop() and the backend's wake() runs on the shard's thread.
 #include <atomic>
@@ -32,6 +34,26 @@ struct SchedulerOptions {
   // Before blocking, keep polling without blocking for this long (0: block at once). Trades
   // a core's idle time for the wake-up latency of a sleeping thread.
   int64_t busy_poll_ns = 0;
+  // PollSource back-off: after this many idle rounds in a row (no source had work), the
+  // loop stops spinning and blocks in P::poll for 1 us, doubling each idle round up to
+  // source_idle_max_ns. Work from any source resets it to spinning.
+  int source_idle_spins = 64;
+  int64_t source_idle_max_ns = 1'000'000;
+};
+
+// Something the shard loop polls every iteration without blocking: a kernel-bypass RX
+// queue (packet/), which has no descriptor to wake a blocked poll. poll_source() handles
+// what is ready, appends any task it wakes to `woken`, and returns how many items it
+// handled (0: idle). Sources are linked intrusively: attaching allocates nothing.
+class PollSource {
+ public:
+  virtual ~PollSource() = default;
+  virtual size_t poll_source(TaskList& woken) = 0;
+
+ private:
+  template <PollerBackend>
+  friend class Scheduler;
+  PollSource* next_source_ = nullptr;
 };
 
 // Work that arrives from other threads (a shard's cross-shard inbox). The scheduler
@@ -77,6 +99,7 @@ class Scheduler {
     while ((until_stopped || live_ > 0) && !stop_.load(std::memory_order_relaxed)) {
       if (ext_) ext_->drain();
       run_ready();
+      if (sources_) poll_sources();
       fire_timers();
       if (!runq_.empty()) continue;
       if ((!until_stopped && live_ == 0) || stop_.load(std::memory_order_relaxed)) break;
@@ -87,7 +110,11 @@ class Scheduler {
           continue;
         }
       }
-      if (opt_.busy_poll_ns <= 0 || !busy_poll()) poll_io(next_wait_ns());
+      if (sources_) {
+        poll_io(source_wait_ns(next_wait_ns()));  // the sources do the spinning
+      } else if (opt_.busy_poll_ns <= 0 || !busy_poll()) {
+        poll_io(next_wait_ns());
+      }
       if (ext_) ext_->sleeping.store(false);
       fire_timers();
     }
@@ -109,6 +136,7 @@ class Scheduler {
       ++n;
       if (opt_.fairness_batch > 0 && n % static_cast<size_t>(opt_.fairness_batch) == 0) {
         poll_io(0);
+        if (sources_) poll_sources();
         fire_timers();
         if (ext_) ext_->drain();
       }
@@ -156,6 +184,41 @@ class Scheduler {
     const int64_t d = a - mono_now_ns();
     return d > 0 ? d : 0;
   }
+  // Polls every attached source once; counts idle rounds for the back-off.
+  size_t poll_sources() {
+    TaskList woken;
+    size_t n = 0;
+    for (PollSource* s = sources_; s; s = s->next_source_) n += s->poll_source(woken);
+    runq_.splice_back(woken);
+    source_idle_rounds_ = n > 0 ? 0 : source_idle_rounds_ + 1;
+    return n;
+  }
+  // The longest the loop may block while sources are attached: 0 while spinning, then
+  // 1 us doubling up to source_idle_max_ns, never past `timer_wait` (-1: no timer).
+  int64_t source_wait_ns(int64_t timer_wait) const noexcept {
+    const int64_t over = static_cast<int64_t>(source_idle_rounds_) - opt_.source_idle_spins;
+    if (over < 0) return 0;
+    int64_t w = opt_.source_idle_max_ns;
+    if (over < 30 && (int64_t{1000} << over) < w) w = int64_t{1000} << over;
+    return timer_wait >= 0 && timer_wait < w ? timer_wait : w;
+  }
+  // Shard thread. The source must stay alive until detached.
+  void attach_source(PollSource* s) noexcept {
+    s->next_source_ = sources_;
+    sources_ = s;
+    source_idle_rounds_ = 0;
+  }
+  void detach_source(PollSource* s) noexcept {
+    for (PollSource** p = &sources_; *p; p = &(*p)->next_source_) {
+      if (*p == s) {
+        *p = s->next_source_;
+        s->next_source_ = nullptr;
+        return;
+      }
+    }
+  }
+  uint64_t source_idle_rounds() const noexcept { return source_idle_rounds_; }
+
   void make_ready(TaskNode* t) noexcept { runq_.push_back(t); }
   void make_ready(TaskList& l) noexcept { runq_.splice_back(l); }
 
@@ -395,6 +458,8 @@ class Scheduler {
   size_t live_ = 0;
   Root* roots_ = nullptr;
   ExternalWork* ext_ = nullptr;
+  PollSource* sources_ = nullptr;
+  uint64_t source_idle_rounds_ = 0;
   std::atomic<bool> stop_{false};
 };
 

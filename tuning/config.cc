@@ -40,6 +40,8 @@ constexpr Named<Balance> kBalanceNames[] = {{"round_robin", Balance::kRoundRobin
                                             {"least_conn", Balance::kLeastConn}};
 constexpr Named<ProxyProtocol> kProxyProtocolNames[] = {
     {"off", ProxyProtocol::kOff}, {"v1", ProxyProtocol::kV1}, {"v2", ProxyProtocol::kV2}};
+constexpr Named<PacketPath> kPacketPathNames[] = {{"kernel", PacketPath::kKernel},
+                                                  {"dpdk", PacketPath::kDpdk}};
 
 template <class E>
 const char* name_of(std::span<const Named<E>> names, E v) {
@@ -148,6 +150,17 @@ void fields(ProxySection& s, V&& v) {
   v("pool", s.pools, TableListSpec{});
 }
 template <class V>
+void fields(PacketSection& s, V&& v) {
+  v("path", s.path, EnumSpec<PacketPath>{kPacketPathNames});
+  v("ring_size", s.ring_size, IntSpec{64, 16384, true});
+  v("max_payload", s.max_payload, IntSpec{64, 9000});
+  v("idle_spins", s.idle_spins, IntSpec{0, 1000000});
+  v("idle_max_us", s.idle_max_us, IntSpec{1, 100000});
+  v("dpdk_args", s.dpdk_args, TextSpec{TextKind::kName});
+  v("dpdk_port", s.dpdk_port, TextSpec{TextKind::kName});
+  v("dpdk_mbufs", s.dpdk_mbufs, IntSpec{512, 1048576});
+}
+template <class V>
 void sections(Config& c, V&& v) {
   v("engine", c.engine);
   v("io_uring", c.io_uring);
@@ -155,6 +168,7 @@ void sections(Config& c, V&& v) {
   v("timeouts", c.timeouts);
   v("limits", c.limits);
   v("proxy", c.proxy);
+  v("packet", c.packet);
 }
 
 template <class S>
@@ -734,6 +748,8 @@ EngineOptions engine_options(const Config& cfg) {
   o.sched.tick_ns = cfg.engine.tick_us * 1000;
   o.sched.fairness_batch = static_cast<int>(cfg.engine.fairness_batch);
   o.sched.busy_poll_ns = cfg.engine.busy_poll_us * 1000;
+  o.sched.source_idle_spins = static_cast<int>(cfg.packet.idle_spins);
+  o.sched.source_idle_max_ns = cfg.packet.idle_max_us * 1000;
   return o;
 }
 
@@ -785,6 +801,9 @@ const char* to_string(Balance b) {
 }
 const char* to_string(ProxyProtocol p) {
   return name_of<ProxyProtocol>(kProxyProtocolNames, p);
+}
+const char* to_string(PacketPath p) {
+  return name_of<PacketPath>(kPacketPathNames, p);
 }
 
 }  // namespace ringpoll::tuning

@@ -34,6 +34,7 @@ enum class UringMode { kReadiness, kCompletion };
 enum class SpliceMode { kAuto, kOn, kOff };
 enum class Balance { kRoundRobin, kLeastConn };
 enum class ProxyProtocol { kOff, kV1, kV2 };
+enum class PacketPath { kKernel, kDpdk };
 
 struct EngineSection {
   BackendChoice backend = BackendChoice::kAuto;
@@ -118,6 +119,19 @@ struct ProxySection {
   bool operator==(const ProxySection&) const = default;
 };
 
+// The packet-I/O paths (packet/): UDP datagrams polled by each shard.
+struct PacketSection {
+  PacketPath path = PacketPath::kKernel;
+  int64_t ring_size = 1024;    // RX/TX descriptors per queue
+  int64_t max_payload = 2048;  // largest datagram payload either way
+  int64_t idle_spins = 64;     // idle loop rounds spent spinning before backing off
+  int64_t idle_max_us = 1000;  // longest idle block once backed off
+  std::string dpdk_args = "--no-huge --no-pci --no-shconf --no-telemetry -m 64 --vdev=net_ring0";
+  std::string dpdk_port = "net_ring0";  // the DPDK device the shards' queues belong to
+  int64_t dpdk_mbufs = 4096;            // mbufs per queue's pool
+  bool operator==(const PacketSection&) const = default;
+};
+
 struct Config {
   EngineSection engine;
   UringSection io_uring;
@@ -125,6 +139,7 @@ struct Config {
   TimeoutsSection timeouts;
   LimitsSection limits;
   ProxySection proxy;
+  PacketSection packet;
   bool operator==(const Config&) const = default;
 };
 
@@ -174,5 +189,6 @@ const char* to_string(UringMode m);
 const char* to_string(SpliceMode m);
 const char* to_string(Balance b);
 const char* to_string(ProxyProtocol p);
+const char* to_string(PacketPath p);
 
 }  // namespace ringpoll::tuning
