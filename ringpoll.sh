@@ -92,6 +92,24 @@ cmd_test() {
   (cd build-fuzz && ctest --output-on-failure -L fuzz --timeout 300)
   say "the IOCP backend under Wine (ringpoll-win.sh)"
   ./ringpoll-win.sh
+  check_packet_paths
+}
+
+# Debian packages of the packet-path stage of `test`: DPDK (its net_ring and net_af_packet
+# devices need no NIC and no hugepages), libxdp/libbpf for AF_XDP, iproute2 for the veth
+# pairs and network namespaces the end-to-end tests create.
+BYPASS_PACKAGES=(libdpdk-dev libxdp-dev libbpf-dev iproute2)
+
+# check_packet_paths: the kernel-bypass build (build-bypass/, Release, DPDK on) and only
+# the packet tests there (ctest -L packet): kernel, DPDK on net_ring, and kernel and DPDK
+# over a veth pair. Tests that need root or `ip netns` report skips ("Not Run").
+check_packet_paths() {
+  install_packages "${BYPASS_PACKAGES[@]}"
+  NINJA_TARGETS="ringpoll-packet-test" \
+    build build-bypass -DCMAKE_BUILD_TYPE=Release -DRINGPOLL_SANITIZE= -DRINGPOLL_WITH_DPDK=ON \
+    -DRINGPOLL_BENCH=OFF
+  say "the packet paths: kernel, DPDK on net_ring, both over a veth pair (build-bypass)"
+  (cd build-bypass && ctest --output-on-failure -L packet --timeout 120)
 }
 
 # Debian packages only bench and demo need (installed by them, not by test/build): the
