@@ -65,6 +65,44 @@ parse_sanitize() {
   esac
 }
 
+# check_install BUILD_DIR: ringpoll as a library. Installs BUILD_DIR into a temporary
+# prefix, builds examples/ out of tree against it with find_package and runs their ctest
+# tests (each example on loopback, and every public header compiled alone), then compiles
+# and runs a program found through pkg-config. The temporary directory is removed when
+# everything passed and kept (named in the error) when something failed.
+check_install() {
+  local dir=$1 werror=OFF
+  [ "${CI:-}" = "true" ] && werror=ON
+  local tmp
+  tmp=$(mktemp -d /tmp/ringpoll-install.XXXXXX)
+  say "installing $dir into $tmp/prefix; building examples/ against it"
+  cmake --install "$dir" --prefix "$tmp/prefix" >/dev/null || die "cmake --install failed (see $tmp)"
+  cmake -S "$ROOT/examples" -B "$tmp/examples" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" \
+    -DEXAMPLES_WERROR="$werror" >/dev/null || die "configuring examples/ against the install failed (see $tmp)"
+  ninja -C "$tmp/examples" || die "building examples/ against the install failed (see $tmp)"
+  (cd "$tmp/examples" && ctest --output-on-failure -j2 --timeout 120) \
+    || die "the examples' tests failed (see $tmp/examples)"
+  local pc
+  pc=$(dirname "$(find "$tmp/prefix" -name ringpoll.pc | head -n1)")
+  [ -f "$pc/ringpoll.pc" ] || die "ringpoll.pc was not installed"
+  cat >"$tmp/pc.cc" <<'CC'
+#include <ringpoll/ringpoll.h>
+#include <cstdio>
+int main() {
+  ringpoll::SocketAddress a;
+  if (!ringpoll::parse_address("127.0.0.1:80", &a).ok() || a.port() != 80) return 1;
+  std::printf("ringpoll %s through pkg-config\n", RINGPOLL_VERSION_STRING);
+  return 0;
+}
+CC
+  # shellcheck disable=SC2046  # pkg-config's flags are words
+  g++ -std=c++20 -Wall -Wextra -Werror "$tmp/pc.cc" -o "$tmp/pc" \
+    $(PKG_CONFIG_PATH="$pc" pkg-config --cflags --libs ringpoll) -Wl,-rpath,"$(dirname "$pc")" \
+    || die "compiling a program with pkg-config's flags for ringpoll failed (see $tmp)"
+  "$tmp/pc" || die "the pkg-config-built program failed (see $tmp)"
+  rm -rf "$tmp"
+}
+
 cmd_test() {
   parse_sanitize "$@"
   install_packages
@@ -82,6 +120,7 @@ cmd_test() {
   say "running ctest in $DIR${SAN:+ ($SAN sanitizer)}"
   (cd "$DIR" && "${run[@]}" ctest --output-on-failure -j2 --timeout 300)
   [ -n "$SAN" ] && return 0
+  check_install "$DIR"
   # The Release run also fuzzes the parsers for a bounded time and runs the Windows
   # backend's suite under Wine.
   install_packages "${FUZZ_PACKAGES[@]}"
