@@ -77,8 +77,10 @@ check_install() {
   tmp=$(mktemp -d /tmp/ringpoll-install.XXXXXX)
   say "installing $dir into $tmp/prefix; building examples/ against it"
   cmake --install "$dir" --prefix "$tmp/prefix" >/dev/null || die "cmake --install failed (see $tmp)"
+  local dpdk=OFF
+  grep -q '^RINGPOLL_WITH_DPDK:BOOL=ON' "$dir/CMakeCache.txt" && dpdk=ON
   cmake -S "$ROOT/examples" -B "$tmp/examples" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" \
-    -DEXAMPLES_WERROR="$werror" >/dev/null || die "configuring examples/ against the install failed (see $tmp)"
+    -DEXAMPLES_WERROR="$werror" -DEXAMPLES_EXPECT_DPDK="$dpdk" >/dev/null || die "configuring examples/ against the install failed (see $tmp)"
   ninja -C "$tmp/examples" || die "building examples/ against the install failed (see $tmp)"
   (cd "$tmp/examples" && ctest --output-on-failure -j2 --timeout 120) \
     || die "the examples' tests failed (see $tmp/examples)"

@@ -33,16 +33,18 @@ install(FILES ${PROJECT_SOURCE_DIR}/ringpoll.h ${RINGPOLL_GENERATED_INCLUDE}/ver
 install(TARGETS ringpoll-echo ringpoll-load ringpoll-serve ringpoll-proxy
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
-# ringpoll_install_component(NAME n TARGETS t... [HEADER_DIRS d...] [DEPENDENCIES code...])
+# ringpoll_install_component(NAME n TARGETS t... [HEADER_DIRS d...] [HEADERS f...]
+#                            [COMPONENTS c...] [DEPENDENCIES code...])
 #   Installs an optional part as component `n`: its targets (exported as ringpoll::<the
 #   target's EXPORT_NAME>) into ringpoll-n-targets.cmake, the headers of each source folder
-#   d into include/ringpoll/d, and DEPENDENCIES (CMake lines such as
-#   "find_dependency(PkgConfig)") into ringpoll-n-dependencies.cmake, which the package
-#   runs before it loads the targets. Call it only when the part is built (e.g. inside
-#   if(RINGPOLL_WITH_DPDK)): the package then reports the component found; otherwise
+#   d (or the single headers f, paths from the source root) under include/ringpoll/, and
+#   into ringpoll-n-dependencies.cmake, which the package runs before it loads the
+#   targets: the components c it builds on, then DEPENDENCIES (CMake lines such as
+#   "find_dependency(PkgConfig)"). Call it only when the part is built (e.g. when
+#   TARGET ringpoll-dpdk exists): the package then reports the component found; otherwise
 #   find_package(ringpoll COMPONENTS n) says it was not built.
 function(ringpoll_install_component)
-  cmake_parse_arguments(C "" "NAME" "TARGETS;HEADER_DIRS;DEPENDENCIES" ${ARGN})
+  cmake_parse_arguments(C "" "NAME" "TARGETS;HEADER_DIRS;HEADERS;COMPONENTS;DEPENDENCIES" ${ARGN})
   if(NOT C_NAME OR NOT C_TARGETS)
     message(FATAL_ERROR "ringpoll_install_component needs NAME and TARGETS")
   endif()
@@ -55,7 +57,17 @@ function(ringpoll_install_component)
     install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${RINGPOLL_INCLUDE_DIR}/${dir}
       FILES_MATCHING PATTERN "*.h")
   endforeach()
-  string(JOIN "\n" deps "include(CMakeFindDependencyMacro)" ${C_DEPENDENCIES})
+  foreach(f ${C_HEADERS})
+    get_filename_component(sub ${f} DIRECTORY)
+    install(FILES ${PROJECT_SOURCE_DIR}/${f} DESTINATION ${RINGPOLL_INCLUDE_DIR}/${sub})
+  endforeach()
+  set(deps "include(CMakeFindDependencyMacro)")
+  foreach(c ${C_COMPONENTS})
+    list(APPEND deps "include(\${CMAKE_CURRENT_LIST_DIR}/ringpoll-${c}-dependencies.cmake)"
+      "include(\${CMAKE_CURRENT_LIST_DIR}/ringpoll-${c}-targets.cmake)")
+  endforeach()
+  list(APPEND deps ${C_DEPENDENCIES})
+  string(JOIN "\n" deps ${deps})
   set(deps_file ${PROJECT_BINARY_DIR}/ringpoll-${C_NAME}-dependencies.cmake)
   file(WRITE ${deps_file} "${deps}\n")
   install(FILES ${deps_file} DESTINATION ${RINGPOLL_CMAKE_DIR})
@@ -66,6 +78,21 @@ endfunction()
 set_target_properties(ringpoll-tuning PROPERTIES EXPORT_NAME tuning)
 target_include_directories(ringpoll-tuning PUBLIC $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
 ringpoll_install_component(NAME tuning TARGETS ringpoll-tuning HEADER_DIRS tuning)
+
+# Component `packet`: the datagram contract and the kernel path (packet/), ringpoll::packet.
+# Component `dpdk`: the DPDK path, ringpoll::dpdk, only in builds with RINGPOLL_WITH_DPDK.
+if(TARGET ringpoll-packet)
+  set_target_properties(ringpoll-packet PROPERTIES EXPORT_NAME packet)
+  ringpoll_install_component(NAME packet TARGETS ringpoll-packet HEADERS packet/packet_io.h
+    packet/frame.h packet/kernel_queue.h packet/packet_source.h)
+endif()
+if(TARGET ringpoll-dpdk)
+  set_target_properties(ringpoll-dpdk PROPERTIES EXPORT_NAME dpdk)
+  # DPDK's libraries are linked by whoever links the static ringpoll-dpdk.
+  ringpoll_install_component(NAME dpdk TARGETS ringpoll-dpdk HEADERS packet/dpdk_queue.h
+    COMPONENTS packet DEPENDENCIES "find_dependency(PkgConfig)"
+    "if(NOT TARGET PkgConfig::DPDK)\n  pkg_check_modules(DPDK REQUIRED IMPORTED_TARGET libdpdk)\nendif()")
+endif()
 
 # The CMake package.
 set(RINGPOLL_PACKAGE_USES_MIMALLOC OFF)
