@@ -6,9 +6,9 @@
 //
 // The public API is exactly what the headers installed under include/ringpoll/ declare, in
 // namespace ringpoll; names in ringpoll::detail are not part of it.
-#include "version.h"
 #include "engine/backend.h"
 #include "engine/engine.h"
 #include "engine/net.h"
 #include "engine/server.h"
 #include "uring/uring_completion.h"
+#include "version.h"
