@@ -141,15 +141,16 @@ cmd_test() {
 # pairs and network namespaces the end-to-end tests create.
 BYPASS_PACKAGES=(libdpdk-dev libxdp-dev libbpf-dev iproute2)
 
-# check_packet_paths: the kernel-bypass build (build-bypass/, Release, DPDK on) and only
-# the packet tests there (ctest -L packet): kernel, DPDK on net_ring, and kernel and DPDK
-# over a veth pair. Tests that need root or `ip netns` report skips ("Not Run").
+# check_packet_paths: the kernel-bypass build (build-bypass/, Release, DPDK and AF_XDP on)
+# and only the packet tests there (ctest -L packet): kernel, DPDK on net_ring, and
+# kernel, DPDK and AF_XDP over a veth pair. Tests that need root or `ip netns` (or that
+# the kernel refuses AF_XDP) report skips ("Not Run").
 check_packet_paths() {
   install_packages "${BYPASS_PACKAGES[@]}"
   NINJA_TARGETS="ringpoll-packet-test" \
     build build-bypass -DCMAKE_BUILD_TYPE=Release -DRINGPOLL_SANITIZE= -DRINGPOLL_WITH_DPDK=ON \
-    -DRINGPOLL_BENCH=OFF
-  say "the packet paths: kernel, DPDK on net_ring, both over a veth pair (build-bypass)"
+    -DRINGPOLL_WITH_XDP=ON -DRINGPOLL_BENCH=OFF
+  say "the packet paths: kernel, DPDK on net_ring, kernel/DPDK/AF_XDP over a veth pair (build-bypass)"
   (cd build-bypass && ctest --output-on-failure -L packet --timeout 120)
 }
 

@@ -4,7 +4,8 @@
 //                  [--set key=value ...] [--print-config]
 //
 // udp-echo answers each UDP datagram with itself, on the packet path packet.path names
-// (kernel sockets, or DPDK in a -DRINGPOLL_WITH_DPDK=ON build; apps/serve/udp_echo.h);
+// (kernel sockets; DPDK or AF_XDP in a build with -DRINGPOLL_WITH_DPDK=ON /
+// -DRINGPOLL_WITH_XDP=ON; apps/serve/udp_echo.h);
 // --listen is then an IPv4 address, which on a bypass path is the address the program
 // answers ARP for. Its first line adds ", path NAME".
 //
@@ -35,6 +36,9 @@
 #include "tuning/cli.h"
 #ifdef RINGPOLL_WITH_DPDK
 #include "packet/dpdk_queue.h"
+#endif
+#ifdef RINGPOLL_WITH_XDP
+#include "packet/xdp_queue.h"
 #endif
 
 namespace ringpoll {
@@ -132,6 +136,27 @@ int serve_udp_on(Engine<P>& e, const tuning::Config& cfg, const SocketAddress& a
           return st;
         },
         [&](packet::KernelQueue& q0) { ready(q0, q0.local_port()); });
+  }
+  if (cfg.packet.path == tuning::PacketPath::kXdp) {
+#ifdef RINGPOLL_WITH_XDP
+    return serve::run_udp_echo<P, packet::XdpQueue>(
+        e, kProgram,
+        [&](packet::XdpQueue& q, int shard, std::string* why) {
+          q.set_options({cfg.packet.xdp_iface, static_cast<uint32_t>(cfg.packet.xdp_frames)});
+          return q.open(queue_spec(cfg, at, shard), why);
+        },
+        [&](packet::XdpQueue& q0) {
+          ready(q0, at.port());
+          std::fprintf(stderr, "%s: AF_XDP on %s, %s mode\n", kProgram,
+                       cfg.packet.xdp_iface.c_str(), q0.mode());
+        });
+#else
+    std::fprintf(stderr,
+                 "%s: packet.path = \"xdp\": this build has no AF_XDP (configure with "
+                 "-DRINGPOLL_WITH_XDP=ON)\n",
+                 kProgram);
+    return 2;
+#endif
   }
 #ifdef RINGPOLL_WITH_DPDK
   packet::DpdkPortOptions po;

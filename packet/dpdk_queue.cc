@@ -251,42 +251,21 @@ size_t DpdkQueue::rx_burst(std::span<Datagram> out) {
     const std::span<const std::byte> frame(data, m->nb_segs == 1 ? m->data_len : 0);
     UdpInfo u;
     ArpInfo a;
-    switch (classify_frame(frame, me_, &u, &a)) {
-      case FrameKind::kUdp:
-        arp_.learn(u.src_ip, u.src_mac);
-        out[got++] = Datagram{u.src_ip,
-                              u.src_port,
-                              u.dst_port,
-                              static_cast<uint32_t>(u.payload_len),
-                              data + u.payload_offset,
-                              reinterpret_cast<uintptr_t>(m)};
-        continue;  // freed by release()
-      case FrameKind::kArpRequest: {
-        arp_.learn(a.sender_ip, a.sender_mac);
-        std::byte* p = nullptr;
-        rte_mbuf* r = n_control_ < control_.size() ? frame_mbuf(kMinFrame, &p) : nullptr;
-        if (r && build_arp({p, kMinFrame}, ArpOp::kReply, me_, a.sender_mac, a.sender_ip)) {
-          control_[n_control_++] = r;
-          ++stats_.arp_replies;
-        } else {
-          if (r) rte_pktmbuf_free(r);
-          ++stats_.tx_dropped;
-        }
-        break;
+    const FrameKind k = receive_frame(frame, me_, arp_, stats_, &u, &a);
+    if (k == FrameKind::kUdp) {
+      out[got++] = datagram_of(u, data, reinterpret_cast<uintptr_t>(m));
+      continue;  // freed by release()
+    }
+    if (k == FrameKind::kArpRequest) {
+      std::byte* p = nullptr;
+      rte_mbuf* r = n_control_ < control_.size() ? frame_mbuf(kMinFrame, &p) : nullptr;
+      if (r && build_arp({p, kMinFrame}, ArpOp::kReply, me_, a.sender_mac, a.sender_ip)) {
+        control_[n_control_++] = r;
+        ++stats_.arp_replies;
+      } else {
+        if (r) rte_pktmbuf_free(r);
+        ++stats_.tx_dropped;
       }
-      case FrameKind::kArpOther:
-        arp_.learn(a.sender_ip, a.sender_mac);
-        break;
-      case FrameKind::kBadChecksum:
-        ++stats_.rx_bad_checksum;
-        break;
-      case FrameKind::kOther:
-        ++stats_.other_frames;
-        break;
-      case FrameKind::kNotForUs:
-      case FrameKind::kMalformed:
-        ++stats_.rx_dropped;
-        break;
     }
     rte_pktmbuf_free(m);
   }

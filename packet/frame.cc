@@ -178,6 +178,31 @@ size_t build_arp(std::span<std::byte> out, ArpOp op, const Identity& me, const M
   return kMinFrame;
 }
 
+FrameKind receive_frame(std::span<const std::byte> frame, const Identity& me, ArpTable& arp,
+                        PacketStats& st, UdpInfo* udp, ArpInfo* who) noexcept {
+  const FrameKind k = classify_frame(frame, me, udp, who);
+  switch (k) {
+    case FrameKind::kUdp:
+      arp.learn(udp->src_ip, udp->src_mac);
+      break;
+    case FrameKind::kArpRequest:
+    case FrameKind::kArpOther:
+      arp.learn(who->sender_ip, who->sender_mac);
+      break;
+    case FrameKind::kBadChecksum:
+      ++st.rx_bad_checksum;
+      break;
+    case FrameKind::kOther:
+      ++st.other_frames;
+      break;
+    case FrameKind::kNotForUs:
+    case FrameKind::kMalformed:
+      ++st.rx_dropped;
+      break;
+  }
+  return k;
+}
+
 void ArpTable::learn(uint32_t ip, const MacAddr& mac) noexcept {
   if (ip == 0) return;
   e_[slot(ip)] = Entry{ip, mac};

@@ -72,6 +72,25 @@ enum class ArpOp : uint16_t { kRequest = 1, kReply = 2 };
 size_t build_arp(std::span<std::byte> out, ArpOp op, const Identity& me, const MacAddr& target_mac,
                  uint32_t target_ip) noexcept;
 
+class ArpTable;
+
+// The receive step both bypass paths share: classifies a frame, learns the sender's MAC
+// from UDP and ARP, and counts what is not delivered in *st (bad checksum, foreign,
+// malformed, other protocols). The caller delivers kUdp (*udp) and answers kArpRequest
+// (*arp: who asked); every other kind needs nothing more.
+FrameKind receive_frame(std::span<const std::byte> frame, const Identity& me, ArpTable& arp,
+                        PacketStats& st, UdpInfo* udp, ArpInfo* who) noexcept;
+
+// The Datagram a kUdp frame starting at `frame` delivers; `handle` is the path's buffer.
+inline Datagram datagram_of(const UdpInfo& u, std::byte* frame, uintptr_t handle) noexcept {
+  return Datagram{u.src_ip,
+                  u.src_port,
+                  u.dst_port,
+                  static_cast<uint32_t>(u.payload_len),
+                  frame + u.payload_offset,
+                  handle};
+}
+
 // Neighbours learned from received frames: direct-mapped, fixed size, no allocation. A
 // collision replaces the older entry; a miss costs one ARP request.
 class ArpTable {

@@ -26,8 +26,9 @@
 //
 // Three paths implement it: kernel (packet/kernel_queue.h: a UDP socket per shard,
 // recvmmsg/sendmmsg), DPDK (packet/dpdk_queue.h, -DRINGPOLL_WITH_DPDK=ON) and AF_XDP
-// (not implemented yet). The bypass paths see Ethernet frames; packet/frame.h turns them
-// into datagrams (IPv4/UDP, ARP answered for our address, checksums in software).
+// (packet/xdp_queue.h, -DRINGPOLL_WITH_XDP=ON). The bypass paths see Ethernet frames;
+// packet/frame.h turns them into datagrams (IPv4/UDP, ARP answered for our address, checksums in
+// software).
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

@@ -40,8 +40,8 @@ constexpr Named<Balance> kBalanceNames[] = {{"round_robin", Balance::kRoundRobin
                                             {"least_conn", Balance::kLeastConn}};
 constexpr Named<ProxyProtocol> kProxyProtocolNames[] = {
     {"off", ProxyProtocol::kOff}, {"v1", ProxyProtocol::kV1}, {"v2", ProxyProtocol::kV2}};
-constexpr Named<PacketPath> kPacketPathNames[] = {{"kernel", PacketPath::kKernel},
-                                                  {"dpdk", PacketPath::kDpdk}};
+constexpr Named<PacketPath> kPacketPathNames[] = {
+    {"kernel", PacketPath::kKernel}, {"dpdk", PacketPath::kDpdk}, {"xdp", PacketPath::kXdp}};
 
 template <class E>
 const char* name_of(std::span<const Named<E>> names, E v) {
@@ -159,6 +159,8 @@ void fields(PacketSection& s, V&& v) {
   v("dpdk_args", s.dpdk_args, TextSpec{TextKind::kName});
   v("dpdk_port", s.dpdk_port, TextSpec{TextKind::kName});
   v("dpdk_mbufs", s.dpdk_mbufs, IntSpec{512, 1048576});
+  v("xdp_iface", s.xdp_iface, TextSpec{TextKind::kName});
+  v("xdp_frames", s.xdp_frames, IntSpec{256, 1048576, true});
 }
 template <class V>
 void sections(Config& c, V&& v) {

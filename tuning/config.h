@@ -34,7 +34,7 @@ enum class UringMode { kReadiness, kCompletion };
 enum class SpliceMode { kAuto, kOn, kOff };
 enum class Balance { kRoundRobin, kLeastConn };
 enum class ProxyProtocol { kOff, kV1, kV2 };
-enum class PacketPath { kKernel, kDpdk };
+enum class PacketPath { kKernel, kDpdk, kXdp };
 
 struct EngineSection {
   BackendChoice backend = BackendChoice::kAuto;
@@ -129,6 +129,8 @@ struct PacketSection {
   std::string dpdk_args = "--no-huge --no-pci --no-shconf --no-telemetry -m 64 --vdev=net_ring0";
   std::string dpdk_port = "net_ring0";  // the DPDK device the shards' queues belong to
   int64_t dpdk_mbufs = 4096;            // mbufs per queue's pool
+  std::string xdp_iface = "eth0";  // the interface whose queues the shards' AF_XDP sockets bind
+  int64_t xdp_frames = 4096;       // UMEM frames (2 KiB each) per queue
   bool operator==(const PacketSection&) const = default;
 };
 

@@ -5,7 +5,8 @@
 #      kernel path over 127.0.0.1, DPDK over net_ring (in memory); 64 B and 1 KiB.
 #   2. veth: ringpoll-serve --mode udp-echo (one shard) on each path, the kernel as the
 #      client in a network namespace at the other end of a veth pair (16 datagrams in
-#      flight, closed loop); 64 B and 1 KiB. DPDK reaches the veth through net_af_packet.
+#      flight, closed loop); 64 B and 1 KiB. DPDK reaches the veth through net_af_packet,
+#      AF_XDP (when built) binds the veth's queue 0 (native copy mode on veth).
 #
 # Needs root (namespace, veth) and a build with -DRINGPOLL_WITH_DPDK=ON and the benches
 # (ringpoll-packet-bench). Virtual devices: these figures show what each path costs on
@@ -67,6 +68,15 @@ serve_on dpdk --set packet.dpdk_port=net_af_packet0 \
   --set "packet.dpdk_args=\"--no-huge --no-pci --no-shconf --no-telemetry -m 64 --vdev=net_af_packet0,iface=$a --log-level=lib.eal:error\""
 for size in 64 1024; do client dpdk "$size" >>"$results"; done
 stop_serve
+
+if "$SERVE" --mode udp-echo --listen 10.78.0.1:1 --set packet.path=xdp --set packet.xdp_iface=none0 2>&1 \
+    | grep -q "this build has no AF_XDP"; then
+  echo "compare.sh: AF_XDP rows left out (build without -DRINGPOLL_WITH_XDP=ON)" >&2
+else
+  serve_on xdp --set packet.xdp_iface="$a"
+  for size in 64 1024; do client xdp "$size" >>"$results"; done
+  stop_serve
+fi
 
 python3 - "$results" <<'PY'
 import json, sys

@@ -187,26 +187,11 @@ TEST(DpdkAfPacket, ServeEchoesOverAVethPair) {
   test::VethPair veth;
   std::string why;
   if (!veth.create("10.77.0.2/24", "", &why)) GTEST_SKIP() << why;
-  test::Child serve;
   const std::string args = std::string("--no-huge --no-pci --no-shconf --no-telemetry -m 64 ") +
                            "--vdev=net_af_packet0,iface=" + veth.outer() +
                            " --log-level=lib.eal:error";
-  ASSERT_TRUE(serve.start(
-      RINGPOLL_SERVE_BIN,
-      {"--mode", "udp-echo", "--listen", "10.77.0.1:9000", "--set", "packet.path=dpdk", "--set",
-       "packet.dpdk_port=net_af_packet0", "--set", "packet.dpdk_args=\"" + args + "\"", "--set",
-       "engine.shards=1", "--set", "engine.pin=false"}));
-  const std::string line = serve.read_line(20000);
-  ASSERT_TRUE(line.starts_with("ringpoll-serve: udp-echo on 10.77.0.1:9000")) << line;
-  EXPECT_NE(line.find("path dpdk"), std::string::npos) << line;
-  int ok = 0;
-  veth.run_inside([&] {
-    ok = test::echo_round_trips(kMe, 9000, 2, 25, 64, /*no_checksum=*/true);
-    ok += test::echo_round_trips(kMe, 9000, 2, 25, 1024, /*no_checksum=*/true);
-  });
-  // The first datagram waits for ARP: the kernel queues it until our reply comes.
-  EXPECT_EQ(ok, 100);
-  EXPECT_EQ(serve.stop(SIGTERM), 0);
+  test::serve_echo_over_veth(
+      veth, "dpdk", {"packet.dpdk_port=net_af_packet0", "packet.dpdk_args=\"" + args + "\""});
 }
 
 }  // namespace

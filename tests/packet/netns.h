@@ -40,6 +40,14 @@ class Child {
 int echo_round_trips(uint32_t ip, int port, int clients, int n, size_t size,
                      bool no_checksum = false);
 
+class VethPair;
+// ringpoll-serve --mode udp-echo on 10.77.0.1:9000 (one shard) with `path` and the extra
+// `--set` assignments, answering a kernel client in `veth`'s namespace: 50 datagrams of
+// 64 B and 50 of 1 KiB (zero UDP checksums, see echo_round_trips). Checks the first line
+// names the path, that every echo came back and that SIGTERM exits 0 (gtest assertions).
+void serve_echo_over_veth(const VethPair& veth, const std::string& path,
+                          const std::vector<std::string>& sets);
+
 class VethPair {
  public:
   // Names derived from the pid: rpk<pid>a (stays here), rpk<pid>b (in netns rpk<pid>).
