@@ -22,6 +22,12 @@ constexpr uint32_t kFrameSize = 2048;
 // Frames kept out of the FILL ring so replies can always be sent.
 constexpr uint32_t kTxReserve = 2 * kMaxBurst;
 
+// An RX descriptor's address points past the headroom inside its frame; the frame itself
+// (what the free stack holds, and what TX may fill whole) starts at the aligned base.
+constexpr uint64_t frame_base(uint64_t addr) noexcept {
+  return addr & ~uint64_t{kFrameSize - 1};
+}
+
 struct Mode {
   uint32_t xdp_flags;
   uint16_t bind_flags;
@@ -199,7 +205,7 @@ size_t XdpQueue::rx_burst(std::span<Datagram> out) {
       });
       ++(sent ? stats_.arp_replies : stats_.tx_dropped);
     }
-    r_->free.push_back(xsk_umem__extract_addr(d->addr));
+    r_->free.push_back(frame_base(d->addr));
   }
   if (n) xsk_ring_cons__release(&r_->rx, n);
   stats_.rx_packets += got;
@@ -213,7 +219,7 @@ size_t XdpQueue::rx_burst(std::span<Datagram> out) {
 
 void XdpQueue::release(std::span<Datagram> batch) noexcept {
   if (!r_) return;
-  for (const Datagram& d : batch) r_->free.push_back(xsk_umem__extract_addr(d.handle));
+  for (const Datagram& d : batch) r_->free.push_back(frame_base(d.handle));
   refill();
 }
 
