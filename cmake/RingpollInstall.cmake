@@ -81,6 +81,7 @@ ringpoll_install_component(NAME tuning TARGETS ringpoll-tuning HEADER_DIRS tunin
 
 # Component `packet`: the datagram contract and the kernel path (packet/), ringpoll::packet.
 # Component `dpdk`: the DPDK path, ringpoll::dpdk, only in builds with RINGPOLL_WITH_DPDK.
+# (Their headers are installed with their component: packet/ holds all four paths.)
 if(TARGET ringpoll-packet)
   set_target_properties(ringpoll-packet PROPERTIES EXPORT_NAME packet)
   ringpoll_install_component(NAME packet TARGETS ringpoll-packet HEADERS packet/packet_io.h
@@ -92,6 +93,13 @@ if(TARGET ringpoll-dpdk)
   ringpoll_install_component(NAME dpdk TARGETS ringpoll-dpdk HEADERS packet/dpdk_queue.h
     COMPONENTS packet DEPENDENCIES "find_dependency(PkgConfig)"
     "if(NOT TARGET PkgConfig::DPDK)\n  pkg_check_modules(DPDK REQUIRED IMPORTED_TARGET libdpdk)\nendif()")
+endif()
+# Component `af_xdp`: the AF_XDP path, ringpoll::af_xdp, only with RINGPOLL_WITH_XDP.
+if(TARGET ringpoll-xdp)
+  set_target_properties(ringpoll-xdp PROPERTIES EXPORT_NAME af_xdp)
+  ringpoll_install_component(NAME af_xdp TARGETS ringpoll-xdp HEADERS packet/xdp_queue.h
+    COMPONENTS packet DEPENDENCIES "find_dependency(PkgConfig)"
+    "if(NOT TARGET PkgConfig::XDP)\n  pkg_check_modules(XDP REQUIRED IMPORTED_TARGET libxdp libbpf)\nendif()")
 endif()
 
 # The CMake package.
