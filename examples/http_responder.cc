@@ -1,6 +1,7 @@
 // http_responder: answers every HTTP/1.1 request with "Hello, World!", keeping the
-// connection open (keep-alive) and answering pipelined requests in order. A connection
-// that sends no complete request header for 10 s is closed (the read deadline).
+// connection open (keep-alive) and answering pipelined requests in order. Each request
+// header must be complete within 10 s of the previous answer (or of the connect), else
+// the connection is closed (a read deadline: slow or idle clients do not hold it forever).
 //
 //   http_responder [ADDRESS]     default 127.0.0.1:8080
 //
@@ -29,8 +30,10 @@ Task<void> serve_http(TcpStream<P>& conn) {
   std::string out;
   char buf[4096];
   for (;;) {
-    // An absolute deadline on CLOCK_MONOTONIC; a read past it fails with kTimeout.
-    (void)conn.set_read_deadline(mono_now_ns() + kHeaderTimeoutNs);
+    // A new request (nothing buffered) gets 10 s for its whole header. The deadline is
+    // absolute (CLOCK_MONOTONIC), so a client dribbling bytes cannot stretch it; a read
+    // past it fails with kTimeout.
+    if (in.empty()) (void)conn.set_read_deadline(mono_now_ns() + kHeaderTimeoutNs);
     const IoResult r = co_await conn.read(std::as_writable_bytes(std::span(buf)));
     if (!r.ok()) co_return;  // kEof, kTimeout or an I/O error: TcpServer closes the stream
     in.append(buf, r.n);
