@@ -56,7 +56,7 @@ class TcpStream {
   // Reads at most b.size() bytes, waiting while none are available. Ends with n > 0 and
   // ok; kEof at end of stream; kTimeout when the read deadline passes; kClosed once the
   // stream is closing; other failures as errno values. One read at a time per stream.
-  Task<IoResult> read(std::span<std::byte> b) { return fd_.read(b); }
+  auto read(std::span<std::byte> b) { return fd_.read(b); }
   // Reads exactly b.size() bytes; an early end of stream is kEof with n = bytes read.
   Task<IoResult> read_exact(std::span<std::byte> b) {
     size_t got = 0;
@@ -69,7 +69,7 @@ class TcpStream {
   }
   // Writes all of b, waiting for socket buffer space as needed; n counts the bytes the
   // kernel took, also when it fails (kTimeout at the write deadline, kClosed, EPIPE...).
-  Task<IoResult> write(std::span<const std::byte> b) { return fd_.write(b); }
+  auto write(std::span<const std::byte> b) { return fd_.write(b); }
   // write() for several buffers, in order, as one stream of bytes.
   Task<IoResult> writev(std::span<const iovec> v) { return fd_.writev(v); }
   // Half-close with shutdown(2): the peer reads end of stream (write) / our reads end.
@@ -162,7 +162,7 @@ class TcpListener {
   // Waits for a connection. The fd (non-blocking, close-on-exec) belongs to the caller:
   // adopt it into a TcpStream or close it. kClosed once the listener is closing,
   // kTimeout past the deadline, errno values (EMFILE...) from accept4.
-  Task<AcceptResult> accept() { return fd_.accept(); }
+  auto accept() { return fd_.accept(); }
   // A deadline for accept, as TcpStream's; close() from a task on the listener's shard.
   Status set_deadline(int64_t abs) { return fd_.set_read_deadline(abs); }
   Task<Status> close() { return fd_.close(); }
@@ -200,10 +200,10 @@ class UdpSocket {
     return a;
   }
   // One datagram each; deadlines as TcpStream's (kTimeout). recv_from fills *from.
-  Task<IoResult> send_to(std::span<const std::byte> b, const SocketAddress& to) {
+  auto send_to(std::span<const std::byte> b, const SocketAddress& to) {
     return fd_.send_to(b, to.sa(), to.len);
   }
-  Task<IoResult> recv_from(std::span<std::byte> b, SocketAddress* from) {
+  auto recv_from(std::span<std::byte> b, SocketAddress* from) {
     from->len = sizeof from->ss;
     return fd_.recv_from(b, &from->ss, &from->len);
   }

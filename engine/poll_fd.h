@@ -7,7 +7,14 @@
 // and on EAGAIN wait on the PollDesc and retry. close() evicts the waiters, waits until
 // the operations in flight have left, and the last reference closes the fd (S22).
 //
-// A PollFd must not move while an operation is in flight (coroutines hold `this`).
+// On readiness backends (epoll, io_uring readiness, kqueue, ports, pollset) read, write,
+// accept and the datagram calls are FdOp awaiters, not coroutines: the operation's state
+// lives in the caller's frame and, between readiness waits, the shard drives it through
+// its TaskNode's callback, so an operation allocates nothing and the caller is resumed
+// once, with the result. Completion backends (io_uring completion mode, IOCP) keep
+// coroutines (Task) for their submit/cancel/wait sequences.
+//
+// A PollFd must not move while an operation is in flight (operations hold `this`).
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -49,6 +56,273 @@ struct FdStateOf<P, true> {
 
 // Test seam: the accept4 the sockets layer calls (tests inject ECONNABORTED, S31).
 inline int (*g_accept4_fn)(int, sockaddr*, socklen_t*, int) = ::accept4;
+
+template <PollerBackend P>
+class PollFd;
+
+// The system-call halves of the operations. attempt() makes the call (EINTR retried
+// inside) and returns true when the operation has its result, false on EAGAIN; fail()
+// ends it with a poll error (timeout, close) or an errno, keeping partial progress;
+// result() reads it. Each step keeps its result in as few bytes as it can: it lives in
+// the caller's frame for as long as the operation waits (an idle connection's read).
+namespace fdop {
+struct Read {
+  using Result = IoResult;
+  std::span<std::byte> buf;  // cut down to the bytes read
+  Status err;
+  // A zero-byte read returns at once: read(2) would answer 0, which looks like EOF (S31).
+  bool early() const noexcept { return buf.empty(); }
+  bool attempt(int fd) noexcept {
+    for (;;) {
+      const ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n > 0) {
+        buf = buf.first(static_cast<size_t>(n));
+      } else if (n == 0) {
+        fail(Errc::kEof);
+      } else if (errno == EINTR) {
+        continue;
+      } else if (errno == EAGAIN) {
+        return false;
+      } else {
+        fail(Status::from_errno(errno));
+      }
+      return true;
+    }
+  }
+  void fail(Status e) noexcept {
+    buf = {};
+    err = e;
+  }
+  Result result() const noexcept { return IoResult{buf.size(), err}; }
+};
+
+// Writes all of buf: n counts what the kernel accepted, also when an error stops it.
+struct Write {
+  using Result = IoResult;
+  std::span<const std::byte> buf;
+  size_t done = 0;
+  Status err;
+  bool early() const noexcept { return false; }
+  bool attempt(int fd) noexcept {
+    while (done < buf.size()) {
+      ssize_t n = ::send(fd, buf.data() + done, buf.size() - done, MSG_NOSIGNAL);
+      if (n < 0 && errno == ENOTSOCK) n = ::write(fd, buf.data() + done, buf.size() - done);
+      if (n >= 0) {
+        done += static_cast<size_t>(n);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return false;
+      fail(Status::from_errno(errno));
+      return true;
+    }
+    return true;
+  }
+  void fail(Status e) noexcept { err = e; }
+  Result result() const noexcept { return IoResult{done, err}; }
+};
+
+// Accepts one connection; a connection aborted before accept is skipped (S31).
+struct Accept {
+  using Result = AcceptResult;
+  AcceptResult r;
+  bool early() const noexcept { return false; }
+  bool attempt(int fd) noexcept {
+    for (;;) {
+      const int c = g_accept4_fn(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (c >= 0) {
+        r = AcceptResult{c, Status()};
+        return true;
+      }
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EAGAIN) return false;
+      fail(Status::from_errno(errno));
+      return true;
+    }
+  }
+  void fail(Status e) noexcept { r = AcceptResult{-1, e}; }
+  Result result() const noexcept { return r; }
+};
+
+// Runs call() — a byte count, or -1 with errno — retrying EINTR. False on EAGAIN;
+// otherwise true with *r set.
+template <class F>
+bool count_call(F&& call, IoResult& r) {
+  for (;;) {
+    const ssize_t n = call();
+    if (n >= 0) {
+      r = IoResult{static_cast<size_t>(n), Status()};
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN) {
+      return false;
+    } else {
+      r = IoResult{0, Status::from_errno(errno)};
+    }
+    return true;
+  }
+}
+
+// One sendmsg/recvmsg: a datagram, or part of a stream write. For a datagram the message
+// and its one buffer live here (own_iov); *namelen gets the sender's address length.
+struct Msg {
+  using Result = IoResult;
+  Mode mode;
+  iovec iov;
+  msghdr msg;
+  socklen_t* namelen = nullptr;
+  bool own_iov = true;
+  IoResult r{};
+  static Msg one(Mode m, void* data, size_t len, void* name, socklen_t namelen,
+                 socklen_t* namelen_out) noexcept {
+    Msg x{m, iovec{data, len}, msghdr{}, namelen_out, true, {}};
+    x.msg.msg_name = name;
+    x.msg.msg_namelen = namelen;
+    return x;
+  }
+  // The header, pointing at the buffer where it is now (a Msg may have been moved).
+  msghdr* header() noexcept {
+    if (own_iov) {
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+    }
+    return &msg;
+  }
+  bool early() const noexcept { return false; }
+  bool attempt(int fd) noexcept {
+    msghdr* h = header();
+    const bool done = count_call(
+        [&] { return mode == Mode::kRead ? ::recvmsg(fd, h, 0) : ::sendmsg(fd, h, MSG_NOSIGNAL); },
+        r);
+    if (done && r.ok() && namelen) *namelen = msg.msg_namelen;
+    return done;
+  }
+  void fail(Status e) noexcept { r = IoResult{0, e}; }
+  Result result() const noexcept { return r; }
+};
+
+// Any non-blocking call on the descriptor returning a byte count or -1 with errno.
+template <class F>
+struct Call {
+  using Result = IoResult;
+  F op;
+  IoResult r{};
+  bool early() const noexcept { return false; }
+  bool attempt(int fd) {
+    return count_call([&] { return op(fd); }, r);
+  }
+  void fail(Status e) noexcept { r = IoResult{0, e}; }
+  Result result() const noexcept { return r; }
+};
+}  // namespace fdop
+
+// An operation on a readiness backend with no coroutine frame of its own (Go's
+// internal/poll loop: try the call, on EAGAIN wait on the PollDesc, try again). It holds
+// the PollFd's reference from await_ready until it has a result; while it waits, its
+// TaskNode is parked on the PollDesc with `run` set, so a wake (readiness, deadline,
+// close) runs the next attempt on the shard, and the caller is resumed once, when done.
+//
+// Layout: the node parked on the PollDesc, then the step (its result), then the flags,
+// which the compiler may place in the step's tail padding: an idle read is 56 bytes.
+template <PollerBackend P, class Step>
+class FdOp : private TaskNode, private Step {
+ public:
+  using Result = typename Step::Result;
+  FdOp(PollFd<P>* f, Mode m, Step step) noexcept : Step(std::move(step)), mode_(m), f_(f) {
+    run = &FdOp::woken;
+  }
+  FdOp(const FdOp&) = delete;
+  FdOp& operator=(const FdOp&) = delete;
+  ~FdOp() {
+    if (parked_) {  // the caller's frame is destroyed while waiting (scheduler teardown)
+      uintptr_t v = reinterpret_cast<uintptr_t>(node());
+      f_->pd_->slot(mode_).compare_exchange_strong(v, kPdNil);
+    }
+    if (holds_ref_) release();
+  }
+
+  bool await_ready() noexcept {
+    if (f_->state_ != PollFd<P>::State::kOpen) {
+      Step::fail(Errc::kClosed);
+      return true;
+    }
+    ++f_->refs_;
+    holds_ref_ = true;
+    if (Step::early()) return release();
+    if (PollDesc* pd = f_->pd_) {
+      if (PollError e = pd->reset(mode_); e != PollError::kNone) {
+        Step::fail(Status::from_poll(e));
+        return release();
+      }
+    }
+    return advance();
+  }
+  void await_suspend(std::coroutine_handle<> caller) noexcept { handle = caller; }
+  Result await_resume() noexcept { return Step::result(); }
+
+ private:
+  // Attempts until the operation has a result (true, reference released) or is parked
+  // on the PollDesc (false).
+  bool advance() noexcept {
+    PollDesc* pd = f_->pd_;
+    for (;;) {
+      if (Step::attempt(f_->fd_)) return release();
+      if (!pd) {  // not pollable (S12): EAGAIN is the answer
+        Step::fail(Status::from_errno(EAGAIN));
+        return release();
+      }
+      PollError e = pd->check_err(mode_);
+      if (e == PollError::kNone) {
+        if constexpr (P::kLevelTriggered) f_->s_->backend().arm(pd, mode_);
+        switch (pd->begin_wait(mode_)) {
+          case PollDesc::Begin::kTookReady:
+            continue;
+          case PollDesc::Begin::kPark:
+            if (pd->commit_park(mode_, node())) {
+              parked_ = true;
+              return false;
+            }
+            // readiness, timeout or close arrived between prepare and park (S15)
+            [[fallthrough]];
+          case PollDesc::Begin::kAbandon:
+            e = pd->finish_wait(mode_) ? PollError::kNone : pd->check_err(mode_);
+            break;
+        }
+      }
+      if (e != PollError::kNone) {
+        Step::fail(Status::from_poll(e));
+        return release();
+      }
+      // woken with no error (readiness, or a deadline reset before we ran, S09): retry
+    }
+  }
+
+  // The shard runs the parked node: readiness, a fired deadline or a close.
+  static void woken(TaskNode* n) noexcept {
+    FdOp* op = static_cast<FdOp*>(n);
+    op->parked_ = false;
+    PollDesc* pd = op->f_->pd_;
+    const PollError e = pd->finish_wait(op->mode_) ? PollError::kNone : pd->check_err(op->mode_);
+    if (e != PollError::kNone) {
+      op->Step::fail(Status::from_poll(e));
+      op->release();
+    } else if (!op->advance()) {
+      return;  // parked again
+    }
+    op->handle.resume();  // the caller; `op` may be gone after this
+  }
+  TaskNode* node() noexcept { return this; }
+  bool release() noexcept {
+    holds_ref_ = false;
+    f_->release_ref();
+    return true;
+  }
+
+  Mode mode_;
+  bool parked_ = false;
+  bool holds_ref_ = false;
+  PollFd<P>* f_;
+};
 
 template <PollerBackend P>
 class PollFd {
@@ -93,81 +367,35 @@ class PollFd {
   PollDesc* pd() const noexcept { return pd_; }
   bool pollable() const noexcept { return pd_ != nullptr; }
   bool is_open() const noexcept { return state_ == State::kOpen; }
+  // Operations in flight on this descriptor (references held).
+  unsigned in_flight() const noexcept { return refs_; }
 
-  Task<IoResult> read(std::span<std::byte> buf) {
-    Ref ref(this);
-    if (!ref) co_return IoResult{0, Errc::kClosed};
-    // A zero-byte read returns at once: read(2) would answer 0, which looks like EOF (S31).
-    if (buf.empty()) co_return IoResult{0, Status()};
-    if (pd_) {
-      if (PollError e = pd_->reset(Mode::kRead); e != PollError::kNone) {
-        co_return IoResult{0, Status::from_poll(e)};
-      }
-      if constexpr (P::kCompletion) co_return co_await read_completion(buf);
-    }
-    for (;;) {
-      const ssize_t n = ::read(fd_, buf.data(), buf.size());
-      if (n > 0) co_return IoResult{static_cast<size_t>(n), Status()};
-      if (n == 0) co_return IoResult{0, Errc::kEof};
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN || !pd_) co_return IoResult{0, Status::from_errno(errno)};
-      if (PollError e = co_await s_->wait(pd_, Mode::kRead); e != PollError::kNone) {
-        co_return IoResult{0, Status::from_poll(e)};
-      }
+  // The operations return an awaitable: co_await it once, at once (it refers to `buf`).
+  // Reads what is there (at least one byte), kEof at the end of the stream.
+  auto read(std::span<std::byte> buf) {
+    if constexpr (P::kCompletion) {
+      return completion_op(fdop::Read{buf, {}}, Mode::kRead);
+    } else {
+      return FdOp<P, fdop::Read>(this, Mode::kRead, fdop::Read{buf, {}});
     }
   }
 
   // Writes all of buf unless an error or the write deadline stops it; n counts what the
   // kernel accepted.
-  Task<IoResult> write(std::span<const std::byte> buf) {
-    Ref ref(this);
-    if (!ref) co_return IoResult{0, Errc::kClosed};
-    if (pd_) {
-      if (PollError e = pd_->reset(Mode::kWrite); e != PollError::kNone) {
-        co_return IoResult{0, Status::from_poll(e)};
-      }
-      if constexpr (P::kCompletion) co_return co_await write_completion(buf);
+  auto write(std::span<const std::byte> buf) {
+    if constexpr (P::kCompletion) {
+      return completion_op(fdop::Write{buf, 0, {}}, Mode::kWrite);
+    } else {
+      return FdOp<P, fdop::Write>(this, Mode::kWrite, fdop::Write{buf, 0, {}});
     }
-    size_t done = 0;
-    while (done < buf.size()) {
-      const ssize_t n = ::send(fd_, buf.data() + done, buf.size() - done, MSG_NOSIGNAL);
-      if (n < 0 && errno == ENOTSOCK) {
-        const ssize_t m = ::write(fd_, buf.data() + done, buf.size() - done);
-        if (m >= 0) {
-          done += static_cast<size_t>(m);
-          continue;
-        }
-      } else if (n >= 0) {
-        done += static_cast<size_t>(n);
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN || !pd_) co_return IoResult{done, Status::from_errno(errno)};
-      if (PollError e = co_await s_->wait(pd_, Mode::kWrite); e != PollError::kNone) {
-        co_return IoResult{done, Status::from_poll(e)};
-      }
-    }
-    co_return IoResult{done, Status()};
   }
 
   // Accepts one connection; a connection aborted before accept is skipped (S31).
-  Task<AcceptResult> accept() {
-    Ref ref(this);
-    if (!ref) co_return AcceptResult{-1, Errc::kClosed};
-    if (pd_) {
-      if (PollError e = pd_->reset(Mode::kRead); e != PollError::kNone) {
-        co_return AcceptResult{-1, Status::from_poll(e)};
-      }
-      if constexpr (P::kCompletion) co_return co_await accept_completion();
-    }
-    for (;;) {
-      const int c = g_accept4_fn(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (c >= 0) co_return AcceptResult{c, Status()};
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN || !pd_) co_return AcceptResult{-1, Status::from_errno(errno)};
-      if (PollError e = co_await s_->wait(pd_, Mode::kRead); e != PollError::kNone) {
-        co_return AcceptResult{-1, Status::from_poll(e)};
-      }
+  auto accept() {
+    if constexpr (P::kCompletion) {
+      return completion_op(fdop::Accept{{}}, Mode::kRead);
+    } else {
+      return FdOp<P, fdop::Accept>(this, Mode::kRead, fdop::Accept{{}});
     }
   }
 
@@ -212,26 +440,14 @@ class PollFd {
   }
 
   // Datagram receive with the sender's address (UDP). n = the datagram's length.
-  Task<IoResult> recv_from(std::span<std::byte> buf, sockaddr_storage* from, socklen_t* fromlen) {
-    iovec iov{buf.data(), buf.size()};
-    msghdr msg{};
-    msg.msg_name = from;
-    msg.msg_namelen = sizeof(sockaddr_storage);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    IoResult r = co_await msg_op(Mode::kRead, &msg);
-    if (fromlen) *fromlen = msg.msg_namelen;
-    co_return r;
+  auto recv_from(std::span<std::byte> buf, sockaddr_storage* from, socklen_t* fromlen) {
+    return msg_op(fdop::Msg::one(Mode::kRead, buf.data(), buf.size(), from,
+                                 sizeof(sockaddr_storage), fromlen));
   }
   // Datagram send to `to` (UDP).
-  Task<IoResult> send_to(std::span<const std::byte> buf, const sockaddr* to, socklen_t tolen) {
-    iovec iov{const_cast<std::byte*>(buf.data()), buf.size()};
-    msghdr msg{};
-    msg.msg_name = const_cast<sockaddr*>(to);
-    msg.msg_namelen = tolen;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    co_return co_await msg_op(Mode::kWrite, &msg);  // msg_op holds the operation's reference
+  auto send_to(std::span<const std::byte> buf, const sockaddr* to, socklen_t tolen) {
+    return msg_op(fdop::Msg::one(Mode::kWrite, const_cast<std::byte*>(buf.data()), buf.size(),
+                                 const_cast<sockaddr*>(to), tolen, nullptr));
   }
   // Writes every byte of every buffer (a stream socket), as write() does for one.
   Task<IoResult> writev(std::span<const iovec> bufs) {
@@ -241,10 +457,10 @@ class PollFd {
     size_t done = 0;
     size_t first = 0;
     while (done < total) {
-      msghdr msg{};
-      msg.msg_iov = rest.data() + first;
-      msg.msg_iovlen = rest.size() - first;
-      IoResult r = co_await msg_op(Mode::kWrite, &msg);
+      fdop::Msg m{Mode::kWrite, {}, {}, nullptr, false, {}};
+      m.msg.msg_iov = rest.data() + first;
+      m.msg.msg_iovlen = rest.size() - first;
+      IoResult r = co_await msg_op(m);
       done += r.n;
       if (!r.ok()) co_return IoResult{done, r.err};
       for (size_t k = r.n; k > 0 && first < rest.size();) {
@@ -262,26 +478,11 @@ class PollFd {
   // with EAGAIN, waiting for `m` readiness in between, with deadlines and close handled as
   // for read and write. A completion backend has no readiness to wait for: kInvalidArgument.
   template <class F>
-  Task<IoResult> ready_op(Mode m, F op) {
+  auto ready_op(Mode m, F op) {
     if constexpr (P::kCompletion) {
-      co_return IoResult{0, Errc::kInvalidArgument};
+      return unsupported_op();
     } else {
-      Ref ref(this);
-      if (!ref) co_return IoResult{0, Errc::kClosed};
-      if (pd_) {
-        if (PollError e = pd_->reset(m); e != PollError::kNone) {
-          co_return IoResult{0, Status::from_poll(e)};
-        }
-      }
-      for (;;) {
-        const ssize_t n = op(fd_);
-        if (n >= 0) co_return IoResult{static_cast<size_t>(n), Status()};
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN || !pd_) co_return IoResult{0, Status::from_errno(errno)};
-        if (PollError e = co_await s_->wait(pd_, m); e != PollError::kNone) {
-          co_return IoResult{0, Status::from_poll(e)};
-        }
-      }
+      return FdOp<P, fdop::Call<F>>(this, m, fdop::Call<F>{std::move(op), {}});
     }
   }
 
@@ -311,7 +512,7 @@ class PollFd {
     if (state_ != State::kOpen) co_return Errc::kClosed;
     state_ = State::kClosing;
     if (pd_) s_->evict(pd_);
-    if (refs_ > 0) co_await CloseAwaiter{this};
+    if (refs_ > 0) co_await CloseAwaiter{this, {}};
     if (state_ != State::kClosed) destroy();
     co_return Status();
   }
@@ -329,41 +530,55 @@ class PollFd {
 
   // One sendmsg/recvmsg (one datagram, or part of a stream write), on either kind of
   // backend, with deadlines and close handled as for read and write.
-  Task<IoResult> msg_op(Mode m, msghdr* msg) {
-    Ref ref(this);
-    if (!ref) co_return IoResult{0, Errc::kClosed};
-    if (pd_) {
-      if (PollError e = pd_->reset(m); e != PollError::kNone) {
-        co_return IoResult{0, Status::from_poll(e)};
-      }
-    }
+  auto msg_op(fdop::Msg m) {
+    const Mode mode = m.mode;
     if constexpr (P::kCompletion) {
-      if (pd_) {
-        typename P::Op op{pd_, m};
-        if (m == Mode::kRead) {
-          s_->backend().submit_recvmsg(&op, fd_, msg);
-        } else {
-          s_->backend().submit_sendmsg(&op, fd_, msg);
-        }
-        PollError why = PollError::kNone;
-        const int32_t res = co_await exec_io(&op, &why);
-        if (res >= 0) co_return IoResult{static_cast<size_t>(res), Status()};
-        co_return IoResult{0, op_status(res, why)};
-      }
-    }
-    for (;;) {
-      const ssize_t n =
-          m == Mode::kRead ? ::recvmsg(fd_, msg, 0) : ::sendmsg(fd_, msg, MSG_NOSIGNAL);
-      if (n >= 0) co_return IoResult{static_cast<size_t>(n), Status()};
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN || !pd_) co_return IoResult{0, Status::from_errno(errno)};
-      if (PollError e = co_await s_->wait(pd_, m); e != PollError::kNone) {
-        co_return IoResult{0, Status::from_poll(e)};
-      }
+      return completion_op(m, mode);
+    } else {
+      return FdOp<P, fdop::Msg>(this, mode, m);
     }
   }
 
   // ---- completion backends ----
+  static Task<IoResult> unsupported_op() { co_return IoResult{0, Errc::kInvalidArgument}; }
+
+  // An operation as a coroutine: take the reference, report a pending error (S02, S17),
+  // then submit and wait (completion_body); a descriptor the ring cannot take (S12) gets
+  // plain blocking calls.
+  template <class Step>
+  Task<typename Step::Result> completion_op(Step step, Mode m) {
+    Ref ref(this);
+    if (!ref) {
+      step.fail(Errc::kClosed);
+      co_return step.result();
+    }
+    if (step.early()) co_return step.result();
+    if (!pd_) {
+      if (!step.attempt(fd_)) step.fail(Status::from_errno(EAGAIN));
+      co_return step.result();
+    }
+    if (PollError e = pd_->reset(m); e != PollError::kNone) {
+      step.fail(Status::from_poll(e));
+      co_return step.result();
+    }
+    co_return co_await completion_body(step);
+  }
+  Task<IoResult> completion_body(fdop::Read& st) { return read_completion(st.buf); }
+  Task<IoResult> completion_body(fdop::Write& st) { return write_completion(st.buf); }
+  Task<AcceptResult> completion_body(fdop::Accept&) { return accept_completion(); }
+  Task<IoResult> completion_body(fdop::Msg& st) {
+    typename P::Op op{pd_, st.mode};
+    if (st.mode == Mode::kRead) {
+      s_->backend().submit_recvmsg(&op, fd_, st.header());
+    } else {
+      s_->backend().submit_sendmsg(&op, fd_, st.header());
+    }
+    PollError why = PollError::kNone;
+    const int32_t res = co_await exec_io(&op, &why);
+    if (res < 0) co_return IoResult{0, op_status(res, why)};
+    if (st.namelen) *st.namelen = st.msg.msg_namelen;
+    co_return IoResult{static_cast<size_t>(res), Status()};
+  }
   // Go's execIO: the operation is submitted; wait for its completion. On timeout or close,
   // cancel it and wait for the completion, ignoring further timeout/close; an operation
   // that completed first is a success (S24), and the buffer is the caller's again only
@@ -472,7 +687,7 @@ class PollFd {
       if (f_) ++f_->refs_;
     }
     ~Ref() {
-      if (f_ && --f_->refs_ == 0 && f_->state_ == State::kClosing) f_->last_ref_gone();
+      if (f_) f_->release_ref();
     }
     explicit operator bool() const noexcept { return f_ != nullptr; }
     Ref(const Ref&) = delete;
@@ -482,22 +697,30 @@ class PollFd {
     PollFd* f_;
   };
 
+  // close() waits here for the operations in flight; the node lives in close()'s frame.
   struct CloseAwaiter {
     PollFd* f;
+    TaskNode node;
     bool await_ready() const noexcept { return f->refs_ == 0; }
     void await_suspend(std::coroutine_handle<> h) noexcept {
-      f->closer_.handle = h;
-      f->closer_waiting_ = true;
+      node.handle = h;
+      f->closer_ = &node;
     }
     void await_resume() const noexcept {}
+    ~CloseAwaiter() {
+      if (f->closer_ == &node) f->closer_ = nullptr;  // destroyed while waiting (teardown)
+    }
   };
+
+  template <PollerBackend, class>
+  friend class FdOp;
+  void release_ref() {
+    if (--refs_ == 0 && state_ == State::kClosing) last_ref_gone();
+  }
 
   void last_ref_gone() {
     destroy();
-    if (closer_waiting_) {
-      closer_waiting_ = false;
-      s_->make_ready(&closer_);
-    }
+    if (TaskNode* c = std::exchange(closer_, nullptr)) s_->make_ready(c);
   }
 
   void destroy() {
@@ -517,11 +740,10 @@ class PollFd {
 
   Scheduler<P>* s_ = nullptr;
   PollDesc* pd_ = nullptr;
+  TaskNode* closer_ = nullptr;  // close() waiting for the operations in flight
   int fd_ = -1;
-  uint32_t refs_ = 0;
+  uint16_t refs_ = 0;  // operations in flight: a reader, a writer, a close, a few at most
   State state_ = State::kUnused;
-  bool closer_waiting_ = false;
-  TaskNode closer_;
   [[no_unique_address]] typename FdStateOf<P>::type cst_;
 };
 

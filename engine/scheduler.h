@@ -78,10 +78,13 @@ class Scheduler {
         sleeps_(opt.tick_ns, mono_now_ns()) {}
   ~Scheduler() {
     // Tasks still parked when the scheduler goes away are destroyed with their frames.
-    while (roots_) {
-      Root* r = roots_;
-      unlink_root(r);
-      r->handle.destroy();
+    // Two passes: every frame first (their awaiters withdraw from descriptors and release
+    // what they hold), then the roots' owners, which may free what the frames pointed at.
+    Root* list = std::exchange(roots_, nullptr);
+    for (Root* r = list; r; r = r->next) r->node.handle.destroy();
+    while (list) {
+      Root* r = std::exchange(list, list->next);
+      r->done(r, {});
     }
   }
   Scheduler(const Scheduler&) = delete;
@@ -89,13 +92,57 @@ class Scheduler {
 
   Status start() { return backend_.init(); }
 
+  // The bookkeeping of a root task (spawned, awaited by nobody): its first run, the
+  // shard's list of live roots, and what happens when it ends. When the task finishes,
+  // done(root, frame) runs and must call finish_root(root, frame); when the scheduler is
+  // destroyed with the task unfinished, done(root, {}) runs after the frame was destroyed.
+  struct Root : detail::DoneHook {
+    TaskNode node;  // node.handle: the task's frame
+    Root* prev = nullptr;
+    Root* next = nullptr;
+  };
+
   // Takes ownership of a root task; it starts on the next run.
-  void spawn(Task<void> t) { make_ready(&start_root(std::move(t))->node); }
+  void spawn(Task<void> t) {
+    auto* r = new HeapRoot;
+    r->s = this;
+    r->done = &HeapRoot::ended;
+    spawn(std::move(t), r);
+  }
+  // The same with the bookkeeping in storage the caller owns and keeps until done() runs
+  // (r->done set by the caller): a server's connection task then costs no allocation
+  // besides its own frame (TcpServer keeps the Root in its connection record).
+  void spawn(Task<void> t, Root* r) {
+    r->node.handle = t.release_to(r);
+    r->prev = nullptr;
+    r->next = roots_;
+    if (roots_) roots_->prev = r;
+    roots_ = r;
+    ++live_;
+    make_ready(&r->node);
+  }
+  // Calls f(root) for every live root task; f must not spawn or finish roots. Shard thread.
+  template <class F>
+  void for_each_root(F&& f) {
+    for (Root* r = roots_; r; r = r->next) f(r);
+  }
+  // From a Root's done(): the task has finished; unlinks it and destroys its frame.
+  void finish_root(Root* r, std::coroutine_handle<> frame) noexcept {
+    unlink_root(r);
+    --live_;
+    frame.destroy();
+  }
 
   // Runs until every spawned task has finished (or, with until_stopped, until stop()),
   // or stop() is called.
+  // A stop() that arrives before run() is entered is not lost: run() then returns at once
+  // (Engine: a shard's thread may reach run() after the engine was told to stop). run()
+  // consumes the stop when it returns.
   void run(bool until_stopped = false) {
-    stop_.store(false);
+    struct ConsumeStop {
+      std::atomic<bool>& stop;
+      ~ConsumeStop() { stop.store(false); }
+    } consume{stop_};
     while ((until_stopped || live_ > 0) && !stop_.load(std::memory_order_relaxed)) {
       if (ext_) ext_->drain();
       run_ready();
@@ -132,7 +179,7 @@ class Scheduler {
     while (n < max) {
       TaskNode* t = runq_.pop_front();
       if (!t) break;
-      t->handle.resume();
+      t->resume();
       ++n;
       if (opt_.fairness_batch > 0 && n % static_cast<size_t>(opt_.fairness_batch) == 0) {
         poll_io(0);
@@ -394,53 +441,14 @@ class Scheduler {
   size_t runnable() const noexcept { return runq_.size(); }
 
  private:
-  // A spawned task's root frame: it owns the task, counts it live and unlinks on exit.
-  struct Root {
-    TaskNode node;
-    std::coroutine_handle<> handle;
-    Root* prev = nullptr;
-    Root* next = nullptr;
-  };
-  struct RootCoro {
-    struct promise_type {
-      Root root;
-      RootCoro get_return_object() noexcept {
-        return RootCoro{std::coroutine_handle<promise_type>::from_promise(*this)};
-      }
-      std::suspend_always initial_suspend() noexcept { return {}; }
-      std::suspend_never final_suspend() noexcept { return {}; }
-      void return_void() noexcept {}
-      void unhandled_exception() noexcept { fatal("an exception escaped a ringpoll task"); }
-    };
-    std::coroutine_handle<promise_type> h;
-  };
-  // Hands a root coroutine its own Root without suspending.
-  struct SelfRoot {
-    Root* root = nullptr;
-    bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<typename RootCoro::promise_type> h) noexcept {
-      root = &h.promise().root;
-      return false;
+  struct HeapRoot : Root {
+    Scheduler* s = nullptr;
+    static void ended(detail::DoneHook* h, std::coroutine_handle<> frame) noexcept {
+      auto* r = static_cast<HeapRoot*>(h);
+      if (frame) r->s->finish_root(r, frame);
+      delete r;
     }
-    Root* await_resume() const noexcept { return root; }
   };
-  static RootCoro root_body(Scheduler* s, Task<void> t) {
-    co_await std::move(t);
-    Root* self = co_await SelfRoot{};
-    s->unlink_root(self);
-    --s->live_;
-  }
-  Root* start_root(Task<void> t) {
-    RootCoro c = root_body(this, std::move(t));
-    Root* r = &c.h.promise().root;
-    r->handle = c.h;
-    r->node.handle = c.h;
-    r->next = roots_;
-    if (roots_) roots_->prev = r;
-    roots_ = r;
-    ++live_;
-    return r;
-  }
   void unlink_root(Root* r) noexcept {
     if (r->prev) r->prev->next = r->next;
     if (r->next) r->next->prev = r->prev;

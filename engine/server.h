@@ -51,6 +51,7 @@ class TcpServer {
       std::string w;
       const Status st = Engine<P>::call(e_.shard(i), [&] {
         auto& sched = Engine<P>::current()->sched();
+        ps->sched = &sched;
         ps->listener = std::make_unique<TcpListener<P>>();
         Status s = ps->listener->listen(sched, addr, opt_.listen, &w);
         if (!s.ok()) return s;
@@ -103,9 +104,11 @@ class TcpServer {
         PerShard* ps = shards_[i].get();
         aborted += Engine<P>::call(e_.shard(i), [ps] {
           size_t n = 0;
-          for (Conn* c = ps->conns.next; c != &ps->conns; c = c->next, ++n) {
-            c->stream.poll_fd().abort();
-          }
+          ps->sched->for_each_root([&](typename Scheduler<P>::Root* r) {
+            if (r->done != &conn_done || static_cast<Conn*>(r)->ps != ps) return;
+            static_cast<Conn*>(r)->stream.poll_fd().abort();
+            ++n;
+          });
           return n;
         });
       }
@@ -118,14 +121,17 @@ class TcpServer {
   }
 
  private:
-  struct Conn {
+  struct PerShard;
+  // One per connection: the handler task's root bookkeeping (no wrapper coroutine: when
+  // the handler returns, conn_done closes and frees this record; the shard's root list is
+  // also the server's list of its connections) and the stream. 88 bytes.
+  struct Conn : Scheduler<P>::Root {
     TcpStream<P> stream;
-    Conn* prev = this;
-    Conn* next = this;
+    PerShard* ps = nullptr;
   };
   struct PerShard {
+    Scheduler<P>* sched = nullptr;
     std::unique_ptr<TcpListener<P>> listener;
-    Conn conns;  // sentinel of the live-connection list (shard-confined)
     std::atomic<size_t> live{0};
     std::atomic<uint64_t> accepted{0};
     std::atomic<uint64_t> accept_errors{0};
@@ -162,23 +168,36 @@ class TcpServer {
         continue;
       }
       if (opt_.nodelay) (void)c->stream.set_nodelay(true);
-      c->next = ps->conns.next;
-      c->prev = &ps->conns;
-      ps->conns.next->prev = c;
-      ps->conns.next = c;
       ps->accepted.fetch_add(1);
       ps->live.fetch_add(1);
-      sched->spawn(serve(ps, c));
+      c->ps = ps;
+      c->done = &conn_done;
+      sched->spawn(handler_(c->stream), c);
     }
   }
 
-  Task<void> serve(PerShard* ps, Conn* c) {
-    co_await handler_(c->stream);
-    (void)co_await c->stream.close();
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
-    delete c;
+  // The handler's task ended (frame set), or the scheduler destroyed it unfinished at
+  // teardown (frame empty; the server may be gone then, so only the record is freed).
+  static void conn_done(detail::DoneHook* h, std::coroutine_handle<> frame) noexcept {
+    Conn* c = static_cast<Conn*>(h);
+    if (!frame) {
+      delete c;
+      return;
+    }
+    PerShard* ps = c->ps;
+    ps->sched->finish_root(c, frame);
     ps->live.fetch_sub(1);
+    if (c->stream.poll_fd().in_flight() == 0) {
+      c->stream.poll_fd().abort();  // nothing in flight: closes the descriptor now
+      delete c;
+    } else {
+      // Another task still has an operation on this stream: close() waits for it.
+      ps->sched->spawn(close_later(c));
+    }
+  }
+  static Task<void> close_later(Conn* c) {
+    (void)co_await c->stream.close();
+    delete c;
   }
 
   Engine<P>& e_;

@@ -171,7 +171,7 @@ class IocpPoller {
   std::string describe() const;
 
  private:
-  static constexpr ULONG_PTR kWakeKey = 1;  // tagged PollDescs are 64-byte aligned, never 1
+  static constexpr ULONG_PTR kWakeKey = 1;  // tagged PollDescs are 8-byte aligned, never 1
   static constexpr ULONG kBatch = 128;      // completions dequeued by one call
 
   // After a WSA* call: queue the op as pending, or finish it now.

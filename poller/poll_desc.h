@@ -74,7 +74,7 @@ constexpr uint32_t next_fdseq(uint32_t s) noexcept {
 using BeforeParkHook = void (*)(struct PollDesc* pd, Mode mode);
 inline std::atomic<BeforeParkHook> g_before_park_hook{nullptr};
 
-struct alignas(64) PollDesc {
+struct PollDesc {
   // ---- shard-confined state ----
   TimerNode timer;    // first member: the one wheel node that serves rd and wd together
   int64_t rd = 0;     // read deadline: 0 none, -1 expired, >0 absolute ns (CLOCK_MONOTONIC)
@@ -208,7 +208,11 @@ struct alignas(64) PollDesc {
     return old == kPdReady;
   }
 };
-static_assert(sizeof(PollDesc) <= 128, "PollDesc must stay within two cache lines");
+// 96 bytes: every idle connection pays for one. Not padded to cache lines: a shard's
+// descriptors are touched by that shard's thread only. 8-byte alignment leaves the three
+// low bits of a PollDesc pointer free for the backends' user-data tags.
+static_assert(sizeof(PollDesc) <= 96, "PollDesc: one is paid for by every connection");
+static_assert(alignof(PollDesc) >= 8, "backends tag the three low bits of PollDesc pointers");
 static_assert(offsetof(PollDesc, timer) == 0, "the timer node must be first (container-of)");
 
 inline PollDesc* poll_desc_of(TimerNode* n) noexcept {

@@ -7,10 +7,21 @@
 namespace ringpoll {
 
 // The "G" of the poller: one per waiting coroutine, stored in the awaiter (so in the
-// coroutine frame): parking allocates nothing.
+// coroutine frame): parking allocates nothing. Running a node resumes `handle`, unless
+// `run` is set: then the shard calls run(node) instead, which lets an operation with no
+// coroutine frame of its own (engine/poll_fd.h's FdOp) retry its system call and resume
+// its caller only when it has a result.
 struct TaskNode {
   TaskNode* next = nullptr;
   std::coroutine_handle<> handle;
+  void (*run)(TaskNode*) = nullptr;
+  void resume() {
+    if (run) {
+      run(this);
+    } else {
+      handle.resume();
+    }
+  }
 };
 
 class TaskList {

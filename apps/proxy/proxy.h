@@ -298,8 +298,8 @@ class ProxyServer {
   struct CopyMover {
     std::span<std::byte> buf;
     size_t cap() const { return buf.size(); }
-    Task<IoResult> in(TcpStream<P>* src) { return src->read(buf); }
-    Task<IoResult> out(TcpStream<P>* dst, size_t n) { return dst->write(buf.first(n)); }
+    auto in(TcpStream<P>* src) { return src->read(buf); }
+    auto out(TcpStream<P>* dst, size_t n) { return dst->write(buf.first(n)); }
   };
 
   // Splice (readiness backends): socket → the pump's pipe → socket, the bytes staying in
