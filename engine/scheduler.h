@@ -166,6 +166,7 @@ class Scheduler {
       fire_timers();
     }
   }
+  // Attaches the shard's cross-thread inbox (Engine does); before run(), shard thread.
   void set_external_work(ExternalWork* w) noexcept { ext_ = w; }
   // Any thread: make run() return after the current task.
   void stop() noexcept {
@@ -174,6 +175,7 @@ class Scheduler {
   }
 
   // ---- steps of the loop, public so tests can drive them deterministically ----
+  // Resumes up to `max` ready tasks in FIFO order; returns how many ran.
   size_t run_ready(size_t max = SIZE_MAX) {
     size_t n = 0;
     while (n < max) {
@@ -191,6 +193,7 @@ class Scheduler {
     }
     return n;
   }
+  // Fires the deadlines and sleeps due at `now`, queueing the tasks they wake.
   size_t fire_timers(int64_t now = mono_now_ns()) {
     TaskList woken;
     size_t n = deadlines_.advance(
@@ -201,6 +204,8 @@ class Scheduler {
     runq_.splice_back(woken);
     return n;
   }
+  // One backend poll (delta_ns: 0 non-blocking, -1 until a wake, else at most that long);
+  // the tasks it wakes join the run queue as one batch. Returns the backend's event count.
   int poll_io(int64_t delta_ns) {
     TaskList woken;
     const int n = backend_.poll(delta_ns, woken);
@@ -266,6 +271,7 @@ class Scheduler {
   }
   uint64_t source_idle_rounds() const noexcept { return source_idle_rounds_; }
 
+  // Queues a parked task (or a whole batch) to run on this shard. Shard thread only.
   void make_ready(TaskNode* t) noexcept { runq_.push_back(t); }
   void make_ready(TaskList& l) noexcept { runq_.splice_back(l); }
 
@@ -432,11 +438,13 @@ class Scheduler {
   };
   YieldAwaiter yield() noexcept { return YieldAwaiter{this, {}}; }
 
+  // The shard's own parts, for backends, tests and benchmarks (shard thread only).
   P& backend() noexcept { return backend_; }
   // Non-blocking polls made while busy-polling (SchedulerOptions::busy_poll_ns).
   uint64_t busy_polls() const noexcept { return busy_polls_; }
   PollCache& cache() noexcept { return cache_; }
   TimerWheel& deadline_wheel() noexcept { return deadlines_; }
+  // Root tasks not yet finished; tasks queued to run now.
   size_t live_tasks() const noexcept { return live_; }
   size_t runnable() const noexcept { return runq_.size(); }
 
