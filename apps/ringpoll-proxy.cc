@@ -1,7 +1,8 @@
-// ringpoll-proxy: an L4 TCP proxy on the sharded engine.
+// ringpoll-proxy: an L4 TCP and UDP proxy on the sharded engine.
 //
 //   quick form:  ringpoll-proxy --listen ADDR:PORT --upstream ADDR:PORT [--upstream ...]
 //                               [--balance round_robin|least_conn] [--proxy-protocol off|v1|v2]
+//                               [--protocol tcp|udp]
 //   full form:   ringpoll-proxy --config FILE        ([[proxy.listener]] / [[proxy.pool]])
 //   both:        [--admin ADDR:PORT] [--profile NAME|PATH] [--set key=value ...] [--print-config]
 //
@@ -36,6 +37,7 @@ struct QuickForm {
   std::vector<std::string> upstreams;
   std::string balance = "round_robin";
   std::string proxy_protocol = "off";
+  std::string protocol = "tcp";
 };
 
 // The quick form becomes the config's one listener and one pool, as a file would give them.
@@ -47,6 +49,10 @@ bool apply_quick_form(const QuickForm& q, tuning::Config* cfg, std::string* why)
   }
   if (q.upstreams.empty()) {
     *why = "--listen needs at least one --upstream";
+    return false;
+  }
+  if (q.protocol == "udp" && q.proxy_protocol != "off") {
+    *why = "--proxy-protocol is for TCP (--protocol udp)";
     return false;
   }
   SocketAddress a;
@@ -73,6 +79,8 @@ bool apply_quick_form(const QuickForm& q, tuning::Config* cfg, std::string* why)
   l.proxy_protocol = q.proxy_protocol == "v1"   ? tuning::ProxyProtocol::kV1
                      : q.proxy_protocol == "v2" ? tuning::ProxyProtocol::kV2
                                                 : tuning::ProxyProtocol::kOff;
+  l.protocol =
+      q.protocol == "udp" ? tuning::ListenerProtocol::kUdp : tuning::ListenerProtocol::kTcp;
   cfg->proxy.pools = {pool};
   cfg->proxy.listeners = {l};
   return true;
@@ -96,12 +104,12 @@ std::string describe(const proxy::ProxySettings& s, size_t i, const SocketAddres
   const proxy::ListenerSettings& l = s.listeners[i];
   const int k = proxy::pool_index(s, l.pool);
   const size_t n = k >= 0 ? s.pools[static_cast<size_t>(k)].upstreams.size() : 0;
-  return bound.to_string() + " (" + l.name + " -> pool " + l.pool + ": " + std::to_string(n) +
-         (n == 1 ? " upstream)" : " upstreams)");
+  return bound.to_string() + (l.udp ? "/udp" : "") + " (" + l.name + " -> pool " + l.pool + ": " +
+         std::to_string(n) + (n == 1 ? " upstream)" : " upstreams)");
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"ringpoll-proxy: L4 TCP proxy on the ringpoll engine"};
+  CLI::App app{"ringpoll-proxy: L4 TCP and UDP proxy on the ringpoll engine"};
   tuning::CliConfig cc;
   tuning::add_config_options(app, &cc, /*with_config_file=*/true);
   QuickForm q;
@@ -112,6 +120,8 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"round_robin", "least_conn"}));
   app.add_option("--proxy-protocol", q.proxy_protocol, "Quick form: off, v1 or v2")
       ->check(CLI::IsMember({"off", "v1", "v2"}));
+  app.add_option("--protocol", q.protocol, "Quick form: tcp or udp (per-client flows)")
+      ->check(CLI::IsMember({"tcp", "udp"}));
   app.add_option("--admin", admin, "Serve Prometheus metrics at http://ADDR:PORT/metrics");
   try {
     app.parse(argc, argv);

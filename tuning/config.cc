@@ -40,6 +40,8 @@ constexpr Named<Balance> kBalanceNames[] = {{"round_robin", Balance::kRoundRobin
                                             {"least_conn", Balance::kLeastConn}};
 constexpr Named<ProxyProtocol> kProxyProtocolNames[] = {
     {"off", ProxyProtocol::kOff}, {"v1", ProxyProtocol::kV1}, {"v2", ProxyProtocol::kV2}};
+constexpr Named<ListenerProtocol> kListenerProtocolNames[] = {{"tcp", ListenerProtocol::kTcp},
+                                                              {"udp", ListenerProtocol::kUdp}};
 constexpr Named<PacketPath> kPacketPathNames[] = {
     {"kernel", PacketPath::kKernel}, {"dpdk", PacketPath::kDpdk}, {"xdp", PacketPath::kXdp}};
 
@@ -132,6 +134,7 @@ void fields(ProxyListener& s, V&& v) {
   v("listen", s.listen, TextSpec{TextKind::kAddress});
   v("pool", s.pool, TextSpec{TextKind::kPoolRef});
   v("proxy_protocol", s.proxy_protocol, EnumSpec<ProxyProtocol>{kProxyProtocolNames});
+  v("protocol", s.protocol, EnumSpec<ListenerProtocol>{kListenerProtocolNames});
 }
 template <class V>
 void fields(ProxyPool& s, V&& v) {
@@ -148,6 +151,8 @@ void fields(ProxySection& s, V&& v) {
   v("splice", s.splice, EnumSpec<SpliceMode>{kSpliceNames});
   v("listener", s.listeners, TableListSpec{});
   v("pool", s.pools, TableListSpec{});
+  v("udp_idle_ms", s.udp_idle_ms, IntSpec{1, 24 * kHourMs});
+  v("udp_max_flows", s.udp_max_flows, IntSpec{1, 100000000});
 }
 template <class V>
 void fields(PacketSection& s, V&& v) {
@@ -433,6 +438,10 @@ void cross_check(const Config& c, Reader& r) {
   unique(c.proxy.pools, "proxy.pool", "pool");
   for (size_t i = 0; i < c.proxy.listeners.size(); ++i) {
     const ProxyListener& l = c.proxy.listeners[i];
+    if (l.protocol == ListenerProtocol::kUdp && l.proxy_protocol != ProxyProtocol::kOff) {
+      const std::string key = indexed("proxy.listener", i) + ".proxy_protocol";
+      r.fail(line_of(key), key, "the PROXY protocol is for TCP listeners (this one is udp)");
+    }
     if (l.pool.empty()) continue;  // already reported as required
     const bool found = std::any_of(c.proxy.pools.begin(), c.proxy.pools.end(),
                                    [&](const ProxyPool& p) { return p.name == l.pool; });
@@ -803,6 +812,9 @@ const char* to_string(Balance b) {
 }
 const char* to_string(ProxyProtocol p) {
   return name_of<ProxyProtocol>(kProxyProtocolNames, p);
+}
+const char* to_string(ListenerProtocol p) {
+  return name_of<ListenerProtocol>(kListenerProtocolNames, p);
 }
 const char* to_string(PacketPath p) {
   return name_of<PacketPath>(kPacketPathNames, p);

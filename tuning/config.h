@@ -34,6 +34,7 @@ enum class UringMode { kReadiness, kCompletion };
 enum class SpliceMode { kAuto, kOn, kOff };
 enum class Balance { kRoundRobin, kLeastConn };
 enum class ProxyProtocol { kOff, kV1, kV2 };
+enum class ListenerProtocol { kTcp, kUdp };
 enum class PacketPath { kKernel, kDpdk, kXdp };
 
 struct EngineSection {
@@ -98,6 +99,7 @@ struct ProxyListener {
   std::string listen;  // "ADDR:PORT", checked with parse_address
   std::string pool;    // names a ProxyPool
   ProxyProtocol proxy_protocol = ProxyProtocol::kOff;
+  ListenerProtocol protocol = ListenerProtocol::kTcp;  // "udp": datagrams, per-client flows
   bool operator==(const ProxyListener&) const = default;
 };
 
@@ -116,6 +118,8 @@ struct ProxySection {
   SpliceMode splice = SpliceMode::kOff;
   std::vector<ProxyListener> listeners;  // [[proxy.listener]]
   std::vector<ProxyPool> pools;          // [[proxy.pool]]
+  int64_t udp_idle_ms = 30000;           // a UDP flow with no datagram either way ends
+  int64_t udp_max_flows = 65536;         // UDP flows at once (all listeners, all shards)
   bool operator==(const ProxySection&) const = default;
 };
 
@@ -191,6 +195,7 @@ const char* to_string(UringMode m);
 const char* to_string(SpliceMode m);
 const char* to_string(Balance b);
 const char* to_string(ProxyProtocol p);
+const char* to_string(ListenerProtocol p);
 const char* to_string(PacketPath p);
 
 }  // namespace ringpoll::tuning

@@ -45,6 +45,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
     ls.proxy_protocol = l.proxy_protocol == tuning::ProxyProtocol::kV1   ? 1
                         : l.proxy_protocol == tuning::ProxyProtocol::kV2 ? 2
                                                                          : 0;
+    ls.udp = l.protocol == tuning::ListenerProtocol::kUdp;
     s.listeners.push_back(std::move(ls));
   }
   if (s.listeners.empty()) {
@@ -61,6 +62,8 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.reuseport = cfg.socket.reuseport;
   s.backlog = static_cast<int>(cfg.socket.backlog);
   s.splice = cfg.proxy.splice == tuning::SpliceMode::kOn;
+  s.udp_idle_ns = cfg.proxy.udp_idle_ms * kMs;
+  s.udp_max_flows = static_cast<size_t>(cfg.proxy.udp_max_flows);
   *out = std::move(s);
   return true;
 }

@@ -30,6 +30,24 @@ const char* to_string(ProxyError e) {
   return "unknown";
 }
 
+const char* to_string(UdpDrop d) {
+  switch (d) {
+    case UdpDrop::kFlowLimit:
+      return "flow_limit";
+    case UdpDrop::kUpstreamOpen:
+      return "upstream_open";
+    case UdpDrop::kSendUpstream:
+      return "send_upstream";
+    case UdpDrop::kSendClient:
+      return "send_client";
+    case UdpDrop::kRecvError:
+      return "recv_error";
+    case UdpDrop::kCount:
+      break;
+  }
+  return "unknown";
+}
+
 void ShardMetrics::relay_latency(int64_t ns) noexcept {
   const uint64_t us = ns > 0 ? static_cast<uint64_t>(ns) / 1000 : 0;
   size_t b = 0;
@@ -61,6 +79,11 @@ uint64_t Metrics::total_bytes_up() const noexcept {
 uint64_t Metrics::total_bytes_down() const noexcept {
   uint64_t n = 0;
   for (auto& s : shards_) n += s.bytes_down.load(std::memory_order_relaxed);
+  return n;
+}
+uint64_t Metrics::total_udp_drops(UdpDrop d) const noexcept {
+  uint64_t n = 0;
+  for (auto& s : shards_) n += s.udp_drops[static_cast<size_t>(d)].load(std::memory_order_relaxed);
   return n;
 }
 
@@ -112,6 +135,32 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
   for (size_t i = 0; i < shards_.size(); ++i)
     line(out, "ringpoll_proxy_shard_connections_total{shard=\"%zu\"} %" PRIu64, i,
          shards_[i].accepted.load(std::memory_order_relaxed));
+  header(out, "ringpoll_proxy_udp_flows_active", "gauge", "UDP flows (clients) open now.");
+  line(out, "ringpoll_proxy_udp_flows_active %" PRId64, total(&ShardMetrics::udp_flows_active));
+  header(out, "ringpoll_proxy_udp_flows_total", "counter", "UDP flows created.");
+  line(out, "ringpoll_proxy_udp_flows_total %" PRId64, total(&ShardMetrics::udp_flows_created));
+  header(out, "ringpoll_proxy_udp_flows_expired_total", "counter",
+         "UDP flows ended by the idle timeout.");
+  line(out, "ringpoll_proxy_udp_flows_expired_total %" PRId64,
+       total(&ShardMetrics::udp_flows_expired));
+  header(out, "ringpoll_proxy_udp_datagrams_total", "counter",
+         "UDP datagrams relayed, by direction.");
+  line(out, "ringpoll_proxy_udp_datagrams_total{direction=\"client_to_upstream\"} %" PRId64,
+       total(&ShardMetrics::udp_datagrams_up));
+  line(out, "ringpoll_proxy_udp_datagrams_total{direction=\"upstream_to_client\"} %" PRId64,
+       total(&ShardMetrics::udp_datagrams_down));
+  header(out, "ringpoll_proxy_udp_bytes_total", "counter",
+         "UDP payload bytes relayed, by direction.");
+  line(out, "ringpoll_proxy_udp_bytes_total{direction=\"client_to_upstream\"} %" PRId64,
+       total(&ShardMetrics::udp_bytes_up));
+  line(out, "ringpoll_proxy_udp_bytes_total{direction=\"upstream_to_client\"} %" PRId64,
+       total(&ShardMetrics::udp_bytes_down));
+  header(out, "ringpoll_proxy_udp_drops_total", "counter", "UDP datagrams dropped, by reason.");
+  for (size_t k = 0; k < static_cast<size_t>(UdpDrop::kCount); ++k) {
+    const auto d = static_cast<UdpDrop>(k);
+    line(out, "ringpoll_proxy_udp_drops_total{reason=\"%s\"} %" PRIu64, to_string(d),
+         total_udp_drops(d));
+  }
 
   // One metric per upstream of every pool, labelled with both names.
   auto per_upstream = [&](const char* name, const char* type, const char* help, auto value) {

@@ -29,6 +29,17 @@ enum class ProxyError : uint8_t {
 };
 const char* to_string(ProxyError e);
 
+// Why a UDP datagram was dropped (apps/proxy/udp.h).
+enum class UdpDrop : uint8_t {
+  kFlowLimit,     // a new client while udp_max_flows flows exist
+  kUpstreamOpen,  // the flow's upstream socket could not be opened
+  kSendUpstream,  // the upstream socket refused it (full, or ICMP unreachable before)
+  kSendClient,    // the listener socket refused a reply (full, or the client gone)
+  kRecvError,     // a receive failed (an ICMP error reported on the flow's socket, ...)
+  kCount
+};
+const char* to_string(UdpDrop d);
+
 // Relay latency buckets, upper bounds in microseconds (the last is +Inf).
 inline constexpr std::array<uint32_t, 14> kLatencyBoundsUs = {
     5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000, 100000, 1000000};
@@ -41,11 +52,22 @@ struct alignas(64) ShardMetrics {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(ProxyError::kCount)> errors{};
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> latency{};
   std::atomic<uint64_t> latency_sum_ns{0};
+  // UDP listeners.
+  std::atomic<int64_t> udp_flows_active{0};
+  std::atomic<uint64_t> udp_flows_created{0};
+  std::atomic<uint64_t> udp_flows_expired{0};
+  std::atomic<uint64_t> udp_datagrams_up{0}, udp_datagrams_down{0};
+  std::atomic<uint64_t> udp_bytes_up{0}, udp_bytes_down{0};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(UdpDrop::kCount)> udp_drops{};
 
   void add(std::atomic<uint64_t>& c, uint64_t v = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
   }
   void error(ProxyError e) noexcept { add(errors[static_cast<size_t>(e)]); }
+  void drop(UdpDrop d) noexcept { add(udp_drops[static_cast<size_t>(d)]); }
+  void gauge(std::atomic<int64_t>& g, int64_t d) noexcept {
+    g.store(g.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+  }
   void relay_latency(int64_t ns) noexcept;
 };
 
@@ -59,6 +81,15 @@ class Metrics {
   uint64_t total_errors(ProxyError e) const noexcept;
   uint64_t total_bytes_up() const noexcept;
   uint64_t total_bytes_down() const noexcept;
+  // UDP: the sum over shards of one counter (a member pointer of ShardMetrics).
+  template <class T>
+  int64_t total(std::atomic<T> ShardMetrics::*c) const noexcept {
+    int64_t n = 0;
+    for (const ShardMetrics& s : shards_)
+      n += static_cast<int64_t>((s.*c).load(std::memory_order_relaxed));
+    return n;
+  }
+  uint64_t total_udp_drops(UdpDrop d) const noexcept;
 
   // Prometheus text exposition (version 0.0.4) of everything above plus the pools'
   // upstream health, at time `now` (monotonic ns).

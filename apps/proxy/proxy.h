@@ -36,6 +36,7 @@
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy_protocol.h"
 #include "apps/proxy/settings.h"
+#include "apps/proxy/udp.h"
 #include "engine/engine.h"
 #include "engine/net.h"
 #include "engine/server.h"
@@ -56,6 +57,19 @@ class ProxyServer {
     auto gen = generation();
     for (size_t i = 0; i < gen->s.listeners.size(); ++i) {
       const ListenerSettings& l = gen->s.listeners[i];
+      if (l.udp) {
+        auto u = std::make_unique<UdpListener<P>>(e_, metrics_, [this, i] { return udp_pick(i); });
+        std::string w;
+        const Status st = u->start(l.listen, gen->s.reuseport, &w);
+        if (!st.ok()) {
+          if (why) *why = "listener '" + l.name + "' (udp): " + (w.empty() ? st.message() : w);
+          u->shutdown(1'000'000'000);
+          return st;
+        }
+        udp_.push_back(std::move(u));
+        servers_.push_back(nullptr);
+        continue;
+      }
       typename TcpServer<P>::Options o;
       o.listen.reuseport = gen->s.reuseport;
       o.listen.backlog = gen->s.backlog;
@@ -69,13 +83,16 @@ class ProxyServer {
         return st;
       }
       servers_.push_back(std::move(srv));
+      udp_.push_back(nullptr);
     }
     start_checkers(gen);
     return Status();
   }
 
   // The bound address of listener i (the real port when 0 was asked for).
-  SocketAddress address(size_t i) const { return servers_.at(i)->address(); }
+  SocketAddress address(size_t i) const {
+    return servers_.at(i) ? servers_[i]->address() : udp_.at(i)->address();
+  }
   size_t listeners() const { return servers_.size(); }
 
   // Serves Prometheus text at GET /metrics (and "ok" at GET /healthz) on shard 0.
@@ -108,9 +125,9 @@ class ProxyServer {
       const auto& b = s.listeners[i];
       // The same address as configured, or as bound (a configured port 0 got a real one).
       const std::string to = b.listen.to_string();
-      const bool same_addr = a.listen.to_string() == to ||
-                             (i < servers_.size() && servers_[i]->address().to_string() == to);
-      if (a.name != b.name || !same_addr) {
+      const bool same_addr =
+          a.listen.to_string() == to || (i < servers_.size() && address(i).to_string() == to);
+      if (a.name != b.name || !same_addr || a.udp != b.udp) {
         *why = "listener '" + a.name + "' (" + a.listen.to_string() + ") changed to '" + b.name +
                "' (" + b.listen.to_string() + "); listeners change on restart only";
         return false;
@@ -138,8 +155,13 @@ class ProxyServer {
     const int64_t end = mono_now_ns() + drain_ns;
     size_t aborted = 0;
     for (auto& s : servers_) {
+      if (!s) continue;
       const int64_t left = end - mono_now_ns();
       aborted += s->shutdown(left > 0 ? left : 0);
+    }
+    // UDP flows have no stream to finish: they end at once.
+    for (auto& u : udp_) {
+      if (u) (void)u->shutdown(1'000'000'000);
     }
     return aborted;
   }
@@ -175,6 +197,17 @@ class ProxyServer {
   std::shared_ptr<Generation> generation() const {
     std::lock_guard<std::mutex> l(mu_);
     return current_;
+  }
+
+  // What a new UDP flow of listener li uses: the current generation's pool.
+  typename UdpListener<P>::Pick udp_pick(size_t li) const {
+    auto gen = generation();
+    typename UdpListener<P>::Pick p;
+    p.pool = gen->by_listener[li];
+    p.idle_ns = gen->s.udp_idle_ns;
+    p.max_flows = gen->s.udp_max_flows;
+    p.hold = std::move(gen);
+    return p;
   }
 
   // ---- one client connection ----
@@ -520,7 +553,8 @@ class ProxyServer {
   Metrics metrics_;
   mutable std::mutex mu_;
   std::shared_ptr<Generation> current_;
-  std::vector<std::unique_ptr<TcpServer<P>>> servers_;
+  std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
+  std::vector<std::unique_ptr<UdpListener<P>>> udp_;    // by listener; null: a TCP one
   std::unique_ptr<TcpListener<P>> admin_;
   SocketAddress admin_address_;
   std::atomic<bool> stopping_{false};

@@ -15,6 +15,7 @@ struct ListenerSettings {
   SocketAddress listen;
   std::string pool;        // the name of a PoolSettings
   int proxy_protocol = 0;  // 0: off, 1: v1 text, 2: v2 binary
+  bool udp = false;        // datagrams: per-client flows (apps/proxy/udp.h)
 };
 
 struct ProxySettings {
@@ -33,6 +34,10 @@ struct ProxySettings {
   // Relay with splice(2) through a pipe per direction instead of copying (readiness
   // backends only; completion backends always copy).
   bool splice = false;
+  // UDP listeners: a flow (one client address and port) ends after this long with no
+  // datagram either way; at most udp_max_flows flows at once, the rest are dropped.
+  int64_t udp_idle_ns = 30'000'000'000;
+  size_t udp_max_flows = 65536;
 };
 
 // Index of the pool a listener names, or -1.

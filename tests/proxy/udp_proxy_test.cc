@@ -1,0 +1,348 @@
+// ringpoll-proxy's UDP mode (apps/proxy/udp.h) on the kernel path, on every Linux
+// backend: UDP upstreams on loopback threads, clients on the test thread, the proxy on a
+// one-shard engine. Every wait is bounded (receive timeouts, wait_for).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apps/proxy/from_config.h"
+#include "apps/proxy/metrics.h"
+#include "apps/proxy/proxy.h"
+#include "proxy/proxy_test_helpers.h"
+#include "support/test_env.h"
+#include "tuning/config.h"
+#include "uring/uring_completion.h"
+
+namespace ringpoll::test {
+namespace {
+
+using proxy::ProxySettings;
+using proxy::ShardMetrics;
+using proxy::UdpDrop;
+
+constexpr int64_t kMs = 1'000'000;
+
+int udp_socket(int timeout_ms) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  (void)bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const int big = 1 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  return fd;
+}
+
+SocketAddress local_of(int fd) {
+  SocketAddress a;
+  a.len = sizeof a.ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len);
+  return a;
+}
+
+// A UDP upstream: answers every datagram with `tag` followed by the datagram, and
+// remembers the source ports it saw (one per proxy flow).
+class UdpUpstream {
+ public:
+  explicit UdpUpstream(char tag) : tag_(tag), fd_(udp_socket(50)) {
+    t_ = std::thread([this] {
+      std::vector<char> buf(70000);
+      while (!stop_.load()) {
+        sockaddr_storage from{};
+        socklen_t fl = sizeof from;
+        const ssize_t n = recvfrom(fd_, buf.data() + 1, buf.size() - 1, 0,
+                                   reinterpret_cast<sockaddr*>(&from), &fl);
+        if (n < 0) continue;
+        buf[0] = tag_;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          ports_.insert(reinterpret_cast<sockaddr_in*>(&from)->sin_port);
+          ++datagrams_;
+        }
+        (void)sendto(fd_, buf.data(), static_cast<size_t>(n) + 1, 0,
+                     reinterpret_cast<sockaddr*>(&from), fl);
+      }
+    });
+  }
+  ~UdpUpstream() {
+    stop_.store(true);
+    t_.join();
+    ::close(fd_);
+  }
+  SocketAddress address() const { return local_of(fd_); }
+  size_t sources() {
+    std::lock_guard<std::mutex> l(mu_);
+    return ports_.size();
+  }
+  size_t datagrams() {
+    std::lock_guard<std::mutex> l(mu_);
+    return datagrams_;
+  }
+
+ private:
+  char tag_;
+  int fd_;
+  std::atomic<bool> stop_{false};
+  std::thread t_;
+  std::mutex mu_;
+  std::set<uint16_t> ports_;
+  size_t datagrams_ = 0;
+};
+
+// A client: one UDP socket. ask() sends and returns the reply ("" on timeout).
+struct Client {
+  explicit Client(int timeout_ms = 2000) : fd(udp_socket(timeout_ms)) {}
+  ~Client() { ::close(fd); }
+  std::string ask(const SocketAddress& to, const std::string& msg) {
+    if (sendto(fd, msg.data(), msg.size(), 0, to.sa(), to.len) < 0) return "sendto failed";
+    std::string buf(70000, '\0');
+    ssize_t n;
+    do {
+      n = recv(fd, buf.data(), buf.size(), 0);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? "" : buf.substr(0, static_cast<size_t>(n));
+  }
+  int fd;
+};
+
+// a + b (a helper: GCC 12's -Wrestrict misfires on operator+ of short strings at -O3).
+[[gnu::noinline]] std::string cat(const std::string& a, const std::string& b) {
+  std::string r;
+  r.reserve(a.size() + b.size());
+  r.append(a);
+  r.append(b);
+  return r;
+}
+
+ProxySettings udp_settings(const std::vector<SocketAddress>& ups) {
+  ProxySettings s;
+  proxy::PoolSettings p;
+  p.name = "main";
+  p.upstreams = ups;
+  s.pools.push_back(p);
+  proxy::ListenerSettings l;
+  l.name = "main";
+  l.pool = "main";
+  l.udp = true;
+  std::string why;
+  EXPECT_TRUE(parse_address("127.0.0.1:0", &l.listen, &why).ok());
+  s.listeners.push_back(l);
+  return s;
+}
+
+template <class P>
+struct UdpRig {
+  explicit UdpRig(ProxySettings s) : e(opts()) {
+    started = e.start().ok();
+    if (!started) return;
+    px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
+    std::string why;
+    started = px->start(&why).ok();
+    EXPECT_TRUE(started) << why;
+    if (started) addr = px->address(0);
+  }
+  ~UdpRig() {
+    if (px) px->shutdown(2'000 * kMs);
+    e.stop();
+    e.join();
+  }
+  static EngineOptions opts() {
+    EngineOptions o;
+    o.shards = 1;
+    o.pin = false;
+    return o;
+  }
+  int64_t total(std::atomic<int64_t> ShardMetrics::*c) { return px->metrics().total(c); }
+  int64_t total(std::atomic<uint64_t> ShardMetrics::*c) { return px->metrics().total(c); }
+  uint64_t drops(UdpDrop d) { return px->metrics().total_udp_drops(d); }
+  Engine<P> e;
+  std::unique_ptr<proxy::ProxyServer<P>> px;
+  SocketAddress addr;
+  bool started = false;
+};
+
+template <class P>
+class ProxyUdp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
+  }
+};
+using UdpBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+TYPED_TEST_SUITE(ProxyUdp, UdpBackends, BackendName);
+
+TYPED_TEST(ProxyUdp, DatagramsArriveIntactBothWays) {
+  UdpUpstream up('A');
+  UdpRig<TypeParam> rig(udp_settings({up.address()}));
+  ASSERT_TRUE(rig.started);
+  Client c;
+  for (size_t n : {size_t{0}, size_t{1}, size_t{100}, size_t{1472}, size_t{9000}, size_t{65000}}) {
+    std::string msg(n, '\0');
+    for (size_t i = 0; i < n; ++i) msg[i] = static_cast<char>((i * 31 + n) & 0xff);
+    EXPECT_EQ(c.ask(rig.addr, msg), cat("A", msg)) << n << " bytes";
+  }
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_created), 1);
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_active), 1);
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_datagrams_up), 6);
+  // The proxy counts a reply just after sending it: the client may see it first.
+  EXPECT_TRUE(wait_for([&] { return rig.total(&ShardMetrics::udp_datagrams_down) == 6; }));
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_bytes_up), 0 + 1 + 100 + 1472 + 9000 + 65000);
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_bytes_down), 6 + 0 + 1 + 100 + 1472 + 9000 + 65000);
+  const std::string text = rig.px->metrics().render(rig.px->pools(), mono_now_ns());
+  EXPECT_NE(text.find("ringpoll_proxy_udp_flows_active 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("ringpoll_proxy_udp_datagrams_total{direction=\"client_to_upstream\"} 6\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("ringpoll_proxy_udp_drops_total{reason=\"flow_limit\"} 0\n"),
+            std::string::npos)
+      << text;
+}
+
+TYPED_TEST(ProxyUdp, TwoClientsGetIndependentFlows) {
+  UdpUpstream up('A');
+  UdpRig<TypeParam> rig(udp_settings({up.address()}));
+  ASSERT_TRUE(rig.started);
+  Client a, b;
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(a.ask(rig.addr, cat("a", std::to_string(i))), cat("Aa", std::to_string(i)));
+    EXPECT_EQ(b.ask(rig.addr, cat("b", std::to_string(i))), cat("Ab", std::to_string(i)));
+  }
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_active), 2);
+  EXPECT_EQ(up.sources(), 2u) << "each flow has its own socket towards the upstream";
+  EXPECT_EQ(rig.px->pools()[0]->at(0).active(), 2);
+}
+
+TYPED_TEST(ProxyUdp, AClientStaysOnItsUpstream) {
+  UdpUpstream x('X'), y('Y');
+  UdpRig<TypeParam> rig(udp_settings({x.address(), y.address()}));
+  ASSERT_TRUE(rig.started);
+  Client a, b;
+  const std::string ta = a.ask(rig.addr, "first").substr(0, 1);
+  const std::string tb = b.ask(rig.addr, "first").substr(0, 1);
+  ASSERT_FALSE(ta.empty());
+  ASSERT_FALSE(tb.empty());
+  EXPECT_NE(ta, tb) << "round robin: the second client's flow goes to the other upstream";
+  for (int i = 0; i < 100; ++i) {
+    const std::string m = std::to_string(i);
+    ASSERT_EQ(a.ask(rig.addr, m), cat(ta, m));
+    ASSERT_EQ(b.ask(rig.addr, m), cat(tb, m));
+  }
+  EXPECT_EQ(x.datagrams(), 101u);
+  EXPECT_EQ(y.datagrams(), 101u);
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_created), 2);
+}
+
+TYPED_TEST(ProxyUdp, AnIdleFlowExpiresAndTheNextDatagramMakesANewOne) {
+  UdpUpstream up('A');
+  ProxySettings s = udp_settings({up.address()});
+  s.udp_idle_ns = 200 * kMs;
+  UdpRig<TypeParam> rig(std::move(s));
+  ASSERT_TRUE(rig.started);
+  Client c;
+  // Traffic within the idle time keeps the flow.
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(c.ask(rig.addr, "x"), "Ax");
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  }
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_created), 1);
+  EXPECT_TRUE(wait_for([&] { return rig.total(&ShardMetrics::udp_flows_active) == 0; }, 5));
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_expired), 1);
+  EXPECT_EQ(rig.px->pools()[0]->at(0).active(), 0) << "the expired flow left its upstream";
+  EXPECT_EQ(c.ask(rig.addr, "again"), "Aagain");
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_created), 2);
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_active), 1);
+  EXPECT_EQ(up.sources(), 2u) << "the new flow has a new socket";
+}
+
+TYPED_TEST(ProxyUdp, OverTheFlowBoundDatagramsAreDroppedAndCounted) {
+  UdpUpstream up('A');
+  ProxySettings s = udp_settings({up.address()});
+  s.udp_max_flows = 1;
+  UdpRig<TypeParam> rig(std::move(s));
+  ASSERT_TRUE(rig.started);
+  Client a, b(300);
+  EXPECT_EQ(a.ask(rig.addr, "1"), "A1");
+  EXPECT_EQ(b.ask(rig.addr, "2"), "") << "a second flow is over the bound";
+  EXPECT_EQ(b.ask(rig.addr, "3"), "");
+  EXPECT_EQ(rig.drops(UdpDrop::kFlowLimit), 2u);
+  EXPECT_EQ(a.ask(rig.addr, "4"), "A4") << "the existing flow still works";
+  EXPECT_EQ(rig.total(&ShardMetrics::udp_flows_active), 1);
+  EXPECT_EQ(up.datagrams(), 2u);
+}
+
+// ---- configuration ----
+
+std::optional<tuning::ConfigError> load(const std::string& text, tuning::Config* c) {
+  return tuning::apply_toml(text, "x.toml", c);
+}
+
+TEST(ProxyUdpConfig, ProtocolAndFlowKeysReachTheSettings) {
+  tuning::Config c;
+  const auto e = load(
+      "[proxy]\nudp_idle_ms = 1500\nudp_max_flows = 7\n[[proxy.pool]]\nname = \"p\"\n"
+      "upstreams = [\"127.0.0.1:9\"]\n[[proxy.listener]]\nname = \"u\"\nlisten = "
+      "\"127.0.0.1:0\"\npool = \"p\"\nprotocol = \"udp\"\n",
+      &c);
+  ASSERT_FALSE(e.has_value()) << e->to_string();
+  ProxySettings s;
+  std::string why;
+  ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
+  ASSERT_EQ(s.listeners.size(), 1u);
+  EXPECT_TRUE(s.listeners[0].udp);
+  EXPECT_EQ(s.udp_idle_ns, 1500 * kMs);
+  EXPECT_EQ(s.udp_max_flows, 7u);
+  // Printed and read back, the same config.
+  tuning::Config back;
+  ASSERT_FALSE(load(tuning::print_config(c), &back).has_value());
+  EXPECT_TRUE(back == c);
+  // Defaults: TCP, 30 s, 65536.
+  tuning::Config d;
+  EXPECT_EQ(d.proxy.udp_idle_ms, 30000);
+  EXPECT_EQ(d.proxy.udp_max_flows, 65536);
+}
+
+TEST(ProxyUdpConfig, BadValuesNameTheFileLineAndKey) {
+  const std::string pool = "[[proxy.pool]]\nname = \"p\"\nupstreams = [\"127.0.0.1:9\"]\n";
+  const std::string head =
+      cat(pool, "[[proxy.listener]]\nname = \"u\"\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n");
+  struct Case {
+    std::string text;
+    int line;
+    const char* key;
+    const char* says;
+  } cases[] = {
+      {cat(head, "protocol = \"sctp\"\n"), 8, "proxy.listener[0].protocol", "sctp"},
+      {cat(head, "protocol = \"udp\"\nproxy_protocol = \"v2\"\n"), 9,
+       "proxy.listener[0].proxy_protocol", "TCP"},
+      {"[proxy]\nudp_max_flows = 0\n", 2, "proxy.udp_max_flows", ""},
+      {"[proxy]\nudp_idle_ms = 0\n", 2, "proxy.udp_idle_ms", ""},
+      {"[proxy]\nudp_flows = 3\n", 2, "proxy.udp_flows", ""},
+  };
+  for (const Case& k : cases) {
+    tuning::Config c;
+    const auto e = load(k.text, &c);
+    ASSERT_TRUE(e.has_value()) << k.key;
+    EXPECT_EQ(e->file, "x.toml") << e->to_string();
+    EXPECT_EQ(e->line, k.line) << e->to_string();
+    EXPECT_EQ(e->key, k.key) << e->to_string();
+    EXPECT_NE(e->message.find(k.says), std::string::npos) << e->to_string();
+  }
+}
+
+}  // namespace
+}  // namespace ringpoll::test
