@@ -104,7 +104,7 @@ std::string describe(const proxy::ProxySettings& s, size_t i, const SocketAddres
   const proxy::ListenerSettings& l = s.listeners[i];
   const int k = proxy::pool_index(s, l.pool);
   const size_t n = k >= 0 ? s.pools[static_cast<size_t>(k)].upstreams.size() : 0;
-  return bound.to_string() + (l.udp ? "/udp" : "") + " (" + l.name + " -> pool " + l.pool + ": " +
+  return bound.to_string() + " (" + l.name + (l.udp ? " udp" : "") + " -> pool " + l.pool + ": " +
          std::to_string(n) + (n == 1 ? " upstream)" : " upstreams)");
 }
 

@@ -146,6 +146,24 @@ TEST(ProxyBinary, QuickFormRelaysAndSigtermExitsZero) {
   ::close(c.err);
 }
 
+TEST(ProxyBinary, QuickFormUdpRelaysDatagramsAndServesUdpMetrics) {
+  UdpUpstream up('U');
+  Child c = spawn_proxy({"--listen", "127.0.0.1:0", "--protocol", "udp", "--upstream",
+                         up.address().to_string(), "--admin", "127.0.0.1:0"});
+  ASSERT_GT(c.pid, 0);
+  const std::string line = read_line(c.out);
+  EXPECT_NE(line.find("(main udp -> pool main: 1 upstream)"), std::string::npos) << line;
+  const SocketAddress at = listening_address(line);
+  UdpClient u;
+  EXPECT_EQ(u.ask(at, "ping"), "Uping");
+  EXPECT_EQ(u.ask(at, "pong"), "Upong");
+  EXPECT_EQ(up.sources(), 1u);
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(c), 0);
+  ::close(c.out);
+  ::close(c.err);
+}
+
 TEST(ProxyBinary, PrintConfigShowsTheQuickFormAsConfig) {
   const Outcome o =
       run_to_exit({"--listen", "127.0.0.1:7000", "--upstream", "127.0.0.1:7001", "--upstream",
@@ -170,6 +188,11 @@ TEST(ProxyBinary, BadArgumentsExitTwoNamingTheArgument) {
       {{"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--balance", "random"},
        "--balance"},
       {{"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--admin", "nowhere"}, "--admin"},
+      {{"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--protocol", "sctp"},
+       "--protocol"},
+      {{"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--protocol", "udp",
+        "--proxy-protocol", "v1"},
+       "--proxy-protocol is for TCP"},
       {{"--bogus"}, "bogus"},
       {{}, "no [[proxy.listener]] configured"},
   };

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -202,6 +204,103 @@ inline SocketAddress dead_address() {
   SocketAddress a;
   parse_address("127.0.0.1:" + std::to_string(port), &a);
   return a;
+}
+
+// ---- UDP (the proxy's UDP mode) ----
+
+inline int udp_socket(int timeout_ms) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  (void)bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const int big = 1 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  return fd;
+}
+
+inline SocketAddress local_of(int fd) {
+  SocketAddress a;
+  a.len = sizeof a.ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len);
+  return a;
+}
+
+// A UDP upstream: answers every datagram with `tag` followed by the datagram, and
+// remembers the source ports it saw (one per proxy flow).
+class UdpUpstream {
+ public:
+  explicit UdpUpstream(char tag) : tag_(tag), fd_(udp_socket(50)) {
+    t_ = std::thread([this] {
+      std::vector<char> buf(70000);
+      while (!stop_.load()) {
+        sockaddr_storage from{};
+        socklen_t fl = sizeof from;
+        const ssize_t n = recvfrom(fd_, buf.data() + 1, buf.size() - 1, 0,
+                                   reinterpret_cast<sockaddr*>(&from), &fl);
+        if (n < 0) continue;
+        buf[0] = tag_;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          ports_.insert(reinterpret_cast<sockaddr_in*>(&from)->sin_port);
+          ++datagrams_;
+        }
+        (void)sendto(fd_, buf.data(), static_cast<size_t>(n) + 1, 0,
+                     reinterpret_cast<sockaddr*>(&from), fl);
+      }
+    });
+  }
+  ~UdpUpstream() {
+    stop_.store(true);
+    t_.join();
+    ::close(fd_);
+  }
+  SocketAddress address() const { return local_of(fd_); }
+  size_t sources() {
+    std::lock_guard<std::mutex> l(mu_);
+    return ports_.size();
+  }
+  size_t datagrams() {
+    std::lock_guard<std::mutex> l(mu_);
+    return datagrams_;
+  }
+
+ private:
+  char tag_;
+  int fd_;
+  std::atomic<bool> stop_{false};
+  std::thread t_;
+  std::mutex mu_;
+  std::set<uint16_t> ports_;
+  size_t datagrams_ = 0;
+};
+
+// A client: one UDP socket. ask() sends and returns the reply ("" on timeout).
+struct UdpClient {
+  explicit UdpClient(int timeout_ms = 2000) : fd(udp_socket(timeout_ms)) {}
+  ~UdpClient() { ::close(fd); }
+  std::string ask(const SocketAddress& to, const std::string& msg) {
+    if (sendto(fd, msg.data(), msg.size(), 0, to.sa(), to.len) < 0) return "sendto failed";
+    std::string buf(70000, '\0');
+    ssize_t n;
+    do {
+      n = recv(fd, buf.data(), buf.size(), 0);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? "" : buf.substr(0, static_cast<size_t>(n));
+  }
+  int fd;
+};
+
+// a + b (a helper: GCC 12's -Wrestrict misfires on operator+ of short strings at -O3).
+[[gnu::noinline]] inline std::string cat(const std::string& a, const std::string& b) {
+  std::string r;
+  r.reserve(a.size() + b.size());
+  r.append(a);
+  r.append(b);
+  return r;
 }
 
 }  // namespace ringpoll::test

@@ -34,101 +34,6 @@ using proxy::UdpDrop;
 
 constexpr int64_t kMs = 1'000'000;
 
-int udp_socket(int timeout_ms) {
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  (void)bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  const int big = 1 << 20;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-  return fd;
-}
-
-SocketAddress local_of(int fd) {
-  SocketAddress a;
-  a.len = sizeof a.ss;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len);
-  return a;
-}
-
-// A UDP upstream: answers every datagram with `tag` followed by the datagram, and
-// remembers the source ports it saw (one per proxy flow).
-class UdpUpstream {
- public:
-  explicit UdpUpstream(char tag) : tag_(tag), fd_(udp_socket(50)) {
-    t_ = std::thread([this] {
-      std::vector<char> buf(70000);
-      while (!stop_.load()) {
-        sockaddr_storage from{};
-        socklen_t fl = sizeof from;
-        const ssize_t n = recvfrom(fd_, buf.data() + 1, buf.size() - 1, 0,
-                                   reinterpret_cast<sockaddr*>(&from), &fl);
-        if (n < 0) continue;
-        buf[0] = tag_;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          ports_.insert(reinterpret_cast<sockaddr_in*>(&from)->sin_port);
-          ++datagrams_;
-        }
-        (void)sendto(fd_, buf.data(), static_cast<size_t>(n) + 1, 0,
-                     reinterpret_cast<sockaddr*>(&from), fl);
-      }
-    });
-  }
-  ~UdpUpstream() {
-    stop_.store(true);
-    t_.join();
-    ::close(fd_);
-  }
-  SocketAddress address() const { return local_of(fd_); }
-  size_t sources() {
-    std::lock_guard<std::mutex> l(mu_);
-    return ports_.size();
-  }
-  size_t datagrams() {
-    std::lock_guard<std::mutex> l(mu_);
-    return datagrams_;
-  }
-
- private:
-  char tag_;
-  int fd_;
-  std::atomic<bool> stop_{false};
-  std::thread t_;
-  std::mutex mu_;
-  std::set<uint16_t> ports_;
-  size_t datagrams_ = 0;
-};
-
-// A client: one UDP socket. ask() sends and returns the reply ("" on timeout).
-struct Client {
-  explicit Client(int timeout_ms = 2000) : fd(udp_socket(timeout_ms)) {}
-  ~Client() { ::close(fd); }
-  std::string ask(const SocketAddress& to, const std::string& msg) {
-    if (sendto(fd, msg.data(), msg.size(), 0, to.sa(), to.len) < 0) return "sendto failed";
-    std::string buf(70000, '\0');
-    ssize_t n;
-    do {
-      n = recv(fd, buf.data(), buf.size(), 0);
-    } while (n < 0 && errno == EINTR);
-    return n < 0 ? "" : buf.substr(0, static_cast<size_t>(n));
-  }
-  int fd;
-};
-
-// a + b (a helper: GCC 12's -Wrestrict misfires on operator+ of short strings at -O3).
-[[gnu::noinline]] std::string cat(const std::string& a, const std::string& b) {
-  std::string r;
-  r.reserve(a.size() + b.size());
-  r.append(a);
-  r.append(b);
-  return r;
-}
-
 ProxySettings udp_settings(const std::vector<SocketAddress>& ups) {
   ProxySettings s;
   proxy::PoolSettings p;
@@ -190,7 +95,7 @@ TYPED_TEST(ProxyUdp, DatagramsArriveIntactBothWays) {
   UdpUpstream up('A');
   UdpRig<TypeParam> rig(udp_settings({up.address()}));
   ASSERT_TRUE(rig.started);
-  Client c;
+  UdpClient c;
   for (size_t n : {size_t{0}, size_t{1}, size_t{100}, size_t{1472}, size_t{9000}, size_t{65000}}) {
     std::string msg(n, '\0');
     for (size_t i = 0; i < n; ++i) msg[i] = static_cast<char>((i * 31 + n) & 0xff);
@@ -217,7 +122,7 @@ TYPED_TEST(ProxyUdp, TwoClientsGetIndependentFlows) {
   UdpUpstream up('A');
   UdpRig<TypeParam> rig(udp_settings({up.address()}));
   ASSERT_TRUE(rig.started);
-  Client a, b;
+  UdpClient a, b;
   for (int i = 0; i < 20; ++i) {
     EXPECT_EQ(a.ask(rig.addr, cat("a", std::to_string(i))), cat("Aa", std::to_string(i)));
     EXPECT_EQ(b.ask(rig.addr, cat("b", std::to_string(i))), cat("Ab", std::to_string(i)));
@@ -231,7 +136,7 @@ TYPED_TEST(ProxyUdp, AClientStaysOnItsUpstream) {
   UdpUpstream x('X'), y('Y');
   UdpRig<TypeParam> rig(udp_settings({x.address(), y.address()}));
   ASSERT_TRUE(rig.started);
-  Client a, b;
+  UdpClient a, b;
   const std::string ta = a.ask(rig.addr, "first").substr(0, 1);
   const std::string tb = b.ask(rig.addr, "first").substr(0, 1);
   ASSERT_FALSE(ta.empty());
@@ -253,7 +158,7 @@ TYPED_TEST(ProxyUdp, AnIdleFlowExpiresAndTheNextDatagramMakesANewOne) {
   s.udp_idle_ns = 200 * kMs;
   UdpRig<TypeParam> rig(std::move(s));
   ASSERT_TRUE(rig.started);
-  Client c;
+  UdpClient c;
   // Traffic within the idle time keeps the flow.
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(c.ask(rig.addr, "x"), "Ax");
@@ -275,7 +180,7 @@ TYPED_TEST(ProxyUdp, OverTheFlowBoundDatagramsAreDroppedAndCounted) {
   s.udp_max_flows = 1;
   UdpRig<TypeParam> rig(std::move(s));
   ASSERT_TRUE(rig.started);
-  Client a, b(300);
+  UdpClient a, b(300);
   EXPECT_EQ(a.ask(rig.addr, "1"), "A1");
   EXPECT_EQ(b.ask(rig.addr, "2"), "") << "a second flow is over the bound";
   EXPECT_EQ(b.ask(rig.addr, "3"), "");
