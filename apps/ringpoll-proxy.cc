@@ -151,12 +151,16 @@ int run(int argc, char** argv) {
   return app::run_engine(kProg, cfg, [&]<class P>(Engine<P>& engine) -> int {
     proxy::ProxyServer<P> px(engine, settings);
     std::string err;
+    // On a failed start, what did start is stopped first (UDP listeners' tasks hold
+    // their sockets until then).
     if (!px.start(&err).ok()) {
       std::fprintf(stderr, "%s: %s\n", kProg, err.c_str());
+      px.shutdown(0);
       return 1;
     }
     if (!admin.empty() && !px.start_admin(admin_addr, &err).ok()) {
       std::fprintf(stderr, "%s: --admin %s: %s\n", kProg, admin.c_str(), err.c_str());
+      px.shutdown(0);
       return 1;
     }
     std::string where;
