@@ -123,6 +123,61 @@ Task<void> idle_handler(TcpStream<EpollPoller>& c) {
 //   engine_per_conn  bytes_per_conn - frame_per_conn + op_bytes: what the engine owns
 //                    (PollDesc, connection record, the waiting operation, allocator
 //                    rounding), the figure issue 4 bounds at 256 B.
+// What one measurement reports (written by the measuring child process).
+struct IdleMemory {
+  double conns = 0, rss = 0, frame = 0;
+};
+
+// Runs in a fresh child process, so every repetition starts cold: PollCache blocks are
+// never freed (type stability) and a second round in the same process would reuse them
+// and count nothing. The clients live in a grandchild.
+IdleMemory measure_idle_memory(int conns_wanted) {
+  IdleMemory m;
+  EngineOptions o;
+  o.shards = 1;
+  Engine<EpollPoller> e(o);
+  if (!e.start().ok()) return m;
+  TcpServer<EpollPoller> srv(e);
+  SocketAddress at;
+  parse_address("127.0.0.1:0", &at);
+  if (!srv.start(at, idle_handler).ok()) return m;
+  auto frames = [&e] {
+    return Engine<EpollPoller>::call(e.shard(0), [] { return detail::t_frame_bytes; });
+  };
+  const int64_t frames_before = frames();
+  const long before = rss_bytes();
+  int go[2];
+  if (pipe(go) != 0) return m;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<int> fds;
+    const SocketAddress a = srv.address();
+    for (int i = 0; i < conns_wanted; ++i) {
+      const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (::connect(fd, a.sa(), a.len) < 0) _exit(1);
+      fds.push_back(fd);
+    }
+    char b;
+    if (::read(go[0], &b, 1) != 1) _exit(2);
+    _exit(0);
+  }
+  for (int i = 0; i < 10000 && srv.live() < static_cast<size_t>(conns_wanted); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const long after = rss_bytes();
+  m.conns = static_cast<double>(srv.live());
+  if (m.conns > 0) {
+    m.rss = static_cast<double>(after - before) / m.conns;
+    m.frame = static_cast<double>(frames() - frames_before) / m.conns;
+  }
+  if (::write(go[1], "x", 1) != 1) m.conns = 0;
+  waitpid(pid, nullptr, 0);
+  srv.shutdown(1'000'000'000);
+  e.stop();
+  e.join();
+  return m;
+}
+
 void BM_MemoryPerIdleConnection(benchmark::State& st) {
   constexpr int kConns = 10000;
   rlimit rl{};
@@ -130,60 +185,28 @@ void BM_MemoryPerIdleConnection(benchmark::State& st) {
   rlimit want{rl.rlim_max, rl.rlim_max};
   setrlimit(RLIMIT_NOFILE, &want);
   for (auto _ : st) {
-    EngineOptions o;
-    o.shards = 1;
-    Engine<EpollPoller> e(o);
-    if (!e.start().ok()) {
-      st.SkipWithError("engine start failed");
-      return;
-    }
-    TcpServer<EpollPoller> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
-    if (!srv.start(at, idle_handler).ok()) {
-      st.SkipWithError("listen failed");
-      return;
-    }
-    auto frames = [&e] {
-      return Engine<EpollPoller>::call(e.shard(0), [] { return detail::t_frame_bytes; });
-    };
-    const int64_t frames_before = frames();
-    const long before = rss_bytes();
-    int go[2];
-    if (pipe(go) != 0) return;
+    int res[2];
+    if (pipe(res) != 0) break;
     const pid_t pid = fork();
     if (pid == 0) {
-      std::vector<int> fds;
-      const SocketAddress a = srv.address();
-      for (int i = 0; i < kConns; ++i) {
-        const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (::connect(fd, a.sa(), a.len) < 0) _exit(1);
-        fds.push_back(fd);
-      }
-      char b;
-      if (::read(go[0], &b, 1) != 1) _exit(2);
-      _exit(0);
+      const IdleMemory m = measure_idle_memory(kConns);
+      _exit(::write(res[1], &m, sizeof m) == sizeof m ? 0 : 1);
     }
-    for (int i = 0; i < 10000 && srv.live() < static_cast<size_t>(kConns); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    const long after = rss_bytes();
-    const double conns = static_cast<double>(srv.live());
-    const double rss = static_cast<double>(after - before) / conns;
-    const double frame = static_cast<double>(frames() - frames_before) / conns;
-    constexpr double op = sizeof(FdOp<EpollPoller, fdop::Read>);
-    st.counters["connections"] = conns;
-    st.counters["bytes_per_conn"] = rss;
-    st.counters["frame_per_conn"] = frame;
-    st.counters["op_bytes"] = op;
-    st.counters["engine_per_conn"] = rss - frame + op;
-    if (::write(go[1], "x", 1) != 1) break;
+    IdleMemory m;
+    const bool got = ::read(res[0], &m, sizeof m) == sizeof m;
     waitpid(pid, nullptr, 0);
-    srv.shutdown(1'000'000'000);
-    e.stop();
-    e.join();
-    ::close(go[0]);
-    ::close(go[1]);
+    ::close(res[0]);
+    ::close(res[1]);
+    if (!got || m.conns < kConns) {
+      st.SkipWithError("the measuring process did not get its 10,000 connections");
+      break;
+    }
+    constexpr double op = sizeof(FdOp<EpollPoller, fdop::Read>);
+    st.counters["connections"] = m.conns;
+    st.counters["bytes_per_conn"] = m.rss;
+    st.counters["frame_per_conn"] = m.frame;
+    st.counters["op_bytes"] = op;
+    st.counters["engine_per_conn"] = m.rss - m.frame + op;
   }
   setrlimit(RLIMIT_NOFILE, &rl);
 }

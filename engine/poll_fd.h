@@ -512,6 +512,9 @@ class PollFd {
     if (state_ != State::kOpen) co_return Errc::kClosed;
     state_ = State::kClosing;
     if (pd_) s_->evict(pd_);
+    // Only an operation that waits holds a reference across a suspension, and waiting
+    // needs a PollDesc: without one there is nothing in flight here.
+    if (refs_ > 0 && !pd_) fatal("PollFd::close: operations in flight on an unpolled descriptor");
     if (refs_ > 0) co_await CloseAwaiter{this, {}};
     if (state_ != State::kClosed) destroy();
     co_return Status();
@@ -697,18 +700,19 @@ class PollFd {
     PollFd* f_;
   };
 
-  // close() waits here for the operations in flight; the node lives in close()'s frame.
+  // close() waits here for the operations in flight. The node lives in close()'s frame,
+  // and the PollDesc points at it (PollDesc::closer) until the last operation leaves.
   struct CloseAwaiter {
     PollFd* f;
     TaskNode node;
     bool await_ready() const noexcept { return f->refs_ == 0; }
     void await_suspend(std::coroutine_handle<> h) noexcept {
       node.handle = h;
-      f->closer_ = &node;
+      f->pd_->closer = &node;
     }
     void await_resume() const noexcept {}
-    ~CloseAwaiter() {
-      if (f->closer_ == &node) f->closer_ = nullptr;  // destroyed while waiting (teardown)
+    ~CloseAwaiter() {  // destroyed while waiting (teardown)
+      if (f->pd_ && f->pd_->closer == &node) f->pd_->closer = nullptr;
     }
   };
 
@@ -719,8 +723,9 @@ class PollFd {
   }
 
   void last_ref_gone() {
-    destroy();
-    if (TaskNode* c = std::exchange(closer_, nullptr)) s_->make_ready(c);
+    TaskNode* c = pd_ ? std::exchange(pd_->closer, nullptr) : nullptr;
+    destroy();  // frees the PollDesc
+    if (c) s_->make_ready(c);
   }
 
   void destroy() {
@@ -740,7 +745,6 @@ class PollFd {
 
   Scheduler<P>* s_ = nullptr;
   PollDesc* pd_ = nullptr;
-  TaskNode* closer_ = nullptr;  // close() waiting for the operations in flight
   int fd_ = -1;
   uint16_t refs_ = 0;  // operations in flight: a reader, a writer, a close, a few at most
   State state_ = State::kUnused;

@@ -124,7 +124,7 @@ class TcpServer {
   struct PerShard;
   // One per connection: the handler task's root bookkeeping (no wrapper coroutine: when
   // the handler returns, conn_done closes and frees this record; the shard's root list is
-  // also the server's list of its connections) and the stream. 88 bytes.
+  // also the server's list of its connections) and the stream. 80 bytes.
   struct Conn : Scheduler<P>::Root {
     TcpStream<P> stream;
     PerShard* ps = nullptr;

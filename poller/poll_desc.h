@@ -85,7 +85,10 @@ struct PollDesc {
   bool closing = false;
   uint8_t backend_flags = 0;  // private to the backend (e.g. io_uring: poll armed)
   uint16_t shard = 0;
-  PollDesc* link = nullptr;   // PollCache free list
+  union {
+    PollDesc* link = nullptr;  // PollCache free list, while the descriptor is free
+    TaskNode* closer;          // a close waiting for operations in flight (engine's PollFd)
+  };
   uint64_t backend_data = 0;  // private to the backend
   // ---- shared state (atomics, seq_cst) ----
   std::atomic<uint32_t> fdseq{0};  // generation: bumped when the descriptor is freed
