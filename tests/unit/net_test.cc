@@ -7,13 +7,28 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <type_traits>
+#include <utility>
 
 #include "engine/engine.h"
 #include "support/test_env.h"
 #include "uring/uring_completion.h"
+#include "uring/uring_poller.h"
 
 namespace ringpoll::test {
 namespace {
+
+// Issue 4 bounds what the engine owns per idle connection (256 B): the PollDesc (96 B,
+// pinned in poll_cache_test), the server's connection record (80 B, mimalloc's 80-byte
+// class) and the read that waits in the handler's frame. The waiting read must stay a
+// frame-less 56-byte awaiter on readiness backends.
+TEST(IdleFootprint, AWaitingReadIsAFramelessAwaiterOf56Bytes) {
+  EXPECT_LE(sizeof(FdOp<EpollPoller, fdop::Read>), 56u);
+  EXPECT_LE(sizeof(FdOp<UringPoller, fdop::Read>), 56u);
+  using ReadOp = decltype(std::declval<TcpStream<EpollPoller>&>().read(std::span<std::byte>{}));
+  EXPECT_TRUE((std::is_same_v<ReadOp, FdOp<EpollPoller, fdop::Read>>));
+  EXPECT_LE(sizeof(TcpStream<EpollPoller>), 24u);  // PollFd: scheduler, PollDesc, fd, refs
+}
 
 TEST(ParseAddress, LiteralsAndClearErrors) {
   SocketAddress a;
