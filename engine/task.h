@@ -39,7 +39,7 @@ struct PromiseBase {
   }
   static void operator delete(void* p, std::size_t n) noexcept {
     t_frame_bytes -= static_cast<int64_t>(n);
-    ::operator delete(p, n);
+    ::operator delete(p);  // unsized: clang does not declare the sized form by default
   }
 
   // The awaiting coroutine's address; or a DoneHook's address with bit 0 set (a root
