@@ -10,7 +10,9 @@
 #include <xdp/xsk.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace ringpoll::packet {
@@ -117,8 +119,16 @@ Status XdpQueue::open(const QueueSpec& spec, std::string* why) {
     sc.libxdp_flags = 0;  // libxdp loads its redirect program on the first socket
     sc.xdp_flags = m.xdp_flags;
     sc.bind_flags = static_cast<uint16_t>(m.bind_flags | XDP_USE_NEED_WAKEUP);
-    last = -xsk_socket__create(&r_->xsk, opt_.iface.c_str(), static_cast<uint32_t>(spec.queue),
-                               r_->umem, &r_->rx, &r_->tx, &sc);
+    // EBUSY: the queue is still bound to a socket being released (the kernel unbinds a
+    // closed AF_XDP socket asynchronously, e.g. right after a previous process or probe
+    // closed it). Bounded retry: 50 x 10 ms.
+    for (int tries = 0;; ++tries) {
+      last = -xsk_socket__create(&r_->xsk, opt_.iface.c_str(), static_cast<uint32_t>(spec.queue),
+                                 r_->umem, &r_->rx, &r_->tx, &sc);
+      if (last != EBUSY || tries >= 50) break;
+      r_->xsk = nullptr;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     if (last == 0) {
       mode_ = m.name;
       break;
