@@ -372,32 +372,16 @@ class PollFd {
 
   // The operations return an awaitable: co_await it once, at once (it refers to `buf`).
   // Reads what is there (at least one byte), kEof at the end of the stream.
-  auto read(std::span<std::byte> buf) {
-    if constexpr (P::kCompletion) {
-      return completion_op(fdop::Read{buf, {}}, Mode::kRead);
-    } else {
-      return FdOp<P, fdop::Read>(this, Mode::kRead, fdop::Read{buf, {}});
-    }
-  }
+  auto read(std::span<std::byte> buf) { return start(fdop::Read{buf, {}}, Mode::kRead); }
 
   // Writes all of buf unless an error or the write deadline stops it; n counts what the
   // kernel accepted.
   auto write(std::span<const std::byte> buf) {
-    if constexpr (P::kCompletion) {
-      return completion_op(fdop::Write{buf, 0, {}}, Mode::kWrite);
-    } else {
-      return FdOp<P, fdop::Write>(this, Mode::kWrite, fdop::Write{buf, 0, {}});
-    }
+    return start(fdop::Write{buf, 0, {}}, Mode::kWrite);
   }
 
   // Accepts one connection; a connection aborted before accept is skipped (S31).
-  auto accept() {
-    if constexpr (P::kCompletion) {
-      return completion_op(fdop::Accept{{}}, Mode::kRead);
-    } else {
-      return FdOp<P, fdop::Accept>(this, Mode::kRead, fdop::Accept{{}});
-    }
-  }
+  auto accept() { return start(fdop::Accept{{}}, Mode::kRead); }
 
   // Connects a socket. The write deadline bounds the wait. On a refused or unreachable
   // peer the error is the kernel's (ECONNREFUSED, ...).
@@ -533,12 +517,16 @@ class PollFd {
 
   // One sendmsg/recvmsg (one datagram, or part of a stream write), on either kind of
   // backend, with deadlines and close handled as for read and write.
-  auto msg_op(fdop::Msg m) {
-    const Mode mode = m.mode;
+  auto msg_op(fdop::Msg m) { return start(m, m.mode); }
+
+  // An operation as the backend runs it: a frame-less FdOp on readiness backends, a
+  // coroutine (submit, wait, cancel) on completion backends.
+  template <class Step>
+  auto start(Step st, Mode m) {
     if constexpr (P::kCompletion) {
-      return completion_op(m, mode);
+      return completion_op(std::move(st), m);
     } else {
-      return FdOp<P, fdop::Msg>(this, mode, m);
+      return FdOp<P, Step>(this, m, std::move(st));
     }
   }
 
