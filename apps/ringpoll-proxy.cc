@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -22,10 +23,15 @@
 #include <vector>
 
 #include "apps/common/launch.h"
+#include "apps/common/packet_path.h"
 #include "apps/proxy/from_config.h"
 #include "apps/proxy/proxy.h"
+#include "apps/proxy/udp_bypass.h"
 #include "engine/server.h"
 #include "tuning/cli.h"
+#ifdef RINGPOLL_WITH_XDP
+#include "packet/xdp_queue.h"
+#endif
 
 namespace ringpoll {
 namespace {
@@ -108,6 +114,77 @@ std::string describe(const proxy::ProxySettings& s, size_t i, const SocketAddres
          std::to_string(n) + (n == 1 ? " upstream)" : " upstreams)");
 }
 
+// UDP listeners on a packet queue Q: each shard opens its queue with `open`.
+template <PollerBackend P, packet::PacketQueue Q>
+typename proxy::ProxyServer<P>::UdpPathStart bypass_start(
+    const tuning::Config& cfg, typename proxy::UdpBypassListener<P, Q>::OpenFn open) {
+  const packet::QueueSpec qs = app::queue_sizes(cfg);
+  return [qs, open](Engine<P>& e, proxy::Metrics& m, proxy::UdpPickFn pick,
+                    const proxy::ListenerSettings& l, const proxy::ProxySettings& s,
+                    std::unique_ptr<proxy::UdpService>* out, std::string* why) -> Status {
+    proxy::UdpBypassOptions o;
+    o.port_base = s.udp_port_base;
+    o.port_count = s.udp_port_count;
+    o.queue = qs;
+    auto u = std::make_unique<proxy::UdpBypassListener<P, Q>>(e, m, std::move(pick), open, o);
+    const Status st = u->start(l.listen, why);
+    if (!st.ok()) {
+      u->shutdown(1'000'000'000);
+      return st;
+    }
+    *out = std::move(u);
+    return Status();
+  };
+}
+
+// Puts the UDP listeners on the packet path packet.path names (kernel: nothing to do).
+// DPDK's device is started here (one queue per shard); *dpdk says to shut it down at the
+// end. 0: ready; otherwise the exit code, after a message.
+template <PollerBackend P>
+int use_packet_path([[maybe_unused]] proxy::ProxyServer<P>& px,
+                    const proxy::ProxySettings& settings,
+                    [[maybe_unused]] const tuning::Config& cfg, [[maybe_unused]] Engine<P>& engine,
+                    [[maybe_unused]] bool* dpdk) {
+  const bool udp = std::any_of(settings.listeners.begin(), settings.listeners.end(),
+                               [](const proxy::ListenerSettings& l) { return l.udp; });
+  if (!udp || settings.udp_path == packet::Path::kKernel) return 0;
+  if (settings.udp_path == packet::Path::kXdp) {
+#ifdef RINGPOLL_WITH_XDP
+    px.set_udp_path(bypass_start<P, packet::XdpQueue>(
+        cfg, [&cfg](packet::XdpQueue& q, const packet::QueueSpec& qs, std::string* why) {
+          q.set_options({cfg.packet.xdp_iface, static_cast<uint32_t>(cfg.packet.xdp_frames)});
+          return q.open(qs, why);
+        }));
+    return 0;
+#else
+    std::fprintf(stderr,
+                 "%s: packet.path = \"xdp\": this build has no AF_XDP (configure with "
+                 "-DRINGPOLL_WITH_XDP=ON)\n",
+                 kProg);
+    return 2;
+#endif
+  }
+#ifdef RINGPOLL_WITH_DPDK
+  std::string why;
+  if (const Status st = packet::DpdkPort::start(app::dpdk_port_options(cfg, engine), &why);
+      !st.ok()) {
+    std::fprintf(stderr, "%s: DPDK: %s\n", kProg, why.c_str());
+    return 1;
+  }
+  *dpdk = true;
+  px.set_udp_path(
+      bypass_start<P, packet::DpdkQueue>(cfg, [](packet::DpdkQueue& q, const packet::QueueSpec& qs,
+                                                 std::string* why) { return q.open(qs, why); }));
+  return 0;
+#else
+  std::fprintf(stderr,
+               "%s: packet.path = \"dpdk\": this build has no DPDK (configure with "
+               "-DRINGPOLL_WITH_DPDK=ON)\n",
+               kProg);
+  return 2;
+#endif
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"ringpoll-proxy: L4 TCP and UDP proxy on the ringpoll engine"};
   tuning::CliConfig cc;
@@ -150,24 +227,38 @@ int run(int argc, char** argv) {
   block_stop_signals(/*with_reload=*/true);
   return app::run_engine(kProg, cfg, [&]<class P>(Engine<P>& engine) -> int {
     proxy::ProxyServer<P> px(engine, settings);
+    bool dpdk = false;
+    if (const int rc = use_packet_path(px, settings, cfg, engine, &dpdk); rc != 0) return rc;
+    // At the end, after every queue closed (DPDK's EAL does not start twice).
+    auto end_dpdk = [&dpdk] {
+#ifdef RINGPOLL_WITH_DPDK
+      if (dpdk) packet::DpdkPort::shutdown();
+#endif
+      (void)dpdk;
+    };
     std::string err;
     // On a failed start, what did start is stopped first (UDP listeners' tasks hold
     // their sockets until then).
     if (!px.start(&err).ok()) {
       std::fprintf(stderr, "%s: %s\n", kProg, err.c_str());
       px.shutdown(0);
+      end_dpdk();
       return 1;
     }
     if (!admin.empty() && !px.start_admin(admin_addr, &err).ok()) {
       std::fprintf(stderr, "%s: --admin %s: %s\n", kProg, admin.c_str(), err.c_str());
       px.shutdown(0);
+      end_dpdk();
       return 1;
     }
     std::string where;
     for (size_t i = 0; i < px.listeners(); ++i)
       where += (i ? ", " : "") + describe(settings, i, px.address(i));
-    std::printf("%s: listening on %s, backend %s, %zu shards%s%s\n", kProg, where.c_str(), P::kName,
-                engine.size(), admin.empty() ? "" : ", admin on ",
+    const bool bypass = dpdk || settings.udp_path == packet::Path::kXdp;
+    std::printf("%s: listening on %s, backend %s, %zu shards%s%s%s%s\n", kProg, where.c_str(),
+                P::kName, engine.size(), bypass ? ", udp path " : "",
+                bypass ? packet::to_string(settings.udp_path) : "",
+                admin.empty() ? "" : ", admin on ",
                 admin.empty() ? "" : px.admin_address().to_string().c_str());
     std::fflush(stdout);
 
@@ -199,6 +290,7 @@ int run(int argc, char** argv) {
           std::fprintf(stderr, "%s: reloaded: new connections use the new config\n", kProg);
         });
     engine.join();
+    end_dpdk();
     return 0;
   });
 }

@@ -29,14 +29,12 @@
 #include <string>
 
 #include "apps/common/launch.h"
+#include "apps/common/packet_path.h"
 #include "apps/serve/handlers.h"
 #include "apps/serve/udp_echo.h"
 #include "engine/server.h"
 #include "packet/kernel_queue.h"
 #include "tuning/cli.h"
-#ifdef RINGPOLL_WITH_DPDK
-#include "packet/dpdk_queue.h"
-#endif
 #ifdef RINGPOLL_WITH_XDP
 #include "packet/xdp_queue.h"
 #endif
@@ -106,12 +104,10 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
 }
 
 packet::QueueSpec queue_spec(const tuning::Config& cfg, const SocketAddress& at, int shard) {
-  packet::QueueSpec q;
+  packet::QueueSpec q = app::queue_sizes(cfg);
   q.queue = shard;
   q.local_ip = ntohl(reinterpret_cast<const sockaddr_in*>(at.sa())->sin_addr.s_addr);
   q.local_port = at.port();
-  q.ring_size = static_cast<uint32_t>(cfg.packet.ring_size);
-  q.max_payload = static_cast<uint32_t>(cfg.packet.max_payload);
   q.reuseport = cfg.socket.reuseport;
   return q;
 }
@@ -159,15 +155,8 @@ int serve_udp_on(Engine<P>& e, const tuning::Config& cfg, const SocketAddress& a
 #endif
   }
 #ifdef RINGPOLL_WITH_DPDK
-  packet::DpdkPortOptions po;
-  po.eal_args = cfg.packet.dpdk_args;
-  po.port = cfg.packet.dpdk_port;
-  po.queues = static_cast<int>(e.size());
-  po.ring_size = static_cast<uint32_t>(cfg.packet.ring_size);
-  po.mbufs = static_cast<uint32_t>(cfg.packet.dpdk_mbufs);
-  for (size_t i = 0; i < e.size(); ++i) po.queue_cpus.push_back(e.shard(i).cpu());
   std::string why;
-  if (const Status st = packet::DpdkPort::start(po, &why); !st.ok()) {
+  if (const Status st = packet::DpdkPort::start(app::dpdk_port_options(cfg, e), &why); !st.ok()) {
     std::fprintf(stderr, "%s: DPDK: %s\n", kProgram, why.c_str());
     return 1;
   }

@@ -166,6 +166,8 @@ void fields(PacketSection& s, V&& v) {
   v("dpdk_mbufs", s.dpdk_mbufs, IntSpec{512, 1048576});
   v("xdp_iface", s.xdp_iface, TextSpec{TextKind::kName});
   v("xdp_frames", s.xdp_frames, IntSpec{256, 1048576, true});
+  v("udp_port_base", s.udp_port_base, IntSpec{1024, 65535});
+  v("udp_port_count", s.udp_port_count, IntSpec{1, 64512});
 }
 template <class V>
 void sections(Config& c, V&& v) {
@@ -434,6 +436,13 @@ void cross_check(const Config& c, Reader& r) {
       }
     }
   };
+  if (c.packet.udp_port_base + c.packet.udp_port_count - 1 > 65535) {
+    const std::string key = "packet.udp_port_count";
+    r.fail(line_of(key), key,
+           "packet.udp_port_base + packet.udp_port_count must stay within 65536 (" +
+               std::to_string(c.packet.udp_port_base) + " + " +
+               std::to_string(c.packet.udp_port_count) + ")");
+  }
   unique(c.proxy.listeners, "proxy.listener", "listener");
   unique(c.proxy.pools, "proxy.pool", "pool");
   for (size_t i = 0; i < c.proxy.listeners.size(); ++i) {

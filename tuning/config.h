@@ -135,6 +135,9 @@ struct PacketSection {
   int64_t dpdk_mbufs = 4096;            // mbufs per queue's pool
   std::string xdp_iface = "eth0";  // the interface whose queues the shards' AF_XDP sockets bind
   int64_t xdp_frames = 4096;       // UMEM frames (2 KiB each) per queue
+  // ringpoll-proxy's UDP listeners on dpdk/xdp: the local ports of the flows (one each).
+  int64_t udp_port_base = 40000;
+  int64_t udp_port_count = 8192;
   bool operator==(const PacketSection&) const = default;
 };
 

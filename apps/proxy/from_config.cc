@@ -1,6 +1,51 @@
 #include "apps/proxy/from_config.h"
 
+#include <netinet/in.h>
+
 namespace ringpoll::proxy {
+
+namespace {
+
+// UDP listeners on a packet path: one, on an IPv4 address of ours and a port outside the
+// flow ports, relaying to IPv4 upstreams.
+bool check_packet_path(const ProxySettings& s, std::string* why) {
+  if (s.udp_path == packet::Path::kKernel) return true;
+  const std::string path = std::string("packet.path = \"") + packet::to_string(s.udp_path) + "\"";
+  const ListenerSettings* first = nullptr;
+  for (const ListenerSettings& l : s.listeners) {
+    if (!l.udp) continue;
+    const std::string where = "proxy.listener '" + l.name + "': ";
+    if (first) {
+      *why = where + path + " serves one UDP listener ('" + first->name + "' is one already)";
+      return false;
+    }
+    first = &l;
+    const auto* a = reinterpret_cast<const sockaddr_in*>(l.listen.sa());
+    if (l.listen.family() != AF_INET || a->sin_addr.s_addr == 0 || l.listen.port() == 0) {
+      *why = where + "listen: " + path + " needs an IPv4 address of ours and a port (not " +
+             l.listen.to_string() + ")";
+      return false;
+    }
+    const uint32_t port = l.listen.port();
+    if (port >= s.udp_port_base && port < s.udp_port_base + s.udp_port_count) {
+      *why = where + "listen port " + std::to_string(port) +
+             " is one of the flow ports (packet.udp_port_base " + std::to_string(s.udp_port_base) +
+             ", packet.udp_port_count " + std::to_string(s.udp_port_count) + ")";
+      return false;
+    }
+    const int k = pool_index(s, l.pool);
+    for (const SocketAddress& u : s.pools[static_cast<size_t>(k)].upstreams) {
+      if (u.family() != AF_INET) {
+        *why = "proxy.pool '" + l.pool + "': upstream " + u.to_string() + ": " + path +
+               " reaches IPv4 upstreams only";
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
 
 bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::string* why) {
   ProxySettings s;
@@ -64,6 +109,12 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.splice = cfg.proxy.splice == tuning::SpliceMode::kOn;
   s.udp_idle_ns = cfg.proxy.udp_idle_ms * kMs;
   s.udp_max_flows = static_cast<size_t>(cfg.proxy.udp_max_flows);
+  s.udp_path = cfg.packet.path == tuning::PacketPath::kDpdk  ? packet::Path::kDpdk
+               : cfg.packet.path == tuning::PacketPath::kXdp ? packet::Path::kXdp
+                                                             : packet::Path::kKernel;
+  s.udp_port_base = static_cast<uint16_t>(cfg.packet.udp_port_base);
+  s.udp_port_count = static_cast<uint32_t>(cfg.packet.udp_port_count);
+  if (!check_packet_path(s, why)) return false;
   *out = std::move(s);
   return true;
 }

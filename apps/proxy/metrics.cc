@@ -42,6 +42,14 @@ const char* to_string(UdpDrop d) {
       return "send_client";
     case UdpDrop::kRecvError:
       return "recv_error";
+    case UdpDrop::kNoPort:
+      return "no_port";
+    case UdpDrop::kStray:
+      return "stray";
+    case UdpDrop::kBadChecksum:
+      return "bad_checksum";
+    case UdpDrop::kBadFrame:
+      return "bad_frame";
     case UdpDrop::kCount:
       break;
   }

@@ -29,13 +29,18 @@ enum class ProxyError : uint8_t {
 };
 const char* to_string(ProxyError e);
 
-// Why a UDP datagram was dropped (apps/proxy/udp.h).
+// Why a UDP datagram was dropped (apps/proxy/udp.h, apps/proxy/udp_relay.h).
 enum class UdpDrop : uint8_t {
   kFlowLimit,     // a new client while udp_max_flows flows exist
   kUpstreamOpen,  // the flow's upstream socket could not be opened
   kSendUpstream,  // the upstream socket refused it (full, or ICMP unreachable before)
   kSendClient,    // the listener socket refused a reply (full, or the client gone)
   kRecvError,     // a receive failed (an ICMP error reported on the flow's socket, ...)
+  // Packet paths only (DPDK, AF_XDP: apps/proxy/udp_relay.h).
+  kNoPort,       // a new client while every flow port of its shard is in use
+  kStray,        // to a flow port no flow holds, or not from that flow's upstream
+  kBadChecksum,  // a frame whose IPv4 header or UDP checksum is wrong
+  kBadFrame,     // a frame not for us: truncated, bad lengths, a fragment, not IPv4/UDP
   kCount
 };
 const char* to_string(UdpDrop d);

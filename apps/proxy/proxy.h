@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,6 +52,14 @@ class ProxyServer {
   }
   ~ProxyServer() = default;
 
+  // UDP listeners on a packet path (DPDK, AF_XDP: apps/proxy/udp_bypass.h) instead of
+  // kernel sockets: starts one in *out, or returns the error (with *why) after stopping
+  // what it started. Set before start(); unset, UDP listeners use the kernel path.
+  using UdpPathStart =
+      std::function<Status(Engine<P>&, Metrics&, UdpPickFn, const ListenerSettings&,
+                           const ProxySettings&, std::unique_ptr<UdpService>*, std::string*)>;
+  void set_udp_path(UdpPathStart f) { udp_path_ = std::move(f); }
+
   // Starts the listeners and the active health checks. From a thread outside the engine,
   // after the engine started. Errors name the listener and the failed step.
   Status start(std::string* why) {
@@ -58,12 +67,20 @@ class ProxyServer {
     for (size_t i = 0; i < gen->s.listeners.size(); ++i) {
       const ListenerSettings& l = gen->s.listeners[i];
       if (l.udp) {
-        auto u = std::make_unique<UdpListener<P>>(e_, metrics_, [this, i] { return udp_pick(i); });
+        UdpPickFn pick = [this, i] { return udp_pick(i); };
+        std::unique_ptr<UdpService> u;
         std::string w;
-        const Status st = u->start(l.listen, gen->s.reuseport, &w);
+        Status st;
+        if (udp_path_) {
+          st = udp_path_(e_, metrics_, std::move(pick), l, gen->s, &u, &w);
+        } else {
+          auto k = std::make_unique<UdpListener<P>>(e_, metrics_, std::move(pick));
+          st = k->start(l.listen, gen->s.reuseport, &w);
+          if (!st.ok()) k->shutdown(1'000'000'000);
+          u = std::move(k);
+        }
         if (!st.ok()) {
           if (why) *why = "listener '" + l.name + "' (udp): " + (w.empty() ? st.message() : w);
-          u->shutdown(1'000'000'000);
           return st;
         }
         udp_.push_back(std::move(u));
@@ -133,6 +150,17 @@ class ProxyServer {
         return false;
       }
     }
+    const ProxySettings& o = old->s;
+    const bool has_udp =
+        std::any_of(udp_.begin(), udp_.end(), [](const auto& u) { return u != nullptr; });
+    if (has_udp && (s.udp_path != o.udp_path || s.udp_port_base != o.udp_port_base ||
+                    s.udp_port_count != o.udp_port_count)) {
+      *why = std::string(
+                 "packet.path, packet.udp_port_base and packet.udp_port_count change on "
+                 "restart only (UDP listeners run on ") +
+             packet::to_string(o.udp_path) + ")";
+      return false;
+    }
     auto gen = make_generation(std::move(s));
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -200,9 +228,9 @@ class ProxyServer {
   }
 
   // What a new UDP flow of listener li uses: the current generation's pool.
-  typename UdpListener<P>::Pick udp_pick(size_t li) const {
+  UdpPick udp_pick(size_t li) const {
     auto gen = generation();
-    typename UdpListener<P>::Pick p;
+    UdpPick p;
     p.pool = gen->by_listener[li];
     p.idle_ns = gen->s.udp_idle_ns;
     p.max_flows = gen->s.udp_max_flows;
@@ -554,7 +582,8 @@ class ProxyServer {
   mutable std::mutex mu_;
   std::shared_ptr<Generation> current_;
   std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
-  std::vector<std::unique_ptr<UdpListener<P>>> udp_;    // by listener; null: a TCP one
+  std::vector<std::unique_ptr<UdpService>> udp_;        // by listener; null: a TCP one
+  UdpPathStart udp_path_;
   std::unique_ptr<TcpListener<P>> admin_;
   SocketAddress admin_address_;
   std::atomic<bool> stopping_{false};

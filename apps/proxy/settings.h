@@ -7,6 +7,7 @@
 
 #include "apps/proxy/pool.h"
 #include "engine/net.h"
+#include "packet/packet_io.h"
 
 namespace ringpoll::proxy {
 
@@ -38,6 +39,11 @@ struct ProxySettings {
   // datagram either way; at most udp_max_flows flows at once, the rest are dropped.
   int64_t udp_idle_ns = 30'000'000'000;
   size_t udp_max_flows = 65536;
+  // UDP listeners on a packet path (packet.path = dpdk or xdp, apps/proxy/udp_bypass.h):
+  // each flow gets a local port from [udp_port_base, udp_port_base + udp_port_count).
+  packet::Path udp_path = packet::Path::kKernel;
+  uint16_t udp_port_base = 40000;
+  uint32_t udp_port_count = 8192;
 };
 
 // Index of the pool a listener names, or -1.

@@ -34,61 +34,23 @@
 
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
+#include "apps/proxy/udp_flow.h"
 #include "engine/engine.h"
 #include "engine/net.h"
 
 namespace ringpoll::proxy {
 
-// A client's address and port, as the flow table's key.
-struct FlowKey {
-  std::array<uint8_t, 16> addr{};
-  uint16_t port = 0;
-  uint16_t family = 0;
-  bool operator==(const FlowKey&) const = default;
-
-  static FlowKey of(const sockaddr_storage& ss) {
-    FlowKey k;
-    k.family = ss.ss_family;
-    if (ss.ss_family == AF_INET) {
-      const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-      std::memcpy(k.addr.data(), &a->sin_addr, 4);
-      k.port = a->sin_port;
-    } else if (ss.ss_family == AF_INET6) {
-      const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-      std::memcpy(k.addr.data(), &a->sin6_addr, 16);
-      k.port = a->sin6_port;
-    }
-    return k;
-  }
-};
-struct FlowKeyHash {
-  size_t operator()(const FlowKey& k) const noexcept {
-    uint64_t a, b;
-    std::memcpy(&a, k.addr.data(), 8);
-    std::memcpy(&b, k.addr.data() + 8, 8);
-    uint64_t h = a * 0x9E3779B97F4A7C15ull ^ b;
-    h ^= (static_cast<uint64_t>(k.port) << 16 | k.family) * 0xC2B2AE3D27D4EB4Full;
-    return static_cast<size_t>(h ^ (h >> 29));
-  }
-};
-
 template <PollerBackend P>
-class UdpListener {
+class UdpListener final : public UdpService {
  public:
   static constexpr size_t kMaxDatagram = 65536;
 
-  // What a new flow uses: the pool, kept alive by `hold` (the configuration generation).
-  struct Pick {
-    std::shared_ptr<const void> hold;
-    Pool* pool = nullptr;
-    int64_t idle_ns = 0;
-    size_t max_flows = 0;
-  };
-  using PickFn = std::function<Pick()>;
+  using Pick = UdpPick;
+  using PickFn = UdpPickFn;
 
   UdpListener(Engine<P>& e, Metrics& m, PickFn pick) : e_(e), m_(m), pick_(std::move(pick)) {}
   // shutdown() must have run (while the engine was running) before this.
-  ~UdpListener() = default;
+  ~UdpListener() override = default;
   UdpListener(const UdpListener&) = delete;
   UdpListener& operator=(const UdpListener&) = delete;
 
@@ -131,30 +93,23 @@ class UdpListener {
     return Status();
   }
 
-  SocketAddress address() const { return bound_; }
+  SocketAddress address() const override { return bound_; }
 
   // Closes the listener sockets and every flow, then waits (up to wait_ns) for their
   // tasks to end. Returns the number of flows that were open.
-  size_t shutdown(int64_t wait_ns) {
+  size_t shutdown(int64_t wait_ns) override {
     size_t open = 0;
-    for (size_t i = 0; i < shards_.size(); ++i) {
-      ShardState* st = shards_[i].get();
-      if (st->stopped) continue;
-      Engine<P>::call(e_.shard(i), [&] {
-        st->stopped = true;
-        st->fd.abort();
-        for (auto& [k, f] : st->flows) {
-          (void)k;
-          f->up.abort();
-          ++open;
-        }
-      });
-    }
-    const auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_ns);
-    for (auto& st : shards_) {
-      while (st->tasks.load() > 0 && std::chrono::steady_clock::now() < end)
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    stop_shards(
+        e_, shards_,
+        [&](ShardState& st) {
+          st.fd.abort();
+          for (auto& [k, f] : st.flows) {
+            (void)k;
+            f->up.abort();
+            ++open;
+          }
+        },
+        [](ShardState& st) { return st.tasks.load() > 0; }, wait_ns);
     return open;
   }
 
@@ -220,11 +175,8 @@ class UdpListener {
   Flow* open_flow(ShardState* st, const FlowKey& key, const SocketAddress& from) {
     ShardMetrics& m = *st->m;
     Pick p = pick_();
-    if (m_.total(&ShardMetrics::udp_flows_active) >= static_cast<int64_t>(p.max_flows)) {
-      m.drop(UdpDrop::kFlowLimit);
-      return nullptr;
-    }
-    Upstream* u = p.pool->acquire(mono_now_ns());
+    Upstream* u = admit_flow(m_, m, p, mono_now_ns());
+    if (!u) return nullptr;
     const SocketAddress& ua = u->address();
     const int fd = ::socket(ua.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || ::connect(fd, ua.sa(), ua.len) < 0) {
@@ -251,8 +203,7 @@ class UdpListener {
     f->buf.reset(new std::byte[kMaxDatagram]);
     Flow* raw = f.release();
     st->flows.emplace(key, raw);
-    m.add(m.udp_flows_created);
-    m.gauge(m.udp_flows_active, 1);
+    flow_opened(m);
     st->tasks.fetch_add(1);
     st->sched->spawn(replies(raw));
     return raw;
@@ -292,8 +243,7 @@ class UdpListener {
       m.add(m.udp_bytes_down, r.n);
     }
     st->flows.erase(f->key);
-    f->pool->release(f->upstream);
-    m.gauge(m.udp_flows_active, -1);
+    flow_closed(m, f->pool, f->upstream);
     (void)co_await f->up.close();
     own.reset();
     st->tasks.fetch_sub(1);
