@@ -11,8 +11,10 @@
 // accept and the datagram calls are FdOp awaiters, not coroutines: the operation's state
 // lives in the caller's frame and, between readiness waits, the shard drives it through
 // its TaskNode's callback, so an operation allocates nothing and the caller is resumed
-// once, with the result. Completion backends (io_uring completion mode, IOCP) keep
-// coroutines (Task) for their submit/cancel/wait sequences.
+// once, with the result. On io_uring in completion mode, read (from the multishot recv's
+// queue) and write (a send, cancelled and awaited on timeout or close) are frame-less too
+// (FdOp<RingRead>, CompSend); the rarer completion paths and IOCP, whose operations carry
+// an OVERLAPPED, keep coroutines (Task) for their submit/cancel/wait sequences.
 //
 // A PollFd must not move while an operation is in flight (operations hold `this`).
 #include <fcntl.h>
@@ -23,7 +25,9 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -214,6 +218,35 @@ struct Call {
   void fail(Status e) noexcept { r = IoResult{0, e}; }
   Result result() const noexcept { return r; }
 };
+// A read on a completion backend with a multishot recv: the data is already queued on the
+// descriptor (FdState); take it, or arm the recv and wait for the completion to wake us.
+template <class P>
+struct RingRead {
+  using Result = IoResult;
+  std::span<std::byte> buf;  // cut down to the bytes read
+  Status err;
+  P* b;
+  typename P::FdState* st;
+  bool early() const noexcept { return buf.empty(); }
+  bool attempt(int) noexcept {
+    if (const size_t n = b->take_recv(st, buf); n > 0) {
+      buf = buf.first(n);
+    } else if (st->recv_err != 0) {
+      fail(Status::from_errno(-std::exchange(st->recv_err, 0)));
+    } else if (st->eof) {
+      fail(Errc::kEof);
+    } else {
+      b->arm_recv(st);
+      return false;
+    }
+    return true;
+  }
+  void fail(Status e) noexcept {
+    buf = {};
+    err = e;
+  }
+  Result result() const noexcept { return IoResult{buf.size(), err}; }
+};
 }  // namespace fdop
 
 // An operation on a readiness backend with no coroutine frame of its own (Go's
@@ -234,10 +267,8 @@ class FdOp : private TaskNode, private Step {
   FdOp(const FdOp&) = delete;
   FdOp& operator=(const FdOp&) = delete;
   ~FdOp() {
-    if (parked_) {  // the caller's frame is destroyed while waiting (scheduler teardown)
-      uintptr_t v = reinterpret_cast<uintptr_t>(node());
-      f_->pd_->slot(mode_).compare_exchange_strong(v, kPdNil);
-    }
+    // the caller's frame is destroyed while waiting (scheduler teardown)
+    if (parked_) f_->pd_->withdraw(mode_, node());
     if (holds_ref_) release();
   }
 
@@ -323,6 +354,178 @@ class FdOp : private TaskNode, private Step {
   bool holds_ref_ = false;
   PollFd<P>* f_;
 };
+
+// A write on a completion backend with no coroutine frame of its own (Go's execIO, as a
+// state machine): submit a send; park until its completion wakes us; a short send submits
+// the rest. On timeout or close the send is cancelled and the completion awaited, ignoring
+// further timeout/close; a send that completed first counts (S23/S24). The Op lives here,
+// in the caller's frame, which does not end before the completion was reaped.
+template <PollerBackend P>
+class CompSend : private TaskNode {
+ public:
+  CompSend(PollFd<P>* f, std::span<const std::byte> buf) noexcept : f_(f), buf_(buf) {
+    run = &CompSend::woken;
+  }
+  CompSend(const CompSend&) = delete;
+  CompSend& operator=(const CompSend&) = delete;
+  ~CompSend() {
+    // the caller's frame is destroyed while waiting (scheduler teardown)
+    if (parked_) f_->pd_->withdraw(Mode::kWrite, node());
+    if (holds_ref_) release();
+  }
+
+  bool await_ready() noexcept {
+    if (f_->state_ != PollFd<P>::State::kOpen) {
+      err_ = Errc::kClosed;
+      return true;
+    }
+    ++f_->refs_;
+    holds_ref_ = true;
+    if (buf_.empty()) return release();
+    if (PollError e = f_->pd_->reset(Mode::kWrite); e != PollError::kNone) {
+      err_ = Status::from_poll(e);
+      return release();
+    }
+    submit();
+    return advance();
+  }
+  void await_suspend(std::coroutine_handle<> caller) noexcept { handle = caller; }
+  IoResult await_resume() noexcept { return IoResult{done_, err_}; }
+
+ private:
+  TaskNode* node() noexcept { return this; }
+  bool release() noexcept {
+    holds_ref_ = false;
+    f_->release_ref();
+    return true;
+  }
+  void submit() noexcept {
+    op_ = typename P::Op{f_->pd_, Mode::kWrite};
+    f_->s_->backend().submit_send(&op_, f_->fd_, buf_.data() + done_, buf_.size() - done_,
+                                  f_->cst_.zc_capable);
+  }
+  void cancel(PollError why) noexcept {
+    why_ = why;
+    cancelling_ = true;
+    f_->s_->backend().cancel(&op_);
+  }
+  // The send completed: true when the write has its result, false after submitting more.
+  bool completed() noexcept {
+    const int32_t res = op_.res;
+    const PollError why = std::exchange(why_, PollError::kNone);
+    cancelling_ = false;
+    if (res == -EOPNOTSUPP && op_.zc && why == PollError::kNone) {
+      f_->cst_.zc_capable = false;  // this socket cannot send zero-copy: plain sends from now
+      submit();
+      return false;
+    }
+    if (res < 0) {
+      err_ = PollFd<P>::op_status(res, why);
+      return true;
+    }
+    done_ += static_cast<size_t>(res);  // a short send: go round again
+    if (done_ >= buf_.size()) return true;
+    if (why != PollError::kNone) {
+      err_ = Status::from_poll(why);
+      return true;
+    }
+    if (PollError e = f_->pd_->check_err(Mode::kWrite); e != PollError::kNone) {
+      err_ = Status::from_poll(e);
+      return true;
+    }
+    submit();
+    return false;
+  }
+  // Runs until the write has its result (true, reference released) or is parked (false).
+  bool advance() noexcept {
+    PollDesc* pd = f_->pd_;
+    for (;;) {
+      if (op_.done) {
+        if (completed()) return release();
+        continue;
+      }
+      if (cancelling_) {  // Go's netpollblock with waitio: only the completion ends this
+        if (pd->begin_wait(Mode::kWrite) == PollDesc::Begin::kTookReady) continue;
+        if (pd->commit_park(Mode::kWrite, node())) return park();
+        pd->finish_wait(Mode::kWrite);
+        continue;
+      }
+      PollError e = pd->check_err(Mode::kWrite);
+      if (e == PollError::kNone) {
+        switch (pd->begin_wait(Mode::kWrite)) {
+          case PollDesc::Begin::kTookReady:
+            continue;
+          case PollDesc::Begin::kPark:
+            if (pd->commit_park(Mode::kWrite, node())) return park();
+            // the completion, a timeout or a close arrived between prepare and park (S15)
+            [[fallthrough]];
+          case PollDesc::Begin::kAbandon:
+            e = pd->finish_wait(Mode::kWrite) ? PollError::kNone : pd->check_err(Mode::kWrite);
+            break;
+        }
+      }
+      if (e != PollError::kNone && !op_.done) cancel(e);
+      // woken with no completion and no error (S09): wait on
+    }
+  }
+  bool park() noexcept {
+    parked_ = true;
+    return false;
+  }
+  static void woken(TaskNode* n) noexcept {
+    CompSend* op = static_cast<CompSend*>(n);
+    op->parked_ = false;
+    PollDesc* pd = op->f_->pd_;
+    if (op->cancelling_) {
+      pd->finish_wait(Mode::kWrite);
+    } else {
+      const PollError e =
+          pd->finish_wait(Mode::kWrite) ? PollError::kNone : pd->check_err(Mode::kWrite);
+      if (e != PollError::kNone && !op->op_.done) op->cancel(e);
+    }
+    if (!op->advance()) return;  // parked again
+    op->handle.resume();         // the caller; `op` may be gone after this
+  }
+
+  PollFd<P>* f_;
+  std::span<const std::byte> buf_;
+  size_t done_ = 0;
+  Status err_;
+  typename P::Op op_{};
+  PollError why_ = PollError::kNone;
+  bool cancelling_ = false;
+  bool parked_ = false;
+  bool holds_ref_ = false;
+};
+
+// The awaitable of an operation on a completion backend: a frame-less awaiter (Fast) on
+// the common path, or a coroutine (the rare paths: no PollDesc, single-shot requests).
+template <class Fast, class R>
+class FastOrTask {
+ public:
+  template <class... A>
+  explicit FastOrTask(std::in_place_t, A&&... a) {
+    fast_.emplace(std::forward<A>(a)...);
+  }
+  explicit FastOrTask(Task<R> t) noexcept : slow_(std::move(t)) {}
+  bool await_ready() noexcept { return fast_ ? fast_->await_ready() : false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) noexcept {
+    if (!fast_) return slow_.await_suspend(h);
+    fast_->await_suspend(h);
+    return std::noop_coroutine();
+  }
+  R await_resume() noexcept { return fast_ ? fast_->await_resume() : slow_.await_resume(); }
+
+ private:
+  std::optional<Fast> fast_;
+  Task<R> slow_;
+};
+
+// A completion backend whose Op is small enough to live in the caller's frame takes the
+// frame-less paths (io_uring); IOCP's Op carries an OVERLAPPED and buffers, so it keeps
+// the coroutines.
+template <class P>
+inline constexpr bool kFramelessCompletion = P::kCompletion && sizeof(typename P::Op) <= 32;
 
 template <PollerBackend P>
 class PollFd {
@@ -523,10 +726,21 @@ class PollFd {
   // coroutine (submit, wait, cancel) on completion backends.
   template <class Step>
   auto start(Step st, Mode m) {
-    if constexpr (P::kCompletion) {
-      return completion_op(std::move(st), m);
-    } else {
+    if constexpr (!P::kCompletion) {
       return FdOp<P, Step>(this, m, std::move(st));
+    } else if constexpr (kFramelessCompletion<P> && std::is_same_v<Step, fdop::Read>) {
+      using Fast = FdOp<P, fdop::RingRead<P>>;
+      auto& b = s_->backend();
+      if (pd_ && b.multishot_recv()) {
+        return FastOrTask<Fast, IoResult>(std::in_place, this, m,
+                                          fdop::RingRead<P>{st.buf, {}, &b, &cst_});
+      }
+      return FastOrTask<Fast, IoResult>(completion_op(std::move(st), m));
+    } else if constexpr (kFramelessCompletion<P> && std::is_same_v<Step, fdop::Write>) {
+      if (pd_) return FastOrTask<CompSend<P>, IoResult>(std::in_place, this, st.buf);
+      return FastOrTask<CompSend<P>, IoResult>(completion_op(std::move(st), m));
+    } else {
+      return completion_op(std::move(st), m);
     }
   }
 
@@ -706,6 +920,7 @@ class PollFd {
 
   template <PollerBackend, class>
   friend class FdOp;
+  friend class CompSend<P>;
   void release_ref() {
     if (--refs_ == 0 && state_ == State::kClosing) last_ref_gone();
   }

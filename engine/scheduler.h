@@ -366,10 +366,7 @@ class Scheduler {
     // A frame destroyed while parked (its scheduler is going away) withdraws its node, so
     // a later close of the descriptor cannot wake freed memory.
     ~WaitAwaiter() {
-      if (parked) {
-        uintptr_t v = reinterpret_cast<uintptr_t>(&node);
-        pd->slot(mode).compare_exchange_strong(v, kPdNil);
-      }
+      if (parked) pd->withdraw(mode, &node);
     }
   };
   WaitAwaiter wait(PollDesc* pd, Mode mode) noexcept {
@@ -400,10 +397,7 @@ class Scheduler {
       }
     }
     ~WaitIoAwaiter() {
-      if (parked) {
-        uintptr_t v = reinterpret_cast<uintptr_t>(&node);
-        pd->slot(mode).compare_exchange_strong(v, kPdNil);
-      }
+      if (parked) pd->withdraw(mode, &node);
     }
   };
   WaitIoAwaiter wait_io(PollDesc* pd, Mode mode) noexcept {

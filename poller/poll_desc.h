@@ -151,6 +151,13 @@ struct PollDesc {
     return PollError::kNone;
   }
 
+  // A waiter whose frame is destroyed while parked (its scheduler is going away) takes its
+  // node back, so a later wake cannot run freed memory.
+  void withdraw(Mode m, TaskNode* n) noexcept {
+    uintptr_t v = reinterpret_cast<uintptr_t>(n);
+    slot(m).compare_exchange_strong(v, kPdNil);
+  }
+
   // Go's netpollunblock. ioready: readiness (sets ready) rather than timeout/close (sets
   // nil). Returns the parked task to run, or nullptr.
   TaskNode* unblock(Mode m, bool ioready) noexcept {
