@@ -9,15 +9,16 @@
 //
 // Flow ports: shard i owns the i-th slice of [udp_port_base, udp_port_base +
 // udp_port_count). A device hashes a client's datagrams to one queue, so a client stays on
-// one shard; an upstream's reply to a flow port that reaches another shard's queue is a
-// stray drop there (no steering rule sends it to the owner: future work). With one shard
-// (what the tests run) every reply reaches its flow.
+// one shard; an upstream's reply may hash to another shard's queue, which copies it and
+// posts it to the owner's inbox (one allocation per such reply; no device steering rule
+// is installed to avoid it).
 //
 // Idle expiry: a task per shard sleeps on the shard's timer wheel until the oldest flow
 // goes idle (at most kReapEveryNs, so shutdown and fresh flows are seen), ends what is
 // idle, and copies the queue's drop counters into the metrics.
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -57,20 +58,25 @@ class UdpBypassListener final : public UdpService {
       if (why) *why = at.to_string() + ": a packet path needs an IPv4 address and a port";
       return Errc::kInvalidArgument;
     }
+    if (o_.port_count < e_.size()) {
+      if (why)
+        *why = "packet.udp_port_count (" + std::to_string(o_.port_count) + ") is less than " +
+               std::to_string(e_.size()) + " shards: each needs at least one flow port";
+      return Errc::kInvalidArgument;
+    }
     bound_ = at;
     const uint32_t ip = ntohl(reinterpret_cast<const sockaddr_in*>(at.sa())->sin_addr.s_addr);
+    // Every shard's state exists before any queue runs: a shard may hand a reply to any
+    // other (stopped until its queue is open).
     for (size_t i = 0; i < e_.size(); ++i) {
       auto st = std::make_shared<ShardState>();
       st->m = &m_.shard(i);
+      st->stopped = true;
+      shards_.push_back(std::move(st));
+    }
+    for (size_t i = 0; i < e_.size(); ++i) {
+      const std::shared_ptr<ShardState>& st = shards_[i];
       const UdpRelaySpec rs = relay_slice(ip, at.port(), o_.port_base, o_.port_count, i, e_.size());
-      if (rs.ports == 0) {
-        if (why)
-          *why = "packet.udp_port_count (" + std::to_string(o_.port_count) + ") leaves shard " +
-                 std::to_string(i) +
-                 " no flow port; it needs at least one "
-                 "per shard";
-        return Errc::kInvalidArgument;
-      }
       std::string w;
       const Status s = Engine<P>::call(e_.shard(i), [&]() -> Status {
         Scheduler<P>& sched = Engine<P>::current()->sched();
@@ -82,9 +88,12 @@ class UdpBypassListener final : public UdpService {
         const Status o = open_(*st->q, qs, &w);
         if (!o.ok()) return o;
         st->relay = std::make_unique<UdpRelay>(rs, m_, *st->m, pick_);
+        st->relay->set_handoff(
+            [this](const packet::Datagram& d, size_t owner) { return hand_over(owner, d); });
         st->sched = &sched;
         st->src = std::make_unique<Source>(*st->q, Handler{st.get()});
         sched.attach_source(st->src.get());
+        st->stopped = false;
         st->reaping.store(true);
         sched.spawn(reaper(st));
         return Status();
@@ -93,7 +102,6 @@ class UdpBypassListener final : public UdpService {
         if (why) *why = "shard " + std::to_string(i) + ": " + (w.empty() ? s.message() : w);
         return s;
       }
-      shards_.push_back(std::move(st));
     }
     return Status();
   }
@@ -116,6 +124,36 @@ class UdpBypassListener final : public UdpService {
 
  private:
   struct ShardState;
+
+  // A reply copied on its way to the shard that owns its flow port.
+  struct Handed {
+    std::shared_ptr<ShardState> to;
+    packet::Datagram d;
+    std::unique_ptr<std::byte[]> data;
+    static void run(void* p) {  // on the owner's thread
+      std::unique_ptr<Handed> h(static_cast<Handed*>(p));
+      ShardState& st = *h->to;
+      if (st.stopped) {
+        st.m->drop(UdpDrop::kSendClient);
+        return;
+      }
+      st.relay->on_batch(std::span<const packet::Datagram>(&h->d, 1), *st.q, mono_now_ns());
+    }
+  };
+  // From shard threads: one allocation and a post to the owner's inbox (full: false).
+  bool hand_over(size_t owner, const packet::Datagram& d) {
+    auto h = std::make_unique<Handed>();
+    h->to = shards_[owner];
+    h->data.reset(new std::byte[d.len > 0 ? d.len : 1]);
+    if (d.len > 0) std::memcpy(h->data.get(), d.data, d.len);
+    h->d = d;
+    h->d.data = h->data.get();
+    h->d.handle = 0;
+    if (!e_.shard(owner).try_post(ShardJob{&Handed::run, h.get()})) return false;
+    (void)h.release();
+    return true;
+  }
+
   struct Handler {
     ShardState* st;
     void operator()(std::span<packet::Datagram> batch, Q& q, TaskList&) {

@@ -13,7 +13,20 @@ UdpRelaySpec relay_slice(uint32_t listen_ip, uint16_t listen_port, uint16_t base
   const uint64_t hi = uint64_t{count} * (shard + 1) / shards;
   s.first_port = static_cast<uint16_t>(base + lo);
   s.ports = static_cast<uint32_t>(hi - lo);
+  s.range_first = base;
+  s.range_ports = count;
+  s.shards = static_cast<uint32_t>(shards);
+  s.shard = static_cast<uint32_t>(shard);
   return s;
+}
+
+int UdpRelay::owner_of(uint16_t port) const noexcept {
+  const uint32_t off = static_cast<uint16_t>(port - spec_.range_first);
+  if (port < spec_.range_first || off >= spec_.range_ports) return -1;
+  for (uint32_t i = 0; i < spec_.shards; ++i) {
+    if (off < uint64_t{spec_.range_ports} * (i + 1) / spec_.shards) return static_cast<int>(i);
+  }
+  return -1;
 }
 
 UdpRelay::UdpRelay(const UdpRelaySpec& spec, Metrics& all, ShardMetrics& m, UdpPickFn pick)
@@ -37,7 +50,15 @@ void UdpRelay::route(const packet::Datagram& d, int64_t now, Bursts* b) {
     return;
   }
   const uint32_t i = static_cast<uint16_t>(d.local_port - spec_.first_port);
-  Flow* f = d.local_port >= spec_.first_port && i < spec_.ports ? by_port_[i] : nullptr;
+  const bool mine = d.local_port >= spec_.first_port && i < spec_.ports;
+  if (!mine && handoff_) {
+    const int owner = owner_of(d.local_port);
+    if (owner >= 0 && static_cast<uint32_t>(owner) != spec_.shard) {
+      if (!handoff_(d, static_cast<size_t>(owner))) m_.drop(UdpDrop::kSendClient);
+      return;
+    }
+  }
+  Flow* f = mine ? by_port_[i] : nullptr;
   if (!f || d.peer_ip != f->up_ip || d.peer_port != f->up_port) {
     m_.drop(UdpDrop::kStray);
     return;

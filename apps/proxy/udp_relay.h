@@ -13,6 +13,8 @@
 //     same upstream for as long as the flow lives);
 //   - a datagram to a flow port is a reply: accepted only from that flow's upstream
 //     address and port, and sent to the flow's client from our listen address:port;
+//   - a datagram to a flow port of another shard's slice (a device hashed the upstream's
+//     reply to our queue) is handed to that shard (set_handoff), which relays it;
 //   - anything else (a port no flow holds, another sender) is dropped: UdpDrop::kStray.
 //
 // Idle flows: flows are kept in order of their last datagram (either direction); expire()
@@ -30,6 +32,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -44,6 +47,11 @@ struct UdpRelaySpec {
   uint16_t listen_port = 0;
   uint16_t first_port = 0;  // this shard's flow ports: [first_port, first_port + ports)
   uint32_t ports = 0;
+  // The whole range, split between `shards` shards in order; this is shard `shard`.
+  uint16_t range_first = 0;
+  uint32_t range_ports = 0;
+  uint32_t shards = 1;
+  uint32_t shard = 0;
 };
 
 // Shard `shard` of `shards`: its slice of the flow-port range [base, base + count); an
@@ -68,6 +76,11 @@ class UdpRelay {
     Flow* older = nullptr;  // activity order
     Flow* newer = nullptr;
   };
+
+  // A reply that reached this shard for a flow port of shard `owner`: hand it over (the
+  // datagram is valid only during the call); false when it could not be (counted as
+  // UdpDrop::kSendClient). Unset, such a reply is a stray.
+  using Handoff = std::function<bool(const packet::Datagram&, size_t owner)>;
 
   UdpRelay(const UdpRelaySpec& spec, Metrics& all, ShardMetrics& m, UdpPickFn pick);
   ~UdpRelay() { close_all(); }
@@ -94,6 +107,10 @@ class UdpRelay {
   int64_t next_expiry() const noexcept { return oldest_ ? oldest_->last + oldest_->idle_ns : -1; }
   // Ends every flow (shutdown); returns how many were open.
   size_t close_all();
+
+  void set_handoff(Handoff h) { handoff_ = std::move(h); }
+  // The shard whose slice holds flow port `port`, or -1 when it is outside the range.
+  int owner_of(uint16_t port) const noexcept;
 
   size_t flows() const noexcept { return by_client_.size(); }
   size_t free_ports() const noexcept { return free_.size(); }
@@ -130,6 +147,7 @@ class UdpRelay {
   Metrics& all_;
   ShardMetrics& m_;
   UdpPickFn pick_;
+  Handoff handoff_;
   std::unordered_map<FlowKey, Flow*, FlowKeyHash> by_client_;
   std::vector<Flow*> by_port_;  // index: port - first_port
   std::deque<uint16_t> free_;   // free flow ports, the longest free first

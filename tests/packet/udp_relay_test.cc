@@ -246,6 +246,48 @@ TEST_F(UdpRelayTest, CloseAllEndsEveryFlow) {
   EXPECT_EQ(pool_.at(0).active() + pool_.at(1).active(), 0);
 }
 
+TEST_F(UdpRelayTest, RepliesToAnotherShardsPortsAreHandedToIt) {
+  // Shard 0 of 2 over ports 40000..40015: 40008.. belong to shard 1.
+  relay_ = std::make_unique<UdpRelay>(relay_slice(kUs, kListen, kBase, 16, 0, 2), metrics_,
+                                      metrics_.shard(0), [this] {
+                                        UdpPick p;
+                                        p.pool = &pool_;
+                                        p.idle_ns = idle_ns_;
+                                        p.max_flows = max_flows_;
+                                        return p;
+                                      });
+  EXPECT_EQ(relay_->owner_of(kBase), 0);
+  EXPECT_EQ(relay_->owner_of(kBase + 7), 0);
+  EXPECT_EQ(relay_->owner_of(kBase + 8), 1);
+  EXPECT_EQ(relay_->owner_of(kBase + 15), 1);
+  EXPECT_EQ(relay_->owner_of(kBase + 16), -1);
+  EXPECT_EQ(relay_->owner_of(kBase - 1), -1);
+  // Without a handoff such a reply is a stray.
+  deliver(kUp, 7001, kBase + 9, "r0", 0);
+  EXPECT_EQ(drops(UdpDrop::kStray), 1u);
+  std::vector<std::pair<size_t, std::string>> handed;
+  bool accept = true;
+  relay_->set_handoff([&](const Datagram& d, size_t owner) {
+    handed.emplace_back(owner, std::string(reinterpret_cast<const char*>(d.data), d.len));
+    EXPECT_EQ(d.local_port, kBase + 9);
+    EXPECT_EQ(d.peer_port, 7001);
+    return accept;
+  });
+  deliver(kUp, 7001, kBase + 9, "r1", 1);
+  ASSERT_EQ(handed.size(), 1u);
+  EXPECT_EQ(handed[0].first, 1u);
+  EXPECT_EQ(handed[0].second, "r1");
+  accept = false;  // the owner's inbox is full
+  deliver(kUp, 7001, kBase + 9, "r2", 2);
+  EXPECT_EQ(drops(UdpDrop::kSendClient), 1u);
+  // Its own ports and ports outside the range are not handed over.
+  deliver(kUp, 7001, kBase + 3, "own", 3);
+  deliver(kUp, 7001, kBase + 40, "outside", 4);
+  EXPECT_EQ(handed.size(), 2u);
+  EXPECT_EQ(drops(UdpDrop::kStray), 3u);
+  EXPECT_TRUE(q_.sent.empty());
+}
+
 TEST(UdpRelaySlice, ShardsSplitTheFlowPortsWithoutOverlap) {
   uint32_t next = kBase;
   for (size_t i = 0; i < 3; ++i) {
