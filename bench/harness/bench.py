@@ -44,7 +44,9 @@ def plan(tools, quick):
     """The workloads and their candidates, given what exists."""
     t = tools
     echo_c, proxy_c = [], []
-    for backend in ("io_uring-completion", "epoll"):
+    # The three modes of issue 3 side by side: io_uring completion (the default), io_uring
+    # readiness (multishot poll) and epoll.
+    for backend in ("io_uring-completion", "io_uring-readiness", "epoll"):
         if t.serve_echo_argv(backend, 1):
             echo_c.append(Candidate(t.serve_echo_argv(backend, 1)[1],
                                     lambda p, b, be=backend: t.serve_echo_argv(be, p)[0]))

@@ -16,6 +16,7 @@ ONE_SHARD = ["--set", "engine.shards=1"]
 PIN_CPU0 = ["--set", "engine.cpus=[0]"]
 RP_BACKENDS = {
     "io_uring-completion": ["--set", "engine.backend=io_uring", "--set", "io_uring.mode=completion"],
+    "io_uring-readiness": ["--set", "engine.backend=io_uring", "--set", "io_uring.mode=readiness"],
     "epoll": ["--set", "engine.backend=epoll"],
 }
 
