@@ -304,11 +304,7 @@ size_t DpdkQueue::tx_burst(std::span<const Datagram> in) {
         // Ask, drop this one: the sender retries, as it would after any loss (the kernel
         // queues a few packets per neighbour instead; a bounded queue is future work).
         ++stats_.tx_no_neighbor;
-        std::byte* p = nullptr;
-        if (rte_mbuf* r = n_control_ < control_.size() ? frame_mbuf(kMinFrame, &p) : nullptr) {
-          build_arp({p, kMinFrame}, ArpOp::kRequest, me_, MacAddr{}, d.peer_ip);
-          control_[n_control_++] = r;
-        }
+        queue_arp_request(d.peer_ip);
         continue;
       }
       const size_t frame_len = std::max(kUdpFrameOverhead + d.len, kMinFrame);
@@ -332,6 +328,21 @@ size_t DpdkQueue::tx_burst(std::span<const Datagram> in) {
   }
   stats_.tx_packets += taken;
   return taken;
+}
+
+void DpdkQueue::queue_arp_request(uint32_t ip) noexcept {
+  std::byte* p = nullptr;
+  if (rte_mbuf* r = n_control_ < control_.size() ? frame_mbuf(kMinFrame, &p) : nullptr) {
+    build_arp({p, kMinFrame}, ArpOp::kRequest, me_, MacAddr{}, ip);
+    control_[n_control_++] = r;
+  }
+}
+
+void DpdkQueue::ask_neighbor(uint32_t ip) noexcept {
+  MacAddr mac;
+  if (!open_ || arp_.lookup(ip, &mac)) return;
+  queue_arp_request(ip);
+  flush_control();
 }
 
 bool DpdkQueue::tx_frame(std::span<const std::byte> frame) {

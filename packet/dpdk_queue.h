@@ -77,6 +77,9 @@ class DpdkQueue {
   PacketStats stats() const noexcept { return stats_; }
   void close() noexcept;
 
+  // Sends an ARP request for `ip` unless its MAC is known: a peer about to be sent to (a
+  // proxy's upstream) is resolved before its first datagram, which would else be dropped.
+  void ask_neighbor(uint32_t ip) noexcept;
   // Test seam: transmits a raw Ethernet frame (ARP, a frame with a bad checksum).
   bool tx_frame(std::span<const std::byte> frame);
   const Identity& identity() const noexcept { return me_; }
@@ -85,6 +88,8 @@ class DpdkQueue {
  private:
   // Frames the RX path answers (ARP replies) wait here until the end of the burst.
   void flush_control() noexcept;
+  // An ARP request for ip among them (none when the pool or the control list is full).
+  void queue_arp_request(uint32_t ip) noexcept;
   rte_mbuf* frame_mbuf(size_t len, std::byte** data) noexcept;
 
   bool open_ = false;

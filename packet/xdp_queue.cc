@@ -243,9 +243,7 @@ size_t XdpQueue::tx_burst(std::span<const Datagram> in) {
     MacAddr mac;
     if (!arp_.lookup(d.peer_ip, &mac)) {
       ++stats_.tx_no_neighbor;  // dropped; ask for the peer's MAC
-      send_frame([&](std::span<std::byte> f) {
-        return build_arp(f, ArpOp::kRequest, me_, MacAddr{}, d.peer_ip);
-      });
+      send_arp_request(d.peer_ip);
       continue;
     }
     Identity from = me_;
@@ -267,6 +265,22 @@ size_t XdpQueue::tx_burst(std::span<const Datagram> in) {
   }
   stats_.tx_packets += taken;
   return taken;
+}
+
+void XdpQueue::send_arp_request(uint32_t ip) noexcept {
+  send_frame(
+      [&](std::span<std::byte> f) { return build_arp(f, ArpOp::kRequest, me_, MacAddr{}, ip); });
+}
+
+void XdpQueue::ask_neighbor(uint32_t ip) noexcept {
+  MacAddr mac;
+  if (!r_ || arp_.lookup(ip, &mac)) return;
+  send_arp_request(ip);
+  if (r_->kick_tx) {
+    if (xsk_ring_prod__needs_wakeup(&r_->tx))
+      sendto(xsk_socket__fd(r_->xsk), nullptr, 0, MSG_DONTWAIT, nullptr, 0);
+    r_->kick_tx = false;
+  }
 }
 
 void XdpQueue::close() noexcept {

@@ -54,6 +54,10 @@ class XdpQueue {
   PacketStats stats() const noexcept { return stats_; }
   void close() noexcept;
 
+  // Sends an ARP request for `ip` unless its MAC is known: a peer about to be sent to (a
+  // proxy's upstream) is resolved before its first datagram, which would else be dropped.
+  void ask_neighbor(uint32_t ip) noexcept;
+
   const char* mode() const noexcept { return mode_; }
   const Identity& identity() const noexcept { return me_; }
 
@@ -62,6 +66,7 @@ class XdpQueue {
   // Sends one frame built by `fill` (returns its length; 0: nothing to send).
   template <class Fill>
   bool send_frame(Fill fill) noexcept;
+  void send_arp_request(uint32_t ip) noexcept;
   void reclaim_completions() noexcept;
   void refill() noexcept;
 

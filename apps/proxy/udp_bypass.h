@@ -87,6 +87,7 @@ class UdpBypassListener final : public UdpService {
         st->q = std::make_unique<Q>();
         const Status o = open_(*st->q, qs, &w);
         if (!o.ok()) return o;
+        ask_upstreams(*st->q);
         st->relay = std::make_unique<UdpRelay>(rs, m_, *st->m, pick_);
         st->relay->set_handoff(
             [this](const packet::Datagram& d, size_t owner) { return hand_over(owner, d); });
@@ -124,6 +125,20 @@ class UdpBypassListener final : public UdpService {
 
  private:
   struct ShardState;
+
+  // The path knows no neighbour when its queue opens, and drops a datagram to a peer
+  // whose MAC it has not learned (asking ARP meanwhile): the upstreams are asked for at
+  // once, so their first datagrams are not lost.
+  void ask_upstreams(Q& q) {
+    if constexpr (requires { q.ask_neighbor(uint32_t{}); }) {
+      const UdpPick p = pick_();
+      for (size_t i = 0; p.pool && i < p.pool->size(); ++i) {
+        const SocketAddress& a = p.pool->at(i).address();
+        if (a.family() == AF_INET)
+          q.ask_neighbor(ntohl(reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr.s_addr));
+      }
+    }
+  }
 
   // A reply copied on its way to the shard that owns its flow port.
   struct Handed {

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -86,8 +87,8 @@ TEST(ProxyUdpPath, ConfigErrorsNameTheKey) {
 // see echo_round_trips). Counts what it echoes by source port (one per proxy flow).
 class NsEcho {
  public:
-  NsEcho(const VethPair& veth, uint16_t port) {
-    t_ = std::thread([this, &veth, port] { veth.run_inside([&] { serve(port); }); });
+  NsEcho(const VethPair& veth, uint16_t port, uint32_t ip = kNsIp) {
+    t_ = std::thread([this, &veth, port, ip] { veth.run_inside([&] { serve(ip, port); }); });
     for (int i = 0; i < 1000 && !ready_.load() && !failed_.load(); ++i) usleep(2000);
   }
   ~NsEcho() {
@@ -102,7 +103,7 @@ class NsEcho {
   int foreign() const { return foreign_.load(); }
 
  private:
-  void serve(uint16_t port) {
+  void serve(uint32_t ip, uint16_t port) {
     const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     const int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one);
@@ -110,7 +111,7 @@ class NsEcho {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     sockaddr_in at{};
     at.sin_family = AF_INET;
-    at.sin_addr.s_addr = htonl(kNsIp);
+    at.sin_addr.s_addr = htonl(ip);
     at.sin_port = htons(port);
     if (::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at) != 0) {
       failed_.store(true);
@@ -255,11 +256,10 @@ bool wait_for_sample(int admin, const std::string& name, int64_t want, int secs 
 // ringpoll-proxy: UDP on 10.77.0.1:9000 to the two namespace upstreams, on `path`, one
 // shard, flow ports 41000..41063, admin on loopback. The admin port, or 0 (with a
 // gtest failure).
-int start_proxy(Child& proxy, const std::string& path, const std::vector<std::string>& sets) {
+int start_proxy(Child& proxy, const std::string& path, const std::vector<std::string>& sets,
+                const std::vector<std::string>& upstreams = {"10.77.0.2:7001", "10.77.0.2:7002"}) {
   std::vector<std::string> args = {
       "--listen",   "10.77.0.1:9000",
-      "--upstream", "10.77.0.2:7001",
-      "--upstream", "10.77.0.2:7002",
       "--protocol", "udp",
       "--admin",    "127.0.0.1:0",
       "--set",      "packet.path=" + path,
@@ -267,6 +267,10 @@ int start_proxy(Child& proxy, const std::string& path, const std::vector<std::st
       "--set",      "engine.pin=false",
       "--set",      "packet.udp_port_base=" + std::to_string(kPortBase),
       "--set",      "packet.udp_port_count=" + std::to_string(kPortCount)};
+  for (const std::string& u : upstreams) {
+    args.push_back("--upstream");
+    args.push_back(u);
+  }
   for (const std::string& s : sets) {
     args.push_back("--set");
     args.push_back(s);
@@ -423,6 +427,30 @@ void expiry_bound_and_bad_frames(const VethPair& veth, const std::string& path,
   EXPECT_EQ(proxy.stop(SIGTERM), 0);
 }
 
+// An upstream on another address of the namespace, whose MAC the path learns from no
+// client: the proxy asks for it when its queue opens, so even the very first datagram of
+// each new flow gets through (no resend).
+void upstream_resolved_at_start(const VethPair& veth, const std::string& path,
+                                const std::vector<std::string>& sets) {
+  constexpr uint32_t kOther = 0x0a4d0003;  // 10.77.0.3
+  ASSERT_EQ(
+      std::system(("ip -n " + veth.netns() + " addr add 10.77.0.3/24 dev " + veth.inner()).c_str()),
+      0);
+  NsEcho up(veth, 7003, kOther);
+  ASSERT_TRUE(up.ready());
+  Child proxy;
+  const int admin = start_proxy(proxy, path, sets, {"10.77.0.3:7003"});
+  ASSERT_GT(admin, 0);
+  int ok = 0;
+  for (int c = 0; c < 4; ++c) ok += one_datagram(veth, 900);
+  EXPECT_EQ(ok, 4);
+  const std::string m = scrape(admin);
+  EXPECT_EQ(sample(m, drops("send_upstream")), 0) << m;
+  EXPECT_EQ(sample(m, "ringpoll_proxy_udp_flows_total"), 4) << m;
+  EXPECT_EQ(up.sources().size(), 4u);
+  EXPECT_EQ(proxy.stop(SIGTERM), 0);
+}
+
 #endif
 
 #ifdef RINGPOLL_WITH_DPDK
@@ -449,6 +477,13 @@ TEST(ProxyUdpDpdk, TwoShardsRelayRepliesThatReachTheOtherShard) {
   std::vector<std::string> sets = dpdk_sets(veth, ",qpairs=2");
   sets.push_back("engine.shards=2");
   relays_with_affinity(veth, "dpdk", sets, 8);
+}
+
+TEST(ProxyUdpDpdk, UpstreamOnAnotherAddressIsResolvedAtStart) {
+  VethPair veth;
+  std::string why;
+  if (!veth.create("10.77.0.2/24", "", &why)) GTEST_SKIP() << why;
+  upstream_resolved_at_start(veth, "dpdk", dpdk_sets(veth));
 }
 
 TEST(ProxyUdpDpdk, IdleExpiryFlowBoundAndBadFrames) {
@@ -478,6 +513,14 @@ TEST(ProxyUdpXdp, RelaysClientsWithAffinityOverAVethPair) {
   if (!veth.create("10.77.0.2/24", "", &why)) GTEST_SKIP() << why;
   if (!xdp_allowed(veth, &why)) GTEST_SKIP() << "AF_XDP is not allowed here: " << why;
   relays_with_affinity(veth, "xdp", {"packet.xdp_iface=" + veth.outer()});
+}
+
+TEST(ProxyUdpXdp, UpstreamOnAnotherAddressIsResolvedAtStart) {
+  VethPair veth;
+  std::string why;
+  if (!veth.create("10.77.0.2/24", "", &why)) GTEST_SKIP() << why;
+  if (!xdp_allowed(veth, &why)) GTEST_SKIP() << "AF_XDP is not allowed here: " << why;
+  upstream_resolved_at_start(veth, "xdp", {"packet.xdp_iface=" + veth.outer()});
 }
 
 TEST(ProxyUdpXdp, IdleExpiryFlowBoundAndBadFrames) {
