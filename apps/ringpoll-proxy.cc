@@ -114,6 +114,13 @@ std::string describe(const proxy::ProxySettings& s, size_t i, const SocketAddres
          std::to_string(n) + (n == 1 ? " upstream)" : " upstreams)");
 }
 
+// Whether UDP listeners run on DPDK or AF_XDP (any UDP listener, packet.path not kernel).
+bool udp_on_packet_path(const proxy::ProxySettings& s) {
+  return s.udp_path != packet::Path::kKernel &&
+         std::any_of(s.listeners.begin(), s.listeners.end(),
+                     [](const proxy::ListenerSettings& l) { return l.udp; });
+}
+
 // UDP listeners on a packet queue Q: each shard opens its queue with `open`.
 template <PollerBackend P, packet::PacketQueue Q>
 typename proxy::ProxyServer<P>::UdpPathStart bypass_start(
@@ -145,9 +152,7 @@ int use_packet_path([[maybe_unused]] proxy::ProxyServer<P>& px,
                     const proxy::ProxySettings& settings,
                     [[maybe_unused]] const tuning::Config& cfg, [[maybe_unused]] Engine<P>& engine,
                     [[maybe_unused]] bool* dpdk) {
-  const bool udp = std::any_of(settings.listeners.begin(), settings.listeners.end(),
-                               [](const proxy::ListenerSettings& l) { return l.udp; });
-  if (!udp || settings.udp_path == packet::Path::kKernel) return 0;
+  if (!udp_on_packet_path(settings)) return 0;
   if (settings.udp_path == packet::Path::kXdp) {
 #ifdef RINGPOLL_WITH_XDP
     px.set_udp_path(bypass_start<P, packet::XdpQueue>(
@@ -254,7 +259,7 @@ int run(int argc, char** argv) {
     std::string where;
     for (size_t i = 0; i < px.listeners(); ++i)
       where += (i ? ", " : "") + describe(settings, i, px.address(i));
-    const bool bypass = dpdk || settings.udp_path == packet::Path::kXdp;
+    const bool bypass = udp_on_packet_path(settings);
     std::printf("%s: listening on %s, backend %s, %zu shards%s%s%s%s\n", kProg, where.c_str(),
                 P::kName, engine.size(), bypass ? ", udp path " : "",
                 bypass ? packet::to_string(settings.udp_path) : "",

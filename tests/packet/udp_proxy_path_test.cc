@@ -81,6 +81,26 @@ TEST(ProxyUdpPath, ConfigErrorsNameTheKey) {
   }
 }
 
+TEST(ProxyUdpPath, APathTheBuildLacksIsRefused) {
+#if defined(RINGPOLL_WITH_DPDK) && defined(RINGPOLL_WITH_XDP)
+  GTEST_SKIP() << "this build has DPDK and AF_XDP; both paths are tested end to end below";
+#else
+#ifdef RINGPOLL_WITH_DPDK
+  const std::string path = "xdp", want = "this build has no AF_XDP";
+#else
+  const std::string path = "dpdk", want = "this build has no DPDK";
+#endif
+  std::string out;
+  EXPECT_EQ(run_capture(proxy_cmd("--listen 10.77.0.1:9000 --upstream 10.77.0.2:7001 --set "
+                                  "engine.shards=1 --set packet.path=" +
+                                  path),
+                        &out),
+            2)
+      << out;
+  EXPECT_NE(out.find(want), std::string::npos) << out;
+#endif
+}
+
 #if defined(RINGPOLL_WITH_DPDK) || defined(RINGPOLL_WITH_XDP)
 
 // A kernel UDP echo upstream inside the namespace on 10.77.0.2:port (zero UDP checksums:
