@@ -201,5 +201,55 @@ TEST_F(UringCompletionTest, SetupFailingWithEagainFallsBackToEpoll) {
   EXPECT_NE(sel.why.find("Resource temporarily unavailable"), std::string::npos) << sel.why;
 }
 
+// read and write park without allocating: the operation's state is the awaiter in the
+// caller's frame (FdOp<RingRead>, CompSend), not a coroutine frame of its own. Counted with
+// the frame counter of engine/task.h: the tasks' own frames are allocated when they are
+// created, so while both wait (the reader for data, the writer for socket space) the count
+// must not have moved; then both finish with the right bytes.
+TEST_F(UringCompletionTest, ParkedReadAndWriteAllocateNoFrames) {
+  Env<CP> e;
+  ASSERT_TRUE(e.s.start().ok());
+  FdPair p;
+  unix_pair(p);
+  PollFd<CP> r, w;
+  ASSERT_TRUE(r.open(e.s, p.take_a()).ok());
+  ASSERT_TRUE(w.open(e.s, p.take_b()).ok());
+  // Fill the writer's direction so its send cannot complete until the reader drains.
+  const size_t backlog = fill_send_buffer(w.fd());
+  ASSERT_GT(backlog, 0u);
+  const std::string data = pattern(4096);
+  std::string got;
+  Status rerr;
+  IoResult wres;
+  bool wdone = false;
+  Task<void> writer = write_all(&w, &data, &wres, &wdone);
+  Task<void> reader = read_all(&r, &got, backlog + data.size(), &rerr);
+  const int64_t frames = detail::t_frame_bytes;  // both tasks' frames exist now
+  PollFd<CP> idle;                               // a third descriptor: a read that waits
+  FdPair q;
+  unix_pair(q);
+  ASSERT_TRUE(idle.open(e.s, q.take_a()).ok());
+  std::string none;
+  Status ierr;
+  Task<void> waiter = read_all(&idle, &none, 1, &ierr);
+  const int64_t frames3 = detail::t_frame_bytes;
+  e.s.spawn(std::move(waiter));
+  e.s.spawn(std::move(writer));
+  e.settle();
+  EXPECT_FALSE(wdone) << "the send should wait for socket space";
+  EXPECT_EQ(detail::t_frame_bytes, frames3) << "a parked write or read allocated a frame";
+  EXPECT_GT(frames3, frames);
+  e.s.spawn(std::move(reader));
+  ASSERT_TRUE(e.run_until([&] { return wdone && got.size() == backlog + data.size(); }));
+  EXPECT_TRUE(wres.ok()) << wres.err.message();
+  EXPECT_EQ(wres.n, data.size());
+  EXPECT_TRUE(rerr.ok()) << rerr.message();
+  EXPECT_EQ(got.substr(backlog), data);
+  EXPECT_TRUE(none.empty());
+  put(q.b, "z");  // let the idle read finish before its descriptor goes away
+  ASSERT_TRUE(e.run_until([&] { return none == "z"; }));
+  EXPECT_TRUE(ierr.ok()) << ierr.message();
+}
+
 }  // namespace
 }  // namespace ringpoll::test
