@@ -1,74 +1,49 @@
 #pragma once
-// The conformance suite's fixture: every test runs once per backend in test::Backends,
-// with the backend's name in the test name (Conformance/epoll.S05_...). A backend that is
-// not available here makes each test report SKIPPED, never passed.
+// The conformance suite's platform layer. S01-S31 are written once (wait, deadline, close
+// and loop_test.cc in this folder) and compiled into two suites:
+//   Linux    Conformance/<backend>.Sxx_...  every Linux backend (tests/CMakeLists.txt),
+//            on AF_UNIX pairs;
+//   Windows  IocpWine/<backend>.Sxx_...     the IOCP backend cross-built with mingw-w64 and
+//            run under Wine (tests/windows), on Winsock TCP pairs.
+// Both give the tests the same names: FdPair, connected_pair, put, readable_bytes,
+// sleep_ms, sleep_until_ns, close_fd, tcp_listener, tcp_connect, block_writes and
+// kStuckWrite, alloc_counting, Op and do_read/do_write/do_accept/do_close, parked, and the
+// fixture's env(), sched(), open_pair and park_read (support/poll_ops.h). The tests write
+// TYPED_TEST(CONFORMANCE_SUITE, Sxx_...), and use #ifdef _WIN32 only where a behaviour's
+// Windows adaptation really differs.
+#ifdef _WIN32
+
+#include "win_alloc_counter.h"
+#include "win_env.h"
+
+#define CONFORMANCE_SUITE IocpWine
+
+#else  // Linux
+
 #include <sys/ioctl.h>
+#include <unistd.h>
 
-#include <cstring>
-#include <span>
-
+#include "support/alloc_counter.h"
 #include "support/test_env.h"
+
+#define CONFORMANCE_SUITE Conformance
+
+namespace ringpoll::test {
+
+// A connected AF_UNIX stream pair, both ends non-blocking.
+inline void connected_pair(FdPair& p) {
+  unix_pair(p);
+}
+
+}  // namespace ringpoll::test
+
+#include "support/poll_ops.h"
 
 namespace ringpoll::test {
 
 template <class P>
-class Conformance : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const Availability a = P::available();
-    if (!a.ok) GTEST_SKIP() << P::kName << " is not available here: " << a.why;
-    env_ = std::make_unique<Env<P>>();
-    const Status st = env_->s.start();
-    ASSERT_TRUE(st.ok()) << P::kName << " init failed: " << st.message();
-  }
-  Env<P>& env() { return *env_; }
-  Scheduler<P>& sched() { return env_->s; }
-
- private:
-  std::unique_ptr<Env<P>> env_;
-};
+class Conformance : public BackendFixture<P> {};
 TYPED_TEST_SUITE(Conformance, Backends, BackendName);
-
-// One operation's outcome, filled in by the test coroutines below.
-struct Op {
-  bool done = false;
-  IoResult r;
-  AcceptResult a;
-  int64_t end_ns = 0;
-  char buf[4096] = {};
-};
-
-template <class P>
-Task<void> do_read(PollFd<P>* f, Op* op, size_t len = 64) {
-  op->r = co_await f->read(std::span(reinterpret_cast<std::byte*>(op->buf), len));
-  op->end_ns = mono_now_ns();
-  op->done = true;
-}
-
-inline std::span<const std::byte> big_buffer(size_t n) {
-  static std::vector<std::byte> b(size_t{16} << 20, std::byte{'x'});
-  return std::span<const std::byte>(b.data(), n);
-}
-
-template <class P>
-Task<void> do_write(PollFd<P>* f, Op* op, size_t len) {
-  op->r = co_await f->write(big_buffer(len));
-  op->end_ns = mono_now_ns();
-  op->done = true;
-}
-
-template <class P>
-Task<void> do_accept(PollFd<P>* f, Op* op) {
-  op->a = co_await f->accept();
-  op->end_ns = mono_now_ns();
-  op->done = true;
-}
-
-template <class P>
-Task<void> do_close(PollFd<P>* f, Status* st, bool* done) {
-  *st = co_await f->close();
-  *done = true;
-}
 
 inline int readable_bytes(int fd) {
   int n = -1;
@@ -76,9 +51,21 @@ inline int readable_bytes(int fd) {
   return n;
 }
 
-// Is a task parked in this direction (the slot holds a task pointer)?
-inline bool parked(PollDesc* pd, Mode m) {
-  return pd->slot(m).load() > kPdWait;
+inline void sleep_ms(int ms) {
+  usleep(static_cast<useconds_t>(ms) * 1000);
+}
+
+inline void close_fd(int fd) {
+  if (fd >= 0) ::close(fd);
+}
+
+// After block_writes(fd) (the send buffer filled until the kernel refuses), a write of
+// kStuckWrite bytes on fd parks: the peer never reads.
+inline constexpr size_t kStuckWrite = size_t{1} << 20;
+inline void block_writes(int fd) {
+  fill_send_buffer(fd);
 }
 
 }  // namespace ringpoll::test
+
+#endif

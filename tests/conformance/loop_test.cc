@@ -1,15 +1,21 @@
-// Conformance S28-S31: the poller loop.
+// Conformance S28-S31: the poller loop. On Windows (the IOCP backend under Wine) there are
+// no signals to interrupt a wait; an APC queued to the polling thread
+// (GetQueuedCompletionStatusEx waits alertably) is the Windows form of an interrupted wait
+// in S29.
+#include <atomic>
+#include <thread>
+#include <vector>
+#ifndef _WIN32
 #include <pthread.h>
 #include <signal.h>
-
-#include <thread>
+#endif
 
 #include "conformance/conformance.h"
 
 namespace ringpoll::test {
 namespace {
 
-TYPED_TEST(Conformance, S28_WakeUpsCoalesceAndOnlyABlockingPollDrains) {
+TYPED_TEST(CONFORMANCE_SUITE, S28_WakeUpsCoalesceAndOnlyABlockingPollDrains) {
   using P = TypeParam;
   auto& s = this->sched();
   auto& b = s.backend();
@@ -21,8 +27,9 @@ TYPED_TEST(Conformance, S28_WakeUpsCoalesceAndOnlyABlockingPollDrains) {
     });
   }
   for (auto& t : ts) t.join();
-  EXPECT_EQ(b.wakes_written(), w0 + 1) << "400 wakes must coalesce into one";
-  // A non-blocking poll does not drain the pending wake ...
+  EXPECT_EQ(b.wakes_written(), w0 + 1) << "400 wakes must coalesce into one (packet)";
+  // A non-blocking poll does not drain the pending wake (IOCP: it takes the packet but
+  // puts it back: the wake is still outstanding) ...
   s.poll_io(0);
   b.wake();
   EXPECT_EQ(b.wakes_written(), w0 + 1);
@@ -36,13 +43,12 @@ TYPED_TEST(Conformance, S28_WakeUpsCoalesceAndOnlyABlockingPollDrains) {
   EXPECT_LT(mono_now_ns() - t0, 5 * kSec);
   // stop() from another thread wakes a blocked run().
   FdPair p;
-  unix_pair(p);
   PollFd<P> f;
-  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  ASSERT_TRUE(this->open_pair(p, f));
   Op r;
   s.spawn(do_read(&f, &r));
   std::thread stopper([&s] {
-    usleep(50'000);
+    sleep_ms(50);
     s.stop();
   });
   const int64_t t1 = mono_now_ns();
@@ -56,9 +62,15 @@ TYPED_TEST(Conformance, S28_WakeUpsCoalesceAndOnlyABlockingPollDrains) {
   ASSERT_TRUE(this->env().run_until([&] { return closed && r.done; }));
 }
 
+#ifdef _WIN32
+void CALLBACK count_apc(ULONG_PTR arg) {
+  reinterpret_cast<std::atomic<int>*>(arg)->fetch_add(1);
+}
+#else
 void on_sigusr1(int) {}
+#endif
 
-TYPED_TEST(Conformance, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
+TYPED_TEST(CONFORMANCE_SUITE, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
   auto& s = this->sched();
   // 0: returns at once.
   int64_t t0 = mono_now_ns();
@@ -76,7 +88,7 @@ TYPED_TEST(Conformance, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
   // < 0: blocks until woken.
   std::atomic<int64_t> woke_at{0};
   std::thread waker([&] {
-    usleep(30'000);
+    sleep_ms(30);
     woke_at.store(mono_now_ns());
     s.backend().wake();
   });
@@ -84,6 +96,28 @@ TYPED_TEST(Conformance, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
   const int64_t back = mono_now_ns();
   waker.join();
   EXPECT_GE(back, woke_at.load());
+#ifdef _WIN32
+  // An interrupted timed wait (an APC queued to this thread) returns an empty list.
+  HANDLE self = nullptr;
+  ASSERT_TRUE(DuplicateHandle(GetCurrentProcess(), GetCurrentThread(), GetCurrentProcess(), &self,
+                              0, FALSE, DUPLICATE_SAME_ACCESS));
+  std::atomic<int> apcs{0};
+  std::atomic<bool> done{false};
+  std::thread interrupter([&] {
+    for (int i = 0; i < 250 && !done.load(); ++i) {
+      sleep_ms(20);
+      if (!done.load()) QueueUserAPC(count_apc, self, reinterpret_cast<ULONG_PTR>(&apcs));
+    }
+  });
+  t0 = mono_now_ns();
+  const int n = s.poll_io(10 * kSec);
+  const int64_t took = mono_now_ns() - t0;
+  done.store(true);
+  interrupter.join();
+  SleepEx(0, TRUE);  // run any APC still queued before its counter goes away
+  CloseHandle(self);
+  EXPECT_GE(apcs.load(), 1);
+#else
   // An interrupted timed wait returns with an empty list, before its timeout.
   struct sigaction sa {};
   sa.sa_handler = on_sigusr1;
@@ -95,7 +129,7 @@ TYPED_TEST(Conformance, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
   const pthread_t self = pthread_self();
   std::thread signaller([&] {
     while (!done.load()) {
-      usleep(20'000);
+      sleep_ms(20);
       if (!done.load()) pthread_kill(self, SIGUSR1);
     }
   });
@@ -105,6 +139,7 @@ TYPED_TEST(Conformance, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
   done.store(true);
   signaller.join();
   sigaction(SIGUSR1, &old, nullptr);
+#endif
   EXPECT_EQ(n, 0);
   EXPECT_EQ(s.runnable(), 0u);
   EXPECT_LT(took, 5 * kSec) << "the interrupted wait did not return";
@@ -121,14 +156,14 @@ struct LevelCounting : P {
   }
 };
 
-TYPED_TEST(Conformance, S30_LevelTriggeredBackendsAreReArmedBeforeEachWait) {
+TYPED_TEST(CONFORMANCE_SUITE, S30_LevelTriggeredBackendsAreReArmedBeforeEachWait) {
   using P = TypeParam;
   // The core's half of the contract: arm() before every wait, when the backend is
   // level-triggered.
   Env<LevelCounting<P>> e;
   ASSERT_TRUE(e.s.start().ok());
   FdPair p;
-  unix_pair(p);
+  connected_pair(p);
   PollFd<LevelCounting<P>> f;
   ASSERT_TRUE(f.open(e.s, p.take_a()).ok());
   constexpr int kRounds = 50;
@@ -143,12 +178,13 @@ TYPED_TEST(Conformance, S30_LevelTriggeredBackendsAreReArmedBeforeEachWait) {
   }
   EXPECT_EQ(e.s.backend().arms, kRounds);
   // The backend's half: events keep arriving across waits (an edge-triggered or
-  // multishot registration persists; a one-shot one is re-armed by arm()).
+  // multishot registration persists; a one-shot one is re-armed by arm()). IOCP has
+  // nothing to re-arm (each read starts its own receive); completions keep arriving
+  // across waits.
   auto& s = this->sched();
   FdPair q;
-  unix_pair(q);
   PollFd<P> g;
-  ASSERT_TRUE(g.open(s, q.take_a()).ok());
+  ASSERT_TRUE(this->open_pair(q, g));
   for (int i = 0; i < kRounds; ++i) {
     Op r;
     s.spawn(do_read(&g, &r));
@@ -159,11 +195,21 @@ TYPED_TEST(Conformance, S30_LevelTriggeredBackendsAreReArmedBeforeEachWait) {
 }
 
 int g_aborts_left = 0;
+#ifdef _WIN32
+// Turns the next accepted connections into ECONNABORTED results, as a connection reset
+// before AcceptEx took it would be.
+void abort_accept(IocpOpKind kind, int32_t* res) {
+  if (kind != IocpOpKind::kAccept || *res < 0 || g_aborts_left == 0) return;
+  --g_aborts_left;
+  close_fd(*res);
+  *res = -ECONNABORTED;
+}
+#else
 // Completion backends: turn the next accepted connections into ECONNABORTED completions.
 void abort_accept_cqe(UringCqeKind kind, int32_t* res, uint32_t*) {
   if (kind == UringCqeKind::kRecv || *res < 0 || g_aborts_left == 0) return;
   --g_aborts_left;
-  ::close(*res);
+  close_fd(*res);
   *res = -ECONNABORTED;
 }
 int accept_with_abort(int fd, sockaddr* a, socklen_t* l, int flags) {
@@ -174,14 +220,14 @@ int accept_with_abort(int fd, sockaddr* a, socklen_t* l, int flags) {
   }
   return ::accept4(fd, a, l, flags);
 }
+#endif
 
-TYPED_TEST(Conformance, S31_ZeroByteReadReturnsAtOnceAndAcceptSkipsAborted) {
+TYPED_TEST(CONFORMANCE_SUITE, S31_ZeroByteReadReturnsAtOnceAndAcceptSkipsAborted) {
   using P = TypeParam;
   auto& s = this->sched();
   FdPair p;
-  unix_pair(p);
   PollFd<P> f;
-  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  ASSERT_TRUE(this->open_pair(p, f));
   Op r;
   s.spawn(do_read(&f, &r, 0));  // nothing to read, zero-byte buffer
   s.run_ready();
@@ -202,19 +248,27 @@ TYPED_TEST(Conformance, S31_ZeroByteReadReturnsAtOnceAndAcceptSkipsAborted) {
     ASSERT_GE(clients.back(), 0);
   }
   g_aborts_left = 3;
+#ifdef _WIN32
+  g_iocp_result_hook.store(&abort_accept);
+#else
   g_accept4_fn = accept_with_abort;
   if constexpr (P::kCompletion) g_uring_cqe_hook.store(&abort_accept_cqe);
+#endif
   Op a;
   s.spawn(do_accept(&lf, &a));
   const bool finished = this->env().run_until([&] { return a.done; });
+#ifdef _WIN32
+  g_iocp_result_hook.store(nullptr);
+#else
   g_accept4_fn = ::accept4;
   g_uring_cqe_hook.store(nullptr);
+#endif
   ASSERT_TRUE(finished);
   EXPECT_EQ(g_aborts_left, 0);
   EXPECT_TRUE(a.a.err.ok()) << a.a.err.message();
   EXPECT_GE(a.a.fd, 0);
-  if (a.a.fd >= 0) ::close(a.a.fd);
-  for (int c : clients) ::close(c);
+  close_fd(a.a.fd);
+  for (int c : clients) close_fd(c);
 }
 
 }  // namespace

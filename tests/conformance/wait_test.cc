@@ -1,6 +1,6 @@
-// Conformance S14-S20: waiting and waking.
-#include <sys/epoll.h>
-
+// Conformance S14-S20: waiting and waking. On the IOCP backend (Windows, under Wine) a
+// "readiness event" is a completion packet.
+#include <atomic>
 #include <thread>
 
 #include "conformance/conformance.h"
@@ -8,7 +8,7 @@
 namespace ringpoll::test {
 namespace {
 
-TYPED_TEST(Conformance, S14_EachDirectionIsABinarySemaphore) {
+TYPED_TEST(CONFORMANCE_SUITE, S14_EachDirectionIsABinarySemaphore) {
   auto& s = this->sched();
   PollDesc* pd = s.cache().alloc();
   deadline_open(pd, 77);
@@ -57,7 +57,9 @@ TYPED_TEST(Conformance, S14_EachDirectionIsABinarySemaphore) {
 }
 
 // S15: the hook runs inside the reader's wait, after "prepare" and before the park commit.
-// It makes the socket readable for real and lets the backend deliver the event then.
+// It makes the socket readable for real and lets the backend deliver the event then (on
+// IOCP: data arrives and the poller takes the receive's completion; the park is abandoned
+// and the reader returns the data).
 template <class P>
 struct S15Injector {
   static inline Scheduler<P>* sched = nullptr;
@@ -69,20 +71,24 @@ struct S15Injector {
     ++calls;
     g_before_park_hook.store(nullptr);
     const size_t before = sched->runnable();
+#ifdef _WIN32  // Winsock send; the completion needs a moment to reach the port
+    if (::send(sock(peer), "!", 1, 0) != 1) std::abort();
+    for (int i = 0; i < 200 && sched->poll_io(5 * kMs) == 0; ++i) {
+#else
     if (::send(peer, "!", 1, MSG_NOSIGNAL) != 1) std::abort();
     for (int i = 0; i < 100 && sched->poll_io(0) == 0; ++i) {
+#endif
     }
     woken = sched->runnable() - before;
   }
 };
 
-TYPED_TEST(Conformance, S15_ReadinessBetweenPrepareAndParkIsNotLost) {
+TYPED_TEST(CONFORMANCE_SUITE, S15_ReadinessBetweenPrepareAndParkIsNotLost) {
   using P = TypeParam;
   auto& s = this->sched();
   FdPair p;
-  unix_pair(p);
   PollFd<P> f;
-  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  ASSERT_TRUE(this->open_pair(p, f));
   this->env().settle();
   S15Injector<P>::sched = &s;
   S15Injector<P>::peer = p.b;
@@ -94,38 +100,42 @@ TYPED_TEST(Conformance, S15_ReadinessBetweenPrepareAndParkIsNotLost) {
   g_before_park_hook.store(nullptr);
   EXPECT_EQ(S15Injector<P>::calls, 1);
   EXPECT_EQ(S15Injector<P>::woken, 0u);  // nobody was parked yet to be woken
-  ASSERT_TRUE(r.done) << "the reader parked and lost the readiness event";
+  ASSERT_TRUE(r.done) << "the reader parked and lost the readiness event (or completion)";
   EXPECT_TRUE(r.r.err.ok());
   EXPECT_EQ(std::string(r.buf, r.r.n), "!");
   EXPECT_EQ(f.pd()->rg.load(), kPdNil);
 }
 
-TYPED_TEST(Conformance, S16_SetterAndWaiterAreSequentiallyConsistent) {
+TYPED_TEST(CONFORMANCE_SUITE, S16_SetterAndWaiterAreSequentiallyConsistent) {
   // Dekker: the setter publishes closing/expired then reads the slot; the waiter stores
   // wait then reads the info bits. At least one must see the other, so a waiter can never
-  // park unseen. Two real threads, many rounds.
+  // park unseen, and a setter never wakes a waiter that did not park. Two real threads,
+  // many rounds: two long-lived threads (thread creation is slow under Wine) released
+  // together each round.
   auto& s = this->sched();
   PollDesc* pd = s.cache().alloc();
   constexpr int kRounds = 10000;
-  int lost = 0;
-  std::atomic<int> go{0};
-  for (int i = 0; i < kRounds; ++i) {
-    deadline_open(pd, 5);
-    const bool use_deadline = i % 2;
-    TaskNode node;
-    bool committed = false;
-    TaskNode* woken = nullptr;
-    go.store(0);
-    std::thread waiter([&] {
-      while (go.load() == 0) {
-      }
+  std::atomic<int> round{-1};
+  std::atomic<int> finished{0};
+  std::atomic<bool> quit{false};
+  TaskNode node;
+  bool committed = false;
+  TaskNode* woken = nullptr;
+  bool use_deadline = false;
+  auto wait_round = [&](int i) {
+    while (round.load() != i && !quit.load()) std::this_thread::yield();
+    return !quit.load();
+  };
+  std::thread waiter([&] {
+    for (int i = 0; i < kRounds && wait_round(i); ++i) {
       if (pd->begin_wait(Mode::kRead) == PollDesc::Begin::kPark) {
         committed = pd->commit_park(Mode::kRead, &node);
       }
-    });
-    std::thread setter([&] {
-      while (go.load() == 0) {
-      }
+      finished.fetch_add(1);
+    }
+  });
+  std::thread setter([&] {
+    for (int i = 0; i < kRounds && wait_round(i); ++i) {
       if (use_deadline) {
         pd->rd = -1;
       } else {
@@ -133,28 +143,42 @@ TYPED_TEST(Conformance, S16_SetterAndWaiterAreSequentiallyConsistent) {
       }
       pd->publish_info();
       woken = pd->unblock(Mode::kRead, false);
-    });
-    go.store(1);
-    waiter.join();
-    setter.join();
-    if (committed && woken != &node) ++lost;
-    if (!committed) {
-      EXPECT_EQ(woken, nullptr);
+      finished.fetch_add(1);
     }
+  });
+  int lost = 0;
+  int spurious = 0;
+  for (int i = 0; i < kRounds; ++i) {
+    deadline_open(pd, 5);
+    use_deadline = i % 2;
+    committed = false;
+    woken = nullptr;
+    finished.store(0);
+    round.store(i);  // releases both threads (seq_cst: they see the setup above)
+    while (finished.load() != 2) std::this_thread::yield();
+    if (committed && woken != &node) ++lost;
+    if (!committed && woken != nullptr) ++spurious;
     pd->finish_wait(Mode::kRead);
     pd->closing = true;
   }
+  quit.store(true);
+  waiter.join();
+  setter.join();
   EXPECT_EQ(lost, 0) << "a waiter parked without the setter seeing it";
+  EXPECT_EQ(spurious, 0) << "the setter woke a waiter that never parked";
   s.cache().free(pd);
 }
 
-TYPED_TEST(Conformance, S17_OperationsClearStaleReadyBeforeTheirSyscall) {
+TYPED_TEST(CONFORMANCE_SUITE, S17_OperationsClearStaleReadyBeforeTheirSyscall) {
   using P = TypeParam;
   auto& s = this->sched();
   FdPair p;
-  unix_pair(p);
   PollFd<P> f;
-  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  ASSERT_TRUE(this->open_pair(p, f));
+#ifdef _WIN32
+  // A completion port reports data only through a receive a read started, so the stale
+  // notification is planted as a late packet would leave it.
+#else
   this->env().settle();
   // A level-triggered backend reports readiness only for a direction a waiter armed; a
   // stale ready arises there when an earlier reader armed it and left another way (e.g. it
@@ -170,7 +194,14 @@ TYPED_TEST(Conformance, S17_OperationsClearStaleReadyBeforeTheirSyscall) {
     ASSERT_TRUE(this->env().run_until([&] { return prime.done; }));
     ASSERT_EQ(prime.r.n, 1u);
   }
+#endif
   put(p.b, "abc");
+#ifdef _WIN32
+  TaskList none;
+  f.pd()->ready(Mode::kRead, none);
+  ASSERT_EQ(f.pd()->rg.load(), kPdReady);
+  // The read clears it before its WSARecv, which finds the data.
+#else
   if constexpr (P::kCompletion) {
     if (!s.backend().multishot_recv()) {
       TaskList none;
@@ -180,12 +211,29 @@ TYPED_TEST(Conformance, S17_OperationsClearStaleReadyBeforeTheirSyscall) {
   ASSERT_TRUE(this->env().run_until([&] { return f.pd()->rg.load() == kPdReady; }));
   // The read finds data at its first syscall; the ready it found on entry was cleared
   // before the syscall (so it cannot let a later wait skip its park).
+#endif
   Op r;
   s.spawn(do_read(&f, &r));
   ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
+#ifdef _WIN32
+  EXPECT_GE(r.r.n, 1u);
+  EXPECT_EQ(std::string(r.buf, r.r.n), std::string("abc").substr(0, r.r.n));
+#else
   EXPECT_EQ(r.r.n, 3u);
+#endif
   EXPECT_EQ(f.pd()->rg.load(), kPdNil);
+#ifdef _WIN32
+  if (r.r.n < 3) {
+    Op rest;
+    s.spawn(do_read(&f, &rest));
+    ASSERT_TRUE(this->env().run_until([&] { return rest.done; }));
+  }
+  // The next read starts its receive, finds nothing, and parks: the stale ready did not
+  // let it skip the wait.
+  f.pd()->ready(Mode::kRead, none);
+#else
   // The next read tries its syscall, finds nothing, and parks.
+#endif
   Op r2;
   s.spawn(do_read(&f, &r2));
   s.run_ready();
@@ -199,16 +247,17 @@ TYPED_TEST(Conformance, S17_OperationsClearStaleReadyBeforeTheirSyscall) {
   EXPECT_EQ(f.pd()->wg.load(), kPdNil);
   put(p.b, "z");
   ASSERT_TRUE(this->env().run_until([&] { return r2.done; }));
+  EXPECT_EQ(std::string(r2.buf, r2.r.n), "z");
 }
 
-TYPED_TEST(Conformance, S18_SecondConcurrentWaiterIsFatal) {
+TYPED_TEST(CONFORMANCE_SUITE, S18_SecondConcurrentWaiterIsFatal) {
   using P = TypeParam;
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   auto second_reader = [] {
     Env<P> e;
     if (!e.s.start().ok()) std::abort();
     FdPair p;
-    unix_pair(p);
+    connected_pair(p);
     PollFd<P> f;
     if (!f.open(e.s, p.take_a()).ok()) std::abort();
     Op a, b;
@@ -221,19 +270,19 @@ TYPED_TEST(Conformance, S18_SecondConcurrentWaiterIsFatal) {
     Env<P> e;
     if (!e.s.start().ok()) std::abort();
     FdPair p;
-    unix_pair(p);
+    connected_pair(p);
     PollFd<P> f;
     if (!f.open(e.s, p.take_a()).ok()) std::abort();
-    fill_send_buffer(f.fd());
+    block_writes(f.fd());
     Op a, b;
-    e.s.spawn(do_write(&f, &a, 1 << 20));
-    e.s.spawn(do_write(&f, &b, 1 << 20));
+    e.s.spawn(do_write(&f, &a, kStuckWrite));
+    e.s.spawn(do_write(&f, &b, kStuckWrite));
     e.settle();
   };
   EXPECT_DEATH(second_writer(), "double wait: a second writer");
 }
 
-TYPED_TEST(Conformance, S19_ErrorPriorityClosingThenTimeoutThenEventError) {
+TYPED_TEST(CONFORMANCE_SUITE, S19_ErrorPriorityClosingThenTimeoutThenEventError) {
   using P = TypeParam;
   auto& s = this->sched();
   PollDesc* pd = s.cache().alloc();
@@ -252,15 +301,13 @@ TYPED_TEST(Conformance, S19_ErrorPriorityClosingThenTimeoutThenEventError) {
   EXPECT_EQ(pd->check_err(Mode::kWrite), PollError::kClosing);
   s.cache().free(pd);
 
-  // Through the API: an expired deadline, then close: the waiter-to-be sees "closed".
+  // Through the API: an expired deadline, then close: the waiter-to-be sees "closed" (on
+  // IOCP its cancelled receive comes back as ECANCELED: still "closed").
   FdPair p;
-  unix_pair(p);
   PollFd<P> f;
-  ASSERT_TRUE(f.open(s, p.take_a()).ok());
+  ASSERT_TRUE(this->open_pair(p, f));
   Op r;
-  s.spawn(do_read(&f, &r));
-  this->env().settle();
-  ASSERT_TRUE(parked(f.pd(), Mode::kRead));
+  ASSERT_TRUE(this->park_read(f, r));
   Status cst;
   bool closed = false;
   s.spawn(do_close(&f, &cst, &closed));
@@ -272,17 +319,16 @@ TYPED_TEST(Conformance, S19_ErrorPriorityClosingThenTimeoutThenEventError) {
   EXPECT_TRUE(r.r.err.closed()) << r.r.err.message();
 }
 
-TYPED_TEST(Conformance, S20_EventsWakeTheRightDirectionsInOneList) {
+TYPED_TEST(CONFORMANCE_SUITE, S20_EventsWakeTheRightDirectionsInOneList) {
   using P = TypeParam;
   auto& s = this->sched();
   FdPair p;
-  unix_pair(p);
   PollFd<P> f;
-  ASSERT_TRUE(f.open(s, p.take_a()).ok());
-  fill_send_buffer(f.fd());
+  ASSERT_TRUE(this->open_pair(p, f));
+  block_writes(f.fd());
   Op r, w;
   s.spawn(do_read(&f, &r));
-  s.spawn(do_write(&f, &w, 1 << 20));
+  s.spawn(do_write(&f, &w, kStuckWrite));
   this->env().settle();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
   ASSERT_TRUE(parked(f.pd(), Mode::kWrite));
@@ -296,7 +342,25 @@ TYPED_TEST(Conformance, S20_EventsWakeTheRightDirectionsInOneList) {
   s.spawn(do_read(&f, &r2));
   s.run_ready();
   ASSERT_TRUE(parked(f.pd(), Mode::kRead));
-  ::close(p.take_b());
+#ifdef _WIN32
+  // A reset by the peer fails both operations; their completions are one batch of
+  // GetQueuedCompletionStatusEx, so both tasks come back from one poll.
+  linger lg{1, 0};
+  setsockopt(sock(p.b), SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&lg), sizeof lg);
+  close_fd(p.take_b());
+  sleep_ms(100);  // let both failures reach the port (not an assertion on time)
+  int polls = 0;
+  while (s.runnable() < 2 && polls < 100) {
+    s.poll_io(10 * kMs);
+    ++polls;
+  }
+  EXPECT_EQ(s.runnable(), 2u);
+  EXPECT_EQ(polls, 1) << "the two completions did not come back as one list";
+  this->env().settle();
+  ASSERT_TRUE(r2.done);
+  ASSERT_TRUE(w.done);
+#else
+  close_fd(p.take_b());
   int polls = 0;
   while (s.runnable() == 0 && polls < 100) {
     s.poll_io(10 * kMs);
@@ -306,15 +370,24 @@ TYPED_TEST(Conformance, S20_EventsWakeTheRightDirectionsInOneList) {
   this->env().settle();
   EXPECT_TRUE(r2.done);
   EXPECT_TRUE(w.done);
+#endif
   // Unread data in the closed peer turns its close into a reset; either ends the read.
   EXPECT_TRUE(r2.r.err.is(Errc::kEof) || r2.r.err.sys_errno() == ECONNRESET) << r2.r.err.message();
+#ifdef _WIN32
+  EXPECT_NE(w.r.err.sys_errno(), 0) << w.r.err.message();
+  EXPECT_FALSE(w.r.err.timeout());
+  // IOCP reports errors in the operation's own result: the event-error bit is never set,
+  // and it honours the tag rule when set by hand (Go #59545).
+  EXPECT_EQ(f.pd()->info.load() & kInfoEventErr, 0u);
+  PollDesc* pd = f.pd();
+#else
   EXPECT_EQ(w.r.err.sys_errno(), EPIPE) << w.r.err.message();
   // The error bit needs error to be the sole event: a refused connect reports
   // error together with hang-up and output, so the bit stays clear.
   uint16_t port = 0;
   const int l = tcp_listener(&port);
   ASSERT_GE(l, 0);
-  ::close(l);  // nobody listens on `port` now
+  close_fd(l);  // nobody listens on `port` now
   const int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -330,7 +403,12 @@ TYPED_TEST(Conformance, S20_EventsWakeTheRightDirectionsInOneList) {
   EXPECT_EQ(cf.pd()->info.load() & kInfoEventErr, 0u);
   // The tag rule for the bit itself (Go #59545).
   PollDesc* pd = cf.pd();
+#endif
   const uint32_t seq = pd->fdseq.load();
+#ifdef _WIN32
+  pd->set_event_err(true, next_fdseq(seq));
+  EXPECT_EQ(pd->info.load() & kInfoEventErr, 0u);
+#endif
   pd->set_event_err(true, seq);
   EXPECT_NE(pd->info.load() & kInfoEventErr, 0u);
   pd->set_event_err(false, seq);

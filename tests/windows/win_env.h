@@ -183,90 +183,28 @@ class Env {
   }
 };
 
-// One operation's outcome, filled in by the coroutines below.
-struct Op {
-  bool done = false;
-  IoResult r;
-  AcceptResult a;
-  Status st;
-  int64_t end_ns = 0;
-  char buf[4096] = {};
-};
-
-template <class P>
-Task<void> do_read(PollFd<P>* f, Op* op, size_t len = 64) {
-  op->r = co_await f->read(std::span(reinterpret_cast<std::byte*>(op->buf), len));
-  op->end_ns = mono_now_ns();
-  op->done = true;
-}
-
-inline std::span<const std::byte> big_buffer(size_t n) {
-  static std::vector<std::byte> b(size_t{64} << 20, std::byte{'x'});
-  return std::span<const std::byte>(b.data(), n);
-}
-
-template <class P>
-Task<void> do_write(PollFd<P>* f, Op* op, size_t len) {
-  op->r = co_await f->write(big_buffer(len));
-  op->end_ns = mono_now_ns();
-  op->done = true;
-}
-
-template <class P>
-Task<void> do_accept(PollFd<P>* f, Op* op) {
-  op->a = co_await f->accept();
-  op->end_ns = mono_now_ns();
-  op->done = true;
-}
-
-template <class P>
-Task<void> do_connect(PollFd<P>* f, Op* op, sockaddr_in to) {
-  op->st = co_await f->connect(reinterpret_cast<const sockaddr*>(&to), sizeof to);
-  op->end_ns = mono_now_ns();
-  op->done = true;
-}
-
-template <class P>
-Task<void> do_close(PollFd<P>* f, Status* st, bool* done) {
-  *st = co_await f->close();
-  *done = true;
-}
-
-inline bool parked(PollDesc* pd, Mode m) {
-  return pd->slot(m).load() > kPdWait;
+// The conformance tests' connected pair: TCP on loopback (Winsock has no AF_UNIX pairs).
+inline void connected_pair(FdPair& p) {
+  tcp_pair(p);
 }
 
 // A write that the peer never reads stays in flight: loopback buffers hold a few MiB at
 // most, so this many bytes cannot all be taken at once.
 inline constexpr size_t kStuckWrite = size_t{48} << 20;
+// Nothing to fill first (Linux fills the send buffer): kStuckWrite alone stays in flight.
+inline void block_writes(int) {}
+
+}  // namespace ringpoll::test
+
+#include "support/poll_ops.h"
+
+namespace ringpoll::test {
 
 template <class P>
-class IocpWine : public ::testing::Test {
+class IocpWine : public BackendFixture<P> {
  protected:
-  void SetUp() override {
-    const Availability a = P::available();
-    if (!a.ok) GTEST_SKIP() << P::kName << " is not available here: " << a.why;
-    env_ = std::make_unique<Env<P>>();
-    const Status st = env_->s.start();
-    ASSERT_TRUE(st.ok()) << P::kName << " init failed: " << st.message();
-  }
-  Env<P>& env() { return *env_; }
-  Scheduler<P>& sched() { return env_->s; }
-
   // A connected TCP pair whose accepted end f owns, registered with this shard.
-  bool open_tcp(FdPair& p, PollFd<P>& f) {
-    tcp_pair(p);
-    return !HasFatalFailure() && f.open(sched(), p.take_a()).ok();
-  }
-  // Starts a read on f and settles the loop: true when it is parked on its receive.
-  bool park_read(PollFd<P>& f, Op& r, size_t len = 64) {
-    sched().spawn(do_read(&f, &r, len));
-    env().settle();
-    return !r.done && parked(f.pd(), Mode::kRead);
-  }
-
- private:
-  std::unique_ptr<Env<P>> env_;
+  bool open_tcp(FdPair& p, PollFd<P>& f) { return this->open_pair(p, f); }
 };
 
 TYPED_TEST_SUITE(IocpWine, IocpBackends, BackendName);
