@@ -558,6 +558,7 @@ class ProxyServer {
     std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
     if (req.rfind("GET /metrics ", 0) == 0 || req.rfind("GET /metrics?", 0) == 0) {
       body = metrics_.render(pools(), mono_now_ns());
+      body += co_await backend_metrics();
     } else if (req.rfind("GET /healthz ", 0) == 0) {
       body = "ok\n";
       type = "text/plain";
@@ -575,6 +576,36 @@ class ProxyServer {
                        "\r\nConnection: close\r\n\r\n" + body;
     (void)co_await c->write(std::as_bytes(std::span<const char>(resp.data(), resp.size())));
     (void)co_await c->close();
+  }
+
+  // The io_uring completion backend's own counters, per shard (read on each shard): how
+  // often the provided-buffer ring ran dry (raise io_uring.buf_count when this climbs
+  // under load), the re-arms, the buffers free now, the zero-copy sends. Other backends
+  // have none.
+  Task<std::string> backend_metrics() {
+    std::string out;
+    if constexpr (requires(P & b) { b.counters().nobufs; }) {
+      out +=
+          "# HELP ringpoll_uring_recv_nobufs_total Multishot recvs ended because the provided "
+          "buffer ring ran dry (ENOBUFS); nothing is lost, the recv is re-armed.\n"
+          "# TYPE ringpoll_uring_recv_nobufs_total counter\n"
+          "# HELP ringpoll_uring_recv_rearms_total Multishot recvs re-armed.\n"
+          "# TYPE ringpoll_uring_recv_rearms_total counter\n"
+          "# HELP ringpoll_uring_buffers_free Provided receive buffers free now.\n"
+          "# TYPE ringpoll_uring_buffers_free gauge\n"
+          "# HELP ringpoll_uring_zc_sends_total Sends made with send_zc.\n"
+          "# TYPE ringpoll_uring_zc_sends_total counter\n";
+      for (size_t i = 0; i < e_.size(); ++i) {
+        const auto c = co_await Engine<P>::submit_to(
+            e_.shard(i), [] { return Engine<P>::current()->sched().backend().counters(); });
+        const std::string l = "{shard=\"" + std::to_string(i) + "\"} ";
+        out += "ringpoll_uring_recv_nobufs_total" + l + std::to_string(c.nobufs) + "\n";
+        out += "ringpoll_uring_recv_rearms_total" + l + std::to_string(c.recv_rearms) + "\n";
+        out += "ringpoll_uring_buffers_free" + l + std::to_string(c.buffers_free) + "\n";
+        out += "ringpoll_uring_zc_sends_total" + l + std::to_string(c.zc_sends) + "\n";
+      }
+    }
+    co_return out;
   }
 
   Engine<P>& e_;

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "apps/proxy/metrics.h"
@@ -637,6 +638,17 @@ TYPED_TEST(ProxyRelay, AdminEndpointServesMetrics) {
   EXPECT_NE(m.find("ringpoll_proxy_upstream_healthy{pool=\"main\",upstream=\"" +
                    up.address().to_string() + "\"} 1\n"),
             std::string::npos);
+  // io_uring completion mode adds its buffer-ring counters, read on each shard; the
+  // buffers all came back once the connection ended.
+  const bool ring = std::is_base_of_v<UringCompletionPoller, typename TypeParam::P>;
+  const size_t at_free = m.find("ringpoll_uring_buffers_free{shard=\"0\"} ");
+  EXPECT_EQ(at_free != std::string::npos, ring) << m;
+  if (ring && at_free != std::string::npos) {
+    EXPECT_NE(m.find("ringpoll_uring_recv_nobufs_total{shard=\"0\"} 0\n"), std::string::npos) << m;
+    const std::string want = "ringpoll_uring_buffers_free{shard=\"0\"} " +
+                             std::to_string(UringCompletionOptions{}.buf_count) + "\n";
+    EXPECT_NE(m.find(want), std::string::npos) << m;
+  }
   EXPECT_EQ(http_get(rig.px->admin_address(), "/nope").rfind("HTTP/1.1 404", 0), 0u);
 }
 
