@@ -1,6 +1,7 @@
 // The sharded engine: cross-shard submit_to round trip (target idle, and target busy
 // polling), and memory per idle connection owned by the engine.
 #include <benchmark/benchmark.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -151,6 +152,10 @@ IdleMemory measure_idle_memory(int conns_wanted) {
   if (pipe(go) != 0) return m;
   const pid_t pid = fork();
   if (pid == 0) {
+    // Dies with the measuring process, so a crash there cannot leave this one holding the
+    // result pipe open (the benchmark would wait for it forever).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) _exit(3);
     std::vector<int> fds;
     const SocketAddress a = srv.address();
     for (int i = 0; i < conns_wanted; ++i) {

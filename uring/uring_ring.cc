@@ -1,9 +1,11 @@
 #include "uring/uring_ring.h"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -23,10 +25,24 @@ std::string read_sysctl(const char* path) {
 }
 
 // A small ring per waking thread, used only to send IORING_OP_MSG_RING.
+// Counts the forks of this process (a pthread_atfork child handler, registered once).
+std::atomic<unsigned> g_forks{0};
+unsigned fork_generation() {
+  static const bool registered = [] {
+    pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
+  return g_forks.load(std::memory_order_relaxed);
+}
+
 struct WakerRing {
   io_uring ring{};
   bool ok = false;
-  WakerRing() {
+  unsigned forks = 0;  // the fork generation the ring belongs to
+  WakerRing() { open(); }
+  void open() {
+    forks = fork_generation();
     // Without COOP/DEFER_TASKRUN the kernel runs this ring's task work by interrupting the
     // waking thread, which makes that thread's own blocking syscalls (recv with a timeout,
     // nanosleep...) fail with EINTR. Defer it to our own io_uring_enter instead.
@@ -46,6 +62,15 @@ struct WakerRing {
   }
   // Posts a CQE with user_data `data` into the ring `target_fd`. Returns 0 or -errno.
   int send(int target_fd, uint64_t data) {
+    if (forks != fork_generation()) {
+      // A forked child: this thread's ring is the parent's (its memory is shared with the
+      // parent, and a SINGLE_ISSUER ring refuses any other task with EEXIST). Let go of
+      // the child's copies and open a ring of its own.
+      if (ok) io_uring_queue_exit(&ring);
+      ring = io_uring{};
+      ok = false;
+      open();
+    }
     if (!ok) return -ENOSYS;
     io_uring_sqe* s = io_uring_get_sqe(&ring);
     if (!s) return -EBUSY;

@@ -2,6 +2,8 @@
 // submission queue, CQ overflow on a tiny ring, re-arming a multishot poll the kernel
 // ended, the eventfd wake, and the setup flags.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <span>
@@ -108,6 +110,36 @@ TEST_F(UringTest, EventfdWakeCoalescesAndOnlyABlockingPollDrains) {
   EXPECT_EQ(b.wakes_written(), 2u);
   e.s.poll_io(5 * kSec);
   EXPECT_LT(mono_now_ns() - t0, 4 * kSec);
+}
+
+// A process that forks after one of its threads woke a ring (a pre-fork server; the
+// benchmark's fresh-process measurements) must still wake rings of its own in the child.
+// The thread's MSG_RING sender ring came from the parent: shared memory, and as a
+// SINGLE_ISSUER ring it refuses the child's task (EEXIST), which used to be fatal.
+TEST_F(UringTest, MsgRingWakeWorksInAForkedChild) {
+  {
+    Env<UringPoller> e;
+    ASSERT_TRUE(e.s.start().ok());
+    if (!e.s.backend().ring().wake_uses_msg_ring()) GTEST_SKIP() << "no MSG_RING wake here";
+    e.s.backend().wake();  // this thread's sender ring exists from here on
+    e.s.poll_io(5 * kSec);
+    ASSERT_EQ(e.s.backend().wakes_written(), 1u);
+  }
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    Env<UringPoller> c;
+    if (!c.s.start().ok()) _exit(2);
+    c.s.backend().wake();
+    const int64_t t0 = mono_now_ns();
+    c.s.poll_io(5 * kSec);  // returns at once: the wake arrived
+    const bool ok = c.s.backend().wakes_written() == 1 && mono_now_ns() - t0 < 2 * kSec;
+    _exit(ok ? 0 : 3);
+  }
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st)) << "the child died of signal " << WTERMSIG(st);
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "2: no ring in the child; 3: the wake did not arrive";
 }
 
 TEST_F(UringTest, SetupUsesTheProbedFlagsAndSaysSo) {
