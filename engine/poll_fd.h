@@ -806,24 +806,11 @@ class PollFd {
     return Status::from_errno(-res);
   }
 
+  // A single-shot recv into the caller's buffer (multishot recv off, or IOCP): the kernel
+  // owns the buffer until the completion, so timeout and close cancel and wait (S23). With
+  // a multishot recv the read never gets here: it is the frame-less FdOp<RingRead>.
   Task<IoResult> read_completion(std::span<std::byte> buf) {
     auto& b = s_->backend();
-    if (b.multishot_recv()) {
-      // Data already queued by the multishot recv; no caller buffer is ever in flight.
-      b.arm_recv(&cst_);
-      for (;;) {
-        if (const size_t n = b.take_recv(&cst_, buf); n > 0) co_return IoResult{n, Status()};
-        if (cst_.recv_err != 0) {
-          const int32_t e = std::exchange(cst_.recv_err, 0);
-          co_return IoResult{0, Status::from_errno(-e)};
-        }
-        if (cst_.eof) co_return IoResult{0, Errc::kEof};
-        b.arm_recv(&cst_);
-        if (PollError e = co_await s_->wait(pd_, Mode::kRead); e != PollError::kNone) {
-          co_return IoResult{0, Status::from_poll(e)};
-        }
-      }
-    }
     typename P::Op op{pd_, Mode::kRead};
     b.submit_recv(&op, fd_, buf.data(), buf.size());
     PollError why = PollError::kNone;
