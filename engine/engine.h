@@ -185,11 +185,13 @@ class Engine {
     std::unique_lock<std::mutex> l(mu);
     cv.wait(l, [&] { return ready == static_cast<int>(shards_.size()); });
     started_ = true;
+    running_.store(first_error.ok(), std::memory_order_release);
     return first_error;
   }
 
   // Any thread: every shard's loop returns after its current task.
   void stop() noexcept {
+    running_.store(false, std::memory_order_release);
     for (auto& s : shards_) {
       if (s->sched_) s->sched_->stop();
     }
@@ -201,6 +203,10 @@ class Engine {
       if (s->thread_.joinable()) s->thread_.join();
     }
   }
+
+  // True from a successful start() until stop(): the shards take work (call, post,
+  // run_task). Servers check it before they tear down through the shards.
+  bool running() const noexcept { return running_.load(std::memory_order_acquire); }
 
   size_t size() const noexcept { return shards_.size(); }  // number of shards
   Shard& shard(size_t i) noexcept { return *shards_[i]; }  // i < size(); any thread
@@ -317,6 +323,7 @@ class Engine {
   std::function<void(P&)> backend_setup_;
   std::vector<std::unique_ptr<Shard>> shards_;
   bool started_ = false;
+  std::atomic<bool> running_{false};
   static inline thread_local Shard* current_ = nullptr;
 };
 

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -40,7 +41,24 @@ class TcpServer {
   explicit TcpServer(Engine<P>& e, Options o = {}) : e_(e), opt_(o), shards_(e.size()) {
     for (auto& s : shards_) s = std::make_unique<PerShard>();
   }
-  ~TcpServer() = default;
+  // A started server that was not shut down is shut down here with no drain: the
+  // listeners close and open connections are aborted (their handlers see kClosed) before
+  // the server's memory goes. That goes through the shards, so the engine must still run:
+  // a started server destroyed after Engine::stop() without shutdown() would leave its
+  // tasks parked on the shards pointing at freed memory, and stops the process with a
+  // message saying so instead.
+  ~TcpServer() {
+    if (!started_ || shut_down_) return;
+    if (!e_.running()) {
+      std::fprintf(stderr,
+                   "ringpoll: TcpServer destroyed after its engine stopped, without "
+                   "shutdown(); call shutdown() before Engine::stop()\n");
+      std::abort();
+    }
+    (void)shutdown(0);
+  }
+  TcpServer(const TcpServer&) = delete;
+  TcpServer& operator=(const TcpServer&) = delete;
 
   // Listens on `at` from every shard. From a thread outside the engine, after start().
   Status start(const SocketAddress& at, Handler h, std::string* why = nullptr) {
@@ -56,6 +74,7 @@ class TcpServer {
         Status s = ps->listener->listen(sched, addr, opt_.listen, &w);
         if (!s.ok()) return s;
         addr = ps->listener->local_address();  // port 0: every shard takes the same port
+        started_ = true;  // from the first accept loop on: a failed start still needs shutdown
         sched.spawn(accept_loop(ps, &sched));
         return Status();
       });
@@ -91,6 +110,7 @@ class TcpServer {
   // From a thread outside the engine. Returns the number of connections aborted at the
   // deadline (0 when everything drained).
   size_t shutdown(int64_t drain_ns) {
+    shut_down_ = true;
     for (size_t i = 0; i < shards_.size(); ++i) {
       PerShard* ps = shards_[i].get();
       Engine<P>::run_task(e_.shard(i), [ps] { return close_listener(ps); });
@@ -205,6 +225,8 @@ class TcpServer {
   Handler handler_;
   std::vector<std::unique_ptr<PerShard>> shards_;
   SocketAddress address_;
+  bool started_ = false;    // an accept loop was spawned (controlling thread only)
+  bool shut_down_ = false;  // shutdown() ran
 };
 
 // Blocks SIGINT and SIGTERM in the calling thread (call it before Engine::start so the

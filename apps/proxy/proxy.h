@@ -25,12 +25,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/proxy/metrics.h"
@@ -50,7 +53,23 @@ class ProxyServer {
   ProxyServer(Engine<P>& e, ProxySettings s) : e_(e), metrics_(e.size()) {
     current_ = make_generation(std::move(s));
   }
-  ~ProxyServer() = default;
+  // A started proxy that was not shut down is shut down here with no drain (listeners
+  // close, connections are aborted, health checks and admin requests end) before its
+  // memory goes. That needs the engine running; destroyed after Engine::stop() without
+  // shutdown(), the proxy's tasks would be left parked on the shards pointing at freed
+  // memory, so that stops the process with a message saying so instead.
+  ~ProxyServer() {
+    if (!started_ || shut_down_) return;
+    if (!e_.running()) {
+      std::fprintf(stderr,
+                   "ringpoll: ProxyServer destroyed after its engine stopped, without "
+                   "shutdown(); call shutdown() before Engine::stop()\n");
+      std::abort();
+    }
+    (void)shutdown(0);
+  }
+  ProxyServer(const ProxyServer&) = delete;
+  ProxyServer& operator=(const ProxyServer&) = delete;
 
   // UDP listeners on a packet path (DPDK, AF_XDP: apps/proxy/udp_bypass.h) instead of
   // kernel sockets: starts one in *out, or returns the error (with *why) after stopping
@@ -63,6 +82,7 @@ class ProxyServer {
   // Starts the listeners and the active health checks. From a thread outside the engine,
   // after the engine started. Errors name the listener and the failed step.
   Status start(std::string* why) {
+    started_ = true;  // a failed start may have started some listeners: shutdown() ends them
     auto gen = generation();
     for (size_t i = 0; i < gen->s.listeners.size(); ++i) {
       const ListenerSettings& l = gen->s.listeners[i];
@@ -114,6 +134,7 @@ class ProxyServer {
 
   // Serves Prometheus text at GET /metrics (and "ok" at GET /healthz) on shard 0.
   Status start_admin(const SocketAddress& at, std::string* why) {
+    started_ = true;
     admin_ = std::make_unique<TcpListener<P>>();
     return Engine<P>::call(e_.shard(0), [&]() -> Status {
       auto& sched = Engine<P>::current()->sched();
@@ -122,6 +143,7 @@ class ProxyServer {
       Status st = admin_->listen(sched, at, lo, why);
       if (!st.ok()) return st;
       admin_address_ = admin_->local_address();
+      helpers_.fetch_add(1);
       sched.spawn(admin_loop());
       return Status();
     });
@@ -174,11 +196,17 @@ class ProxyServer {
 
   // Stops accepting, lets connections finish within drain_ns, then aborts what remains.
   // Returns the number aborted.
+  // Returns once the proxy's own tasks (health checks, admin requests) have ended too, so
+  // the proxy may be destroyed after it while the engine runs on.
   size_t shutdown(int64_t drain_ns) {
+    shut_down_ = true;
     stopping_.store(true);
     generation()->retired.store(true);
     if (admin_) {
-      Engine<P>::run_task(e_.shard(0), [this]() -> Task<void> { (void)co_await admin_->close(); });
+      Engine<P>::run_task(e_.shard(0), [this]() -> Task<void> {
+        for (TcpStream<P>* c : admin_conns_) c->poll_fd().abort();
+        (void)co_await admin_->close();
+      });
     }
     const int64_t end = mono_now_ns() + drain_ns;
     size_t aborted = 0;
@@ -191,6 +219,14 @@ class ProxyServer {
     for (auto& u : udp_) {
       if (u) (void)u->shutdown(1'000'000'000);
     }
+    // A health check ends at its next probe or within a sleep slice; a probe ends by its
+    // own timeout. Admin requests were aborted above.
+    const int64_t helpers_end = mono_now_ns() + max_check_timeout_ns_.load() + kSec;
+    while (helpers_.load() > 0 && mono_now_ns() < helpers_end)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (helpers_.load() > 0)
+      std::fprintf(stderr, "ringpoll-proxy: shutdown: %d health checks still probing\n",
+                   helpers_.load());
     return aborted;
   }
 
@@ -273,6 +309,14 @@ class ProxyServer {
       if (failed) return;
       failed = true;
       m->error(e);
+      client->poll_fd().abort();
+      upstream->poll_fd().abort();
+    }
+    // One side was closed from outside the relay (the server's shutdown aborts the
+    // client): the other direction ends as well, and no error is counted.
+    void end() {
+      if (failed) return;
+      failed = true;
       client->poll_fd().abort();
       upstream->poll_fd().abort();
     }
@@ -458,7 +502,9 @@ class ProxyServer {
           // may have moved since.
           if (mono_now_ns() < r->last_activity + r->idle_ns) continue;
           r->fail(ProxyError::kIdleTimeout);
-        } else if (!rd.err.closed()) {
+        } else if (rd.err.closed()) {
+          r->end();
+        } else {
           r->fail(ProxyError::kReset);
         }
         break;
@@ -470,7 +516,9 @@ class ProxyServer {
       if (!wr.ok()) {
         if (wr.err.timeout()) {
           r->fail(ProxyError::kIdleTimeout);  // the receiver took nothing for idle_ns
-        } else if (!wr.err.closed()) {
+        } else if (wr.err.closed()) {
+          r->end();
+        } else {
           r->fail(ProxyError::kReset);
         }
         break;
@@ -488,6 +536,11 @@ class ProxyServer {
     for (auto& p : gen->pools) {
       if (p->settings().check_interval_ns <= 0) continue;
       auto* start = new CheckStart{this, gen, p.get()};
+      helpers_.fetch_add(1);
+      const int64_t to = p->settings().check_timeout_ns;  // how long shutdown may wait
+      int64_t seen = max_check_timeout_ns_.load();
+      while (seen < to && !max_check_timeout_ns_.compare_exchange_weak(seen, to)) {
+      }
       const bool posted = e_.shard(0).try_post(ShardJob{[](void* arg) {
                                                           auto* c = static_cast<CheckStart*>(arg);
                                                           Engine<P>::current()->sched().spawn(
@@ -501,6 +554,7 @@ class ProxyServer {
                      "health checks not started\n",
                      p->settings().name.c_str());
         delete start;
+        helpers_.fetch_sub(1);
       }
     }
   }
@@ -522,8 +576,13 @@ class ProxyServer {
         if (st.ok()) (void)co_await c->close();
         pool->probe_result(&u, st.ok(), mono_now_ns());
       }
-      co_await sched.sleep_for(ps.check_interval_ns);
+      // The interval in slices, so that a reload or shutdown ends this within one.
+      const int64_t next = mono_now_ns() + ps.check_interval_ns;
+      for (int64_t now = mono_now_ns(); now < next && !gen->retired.load() && !stopping_.load();
+           now = mono_now_ns())
+        co_await sched.sleep_for(std::min(next - now, kCheckSliceNs));
     }
+    helpers_.fetch_sub(1);  // not in a destructor: a frame destroyed unfinished must not touch this
   }
 
   // ---- admin endpoint (shard 0) ----
@@ -542,11 +601,15 @@ class ProxyServer {
         ::close(a.fd);
         continue;
       }
+      helpers_.fetch_add(1);
       sched.spawn(admin_conn(std::move(c)));
     }
+    helpers_.fetch_sub(1);
   }
 
+  // Listed in admin_conns_ (shard 0 only) while it runs, for shutdown to abort.
   Task<void> admin_conn(std::unique_ptr<TcpStream<P>> c) {
+    admin_conns_.push_back(c.get());
     (void)c->set_deadline(mono_now_ns() + 5'000'000'000);
     std::string req;
     char buf[2048];
@@ -576,6 +639,8 @@ class ProxyServer {
                        "\r\nConnection: close\r\n\r\n" + body;
     (void)co_await c->write(std::as_bytes(std::span<const char>(resp.data(), resp.size())));
     (void)co_await c->close();
+    std::erase(admin_conns_, c.get());
+    helpers_.fetch_sub(1);
   }
 
   // The io_uring completion backend's own counters, per shard (read on each shard): how
@@ -619,6 +684,15 @@ class ProxyServer {
   SocketAddress admin_address_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> reloads_{0};
+  // The proxy's own tasks (health checks, the admin loop and its requests) still running;
+  // shutdown() waits for them. The longest probe timeout bounds that wait.
+  std::atomic<int> helpers_{0};
+  std::atomic<int64_t> max_check_timeout_ns_{0};
+  std::vector<TcpStream<P>*> admin_conns_;  // shard 0 only
+  bool started_ = false;                    // start() or start_admin() ran (controlling thread)
+  bool shut_down_ = false;                  // shutdown() ran
+  static constexpr int64_t kCheckSliceNs = 100'000'000;
+  static constexpr int64_t kSec = 1'000'000'000;
 };
 
 }  // namespace ringpoll::proxy

@@ -695,5 +695,39 @@ TYPED_TEST(ProxyRelay, ActiveHealthChecksEjectAndRestore) {
   ::close(l);
 }
 
+TYPED_TEST(ProxyRelay, DestroyedWithoutShutdownEndsItsTasksWhileTheEngineRuns) {
+  // Destroyed with no shutdown() while the engine runs on: a relayed connection, a health
+  // check asleep between probes and an admin request waiting for its request line all
+  // end before the proxy's memory goes. Under ASan, a check left behind is a use after
+  // free when it wakes (within the interval, while the engine still runs).
+  TestUpstream up(echo);
+  ProxySettings s = settings_for({up.address()});
+  s.pools[0].check_interval_ns = 200 * kMs;
+  s.pools[0].check_timeout_ns = 500 * kMs;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  SocketAddress at;
+  parse_address("127.0.0.1:0", &at);
+  std::string why;
+  ASSERT_TRUE(rig.px->start_admin(at, &why).ok()) << why;
+  const int c = connect_to(rig.addr);
+  ASSERT_TRUE(send_all(c, "a", 1));
+  EXPECT_EQ(recv_all(c, 1), "a");
+  const int admin = connect_to(rig.px->admin_address());  // sends nothing: parked in read
+  ASSERT_GE(admin, 0);
+  usleep(50'000);  // the admin request is accepted; the check has probed and sleeps
+  const int64_t t0 = mono_now_ns();
+  rig.px.reset();
+  // Well inside the 5 s the server allows aborted handlers: the relay's other direction
+  // ends with the aborted client instead of waiting for the upstream.
+  EXPECT_LT(mono_now_ns() - t0, 3 * kSec) << "the relay outlived its aborted client";
+  EXPECT_TRUE(closed_within(c, 2)) << "the relayed connection was left open";
+  EXPECT_TRUE(closed_within(admin, 2)) << "the admin request was left open";
+  ::close(c);
+  ::close(admin);
+  usleep(400'000);  // past the check's interval: it must not wake into freed memory
+  EXPECT_EQ(Engine<typename TypeParam::P>::call(rig.e.shard(0), [] { return 7; }), 7);
+}
+
 }  // namespace
 }  // namespace ringpoll::test

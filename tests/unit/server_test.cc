@@ -299,5 +299,68 @@ TEST(TcpServer, EmfileOnAcceptBacksOffAndKeepsServing) {
   ::close(info[0]);
 }
 
+TEST(TcpServer, DestroyedWithoutShutdownAbortsItsConnectionsWhileTheEngineRuns) {
+  // No shutdown(): the destructor ends what the server started (the accept loops and a
+  // handler parked in read) before its memory goes; the engine then runs on. Under ASan a
+  // task left pointing at the freed server shows up as a use after free.
+  EngineOptions o;
+  o.shards = 2;
+  E e(o);
+  ASSERT_TRUE(e.start().ok());
+  SocketAddress addr;
+  std::atomic<int> ended{0};
+  int client = -1;
+  {
+    TcpServer<P> srv(e);
+    SocketAddress at;
+    parse_address("127.0.0.1:0", &at);
+    std::string why;
+    ASSERT_TRUE(srv.start(
+                       at,
+                       [&ended](TcpStream<P>& c) -> Task<void> {
+                         std::array<std::byte, 64> buf;
+                         IoResult r = co_await c.read(buf);
+                         EXPECT_TRUE(r.err.closed()) << r.err.message();
+                         ended.fetch_add(1);
+                       },
+                       &why)
+                    .ok())
+        << why;
+    addr = srv.address();
+    client = blocking_connect(addr);
+    ASSERT_GE(client, 0);
+    for (int i = 0; i < 500 && srv.live() < 1; ++i) usleep(2000);
+    ASSERT_EQ(srv.live(), 1u);
+  }
+  EXPECT_EQ(ended.load(), 1) << "the parked handler did not end before the server went";
+  char c;
+  EXPECT_EQ(::recv(client, &c, 1, 0), 0);  // the connection was closed
+  ::close(client);
+  EXPECT_LT(blocking_connect(addr), 0);  // no longer listening
+  // The engine still serves: a task on each shard runs.
+  for (size_t i = 0; i < e.size(); ++i) EXPECT_EQ(E::call(e.shard(i), [] { return 7; }), 7);
+  e.stop();
+  e.join();
+}
+
+TEST(TcpServerDeathTest, DestroyedAfterTheEngineStoppedWithoutShutdownSaysSo) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        EngineOptions o;
+        o.shards = 1;
+        E e(o);
+        if (!e.start().ok()) std::abort();
+        auto srv = std::make_unique<TcpServer<P>>(e);
+        SocketAddress at;
+        parse_address("127.0.0.1:0", &at);
+        if (!srv->start(at, echo_handler).ok()) std::abort();
+        e.stop();
+        e.join();
+        srv.reset();
+      },
+      "TcpServer destroyed after its engine stopped, without shutdown");
+}
+
 }  // namespace
 }  // namespace ringpoll::test
