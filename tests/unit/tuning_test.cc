@@ -8,7 +8,9 @@
 
 #include <CLI/CLI.hpp>
 #include <fstream>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tuning/cli.h"
@@ -112,10 +114,56 @@ TEST(TuningProfiles, EveryBuiltinLoadsAndValidates) {
   }
 }
 
+// The "section.key" names a TOML text assigns, one per `key = value` line under a
+// `[section]` header (comments and [[arrays of tables]] skipped; enough for the profiles
+// and for print_config's output).
+std::set<std::string> assigned_keys(std::string_view text) {
+  std::set<std::string> keys;
+  std::string section;
+  bool in_table_list = false;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(start, end - start);
+    start = end + 1;
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    if (line.empty() || line.front() == '#') continue;
+    if (line.rfind("[[", 0) == 0) {
+      in_table_list = true;
+      continue;
+    }
+    if (line.front() == '[') {
+      in_table_list = false;
+      section = std::string(line.substr(1, line.find(']') - 1));
+      continue;
+    }
+    const size_t eq = line.find('=');
+    if (in_table_list || eq == std::string_view::npos) continue;
+    std::string_view key = line.substr(0, eq);
+    while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.remove_suffix(1);
+    keys.insert(section.empty() ? std::string(key) : section + "." + std::string(key));
+  }
+  return keys;
+}
+
 TEST(TuningProfiles, BalancedIsTheDefaults) {
   Config c;
   ASSERT_FALSE(load_profile("balanced", &c).has_value());
   EXPECT_EQ(c, Config{});
+  // Every key, listed: a key missing from balanced.toml would still load as its default,
+  // so the file's keys are compared with every key print_config writes.
+  const std::optional<std::string_view> text = builtin_profile_text("balanced");
+  ASSERT_TRUE(text.has_value());
+  const std::set<std::string> listed = assigned_keys(*text);
+  const std::set<std::string> every = assigned_keys(print_config(Config{}));
+  ASSERT_FALSE(every.empty());
+  for (const std::string& key : every) {
+    EXPECT_TRUE(listed.count(key)) << key << " is missing from tuning/profiles/balanced.toml";
+  }
+  for (const std::string& key : listed) {
+    EXPECT_TRUE(every.count(key)) << key << " in balanced.toml is not a key print_config writes";
+  }
 }
 
 TEST(TuningProfiles, LatencyAndThroughputChangeWhatTheySay) {
