@@ -3,6 +3,7 @@ ringpoll-load directly and through the proxy, with live progress, a table and an
 report. Everything it starts is stopped by PID on every exit path."""
 import html
 import os
+import re
 import sys
 import time
 
@@ -10,8 +11,37 @@ import clients
 import report
 from procs import StartError, free_port
 from runner import measured_run, per_request
+from servers import backend_args
 
 LABELS = {"srv": "server CPU µs/req user+sys", "bk": "proxy CPU µs/req user+sys"}
+
+
+def backend_given(argv):
+    """Whether --backend is on the command line (argparse also takes a unique prefix,
+    --ba or longer; --b alone would be ambiguous with --build)."""
+    for a in argv:
+        flag = a.split("=", 1)[0]
+        if len(flag) >= 4 and "--backend".startswith(flag):
+            return True
+    return False
+
+
+def backend_of(banner):
+    """The backend a ringpoll program says it runs in its first line ("..., backend NAME, ...")."""
+    m = re.search(r"\bbackend ([\w-]+)", banner or "")
+    return m.group(1) if m else None
+
+
+def selection_line(proc):
+    """The engine's log line on stderr saying which backend runs and why, or ""."""
+    try:
+        with open(proc.log_path + ".err", errors="replace") as f:
+            for line in f:
+                if line.startswith("ringpoll: backend ") or line.startswith("ringpoll: error"):
+                    return line.strip()
+    except (OSError, TypeError):
+        pass
+    return ""
 
 
 def run(args, reg, tools, outdir):
@@ -24,16 +54,18 @@ def run(args, reg, tools, outdir):
               file=sys.stderr)
         return 1
 
+    # Without --backend: io_uring completion mode when io_uring can start, else epoll (the
+    # engine's automatic choice); the report names the backend the server says it runs.
+    backend = args.backend if backend_given(sys.argv[1:]) else "auto"
     port = free_port()
-    got = t.serve_echo_argv(args.backend, port)
+    got = t.serve_echo_argv(backend, port)
     if not got:
         print(f"demo: neither {t.build_dir}/bin/ringpoll-serve nor ringpoll-echo exists",
               file=sys.stderr)
         return 1
     argv, server_name = got
     if not t.serve:
-        notes.append(f"ringpoll-serve is not built yet: ringpoll-echo --backend {args.backend} "
-                     f"stands in for it.")
+        notes.append(f"ringpoll-serve is not built yet: {server_name} stands in for it.")
     srv = reg.start(server_name, argv, cpu=srv_cpu, log_path=os.path.join(t.tmpdir, "server.log"))
     try:
         reg.wait_listening(srv, port)
@@ -48,6 +80,7 @@ def run(args, reg, tools, outdir):
         pport = free_port()
         pargv = [t.proxy, "--listen", f"127.0.0.1:{pport}", "--upstream", f"127.0.0.1:{port}",
                  "--set", "engine.shards=1"] + (["--set", "engine.cpus=[0]"] if t.pinned else [])
+        pargv += backend_args(backend)
         proxy = reg.start("ringpoll-proxy", pargv, cpu=srv_cpu,
                           log_path=os.path.join(t.tmpdir, "proxy.log"))
         try:
@@ -106,6 +139,23 @@ def run(args, reg, tools, outdir):
     reg.stop(srv)
     banner = srv.first_line()
     pbanner = proxy.first_line() if proxy else ""
+    used = backend_of(banner)
+    if used:
+        if backend != "auto":
+            how = f"--backend {backend}"
+        elif t.serve:
+            how = "chosen automatically: io_uring completion mode, else epoll"
+        else:
+            how = "the ringpoll-echo stand-in, pinned"
+        used_note = f"server backend: {used} ({how})"
+        if proxy and backend_of(pbanner):
+            used_note += f"; proxy backend: {backend_of(pbanner)}"
+        notes.insert(0, used_note)
+    if backend == "auto":
+        for p, what in ((srv, "server"), (proxy, "proxy")):
+            why = selection_line(p) if p else ""
+            if why and "epoll" in why.split(":", 2)[1]:
+                notes.append(f"{what}: {why}")
     print("\n" + report.text_table(rows, LABELS), flush=True)
     if banner:
         print(f"server: {banner}")

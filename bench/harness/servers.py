@@ -19,6 +19,14 @@ RP_BACKENDS = {
     "io_uring-readiness": ["--set", "engine.backend=io_uring", "--set", "io_uring.mode=readiness"],
     "epoll": ["--set", "engine.backend=epoll"],
 }
+# The demo's default (not the matrix, which pins each backend above): io_uring completion
+# mode when io_uring can start, else epoll; the engine logs which one runs and why.
+DEMO_AUTO = ["--set", "engine.backend=auto", "--set", "io_uring.mode=completion"]
+
+
+def backend_args(backend):
+    """The --set options for a backend name of RP_BACKENDS, or "auto" (DEMO_AUTO)."""
+    return DEMO_AUTO if backend == "auto" else RP_BACKENDS[backend]
 
 
 class Tools:
@@ -48,11 +56,16 @@ class Tools:
     # ------------------------------------------------------------------ servers
     def serve_echo_argv(self, backend, port):
         """ringpoll-serve in echo mode, or ringpoll-echo standing in while serve is absent.
-        Returns (argv, label) or None."""
+        backend: a key of RP_BACKENDS, or "auto" (the demo's default; ringpoll-echo, which
+        has no automatic choice, then runs io_uring-completion). Returns (argv, label) or
+        None."""
         pin = PIN_CPU0 if self.pinned else []
         if self.serve:
+            label = "ringpoll-serve" if backend == "auto" else f"ringpoll-serve {backend}"
             return ([self.serve, "--mode", "echo", "--listen", f"127.0.0.1:{port}"] + ONE_SHARD
-                    + pin + RP_BACKENDS[backend], f"ringpoll-serve {backend}")
+                    + pin + backend_args(backend), label)
+        if backend == "auto":
+            backend = "io_uring-completion"
         if self.echo:
             return ([self.echo, "--backend", backend, "--listen", f"127.0.0.1:{port}"],
                     f"ringpoll-echo {backend} (stand-in)")
