@@ -81,10 +81,9 @@ TEST(ProxyUdpPath, ConfigErrorsNameTheKey) {
   }
 }
 
+// Builds that lack a path only (with both, both are tested end to end below).
+#if !(defined(RINGPOLL_WITH_DPDK) && defined(RINGPOLL_WITH_XDP))
 TEST(ProxyUdpPath, APathTheBuildLacksIsRefused) {
-#if defined(RINGPOLL_WITH_DPDK) && defined(RINGPOLL_WITH_XDP)
-  GTEST_SKIP() << "this build has DPDK and AF_XDP; both paths are tested end to end below";
-#else
 #ifdef RINGPOLL_WITH_DPDK
   const std::string path = "xdp", want = "this build has no AF_XDP";
 #else
@@ -98,8 +97,8 @@ TEST(ProxyUdpPath, APathTheBuildLacksIsRefused) {
             2)
       << out;
   EXPECT_NE(out.find(want), std::string::npos) << out;
-#endif
 }
+#endif
 
 #if defined(RINGPOLL_WITH_DPDK) || defined(RINGPOLL_WITH_XDP)
 
