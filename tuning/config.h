@@ -15,7 +15,8 @@
 // and a TOML syntax error are ConfigErrors naming the file, the line and the key; a layer
 // that fails changes nothing. The default of every key is the `balanced` profile; the
 // table of keys, defaults and ranges is tuning/README.md (kept true by the tests, which
-// load balanced.toml and compare it with Config{}).
+// load balanced.toml, compare its values with Config{} and its keys with every key
+// print_config writes).
 #include <cstdint>
 #include <optional>
 #include <string>

@@ -77,8 +77,9 @@ def main():
     d.add_argument("--warmup", type=float, default=1.0)
     d.add_argument("--connections", type=int, default=50)
     d.add_argument("--size", type=int, default=64)
-    d.add_argument("--backend", default="io_uring-completion",
-                   choices=["io_uring-completion", "epoll"])
+    d.add_argument("--backend", default="auto", choices=["auto", "io_uring-completion", "epoll"],
+                   help="auto (default): io_uring completion mode, epoll when io_uring cannot "
+                        "start; the others pin that backend")
     d.add_argument("--max-other", type=float, default=10.0)
     for p in (b, d):
         p.add_argument("--out", help="results folder (default results/<stamp> or results/demo-<stamp>)")

@@ -16,16 +16,6 @@ from servers import backend_args
 LABELS = {"srv": "server CPU µs/req user+sys", "bk": "proxy CPU µs/req user+sys"}
 
 
-def backend_given(argv):
-    """Whether --backend is on the command line (argparse also takes a unique prefix,
-    --ba or longer; --b alone would be ambiguous with --build)."""
-    for a in argv:
-        flag = a.split("=", 1)[0]
-        if len(flag) >= 4 and "--backend".startswith(flag):
-            return True
-    return False
-
-
 def backend_of(banner):
     """The backend a ringpoll program says it runs in its first line ("..., backend NAME, ...")."""
     m = re.search(r"\bbackend ([\w-]+)", banner or "")
@@ -56,7 +46,7 @@ def run(args, reg, tools, outdir):
 
     # Without --backend: io_uring completion mode when io_uring can start, else epoll (the
     # engine's automatic choice); the report names the backend the server says it runs.
-    backend = args.backend if backend_given(sys.argv[1:]) else "auto"
+    backend = args.backend
     port = free_port()
     got = t.serve_echo_argv(backend, port)
     if not got:
