@@ -142,8 +142,10 @@ TEST(LoadOpenLoop, StallHiddenWithoutCorrection) {
   ASSERT_GT(r.counters.requests, 300u);
   // Only the request in flight during the stall measures it; the ones queued behind it are
   // sent late and look fast — the omission the correction exists to undo.
-  EXPECT_LE(r.latency.count_at_or_above(100 * kMs), 3u);
-  EXPECT_LT(r.latency.quantile(0.99), static_cast<uint64_t>(50 * kMs));
+  // (Bounds with room for a loaded 2-core machine under a sanitizer; with the correction
+  // the same run has 25 or more at 100 ms and a p99 of 100 ms or more.)
+  EXPECT_LE(r.latency.count_at_or_above(100 * kMs), 10u);
+  EXPECT_LT(r.latency.quantile(0.99), static_cast<uint64_t>(100 * kMs));
 }
 
 // An echo or HTTP server on the engine, one shard in its own thread. The accept loop
