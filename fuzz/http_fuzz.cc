@@ -60,8 +60,10 @@ Outcome parse(const std::vector<std::string_view>& chunks, const ParserLimits& l
   for (std::string_view chunk : chunks) {
     const char* d = chunk.data();
     size_t n = chunk.size();
-    // Each round takes at least one byte or ends the chunk: at most n + 1 rounds.
-    for (size_t round = 0; round <= chunk.size() + 1; ++round) {
+    // Each round takes at least one byte or ends the chunk: at most n + 1 rounds, and
+    // running out of rounds with bytes left would drop them unseen.
+    bool chunk_done = false;
+    for (size_t round = 0; round <= chunk.size() + 1 && !chunk_done; ++round) {
       size_t used = SIZE_MAX;
       const RequestParser::Result r = p.feed(d, n, &used);
       check(used <= n, "consumed <= fed");
@@ -69,7 +71,8 @@ Outcome parse(const std::vector<std::string_view>& chunks, const ParserLimits& l
       n -= used;
       if (r == RequestParser::Result::kNeedMore) {
         check(n == 0, "need more consumes everything");
-        break;
+        chunk_done = true;
+        continue;
       }
       if (r == RequestParser::Result::kError) {
         o.error = p.error();
@@ -91,8 +94,9 @@ Outcome parse(const std::vector<std::string_view>& chunks, const ParserLimits& l
       answers.clear();
       (void)ringpoll::http::append_response(answers, ringpoll::http::respond_to(q), 0);
       check(answers.starts_with("HTTP/1.1 "), "an answer starts with a status line");
-      if (n == 0) break;
+      chunk_done = n == 0;
     }
+    check(chunk_done, "every byte of a chunk was consumed within n + 1 feeds");
   }
   return o;
 }
