@@ -251,5 +251,172 @@ TEST_F(UringCompletionTest, ParkedReadAndWriteAllocateNoFrames) {
   EXPECT_TRUE(ierr.ok()) << ierr.message();
 }
 
+// S24 on the io_uring completion backends (Go's execIO): on timeout or close the operation
+// is cancelled and its completion awaited, ignoring further timeouts and closes; an
+// operation that finished first is a success. The operations that take this path: the
+// send (CompSend) on both variants, and the single-shot recv (read_completion) of the
+// singleshot variant; the multishot variant's reads take queued data and cancel nothing.
+// DEFER_TASKRUN lets the test decide when the kernel runs an operation: the kernel posts
+// the CQE when asked (io_uring_get_events), and the engine reaps it only in poll_io, so a
+// completion can sit in the CQ, done in the kernel but not yet seen, while the deadline
+// expires or the close comes.
+template <class P>
+class UringS24 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!P::available().ok) GTEST_SKIP() << "io_uring: " << P::available().why;
+  }
+};
+using CompletionBackends = ::testing::Types<UringCompletionPoller, UringCompletionSingleshot>;
+TYPED_TEST_SUITE(UringS24, CompletionBackends, BackendName);
+
+template <class P>
+Task<void> s24_close(PollFd<P>* f, Status* st, bool* done) {
+  *st = co_await f->close();
+  *done = true;
+}
+
+// One operation on an AF_UNIX pair, parked with its request in the kernel: a recv waiting
+// for data, or a send waiting for socket space (the send buffer is full).
+template <class P>
+struct ParkedOp {
+  explicit ParkedOp(Mode m) : mode(m) {}
+  Mode mode;
+  FdPair p;
+  PollFd<P> f;
+  char buf[16] = {};
+  const std::string data = pattern(100);
+  IoResult r;
+  bool done = false;
+  Status cst;
+  bool closed = false;
+
+  static Task<void> run(ParkedOp* op) {
+    if (op->mode == Mode::kRead) {
+      op->r = co_await op->f.read(std::as_writable_bytes(std::span(op->buf)));
+    } else {
+      op->r = co_await op->f.write(std::as_bytes(std::span(op->data)));
+    }
+    op->done = true;
+  }
+  // Opens the pair and starts the operation; true when it waits in the kernel.
+  bool start(Env<P>& e) {
+    unix_pair(p);
+    if (!f.open(e.s, p.take_a()).ok()) return false;
+    if (mode == Mode::kWrite && fill_send_buffer(f.fd()) == 0) return false;
+    e.s.spawn(run(this));
+    e.settle();
+    return !done;
+  }
+  // The peer makes the operation possible (data to read, space to write); then the kernel
+  // completes it and posts the CQE, which stays unreaped: the engine reaps only in poll_io.
+  bool complete_in_kernel(Env<P>& e) {
+    if (mode == Mode::kRead) {
+      put(p.b, "won");
+    } else if (drain(p.b) == 0) {
+      return false;
+    }
+    io_uring* ring = e.s.backend().ring().raw();
+    for (int i = 0; i < 1000; ++i) {
+      io_uring_get_events(ring);
+      if (io_uring_cq_ready(ring) > 0) return true;
+      usleep(1000);
+    }
+    return false;
+  }
+  // Interrupts it: an expired deadline, or a close (spawned; it runs with the next
+  // run_ready).
+  bool expire() {
+    const int64_t past = mono_now_ns() - 1;
+    return (mode == Mode::kRead ? f.set_read_deadline(past) : f.set_write_deadline(past)).ok();
+  }
+  void close(Env<P>& e) { e.s.spawn(s24_close(&f, &cst, &closed)); }
+  // The operation returned the completion's success.
+  void expect_success() {
+    EXPECT_TRUE(r.ok()) << r.err.message();
+    if (mode == Mode::kRead) {
+      EXPECT_EQ(std::string(buf, r.n), "won");
+    } else {
+      EXPECT_EQ(r.n, data.size());
+    }
+  }
+};
+
+// The modes whose operations cancel and wait on this backend: the send on both variants;
+// the recv when it is single-shot.
+template <class P>
+std::vector<Mode> cancelling_modes(Env<P>& e) {
+  if (e.s.backend().multishot_recv()) return {Mode::kWrite};
+  return {Mode::kRead, Mode::kWrite};
+}
+
+TYPED_TEST(UringS24, S24_AnOperationCompletedBeforeTheDeadlineOrCloseIsASuccess) {
+  using P = TypeParam;
+  Env<P> e;
+  ASSERT_TRUE(e.s.start().ok());
+  for (const bool by_close : {false, true}) {
+    for (const Mode m : cancelling_modes(e)) {
+      SCOPED_TRACE(std::string(m == Mode::kRead ? "recv" : "send") +
+                   (by_close ? ", close" : ", deadline"));
+      ParkedOp<P> op(m);
+      ASSERT_TRUE(op.start(e)) << "the operation did not wait in the kernel";
+      ASSERT_TRUE(op.complete_in_kernel(e)) << "the operation never completed in the kernel";
+      if (by_close) {
+        op.close(e);
+      } else {
+        ASSERT_TRUE(op.expire());
+      }
+      e.s.run_ready();  // the operation cancels and waits for its completion
+      EXPECT_FALSE(op.done) << "the operation returned before its completion was reaped";
+      ASSERT_TRUE(e.run_until([&] { return op.done && (!by_close || op.closed); }));
+      op.expect_success();
+      if (by_close) {
+        EXPECT_TRUE(op.cst.ok()) << op.cst.message();
+      }
+    }
+  }
+}
+
+TYPED_TEST(UringS24, S24_TimeoutAndCloseWhileWaitingForTheCancelAreIgnored) {
+  // The deadline expires: the operation is cancelled, and while the engine waits for that
+  // cancel's completion, a new deadline is set and expires, and a close comes. Neither
+  // ends the wait; the completion decides. First the operation had completed in the kernel
+  // before the cancel reached it: a success. Then the cancel stops the operation: its
+  // result is the timeout that interrupted it, not the close that came later.
+  using P = TypeParam;
+  Env<P> e;
+  ASSERT_TRUE(e.s.start().ok());
+  for (const bool completes : {true, false}) {
+    for (const Mode m : cancelling_modes(e)) {
+      SCOPED_TRACE(std::string(m == Mode::kRead ? "recv" : "send") +
+                   (completes ? ", completes" : ", cancelled"));
+      ParkedOp<P> op(m);
+      ASSERT_TRUE(op.start(e)) << "the operation did not wait in the kernel";
+      ASSERT_TRUE(op.expire());
+      e.s.run_ready();  // the operation cancels; the cancel waits in the SQ
+      ASSERT_FALSE(op.done) << "the operation returned before its completion was reaped";
+      if (completes) {
+        ASSERT_TRUE(op.complete_in_kernel(e)) << "it never completed in the kernel";
+      }
+      // More interruptions while it waits for the completion.
+      ASSERT_TRUE(op.f.set_deadline(mono_now_ns() + kSec).ok());
+      ASSERT_TRUE(op.expire());
+      e.s.run_ready();
+      op.close(e);
+      e.s.run_ready();
+      EXPECT_FALSE(op.done) << "a timeout or close ended the wait for the completion";
+      ASSERT_TRUE(e.run_until([&] { return op.done && op.closed; }));
+      EXPECT_TRUE(op.cst.ok()) << op.cst.message();
+      if (completes) {
+        op.expect_success();
+      } else {
+        EXPECT_TRUE(op.r.err.timeout()) << op.r.err.message();
+        EXPECT_FALSE(op.r.err.closed());
+        EXPECT_EQ(op.r.n, 0u);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ringpoll::test
