@@ -2,6 +2,7 @@
 // "readiness event" is a completion packet.
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "conformance/conformance.h"
 
@@ -319,6 +320,21 @@ TYPED_TEST(CONFORMANCE_SUITE, S19_ErrorPriorityClosingThenTimeoutThenEventError)
   EXPECT_TRUE(r.r.err.closed()) << r.r.err.message();
 }
 
+// Reads f until an error or EOF ends it, counting the bytes (the peer of a writer).
+template <class P>
+Task<void> read_until_end(PollFd<P>* f, size_t* got, Status* end, bool* done) {
+  std::vector<std::byte> buf(size_t{64} << 10);
+  for (;;) {
+    const IoResult r = co_await f->read(std::span(buf));
+    *got += r.n;
+    if (!r.ok()) {
+      *end = r.err;
+      break;
+    }
+  }
+  *done = true;
+}
+
 TYPED_TEST(CONFORMANCE_SUITE, S20_EventsWakeTheRightDirectionsInOneList) {
   using P = TypeParam;
   auto& s = this->sched();
@@ -337,6 +353,40 @@ TYPED_TEST(CONFORMANCE_SUITE, S20_EventsWakeTheRightDirectionsInOneList) {
   ASSERT_TRUE(this->env().run_until([&] { return r.done; }));
   EXPECT_FALSE(w.done);
   EXPECT_TRUE(parked(f.pd(), Mode::kWrite));
+  // Output wakes the writer only: a write parked on a full socket resumes when the peer
+  // reads, and finishes with every byte sent, while a reader on the same descriptor
+  // stays parked.
+  {
+    FdPair q;
+    PollFd<P> fq, peer;
+    ASSERT_TRUE(this->open_pair(q, fq));
+    ASSERT_TRUE(peer.open(s, q.take_b()).ok());
+    block_writes(fq.fd());
+    Op qr, qw;
+    s.spawn(do_read(&fq, &qr));
+    s.spawn(do_write(&fq, &qw, kStuckWrite));
+    this->env().settle();
+    ASSERT_TRUE(parked(fq.pd(), Mode::kRead));
+    ASSERT_TRUE(parked(fq.pd(), Mode::kWrite));
+    ASSERT_FALSE(qw.done);
+    size_t got = 0;
+    Status end;
+    bool drained = false;
+    s.spawn(read_until_end(&peer, &got, &end, &drained));
+    ASSERT_TRUE(this->env().run_until([&] { return qw.done; }));
+    EXPECT_TRUE(qw.r.ok()) << qw.r.err.message();
+    EXPECT_EQ(qw.r.n, kStuckWrite);
+    EXPECT_FALSE(qr.done) << "output readiness woke the reader";
+    EXPECT_TRUE(parked(fq.pd(), Mode::kRead));
+    // Close ends the reader; the peer then reads everything up to EOF.
+    Status cst;
+    bool closed = false;
+    s.spawn(do_close(&fq, &cst, &closed));
+    ASSERT_TRUE(this->env().run_until([&] { return qr.done && closed && drained; }));
+    EXPECT_TRUE(qr.r.err.closed()) << qr.r.err.message();
+    EXPECT_TRUE(end.is(Errc::kEof)) << end.message();
+    EXPECT_GE(got, kStuckWrite);
+  }
   // Hang-up wakes reader and writer, from one poll, as one list.
   Op r2;
   s.spawn(do_read(&f, &r2));
