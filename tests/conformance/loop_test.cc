@@ -4,10 +4,12 @@
 // in S29.
 #include <atomic>
 #include <thread>
+#include <tuple>
 #include <vector>
 #ifndef _WIN32
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #endif
 
 #include "conformance/conformance.h"
@@ -62,6 +64,22 @@ TYPED_TEST(CONFORMANCE_SUITE, S28_WakeUpsCoalesceAndOnlyABlockingPollDrains) {
   ASSERT_TRUE(this->env().run_until([&] { return closed && r.done; }));
 }
 
+// The calling thread's CPU time (user + system).
+int64_t thread_cpu_ns() {
+#ifdef _WIN32
+  FILETIME created, exited, kernel, user;
+  if (!GetThreadTimes(GetCurrentThread(), &created, &exited, &kernel, &user)) return 0;
+  auto ns = [](const FILETIME& t) {
+    return static_cast<int64_t>((uint64_t{t.dwHighDateTime} << 32) | t.dwLowDateTime) * 100;
+  };
+  return ns(kernel) + ns(user);
+#else
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * kSec + ts.tv_nsec;
+#endif
+}
+
 #ifdef _WIN32
 void CALLBACK count_apc(ULONG_PTR arg) {
   reinterpret_cast<std::atomic<int>*>(arg)->fetch_add(1);
@@ -84,6 +102,22 @@ TYPED_TEST(CONFORMANCE_SUITE, S29_PollWaitBlocksReturnsOrWaitsAtMostDelta) {
     const int64_t took = mono_now_ns() - t0;
     EXPECT_GE(took, d) << "poll(" << d << " ns) returned early";
     EXPECT_LT(took, d + 2 * kSec);
+  }
+  // ... and never spin: over many timed waits the thread sleeps, so its CPU time stays a
+  // small part of the wall time (a busy-polling wait would use all of it). The bound is
+  // generous (shared machine, sanitizers); the sub-millisecond round is the one a poller
+  // rounding its timeout down to 0 would spin on.
+  for (const auto& [d, waits, max_share] :
+       {std::tuple{20 * kMs, 20, 0.3}, std::tuple{int64_t{500'000}, 200, 0.5}}) {
+    const int64_t cpu0 = thread_cpu_ns();
+    t0 = mono_now_ns();
+    for (int i = 0; i < waits; ++i) s.poll_io(d);
+    const int64_t wall = mono_now_ns() - t0;
+    const int64_t cpu = thread_cpu_ns() - cpu0;
+    EXPECT_GE(wall, waits * d);
+    EXPECT_LT(static_cast<double>(cpu), max_share * static_cast<double>(wall))
+        << waits << " waits of " << d << " ns used " << cpu << " ns of CPU in " << wall
+        << " ns: a busy spin";
   }
   // < 0: blocks until woken.
   std::atomic<int64_t> woke_at{0};
