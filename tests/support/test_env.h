@@ -6,9 +6,12 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <functional>
 #include <memory>
 #include <string>
@@ -28,6 +31,21 @@ namespace ringpoll::test {
 
 inline constexpr int64_t kMs = 1'000'000;
 inline constexpr int64_t kSec = 1'000'000'000;
+
+// waitpid with a bound: reaps `pid` into *status and returns true, or after `secs` kills it
+// (SIGKILL), reaps it and returns false, so a hung child fails its test at once instead of
+// holding it until ctest's timeout (and outliving it).
+inline bool wait_child(pid_t pid, int* status, int secs = 60) {
+  for (int i = 0; i < secs * 100; ++i) {
+    const pid_t r = waitpid(pid, status, WNOHANG);
+    if (r == pid) return true;
+    if (r < 0 && errno != EINTR) return false;
+    usleep(10'000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, status, 0);
+  return false;
+}
 
 // Every backend the conformance suite runs on. A backend that is not available on this
 // machine reports a skip for each test, never a pass.

@@ -470,6 +470,19 @@ pid_t spawn_serve(const std::vector<std::string>& args, int* out_fd) {
   return pid;
 }
 
+// Kills and reaps the child at scope exit unless the test reaped it already (wait_exit):
+// an ASSERT that fails mid-test must not leave a server running that holds ctest's
+// output open. A reaped pid is never signalled (waitpid then fails with ECHILD).
+struct Reaper {
+  pid_t pid;
+  ~Reaper() {
+    if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
 // Reads one line from fd, waiting at most 10 s in all.
 std::string read_line(int fd) {
   std::string line;
@@ -500,6 +513,7 @@ TEST(ServeBinary, FirstLineNamesTheRealPortAndSigtermExitsZero) {
     int out = -1;
     const pid_t pid = spawn_serve(
         {"--mode", mode, "--listen", "127.0.0.1:0", "--set", "timeouts.drain_ms=200"}, &out);
+    Reaper reap{pid};
     ASSERT_GT(pid, 0);
     const std::string line = read_line(out);
     const std::string want = std::string("ringpoll-serve: ") + mode + " on 127.0.0.1:";
@@ -534,6 +548,7 @@ TEST(ServeBinary, FirstSignalDrainsSecondSignalExitsAtOnce) {
   // A drain far longer than wait_exit's 10 s: only the second signal can end it in time.
   const pid_t pid = spawn_serve(
       {"--mode", "http", "--listen", "127.0.0.1:0", "--set", "timeouts.drain_ms=600000"}, &out);
+  Reaper reap{pid};
   ASSERT_GT(pid, 0);
   const std::string line = read_line(out);
   const size_t colon = line.find("127.0.0.1:");
@@ -564,6 +579,7 @@ TEST(ServeBinary, FirstSignalDrainsSecondSignalExitsAtOnce) {
 TEST(ServeBinary, LoadGeneratorDrivesItWithoutErrors) {
   int out = -1;
   const pid_t pid = spawn_serve({"--mode", "http", "--listen", "127.0.0.1:0"}, &out);
+  Reaper reap{pid};
   ASSERT_GT(pid, 0);
   const std::string line = read_line(out);
   const size_t colon = line.find("127.0.0.1:");
@@ -582,6 +598,7 @@ TEST(ServeBinary, LoadGeneratorDrivesItWithoutErrors) {
           json, static_cast<char*>(nullptr));
     _exit(127);
   }
+  Reaper reap_load{load};
   EXPECT_EQ(wait_exit(load), 0);
   std::ifstream in(json);
   const std::string report((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -609,6 +626,7 @@ TEST(ServeBinary, BadArgumentsExitTwo) {
   for (const auto& args : bad) {
     int out = -1;
     const pid_t pid = spawn_serve(args, &out);
+    Reaper reap{pid};
     ASSERT_GT(pid, 0);
     EXPECT_EQ(wait_exit(pid), 2) << args[args.size() - 1];
     ::close(out);

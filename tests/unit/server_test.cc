@@ -131,7 +131,7 @@ TEST(TcpServer, FirstSignalStopsGracefullySecondStopsAtOnce) {
     _exit(0);
   }
   int status = 0;
-  waitpid(pid, &status, 0);
+  ASSERT_TRUE(wait_child(pid, &status)) << "the child did not exit within 60 s (killed)";
   ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 0)
       << "1: no graceful call; 2: immediate too early; 3: no immediate call";
@@ -191,7 +191,7 @@ TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
                 static_cast<unsigned long long>(per[1]));
     ASSERT_EQ(::write(go[1], &b, 1), 1);  // go
     int status = 0;
-    waitpid(pid, &status, 0);
+    EXPECT_TRUE(wait_child(pid, &status)) << "the client did not exit within 60 s (killed)";
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "client exit " << WEXITSTATUS(status);
     for (int i = 0; i < 5000 && srv.live() > 0; ++i) usleep(2000);
@@ -294,7 +294,7 @@ TEST(TcpServer, EmfileOnAcceptBacksOffAndKeepsServing) {
   EXPECT_LT(errors, 40u) << "the acceptor spun on EMFILE instead of backing off";
   for (int fd : fds) ::close(fd);
   int status = 0;
-  waitpid(pid, &status, 0);
+  ASSERT_TRUE(wait_child(pid, &status)) << "the child did not exit within 60 s (killed)";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << WEXITSTATUS(status);
   ::close(info[0]);
 }

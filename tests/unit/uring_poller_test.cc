@@ -137,7 +137,7 @@ TEST_F(UringTest, MsgRingWakeWorksInAForkedChild) {
     _exit(ok ? 0 : 3);
   }
   int st = 0;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(wait_child(pid, &st)) << "the child did not exit within 60 s (killed)";
   ASSERT_TRUE(WIFEXITED(st)) << "the child died of signal " << WTERMSIG(st);
   EXPECT_EQ(WEXITSTATUS(st), 0) << "2: no ring in the child; 3: the wake did not arrive";
 }
