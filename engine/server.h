@@ -23,6 +23,21 @@
 
 namespace ringpoll {
 
+namespace detail {
+// For the destructor of a server that was not shut down: its teardown goes through the
+// shards, so the engine must still run. After Engine::stop() its tasks would be left
+// parked on the shards pointing at the freed server, so this stops the process, saying so.
+template <class E>
+void require_running_for_teardown(const E& e, const char* what) {
+  if (e.running()) return;
+  std::fprintf(stderr,
+               "ringpoll: %s destroyed after its engine stopped, without shutdown(); call "
+               "shutdown() before Engine::stop()\n",
+               what);
+  std::abort();
+}
+}  // namespace detail
+
 template <PollerBackend P>
 class TcpServer {
  public:
@@ -35,6 +50,7 @@ class TcpServer {
     bool nodelay = true;
     int64_t accept_backoff_min_ns = 5'000'000;      // first pause after EMFILE
     int64_t accept_backoff_max_ns = 1'000'000'000;  // longest pause
+    int shard = -1;  // listen on this shard only (e.g. an admin endpoint); -1: on every shard
   };
 
   // The engine must outlive the server. Nothing listens until start().
@@ -49,12 +65,7 @@ class TcpServer {
   // message saying so instead.
   ~TcpServer() {
     if (!started_ || shut_down_) return;
-    if (!e_.running()) {
-      std::fprintf(stderr,
-                   "ringpoll: TcpServer destroyed after its engine stopped, without "
-                   "shutdown(); call shutdown() before Engine::stop()\n");
-      std::abort();
-    }
+    detail::require_running_for_teardown(e_, "TcpServer");
     (void)shutdown(0);
   }
   TcpServer(const TcpServer&) = delete;
@@ -65,6 +76,7 @@ class TcpServer {
     handler_ = std::move(h);
     SocketAddress addr = at;
     for (size_t i = 0; i < shards_.size(); ++i) {
+      if (opt_.shard >= 0 && static_cast<size_t>(opt_.shard) != i) continue;
       PerShard* ps = shards_[i].get();
       std::string w;
       const Status st = Engine<P>::call(e_.shard(i), [&] {
@@ -113,6 +125,7 @@ class TcpServer {
     shut_down_ = true;
     for (size_t i = 0; i < shards_.size(); ++i) {
       PerShard* ps = shards_[i].get();
+      if (!ps->sched) continue;  // never listened there
       Engine<P>::run_task(e_.shard(i), [ps] { return close_listener(ps); });
     }
     const int64_t end = mono_now_ns() + drain_ns;
@@ -122,6 +135,7 @@ class TcpServer {
     if (live() > 0) {
       for (size_t i = 0; i < shards_.size(); ++i) {
         PerShard* ps = shards_[i].get();
+        if (!ps->sched) continue;
         aborted += Engine<P>::call(e_.shard(i), [ps] {
           size_t n = 0;
           ps->sched->for_each_root([&](typename Scheduler<P>::Root* r) {

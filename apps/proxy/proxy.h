@@ -27,7 +27,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -60,12 +59,7 @@ class ProxyServer {
   // memory, so that stops the process with a message saying so instead.
   ~ProxyServer() {
     if (!started_ || shut_down_) return;
-    if (!e_.running()) {
-      std::fprintf(stderr,
-                   "ringpoll: ProxyServer destroyed after its engine stopped, without "
-                   "shutdown(); call shutdown() before Engine::stop()\n");
-      std::abort();
-    }
+    detail::require_running_for_teardown(e_, "ProxyServer");
     (void)shutdown(0);
   }
   ProxyServer(const ProxyServer&) = delete;
@@ -132,21 +126,18 @@ class ProxyServer {
   }
   size_t listeners() const { return servers_.size(); }
 
-  // Serves Prometheus text at GET /metrics (and "ok" at GET /healthz) on shard 0.
+  // Serves Prometheus text at GET /metrics (and "ok" at GET /healthz): a TcpServer
+  // listening on shard 0 only, so shutdown() ends its requests like any connection's.
   Status start_admin(const SocketAddress& at, std::string* why) {
     started_ = true;
-    admin_ = std::make_unique<TcpListener<P>>();
-    return Engine<P>::call(e_.shard(0), [&]() -> Status {
-      auto& sched = Engine<P>::current()->sched();
-      ListenOptions lo;
-      lo.reuseport = false;
-      Status st = admin_->listen(sched, at, lo, why);
-      if (!st.ok()) return st;
-      admin_address_ = admin_->local_address();
-      helpers_.fetch_add(1);
-      sched.spawn(admin_loop());
-      return Status();
-    });
+    typename TcpServer<P>::Options o;
+    o.listen.reuseport = false;
+    o.shard = 0;
+    admin_ = std::make_unique<TcpServer<P>>(e_, o);
+    const Status st = admin_->start(
+        at, [this](TcpStream<P>& c) { return admin_conn(c); }, why);
+    if (st.ok()) admin_address_ = admin_->address();
+    return st;
   }
   SocketAddress admin_address() const { return admin_address_; }
 
@@ -202,12 +193,7 @@ class ProxyServer {
     shut_down_ = true;
     stopping_.store(true);
     generation()->retired.store(true);
-    if (admin_) {
-      Engine<P>::run_task(e_.shard(0), [this]() -> Task<void> {
-        for (TcpStream<P>* c : admin_conns_) c->poll_fd().abort();
-        (void)co_await admin_->close();
-      });
-    }
+    if (admin_) (void)admin_->shutdown(0);  // open admin requests are aborted
     const int64_t end = mono_now_ns() + drain_ns;
     size_t aborted = 0;
     for (auto& s : servers_) {
@@ -220,13 +206,13 @@ class ProxyServer {
       if (u) (void)u->shutdown(1'000'000'000);
     }
     // A health check ends at its next probe or within a sleep slice; a probe ends by its
-    // own timeout. Admin requests were aborted above.
-    const int64_t helpers_end = mono_now_ns() + max_check_timeout_ns_.load() + kSec;
-    while (helpers_.load() > 0 && mono_now_ns() < helpers_end)
+    // own timeout.
+    const int64_t checkers_end = mono_now_ns() + max_check_timeout_ns_.load() + kSec;
+    while (checkers_.load() > 0 && mono_now_ns() < checkers_end)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    if (helpers_.load() > 0)
+    if (checkers_.load() > 0)
       std::fprintf(stderr, "ringpoll-proxy: shutdown: %d health checks still probing\n",
-                   helpers_.load());
+                   checkers_.load());
     return aborted;
   }
 
@@ -307,13 +293,11 @@ class ProxyServer {
     bool failed = false;
     void fail(ProxyError e) {
       if (failed) return;
-      failed = true;
       m->error(e);
-      client->poll_fd().abort();
-      upstream->poll_fd().abort();
+      end();
     }
-    // One side was closed from outside the relay (the server's shutdown aborts the
-    // client): the other direction ends as well, and no error is counted.
+    // Ends both directions. Alone (no error counted): one side was closed from outside
+    // the relay (the server's shutdown aborts the client), so the other ends as well.
     void end() {
       if (failed) return;
       failed = true;
@@ -536,7 +520,7 @@ class ProxyServer {
     for (auto& p : gen->pools) {
       if (p->settings().check_interval_ns <= 0) continue;
       auto* start = new CheckStart{this, gen, p.get()};
-      helpers_.fetch_add(1);
+      checkers_.fetch_add(1);
       const int64_t to = p->settings().check_timeout_ns;  // how long shutdown may wait
       int64_t seen = max_check_timeout_ns_.load();
       while (seen < to && !max_check_timeout_ns_.compare_exchange_weak(seen, to)) {
@@ -554,7 +538,7 @@ class ProxyServer {
                      "health checks not started\n",
                      p->settings().name.c_str());
         delete start;
-        helpers_.fetch_sub(1);
+        checkers_.fetch_sub(1);
       }
     }
   }
@@ -582,39 +566,19 @@ class ProxyServer {
            now = mono_now_ns())
         co_await sched.sleep_for(std::min(next - now, kCheckSliceNs));
     }
-    helpers_.fetch_sub(1);  // not in a destructor: a frame destroyed unfinished must not touch this
+    checkers_.fetch_sub(
+        1);  // not in a destructor: a frame destroyed unfinished must not touch this
   }
 
   // ---- admin endpoint (shard 0) ----
 
-  Task<void> admin_loop() {
-    Scheduler<P>& sched = Engine<P>::current()->sched();
-    for (;;) {
-      AcceptResult a = co_await admin_->accept();
-      if (a.err.closed()) break;
-      if (!a.err.ok()) {
-        co_await sched.sleep_for(10'000'000);
-        continue;
-      }
-      auto c = std::make_unique<TcpStream<P>>();
-      if (!c->adopt(sched, a.fd).ok()) {
-        ::close(a.fd);
-        continue;
-      }
-      helpers_.fetch_add(1);
-      sched.spawn(admin_conn(std::move(c)));
-    }
-    helpers_.fetch_sub(1);
-  }
-
-  // Listed in admin_conns_ (shard 0 only) while it runs, for shutdown to abort.
-  Task<void> admin_conn(std::unique_ptr<TcpStream<P>> c) {
-    admin_conns_.push_back(c.get());
-    (void)c->set_deadline(mono_now_ns() + 5'000'000'000);
+  // One admin request; the server closes the stream when this returns.
+  Task<void> admin_conn(TcpStream<P>& c) {
+    (void)c.set_deadline(mono_now_ns() + 5'000'000'000);
     std::string req;
     char buf[2048];
     while (req.find("\r\n\r\n") == std::string::npos && req.size() < 8192) {
-      const IoResult r = co_await c->read(std::as_writable_bytes(std::span<char>(buf)));
+      const IoResult r = co_await c.read(std::as_writable_bytes(std::span<char>(buf)));
       if (!r.ok()) break;
       req.append(buf, r.n);
     }
@@ -637,10 +601,7 @@ class ProxyServer {
     std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
                        "\r\nContent-Length: " + std::to_string(body.size()) +
                        "\r\nConnection: close\r\n\r\n" + body;
-    (void)co_await c->write(std::as_bytes(std::span<const char>(resp.data(), resp.size())));
-    (void)co_await c->close();
-    std::erase(admin_conns_, c.get());
-    helpers_.fetch_sub(1);
+    (void)co_await c.write(std::as_bytes(std::span<const char>(resp.data(), resp.size())));
   }
 
   // The io_uring completion backend's own counters, per shard (read on each shard): how
@@ -680,17 +641,16 @@ class ProxyServer {
   std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
   std::vector<std::unique_ptr<UdpService>> udp_;        // by listener; null: a TCP one
   UdpPathStart udp_path_;
-  std::unique_ptr<TcpListener<P>> admin_;
+  std::unique_ptr<TcpServer<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> reloads_{0};
-  // The proxy's own tasks (health checks, the admin loop and its requests) still running;
-  // shutdown() waits for them. The longest probe timeout bounds that wait.
-  std::atomic<int> helpers_{0};
+  // Active health checks still running; shutdown() waits for them, at most the longest
+  // probe timeout (and a sleep slice).
+  std::atomic<int> checkers_{0};
   std::atomic<int64_t> max_check_timeout_ns_{0};
-  std::vector<TcpStream<P>*> admin_conns_;  // shard 0 only
-  bool started_ = false;                    // start() or start_admin() ran (controlling thread)
-  bool shut_down_ = false;                  // shutdown() ran
+  bool started_ = false;    // start() or start_admin() ran (controlling thread)
+  bool shut_down_ = false;  // shutdown() ran
   static constexpr int64_t kCheckSliceNs = 100'000'000;
   static constexpr int64_t kSec = 1'000'000'000;
 };

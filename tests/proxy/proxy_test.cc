@@ -298,6 +298,14 @@ struct Rig {
     return o;
   }
   uint64_t errors(ProxyError k) const { return px->metrics().total_errors(k); }
+  // The admin endpoint on a free loopback port.
+  ::testing::AssertionResult start_admin() {
+    SocketAddress at;
+    parse_address("127.0.0.1:0", &at);
+    std::string why;
+    if (px->start_admin(at, &why).ok()) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "start_admin: " << why;
+  }
   Engine<P> e;
   std::unique_ptr<proxy::ProxyServer<P>> px;
   SocketAddress addr;
@@ -620,10 +628,7 @@ TYPED_TEST(ProxyRelay, AdminEndpointServesMetrics) {
   TestUpstream up(echo);
   Rig<TypeParam> rig(settings_for({up.address()}));
   ASSERT_TRUE(rig.started);
-  SocketAddress at;
-  parse_address("127.0.0.1:0", &at);
-  std::string why;
-  ASSERT_TRUE(rig.px->start_admin(at, &why).ok()) << why;
+  ASSERT_TRUE(rig.start_admin());
   const int c = connect_to(rig.addr);
   ASSERT_TRUE(send_all(c, "12345", 5));
   ::shutdown(c, SHUT_WR);
@@ -706,10 +711,7 @@ TYPED_TEST(ProxyRelay, DestroyedWithoutShutdownEndsItsTasksWhileTheEngineRuns) {
   s.pools[0].check_timeout_ns = 500 * kMs;
   Rig<TypeParam> rig(s);
   ASSERT_TRUE(rig.started);
-  SocketAddress at;
-  parse_address("127.0.0.1:0", &at);
-  std::string why;
-  ASSERT_TRUE(rig.px->start_admin(at, &why).ok()) << why;
+  ASSERT_TRUE(rig.start_admin());
   const int c = connect_to(rig.addr);
   ASSERT_TRUE(send_all(c, "a", 1));
   EXPECT_EQ(recv_all(c, 1), "a");
