@@ -74,6 +74,7 @@ class Engine {
       notify();
       return true;
     }
+    size_t inbox_capacity() const noexcept { return inbox_.capacity(); }
     // Called by the shard's scheduler loop (ExternalWork): runs queued jobs and resumes the
     // tasks whose cross-shard replies arrived. Not for application code.
     size_t drain() override {

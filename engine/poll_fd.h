@@ -220,6 +220,9 @@ struct Call {
 };
 // A read on a completion backend with a multishot recv: the data is already queued on the
 // descriptor (FdState); take it, or arm the recv and wait for the completion to wake us.
+// A connection whose recv ended for want of buffers (the shard's ring ran dry) receives
+// straight into the caller's buffer instead, so no reader waits on buffers other
+// connections hold (DESIGN.md "Fairness").
 template <class P>
 struct RingRead {
   using Result = IoResult;
@@ -235,6 +238,14 @@ struct RingRead {
       fail(Status::from_errno(-std::exchange(st->recv_err, 0)));
     } else if (st->eof) {
       fail(Errc::kEof);
+    } else if (st->recv_waiting) {
+      const ssize_t r = b->recv_starved(st, buf);
+      if (r == -EAGAIN) return false;
+      if (r > 0) {
+        buf = buf.first(static_cast<size_t>(r));
+      } else {
+        fail(r == 0 ? Status(Errc::kEof) : Status::from_errno(static_cast<int>(-r)));
+      }
     } else {
       b->arm_recv(st);
       return false;

@@ -101,6 +101,7 @@ void fields(UringSection& s, V&& v) {
   v("multishot_recv", s.multishot_recv, BoolSpec{});
   v("buf_count", s.buf_count, IntSpec{1, 32768, true});
   v("buf_size", s.buf_size, IntSpec{512, kMiB});
+  v("buf_per_conn", s.buf_per_conn, IntSpec{1, 32768});
   v("send_zc", s.send_zc, BoolSpec{});
   v("zc_threshold", s.zc_threshold, IntSpec{0, 64 * kMiB});
 }
@@ -794,6 +795,7 @@ UringCompletionOptions completion_options(const Config& cfg) {
   o.multishot_recv = u.multishot_recv;
   o.buf_count = static_cast<unsigned>(u.buf_count);
   o.buf_size = static_cast<unsigned>(u.buf_size);
+  o.buf_per_conn = static_cast<unsigned>(u.buf_per_conn);
   o.send_zc = u.send_zc;
   o.zc_threshold = static_cast<size_t>(u.zc_threshold);
   return o;

@@ -64,6 +64,7 @@ struct UringSection {
   bool multishot_recv = true;
   int64_t buf_count = 512;
   int64_t buf_size = 4096;
+  int64_t buf_per_conn = 16;  // buffers one connection may hold unread (fairness bound)
   bool send_zc = true;
   int64_t zc_threshold = 16384;  // sends of at least this many bytes use send_zc
   bool operator==(const UringSection&) const = default;

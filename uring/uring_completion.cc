@@ -1,5 +1,6 @@
 #include "uring/uring_completion.h"
 
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@ constexpr uint16_t kBufGroup = 1;
 constexpr uint64_t kOpBit = 1;
 constexpr uint64_t kKindRecv = 2;
 constexpr uint64_t kKindAccept = 4;
+constexpr uint64_t kKindPoll = 6;  // a starved reader's one-shot POLLIN
 constexpr uint64_t kKindMask = 7;
 constexpr uint64_t kPtrMask = (uint64_t{1} << kTagShift) - 1;
 
@@ -53,9 +55,10 @@ Status UringCompletionPoller::init() {
   zc_ok_ = copt_.send_zc && ring_.supports(IORING_OP_SEND_ZC);
   if (copt_.multishot_recv) {
     if (copt_.buf_count == 0 || (copt_.buf_count & (copt_.buf_count - 1)) ||
-        copt_.buf_count > 32768 || copt_.buf_size == 0) {
+        copt_.buf_count > 32768 || copt_.buf_size == 0 || copt_.buf_per_conn == 0) {
       return Errc::kInvalidArgument;
     }
+    copt_.buf_per_conn = std::min(copt_.buf_per_conn, copt_.buf_count);
     buf_ring_bytes_ = copt_.buf_count * sizeof(io_uring_buf);
     void* r =
         mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -94,14 +97,17 @@ std::string UringCompletionPoller::describe() const {
   std::string s = ring_.describe() + " completion:";
   s += copt_.multishot_accept ? " multishot-accept" : " accept";
   s += buf_ring_ ? " multishot-recv(buffer ring " + std::to_string(copt_.buf_count) + "x" +
-                       std::to_string(copt_.buf_size) + ")"
+                       std::to_string(copt_.buf_size) + ", at most " +
+                       std::to_string(copt_.buf_per_conn) + " a connection)"
                  : " recv";
   s += zc_ok_ ? " send_zc>=" + std::to_string(copt_.zc_threshold) : " send";
   return s;
 }
 
 UringCompletionPoller::Counters UringCompletionPoller::counters() const noexcept {
-  return counters_;
+  Counters c = counters_;
+  c.buffers_held = buf_ring_ ? copt_.buf_count - c.buffers_free : 0;
+  return c;
 }
 
 int UringCompletionPoller::open(int fd, PollDesc* pd) {
@@ -137,22 +143,23 @@ int UringCompletionPoller::close(int, PollDesc* pd) {
     io_uring_prep_cancel64(s, pd_data(pd, kKindAccept), 0);
     io_uring_sqe_set_data64(s, kUringIgnoreData);
   }
+  if (st->poll_armed) {
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_cancel64(s, pd_data(pd, kKindPoll), 0);
+    io_uring_sqe_set_data64(s, kUringIgnoreData);
+  }
+  if (st->recv_paused) {
+    st->recv_paused = false;
+    --counters_.conns_at_bound;
+  }
   for (size_t i = st->head; i < st->chunks.size(); ++i) recycle(st->chunks[i].bid);
   st->chunks.clear();
   st->head = 0;
   for (size_t i = st->ahead; i < st->accepted.size(); ++i) ::close(st->accepted[i]);
   st->accepted.clear();
   st->ahead = 0;
-  if (st->recv_waiting) {
-    for (FdState** p = &waiting_; *p; p = &(*p)->next_waiting) {
-      if (*p == st) {
-        *p = st->next_waiting;
-        break;
-      }
-    }
-    st->recv_waiting = false;
-  }
-  st->recv_armed = st->accept_armed = false;
+  if (st->recv_waiting) unlink_waiting(st);
+  st->recv_armed = st->accept_armed = st->poll_armed = false;
   pd->backend_data = 0;
   const int r = ring_.flush();
   return r < 0 ? -r : 0;
@@ -217,7 +224,7 @@ void UringCompletionPoller::cancel(Op* op) {
 }
 
 void UringCompletionPoller::arm_recv(FdState* st) {
-  if (!buf_ring_ || st->recv_armed || st->recv_waiting || st->eof) return;
+  if (!buf_ring_ || st->recv_armed || st->recv_waiting || st->recv_paused || st->eof) return;
   io_uring_sqe* s = ring_.sqe();
   io_uring_prep_recv_multishot(s, st->fd, nullptr, 0, 0);
   s->flags |= IOSQE_BUFFER_SELECT;
@@ -243,15 +250,60 @@ void UringCompletionPoller::recycle(uint16_t bid) {
 
 void UringCompletionPoller::rearm_waiting() {
   // Buffers came back: connections whose recv ended with ENOBUFS still have their data
-  // in the kernel; arm them again.
-  while (waiting_ && counters_.buffers_free > 0) {
+  // in the kernel; arm them again, oldest first, no more of them than there are free
+  // buffers (each armed recv takes at least one), so a returned buffer does not send the
+  // whole list back to the kernel only to meet ENOBUFS again.
+  for (uint64_t budget = counters_.buffers_free; waiting_ && budget > 0; --budget) {
     FdState* st = waiting_;
-    waiting_ = st->next_waiting;
-    st->next_waiting = nullptr;
-    st->recv_waiting = false;
+    unlink_waiting(st);
     ++counters_.recv_rearms;
     arm_recv(st);
   }
+}
+
+void UringCompletionPoller::unlink_waiting(FdState* st) {
+  FdState* prev = nullptr;
+  for (FdState* p = waiting_; p; prev = p, p = p->next_waiting) {
+    if (p != st) continue;
+    (prev ? prev->next_waiting : waiting_) = st->next_waiting;
+    if (waiting_tail_ == st) waiting_tail_ = prev;
+    break;
+  }
+  st->next_waiting = nullptr;
+  st->recv_waiting = false;
+}
+
+void UringCompletionPoller::pause_recv(FdState* st) {
+  // The connection holds buf_per_conn buffers its application has not read: cancel its
+  // recv. CQEs already on their way may still add a buffer or two; the cancel's own CQE
+  // (no F_MORE) clears recv_armed, and take_recv re-arms below half the bound.
+  st->recv_paused = true;
+  ++counters_.conns_at_bound;
+  ++counters_.bound_pauses;
+  if (!st->recv_armed) return;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_cancel64(s, pd_data(st->pd, kKindRecv), 0);
+  io_uring_sqe_set_data64(s, kUringIgnoreData);
+}
+
+ssize_t UringCompletionPoller::recv_starved(FdState* st, std::span<std::byte> out) {
+  const ssize_t n = ::recv(st->fd, out.data(), out.size(), MSG_DONTWAIT);
+  if (n > 0) {
+    ++counters_.starved_reads;
+    return n;
+  }
+  if (n == 0) {
+    st->eof = true;
+    return 0;
+  }
+  if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+  if (!st->poll_armed) {
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_poll_add(s, st->fd, POLLIN | POLLRDHUP);
+    io_uring_sqe_set_data64(s, pd_data(st->pd, kKindPoll));
+    st->poll_armed = true;
+  }
+  return -EAGAIN;
 }
 
 size_t UringCompletionPoller::take_recv(FdState* st, std::span<std::byte> out) {
@@ -270,6 +322,14 @@ size_t UringCompletionPoller::take_recv(FdState* st, std::span<std::byte> out) {
   if (st->head == st->chunks.size()) {
     st->chunks.clear();
     st->head = 0;
+  }
+  if (st->recv_paused && st->chunks.size() - st->head <= copt_.buf_per_conn / 2) {
+    st->recv_paused = false;
+    --counters_.conns_at_bound;
+    if (!st->recv_armed) {  // else the cancelled recv's last CQE is still to come
+      arm_recv(st);
+      if (st->recv_armed) ++counters_.recv_rearms;
+    }
   }
   if (waiting_) rearm_waiting();
   return n;
@@ -310,11 +370,24 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
     if (op->done) op->pd->ready(op->mode, out);
     return;
   }
-  const bool recv = (ud & kKindMask) == kKindRecv;
-  if (hook) hook(recv ? UringCqeKind::kRecv : UringCqeKind::kAccept, &res, &flags);
+  const uint64_t kind = ud & kKindMask;
+  const bool recv = kind == kKindRecv;
+  if (hook) {
+    hook(recv                   ? UringCqeKind::kRecv
+         : kind == kKindAccept ? UringCqeKind::kAccept
+                               : UringCqeKind::kPoll,
+         &res, &flags);
+  }
   PollDesc* pd = data_pd(ud);
   const bool more = flags & IORING_CQE_F_MORE;
   FdState* st = tag_current(pd, tagged_seq(ud)) ? state_of(pd) : nullptr;
+  if (kind == kKindPoll) {  // a starved reader's poll: wake it to receive directly
+    if (st) {
+      st->poll_armed = false;
+      pd->ready(Mode::kRead, out);
+    }
+    return;
+  }
   if (recv) {
     const bool has_buf = flags & IORING_CQE_F_BUFFER;
     const auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
@@ -325,6 +398,7 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
     }
     if (res > 0 && has_buf) {
       st->chunks.push_back(Chunk{bid, static_cast<uint32_t>(res), 0});
+      if (!st->recv_paused && st->chunks.size() - st->head >= copt_.buf_per_conn) pause_recv(st);
     } else {
       if (has_buf) recycle(bid);
       if (res == 0) {
@@ -333,12 +407,13 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
         // The ring ran dry; the data stays in the socket until buffers come back.
         ++counters_.nobufs;
         st->recv_armed = false;
-        if (!st->recv_waiting) {
+        if (!st->recv_waiting && !st->recv_paused) {
           st->recv_waiting = true;
-          st->next_waiting = waiting_;
-          waiting_ = st;
+          (waiting_tail_ ? waiting_tail_->next_waiting : waiting_) = st;
+          waiting_tail_ = st;
         }
         if (counters_.buffers_free > 0) rearm_waiting();
+        pd->ready(Mode::kRead, out);  // a parked reader now receives directly
         return;
       } else if (res < 0 && res != -ECANCELED) {
         st->recv_err = res;
@@ -346,9 +421,12 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
     }
     if (!more) {
       st->recv_armed = false;
-      if (res > 0 && !pd->closing) {
+      // The multishot ended with data still flowing, or the cancel at the bound landed
+      // after the application had already read below it: keep receiving (arm_recv does
+      // nothing while the connection is still at its bound).
+      if ((res > 0 || res == -ECANCELED) && !pd->closing && !st->recv_paused) {
         ++counters_.recv_rearms;
-        arm_recv(st);  // the multishot ended with data still flowing: keep receiving
+        arm_recv(st);
       }
     }
     pd->ready(Mode::kRead, out);

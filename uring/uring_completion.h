@@ -6,9 +6,17 @@
 // probed and can be switched off (UringCompletionOptions):
 //   multishot accept   one SQE per listener; accepted fds queue on the listener
 //   multishot recv     one SQE per connection, into a provided buffer ring; data queues
-//                      on the connection until read. ENOBUFS (the ring ran dry) ends the
-//                      recv with the data still in the socket: the connection waits on a
-//                      list and is re-armed when a buffer comes back, so nothing is lost.
+//                      on the connection until read. The ring is the shard's, so no
+//                      connection may hold more than buf_per_conn of its buffers: at that
+//                      bound its recv is cancelled (the data waits in the socket, under
+//                      TCP's flow control) and re-armed once the application has read
+//                      the connection's queue down to half the bound (DESIGN.md
+//                      "Fairness"). ENOBUFS (the ring ran dry anyway: many connections,
+//                      each under its bound) ends the recv with the data still in the
+//                      socket; the connection waits on a FIFO list and is re-armed when
+//                      buffers come back, and meanwhile its reader receives straight into
+//                      its own buffer (recv_starved), woken by a one-shot poll. A reader
+//                      therefore never waits on a buffer another connection holds.
 //   send / send_zc     a send per write; at or above zc_threshold bytes, send_zc, whose
 //                      buffer is the caller's again only after the notification CQE.
 //   single-shot recv   when multishot recv is off: the kernel writes into the caller's
@@ -18,9 +26,10 @@
 // success. Direct descriptors are not used yet (they pay only with fixed-file accept and
 // no syscalls on the fd outside the ring; the sockets layer still needs plain fds).
 //
-// user_data: an operation is (Op* | 1); a multishot recv or accept is the tagged pointer
-// (PollDesc*, fdseq) with kind bits 2 or 4 in the low bits, so a completion for a closed
-// descriptor is recognised as stale (its buffer is still returned to the ring).
+// user_data: an operation is (Op* | 1); a multishot recv, a multishot accept or a starved
+// reader's one-shot poll is the tagged pointer (PollDesc*, fdseq) with kind 2, 4 or 6 in
+// the low bits, so a completion for a closed descriptor is recognised as stale (its
+// buffer is still returned to the ring).
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -39,13 +48,17 @@ struct UringCompletionOptions {
   bool multishot_recv = true;
   unsigned buf_count = 512;  // provided buffers (a power of two)
   unsigned buf_size = 4096;  // bytes each
+  // The most provided buffers one connection may hold received but not yet read; at the
+  // bound its multishot recv stops until the application reads (at least 1; above
+  // buf_count it is buf_count).
+  unsigned buf_per_conn = 16;
   bool send_zc = true;
   size_t zc_threshold = 16384;  // send_zc pays only for large sends (page pinning costs)
 };
 
 // Test seam: sees (and may rewrite) every CQE's result and flags before dispatch, to
 // inject ENOBUFS, ECANCELED, short sends, ECONNABORTED. Never set in production.
-enum class UringCqeKind : uint8_t { kOp, kRecv, kAccept };
+enum class UringCqeKind : uint8_t { kOp, kRecv, kAccept, kPoll };
 using UringCqeHook = void (*)(UringCqeKind kind, int32_t* res, uint32_t* flags);
 inline std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
 // Test seam: when non-zero, every send asks the kernel for at most this many bytes, so
@@ -84,6 +97,8 @@ class UringCompletionPoller {
     int fd = -1;
     bool recv_armed = false;
     bool recv_waiting = false;  // on the list of connections waiting for buffers
+    bool recv_paused = false;   // at buf_per_conn: the recv stays off until the app reads
+    bool poll_armed = false;    // a one-shot POLLIN for a starved reader (recv_starved)
     bool eof = false;
     int32_t recv_err = 0;
     std::vector<Chunk> chunks;
@@ -131,6 +146,11 @@ class UringCompletionPoller {
   bool multishot_accept() const noexcept { return copt_.multishot_accept; }
   void arm_recv(FdState* st);
   size_t take_recv(FdState* st, std::span<std::byte> out);
+  // A read that found no queued data while the connection waits for buffers (its
+  // multishot recv ended with ENOBUFS): receive straight into `out` (MSG_DONTWAIT).
+  // Returns the bytes read (> 0), 0 at end of stream, or -errno; -EAGAIN means nothing
+  // is there yet and a one-shot poll will wake the reader.
+  ssize_t recv_starved(FdState* st, std::span<std::byte> out);
   void arm_accept(FdState* st);
   int take_accept(FdState* st);  // an fd, or -1 when none is queued
 
@@ -139,6 +159,10 @@ class UringCompletionPoller {
     uint64_t nobufs = 0;       // multishot recvs ended by ENOBUFS
     uint64_t recv_rearms = 0;  // re-armed after ENOBUFS or an ended multishot
     uint64_t buffers_free = 0;
+    uint64_t buffers_held = 0;   // received, queued on connections, not yet read
+    uint64_t conns_at_bound = 0; // connections whose recv is off at buf_per_conn now
+    uint64_t bound_pauses = 0;   // times a connection reached buf_per_conn
+    uint64_t starved_reads = 0;  // reads served straight into the caller's buffer
   };
   Counters counters() const noexcept;
   UringRing& ring() noexcept { return ring_; }
@@ -147,6 +171,8 @@ class UringCompletionPoller {
  private:
   void recycle(uint16_t bid);
   void rearm_waiting();
+  void pause_recv(FdState* st);
+  void unlink_waiting(FdState* st);
   void dispatch(io_uring_cqe* cqe, int64_t delta, TaskList& out, int* events);
   UringRing ring_;
   UringCompletionOptions copt_;
@@ -156,7 +182,8 @@ class UringCompletionPoller {
   size_t buf_ring_bytes_ = 0;
   size_t bufs_bytes_ = 0;
   unsigned buf_mask_ = 0;
-  FdState* waiting_ = nullptr;
+  FdState* waiting_ = nullptr;  // FIFO of connections whose recv ended with ENOBUFS
+  FdState* waiting_tail_ = nullptr;
   Counters counters_;
 };
 static_assert(PollerBackend<UringCompletionPoller>);

@@ -619,6 +619,18 @@ class ProxyServer {
           "# TYPE ringpoll_uring_recv_rearms_total counter\n"
           "# HELP ringpoll_uring_buffers_free Provided receive buffers free now.\n"
           "# TYPE ringpoll_uring_buffers_free gauge\n"
+          "# HELP ringpoll_uring_buffers_held Provided receive buffers holding data a "
+          "connection has not read yet.\n"
+          "# TYPE ringpoll_uring_buffers_held gauge\n"
+          "# HELP ringpoll_uring_conns_at_bound Connections holding io_uring.buf_per_conn "
+          "buffers unread now: their recv is off until their application reads.\n"
+          "# TYPE ringpoll_uring_conns_at_bound gauge\n"
+          "# HELP ringpoll_uring_bound_pauses_total Times a connection reached "
+          "io_uring.buf_per_conn.\n"
+          "# TYPE ringpoll_uring_bound_pauses_total counter\n"
+          "# HELP ringpoll_uring_starved_reads_total Reads received straight into the "
+          "application's buffer while the buffer ring was dry.\n"
+          "# TYPE ringpoll_uring_starved_reads_total counter\n"
           "# HELP ringpoll_uring_zc_sends_total Sends made with send_zc.\n"
           "# TYPE ringpoll_uring_zc_sends_total counter\n";
       for (size_t i = 0; i < e_.size(); ++i) {
@@ -628,6 +640,10 @@ class ProxyServer {
         out += "ringpoll_uring_recv_nobufs_total" + l + std::to_string(c.nobufs) + "\n";
         out += "ringpoll_uring_recv_rearms_total" + l + std::to_string(c.recv_rearms) + "\n";
         out += "ringpoll_uring_buffers_free" + l + std::to_string(c.buffers_free) + "\n";
+        out += "ringpoll_uring_buffers_held" + l + std::to_string(c.buffers_held) + "\n";
+        out += "ringpoll_uring_conns_at_bound" + l + std::to_string(c.conns_at_bound) + "\n";
+        out += "ringpoll_uring_bound_pauses_total" + l + std::to_string(c.bound_pauses) + "\n";
+        out += "ringpoll_uring_starved_reads_total" + l + std::to_string(c.starved_reads) + "\n";
         out += "ringpoll_uring_zc_sends_total" + l + std::to_string(c.zc_sends) + "\n";
       }
     }

@@ -148,13 +148,23 @@ class UdpBypassListener final : public UdpService {
     static void run(void* p) {  // on the owner's thread
       std::unique_ptr<Handed> h(static_cast<Handed*>(p));
       ShardState& st = *h->to;
+      st.handed_in.fetch_sub(1, std::memory_order_relaxed);
       // Shut down (or never opened): nothing is counted any more, the metrics may be gone.
       if (st.stopped) return;
       st.relay->on_batch(std::span<const packet::Datagram>(&h->d, 1), *st.q, mono_now_ns());
     }
   };
-  // From shard threads: one allocation and a post to the owner's inbox (full: false).
+  // From shard threads: one allocation and a post to the owner's inbox (false: dropped).
+  // Replies in flight to one shard may take at most half its inbox (DESIGN.md
+  // "Fairness"): a flood of them never leaves the owner's control jobs (reloads, admin
+  // reads, shutdown) without room.
   bool hand_over(size_t owner, const packet::Datagram& d) {
+    ShardState& to = *shards_[owner];
+    const size_t cap = e_.shard(owner).inbox_capacity() / 2;
+    if (to.handed_in.fetch_add(1, std::memory_order_relaxed) >= cap) {
+      to.handed_in.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
     auto h = std::make_unique<Handed>();
     h->to = shards_[owner];
     h->data.reset(new std::byte[d.len > 0 ? d.len : 1]);
@@ -162,7 +172,10 @@ class UdpBypassListener final : public UdpService {
     h->d = d;
     h->d.data = h->data.get();
     h->d.handle = 0;
-    if (!e_.shard(owner).try_post(ShardJob{&Handed::run, h.get()})) return false;
+    if (!e_.shard(owner).try_post(ShardJob{&Handed::run, h.get()})) {
+      to.handed_in.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
     (void)h.release();
     return true;
   }
@@ -183,6 +196,7 @@ class UdpBypassListener final : public UdpService {
     std::unique_ptr<Source> src;
     packet::PacketStats seen;  // the queue's counters already added to the metrics
     std::atomic<bool> reaping{false};
+    std::atomic<size_t> handed_in{0};  // replies other shards posted here, not yet run
     bool stopped = false;
   };
 

@@ -27,6 +27,7 @@
 #include "apps/proxy/proxy.h"
 #include "apps/proxy/proxy_protocol.h"
 #include "proxy/proxy_test_helpers.h"
+#include "support/fairness.h"
 #include "support/test_env.h"
 #include "uring/uring_completion.h"
 
@@ -729,6 +730,77 @@ TYPED_TEST(ProxyRelay, DestroyedWithoutShutdownEndsItsTasksWhileTheEngineRuns) {
   ::close(admin);
   usleep(400'000);  // past the check's interval: it must not wake into freed memory
   EXPECT_EQ(Engine<typename TypeParam::P>::call(rig.e.shard(0), [] { return 7; }), 7);
+}
+
+// ---- Fairness (DESIGN.md "Fairness"): one peer that stops reading stalls nobody else ----
+
+// GET path on the admin endpoint, each wait bounded by 2 s; the status (0: no answer).
+int admin_get(const SocketAddress& at, const std::string& path, std::string* body) {
+  const int c = connect_to(at);
+  if (c < 0) return 0;
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::string buf;
+  const int status = send_all(c, req.data(), req.size()) ? read_http_response(c, &buf, body, 2000) : 0;
+  ::close(c);
+  return status;
+}
+
+// While one peer of a relayed connection does not read, 20 other clients of the shard
+// (and the admin endpoint, on the same shard) are served with a p99 under 100 ms.
+template <class R>
+void expect_shard_serves_others(Rig<R>& rig) {
+  const ProbeResult pr = probe(rig.addr, ProbeKind::kEcho, 20, 10);
+  EXPECT_EQ(pr.answered, pr.asked) << "other clients of the shard were not served";
+  EXPECT_LT(pr.p99_ms, 100.0) << "max " << pr.max_ms << " ms";
+  std::string m;
+  EXPECT_EQ(admin_get(rig.px->admin_address(), "/metrics", &m), 200) << "the admin endpoint stalled";
+  if (std::is_base_of_v<UringCompletionPoller, typename R::P>) {
+    EXPECT_NE(m.find("ringpoll_uring_buffers_held{shard=\"0\"} "), std::string::npos) << m;
+    EXPECT_EQ(m.find("ringpoll_uring_conns_at_bound{shard=\"0\"} 0\n"), std::string::npos)
+        << "no connection at its bound while one peer does not read:\n" << m;
+  }
+}
+
+TYPED_TEST(ProxyRelay, AClientThatStopsReadingStallsNobodyElse) {
+  TestUpstream up(echo);
+  Rig<TypeParam> rig(settings_for({up.address()}));
+  ASSERT_TRUE(rig.started);
+  ASSERT_TRUE(rig.start_admin());
+  const int slow = connect_to(rig.addr);
+  ASSERT_GE(slow, 0);
+  const Flood f = flood_until_blocked(slow, Stream(9), size_t{256} << 20, std::chrono::milliseconds(300));
+  ASSERT_TRUE(f.blocked) << "the proxy took " << f.sent << " bytes from a client that reads nothing";
+  expect_shard_serves_others(rig);
+  // The client reads at last: the upstream's echo of every byte, in order.
+  EXPECT_EQ(check_stream_n(slow, 9, f.sent), f.sent);
+  ::close(slow);
+}
+
+TYPED_TEST(ProxyRelay, AnUpstreamThatStopsReadingStallsNobodyElse) {
+  // The first upstream connection reads nothing until released, then checks every byte;
+  // later ones echo.
+  std::atomic<bool> release{false};
+  std::atomic<size_t> want{0}, got{0};
+  std::atomic<int> conns{0};
+  TestUpstream up([&](int fd) {
+    if (conns.fetch_add(1) > 0) return echo(fd);
+    for (int i = 0; i < 3000 && !release.load(); ++i) usleep(10'000);
+    got = check_stream_n(fd, 11, want.load());
+    ::shutdown(fd, SHUT_WR);
+  });
+  Rig<TypeParam> rig(settings_for({up.address()}));
+  ASSERT_TRUE(rig.started);
+  ASSERT_TRUE(rig.start_admin());
+  const int slow = connect_to(rig.addr);
+  ASSERT_GE(slow, 0);
+  const Flood f = flood_until_blocked(slow, Stream(11), size_t{256} << 20, std::chrono::milliseconds(300));
+  ASSERT_TRUE(f.blocked) << "the proxy took " << f.sent << " bytes for an upstream that reads nothing";
+  expect_shard_serves_others(rig);
+  want = f.sent;
+  release = true;
+  EXPECT_TRUE(closed_within(slow, 20)) << "the upstream never finished reading";
+  EXPECT_EQ(got.load(), f.sent) << "bytes were lost or changed on the way";
+  ::close(slow);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/net.h"
+#include "support/byte_stream.h"
 
 namespace ringpoll::test {
 
@@ -45,18 +46,6 @@ inline int connect_to(const SocketAddress& at) {
   }
   ::close(c);
   return -1;
-}
-
-inline bool send_all(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t k = ::send(fd, c, n, MSG_NOSIGNAL);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    c += k;
-    n -= static_cast<size_t>(k);
-  }
-  return true;
 }
 
 // Reads until EOF or error (or max bytes); returns what arrived.
@@ -96,46 +85,6 @@ bool wait_for(Pred pred, int secs = 10) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return pred();
-}
-
-// A deterministic byte stream (xorshift), so receivers check every byte without keeping a
-// copy: 100 MiB each way stays cheap.
-struct Stream {
-  uint64_t x;
-  explicit Stream(uint64_t seed) : x(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  void fill(char* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      p[i] = static_cast<char>(x);
-    }
-  }
-};
-inline bool send_stream(int fd, uint64_t seed, size_t n) {
-  Stream s(seed);
-  char buf[65536];
-  while (n > 0) {
-    const size_t k = std::min(n, sizeof buf);
-    s.fill(buf, k);
-    if (!send_all(fd, buf, k)) return false;
-    n -= k;
-  }
-  return true;
-}
-// Reads to EOF; returns the byte count, or SIZE_MAX at the first byte that differs.
-inline size_t check_stream(int fd, uint64_t seed) {
-  Stream s(seed);
-  char buf[65536], want[65536];
-  size_t total = 0;
-  for (;;) {
-    const ssize_t k = ::recv(fd, buf, sizeof buf, 0);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return total;
-    s.fill(want, static_cast<size_t>(k));
-    if (std::memcmp(buf, want, static_cast<size_t>(k)) != 0) return SIZE_MAX;
-    total += static_cast<size_t>(k);
-  }
 }
 
 // A blocking upstream on 127.0.0.1: an accept thread, and `fn(fd)` on a thread per

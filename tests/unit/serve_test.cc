@@ -22,6 +22,7 @@
 
 #include "apps/serve/handlers.h"
 #include "engine/server.h"
+#include "support/serve_fixture.h"
 #include "support/test_env.h"
 
 namespace ringpoll::test {
@@ -29,46 +30,6 @@ namespace {
 
 using serve::ServeCounters;
 using serve::ServeSettings;
-
-// An engine with a TcpServer running one of the handlers on 127.0.0.1, any
-// port.
-template <class P>
-class ServeFixture {
- public:
-  ServeFixture(const ServeSettings& s, bool http, int shards = 2) : settings_(s) {
-    EngineOptions o;
-    o.shards = shards;
-    o.pin = false;
-    e_ = std::make_unique<Engine<P>>(o);
-    started_ = e_->start().ok();
-    if (!started_) return;
-    srv_ = std::make_unique<TcpServer<P>>(*e_);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
-    typename TcpServer<P>::Handler h;
-    if (http) {
-      h = [this](TcpStream<P>& c) { return serve::serve_http<P>(c, settings_, &counters_); };
-    } else {
-      h = [this](TcpStream<P>& c) { return serve::serve_echo<P>(c, settings_, &counters_); };
-    }
-    started_ = srv_->start(at, std::move(h)).ok();
-  }
-  ~ServeFixture() {
-    if (srv_) srv_->shutdown(0);
-    e_->stop();
-    e_->join();
-  }
-  bool started() const { return started_; }
-  SocketAddress address() const { return srv_->address(); }
-  int64_t live() const { return counters_.live.load(); }
-
- private:
-  ServeSettings settings_;
-  ServeCounters counters_;
-  std::unique_ptr<Engine<P>> e_;
-  std::unique_ptr<TcpServer<P>> srv_;
-  bool started_ = false;
-};
 
 // A blocking loopback client; every receive waits at most 5 s, so no test can
 // hang.

@@ -79,6 +79,60 @@ TEST_F(UringCompletionTest, ExhaustedBufferRingLosesNoDataAndReArms) {
   EXPECT_EQ(e.s.backend().counters().buffers_free, 4u);  // all buffers came back
 }
 
+// DESIGN.md "Fairness": connection A, whose application reads nothing, stops at its
+// bound (buf_per_conn = 3 of 4 buffers); connection B then finds the ring dry (ENOBUFS)
+// and its reader receives straight into its own buffer instead of waiting for A. When A
+// is read, its recv resumes, B goes back to the ring, and every byte of both arrives.
+TEST_F(UringCompletionTest, AConnectionAtItsBoundLeavesOthersReadingDirectly) {
+  Env<CP> e;
+  UringCompletionOptions o;
+  o.buf_count = 4;
+  o.buf_size = 64;
+  o.buf_per_conn = 3;
+  e.s.backend().set_completion_options(o);
+  ASSERT_TRUE(e.s.start().ok());
+  FdPair pa, pb;
+  unix_pair(pa);
+  unix_pair(pb);
+  PollFd<CP> a, b;
+  ASSERT_TRUE(a.open(e.s, pa.take_a()).ok());
+  ASSERT_TRUE(b.open(e.s, pb.take_a()).ok());
+  // A: one read arms its recv, then 4 KiB arrive that nobody reads.
+  std::string got_a, got_b;
+  Status err_a, err_b;
+  put(pa.b, "x");
+  e.s.spawn(read_all(&a, &got_a, 1, &err_a));
+  ASSERT_TRUE(e.run_until([&] { return got_a.size() == 1; }));
+  const std::string data_a = pattern(4096);
+  ASSERT_EQ(::send(pa.b, data_a.data(), data_a.size(), 0), static_cast<ssize_t>(data_a.size()));
+  ASSERT_TRUE(e.run_until([&] { return e.s.backend().counters().conns_at_bound == 1; }))
+      << "A never reached its bound";
+  const auto at_bound = e.s.backend().counters();
+  EXPECT_GE(at_bound.buffers_held, 3u);
+  EXPECT_EQ(at_bound.bound_pauses, 1u);
+  // B: 4 KiB into a ring with at most one buffer left, read while A still holds its own.
+  const std::string data_b = pattern(4096).substr(7) + "tail987";
+  ASSERT_EQ(::send(pb.b, data_b.data(), data_b.size(), 0), static_cast<ssize_t>(data_b.size()));
+  e.s.spawn(read_all(&b, &got_b, data_b.size(), &err_b));
+  ASSERT_TRUE(e.run_until([&] { return got_b.size() == data_b.size() || !err_b.ok(); }))
+      << "B waited on buffers A holds: got " << got_b.size() << " of " << data_b.size();
+  EXPECT_TRUE(err_b.ok()) << err_b.message();
+  EXPECT_EQ(got_b, data_b);
+  EXPECT_GT(e.s.backend().counters().nobufs, 0u) << "the ring never ran dry for B";
+  EXPECT_GT(e.s.backend().counters().starved_reads, 0u) << "B never read directly";
+  EXPECT_EQ(e.s.backend().counters().conns_at_bound, 1u) << "A left its bound unread";
+  // A reads at last: its recv resumes and every byte comes, in order.
+  got_a.clear();
+  e.s.spawn(read_all(&a, &got_a, data_a.size(), &err_a));
+  ASSERT_TRUE(e.run_until([&] { return got_a.size() == data_a.size() || !err_a.ok(); }));
+  EXPECT_TRUE(err_a.ok()) << err_a.message();
+  EXPECT_EQ(got_a, data_a);
+  const auto end = e.s.backend().counters();
+  EXPECT_EQ(end.conns_at_bound, 0u);
+  EXPECT_GT(end.recv_rearms, 0u);
+  EXPECT_EQ(end.buffers_free, 4u);  // all buffers came back
+}
+
 TEST_F(UringCompletionTest, MultishotRecvCancelledBehindOurBackIsReArmedByTheNextRead) {
   Env<CP> e;
   ASSERT_TRUE(e.s.start().ok());
