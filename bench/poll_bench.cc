@@ -26,11 +26,10 @@ void BM_PollDesc_ParkUnpark(benchmark::State& st) {
   TaskNode node;
   TaskList out;
   for (auto _ : st) {
-    if (pd->begin_wait(Mode::kRead) != PollDesc::Begin::kPark) std::abort();
-    if (!pd->commit_park(Mode::kRead, &node)) std::abort();
+    if (pd->park(Mode::kRead, &node, false).state != PollDesc::Parking::kParked) std::abort();
     pd->ready(Mode::kRead, out);
     benchmark::DoNotOptimize(out.pop_front());
-    if (!pd->finish_wait(Mode::kRead)) std::abort();
+    if (pd->woken(Mode::kRead, false) != PollError::kNone) std::abort();
   }
   st.SetItemsProcessed(st.iterations());
   pd->closing = true;

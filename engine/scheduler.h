@@ -325,43 +325,28 @@ class Scheduler {
     Scheduler* s;
     PollDesc* pd;
     Mode mode;
+    bool waitio = false;
     PollError result = PollError::kNone;
     bool parked = false;
     TaskNode node;
 
-    bool await_ready() noexcept {
-      result = pd->check_err(mode);
-      if (result != PollError::kNone) return true;
-      if constexpr (P::kLevelTriggered) s->backend_.arm(pd, mode);
-      switch (pd->begin_wait(mode)) {
-        case PollDesc::Begin::kTookReady:
-          return true;
-        case PollDesc::Begin::kAbandon:
-          finish();
-          return true;
-        case PollDesc::Begin::kPark:
-          return false;
-      }
-      return true;
-    }
+    bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) noexcept {
       node.handle = h;
-      if (pd->commit_park(mode, &node)) {
-        parked = true;
-        return true;
+      if constexpr (P::kLevelTriggered) {
+        if (!waitio) s->backend_.arm(pd, mode);
       }
-      finish();  // readiness, timeout or close arrived between prepare and park (S15)
-      return false;
+      const PollDesc::Parking r = pd->park(mode, &node, waitio);
+      result = r.err;
+      parked = r.state == PollDesc::Parking::kParked;
+      return parked;
     }
     PollError await_resume() noexcept {
       if (parked) {
         parked = false;
-        finish();
+        result = pd->woken(mode, waitio);
       }
       return result;
-    }
-    void finish() noexcept {
-      result = pd->finish_wait(mode) ? PollError::kNone : pd->check_err(mode);
     }
     // A frame destroyed while parked (its scheduler is going away) withdraws its node, so
     // a later close of the descriptor cannot wake freed memory.
@@ -370,38 +355,13 @@ class Scheduler {
     }
   };
   WaitAwaiter wait(PollDesc* pd, Mode mode) noexcept {
-    return WaitAwaiter{this, pd, mode, PollError::kNone, false, {}};
+    return WaitAwaiter{this, pd, mode, false, PollError::kNone, false, {}};
   }
 
   // Go's netpollblock with waitio = true: waits for the completion of an operation that
   // was cancelled, ignoring timeout and close (completion backends, S24).
-  struct WaitIoAwaiter {
-    PollDesc* pd;
-    Mode mode;
-    bool parked = false;
-    TaskNode node;
-    bool await_ready() noexcept { return pd->begin_wait(mode) == PollDesc::Begin::kTookReady; }
-    bool await_suspend(std::coroutine_handle<> h) noexcept {
-      node.handle = h;
-      if (pd->commit_park(mode, &node)) {
-        parked = true;
-        return true;
-      }
-      pd->finish_wait(mode);
-      return false;
-    }
-    void await_resume() noexcept {
-      if (parked) {
-        parked = false;
-        pd->finish_wait(mode);
-      }
-    }
-    ~WaitIoAwaiter() {
-      if (parked) pd->withdraw(mode, &node);
-    }
-  };
-  WaitIoAwaiter wait_io(PollDesc* pd, Mode mode) noexcept {
-    return WaitIoAwaiter{pd, mode, false, {}};
+  WaitAwaiter wait_io(PollDesc* pd, Mode mode) noexcept {
+    return WaitAwaiter{this, pd, mode, true, PollError::kNone, false, {}};
   }
 
   struct SleepAwaiter {

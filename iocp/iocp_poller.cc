@@ -95,6 +95,10 @@ DWORD wait_ms(int64_t delta_ns) noexcept {
 
 }  // namespace
 
+void IocpPoller::close_fd(int fd) noexcept {
+  closesocket(static_cast<SOCKET>(static_cast<unsigned>(fd)));
+}
+
 int iocp_errno(int e) noexcept {
   switch (e) {
     case 0:

@@ -64,7 +64,7 @@
 #include <span>
 #include <string>
 
-#include "poller/poller.h"
+#include "poller/completion.h"
 
 namespace ringpoll {
 
@@ -90,6 +90,10 @@ class IocpPoller {
   static constexpr const char* kName = "iocp";
   static constexpr bool kLevelTriggered = false;
   static constexpr bool kCompletion = true;
+  // An Op carries an OVERLAPPED, WSABUFs and AcceptEx's address space (about 500 bytes):
+  // held in every caller's frame it would grow each connection's coroutine by that much,
+  // so each operation runs in a coroutine frame of its own.
+  static constexpr bool kFramelessOps = false;
 
   // Scatter/gather elements one WSASendTo/WSARecvFrom carries (the sockets layer's writev
   // goes round again for the rest).
@@ -152,12 +156,8 @@ class IocpPoller {
   void submit_sendmsg(Op* op, int fd, const msghdr* msg);
   void submit_recvmsg(Op* op, int fd, msghdr* msg);
   void cancel(Op* op);
-  bool multishot_recv() const noexcept { return false; }
-  bool multishot_accept() const noexcept { return false; }
-  void arm_recv(FdState*) { fatal("iocp: multishot recv does not exist on IOCP"); }
-  size_t take_recv(FdState*, std::span<std::byte>) { return 0; }
-  void arm_accept(FdState*) { fatal("iocp: multishot accept does not exist on IOCP"); }
-  int take_accept(FdState*) { return -1; }
+  // Descriptors are SOCKET handles: closesocket, not close.
+  static void close_fd(int fd) noexcept;
 
   struct Counters {
     uint64_t completions = 0;    // packets for operations
@@ -187,7 +187,8 @@ class IocpPoller {
   std::atomic<uint64_t> wakes_written_{0};
   Counters counters_;
 };
-static_assert(PollerBackend<IocpPoller>);
+// IOCP has no multishot requests: every recv and accept is one operation.
+static_assert(CompletionBackend<IocpPoller> && !MultishotCompletionBackend<IocpPoller>);
 
 // The same backend with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS off: every result, even one
 // ready at submit, comes through the port.

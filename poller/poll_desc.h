@@ -185,10 +185,50 @@ struct PollDesc {
     }
   }
 
-  // The three steps of Go's netpollblock, split so a coroutine awaiter can suspend between
-  // them. begin_wait: take a pending ready (returns kTookReady), or move nil -> wait and
-  // re-check the info bits after that store (S16): kPark to park, kAbandon when an error
-  // is already set (the caller then calls finish_wait without parking).
+  // Go's netpollblock, the one place a waiter parks (every awaiter of the engine calls
+  // it). Waits for `m` on behalf of `node`:
+  //   kReady   readiness was pending (consumed), or arrived before the park was committed
+  //            (S15): retry the system call
+  //   kParked  `node` is in the slot; whoever unblocks it runs it, and the waiter then
+  //            calls woken(m, waitio) to learn why
+  //   kError   a timeout or close is already set (err says which); nothing parked
+  // waitio (Go's waitio): wait for an operation's completion ignoring timeout and close,
+  // as a completion backend does after cancelling one (S24): never kError.
+  struct Parking {
+    enum State : uint8_t { kReady, kParked, kError } state;
+    PollError err = PollError::kNone;
+  };
+  Parking park(Mode m, TaskNode* node, bool waitio) noexcept {
+    if (!waitio) {
+      if (const PollError e = check_err(m); e != PollError::kNone) return {Parking::kError, e};
+    }
+    const Begin b = begin_wait(m);
+    if (b == Begin::kTookReady) return {Parking::kReady};
+    if ((b == Begin::kPark || waitio) && commit_park(m, node)) return {Parking::kParked};
+    // An error was set after the slot went to wait, or readiness, a timeout or a close
+    // arrived between prepare and commit (S15): the park is abandoned.
+    const PollError e = woken(m, waitio);
+    return e == PollError::kNone ? Parking{Parking::kReady} : Parking{Parking::kError, e};
+  }
+  // After a parked node was run (or a park abandoned): clears the slot and returns why the
+  // waiter woke: kNone for readiness — and for a deadline reset before the waiter ran
+  // (S09): the retried system call then waits again — else the timeout or close. With
+  // waitio, always kNone.
+  PollError woken(Mode m, bool waitio) noexcept {
+    const bool ready = finish_wait(m);
+    if (ready || waitio) return PollError::kNone;
+    return check_err(m);
+  }
+
+  [[noreturn]] static void double_wait(Mode m) noexcept {
+    fatal(m == Mode::kRead ? "double wait: a second reader waits on one PollDesc (S18)"
+                           : "double wait: a second writer waits on one PollDesc (S18)");
+  }
+
+ private:
+  // The three steps of netpollblock, used by park() and woken() only. begin_wait: take a
+  // pending ready (kTookReady), or move nil -> wait and re-check the info bits after that
+  // store (S16): kPark to park, kAbandon when an error is already set.
   enum class Begin : uint8_t { kTookReady, kPark, kAbandon };
   Begin begin_wait(Mode m) noexcept {
     std::atomic<uintptr_t>& g = slot(m);
@@ -200,10 +240,6 @@ struct PollDesc {
     }
     if (BeforeParkHook h = g_before_park_hook.load(std::memory_order_relaxed)) h(this, m);
     return check_err(m) == PollError::kNone ? Begin::kPark : Begin::kAbandon;
-  }
-  [[noreturn]] static void double_wait(Mode m) noexcept {
-    fatal(m == Mode::kRead ? "double wait: a second reader waits on one PollDesc (S18)"
-                           : "double wait: a second writer waits on one PollDesc (S18)");
   }
   // Go's netpollblockcommit: wait -> task. False when readiness, timeout or close got there
   // first; the caller then must not park.

@@ -38,7 +38,7 @@
 #include <sys/socket.h>
 #include <vector>
 
-#include "../poller/poller.h"
+#include "../poller/completion.h"
 #include "uring_ring.h"
 
 namespace ringpoll {
@@ -75,6 +75,8 @@ class UringCompletionPoller {
   static constexpr const char* kName = "io_uring-completion";
   static constexpr bool kLevelTriggered = false;
   static constexpr bool kCompletion = true;
+  // An Op is 24 bytes: reads and writes are frame-less awaiters in the caller's frame.
+  static constexpr bool kFramelessOps = true;
 
   // An operation in flight; it lives in the awaiting coroutine's frame, which does not
   // end before `done` (S23).
@@ -186,7 +188,7 @@ class UringCompletionPoller {
   FdState* waiting_tail_ = nullptr;
   Counters counters_;
 };
-static_assert(PollerBackend<UringCompletionPoller>);
+static_assert(MultishotCompletionBackend<UringCompletionPoller>);
 
 // Completion mode with every multishot feature off: recv and accept are single
 // operations into the caller's buffer, so the cancel-and-wait path (S23/S24) runs on
@@ -201,6 +203,6 @@ class UringCompletionSingleshot : public UringCompletionPoller {
     set_completion_options(o);
   }
 };
-static_assert(PollerBackend<UringCompletionSingleshot>);
+static_assert(MultishotCompletionBackend<UringCompletionSingleshot>);
 
 }  // namespace ringpoll

@@ -20,37 +20,40 @@ TYPED_TEST(CONFORMANCE_SUITE, S14_EachDirectionIsABinarySemaphore) {
   pd->ready(Mode::kRead, out);  // binary: a second notification does not stack
   EXPECT_EQ(pd->rg.load(), kPdReady);
   EXPECT_TRUE(out.empty());
-  EXPECT_EQ(pd->begin_wait(Mode::kRead), PollDesc::Begin::kTookReady);
+  TaskNode n;
+  // A waiter takes the pending ready without parking.
+  EXPECT_EQ(pd->park(Mode::kRead, &n, false).state, PollDesc::Parking::kReady);
   EXPECT_EQ(pd->rg.load(), kPdNil);
-  EXPECT_EQ(pd->begin_wait(Mode::kRead), PollDesc::Begin::kPark);  // nil -> wait
-  EXPECT_EQ(pd->rg.load(), kPdWait);
-  EXPECT_FALSE(pd->finish_wait(Mode::kRead));
-  // Timeout or close with nobody waiting leaves nil (only readiness sets ready).
-  EXPECT_EQ(pd->unblock(Mode::kRead, false), nullptr);
-  EXPECT_EQ(pd->rg.load(), kPdNil);
-
+  // Nothing pending: nil -> the task parks.
+  ASSERT_EQ(pd->park(Mode::kRead, &n, false).state, PollDesc::Parking::kParked);
+  EXPECT_EQ(pd->rg.load(), reinterpret_cast<uintptr_t>(&n));
   // A parked task woken by a timeout: the slot goes to nil and the waiter learns why from
   // the info bits.
-  TaskNode n;
-  ASSERT_EQ(pd->begin_wait(Mode::kRead), PollDesc::Begin::kPark);
-  ASSERT_TRUE(pd->commit_park(Mode::kRead, &n));
-  EXPECT_EQ(pd->rg.load(), reinterpret_cast<uintptr_t>(&n));
   pd->rd = -1;
   pd->publish_info();
   EXPECT_EQ(pd->unblock(Mode::kRead, false), &n);
   EXPECT_EQ(pd->rg.load(), kPdNil);
-  EXPECT_FALSE(pd->finish_wait(Mode::kRead));
-  EXPECT_EQ(pd->check_err(Mode::kRead), PollError::kTimeout);
+  EXPECT_EQ(pd->woken(Mode::kRead, false), PollError::kTimeout);
+  // Timeout or close with nobody waiting leaves nil (only readiness sets ready).
+  EXPECT_EQ(pd->unblock(Mode::kRead, false), nullptr);
+  EXPECT_EQ(pd->rg.load(), kPdNil);
+  // With a timeout already set, a waiter does not park at all...
+  EXPECT_EQ(pd->park(Mode::kRead, &n, false).state, PollDesc::Parking::kError);
+  EXPECT_EQ(pd->rg.load(), kPdNil);
+  // ...unless it waits for a cancelled operation's completion (waitio, S24).
+  ASSERT_EQ(pd->park(Mode::kRead, &n, true).state, PollDesc::Parking::kParked);
+  EXPECT_EQ(pd->unblock(Mode::kRead, false), &n);
+  EXPECT_EQ(pd->woken(Mode::kRead, true), PollError::kNone);
   // A parked task woken by readiness: the slot goes to ready, the waiter sees ready.
   pd->rd = 0;
   pd->publish_info();
-  ASSERT_EQ(pd->begin_wait(Mode::kWrite), PollDesc::Begin::kPark);
-  ASSERT_TRUE(pd->commit_park(Mode::kWrite, &n));
+  ASSERT_EQ(pd->park(Mode::kWrite, &n, false).state, PollDesc::Parking::kParked);
   pd->ready(Mode::kWrite, out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out.pop_front(), &n);
   EXPECT_EQ(pd->wg.load(), kPdReady);
-  EXPECT_TRUE(pd->finish_wait(Mode::kWrite));
+  EXPECT_EQ(pd->woken(Mode::kWrite, false), PollError::kNone);
+  EXPECT_EQ(pd->wg.load(), kPdNil);
   TaskList w;
   deadline_evict(pd, s.deadline_wheel(), w);
   deadline_check_close(pd);
@@ -129,9 +132,7 @@ TYPED_TEST(CONFORMANCE_SUITE, S16_SetterAndWaiterAreSequentiallyConsistent) {
   };
   std::thread waiter([&] {
     for (int i = 0; i < kRounds && wait_round(i); ++i) {
-      if (pd->begin_wait(Mode::kRead) == PollDesc::Begin::kPark) {
-        committed = pd->commit_park(Mode::kRead, &node);
-      }
+      committed = pd->park(Mode::kRead, &node, false).state == PollDesc::Parking::kParked;
       finished.fetch_add(1);
     }
   });
@@ -159,7 +160,7 @@ TYPED_TEST(CONFORMANCE_SUITE, S16_SetterAndWaiterAreSequentiallyConsistent) {
     while (finished.load() != 2) std::this_thread::yield();
     if (committed && woken != &node) ++lost;
     if (!committed && woken != nullptr) ++spurious;
-    pd->finish_wait(Mode::kRead);
+    (void)pd->woken(Mode::kRead, false);
     pd->closing = true;
   }
   quit.store(true);
