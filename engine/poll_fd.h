@@ -258,7 +258,9 @@ struct RingRead {
 // Layout: the node parked on the PollDesc, then the step (its result), then the flags,
 // which the compiler may place in the step's tail padding: an idle read is 56 bytes.
 template <PollerBackend P, class Step>
-class FdOp : private TaskNode, private Step {
+class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] FdOp
+    : private TaskNode,
+      private Step {
  public:
   using Result = typename Step::Result;
   FdOp(PollFd<P>* f, Mode m, Step step) noexcept : Step(std::move(step)), mode_(m), f_(f) {
@@ -501,7 +503,7 @@ class CompSend : private TaskNode {
 // The awaitable of an operation on a completion backend: a frame-less awaiter (Fast) on
 // the common path, or a coroutine (the rare paths: no PollDesc, single-shot requests).
 template <class Fast, class R>
-class FastOrTask {
+class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] FastOrTask {
  public:
   template <class... A>
   explicit FastOrTask(std::in_place_t, A&&... a) {

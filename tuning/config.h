@@ -73,6 +73,7 @@ struct SocketSection {
   bool nodelay = true;
   bool keepalive = false;
   bool reuseport = true;
+  bool allow_shared_port = false;  // with reuseport: start even if another socket listens
   int64_t backlog = 4096;
   int64_t rcvbuf = 0;  // 0: the kernel's default
   int64_t sndbuf = 0;
