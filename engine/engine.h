@@ -307,14 +307,10 @@ class Engine {
       std::mutex mu;
       std::condition_variable cv;
       bool done = false;
-      std::conditional_t<std::is_void_v<R>, int, std::optional<R>> out{};
+      ResultSlot<R> out{};
       static void run(void* p) {
         auto* j = static_cast<Job*>(p);
-        if constexpr (std::is_void_v<R>) {
-          j->fn();
-        } else {
-          j->out.emplace(j->fn());
-        }
+        run_into<R>(j->fn, j->out);
         std::lock_guard<std::mutex> l(j->mu);
         j->done = true;
         j->cv.notify_all();
@@ -376,17 +372,13 @@ class Engine {
     if (!origin) fatal("submit_to called outside a shard (use Engine::call)");
     struct CallState {
       F fn;
-      std::conditional_t<std::is_void_v<R>, int, std::optional<R>> result{};
+      ResultSlot<R> result{};
       ShardReply reply;
       TaskNode node;
       Shard* origin;
       static void run(void* p) {
         auto* c = static_cast<CallState*>(p);
-        if constexpr (std::is_void_v<R>) {
-          c->fn();
-        } else {
-          c->result.emplace(c->fn());
-        }
+        run_into<R>(c->fn, c->result);
         c->origin->push_reply(&c->reply);
       }
     };
@@ -404,6 +396,18 @@ class Engine {
   }
 
  private:
+  // Where a cross-shard call keeps fn's result: an optional, or an unused int for void.
+  template <class R>
+  using ResultSlot = std::conditional_t<std::is_void_v<R>, int, std::optional<R>>;
+  template <class R, class F>
+  static void run_into(F& fn, ResultSlot<R>& out) {
+    if constexpr (std::is_void_v<R>) {
+      fn();
+    } else {
+      out.emplace(fn());
+    }
+  }
+
   // Parks the caller; drain() on its shard makes it ready when the reply arrives. The
   // reply cannot be processed before the park: replies are drained by this same thread.
   struct ParkAwaiter {

@@ -52,14 +52,23 @@ int blocking_connect(const SocketAddress& a) {
   return fd;
 }
 
-TEST(TcpServer, GracefulShutdownFinishesInFlightWorkThenAbortsIdleConnections) {
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
-  ASSERT_TRUE(e.start().ok());
-  TcpServer<P> srv(e);
+// 127.0.0.1 with port 0: the kernel picks a free port.
+SocketAddress any_loopback_port() {
   SocketAddress at;
   parse_address("127.0.0.1:0", &at);
+  return at;
+}
+EngineOptions with_shards(int n) {
+  EngineOptions o;
+  o.shards = n;
+  return o;
+}
+
+TEST(TcpServer, GracefulShutdownFinishesInFlightWorkThenAbortsIdleConnections) {
+  E e(with_shards(2));
+  ASSERT_TRUE(e.start().ok());
+  TcpServer<P> srv(e);
+  const SocketAddress at = any_loopback_port();
   // Each request takes 300 ms to answer.
   auto slow = [](TcpStream<P>& c) -> Task<void> {
     std::array<std::byte, 64> buf;
@@ -150,13 +159,10 @@ TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
   setrlimit(RLIMIT_NOFILE, &want);
   const int baseline = open_fds();
   {
-    EngineOptions o;
-    o.shards = 2;
-    E e(o);
+    E e(with_shards(2));
     ASSERT_TRUE(e.start().ok());
     TcpServer<P> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
+    const SocketAddress at = any_loopback_port();
     ASSERT_TRUE(srv.start(at, echo_handler).ok());
     const SocketAddress addr = srv.address();
     // The clients live in a child process (its own fd table): open all, then exchange a
@@ -211,13 +217,10 @@ TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
 TEST(TcpServer, ReuseportBalanceAtAThousandConnections) {
   // Issue 4's balance check: connections per shard under SO_REUSEPORT, max/min <= 1.5.
   constexpr int kConns = 1000;
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
+  E e(with_shards(2));
   ASSERT_TRUE(e.start().ok());
   TcpServer<P> srv(e);
-  SocketAddress at;
-  parse_address("127.0.0.1:0", &at);
+  const SocketAddress at = any_loopback_port();
   ASSERT_TRUE(srv.start(at, echo_handler).ok());
   std::vector<int> fds;
   for (int i = 0; i < kConns; ++i) {
@@ -251,8 +254,7 @@ TEST(TcpServer, EmfileOnAcceptBacksOffAndKeepsServing) {
     E e(EngineOptions{1, {}, false, 64, {}});
     if (!e.start().ok()) _exit(20);
     TcpServer<P> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
+    const SocketAddress at = any_loopback_port();
     if (!srv.start(at, echo_handler).ok()) _exit(21);
     const uint16_t port = srv.address().port();
     rlimit rl{static_cast<rlim_t>(open_fds() + 3), static_cast<rlim_t>(open_fds() + 3)};
@@ -306,17 +308,14 @@ TEST(TcpServer, DestroyedWithoutShutdownAbortsItsConnectionsWhileTheEngineRuns) 
   // No shutdown(): the destructor ends what the server started (the accept loops and a
   // handler parked in read) before its memory goes; the engine then runs on. Under ASan a
   // task left pointing at the freed server shows up as a use after free.
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
+  E e(with_shards(2));
   ASSERT_TRUE(e.start().ok());
   SocketAddress addr;
   std::atomic<int> ended{0};
   int client = -1;
   {
     TcpServer<P> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
+    const SocketAddress at = any_loopback_port();
     std::string why;
     ASSERT_TRUE(srv.start(
                        at,
@@ -355,6 +354,17 @@ Task<void> hold_handler(TcpStream<P>& c) {
   }
 }
 
+// Starts srv on a free loopback port and connects one client that the server holds (a
+// handler parked in read); returns the client's fd, or -1 when that did not happen.
+int hold_one_connection(TcpServer<P>& srv) {
+  if (!srv.start(any_loopback_port(), hold_handler).ok()) return -1;
+  const int client = blocking_connect(srv.address());
+  for (int i = 0; i < 500 && srv.live() < 1; ++i) usleep(2000);
+  if (srv.live() == 1) return client;
+  if (client >= 0) ::close(client);
+  return -1;
+}
+
 // Runs body() in a child (fresh signal masks, no threads of this test process) and
 // returns its wait status, or -1 when it had not exited within `secs` (then killed).
 template <class Body>
@@ -372,19 +382,13 @@ int in_child(int secs, Body body) {
 // state goes with the stopped shards).
 TEST(TcpServer, ShutdownAfterEngineStopReturnsInsteadOfHanging) {
   const int status = in_child(20, [] {
-    EngineOptions o;
-    o.shards = 2;
-    E e(o);
+    E e(with_shards(2));
     if (!e.start().ok()) return 10;
     size_t open = 0;
     {
       TcpServer<P> srv(e);
-      SocketAddress at;
-      parse_address("127.0.0.1:0", &at);
-      if (!srv.start(at, hold_handler).ok()) return 11;
-      const int client = blocking_connect(srv.address());
-      for (int i = 0; i < 500 && srv.live() < 1; ++i) usleep(2000);
-      if (srv.live() != 1) return 12;
+      const int client = hold_one_connection(srv);
+      if (client < 0) return 11;
       e.stop();
       open = srv.shutdown(10'000'000'000);
       e.join();
@@ -394,23 +398,18 @@ TEST(TcpServer, ShutdownAfterEngineStopReturnsInsteadOfHanging) {
   });
   ASSERT_NE(status, -1) << "shutdown() after Engine::stop() hung (the child was killed)";
   ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: start; 11: listen; 12: no connection; 13: count";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: start; 11: no connection; 13: count";
 }
 
 // A server destroyed after Engine::stop() without shutdown() used to stop the process;
 // its teardown is now shutdown()'s stopped-engine path.
 TEST(TcpServer, DestroyedAfterTheEngineStoppedWithoutShutdownIsSafe) {
   const int status = in_child(20, [] {
-    EngineOptions o;
-    o.shards = 1;
-    E e(o);
+    E e(with_shards(1));
     if (!e.start().ok()) return 10;
     auto srv = std::make_unique<TcpServer<P>>(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
-    if (!srv->start(at, hold_handler).ok()) return 11;
-    const int client = blocking_connect(srv->address());
-    for (int i = 0; i < 500 && srv->live() < 1; ++i) usleep(2000);
+    const int client = hold_one_connection(*srv);
+    if (client < 0) return 11;
     e.stop();
     e.join();
     srv.reset();
@@ -428,21 +427,14 @@ TEST(TcpServer, DestroyedAfterTheEngineStoppedWithoutShutdownIsSafe) {
 // that stops nothing, wait_stop_signals ends the process itself 5 s after the handler.
 int serve_and_signal_twice(std::function<void(E&)> immediate) {
   block_stop_signals(false);
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
+  E e(with_shards(2));
   if (!e.start().ok()) return 10;
   {
     TcpServer<P> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
-    if (!srv.start(at, hold_handler).ok()) return 11;
-    const int client = blocking_connect(srv.address());
-    for (int i = 0; i < 500 && srv.live() < 1; ++i) usleep(2000);
-    if (srv.live() != 1) return 12;
-    std::thread signaller([&] {  // created after the block: it inherits the mask
+    const int client = hold_one_connection(srv);
+    if (client < 0) return 11;
+    std::thread signaller([] {  // created after the block: it inherits the mask
       kill(getpid(), SIGTERM);
-      for (int i = 0; i < 2000 && !e.running(); ++i) usleep(1000);
       usleep(300'000);  // the graceful stop is in its drain by now
       kill(getpid(), SIGTERM);
     });
@@ -481,9 +473,7 @@ TEST(TcpServer, SecondSignalWithAHandlerThatStopsNothingStillEndsTheProcess) {
 
 // Engine::call on a stopped shard used to wait forever; try_call says it could not run.
 TEST(Engine, TryCallOnAStoppedShardFailsInsteadOfWaiting) {
-  EngineOptions o;
-  o.shards = 1;
-  E e(o);
+  E e(with_shards(1));
   ASSERT_TRUE(e.start().ok());
   EXPECT_EQ(E::try_call(e.shard(0), [] { return 5; }), std::optional<int>(5));
   e.stop();
@@ -499,13 +489,10 @@ TEST(Engine, TryCallOnAStoppedShardFailsInsteadOfWaiting) {
 // silently and take part of the connections; it is refused now, saying why, unless
 // allow_shared_port.
 TEST(TcpServer, ASecondInstanceOnABoundPortIsRefusedUnlessAllowed) {
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
+  E e(with_shards(2));
   ASSERT_TRUE(e.start().ok());
   TcpServer<P> first(e);
-  SocketAddress at;
-  parse_address("127.0.0.1:0", &at);
+  const SocketAddress at = any_loopback_port();
   ASSERT_TRUE(first.start(at, echo_handler).ok());
   const SocketAddress taken = first.address();
   {
@@ -552,13 +539,10 @@ TEST(TcpServer, ASecondInstanceOnABoundPortIsRefusedUnlessAllowed) {
 // Issue 27 (6): a handler may take the connection's context: its shard, the peer, and
 // whether the server is draining; (10) write() takes text.
 TEST(TcpServer, ContextHandlerSeesShardPeerAndDraining) {
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
+  E e(with_shards(2));
   ASSERT_TRUE(e.start().ok());
   TcpServer<P> srv(e);
-  SocketAddress at;
-  parse_address("127.0.0.1:0", &at);
+  const SocketAddress at = any_loopback_port();
   std::atomic<int> shard_ok{0}, drained{0};
   std::string peer;
   std::mutex mu;
