@@ -180,9 +180,9 @@ class TcpServer {
         return hand_over_to_stopped_engine();
     }
     const int64_t end = mono_now_ns() + drain_ns;
-    while (live() > 0 && mono_now_ns() < end && e_.running())
+    while (live() > 0 && mono_now_ns() < end && shards_serving())
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    if (!e_.running()) return hand_over_to_stopped_engine();
+    if (!shards_serving()) return hand_over_to_stopped_engine();
     size_t aborted = 0;
     if (live() > 0) {
       for (size_t i = 0; i < shards_.size(); ++i) {
@@ -202,9 +202,9 @@ class TcpServer {
       }
       // Aborted handlers see kClosed on their next operation and return.
       const int64_t hard = mono_now_ns() + 5'000'000'000;
-      while (live() > 0 && mono_now_ns() < hard && e_.running())
+      while (live() > 0 && mono_now_ns() < hard && shards_serving())
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      if (!e_.running()) return aborted + hand_over_to_stopped_engine();
+      if (!shards_serving()) return aborted + hand_over_to_stopped_engine();
     }
     return aborted;
   }
@@ -225,6 +225,14 @@ class TcpServer {
     std::atomic<uint64_t> accepted{0};
     std::atomic<uint64_t> accept_errors{0};
   };
+
+  // Every shard this server listens on still runs its loop (false once Engine::stop()
+  // has reached one of them).
+  bool shards_serving() const {
+    for (size_t i = 0; i < shards_.size(); ++i)
+      if (shards_[i] && shards_[i]->sched && !e_.shard(i).serving()) return false;
+    return true;
+  }
 
   // shutdown() when the engine has stopped: waits until no shard thread runs any more,
   // then gives each shard's state to a root task on that (stopped) shard's scheduler. The
