@@ -66,42 +66,65 @@ parse_sanitize() {
 }
 
 # check_install BUILD_DIR: ringpoll as a library. Installs BUILD_DIR into a temporary
-# prefix, builds examples/ out of tree against it with find_package and runs their ctest
-# tests (each example on loopback, and every public header compiled alone), then compiles
-# and runs a program found through pkg-config. The temporary directory is removed when
-# everything passed and kept (named in the error) when something failed.
+# prefix (not /usr/local, never ldconfig'd), builds the examples the install ships
+# (share/doc/ringpoll/examples) out of tree against it with find_package and runs their
+# ctest tests (each example on loopback, and every public header compiled alone), then
+# builds the installed echo_server and client with nothing but pkg-config's flags (static
+# ringpoll.pc, and ringpoll-shared.pc), and runs them with LD_LIBRARY_PATH unset: the
+# flags alone must carry C++20 and make the programs find their libraries. The temporary
+# directory is removed when everything passed and kept (named in the error) when not.
 check_install() {
   local dir=$1 werror=OFF
   [ "${CI:-}" = "true" ] && werror=ON
   local tmp
   tmp=$(mktemp -d /tmp/ringpoll-install.XXXXXX)
-  say "installing $dir into $tmp/prefix; building examples/ against it"
+  say "installing $dir into $tmp/prefix; building its shipped examples against it"
   cmake --install "$dir" --prefix "$tmp/prefix" >/dev/null || die "cmake --install failed (see $tmp)"
+  local ex="$tmp/prefix/share/doc/ringpoll/examples"
+  [ -f "$ex/CMakeLists.txt" ] && [ -f "$ex/echo_server.cc" ] \
+    || die "the install ships no examples in $ex"
+  [ -f "$tmp/prefix/share/doc/ringpoll/docs/getting-started.md" ] \
+    || die "the install ships no docs in $tmp/prefix/share/doc/ringpoll/docs"
   local dpdk=OFF
   grep -q '^RINGPOLL_WITH_DPDK:BOOL=ON' "$dir/CMakeCache.txt" && dpdk=ON
-  cmake -S "$ROOT/examples" -B "$tmp/examples" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" \
-    -DEXAMPLES_WERROR="$werror" -DEXAMPLES_EXPECT_DPDK="$dpdk" >/dev/null || die "configuring examples/ against the install failed (see $tmp)"
-  ninja -C "$tmp/examples" || die "building examples/ against the install failed (see $tmp)"
-  (cd "$tmp/examples" && ctest --no-tests=error --output-on-failure -j2 --timeout 120) \
+  cmake -S "$ex" -B "$tmp/examples" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" \
+    -DEXAMPLES_WERROR="$werror" -DEXAMPLES_EXPECT_DPDK="$dpdk" >/dev/null || die "configuring the installed examples failed (see $tmp)"
+  ninja -C "$tmp/examples" || die "building the installed examples failed (see $tmp)"
+  (cd "$tmp/examples" && env -u LD_LIBRARY_PATH ctest --no-tests=error --output-on-failure -j2 --timeout 120) \
     || die "the examples' tests failed (see $tmp/examples)"
   local pc
   pc=$(dirname "$(find "$tmp/prefix" -name ringpoll.pc | head -n1)")
   [ -f "$pc/ringpoll.pc" ] || die "ringpoll.pc was not installed"
-  cat >"$tmp/pc.cc" <<'CC'
-#include <ringpoll/ringpoll.h>
-#include <cstdio>
-int main() {
-  ringpoll::SocketAddress a;
-  if (!ringpoll::parse_address("127.0.0.1:80", &a).ok() || a.port() != 80) return 1;
-  std::printf("ringpoll %s through pkg-config\n", RINGPOLL_VERSION_STRING);
-  return 0;
-}
-CC
-  # shellcheck disable=SC2046  # pkg-config's flags are words
-  g++ -std=c++20 -Wall -Wextra -Werror "$tmp/pc.cc" -o "$tmp/pc" \
-    $(PKG_CONFIG_PATH="$pc" pkg-config --cflags --libs ringpoll) -Wl,-rpath,"$(dirname "$pc")" \
-    || die "compiling a program with pkg-config's flags for ringpoll failed (see $tmp)"
-  "$tmp/pc" || die "the pkg-config-built program failed (see $tmp)"
+  [ -f "$pc/ringpoll-shared.pc" ] || die "ringpoll-shared.pc was not installed"
+  local flavour bin
+  for flavour in ringpoll ringpoll-shared; do
+    bin="$tmp/pc-$flavour"
+    mkdir -p "$bin"
+    # No -std and no -Wl,-rpath here: the .pc file must supply both.
+    # shellcheck disable=SC2046  # pkg-config's flags are words
+    g++ -O2 -Wall -Wextra -Werror "$ex/echo_server.cc" -o "$bin/echo_server" \
+      $(PKG_CONFIG_PATH="$pc" pkg-config --cflags --libs "$flavour") \
+      || die "compiling echo_server.cc with pkg-config's flags for $flavour failed (see $tmp)"
+    # shellcheck disable=SC2046
+    g++ -O2 -Wall -Wextra -Werror "$ex/client.cc" -o "$bin/client" \
+      $(PKG_CONFIG_PATH="$pc" pkg-config --cflags --libs "$flavour") \
+      || die "compiling client.cc with pkg-config's flags for $flavour failed (see $tmp)"
+    env -u LD_LIBRARY_PATH "$bin/echo_server" 127.0.0.1:0 >"$bin/server.out" 2>"$bin/server.err" &
+    local spid=$! addr="" i
+    for i in $(seq 100); do
+      addr=$(sed -n 's/^echo_server: listening on \([^ ,]*\).*/\1/p' "$bin/server.out")
+      [ -n "$addr" ] && break
+      kill -0 "$spid" 2>/dev/null || break
+      sleep 0.1
+    done
+    [ -n "$addr" ] || { kill "$spid" 2>/dev/null; die "the $flavour pkg-config echo_server did not start (see $bin)"; }
+    local reply
+    reply=$(env -u LD_LIBRARY_PATH "$bin/client" "$addr" "hello, $flavour" 2>>"$bin/client.err") \
+      || { kill "$spid"; die "the $flavour pkg-config client failed (see $bin)"; }
+    kill -TERM "$spid"
+    wait "$spid" || die "the $flavour pkg-config echo_server did not exit 0 on SIGTERM (see $bin)"
+    [ "$reply" = "reply: hello, $flavour" ] || die "the $flavour pkg-config client said '$reply' (see $bin)"
+  done
   rm -rf "$tmp"
 }
 

@@ -7,7 +7,9 @@
 #   P/lib*/libringpoll.a, libringpoll.so.*        static and shared library
 #   P/bin/ringpoll-{echo,load,serve,proxy}        the programs
 #   P/lib*/cmake/ringpoll/                        find_package(ringpoll [COMPONENTS ...])
-#   P/lib*/pkgconfig/ringpoll.pc                  pkg-config
+#   P/lib*/pkgconfig/ringpoll.pc                  pkg-config (static, as ringpoll::ringpoll)
+#   P/lib*/pkgconfig/ringpoll-shared.pc           pkg-config (shared, with an rpath)
+#   P/share/doc/ringpoll/                         README, CHANGELOG, docs/, examples/
 #
 # Targets: ringpoll::ringpoll (static), ringpoll::ringpoll_shared. Optional parts are
 # components, each in its own export file; find_package finds a component only when that
@@ -118,10 +120,24 @@ install(FILES ${PROJECT_BINARY_DIR}/ringpoll-config.cmake
 # pkg-config. The prefix is found from the .pc file's own place (${pcfiledir}), so the
 # file stays right when `cmake --install --prefix` installs somewhere else than
 # CMAKE_INSTALL_PREFIX.
+# ringpoll.pc links the static library like ringpoll::ringpoll (so its dependencies are in
+# Libs); ringpoll-shared.pc the shared one with an rpath, like ringpoll::ringpoll_shared.
 string(REGEX REPLACE "[^/]+" ".." RINGPOLL_PC_UP "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
-set(RINGPOLL_PC_LIBS_PRIVATE "-lnuma -pthread")
+set(RINGPOLL_PC_LIBS "-lnuma -pthread")
 if(RINGPOLL_PACKAGE_USES_MIMALLOC)
-  string(APPEND RINGPOLL_PC_LIBS_PRIVATE " -lmimalloc")
+  string(APPEND RINGPOLL_PC_LIBS " -lmimalloc")
 endif()
-configure_file(${PROJECT_SOURCE_DIR}/cmake/ringpoll.pc.in ${PROJECT_BINARY_DIR}/ringpoll.pc @ONLY)
-install(FILES ${PROJECT_BINARY_DIR}/ringpoll.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+foreach(pc ringpoll ringpoll-shared)
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/${pc}.pc.in ${PROJECT_BINARY_DIR}/${pc}.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/${pc}.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endforeach()
+
+# What a user reads without the source checkout, in P/share/doc/ringpoll/: the README,
+# the CHANGELOG, docs/ and examples/ (a project of its own: cmake -S that directory
+# -DCMAKE_PREFIX_PATH=P builds and tests every example against this install).
+install(FILES ${PROJECT_SOURCE_DIR}/README.md ${PROJECT_SOURCE_DIR}/CHANGELOG.md
+  DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/docs
+  FILES_MATCHING PATTERN "*.md")
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples
+  FILES_MATCHING PATTERN "*.cc" PATTERN "*.h" PATTERN "CMakeLists.txt")

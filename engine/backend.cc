@@ -1,6 +1,7 @@
 #include "engine/backend.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 
 namespace ringpoll {
@@ -30,13 +31,21 @@ const char* to_string(BackendChoice c) {
   return "?";
 }
 
-std::string BackendSelection::log_line() const {
-  if (!ok()) return "ringpoll: error: no backend: " + why;
-  return std::string("ringpoll: backend ") + to_string(chosen) + ": " + why;
+const char* to_string(IoUringMode m) {
+  return m == IoUringMode::kCompletion ? "completion" : "readiness";
 }
 
-BackendSelection select_backend(BackendChoice pinned) {
+std::string BackendSelection::log_line() const {
+  if (!ok()) return "ringpoll: error: no backend: " + why;
+  std::string mode;
+  if (chosen == BackendChoice::kIoUring)
+    mode = std::string(" (") + to_string(uring_mode) + " mode)";
+  return std::string("ringpoll: backend ") + to_string(chosen) + mode + ": " + why;
+}
+
+BackendSelection select_backend(BackendChoice pinned, IoUringMode mode) {
   BackendSelection s;
+  s.uring_mode = mode;
   if (pinned == BackendChoice::kEpoll) {
     const Availability e = EpollPoller::available();
     s.chosen = BackendChoice::kEpoll;
@@ -67,14 +76,52 @@ BackendSelection select_backend(BackendChoice pinned) {
   return s;
 }
 
-const BackendSelection& process_backend(BackendChoice pinned) {
+namespace {
+// RINGPOLL_BACKEND's value as a choice and a mode; false when it is not one we know.
+bool parse_backend_env(std::string_view v, BackendChoice* c, IoUringMode* m) {
+  if (v == "io_uring-completion") {
+    *c = BackendChoice::kIoUring;
+    *m = IoUringMode::kCompletion;
+    return true;
+  }
+  if (v == "io_uring-readiness") {
+    *c = BackendChoice::kIoUring;
+    *m = IoUringMode::kReadiness;
+    return true;
+  }
+  return parse_backend_choice(v, c);
+}
+}  // namespace
+
+const BackendSelection& process_backend(BackendChoice pinned, IoUringMode mode) {
   static std::once_flag once;
   static BackendSelection sel;
   std::call_once(once, [&] {
-    sel = select_backend(pinned);
+    const char* env = std::getenv(kBackendEnv);
+    if (env && *env) {
+      if (!parse_backend_env(env, &pinned, &mode)) {
+        sel.error = Errc::kInvalidArgument;
+        sel.why = std::string(kBackendEnv) + "=\"" + env +
+                  "\" is not one of auto, epoll, io_uring, io_uring-completion, "
+                  "io_uring-readiness";
+      } else {
+        sel = select_backend(pinned, mode);
+        sel.why += std::string(" (") + kBackendEnv + "=" + env + ")";
+      }
+    } else {
+      sel = select_backend(pinned, mode);
+    }
     std::fprintf(stderr, "%s\n", sel.log_line().c_str());
   });
   return sel;
 }
+
+namespace detail {
+void unusable_backend_selection(const BackendSelection& sel) {
+  std::fprintf(stderr, "%s\nringpoll: with_backend: no backend can run; exiting\n",
+               sel.log_line().c_str());
+  std::exit(EXIT_FAILURE);
+}
+}  // namespace detail
 
 }  // namespace ringpoll

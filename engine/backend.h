@@ -11,35 +11,78 @@
 
 #include "../epoll/epoll_poller.h"
 #include "../poller/errors.h"
+#include "../uring/uring_completion.h"
 #include "../uring/uring_poller.h"
 
 namespace ringpoll {
 
 enum class BackendChoice { kAuto, kIoUring, kEpoll };
 
+// io_uring's two ways of running (docs/backends-and-profiles.md): completion (the
+// default, what ringpoll's programs and benchmarks run: multishot accept and recv into
+// provided buffers, UringCompletionPoller) or readiness (multishot poll, then the plain
+// syscall, UringPoller).
+enum class IoUringMode { kCompletion, kReadiness };
+const char* to_string(IoUringMode m);
+
 // "auto", "io_uring", "epoll" (also "uring"); false for anything else.
 bool parse_backend_choice(std::string_view s, BackendChoice* out);
 const char* to_string(BackendChoice c);
 
+// The environment variable that overrides a program's backend choice, for a run:
+// RINGPOLL_BACKEND=epoll (or auto, io_uring, io_uring-completion, io_uring-readiness).
+inline constexpr const char* kBackendEnv = "RINGPOLL_BACKEND";
+
 struct BackendSelection {
-  BackendChoice chosen = BackendChoice::kEpoll;  // kIoUring or kEpoll when ok
-  std::string why;                               // one line: why this backend runs
-  Status error;                                  // set when a pinned backend cannot start
+  BackendChoice chosen = BackendChoice::kEpoll;       // kIoUring or kEpoll when ok
+  IoUringMode uring_mode = IoUringMode::kCompletion;  // how io_uring runs when chosen
+  std::string why;                                    // one line: why this backend runs
+  Status error;                                       // set when a pinned backend cannot start
   bool ok() const { return error.ok(); }
-  std::string log_line() const;  // "ringpoll: backend epoll: io_uring unavailable: ..."
+  // "ringpoll: backend io_uring (completion mode): first choice; probe ok",
+  // "ringpoll: backend epoll: io_uring unavailable: ..."
+  std::string log_line() const;
 };
 
 // Probes now (no caching): for tests, and for the first call of process_backend.
-BackendSelection select_backend(BackendChoice pinned);
+BackendSelection select_backend(BackendChoice pinned, IoUringMode mode = IoUringMode::kCompletion);
 
 // The process-wide selection: computed and logged (to stderr) on the first call; later
 // calls return the same selection whatever they ask (so the process never runs half on
-// one backend). `pinned` of the first call wins.
-const BackendSelection& process_backend(BackendChoice pinned = BackendChoice::kAuto);
+// one backend). `pinned` and `mode` of the first call win, unless the environment sets
+// RINGPOLL_BACKEND, which overrides them (the log line says so; a value it does not know
+// is an error selection naming the variable).
+const BackendSelection& process_backend(BackendChoice pinned = BackendChoice::kAuto,
+                                        IoUringMode mode = IoUringMode::kCompletion);
 
-// Calls fn.template operator()<Poller>() with the selected backend's type.
+namespace detail {
+// with_backend given a selection that is not ok(): prints its log line and exits(1).
+[[noreturn]] void unusable_backend_selection(const BackendSelection& sel);
+}  // namespace detail
+
+// Calls fn.template operator()<Poller>() with the selected backend's type:
+// UringCompletionPoller (io_uring, completion mode: the default), UringPoller (io_uring,
+// readiness mode) or EpollPoller. A selection that is not ok() (a pinned backend that
+// cannot start, a bad RINGPOLL_BACKEND) ends the process with its message; check ok()
+// first to handle it yourself.
 template <class Fn>
 decltype(auto) with_backend(const BackendSelection& sel, Fn&& fn) {
+  if (!sel.ok()) detail::unusable_backend_selection(sel);
+  if (sel.chosen == BackendChoice::kIoUring) {
+    if (sel.uring_mode == IoUringMode::kCompletion)
+      return fn.template operator()<UringCompletionPoller>();
+    return fn.template operator()<UringPoller>();
+  }
+  return fn.template operator()<EpollPoller>();
+}
+
+// with_backend for code that runs on readiness backends only (it waits on PollDescs
+// itself; with_backend would instantiate it for UringCompletionPoller too): io_uring runs
+// in readiness mode, whatever sel.uring_mode says (ask process_backend for kReadiness so
+// that its log line says so).
+template <class Fn>
+decltype(auto) with_readiness_backend(const BackendSelection& sel, Fn&& fn) {
+  if (!sel.ok()) detail::unusable_backend_selection(sel);
   if (sel.chosen == BackendChoice::kIoUring) return fn.template operator()<UringPoller>();
   return fn.template operator()<EpollPoller>();
 }

@@ -82,7 +82,7 @@ struct RingRead {
 // caller's own frame where the backend's kFramelessOps says so, else a coroutine frame
 // that hosts the awaiter (CompletionIo::completion_body).
 template <CompletionBackend P>
-class [[nodiscard]] CompSend : private TaskNode {
+class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] CompSend : private TaskNode {
  public:
   CompSend(PollFd<P>* f, std::span<const std::byte> buf) noexcept : f_(f), buf_(buf) {
     run = &CompSend::woken;
@@ -198,7 +198,7 @@ class [[nodiscard]] CompSend : private TaskNode {
 // The awaitable of an operation on a completion backend: a frame-less awaiter (Fast) on
 // the common path, or a coroutine (the rare paths: no PollDesc, single-shot requests).
 template <class Fast, class R>
-class [[nodiscard]] FastOrTask {
+class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] FastOrTask {
  public:
   template <class... A>
   explicit FastOrTask(std::in_place_t, A&&... a) {

@@ -8,7 +8,9 @@
 //   submit_to(shard, fn)  from a task: run fn on `shard`, resume with its result; a
 //                         full inbox applies backpressure (the caller yields and retries)
 //   post(shard, fn)       from anywhere: fire and forget (false when the inbox is full)
-//   call(shard, fn)       from a thread outside the engine: run and wait for the result
+//   call(shard, fn)       from a thread outside the engine: run and wait for the result;
+//                         try_call is the same but fails (false / empty) instead of
+//                         waiting forever when the shard has stopped (Engine::stop)
 //
 // Replies travel on an unbounded intrusive stack per shard (the caller's frame is the
 // node), so a reply can never be refused and two busy shards cannot deadlock.
@@ -17,7 +19,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -32,9 +38,13 @@
 namespace ringpoll {
 
 struct EngineOptions {
-  int shards = 0;                // 0: one per online CPU
-  std::vector<int> cpus;         // CPU for shard i (default: i); empty and pin: 0..n-1
-  bool pin = true;               // pin each shard's thread to its CPU
+  // 0: one per CPU the process may run on (its inherited affinity mask: taskset, a
+  // container's cpuset), not one per online CPU.
+  int shards = 0;
+  // CPU for shard i. Empty (and pin): the allowed CPUs in order, so two processes started
+  // under disjoint masks never share a CPU; more shards than allowed CPUs wrap around.
+  std::vector<int> cpus;
+  bool pin = true;  // pin each shard's thread to its CPU; a failed pin is logged, not fatal
   size_t inbox_capacity = 4096;  // cross-shard jobs queued per shard before backpressure
   SchedulerOptions sched;
 };
@@ -52,6 +62,25 @@ struct ShardReply {
   TaskNode* node = nullptr;
 };
 
+namespace detail {
+// The CPUs this process may run on (sched_getaffinity), in increasing order; when the mask
+// cannot be read, every online CPU.
+inline std::vector<int> allowed_cpus() {
+  std::vector<int> out;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) out.push_back(c);
+  }
+  if (out.empty()) {
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long c = 0; c < (n < 1 ? 1 : n); ++c) out.push_back(static_cast<int>(c));
+  }
+  return out;
+}
+}  // namespace detail
+
 // Owns its shards and their threads. Construct, optionally set_backend_setup, start() from
 // one thread (usually main); stop() from any thread, then join(). The destructor stops and
 // joins. Everything a shard owns (its Scheduler, sockets, tasks) is touched only on that
@@ -63,7 +92,12 @@ class Engine {
   class Shard : public ExternalWork {
    public:
     int id() const noexcept { return id_; }    // 0..size()-1
-    int cpu() const noexcept { return cpu_; }  // the CPU it is pinned to, -1 when not pinned
+    // The CPU it is pinned to, -1 when not pinned (pin off, or pinning failed: logged).
+    // Final once Engine::start() has returned.
+    int cpu() const noexcept { return cpu_; }
+    // True while the shard's thread serves its inbox: from start() until its loop returned
+    // after Engine::stop(). Jobs posted once it is false never run.
+    bool serving() const noexcept { return serving_.load(std::memory_order_acquire); }
     // The shard's scheduler: use it only on this shard's thread (e.g. from its tasks).
     Scheduler<P>& sched() noexcept { return *sched_; }
     Engine& engine() noexcept { return *engine_; }
@@ -121,18 +155,23 @@ class Engine {
     std::unique_ptr<Scheduler<P>> sched_;
     MpscQueue<ShardJob> inbox_;
     std::atomic<ShardReply*> replies_{nullptr};
+    std::atomic<bool> serving_{false};
   };
 
-  // Creates the shards (no thread runs until start()). shards = 0: one per online CPU.
+  // Creates the shards (no thread runs until start()). shards = 0: one per CPU in the
+  // process's affinity mask.
   explicit Engine(EngineOptions o = {}) : opt_(std::move(o)) {
-    int n = opt_.shards > 0 ? opt_.shards : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+    const std::vector<int> allowed = detail::allowed_cpus();
+    int n = opt_.shards > 0 ? opt_.shards : static_cast<int>(allowed.size());
     if (n < 1) n = 1;
     for (int i = 0; i < n; ++i) {
       shards_.push_back(std::unique_ptr<Shard>(new Shard(opt_.inbox_capacity)));
       Shard& s = *shards_.back();
       s.engine_ = this;
       s.id_ = i;
-      s.cpu_ = i < static_cast<int>(opt_.cpus.size()) ? opt_.cpus[i] : (opt_.pin ? i : -1);
+      s.cpu_ = i < static_cast<int>(opt_.cpus.size()) ? opt_.cpus[i]
+               : opt_.pin ? allowed[static_cast<size_t>(i) % allowed.size()]
+                          : -1;
     }
   }
   ~Engine() {
@@ -162,7 +201,14 @@ class Engine {
           cpu_set_t set;
           CPU_ZERO(&set);
           CPU_SET(s->cpu_ % CPU_SETSIZE, &set);
-          pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+          // EINVAL: the CPU is offline, absent, or outside the cpuset (cgroup) the
+          // process runs in — a `cpus` list written for another machine. The shard still
+          // runs, unpinned.
+          if (const int e = pthread_setaffinity_np(pthread_self(), sizeof set, &set); e != 0) {
+            std::fprintf(stderr, "ringpoll: shard %d: cannot pin to CPU %d: %s; running unpinned\n",
+                         s->id_, s->cpu_, std::strerror(e));
+            s->cpu_ = -1;
+          }
         }
         // Built on the shard's thread: the PollCache binds to this CPU's NUMA node and
         // an io_uring with SINGLE_ISSUER belongs to this thread.
@@ -171,6 +217,7 @@ class Engine {
         const Status st = s->sched_->start();
         s->sched_->set_external_work(s);
         current_ = s;
+        if (st.ok()) s->serving_.store(true, std::memory_order_release);
         {
           std::lock_guard<std::mutex> l(mu);
           if (!st.ok() && first_error.ok()) first_error = st;
@@ -181,6 +228,9 @@ class Engine {
         if (on_start) on_start(*s);
         s->sched_->run(/*until_stopped=*/true);
         current_ = nullptr;
+        // Last: from here on this thread touches nothing of the shard, so a thread that
+        // sees serving() false may tear down what the shard's tasks hold (TcpServer).
+        s->serving_.store(false, std::memory_order_release);
       });
     }
     std::unique_lock<std::mutex> l(mu);
@@ -229,48 +279,88 @@ class Engine {
     return false;
   }
 
-  // From a thread outside the engine: runs fn on `target` and waits for its result.
+  // From a thread outside the engine: runs fn on `target` and waits for its result. A
+  // shard that has stopped (Engine::stop) never runs it: that stops the process with a
+  // message naming the shard instead of waiting forever (try_call returns instead).
   template <class F>
   static auto call(Shard& target, F fn) -> std::invoke_result_t<F> {
     using R = std::invoke_result_t<F>;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    std::conditional_t<std::is_void_v<R>, int, std::optional<R>> out{};
-    auto job = [&] {
-      if constexpr (std::is_void_v<R>) {
-        fn();
-      } else {
-        out.emplace(fn());
+    if constexpr (std::is_void_v<R>) {
+      if (!try_call(target, std::move(fn))) stopped_shard_fatal(target, "Engine::call");
+    } else {
+      std::optional<R> r = try_call(target, std::move(fn));
+      if (!r) stopped_shard_fatal(target, "Engine::call");
+      return std::move(*r);
+    }
+  }
+  // call() that fails instead: false (void fn) or an empty optional when `target` is not
+  // serving, or stops before it ran fn (then fn never runs). Waits for fn otherwise.
+  template <class F>
+  static auto try_call(Shard& target, F fn)
+      -> std::conditional_t<std::is_void_v<std::invoke_result_t<F>>, bool,
+                            std::optional<std::invoke_result_t<F>>> {
+    using R = std::invoke_result_t<F>;
+    // The job lives in this frame, not on the heap: when the shard stops with it still
+    // queued, nothing runs it again and nothing leaks (see Shard::serving).
+    struct Job {
+      explicit Job(F f) : fn(std::move(f)) {}
+      F fn;
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+      ResultSlot<R> out{};
+      static void run(void* p) {
+        auto* j = static_cast<Job*>(p);
+        run_into<R>(j->fn, j->out);
+        std::lock_guard<std::mutex> l(j->mu);
+        j->done = true;
+        j->cv.notify_all();
       }
-      std::lock_guard<std::mutex> l(mu);
-      done = true;
-      cv.notify_all();
-    };
-    while (!post(target, job)) std::this_thread::yield();  // backpressure
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return done; });
-    if constexpr (!std::is_void_v<R>) return std::move(*out);
+    } job(std::move(fn));
+    bool ran = false;
+    if (target.serving()) {
+      while (target.serving() && !target.try_post(ShardJob{&Job::run, &job}))
+        std::this_thread::yield();  // backpressure
+      // The shard's thread runs jobs only before it clears serving(); so once serving()
+      // is false, `done` is final (a job still queued then is never run).
+      std::unique_lock<std::mutex> l(job.mu);
+      while (!job.done && target.serving()) job.cv.wait_for(l, std::chrono::milliseconds(10));
+      ran = job.done;
+    }
+    if constexpr (std::is_void_v<R>) {
+      return ran;
+    } else {
+      return ran ? std::move(job.out) : std::optional<R>();
+    }
   }
 
   // From a thread outside the engine: starts the task make() returns on `target` and
   // waits until it has finished. make() runs on `target`'s thread; the task (and what it
   // captures by reference) must not outlive this call, which it cannot: the call waits.
+  // A shard that has stopped stops the process saying so (try_run_task returns instead).
   template <class F>
   static void run_task(Shard& target, F make) {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    auto wrapper = [](Task<void> t, std::mutex* mu, std::condition_variable* cv,
-                      bool* done) -> Task<void> {
+    if (!try_run_task(target, std::move(make))) stopped_shard_fatal(target, "Engine::run_task");
+  }
+  // run_task() that returns false when `target` is not serving or stops before the task
+  // finished; the unfinished task is then destroyed with the shard's scheduler.
+  template <class F>
+  static bool try_run_task(Shard& target, F make) {
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+    } w;
+    auto wrapper = [](Task<void> t, Wait* w) -> Task<void> {
       co_await std::move(t);
-      std::lock_guard<std::mutex> l(*mu);
-      *done = true;
-      cv->notify_all();
+      std::lock_guard<std::mutex> l(w->mu);
+      w->done = true;
+      w->cv.notify_all();
     };
-    call(target, [&] { current_->sched().spawn(wrapper(make(), &mu, &cv, &done)); });
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return done; });
+    if (!try_call(target, [&] { current_->sched().spawn(wrapper(make(), &w)); })) return false;
+    std::unique_lock<std::mutex> l(w.mu);
+    while (!w.done && target.serving()) w.cv.wait_for(l, std::chrono::milliseconds(10));
+    return w.done;
   }
 
   // From a task on a shard: runs fn on `target` and resumes the caller with its result.
@@ -283,17 +373,13 @@ class Engine {
     if (!origin) fatal("submit_to called outside a shard (use Engine::call)");
     struct CallState {
       F fn;
-      std::conditional_t<std::is_void_v<R>, int, std::optional<R>> result{};
+      ResultSlot<R> result{};
       ShardReply reply;
       TaskNode node;
       Shard* origin;
       static void run(void* p) {
         auto* c = static_cast<CallState*>(p);
-        if constexpr (std::is_void_v<R>) {
-          c->fn();
-        } else {
-          c->result.emplace(c->fn());
-        }
+        run_into<R>(c->fn, c->result);
         c->origin->push_reply(&c->reply);
       }
     };
@@ -311,6 +397,18 @@ class Engine {
   }
 
  private:
+  // Where a cross-shard call keeps fn's result: an optional, or an unused int for void.
+  template <class R>
+  using ResultSlot = std::conditional_t<std::is_void_v<R>, int, std::optional<R>>;
+  template <class R, class F>
+  static void run_into(F& fn, ResultSlot<R>& out) {
+    if constexpr (std::is_void_v<R>) {
+      fn();
+    } else {
+      out.emplace(fn());
+    }
+  }
+
   // Parks the caller; drain() on its shard makes it ready when the reply arrives. The
   // reply cannot be processed before the park: replies are drained by this same thread.
   struct ParkAwaiter {
@@ -319,6 +417,14 @@ class Engine {
     void await_suspend(std::coroutine_handle<> h) noexcept { node->handle = h; }
     void await_resume() const noexcept {}
   };
+
+  [[noreturn]] static void stopped_shard_fatal(const Shard& s, const char* what) {
+    std::fprintf(stderr,
+                 "ringpoll: fatal: %s on shard %d, which has stopped (Engine::stop ran, or "
+                 "start failed): it would wait forever; use try_call/try_run_task\n",
+                 what, s.id());
+    std::abort();
+  }
 
   EngineOptions opt_;
   std::function<void(P&)> backend_setup_;

@@ -36,6 +36,30 @@ std::string SocketAddress::to_string() const {
 
 namespace detail {
 
+Status check_port_unshared(const SocketAddress& at, std::string* why) {
+  if (at.port() == 0) return Status();  // the kernel picks a free port
+  const int fd = ::socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::from_errno(errno);
+  // SO_REUSEADDR as the real listeners have it, so connections of an earlier run left in
+  // TIME_WAIT do not count; without SO_REUSEPORT, so any socket listening there does.
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  const int rc = ::bind(fd, at.sa(), at.len);
+  const int e = rc < 0 ? errno : 0;
+  ::close(fd);
+  if (e == 0) return Status();
+  if (why) {
+    *why = "bind " + at.to_string() + ": " + std::strerror(e);
+    if (e == EADDRINUSE)
+      *why +=
+          " (another socket already listens on this port — a second instance still "
+          "running? With SO_REUSEPORT it would silently take part of the connections; "
+          "stop it, or set ListenOptions::allow_shared_port / socket.allow_shared_port "
+          "to share the port on purpose)";
+  }
+  return Status::from_errno(e);
+}
+
 bool split_host_port(std::string_view text, std::string* host, std::string* port,
                      std::string* why) {
   auto bad = [&](const std::string& m) {

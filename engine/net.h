@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -41,7 +42,19 @@ Task<Status> resolve(Scheduler<P>& s, std::string text, SocketAddress* out, std:
 struct ListenOptions {
   bool reuseport = true;  // one listener per shard on the same port (kernel balancing)
   int backlog = 1024;
+  // With reuseport, TcpServer::start first checks that no other socket (another process,
+  // a stale instance) listens on the port — SO_REUSEPORT would let it keep taking part of
+  // the new connections unnoticed — and refuses to start, saying so. True: share the port
+  // on purpose (e.g. a new instance taking over from an old one).
+  bool allow_shared_port = false;
 };
+
+namespace detail {
+// Binds a probe socket to `at` without SO_REUSEPORT and closes it: EADDRINUSE (with *why
+// naming the address and the likely cause) when some socket already listens there. Port
+// 0 always passes. What TcpServer::start runs unless allow_shared_port.
+Status check_port_unshared(const SocketAddress& at, std::string* why);
+}  // namespace detail
 
 // A connected TCP socket on one shard: owns its descriptor from adopt()/connect() until
 // close(). Every call — and the tasks awaiting its operations — must be on that shard.
@@ -70,6 +83,9 @@ class TcpStream {
   // Writes all of b, waiting for socket buffer space as needed; n counts the bytes the
   // kernel took, also when it fails (kTimeout at the write deadline, kClosed, EPIPE...).
   auto write(std::span<const std::byte> b) { return fd_.write(b); }
+  // write() of text: `co_await conn.write("hello\n")`. The characters must stay alive
+  // until the write has completed (a temporary inside the co_await expression does).
+  auto write(std::string_view text) { return fd_.write(std::as_bytes(std::span(text))); }
   // write() for several buffers, in order, as one stream of bytes.
   Task<IoResult> writev(std::span<const iovec> v) { return fd_.writev(v); }
   // Half-close with shutdown(2): the peer reads end of stream (write) / our reads end.
@@ -93,7 +109,8 @@ class TcpStream {
   int fd() const noexcept { return fd_.fd(); }
   PollFd<P>& poll_fd() noexcept { return fd_; }
 
-  // Connects to `to`, failing with kTimeout after timeout_ns (0: no limit).
+  // Connects to `to`, failing with kConnectTimeout (timeout() is true) after timeout_ns
+  // (0: no limit).
   static Task<Status> connect(Scheduler<P>& s, const SocketAddress& to, int64_t timeout_ns,
                               std::unique_ptr<TcpStream>* out) {
     const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -105,6 +122,7 @@ class TcpStream {
     }
     if (timeout_ns > 0) (void)st->fd_.set_write_deadline(mono_now_ns() + timeout_ns);
     Status c = co_await st->fd_.connect(to.sa(), to.len);
+    if (c.is(Errc::kTimeout)) c = Errc::kConnectTimeout;  // its own message, not a read's
     (void)st->fd_.set_write_deadline(0);
     if (!c.ok()) {
       (void)co_await st->close();

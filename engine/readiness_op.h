@@ -23,7 +23,7 @@ template <PollerBackend P>
 class PollFd;
 
 template <PollerBackend P, class Step>
-class [[nodiscard]] FdOp : private TaskNode, private Step {
+class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] FdOp : private TaskNode, private Step {
  public:
   using Result = typename Step::Result;
   FdOp(PollFd<P>* f, Mode m, Step step) noexcept : Step(std::move(step)), mode_(m), f_(f) {

@@ -1,11 +1,20 @@
 #include "engine/server.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <ctime>
+
+#include "engine/clock.h"
 
 namespace ringpoll {
 
 namespace {
+// How long the graceful stop may still run after the second signal's handler returned.
+constexpr int64_t kAfterImmediateNs = 5'000'000'000;
+// The exit status when wait_stop_signals ends the process itself (128 + SIGTERM, what a
+// shell reports for a process that SIGTERM killed).
+constexpr int kExitStopTimedOut = 128 + SIGTERM;
+
 sigset_t stop_set(bool with_reload) {
   sigset_t set;
   sigemptyset(&set);
@@ -40,16 +49,33 @@ void wait_stop_signals(const std::function<void()>& graceful,
     graceful();
     finished.store(true);
   });
-  // Until the graceful stop ends, a second signal stops at once.
+  // Until the graceful stop ends, a second signal calls immediate(). After that the
+  // graceful stop gets kAfterImmediateNs to return (with immediate = Engine::stop it
+  // returns at once: TcpServer::shutdown does not wait on stopped shards); a third
+  // signal, or a graceful stop still running then, ends the process here, so no handler
+  // can leave it unkillable but by SIGKILL.
   const timespec tick{0, 50'000'000};
+  int64_t give_up = -1;
   while (!finished.load()) {
-    if (sigtimedwait(&stops, nullptr, &tick) > 0) {
+    const int s = sigtimedwait(&stops, nullptr, &tick);
+    if (s > 0 && give_up < 0) {
       std::fprintf(stderr, "ringpoll: second signal: stopping now\n");
       immediate();
-      break;
+      give_up = mono_now_ns() + kAfterImmediateNs;
+    } else if (s > 0 || (give_up >= 0 && mono_now_ns() >= give_up)) {
+      std::fprintf(stderr, s > 0
+                               ? "ringpoll: third signal: exiting without waiting for the graceful "
+                                 "stop\n"
+                               : "ringpoll: the graceful stop did not return within 5 s of the "
+                                 "second signal's handler; exiting\n");
+      std::fflush(stderr);
+      std::_Exit(kExitStopTimedOut);
     }
   }
   g.join();
+  // From here a stop signal is the default action again (the process ends): a program
+  // that hangs in its own teardown after this is not left ignoring SIGTERM.
+  pthread_sigmask(SIG_UNBLOCK, &stops, nullptr);
 }
 
 std::thread shutdown_on_signals(std::function<void()> graceful, std::function<void()> immediate,

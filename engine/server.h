@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +39,35 @@ void require_running_for_teardown(const E& e, const char* what) {
 }
 }  // namespace detail
 
+// What a connection handler may want besides its stream (the second parameter of a
+// TcpServer::ContextHandler): the shard it runs on, the peer's address, and whether the
+// server is shutting down. 16 bytes; take it by value.
+template <PollerBackend P>
+class ConnContext {
+ public:
+  ConnContext(typename Engine<P>::Shard& shard, int fd, const std::atomic<bool>* draining)
+      : shard_(&shard), fd_(fd), draining_(draining) {}
+  // The shard running the handler: its scheduler (sleep_for, spawn, connect), its id.
+  typename Engine<P>::Shard& shard() const noexcept { return *shard_; }
+  Scheduler<P>& sched() const noexcept { return shard_->sched(); }
+  // The connected peer (getpeername; an empty address once the descriptor is closed).
+  SocketAddress peer() const {
+    SocketAddress a;
+    a.len = sizeof a.ss;
+    if (getpeername(fd_, reinterpret_cast<sockaddr*>(&a.ss), &a.len) < 0) a = SocketAddress{};
+    return a;
+  }
+  // True once TcpServer::shutdown() has begun: stop taking new requests, finish the one
+  // in progress. Past the drain deadline the stream is aborted and its operations fail
+  // with kClosed ("descriptor closed ... aborted by a server shutdown").
+  bool draining() const noexcept { return draining_->load(std::memory_order_relaxed); }
+
+ private:
+  typename Engine<P>::Shard* shard_;
+  int fd_;
+  const std::atomic<bool>* draining_;
+};
+
 template <PollerBackend P>
 class TcpServer {
  public:
@@ -45,6 +75,8 @@ class TcpServer {
   // stream belongs to the server: it is closed when the handler's task ends, so the
   // handler must not keep it (or hand it to another task) beyond that.
   using Handler = std::function<Task<void>(TcpStream<P>&)>;
+  // The same with the connection's context (shard, peer, draining) as well.
+  using ContextHandler = std::function<Task<void>(TcpStream<P>&, ConnContext<P>)>;
   struct Options {
     ListenOptions listen;
     bool nodelay = true;
@@ -59,20 +91,29 @@ class TcpServer {
   }
   // A started server that was not shut down is shut down here with no drain: the
   // listeners close and open connections are aborted (their handlers see kClosed) before
-  // the server's memory goes. That goes through the shards, so the engine must still run:
-  // a started server destroyed after Engine::stop() without shutdown() would leave its
-  // tasks parked on the shards pointing at freed memory, and stops the process with a
-  // message saying so instead.
+  // the server's memory goes. After Engine::stop() that is shutdown()'s stopped-engine
+  // path: the server's state is handed to the stopped shards and freed with the engine.
   ~TcpServer() {
     if (!started_ || shut_down_) return;
-    detail::require_running_for_teardown(e_, "TcpServer");
     (void)shutdown(0);
   }
   TcpServer(const TcpServer&) = delete;
   TcpServer& operator=(const TcpServer&) = delete;
 
   // Listens on `at` from every shard. From a thread outside the engine, after start().
+  // With SO_REUSEPORT (the default) a port another socket already listens on is refused
+  // (EADDRINUSE, *why says so) unless Options::listen.allow_shared_port.
   Status start(const SocketAddress& at, Handler h, std::string* why = nullptr) {
+    return start(
+        at, [h = std::move(h)](TcpStream<P>& s, ConnContext<P>) { return h(s); }, why);
+  }
+  // start() for a handler that takes the connection's ConnContext too.
+  Status start(const SocketAddress& at, ContextHandler h, std::string* why = nullptr) {
+    if (opt_.listen.reuseport && !opt_.listen.allow_shared_port) {
+      // The probe races with a process binding the port right after it; it is a guard
+      // against the forgotten instance, not a lock.
+      if (Status st = detail::check_port_unshared(at, why); !st.ok()) return st;
+    }
     handler_ = std::move(h);
     SocketAddress addr = at;
     for (size_t i = 0; i < shards_.size(); ++i) {
@@ -102,41 +143,52 @@ class TcpServer {
   SocketAddress address() const { return address_; }
 
   // Counters, readable from any thread: open connections, connections accepted by each
-  // shard (the SO_REUSEPORT balance), failed accepts.
+  // shard (the SO_REUSEPORT balance), failed accepts. A shard whose state went with a
+  // stopped engine (see shutdown) counts 0.
   size_t live() const {
     size_t n = 0;
-    for (auto& s : shards_) n += s->live.load();
+    for (auto& s : shards_) n += s ? s->live.load() : 0;
     return n;
   }
   std::vector<uint64_t> accepted_per_shard() const {
     std::vector<uint64_t> v;
-    for (auto& s : shards_) v.push_back(s->accepted.load());
+    for (auto& s : shards_) v.push_back(s ? s->accepted.load() : 0);
     return v;
   }
   uint64_t accept_errors() const {
     uint64_t n = 0;
-    for (auto& s : shards_) n += s->accept_errors.load();
+    for (auto& s : shards_) n += s ? s->accept_errors.load() : 0;
     return n;
   }
 
   // From a thread outside the engine. Returns the number of connections aborted at the
-  // deadline (0 when everything drained).
+  // deadline (0 when everything drained). Once, or again (then it returns 0 at once).
+  //
+  // When the engine stops before or during the shutdown (Engine::stop() — e.g. a second
+  // signal's handler), the shards can no longer close anything: shutdown() then returns
+  // promptly (it never waits on a stopped shard) with the open connections counted as
+  // aborted, and the server's listeners, connections and their tasks stay with the
+  // stopped shards, closed and freed when the engine is destroyed.
   size_t shutdown(int64_t drain_ns) {
+    if (shut_down_) return 0;
     shut_down_ = true;
+    draining_.store(true, std::memory_order_relaxed);
     for (size_t i = 0; i < shards_.size(); ++i) {
       PerShard* ps = shards_[i].get();
       if (!ps->sched) continue;  // never listened there
-      Engine<P>::run_task(e_.shard(i), [ps] { return close_listener(ps); });
+      if (!Engine<P>::try_run_task(e_.shard(i), [ps] { return close_listener(ps); }))
+        return hand_over_to_stopped_engine();
     }
     const int64_t end = mono_now_ns() + drain_ns;
-    while (live() > 0 && mono_now_ns() < end)
+    while (live() > 0 && mono_now_ns() < end && shards_serving())
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (!shards_serving()) return hand_over_to_stopped_engine();
     size_t aborted = 0;
     if (live() > 0) {
       for (size_t i = 0; i < shards_.size(); ++i) {
         PerShard* ps = shards_[i].get();
         if (!ps->sched) continue;
-        aborted += Engine<P>::call(e_.shard(i), [ps] {
+        std::optional<size_t> n = Engine<P>::try_call(e_.shard(i), [ps] {
           size_t n = 0;
           ps->sched->for_each_root([&](typename Scheduler<P>::Root* r) {
             if (r->done != &conn_done || static_cast<Conn*>(r)->ps != ps) return;
@@ -145,11 +197,14 @@ class TcpServer {
           });
           return n;
         });
+        if (!n) return hand_over_to_stopped_engine();
+        aborted += *n;
       }
       // Aborted handlers see kClosed on their next operation and return.
       const int64_t hard = mono_now_ns() + 5'000'000'000;
-      while (live() > 0 && mono_now_ns() < hard)
+      while (live() > 0 && mono_now_ns() < hard && shards_serving())
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (!shards_serving()) return aborted + hand_over_to_stopped_engine();
     }
     return aborted;
   }
@@ -169,6 +224,48 @@ class TcpServer {
     std::atomic<size_t> live{0};
     std::atomic<uint64_t> accepted{0};
     std::atomic<uint64_t> accept_errors{0};
+  };
+
+  // Every shard this server listens on still runs its loop (false once Engine::stop()
+  // has reached one of them).
+  bool shards_serving() const {
+    for (size_t i = 0; i < shards_.size(); ++i)
+      if (shards_[i] && shards_[i]->sched && !e_.shard(i).serving()) return false;
+    return true;
+  }
+
+  // shutdown() when the engine has stopped: waits until no shard thread runs any more,
+  // then gives each shard's state to a root task on that (stopped) shard's scheduler. The
+  // scheduler's destructor destroys every parked frame first (the accept loop's, the
+  // handlers', which point into the state) and only then ends the keeper, which frees the
+  // state: the listeners and connections close with the engine, never before their tasks.
+  // Touching a scheduler from this thread is safe once its shard no longer serves: the
+  // shard's thread does nothing after it clears serving() (release; read with acquire).
+  // Returns the connections still open.
+  size_t hand_over_to_stopped_engine() {
+    const size_t open = live();
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      if (!shards_[i]->sched) continue;
+      while (e_.shard(i).serving()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    for (auto& sp : shards_) {
+      if (!sp->sched) continue;
+      auto* k = new Keeper;
+      k->ps.reset(sp.release());
+      k->done = &Keeper::ended;
+      Scheduler<P>* sched = k->ps->sched;
+      sched->spawn(Keeper::never_runs(), k);
+    }
+    return open;
+  }
+  struct Keeper : Scheduler<P>::Root {
+    std::unique_ptr<PerShard> ps;
+    static Task<void> never_runs() { co_return; }
+    static void ended(detail::DoneHook* h, std::coroutine_handle<> frame) noexcept {
+      auto* k = static_cast<Keeper*>(h);
+      if (frame) k->ps->sched->finish_root(k, frame);
+      delete k;
+    }
   };
 
   static Task<void> close_listener(PerShard* ps) {
@@ -206,7 +303,7 @@ class TcpServer {
       ps->live.fetch_add(1);
       c->ps = ps;
       c->done = &conn_done;
-      sched->spawn(handler_(c->stream), c);
+      sched->spawn(handler_(c->stream, ConnContext<P>(*Engine<P>::current(), a.fd, &draining_)), c);
     }
   }
 
@@ -236,7 +333,8 @@ class TcpServer {
 
   Engine<P>& e_;
   Options opt_;
-  Handler handler_;
+  ContextHandler handler_;
+  std::atomic<bool> draining_{false};  // shutdown() has begun (ConnContext::draining)
   std::vector<std::unique_ptr<PerShard>> shards_;
   SocketAddress address_;
   bool started_ = false;    // an accept loop was spawned (controlling thread only)
@@ -245,15 +343,20 @@ class TcpServer {
 
 // Blocks SIGINT and SIGTERM in the calling thread (call it before Engine::start so the
 // shards inherit the mask) and starts a thread that waits for them: the first calls
-// graceful(), a second calls immediate(). Returns the thread (detached by the caller or
-// joined after a signal). With `reload`, SIGHUP is blocked too and each one calls reload()
-// on that thread, for as long as no stop signal has arrived.
+// graceful(), a second calls immediate() (as wait_stop_signals below). Returns the thread (detached
+// by the caller or joined after a signal). With `reload`, SIGHUP is blocked too and each one calls
+// reload() on that thread, for as long as no stop signal has arrived.
 std::thread shutdown_on_signals(std::function<void()> graceful, std::function<void()> immediate,
                                 std::function<void()> reload = {});
 
 // The two halves of shutdown_on_signals, for programs that wait on their main thread:
 // block the signals before the engine's threads start (they inherit the mask), then wait.
-// wait_stop_signals returns once the graceful stop has returned (or immediate ran).
+// wait_stop_signals runs graceful() on a thread of its own at the first signal and returns
+// once graceful() has returned. A second signal runs immediate() (Engine::stop() is a good
+// choice: TcpServer::shutdown then returns promptly); if graceful() has still not returned
+// 5 s after that, or at a third signal, it ends the process itself (_Exit(143)), so no
+// pair of handlers can leave the process deaf to signals. On return the stop signals are
+// unblocked in the calling thread: a later SIGINT/SIGTERM ends the process.
 void block_stop_signals(bool with_reload);
 void wait_stop_signals(const std::function<void()>& graceful,
                        const std::function<void()>& immediate,

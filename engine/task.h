@@ -87,8 +87,16 @@ struct ValuePromise<void> : PromiseBase {
 };
 }  // namespace detail
 
+// Task<T>: a lazily started coroutine; `co_await` it (or hand it to Scheduler::spawn).
+// Discarding one — or an I/O awaitable such as `conn.write(buf)` without co_await — is a
+// compiler warning (nodiscard): the operation would silently never run.
+//
+// Compiler pitfall (GCC 12): a co_await that is the entire condition of an `if`,
+// `if (co_await f())`, is miscompiled — the awaited coroutine's body never runs. Await
+// into a local first (`const bool ok = co_await f(); if (ok) ...`); the init-statement
+// form `if (auto r = co_await f(); r.ok())` is fine.
 template <class T>
-class Task {
+class [[nodiscard("co_await it (or spawn it): a task that is neither never runs")]] Task {
  public:
   struct promise_type : detail::ValuePromise<T> {
     Task get_return_object() noexcept {

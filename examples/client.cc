@@ -20,7 +20,8 @@ template <class P>
 Task<int> talk(const SocketAddress& at, const std::string& message, int64_t timeout_ns) {
   Scheduler<P>& sched = Engine<P>::current()->sched();
   std::unique_ptr<TcpStream<P>> conn;
-  // Fails with kTimeout when the handshake has not completed within timeout_ns.
+  // Fails with kConnectTimeout ("connect timed out ...", timeout() is true) when the
+  // handshake has not completed within timeout_ns.
   if (const Status st = co_await TcpStream<P>::connect(sched, at, timeout_ns, &conn); !st.ok()) {
     std::fprintf(stderr, "client: connect %s: %s\n", at.to_string().c_str(), st.message());
     co_return st.timeout() ? kExitTimeout : 1;
@@ -29,7 +30,7 @@ Task<int> talk(const SocketAddress& at, const std::string& message, int64_t time
   std::string reply(message.size(), '\0');
   // write() returns when every byte is written (or fails); read_exact() when the buffer is
   // full. The read deadline is absolute: it bounds the wait for the whole reply.
-  IoResult r = co_await conn->write(std::as_bytes(std::span(message)));
+  IoResult r = co_await conn->write(message);  // a std::string_view overload
   if (r.ok()) {
     (void)conn->set_read_deadline(mono_now_ns() + timeout_ns);
     r = co_await conn->read_exact(std::as_writable_bytes(std::span(reply)));

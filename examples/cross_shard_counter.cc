@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   EngineOptions opt;
-  opt.shards = argc > 2 ? std::atoi(argv[2]) : 0;  // 0: one per online CPU
+  opt.shards = argc > 2 ? std::atoi(argv[2]) : 0;  // 0: one per CPU this process may use
   return examples::serve_until_stopped("cross_shard_counter", at, opt, []<class P>(Engine<P>& e) {
     return typename TcpServer<P>::Handler([&e](TcpStream<P>& c) { return count<P>(e, c); });
   });

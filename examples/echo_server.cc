@@ -18,7 +18,7 @@ Task<void> echo(TcpStream<P>& conn) {
   for (;;) {
     const IoResult r = co_await conn.read(buf);  // suspends this task, not the shard
     if (!r.ok()) co_return;                      // kEof when the client closes, or an error
-    // Awaited into a local, never inside an `if` (README: a GCC 12 pitfall).
+    // Awaited into a local, never as the whole `if` condition (GCC 12 pitfall, task.h).
     const IoResult w = co_await conn.write(std::span(buf.data(), r.n));  // all r.n bytes
     if (!w.ok()) co_return;
   }
@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
   block_stop_signals(/*with_reload=*/false);
   // io_uring when this machine can run it, else epoll; one line on stderr says which.
   return with_backend(process_backend(), [&]<class P>() {
-    Engine<P> engine;  // one shard per online CPU
+    Engine<P> engine;  // one shard per CPU this process may run on (taskset, cpuset)
     if (const Status st = engine.start(); !st.ok()) {
       std::fprintf(stderr, "echo_server: engine: %s\n", st.message());
       return 1;
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
           server.shutdown(/*drain_ns=*/1'000'000'000);  // finish in-flight work, up to 1 s
           engine.stop();
         },
-        [] { std::_Exit(0); });  // second signal: the kernel closes every socket
+        [&] { engine.stop(); });  // second signal: shutdown() returns at once
     engine.join();
     return 0;
   });

@@ -38,7 +38,7 @@ int serve_until_stopped(const char* name, const ringpoll::SocketAddress& at,
           server.shutdown(/*drain_ns=*/1'000'000'000);
           engine.stop();
         },
-        [] { std::_Exit(0); });
+        [&] { engine.stop(); });  // second signal: shutdown() returns at once
     engine.join();
     return 0;
   });

@@ -39,9 +39,12 @@ const char* Status::message() const noexcept {
     case Errc::kOk:
       return "ok";
     case Errc::kClosed:
-      return "use of closed descriptor";
+      // Also what the handlers of connections aborted at a server's drain deadline see.
+      return "descriptor closed (by this process, or aborted by a server shutdown)";
     case Errc::kTimeout:
-      return "i/o timeout (deadline exceeded)";
+      return "i/o timeout (read/write deadline exceeded)";
+    case Errc::kConnectTimeout:
+      return "connect timed out (no handshake before the connect timeout)";
     case Errc::kNotPollable:
       return "error event on descriptor";
     case Errc::kNoDeadline:

@@ -27,11 +27,16 @@ enum class Errc : int {
                  // ErrNoDeadline)
   kUnavailable,  // a backend is not available on this machine
   kInvalidArgument,
-  kEof,  // the peer closed its side: a read found end of stream
+  kEof,             // the peer closed its side: a read found end of stream
+  kConnectTimeout,  // a connect's timeout passed before the handshake completed; timeout()
+                    // is true for it as for kTimeout
 };
 
 // The result of an operation: ok (code 0), an errno value from the kernel, or one of
 // ringpoll's Errc conditions. Cheap to copy; message() names the error.
+//
+// Its bool is TRUE ON SUCCESS — the opposite of std::error_code, whose bool is true when
+// there is an error: `if (st)` means "it worked". Prefer the explicit `st.ok()`.
 class Status {
  public:
   constexpr Status() noexcept = default;
@@ -40,10 +45,13 @@ class Status {
   static Status from_poll(PollError e) noexcept;
 
   constexpr bool ok() const noexcept { return code_ == 0; }
-  constexpr explicit operator bool() const noexcept { return ok(); }
+  constexpr explicit operator bool() const noexcept { return ok(); }  // true: success
   constexpr int code() const noexcept { return code_; }
   constexpr bool is(Errc e) const noexcept { return code_ == static_cast<int>(e); }
-  constexpr bool timeout() const noexcept { return is(Errc::kTimeout); }
+  // A deadline passed: kTimeout (read/write/accept) or kConnectTimeout.
+  constexpr bool timeout() const noexcept {
+    return is(Errc::kTimeout) || is(Errc::kConnectTimeout);
+  }
   constexpr bool closed() const noexcept { return is(Errc::kClosed); }
   // errno value for kernel errors, 0 otherwise.
   constexpr int sys_errno() const noexcept {

@@ -110,6 +110,7 @@ void fields(SocketSection& s, V&& v) {
   v("nodelay", s.nodelay, BoolSpec{});
   v("keepalive", s.keepalive, BoolSpec{});
   v("reuseport", s.reuseport, BoolSpec{});
+  v("allow_shared_port", s.allow_shared_port, BoolSpec{});
   v("backlog", s.backlog, IntSpec{1, 65535});
   v("rcvbuf", s.rcvbuf, IntSpec{4096, 64 * kMiB, false, true});
   v("sndbuf", s.sndbuf, IntSpec{4096, 64 * kMiB, false, true});
@@ -808,6 +809,7 @@ BackendChoice backend_choice(const Config& cfg) {
 ListenOptions listen_options(const Config& cfg) {
   ListenOptions o;
   o.reuseport = cfg.socket.reuseport;
+  o.allow_shared_port = cfg.socket.allow_shared_port;
   o.backlog = static_cast<int>(cfg.socket.backlog);
   return o;
 }

@@ -40,8 +40,8 @@ enum class PacketPath { kKernel, kDpdk, kXdp };
 
 struct EngineSection {
   BackendChoice backend = BackendChoice::kAuto;
-  int64_t shards = 0;     // 0: one per online CPU
-  std::vector<int> cpus;  // CPU of shard i; empty: 0..n-1
+  int64_t shards = 0;     // 0: one per CPU in the process's affinity mask
+  std::vector<int> cpus;  // CPU of shard i; empty: the allowed CPUs in order
   bool pin = true;
   int64_t fairness_batch = 61;  // tasks run between two non-blocking polls (Go's 61)
   int64_t tick_us = 1000;       // level-0 timer wheel tick
@@ -74,6 +74,7 @@ struct SocketSection {
   bool nodelay = true;
   bool keepalive = false;
   bool reuseport = true;
+  bool allow_shared_port = false;  // with reuseport: start even if another socket listens
   int64_t backlog = 4096;
   int64_t rcvbuf = 0;  // 0: the kernel's default
   int64_t sndbuf = 0;

@@ -44,7 +44,8 @@ const char* backend_name() {
 
 template <class Body>
 int run_engine(const char* program, const LaunchSpec& spec, Body&& body) {
-  const BackendSelection& sel = process_backend(spec.backend);
+  const BackendSelection& sel = process_backend(
+      spec.backend, spec.completion ? IoUringMode::kCompletion : IoUringMode::kReadiness);
   if (!sel.ok()) {
     std::fprintf(stderr, "%s: cannot start: %s\n", program, sel.error.message());
     if (!sel.why.empty()) std::fprintf(stderr, "%s: %s\n", program, sel.why.c_str());
@@ -67,11 +68,7 @@ int run_engine(const char* program, const LaunchSpec& spec, Body&& body) {
     }
     return body.template operator()<P>(engine);
   };
-  if (sel.chosen == BackendChoice::kIoUring) {
-    if (spec.completion) return go.template operator()<UringCompletionPoller>();
-    return go.template operator()<UringPoller>();
-  }
-  return go.template operator()<EpollPoller>();
+  return with_backend(sel, go);  // sel.uring_mode: the config's, or RINGPOLL_BACKEND's
 }
 
 template <class Body>

@@ -41,14 +41,15 @@ LoadReport run_load(const LoadOptions& opt,
     rep.failure = why;
     return rep;
   }
-  const BackendSelection& sel = process_backend(opt.backend);
+  // Readiness mode: the generator shares one receive buffer per shard (generator.h).
+  const BackendSelection& sel = process_backend(opt.backend, IoUringMode::kReadiness);
   if (!sel.ok()) {
     LoadReport rep;
     rep.options = opt;
     rep.failure = sel.log_line();
     return rep;
   }
-  return with_backend(sel, [&]<class P>() { return run_load_on<P>(opt, progress); });
+  return with_readiness_backend(sel, [&]<class P>() { return run_load_on<P>(opt, progress); });
 }
 
 }  // namespace ringpoll::load

@@ -105,6 +105,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.nodelay = cfg.socket.nodelay;
   s.keepalive = cfg.socket.keepalive;
   s.reuseport = cfg.socket.reuseport;
+  s.allow_shared_port = cfg.socket.allow_shared_port;
   s.backlog = static_cast<int>(cfg.socket.backlog);
   s.splice = cfg.proxy.splice == tuning::SpliceMode::kOn;
   s.udp_idle_ns = cfg.proxy.udp_idle_ms * kMs;

@@ -103,6 +103,7 @@ class ProxyServer {
       }
       typename TcpServer<P>::Options o;
       o.listen.reuseport = gen->s.reuseport;
+      o.listen.allow_shared_port = gen->s.allow_shared_port;
       o.listen.backlog = gen->s.backlog;
       o.nodelay = gen->s.nodelay;
       auto srv = std::make_unique<TcpServer<P>>(e_, o);

@@ -31,6 +31,7 @@ struct ProxySettings {
   bool nodelay = true;
   bool keepalive = false;
   bool reuseport = true;
+  bool allow_shared_port = false;  // socket.allow_shared_port
   int backlog = 4096;
   // Relay with splice(2) through a pipe per direction instead of copying (readiness
   // backends only; completion backends always copy).

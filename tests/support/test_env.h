@@ -47,6 +47,31 @@ inline bool wait_child(pid_t pid, int* status, int secs = 60) {
   return false;
 }
 
+// Runs fn() (returning std::string) in a forked child and returns what it returned,
+// through a pipe: for state that is per process (process_backend's cache, the CPU mask,
+// signal masks). "child killed after N s" when it hung (wait_child).
+template <class Fn>
+std::string child_output(Fn fn, int secs = 60) {
+  int p[2];
+  if (pipe(p) != 0) return "pipe failed";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    const std::string out = fn();
+    ssize_t w = ::write(p[1], out.data(), out.size());
+    (void)w;
+    _exit(0);
+  }
+  ::close(p[1]);
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  int status = 0;
+  if (!wait_child(pid, &status, secs)) return "child killed after " + std::to_string(secs) + " s";
+  return got;
+}
+
 // Every backend the conformance suite runs on. A backend that is not available on this
 // machine reports a skip for each test, never a pass.
 using Backends =

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "engine/backend.h"
+#include "support/test_env.h"
 
 namespace ringpoll {
 namespace {
@@ -34,31 +35,10 @@ bool install_uring_setup_filter(int err) {
   return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 }
 
-// Runs fn in a forked child and returns what it wrote.
-template <class Fn>
-std::string in_child(Fn fn) {
-  int p[2];
-  if (pipe(p) != 0) return "pipe failed";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    const std::string out = fn();
-    ssize_t w = ::write(p[1], out.data(), out.size());
-    (void)w;
-    _exit(0);
-  }
-  ::close(p[1]);
-  std::string got;
-  char buf[512];
-  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
-  ::close(p[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return got;
-}
+using test::child_output;  // fn() in a forked child: process_backend caches per process
 
 std::string select_under_filter(int err, BackendChoice pinned) {
-  return in_child([=] {
+  return child_output([=] {
     if (!install_uring_setup_filter(err)) return std::string("seccomp install failed");
     const BackendSelection s = select_backend(pinned);
     return std::string(s.ok() ? "ok " : "error ") + to_string(s.chosen) + " | " + s.log_line();
@@ -105,7 +85,7 @@ TEST(BackendSelect, EnomemNamesTheMemlockLimit) {
   // On kernels >= 5.12 ring memory is charged to the memory cgroup, not RLIMIT_MEMLOCK,
   // so a tiny limit does not make setup fail here; the classification is still what an
   // older kernel's ENOMEM gets, with the limit printed.
-  const std::string r = in_child([] {
+  const std::string r = child_output([] {
     rlimit rl{0, 0};
     setrlimit(RLIMIT_MEMLOCK, &rl);
     const Availability a = UringRing::probe();
@@ -135,7 +115,52 @@ TEST(BackendSelect, WithBackendDispatchesOnTheSelection) {
   s.chosen = BackendChoice::kEpoll;
   EXPECT_STREQ(with_backend(s, []<class P>() { return P::kName; }), "epoll");
   s.chosen = BackendChoice::kIoUring;
+  s.uring_mode = IoUringMode::kReadiness;
   EXPECT_STREQ(with_backend(s, []<class P>() { return P::kName; }), "io_uring");
+}
+
+// The library's default is the programs' default: io_uring in completion mode, and the
+// log line says which mode runs.
+TEST(BackendSelect, DefaultIsCompletionModeAndTheLogLineSaysSo) {
+  BackendSelection s;
+  s.chosen = BackendChoice::kIoUring;
+  EXPECT_STREQ(with_backend(s, []<class P>() { return P::kName; }), "io_uring-completion");
+  s.why = "first choice; probe ok";
+  EXPECT_EQ(s.log_line(), "ringpoll: backend io_uring (completion mode): first choice; probe ok");
+  s.uring_mode = IoUringMode::kReadiness;
+  EXPECT_EQ(s.log_line(), "ringpoll: backend io_uring (readiness mode): first choice; probe ok");
+  if (UringRing::probe().ok) {
+    EXPECT_EQ(select_backend(BackendChoice::kAuto).uring_mode, IoUringMode::kCompletion);
+  }
+}
+
+TEST(BackendSelectDeathTest, WithBackendRefusesAFailedSelection) {
+  BackendSelection s;
+  s.chosen = BackendChoice::kIoUring;
+  s.error = Errc::kUnavailable;
+  s.why = "io_uring is pinned by configuration but cannot start: test";
+  EXPECT_EXIT(with_backend(s, []<class P>() { return 0; }), ::testing::ExitedWithCode(1),
+              "no backend: io_uring is pinned by configuration but cannot start: test");
+}
+
+// RINGPOLL_BACKEND overrides the program's choice (process_backend's first call), and a
+// value it does not know is an error that names the variable. process_backend caches per
+// process, so each case runs in a child.
+TEST(BackendSelect, EnvironmentForcesEpollOrNamesABadValue) {
+  const std::string forced = child_output([] {
+    setenv(kBackendEnv, "epoll", 1);
+    const BackendSelection& s = process_backend(BackendChoice::kIoUring);
+    return std::string(s.ok() ? "ok " : "error ") + to_string(s.chosen) + " | " + s.log_line();
+  });
+  EXPECT_EQ(forced.rfind("ok epoll", 0), 0u) << forced;
+  EXPECT_NE(forced.find("RINGPOLL_BACKEND=epoll"), std::string::npos) << forced;
+  const std::string bad = child_output([] {
+    setenv(kBackendEnv, "kqueue", 1);
+    const BackendSelection& s = process_backend();
+    return std::string(s.ok() ? "ok " : "error ") + s.log_line();
+  });
+  EXPECT_EQ(bad.rfind("error ", 0), 0u) << bad;
+  EXPECT_NE(bad.find("RINGPOLL_BACKEND=\"kqueue\" is not one of"), std::string::npos) << bad;
 }
 
 }  // namespace

@@ -226,6 +226,10 @@ TYPED_TEST(NetTest, ConnectRefusedAndConnectTimeout) {
   ASSERT_TRUE(env.run_until([&] { return done; }));
   const int64_t took = mono_now_ns() - t0;
   EXPECT_TRUE(st.timeout()) << st.message();
+  // Its own condition and message, not a read's "i/o timeout" (issue 27, 10).
+  EXPECT_TRUE(st.is(Errc::kConnectTimeout)) << st.message();
+  EXPECT_STRNE(st.message(), Status(Errc::kTimeout).message());
+  EXPECT_NE(std::string(st.message()).find("connect"), std::string::npos) << st.message();
   EXPECT_GE(took, 200 * kMs);
   EXPECT_LT(took, 3 * kSec);
   for (int f : fillers) ::close(f);

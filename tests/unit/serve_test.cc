@@ -413,12 +413,15 @@ TYPED_TEST(ServeEcho, ClosesWhenTheClientEndsItsStream) {
 
 #ifdef RINGPOLL_SERVE_BIN
 // Runs the built binary with `args`; its stdout is readable from *out_fd.
-pid_t spawn_serve(const std::vector<std::string>& args, int* out_fd) {
-  int p[2];
+// Starts ringpoll-serve with its stdout on *out_fd (and its stderr on *err_fd when given).
+pid_t spawn_serve(const std::vector<std::string>& args, int* out_fd, int* err_fd = nullptr) {
+  int p[2], e[2] = {-1, -1};
   if (pipe2(p, O_CLOEXEC) < 0) return -1;
+  if (err_fd && pipe2(e, O_CLOEXEC) < 0) return -1;
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(p[1], 1);
+    if (err_fd) dup2(e[1], 2);
     std::vector<char*> argv;
     argv.push_back(const_cast<char*>(RINGPOLL_SERVE_BIN));
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -428,6 +431,10 @@ pid_t spawn_serve(const std::vector<std::string>& args, int* out_fd) {
   }
   ::close(p[1]);
   *out_fd = p[0];
+  if (err_fd) {
+    ::close(e[1]);
+    *err_fd = e[0];
+  }
   return pid;
 }
 
@@ -575,6 +582,45 @@ TEST(ServeBinary, LoadGeneratorDrivesItWithoutErrors) {
   ::close(out);
 }
 #endif
+
+// Issue 27 (4): a second ringpoll-serve on a port the first still serves used to start
+// and take part of its connections (SO_REUSEPORT). It refuses now, saying why; with
+// socket.allow_shared_port it starts.
+TEST(ServeBinary, ASecondInstanceOnTheSamePortRefusesToStartUnlessAllowed) {
+  int out1 = -1;
+  const pid_t first = spawn_serve({"--mode", "echo", "--listen", "127.0.0.1:0"}, &out1);
+  Reaper reap1{first};
+  ASSERT_GT(first, 0);
+  const std::string line = read_line(out1);
+  const std::string want = "ringpoll-serve: echo on 127.0.0.1:";
+  ASSERT_TRUE(line.starts_with(want)) << line;
+  const std::string port = std::to_string(std::atoi(line.c_str() + want.size()));
+  int out2 = -1, err2 = -1;
+  const pid_t second =
+      spawn_serve({"--mode", "echo", "--listen", "127.0.0.1:" + port}, &out2, &err2);
+  Reaper reap2{second};
+  ASSERT_GT(second, 0);
+  EXPECT_EQ(wait_exit(second), 1);
+  std::string said;
+  for (std::string l; !(l = read_line(err2)).empty();) said += l + "\n";
+  EXPECT_NE(said.find("cannot listen on 127.0.0.1:" + port), std::string::npos) << said;
+  EXPECT_NE(said.find("another socket already listens"), std::string::npos) << said;
+  ::close(out2);
+  ::close(err2);
+  int out3 = -1;
+  const pid_t shared = spawn_serve({"--mode", "echo", "--listen", "127.0.0.1:" + port, "--set",
+                                    "socket.allow_shared_port=true"},
+                                   &out3);
+  Reaper reap3{shared};
+  ASSERT_GT(shared, 0);
+  EXPECT_TRUE(read_line(out3).starts_with(want + port)) << "allow_shared_port did not start";
+  kill(shared, SIGTERM);
+  EXPECT_EQ(wait_exit(shared), 0);
+  kill(first, SIGTERM);
+  EXPECT_EQ(wait_exit(first), 0);
+  ::close(out1);
+  ::close(out3);
+}
 
 TEST(ServeBinary, BadArgumentsExitTwo) {
   const std::vector<std::vector<std::string>> bad = {

@@ -10,6 +10,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "support/test_env.h"
@@ -49,14 +52,23 @@ int blocking_connect(const SocketAddress& a) {
   return fd;
 }
 
-TEST(TcpServer, GracefulShutdownFinishesInFlightWorkThenAbortsIdleConnections) {
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
-  ASSERT_TRUE(e.start().ok());
-  TcpServer<P> srv(e);
+// 127.0.0.1 with port 0: the kernel picks a free port.
+SocketAddress any_loopback_port() {
   SocketAddress at;
   parse_address("127.0.0.1:0", &at);
+  return at;
+}
+EngineOptions with_shards(int n) {
+  EngineOptions o;
+  o.shards = n;
+  return o;
+}
+
+TEST(TcpServer, GracefulShutdownFinishesInFlightWorkThenAbortsIdleConnections) {
+  E e(with_shards(2));
+  ASSERT_TRUE(e.start().ok());
+  TcpServer<P> srv(e);
+  const SocketAddress at = any_loopback_port();
   // Each request takes 300 ms to answer.
   auto slow = [](TcpStream<P>& c) -> Task<void> {
     std::array<std::byte, 64> buf;
@@ -147,13 +159,10 @@ TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
   setrlimit(RLIMIT_NOFILE, &want);
   const int baseline = open_fds();
   {
-    EngineOptions o;
-    o.shards = 2;
-    E e(o);
+    E e(with_shards(2));
     ASSERT_TRUE(e.start().ok());
     TcpServer<P> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
+    const SocketAddress at = any_loopback_port();
     ASSERT_TRUE(srv.start(at, echo_handler).ok());
     const SocketAddress addr = srv.address();
     // The clients live in a child process (its own fd table): open all, then exchange a
@@ -208,13 +217,10 @@ TEST(TcpServer, TenThousandConcurrentConnectionsAndFdsBackToBaseline) {
 TEST(TcpServer, ReuseportBalanceAtAThousandConnections) {
   // Issue 4's balance check: connections per shard under SO_REUSEPORT, max/min <= 1.5.
   constexpr int kConns = 1000;
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
+  E e(with_shards(2));
   ASSERT_TRUE(e.start().ok());
   TcpServer<P> srv(e);
-  SocketAddress at;
-  parse_address("127.0.0.1:0", &at);
+  const SocketAddress at = any_loopback_port();
   ASSERT_TRUE(srv.start(at, echo_handler).ok());
   std::vector<int> fds;
   for (int i = 0; i < kConns; ++i) {
@@ -248,8 +254,7 @@ TEST(TcpServer, EmfileOnAcceptBacksOffAndKeepsServing) {
     E e(EngineOptions{1, {}, false, 64, {}});
     if (!e.start().ok()) _exit(20);
     TcpServer<P> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
+    const SocketAddress at = any_loopback_port();
     if (!srv.start(at, echo_handler).ok()) _exit(21);
     const uint16_t port = srv.address().port();
     rlimit rl{static_cast<rlim_t>(open_fds() + 3), static_cast<rlim_t>(open_fds() + 3)};
@@ -303,17 +308,14 @@ TEST(TcpServer, DestroyedWithoutShutdownAbortsItsConnectionsWhileTheEngineRuns) 
   // No shutdown(): the destructor ends what the server started (the accept loops and a
   // handler parked in read) before its memory goes; the engine then runs on. Under ASan a
   // task left pointing at the freed server shows up as a use after free.
-  EngineOptions o;
-  o.shards = 2;
-  E e(o);
+  E e(with_shards(2));
   ASSERT_TRUE(e.start().ok());
   SocketAddress addr;
   std::atomic<int> ended{0};
   int client = -1;
   {
     TcpServer<P> srv(e);
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
+    const SocketAddress at = any_loopback_port();
     std::string why;
     ASSERT_TRUE(srv.start(
                        at,
@@ -343,23 +345,245 @@ TEST(TcpServer, DestroyedWithoutShutdownAbortsItsConnectionsWhileTheEngineRuns) 
   e.join();
 }
 
-TEST(TcpServerDeathTest, DestroyedAfterTheEngineStoppedWithoutShutdownSaysSo) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH(
-      {
-        EngineOptions o;
-        o.shards = 1;
-        E e(o);
-        if (!e.start().ok()) std::abort();
-        auto srv = std::make_unique<TcpServer<P>>(e);
-        SocketAddress at;
-        parse_address("127.0.0.1:0", &at);
-        if (!srv->start(at, echo_handler).ok()) std::abort();
-        e.stop();
-        e.join();
-        srv.reset();
-      },
-      "TcpServer destroyed after its engine stopped, without shutdown");
+// A handler that parks in read until its connection ends: it keeps a drain waiting.
+Task<void> hold_handler(TcpStream<P>& c) {
+  std::array<std::byte, 64> buf;
+  for (;;) {
+    IoResult r = co_await c.read(buf);
+    if (!r.ok()) co_return;
+  }
+}
+
+// Starts srv on a free loopback port and connects one client that the server holds (a
+// handler parked in read); returns the client's fd, or -1 when that did not happen.
+int hold_one_connection(TcpServer<P>& srv) {
+  if (!srv.start(any_loopback_port(), hold_handler).ok()) return -1;
+  const int client = blocking_connect(srv.address());
+  for (int i = 0; i < 500 && srv.live() < 1; ++i) usleep(2000);
+  if (srv.live() == 1) return client;
+  if (client >= 0) ::close(client);
+  return -1;
+}
+
+// Runs body() in a child (fresh signal masks, no threads of this test process) and
+// returns its wait status, or -1 when it had not exited within `secs` (then killed).
+template <class Body>
+int in_child(int secs, Body body) {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(body());
+  int status = 0;
+  if (!wait_child(pid, &status, secs)) return -1;
+  return status;
+}
+
+// Issue 27 (1): shutdown() after Engine::stop() used to wait forever in Engine::call on a
+// stopped shard. It returns now, counting the connection still open, and the server and
+// the engine are destroyed cleanly afterwards (ASan sees no use after free: the server's
+// state goes with the stopped shards).
+TEST(TcpServer, ShutdownAfterEngineStopReturnsInsteadOfHanging) {
+  const int status = in_child(20, [] {
+    E e(with_shards(2));
+    if (!e.start().ok()) return 10;
+    size_t open = 0;
+    {
+      TcpServer<P> srv(e);
+      const int client = hold_one_connection(srv);
+      if (client < 0) return 11;
+      e.stop();
+      open = srv.shutdown(10'000'000'000);
+      e.join();
+      ::close(client);
+    }
+    return open == 1 ? 0 : 13;
+  });
+  ASSERT_NE(status, -1) << "shutdown() after Engine::stop() hung (the child was killed)";
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: start; 11: no connection; 13: count";
+}
+
+// A server destroyed after Engine::stop() without shutdown() used to stop the process;
+// its teardown is now shutdown()'s stopped-engine path.
+TEST(TcpServer, DestroyedAfterTheEngineStoppedWithoutShutdownIsSafe) {
+  const int status = in_child(20, [] {
+    E e(with_shards(1));
+    if (!e.start().ok()) return 10;
+    auto srv = std::make_unique<TcpServer<P>>(e);
+    const int client = hold_one_connection(*srv);
+    if (client < 0) return 11;
+    e.stop();
+    e.join();
+    srv.reset();
+    ::close(client);
+    return 0;
+  });
+  ASSERT_NE(status, -1) << "the child hung (killed)";
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// The issue's program: graceful = shutdown with a long drain, then stop; a second signal's
+// handler = Engine::stop(). A connection stays open, so the drain would take 30 s; the
+// second SIGTERM must end it at once (the process used to need SIGKILL). With a handler
+// that stops nothing, wait_stop_signals ends the process itself 5 s after the handler.
+int serve_and_signal_twice(std::function<void(E&)> immediate) {
+  block_stop_signals(false);
+  E e(with_shards(2));
+  if (!e.start().ok()) return 10;
+  {
+    TcpServer<P> srv(e);
+    const int client = hold_one_connection(srv);
+    if (client < 0) return 11;
+    std::thread signaller([] {  // created after the block: it inherits the mask
+      kill(getpid(), SIGTERM);
+      usleep(300'000);  // the graceful stop is in its drain by now
+      kill(getpid(), SIGTERM);
+    });
+    wait_stop_signals(
+        [&] {
+          srv.shutdown(30'000'000'000);
+          e.stop();
+        },
+        [&] { immediate(e); });
+    signaller.join();
+    e.join();
+    ::close(client);
+  }
+  return 0;
+}
+
+TEST(TcpServer, SecondSignalWithEngineStopEndsTheProcessPromptly) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = in_child(20, [] { return serve_and_signal_twice([](E& e) { e.stop(); }); });
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_NE(status, -1) << "a second SIGTERM with engine.stop() left the process hanging";
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_LT(took, std::chrono::seconds(10));
+}
+
+TEST(TcpServer, SecondSignalWithAHandlerThatStopsNothingStillEndsTheProcess) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = in_child(20, [] { return serve_and_signal_twice([](E&) {}); });
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_NE(status, -1) << "the graceful stop kept the process alive after the second signal";
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  EXPECT_LT(took, std::chrono::seconds(12));
+}
+
+// Engine::call on a stopped shard used to wait forever; try_call says it could not run.
+TEST(Engine, TryCallOnAStoppedShardFailsInsteadOfWaiting) {
+  E e(with_shards(1));
+  ASSERT_TRUE(e.start().ok());
+  EXPECT_EQ(E::try_call(e.shard(0), [] { return 5; }), std::optional<int>(5));
+  e.stop();
+  e.join();
+  EXPECT_FALSE(e.shard(0).serving());
+  EXPECT_EQ(E::try_call(e.shard(0), [] { return 5; }), std::nullopt);
+  bool ran = false;
+  EXPECT_FALSE(E::try_call(e.shard(0), [&] { ran = true; }));
+  EXPECT_FALSE(ran);
+}
+
+// Issue 27 (4): a second instance on a port already served (SO_REUSEPORT) used to start
+// silently and take part of the connections; it is refused now, saying why, unless
+// allow_shared_port.
+TEST(TcpServer, ASecondInstanceOnABoundPortIsRefusedUnlessAllowed) {
+  E e(with_shards(2));
+  ASSERT_TRUE(e.start().ok());
+  TcpServer<P> first(e);
+  const SocketAddress at = any_loopback_port();
+  ASSERT_TRUE(first.start(at, echo_handler).ok());
+  const SocketAddress taken = first.address();
+  {
+    TcpServer<P> second(e);
+    std::string why;
+    const Status st = second.start(taken, echo_handler, &why);
+    EXPECT_EQ(st.sys_errno(), EADDRINUSE) << st.message();
+    EXPECT_NE(why.find("another socket already listens"), std::string::npos) << why;
+    EXPECT_NE(why.find(taken.to_string()), std::string::npos) << why;
+  }
+  {
+    typename TcpServer<P>::Options so;
+    so.listen.allow_shared_port = true;
+    TcpServer<P> shared(e, so);
+    std::string why;
+    EXPECT_TRUE(shared.start(taken, echo_handler, &why).ok()) << why;
+    shared.shutdown(0);
+  }
+  first.shutdown(0);
+  // Another process's listener (a plain SO_REUSEPORT socket here) is refused the same way.
+  const int other = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  setsockopt(other, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  ASSERT_EQ(bind(other, taken.sa(), taken.len), 0) << strerror(errno);
+  ASSERT_EQ(listen(other, 16), 0);
+  {
+    TcpServer<P> third(e);
+    std::string why;
+    EXPECT_EQ(third.start(taken, echo_handler, &why).sys_errno(), EADDRINUSE) << why;
+  }
+  ::close(other);
+  // Once the port is free (connections of the earlier servers in TIME_WAIT do not count),
+  // a new instance starts.
+  {
+    TcpServer<P> again(e);
+    std::string why;
+    EXPECT_TRUE(again.start(taken, echo_handler, &why).ok()) << why;
+    again.shutdown(0);
+  }
+  e.stop();
+  e.join();
+}
+
+// Issue 27 (6): a handler may take the connection's context: its shard, the peer, and
+// whether the server is draining; (10) write() takes text.
+TEST(TcpServer, ContextHandlerSeesShardPeerAndDraining) {
+  E e(with_shards(2));
+  ASSERT_TRUE(e.start().ok());
+  TcpServer<P> srv(e);
+  const SocketAddress at = any_loopback_port();
+  std::atomic<int> shard_ok{0}, drained{0};
+  std::string peer;
+  std::mutex mu;
+  ASSERT_TRUE(srv.start(at,
+                        [&](TcpStream<P>& c, ConnContext<P> ctx) -> Task<void> {
+                          shard_ok.store(&ctx.shard() == E::current() ? 1 : -1);
+                          {
+                            std::lock_guard<std::mutex> l(mu);
+                            peer = ctx.peer().to_string();
+                          }
+                          const IoResult hi = co_await c.write("hi\n");  // string_view
+                          if (!hi.ok()) co_return;
+                          std::array<std::byte, 16> buf;
+                          IoResult r = co_await c.read(buf);
+                          // Says it was the shutdown, not "use of closed descriptor".
+                          if (r.err.closed() && ctx.draining() &&
+                              std::string(r.err.message()).find("server shutdown") !=
+                                  std::string::npos)
+                            drained.store(1);
+                          std::printf("aborted handler's read: %s\n", r.err.message());
+                        })
+                  .ok());
+  const int client = blocking_connect(srv.address());
+  ASSERT_GE(client, 0);
+  sockaddr_in local{};
+  socklen_t len = sizeof local;
+  getsockname(client, reinterpret_cast<sockaddr*>(&local), &len);
+  char hi[3];
+  ASSERT_EQ(::recv(client, hi, sizeof hi, MSG_WAITALL), 3);
+  EXPECT_EQ(std::string(hi, 3), "hi\n");
+  for (int i = 0; i < 500 && shard_ok.load() == 0; ++i) usleep(2000);
+  EXPECT_EQ(shard_ok.load(), 1);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(peer, "127.0.0.1:" + std::to_string(ntohs(local.sin_port)));
+  }
+  EXPECT_EQ(srv.shutdown(100'000'000), 1u);  // aborted at the drain deadline
+  EXPECT_EQ(drained.load(), 1);
+  ::close(client);
+  e.stop();
+  e.join();
 }
 
 }  // namespace

@@ -1,0 +1,38 @@
+# cmake -DCXX=... -DFLAGS=... -DSRC=... -P expect_diagnostics.cmake
+# Compiles SRC and succeeds only when the compiler rejects it with the nodiscard diagnostic
+# ("co_await it") on each line marked `// EXPECT-NODISCARD` — so a file that fails for any
+# other reason (a missing header, a typo) fails this test too.
+cmake_minimum_required(VERSION 3.25)
+execute_process(COMMAND ${CXX} ${FLAGS} ${SRC} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+  ERROR_VARIABLE err)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "${SRC} compiled: discarding an I/O awaitable or a Task is not diagnosed")
+endif()
+# The line numbers of the marked lines (file(STRINGS) would skip blank lines).
+file(READ ${SRC} text)
+set(missing "")
+set(offset 0)
+set(marked 0)
+while(TRUE)
+  string(SUBSTRING "${text}" ${offset} -1 rest)
+  string(FIND "${rest}" "EXPECT-NODISCARD" at)
+  if(at LESS 0)
+    break()
+  endif()
+  math(EXPR offset "${offset} + ${at} + 1")
+  string(SUBSTRING "${text}" 0 ${offset} before)
+  string(REGEX MATCHALL "\n" newlines "${before}")
+  list(LENGTH newlines n)
+  math(EXPR n "${n} + 1")
+  math(EXPR marked "${marked} + 1")
+  if(NOT err MATCHES "discarded_io.cc:${n}:[0-9]+: error: ignoring return[^\n]*nodiscard[^\n]*co_await it")
+    list(APPEND missing ${n})
+  endif()
+endwhile()
+if(marked LESS 6)
+  message(FATAL_ERROR "${SRC} marks ${marked} lines EXPECT-NODISCARD; it should mark 6")
+endif()
+if(missing)
+  message(FATAL_ERROR "no nodiscard error on line(s) ${missing} of ${SRC}; compiler said:\n${err}")
+endif()
+message(STATUS "rejected as expected:\n${err}")
