@@ -149,7 +149,7 @@ class PollsetPoller {
     if ((cur & want) == want) return;
     // PS_MOD ORs the new bit in; an fd not yet in the set needs PS_ADD.
     PollCtl c = ctl(cur == 0 ? Sys::kAdd : Sys::kMod, pd->fd, want);
-    if (Sys::pollset_ctl(ps_, &c, 1) < 0) fatal("pollset: pollset_ctl failed in arm");
+    if (Sys::pollset_ctl(ps_, &c, 1) < 0) fatal("pollset: pollset_ctl failed in arm", errno);
     pd->backend_data = static_cast<uint64_t>(static_cast<uint16_t>(cur | want));
   }
 
@@ -169,7 +169,7 @@ class PollsetPoller {
     for (;;) {
       n = Sys::pollset_poll(ps_, res, kMaxEvents, ms);
       if (n >= 0) break;
-      if (errno != EINTR) fatal("pollset: pollset_poll failed with an unexpected error");
+      if (errno != EINTR) fatal("pollset: pollset_poll failed with an unexpected error", errno);
       // An interrupted timed wait returns so the caller recomputes its timeout.
       if (delta_ns >= 0) return 0;
     }
@@ -219,7 +219,7 @@ class PollsetPoller {
       if (::write(wake_wr_, &b, 1) == 1) break;
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;  // the pipe is full: a wake is certainly pending
-      fatal("pollset: write to the wake pipe failed");
+      fatal("pollset: write to the wake pipe failed", errno);
     }
     wakes_written_.fetch_add(1);
   }
@@ -251,7 +251,7 @@ class PollsetPoller {
     if (keep == cur) return;  // none of the bits we hold fired
     PollCtl c[2] = {ctl(Sys::kDelete, fd, 0), ctl(Sys::kAdd, fd, keep)};
     if (Sys::pollset_ctl(ps_, c, keep != 0 ? 2 : 1) < 0) {
-      fatal("pollset: pollset_ctl failed removing a fired direction");
+      fatal("pollset: pollset_ctl failed removing a fired direction", errno);
     }
     pd->backend_data = static_cast<uint64_t>(static_cast<uint16_t>(keep));
   }

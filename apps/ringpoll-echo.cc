@@ -31,6 +31,7 @@
 #include <string_view>
 #include <thread>
 
+#include "engine/backend.h"
 #include "engine/clock.h"
 #include "engine/poll_fd.h"
 #include "engine/scheduler.h"
@@ -50,10 +51,8 @@ constexpr int kBacklog = 4096;
 // descriptor shortage does not turn into a busy loop.
 constexpr int64_t kAcceptRetryNs = 10'000'000;
 
-enum class EchoBackend { kEpoll, kUring, kUringCompletion };
-
 struct Args {
-  EchoBackend backend = EchoBackend::kEpoll;
+  std::string backend = EpollPoller::kName;  // a kName in SocketBackends
   sockaddr_in addr{};
   int cpu = -1;
 };
@@ -92,16 +91,11 @@ Args parse_args(int argc, char** argv) {
     if (i + 1 >= argc) usage_error("argument " + std::string(flag) + " needs a value");
     const std::string_view v = argv[++i];
     if (flag == "--backend") {
-      if (v == "epoll") {
-        a.backend = EchoBackend::kEpoll;
-      } else if (v == "io_uring") {
-        a.backend = EchoBackend::kUring;
-      } else if (v == "io_uring-completion") {
-        a.backend = EchoBackend::kUringCompletion;
-      } else {
+      if (!with_backend_named(v, []<class P>() {})) {
         usage_error("--backend: '" + std::string(v) +
                     "' is not one of epoll, io_uring, io_uring-completion");
       }
+      a.backend = std::string(v);
       have_backend = true;
     } else if (flag == "--listen") {
       const size_t colon = v.rfind(':');
@@ -271,13 +265,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   SignalStopper sig;
   sig.block();
-  switch (args.backend) {
-    case EchoBackend::kEpoll:
-      return run_server<EpollPoller>(args, "epoll", &sig);
-    case EchoBackend::kUring:
-      return run_server<UringPoller>(args, "io_uring", &sig);
-    case EchoBackend::kUringCompletion:
-      return run_server<UringCompletionPoller>(args, "io_uring-completion", &sig);
-  }
-  return 2;
+  int rc = 2;
+  with_backend_named(args.backend, [&]<class P>() { rc = run_server<P>(args, P::kName, &sig); });
+  return rc;
 }

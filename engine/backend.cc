@@ -31,6 +31,12 @@ const char* to_string(BackendChoice c) {
   return "?";
 }
 
+const char* backend_name(const BackendSelection& sel) {
+  if (sel.chosen != BackendChoice::kIoUring) return EpollPoller::kName;
+  return sel.uring_mode == IoUringMode::kCompletion ? UringCompletionPoller::kName
+                                                    : UringPoller::kName;
+}
+
 const char* to_string(IoUringMode m) {
   return m == IoUringMode::kCompletion ? "completion" : "readiness";
 }

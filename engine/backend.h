@@ -60,6 +60,50 @@ namespace detail {
 [[noreturn]] void unusable_backend_selection(const BackendSelection& sel);
 }  // namespace detail
 
+// The backends the sockets layer and the programs run on here: the one candidate list.
+// with_backend dispatches over it; the test suites instantiate their socket-level tests
+// over it (tests/support/test_env.h); ringpoll-echo picks from it by name. Order: what
+// `auto` prefers first. (The conformance suite adds the emulated and single-shot
+// variants, which no program selects.)
+template <class... Ps>
+struct BackendList {};
+using SocketBackends = BackendList<UringCompletionPoller, UringPoller, EpollPoller>;
+// Those that wait for readiness (code that parks on PollDescs itself).
+using ReadinessSocketBackends = BackendList<UringPoller, EpollPoller>;
+
+// The kName of the backend a selection runs (a name in SocketBackends).
+const char* backend_name(const BackendSelection& sel);
+
+namespace detail {
+template <class Fn, class P, class... Rest>
+decltype(auto) call_named(std::string_view name, Fn& fn) {
+  if constexpr (sizeof...(Rest) == 0) {
+    return fn.template operator()<P>();  // the last candidate: the caller checked the name
+  } else {
+    if (name == P::kName) return fn.template operator()<P>();
+    return call_named<Fn, Rest...>(name, fn);
+  }
+}
+template <class... Ps>
+bool names_one_of(std::string_view name, BackendList<Ps...>) {
+  return ((name == Ps::kName) || ...);
+}
+template <class Fn, class... Ps>
+decltype(auto) call_named_in(std::string_view name, BackendList<Ps...>, Fn& fn) {
+  return call_named<Fn, Ps...>(name, fn);
+}
+}  // namespace detail
+
+// Calls fn.template operator()<P>() with the backend of `list` named `name` (a kName, e.g.
+// "io_uring-completion"); false, without calling fn, when no backend there has that name.
+// fn must return void.
+template <class List = SocketBackends, class Fn>
+bool with_backend_named(std::string_view name, Fn&& fn, List list = {}) {
+  if (!detail::names_one_of(name, list)) return false;
+  detail::call_named_in(name, list, fn);
+  return true;
+}
+
 // Calls fn.template operator()<Poller>() with the selected backend's type:
 // UringCompletionPoller (io_uring, completion mode: the default), UringPoller (io_uring,
 // readiness mode) or EpollPoller. A selection that is not ok() (a pinned backend that
@@ -68,12 +112,7 @@ namespace detail {
 template <class Fn>
 decltype(auto) with_backend(const BackendSelection& sel, Fn&& fn) {
   if (!sel.ok()) detail::unusable_backend_selection(sel);
-  if (sel.chosen == BackendChoice::kIoUring) {
-    if (sel.uring_mode == IoUringMode::kCompletion)
-      return fn.template operator()<UringCompletionPoller>();
-    return fn.template operator()<UringPoller>();
-  }
-  return fn.template operator()<EpollPoller>();
+  return detail::call_named_in(backend_name(sel), SocketBackends{}, fn);
 }
 
 // with_backend for code that runs on readiness backends only (it waits on PollDescs
@@ -83,8 +122,9 @@ decltype(auto) with_backend(const BackendSelection& sel, Fn&& fn) {
 template <class Fn>
 decltype(auto) with_readiness_backend(const BackendSelection& sel, Fn&& fn) {
   if (!sel.ok()) detail::unusable_backend_selection(sel);
-  if (sel.chosen == BackendChoice::kIoUring) return fn.template operator()<UringPoller>();
-  return fn.template operator()<EpollPoller>();
+  BackendSelection readiness = sel;
+  readiness.uring_mode = IoUringMode::kReadiness;
+  return detail::call_named_in(backend_name(readiness), ReadinessSocketBackends{}, fn);
 }
 
 }  // namespace ringpoll

@@ -80,7 +80,7 @@ void EpollPoller::wake() noexcept {
     if (::write(wakefd_, &one, sizeof one) == sizeof one) break;
     if (errno == EINTR) continue;
     if (errno == EAGAIN) break;  // counter saturated: a wake is already pending
-    fatal("epoll: write to the wake eventfd failed");
+    fatal("epoll: write to the wake eventfd failed", errno);
   }
   wakes_written_.fetch_add(1);
 }
@@ -114,7 +114,7 @@ int EpollPoller::poll(int64_t delta_ns, TaskList& out) {
       n = epoll_wait(epfd_, events, kMaxEvents, ms);
     }
     if (n >= 0) break;
-    if (errno != EINTR) fatal("epoll_wait failed with an unexpected error");
+    if (errno != EINTR) fatal("epoll_wait failed with an unexpected error", errno);
     // A timed wait that was interrupted returns so the caller recomputes its timeout.
     if (delta_ns > 0) return 0;
     if (delta_ns == 0) return 0;

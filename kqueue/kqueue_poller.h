@@ -149,7 +149,7 @@ class KqueuePoller {
     for (;;) {
       n = Sys::kevent(kq_, nullptr, 0, events, kMaxEvents, tsp);
       if (n >= 0) break;
-      if (errno != EINTR) fatal("kqueue: kevent failed with an unexpected error");
+      if (errno != EINTR) fatal("kqueue: kevent failed with an unexpected error", errno);
       // An interrupted timed wait returns so the caller recomputes its timeout.
       if (delta_ns >= 0) return 0;
     }
@@ -229,7 +229,7 @@ class KqueuePoller {
     Kevent ev = change(kWakeIdent, Sys::kFiltUser, 0, Sys::kNoteTrigger, 0);
     for (;;) {
       if (Sys::kevent(kq_, &ev, 1, nullptr, 0, nullptr) >= 0) return;
-      if (errno != EINTR) fatal("kqueue: NOTE_TRIGGER of the wake event failed");
+      if (errno != EINTR) fatal("kqueue: NOTE_TRIGGER of the wake event failed", errno);
     }
   }
 

@@ -67,4 +67,10 @@ void fatal(const char* what) noexcept {
   std::abort();
 }
 
+void fatal(const char* what, int err) noexcept {
+  std::fprintf(stderr, "ringpoll: fatal: %s: %s (errno %d)\n", what, std::strerror(err), err);
+  std::fflush(stderr);
+  std::abort();
+}
+
 }  // namespace ringpoll

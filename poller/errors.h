@@ -67,5 +67,8 @@ class Status {
 
 // Stops the process: a broken invariant (Go's throw). Prints "ringpoll: fatal: <what>".
 [[noreturn]] void fatal(const char* what) noexcept;
+// The same after a failed system call: "ringpoll: fatal: <what>: <strerror(err)> (errno
+// <err>)". Pass errno as the call left it.
+[[noreturn]] void fatal(const char* what, int err) noexcept;
 
 }  // namespace ringpoll

@@ -80,7 +80,7 @@ void PollCache::grow() noexcept {
     if (!block) fatal("PollCache: VirtualAlloc of a descriptor block failed (out of memory)");
 #else
     block = mmap(nullptr, kBlockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (block == MAP_FAILED) fatal("PollCache: mmap of a descriptor block failed (out of memory)");
+    if (block == MAP_FAILED) fatal("PollCache: mmap of a descriptor block failed", errno);
     // Bind before first touch so the pages are placed on the shard's node.
     if (numa_node_ >= 0 && numa_ok()) numa_tonode_memory(block, kBlockBytes, numa_node_);
 #endif

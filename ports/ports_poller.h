@@ -127,7 +127,7 @@ class PortsPoller {
     const int want = (has_read(mode) ? Sys::kPollIn : 0) | (has_write(mode) ? Sys::kPollOut : 0);
     const int cur = static_cast<int>(pd->backend_data);
     if ((pd->backend_flags & kAssociated) && (cur & want) == want) return;
-    if (associate(pd, pd->fd, cur | want) < 0) fatal("ports: port_associate failed in arm");
+    if (associate(pd, pd->fd, cur | want) < 0) fatal("ports: port_associate failed in arm", errno);
   }
 
   int poll(int64_t delta_ns, TaskList& out) {
@@ -147,7 +147,7 @@ class PortsPoller {
         if (n > 0) break;  // a timeout that still delivered events: a success
         return 0;
       }
-      if (errno != EINTR) fatal("ports: port_getn failed with an unexpected error");
+      if (errno != EINTR) fatal("ports: port_getn failed with an unexpected error", errno);
       // An interrupted timed wait returns so the caller recomputes its timeout.
       if (delta_ns >= 0) return 0;
     }
@@ -179,7 +179,7 @@ class PortsPoller {
       pd->backend_flags &= static_cast<uint8_t>(~kAssociated);
       pd->backend_data = 0;
       if (keep != 0 && associate(pd, pd->fd, keep) < 0) {
-        fatal("ports: port_associate failed re-associating after an event");
+        fatal("ports: port_associate failed re-associating after an event", errno);
       }
       // The error bit is set only when error is the sole event (S20).
       pd->set_event_err(got == Sys::kPollErr, tag);
@@ -219,7 +219,7 @@ class PortsPoller {
   void send_wake() noexcept {
     for (;;) {
       if (Sys::port_send(port_, kWakeEvents, static_cast<void*>(this)) == 0) return;
-      if (errno != EINTR) fatal("ports: port_send of the wake event failed");
+      if (errno != EINTR) fatal("ports: port_send of the wake event failed", errno);
     }
   }
 

@@ -189,7 +189,7 @@ std::string UringRing::describe() const {
 void UringRing::arm_wake_eventfd() {
   if (wake_efd_ < 0) {
     wake_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_efd_ < 0) fatal("io_uring: eventfd for the wake failed");
+    if (wake_efd_ < 0) fatal("io_uring: eventfd for the wake failed", errno);
   }
   io_uring_sqe* s = sqe();
   io_uring_prep_poll_multishot(s, wake_efd_, POLLIN);
@@ -249,8 +249,7 @@ int UringRing::wait(int64_t delta_ns) {
   if (r == -ETIME || r == -EINTR) return r;
   if (r == -EBUSY || r == -EAGAIN) return 0;  // CQ backlog: reap, then enter again
   if (r < 0) {
-    std::fprintf(stderr, "ringpoll: io_uring_enter failed: %s\n", std::strerror(-r));
-    fatal("io_uring: unexpected error from io_uring_enter");
+    fatal("io_uring: unexpected error from io_uring_enter", -r);
   }
   return 0;
 }
@@ -286,13 +285,12 @@ void UringRing::wake() noexcept {
       wakes_written_.fetch_add(1);
       return;
     }
-    std::fprintf(stderr, "ringpoll: MSG_RING wake failed (%s)\n", std::strerror(-r));
-    fatal("io_uring: the wake could not be delivered");
+    fatal("io_uring: the wake could not be delivered (MSG_RING)", -r);
   }
   const uint64_t one = 1;
   for (;;) {
     if (::write(wake_efd_, &one, sizeof one) == sizeof one || errno == EAGAIN) break;
-    if (errno != EINTR) fatal("io_uring: write to the wake eventfd failed");
+    if (errno != EINTR) fatal("io_uring: write to the wake eventfd failed", errno);
   }
   wakes_written_.fetch_add(1);
 }

@@ -88,7 +88,7 @@ class ProxyUdp : public ::testing::Test {
     if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
   }
 };
-using UdpBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+using UdpBackends = SocketBackendTypes;
 TYPED_TEST_SUITE(ProxyUdp, UdpBackends, BackendName);
 
 TYPED_TEST(ProxyUdp, DatagramsArriveIntactBothWays) {

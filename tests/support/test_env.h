@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "aix/pollset_poller.h"
+#include "engine/backend.h"
 #include "engine/clock.h"
 #include "engine/poll_fd.h"
 #include "engine/scheduler.h"
@@ -77,6 +78,16 @@ std::string child_output(Fn fn, int secs = 60) {
 using Backends =
     ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller, UringCompletionSingleshot,
                      EmulatedKqueuePoller, EmulatedPortsPoller, EmulatedPollsetPoller>;
+
+// The socket-level suites (servers, sockets API, proxy) run on the programs' own list of
+// backends (engine/backend.h's SocketBackends), so a backend added there is tested here.
+template <class List>
+struct GtestTypesOf;
+template <class... Ps>
+struct GtestTypesOf<BackendList<Ps...>> {
+  using type = ::testing::Types<Ps...>;
+};
+using SocketBackendTypes = GtestTypesOf<SocketBackends>::type;
 
 // Does the backend keep watching an open file description after the fd that registered it
 // is closed (a dup keeping the file open)? epoll and io_uring do. kqueue, event ports and

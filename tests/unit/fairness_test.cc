@@ -56,7 +56,7 @@ class Fairness : public ::testing::Test {
     if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
   }
 };
-using FairnessBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+using FairnessBackends = SocketBackendTypes;
 TYPED_TEST_SUITE(Fairness, FairnessBackends, BackendName);
 
 TYPED_TEST(Fairness, EchoClientThatStopsReadingDoesNotStallItsShard) {

@@ -68,7 +68,7 @@ class NetTest : public ::testing::Test {
     if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
   }
 };
-using NetBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+using NetBackends = SocketBackendTypes;
 TYPED_TEST_SUITE(NetTest, NetBackends, BackendName);
 
 template <class P>

@@ -143,7 +143,7 @@ class ServeHttp : public ::testing::Test {
 };
 template <class P>
 class ServeEcho : public ServeHttp<P> {};
-using ServeBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+using ServeBackends = SocketBackendTypes;
 TYPED_TEST_SUITE(ServeHttp, ServeBackends, BackendName);
 TYPED_TEST_SUITE(ServeEcho, ServeBackends, BackendName);
 
