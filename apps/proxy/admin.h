@@ -132,7 +132,7 @@ class AdminEndpoint {
   // (render_uring); other backends have none.
   Task<std::string> backend_metrics() {
     std::vector<UringCompletionPoller::Counters> shards;
-    if constexpr (requires(P& b) {
+    if constexpr (requires(P & b) {
                     { b.counters() } -> std::convertible_to<UringCompletionPoller::Counters>;
                   }) {
       for (size_t i = 0; i < e_.size(); ++i)

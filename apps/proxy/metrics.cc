@@ -223,8 +223,7 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
        "Multishot recvs ended because the provided buffer ring ran dry (ENOBUFS); nothing is "
        "lost, the recv is re-armed.",
        &C::nobufs},
-      {"ringpoll_uring_recv_rearms_total", "counter", "Multishot recvs re-armed.",
-       &C::recv_rearms},
+      {"ringpoll_uring_recv_rearms_total", "counter", "Multishot recvs re-armed.", &C::recv_rearms},
       {"ringpoll_uring_buffers_free", "gauge", "Provided receive buffers free now.",
        &C::buffers_free},
       {"ringpoll_uring_buffers_held", "gauge",

@@ -114,9 +114,8 @@ Task<bool> send_proxy_header(TcpStream<P>& client, TcpStream<P>& up, int version
   if (getpeername(client.fd(), reinterpret_cast<sockaddr*>(&src), &sl) < 0) src = {};
   if (getsockname(client.fd(), reinterpret_cast<sockaddr*>(&dst), &dl) < 0) dst = {};
   uint8_t hdr[kProxyHeaderMaxBytes];
-  const size_t n = version == 1
-                       ? write_proxy_v1(src, dst, reinterpret_cast<char*>(hdr), sizeof hdr)
-                       : write_proxy_v2(src, dst, hdr, sizeof hdr);
+  const size_t n = version == 1 ? write_proxy_v1(src, dst, reinterpret_cast<char*>(hdr), sizeof hdr)
+                                : write_proxy_v2(src, dst, hdr, sizeof hdr);
   if (n == 0) co_return false;
   const IoResult w = co_await up.write(std::as_bytes(std::span<const uint8_t>(hdr, n)));
   co_return w.ok();
@@ -282,8 +281,7 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
   std::unique_ptr<TcpStream<P>> up;
   Upstream* u = nullptr;
   std::vector<const Upstream*> tried;
-  const size_t attempts =
-      std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
+  const size_t attempts = std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
   for (size_t a = 0; a < attempts && !u; ++a) {
     Upstream* cand = pool->acquire(mono_now_ns(), tried);
     const Status st =

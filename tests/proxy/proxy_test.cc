@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "apps/proxy/from_config.h"
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy.h"
@@ -29,6 +30,7 @@
 #include "proxy/proxy_test_helpers.h"
 #include "support/fairness.h"
 #include "support/test_env.h"
+#include "tuning/config.h"
 #include "uring/uring_completion.h"
 
 namespace ringpoll::test {
@@ -281,6 +283,26 @@ TEST(ProxyMetrics, UringCountersRenderOneLineEachPerShardAndNothingWithoutShards
     EXPECT_NE(t.find(want), std::string::npos) << want << "in:\n" << t;
   EXPECT_EQ(count_of(t, "# TYPE "), 8u) << t;
   EXPECT_EQ(count_of(t, "{shard="), 16u) << t;
+}
+
+TEST(ProxyConfig, HttpLimitsReachTheAdminEndpointsParser) {
+  tuning::Config c;
+  c.limits.max_request_line = 300;
+  c.limits.max_header_bytes = 2048;
+  tuning::ProxyPool p;
+  p.name = "p";
+  p.upstreams = {"127.0.0.1:9"};
+  tuning::ProxyListener l;
+  l.name = "l";
+  l.listen = "127.0.0.1:0";
+  l.pool = "p";
+  c.proxy.pools = {p};
+  c.proxy.listeners = {l};
+  ProxySettings s;
+  std::string why;
+  ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
+  EXPECT_EQ(s.http_limits.max_request_line, 300u);
+  EXPECT_EQ(s.http_limits.max_header_bytes, 2048u);
 }
 
 ProxySettings settings_for(std::vector<SocketAddress> ups, int proxy_protocol = 0) {
