@@ -102,6 +102,8 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.idle_timeout_ns = cfg.timeouts.idle_ms * kMs;
   s.drain_ns = cfg.timeouts.drain_ms * kMs;
   s.max_connections = static_cast<size_t>(cfg.limits.max_connections);
+  s.http_limits.max_request_line = static_cast<size_t>(cfg.limits.max_request_line);
+  s.http_limits.max_header_bytes = static_cast<size_t>(cfg.limits.max_header_bytes);
   s.nodelay = cfg.socket.nodelay;
   s.keepalive = cfg.socket.keepalive;
   s.reuseport = cfg.socket.reuseport;

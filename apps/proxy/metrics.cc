@@ -210,4 +210,42 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
   return out;
 }
 
+std::string render_uring(const std::vector<UringCompletionPoller::Counters>& shards) {
+  using C = UringCompletionPoller::Counters;
+  struct Row {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t C::*value;
+  };
+  static constexpr Row kRows[] = {
+      {"ringpoll_uring_recv_nobufs_total", "counter",
+       "Multishot recvs ended because the provided buffer ring ran dry (ENOBUFS); nothing is "
+       "lost, the recv is re-armed.",
+       &C::nobufs},
+      {"ringpoll_uring_recv_rearms_total", "counter", "Multishot recvs re-armed.", &C::recv_rearms},
+      {"ringpoll_uring_buffers_free", "gauge", "Provided receive buffers free now.",
+       &C::buffers_free},
+      {"ringpoll_uring_buffers_held", "gauge",
+       "Provided receive buffers holding data a connection has not read yet.", &C::buffers_held},
+      {"ringpoll_uring_conns_at_bound", "gauge",
+       "Connections holding io_uring.buf_per_conn buffers unread now: their recv is off until "
+       "their application reads.",
+       &C::conns_at_bound},
+      {"ringpoll_uring_bound_pauses_total", "counter",
+       "Times a connection reached io_uring.buf_per_conn.", &C::bound_pauses},
+      {"ringpoll_uring_starved_reads_total", "counter",
+       "Reads received straight into the application's buffer while the buffer ring was dry.",
+       &C::starved_reads},
+      {"ringpoll_uring_zc_sends_total", "counter", "Sends made with send_zc.", &C::zc_sends},
+  };
+  std::string out;
+  if (shards.empty()) return out;
+  for (const Row& r : kRows) header(out, r.name, r.type, r.help);
+  for (size_t i = 0; i < shards.size(); ++i)
+    for (const Row& r : kRows)
+      line(out, "%s{shard=\"%zu\"} %" PRIu64, r.name, i, shards[i].*r.value);
+  return out;
+}
+
 }  // namespace ringpoll::proxy

@@ -1,5 +1,6 @@
 #pragma once
-// What ringpoll-proxy counts, and its Prometheus text rendering for the admin endpoint.
+// What ringpoll-proxy counts, and its Prometheus text rendering for the admin endpoint
+// (apps/proxy/admin.h serves it; apps/proxy/relay.h and the UDP paths count into it).
 //
 // Each shard writes only its own ShardMetrics (relaxed atomics on its own cache lines, so
 // counting costs a plain add and no line bounces); the admin endpoint sums them when it is
@@ -12,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "uring/uring_completion.h"
 
 namespace ringpoll::proxy {
 
@@ -103,5 +106,12 @@ class Metrics {
  private:
   std::vector<ShardMetrics> shards_;
 };
+
+// Prometheus text of the io_uring completion backend's own counters, one value per shard
+// (index = shard; the admin endpoint reads them on each shard): how often the
+// provided-buffer ring ran dry (raise io_uring.buf_count when this climbs under load), the
+// re-arms, the buffers free and held now, the connections at io_uring.buf_per_conn, the
+// zero-copy sends. Other backends have none: no shards, no text.
+std::string render_uring(const std::vector<UringCompletionPoller::Counters>& shards);
 
 }  // namespace ringpoll::proxy

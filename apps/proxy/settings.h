@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/http/request_parser.h"
 #include "apps/proxy/pool.h"
 #include "engine/net.h"
 #include "packet/packet_io.h"
@@ -45,6 +46,9 @@ struct ProxySettings {
   packet::Path udp_path = packet::Path::kKernel;
   uint16_t udp_port_base = 40000;
   uint32_t udp_port_count = 8192;
+  // The admin endpoint's request parser (apps/proxy/admin.h): limits.max_request_line and
+  // limits.max_header_bytes, as ringpoll-serve has them.
+  http::ParserLimits http_limits;
 };
 
 // Index of the pool a listener names, or -1.

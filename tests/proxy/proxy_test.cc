@@ -2,7 +2,7 @@
 // relay end to end on every Linux backend (in-process engine, blocking upstreams and
 // clients on their own threads): payloads intact both ways, half-close, upstream down,
 // retry, connect and idle timeouts, a slow reader, reload, PROXY headers, the admin page
-// and the connection limit.
+// (apps/http's parser: 400, 431, one answer per connection) and the connection limit.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "apps/proxy/from_config.h"
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy.h"
@@ -29,6 +30,7 @@
 #include "proxy/proxy_test_helpers.h"
 #include "support/fairness.h"
 #include "support/test_env.h"
+#include "tuning/config.h"
 #include "uring/uring_completion.h"
 
 namespace ringpoll::test {
@@ -242,6 +244,65 @@ TEST(ProxyMetrics, PrometheusTextHasCountersHealthAndACumulativeHistogram) {
   EXPECT_NE(t.find("ringpoll_proxy_relay_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
             std::string::npos);
   EXPECT_NE(t.find("ringpoll_proxy_relay_latency_seconds_count 3\n"), std::string::npos);
+}
+
+// How often `what` occurs in s.
+size_t count_of(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(ProxyMetrics, UringCountersRenderOneLineEachPerShardAndNothingWithoutShards) {
+  EXPECT_EQ(proxy::render_uring({}), "") << "other backends have no such section";
+  std::vector<UringCompletionPoller::Counters> c(2);
+  c[0].nobufs = 1;
+  c[0].recv_rearms = 2;
+  c[0].buffers_free = 3;
+  c[0].buffers_held = 4;
+  c[1].conns_at_bound = 5;
+  c[1].bound_pauses = 6;
+  c[1].starved_reads = 7;
+  c[1].zc_sends = 8;
+  const std::string t = proxy::render_uring(c);
+  for (const char* want : {
+           "ringpoll_uring_recv_nobufs_total{shard=\"0\"} 1\n",
+           "ringpoll_uring_recv_rearms_total{shard=\"0\"} 2\n",
+           "ringpoll_uring_buffers_free{shard=\"0\"} 3\n",
+           "ringpoll_uring_buffers_held{shard=\"0\"} 4\n",
+           "ringpoll_uring_conns_at_bound{shard=\"1\"} 5\n",
+           "ringpoll_uring_bound_pauses_total{shard=\"1\"} 6\n",
+           "ringpoll_uring_starved_reads_total{shard=\"1\"} 7\n",
+           "ringpoll_uring_zc_sends_total{shard=\"1\"} 8\n",
+           "ringpoll_uring_zc_sends_total{shard=\"0\"} 0\n",
+           "# TYPE ringpoll_uring_conns_at_bound gauge\n",
+           "# TYPE ringpoll_uring_bound_pauses_total counter\n",
+           "# HELP ringpoll_uring_starved_reads_total Reads received straight into the "
+           "application's buffer while the buffer ring was dry.\n",
+       })
+    EXPECT_NE(t.find(want), std::string::npos) << want << "in:\n" << t;
+  EXPECT_EQ(count_of(t, "# TYPE "), 8u) << t;
+  EXPECT_EQ(count_of(t, "{shard="), 16u) << t;
+}
+
+TEST(ProxyConfig, HttpLimitsReachTheAdminEndpointsParser) {
+  tuning::Config c;
+  c.limits.max_request_line = 300;
+  c.limits.max_header_bytes = 2048;
+  tuning::ProxyPool p;
+  p.name = "p";
+  p.upstreams = {"127.0.0.1:9"};
+  tuning::ProxyListener l;
+  l.name = "l";
+  l.listen = "127.0.0.1:0";
+  l.pool = "p";
+  c.proxy.pools = {p};
+  c.proxy.listeners = {l};
+  ProxySettings s;
+  std::string why;
+  ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
+  EXPECT_EQ(s.http_limits.max_request_line, 300u);
+  EXPECT_EQ(s.http_limits.max_header_bytes, 2048u);
 }
 
 ProxySettings settings_for(std::vector<SocketAddress> ups, int proxy_protocol = 0) {
@@ -656,6 +717,98 @@ TYPED_TEST(ProxyRelay, AdminEndpointServesMetrics) {
     EXPECT_NE(m.find(want), std::string::npos) << m;
   }
   EXPECT_EQ(http_get(rig.px->admin_address(), "/nope").rfind("HTTP/1.1 404", 0), 0u);
+}
+
+// How an admin connection ended, seen from the client.
+enum class Ending { kEof, kReset, kTimeout };
+const char* to_string(Ending e) {
+  return e == Ending::kEof ? "end of stream" : e == Ending::kReset ? "reset" : "no end within 3 s";
+}
+
+// Sends `bytes` to the admin endpoint in one go and reads what comes back until the
+// endpoint closes (each read bounded by 3 s); *how: how the connection ended.
+std::string admin_raw(const SocketAddress& at, const std::string& bytes, Ending* how) {
+  *how = Ending::kTimeout;
+  const int c = connect_to(at);
+  if (c < 0) return "connect failed";
+  timeval tv{3, 0};
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string r;
+  if (send_all(c, bytes.data(), bytes.size())) {
+    char buf[4096];
+    for (;;) {
+      const ssize_t k = ::recv(c, buf, sizeof buf, 0);
+      if (k < 0 && errno == EINTR) continue;
+      if (k > 0) {
+        r.append(buf, static_cast<size_t>(k));
+        continue;
+      }
+      if (k == 0) *how = Ending::kEof;
+      if (k < 0 && errno == ECONNRESET) *how = Ending::kReset;
+      break;
+    }
+  }
+  ::close(c);
+  return r;
+}
+
+TYPED_TEST(ProxyRelay, AdminEndpointRefusesAMalformedRequestWith400AndCloses) {
+  // apps/http's parser: a header line without a colon, or a bare LF, is 400, even after a
+  // request line naming /metrics.
+  TestUpstream up(echo);
+  Rig<TypeParam> rig(settings_for({up.address()}));
+  ASSERT_TRUE(rig.started);
+  ASSERT_TRUE(rig.start_admin());
+  for (const std::string bad : {"GET /metrics HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+                                "GET /metrics HTTP/1.1\nHost: x\n\n"}) {
+    Ending how;
+    const std::string r = admin_raw(rig.px->admin_address(), bad, &how);
+    EXPECT_EQ(r.rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u) << r;
+    EXPECT_NE(r.find("\r\nConnection: close\r\n"), std::string::npos) << r;
+    EXPECT_EQ(r.find("ringpoll_proxy_"), std::string::npos) << "metrics served for:\n" << bad;
+    EXPECT_EQ(how, Ending::kEof) << to_string(how);
+  }
+}
+
+TYPED_TEST(ProxyRelay, AdminEndpointRefusesHeadersOverTheConfiguredLimitWith431) {
+  // limits.max_header_bytes applies to the admin endpoint as to ringpoll-serve. The
+  // endpoint answers while part of the header is still unread, then drops the rest
+  // before closing: the client sees its answer and an end of stream, not a reset.
+  TestUpstream up(echo);
+  ProxySettings s = settings_for({up.address()});
+  s.http_limits.max_header_bytes = 1024;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  ASSERT_TRUE(rig.start_admin());
+  auto with_header = [](size_t n) {
+    return "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(n, 'a') + "\r\n\r\n";
+  };
+  Ending how;
+  std::string r = admin_raw(rig.px->admin_address(), with_header(900), &how);
+  EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << "under the limit:\n" << r;
+  // Over the configured 1024 but under the parser's default (16384).
+  r = admin_raw(rig.px->admin_address(), with_header(8 * 1024), &how);
+  EXPECT_EQ(r.rfind("HTTP/1.1 431 Request Header Fields Too Large\r\n", 0), 0u) << r;
+  EXPECT_NE(r.find("\r\nConnection: close\r\n"), std::string::npos) << r;
+  EXPECT_EQ(how, Ending::kEof) << to_string(how);
+}
+
+TYPED_TEST(ProxyRelay, AdminEndpointAnswersOneRequestPerConnection) {
+  // No keep-alive on the admin endpoint: the first of two pipelined requests is answered
+  // with "Connection: close", the second is not, and the connection ends cleanly.
+  TestUpstream up(echo);
+  Rig<TypeParam> rig(settings_for({up.address()}));
+  ASSERT_TRUE(rig.started);
+  ASSERT_TRUE(rig.start_admin());
+  Ending how;
+  const std::string r = admin_raw(
+      rig.px->admin_address(),
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &how);
+  EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
+  EXPECT_NE(r.find("\r\nConnection: close\r\n"), std::string::npos) << r;
+  EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << r;
+  EXPECT_TRUE(r.ends_with("\r\n\r\nok\n")) << r;
+  EXPECT_EQ(how, Ending::kEof) << to_string(how);
 }
 
 TYPED_TEST(ProxyRelay, ConnectionsOverTheLimitAreClosedAtOnce) {
