@@ -14,6 +14,9 @@
 
 #include "apps/load/generator.h"
 #include "apps/load/schedule.h"
+#include "engine/clock.h"
+#include "engine/engine.h"
+#include "engine/poll_fd.h"
 #include "support/test_env.h"
 
 namespace ringpoll::load {
@@ -252,6 +255,14 @@ TEST(LoadEndToEnd, EchoOnEngineIoUring) {
   end_to_end_echo<UringPoller>();
 }
 
+// The generator's sockets are the engine's, so it runs on io_uring's completion mode too
+// (the programs' default backend).
+TEST(LoadEndToEnd, EchoOnEngineIoUringCompletion) {
+  const Availability a = UringCompletionPoller::available();
+  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
+  end_to_end_echo<UringCompletionPoller>();
+}
+
 TEST(LoadEndToEnd, HttpPipelinedOnEngine) {
   EngineServer<EpollPoller> server(EngineServer<EpollPoller>::Kind::kHttp);
   LoadOptions o = base_options(LoadMode::kHttp, server.port(), 4, 1.0);
@@ -262,17 +273,100 @@ TEST(LoadEndToEnd, HttpPipelinedOnEngine) {
   EXPECT_EQ(r.counters.server_closes, 0u);
 }
 
-TEST(LoadEndToEnd, RefusedConnectionsAreCountedNotDropped) {
+// Every connect goes through PollFd's connect; a refused one is counted and named, on
+// every backend, and retried with back-off until the run ends.
+template <class P>
+void refused_connections_are_counted() {
   uint16_t port = 0;
   const int l = test::tcp_listener(&port);
   ASSERT_GE(l, 0);
   ::close(l);  // nobody listens there now: every connect is refused
   LoadOptions o = base_options(LoadMode::kEcho, port, 2, 0.3);
-  const LoadReport r = run_load_on<EpollPoller>(o);
+  const LoadReport r = run_load_on<P>(o);
+  EXPECT_TRUE(r.failure.empty()) << r.failure;
   EXPECT_EQ(r.counters.requests, 0u);
-  EXPECT_GE(r.counters.connect_errors, 2u);
+  // Both connections in the connect phase, then at least one retry each in 0.3 s (the
+  // back-off starts at 10 ms).
+  EXPECT_GE(r.counters.connect_errors, 4u);
   EXPECT_EQ(r.counters.errors(), r.counters.connect_errors);
+  EXPECT_EQ(r.counters.reconnects, 0u);
+  EXPECT_NE(r.first_error.find("connect: "), std::string::npos) << r.first_error;
   EXPECT_NE(r.first_error.find("refused"), std::string::npos) << r.first_error;
+}
+
+TEST(LoadEndToEnd, RefusedConnectionsAreCountedNotDropped) {
+  refused_connections_are_counted<EpollPoller>();
+}
+
+TEST(LoadEndToEnd, RefusedConnectionsAreCountedIoUring) {
+  const Availability a = UringPoller::available();
+  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
+  refused_connections_are_counted<UringPoller>();
+}
+
+TEST(LoadEndToEnd, RefusedConnectionsAreCountedIoUringCompletion) {
+  const Availability a = UringCompletionPoller::available();
+  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
+  refused_connections_are_counted<UringCompletionPoller>();
+}
+
+// Open loop over two shards: the answers counted in the measured window are the rate
+// times the window (each connection sends on its own schedule, whatever the server's
+// speed), not what a closed loop would reach.
+template <class P>
+void open_loop_holds_its_rate() {
+  EngineServer<P> server(EngineServer<P>::Kind::kEcho);
+  constexpr double kRate = 2000;
+  LoadOptions o = base_options(LoadMode::kEcho, server.port(), 4, 1.0);
+  o.rate = kRate;
+  o.shards = 2;
+  o.warmup_s = 0.2;
+  const LoadReport r = run_load_on<P>(o);
+  ASSERT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_EQ(r.counters.errors(), 0u) << r.first_error;
+  const double expected = kRate * r.measured_s;
+  // Only the requests in flight at the window's two edges differ; 10 % is room for a
+  // loaded machine under a sanitizer.
+  EXPECT_GE(static_cast<double>(r.counters.requests), 0.9 * expected);
+  EXPECT_LE(static_cast<double>(r.counters.requests), 1.02 * expected);
+  ASSERT_EQ(r.shards.size(), 2u);
+  for (const ShardSummary& s : r.shards) {
+    // Two connections each: half the rate, within the same margins.
+    EXPECT_GE(static_cast<double>(s.requests), 0.45 * expected);
+    EXPECT_LE(static_cast<double>(s.requests), 0.51 * expected);
+  }
+}
+
+TEST(LoadOpenLoop, RateHeldOverShardsEpoll) {
+  open_loop_holds_its_rate<EpollPoller>();
+}
+
+TEST(LoadOpenLoop, RateHeldOverShardsIoUringCompletion) {
+  const Availability a = UringCompletionPoller::available();
+  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
+  open_loop_holds_its_rate<UringCompletionPoller>();
+}
+
+// Three shards: each is an Engine shard pinned to the allowed CPUs in order (as the
+// servers' are), each records its own part, and the report is their sum — counters and
+// histogram alike.
+TEST(LoadEndToEnd, ShardsArePinnedAndTheirRecordsMerged) {
+  EngineServer<EpollPoller> server(EngineServer<EpollPoller>::Kind::kEcho);
+  LoadOptions o = base_options(LoadMode::kEcho, server.port(), 6, 0.5);
+  o.shards = 3;
+  const LoadReport r = run_load_on<EpollPoller>(o);
+  ASSERT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_EQ(r.counters.errors(), 0u) << r.first_error;
+  const std::vector<int> allowed = ringpoll::detail::allowed_cpus();
+  ASSERT_EQ(r.shards.size(), 3u);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < r.shards.size(); ++i) {
+    EXPECT_EQ(r.shards[i].cpu, allowed[i % allowed.size()]) << "shard " << i;
+    EXPECT_GT(r.shards[i].requests, 0u) << "shard " << i;
+    sum += r.shards[i].requests;
+  }
+  EXPECT_EQ(sum, r.counters.requests);
+  EXPECT_EQ(r.latency.count(), r.counters.requests);
 }
 
 }  // namespace
