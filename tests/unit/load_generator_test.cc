@@ -226,8 +226,23 @@ class EngineServer {
   std::thread thread_;
 };
 
+// The generator's tests that run on each backend it is built for (generator.cc's explicit
+// instantiations). A backend that is not available here reports a skip, never a pass.
 template <class P>
-void end_to_end_echo() {
+class LoadOnBackend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const Availability a = P::available();
+    if (!a.ok) GTEST_SKIP() << P::kName << " is not available here: " << a.why;
+  }
+};
+using LoadBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+TYPED_TEST_SUITE(LoadOnBackend, LoadBackends, test::BackendName);
+
+// The generator's sockets are the engine's, so it runs on io_uring's completion mode too
+// (the programs' default backend).
+TYPED_TEST(LoadOnBackend, EchoOnEngine) {
+  using P = TypeParam;
   EngineServer<P> server(EngineServer<P>::Kind::kEcho);
   LoadOptions o = base_options(LoadMode::kEcho, server.port(), 6, 1.0);
   o.size = 300;
@@ -245,24 +260,6 @@ void end_to_end_echo() {
   EXPECT_LE(r.latency.quantile(0.5), r.latency.quantile(0.99));
 }
 
-TEST(LoadEndToEnd, EchoOnEngineEpoll) {
-  end_to_end_echo<EpollPoller>();
-}
-
-TEST(LoadEndToEnd, EchoOnEngineIoUring) {
-  const Availability a = UringPoller::available();
-  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
-  end_to_end_echo<UringPoller>();
-}
-
-// The generator's sockets are the engine's, so it runs on io_uring's completion mode too
-// (the programs' default backend).
-TEST(LoadEndToEnd, EchoOnEngineIoUringCompletion) {
-  const Availability a = UringCompletionPoller::available();
-  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
-  end_to_end_echo<UringCompletionPoller>();
-}
-
 TEST(LoadEndToEnd, HttpPipelinedOnEngine) {
   EngineServer<EpollPoller> server(EngineServer<EpollPoller>::Kind::kHttp);
   LoadOptions o = base_options(LoadMode::kHttp, server.port(), 4, 1.0);
@@ -275,8 +272,8 @@ TEST(LoadEndToEnd, HttpPipelinedOnEngine) {
 
 // Every connect goes through PollFd's connect; a refused one is counted and named, on
 // every backend, and retried with back-off until the run ends.
-template <class P>
-void refused_connections_are_counted() {
+TYPED_TEST(LoadOnBackend, RefusedConnectionsAreCountedNotDropped) {
+  using P = TypeParam;
   uint16_t port = 0;
   const int l = test::tcp_listener(&port);
   ASSERT_GE(l, 0);
@@ -294,27 +291,11 @@ void refused_connections_are_counted() {
   EXPECT_NE(r.first_error.find("refused"), std::string::npos) << r.first_error;
 }
 
-TEST(LoadEndToEnd, RefusedConnectionsAreCountedNotDropped) {
-  refused_connections_are_counted<EpollPoller>();
-}
-
-TEST(LoadEndToEnd, RefusedConnectionsAreCountedIoUring) {
-  const Availability a = UringPoller::available();
-  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
-  refused_connections_are_counted<UringPoller>();
-}
-
-TEST(LoadEndToEnd, RefusedConnectionsAreCountedIoUringCompletion) {
-  const Availability a = UringCompletionPoller::available();
-  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
-  refused_connections_are_counted<UringCompletionPoller>();
-}
-
 // Open loop over two shards: the answers counted in the measured window are the rate
 // times the window (each connection sends on its own schedule, whatever the server's
 // speed), not what a closed loop would reach.
-template <class P>
-void open_loop_holds_its_rate() {
+TYPED_TEST(LoadOnBackend, OpenLoopRateHeldOverShards) {
+  using P = TypeParam;
   EngineServer<P> server(EngineServer<P>::Kind::kEcho);
   constexpr double kRate = 2000;
   LoadOptions o = base_options(LoadMode::kEcho, server.port(), 4, 1.0);
@@ -335,16 +316,6 @@ void open_loop_holds_its_rate() {
     EXPECT_GE(static_cast<double>(s.requests), 0.45 * expected);
     EXPECT_LE(static_cast<double>(s.requests), 0.51 * expected);
   }
-}
-
-TEST(LoadOpenLoop, RateHeldOverShardsEpoll) {
-  open_loop_holds_its_rate<EpollPoller>();
-}
-
-TEST(LoadOpenLoop, RateHeldOverShardsIoUringCompletion) {
-  const Availability a = UringCompletionPoller::available();
-  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
-  open_loop_holds_its_rate<UringCompletionPoller>();
 }
 
 // Three shards: each is an Engine shard pinned to the allowed CPUs in order (as the
