@@ -463,9 +463,8 @@ class LoadShard {
         co_return End::kBroken;
       }
       bool closing = false;
-      const bool ok = opt_.mode == LoadMode::kEcho
-                          ? consume_echo(c, rx.data(), r.n, now)
-                          : consume_http(c, rx.data(), r.n, now, &closing);
+      const bool ok = opt_.mode == LoadMode::kEcho ? consume_echo(c, rx.data(), r.n, now)
+                                                   : consume_http(c, rx.data(), r.n, now, &closing);
       if (!ok) co_return End::kBroken;
       if (closing) {
         if (c->count > 0) {
