@@ -1,7 +1,9 @@
 // ringpoll-load's generator: the open-loop schedule, the coordinated-omission correction
 // against a server that stalls once, and short end-to-end runs against in-test servers on
-// the engine (echo and HTTP). Every run is bounded: the generator stops at its duration,
-// and each in-test server stops when its clients are gone or its own deadline passes.
+// the engine (echo and HTTP) — on every backend the generator is instantiated for — with
+// refused connects, the open-loop rate over shards, and the shards' pinning and merge.
+// Every run is bounded: the generator stops at its duration, and each in-test server
+// stops when its clients are gone or its own deadline passes.
 #include <gtest/gtest.h>
 #include <poll.h>
 
