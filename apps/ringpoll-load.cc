@@ -7,8 +7,9 @@
 // Closed loop by default (each connection keeps --pipeline requests in flight and sends
 // the next when an answer arrives); open loop at a total of --rate requests/s with
 // latency measured from each request's intended send time (coordinated-omission
-// correction, as wrk2 does). The engine parts live in apps/load/; this file is the
-// command line, the progress line and the report. See load_usage() for the exit codes.
+// correction, as wrk2 does). The generator (apps/load/) is a client on the engine: its
+// connections are coroutines on Engine shards. This file is the command line, the
+// progress line and the report. See load_usage() for the exit codes.
 #include <signal.h>
 #include <unistd.h>
 

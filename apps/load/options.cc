@@ -80,10 +80,11 @@ const char* load_usage() noexcept {
          "  --rate        open loop: total requests/s, latency corrected for coordinated\n"
          "                omission (from the intended send time); default: closed loop\n"
          "  --pipeline    requests in flight per connection (default 1)\n"
-         "  --shards      client threads, each with its own scheduler (default 1)\n"
+         "  --shards      engine shards (threads pinned to the allowed CPUs) (default 1)\n"
          "  --timeout     seconds a request (or a connect) may take (default 5)\n"
          "  --json        also write the results as JSON to FILE\n"
-         "  --backend     poller backend (default auto: io_uring, else epoll)\n"
+         "  --backend     poller backend (default auto: io_uring in completion mode, else\n"
+         "                epoll; RINGPOLL_BACKEND=io_uring-readiness for readiness mode)\n"
          "exit: 0 ok, 1 the run could not start, 2 bad arguments, 3 errors were counted\n";
 }
 

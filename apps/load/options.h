@@ -25,7 +25,7 @@ struct LoadOptions {
   double warmup_s = 0;
   double rate = 0;       // total requests/s over all connections; 0: closed loop
   int pipeline = 1;      // requests in flight per connection
-  int shards = 1;        // client threads, each with its own scheduler
+  int shards = 1;        // engine shards (threads pinned to the allowed CPUs)
   double timeout_s = 5;  // per request (and per connect)
   std::string json_path;
   BackendChoice backend = BackendChoice::kAuto;

@@ -36,6 +36,13 @@ struct LoadCounters {
   void add(const LoadCounters& o) noexcept;
 };
 
+// One client shard's part of a run (not printed: the merge and the pinning are checked
+// with it).
+struct ShardSummary {
+  int cpu = -1;           // the CPU the shard was pinned to (-1: not pinned)
+  uint64_t requests = 0;  // its part of counters.requests
+};
+
 struct LoadReport {
   LoadOptions options;
   std::string backend;    // the poller that ran
@@ -47,6 +54,7 @@ struct LoadReport {
   double cpu_user_s = 0;     // the generator's own CPU over the measured window
   double cpu_sys_s = 0;
   std::vector<std::string> warnings;
+  std::vector<ShardSummary> shards;  // in shard order; empty when the run did not start
 
   double requests_per_s() const noexcept {
     return measured_s > 0 ? static_cast<double>(counters.requests) / measured_s : 0;

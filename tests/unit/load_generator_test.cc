@@ -1,7 +1,9 @@
 // ringpoll-load's generator: the open-loop schedule, the coordinated-omission correction
 // against a server that stalls once, and short end-to-end runs against in-test servers on
-// the engine (echo and HTTP). Every run is bounded: the generator stops at its duration,
-// and each in-test server stops when its clients are gone or its own deadline passes.
+// the engine (echo and HTTP) — on every backend the generator is instantiated for — with
+// refused connects, the open-loop rate over shards, and the shards' pinning and merge.
+// Every run is bounded: the generator stops at its duration, and each in-test server
+// stops when its clients are gone or its own deadline passes.
 #include <gtest/gtest.h>
 #include <poll.h>
 
@@ -14,6 +16,9 @@
 
 #include "apps/load/generator.h"
 #include "apps/load/schedule.h"
+#include "engine/clock.h"
+#include "engine/engine.h"
+#include "engine/poll_fd.h"
 #include "support/test_env.h"
 
 namespace ringpoll::load {
@@ -223,8 +228,23 @@ class EngineServer {
   std::thread thread_;
 };
 
+// The generator's tests that run on each backend it is built for (generator.cc's explicit
+// instantiations). A backend that is not available here reports a skip, never a pass.
 template <class P>
-void end_to_end_echo() {
+class LoadOnBackend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const Availability a = P::available();
+    if (!a.ok) GTEST_SKIP() << P::kName << " is not available here: " << a.why;
+  }
+};
+using LoadBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller>;
+TYPED_TEST_SUITE(LoadOnBackend, LoadBackends, test::BackendName);
+
+// The generator's sockets are the engine's, so it runs on io_uring's completion mode too
+// (the programs' default backend).
+TYPED_TEST(LoadOnBackend, EchoOnEngine) {
+  using P = TypeParam;
   EngineServer<P> server(EngineServer<P>::Kind::kEcho);
   LoadOptions o = base_options(LoadMode::kEcho, server.port(), 6, 1.0);
   o.size = 300;
@@ -242,16 +262,6 @@ void end_to_end_echo() {
   EXPECT_LE(r.latency.quantile(0.5), r.latency.quantile(0.99));
 }
 
-TEST(LoadEndToEnd, EchoOnEngineEpoll) {
-  end_to_end_echo<EpollPoller>();
-}
-
-TEST(LoadEndToEnd, EchoOnEngineIoUring) {
-  const Availability a = UringPoller::available();
-  if (!a.ok) GTEST_SKIP() << "io_uring unavailable: " << a.why;
-  end_to_end_echo<UringPoller>();
-}
-
 TEST(LoadEndToEnd, HttpPipelinedOnEngine) {
   EngineServer<EpollPoller> server(EngineServer<EpollPoller>::Kind::kHttp);
   LoadOptions o = base_options(LoadMode::kHttp, server.port(), 4, 1.0);
@@ -262,17 +272,77 @@ TEST(LoadEndToEnd, HttpPipelinedOnEngine) {
   EXPECT_EQ(r.counters.server_closes, 0u);
 }
 
-TEST(LoadEndToEnd, RefusedConnectionsAreCountedNotDropped) {
+// Every connect goes through PollFd's connect; a refused one is counted and named, on
+// every backend, and retried with back-off until the run ends.
+TYPED_TEST(LoadOnBackend, RefusedConnectionsAreCountedNotDropped) {
+  using P = TypeParam;
   uint16_t port = 0;
   const int l = test::tcp_listener(&port);
   ASSERT_GE(l, 0);
   ::close(l);  // nobody listens there now: every connect is refused
   LoadOptions o = base_options(LoadMode::kEcho, port, 2, 0.3);
-  const LoadReport r = run_load_on<EpollPoller>(o);
+  const LoadReport r = run_load_on<P>(o);
+  EXPECT_TRUE(r.failure.empty()) << r.failure;
   EXPECT_EQ(r.counters.requests, 0u);
-  EXPECT_GE(r.counters.connect_errors, 2u);
+  // Both connections in the connect phase, then at least one retry each in 0.3 s (the
+  // back-off starts at 10 ms).
+  EXPECT_GE(r.counters.connect_errors, 4u);
   EXPECT_EQ(r.counters.errors(), r.counters.connect_errors);
+  EXPECT_EQ(r.counters.reconnects, 0u);
+  EXPECT_NE(r.first_error.find("connect: "), std::string::npos) << r.first_error;
   EXPECT_NE(r.first_error.find("refused"), std::string::npos) << r.first_error;
+}
+
+// Open loop over two shards: the answers counted in the measured window are the rate
+// times the window (each connection sends on its own schedule, whatever the server's
+// speed), not what a closed loop would reach.
+TYPED_TEST(LoadOnBackend, OpenLoopRateHeldOverShards) {
+  using P = TypeParam;
+  EngineServer<P> server(EngineServer<P>::Kind::kEcho);
+  constexpr double kRate = 2000;
+  LoadOptions o = base_options(LoadMode::kEcho, server.port(), 4, 1.0);
+  o.rate = kRate;
+  o.shards = 2;
+  o.warmup_s = 0.2;
+  // Room to catch up: with one request in flight, a round trip longer than a connection's
+  // 2 ms interval (a loaded machine, a sanitizer) would lose sends, not the schedule.
+  o.pipeline = 8;
+  const LoadReport r = run_load_on<P>(o);
+  ASSERT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_EQ(r.counters.errors(), 0u) << r.first_error;
+  const double expected = kRate * r.measured_s;
+  // Only the requests in flight at the window's two edges differ; 10 % is room for a
+  // loaded machine under a sanitizer.
+  EXPECT_GE(static_cast<double>(r.counters.requests), 0.9 * expected);
+  EXPECT_LE(static_cast<double>(r.counters.requests), 1.02 * expected);
+  ASSERT_EQ(r.shards.size(), 2u);
+  for (const ShardSummary& s : r.shards) {
+    // Two connections each: half the rate, within the same margins.
+    EXPECT_GE(static_cast<double>(s.requests), 0.45 * expected);
+    EXPECT_LE(static_cast<double>(s.requests), 0.51 * expected);
+  }
+}
+
+// Three shards: each is an Engine shard pinned to the allowed CPUs in order (as the
+// servers' are), each records its own part, and the report is their sum — counters and
+// histogram alike.
+TEST(LoadEndToEnd, ShardsArePinnedAndTheirRecordsMerged) {
+  EngineServer<EpollPoller> server(EngineServer<EpollPoller>::Kind::kEcho);
+  LoadOptions o = base_options(LoadMode::kEcho, server.port(), 6, 0.5);
+  o.shards = 3;
+  const LoadReport r = run_load_on<EpollPoller>(o);
+  ASSERT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_EQ(r.counters.errors(), 0u) << r.first_error;
+  const std::vector<int> allowed = ringpoll::detail::allowed_cpus();
+  ASSERT_EQ(r.shards.size(), 3u);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < r.shards.size(); ++i) {
+    EXPECT_EQ(r.shards[i].cpu, allowed[i % allowed.size()]) << "shard " << i;
+    EXPECT_GT(r.shards[i].requests, 0u) << "shard " << i;
+    sum += r.shards[i].requests;
+  }
+  EXPECT_EQ(sum, r.counters.requests);
+  EXPECT_EQ(r.latency.count(), r.counters.requests);
 }
 
 }  // namespace
