@@ -20,8 +20,14 @@ end
 """
 
 
+# The client's own backend. ringpoll-load follows the programs' default (io_uring completion
+# mode) since it runs on the engine; the harness keeps it on io_uring readiness mode, as in
+# every run bench/runs/ holds, so that the servers' figures stay comparable across runs.
+CLIENT_BACKEND = "io_uring-readiness"
+
+
 def load_argv(binary, mode, port, conns, size, duration, warmup, json_path, host="127.0.0.1"):
-    argv = [binary, "--mode", mode, "--target", f"{host}:{port}", "--connections", str(conns),
+    argv = ["env", f"RINGPOLL_BACKEND={CLIENT_BACKEND}", binary, "--mode", mode, "--target", f"{host}:{port}", "--connections", str(conns),
             "--duration", str(duration), "--warmup", str(warmup), "--json", json_path]
     if mode == "echo":
         argv += ["--size", str(size)]
