@@ -120,7 +120,12 @@ TYPED_TEST(EngineTest, StopWakesIdleShards) {
   o.shards = 2;
   E e(o);
   ASSERT_TRUE(e.start().ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // both block in poll
+  // Both shards have nothing to do and are about to block (or blocked) in poll: each set
+  // its `sleeping` flag, which it does only right before the blocking wait.
+  for (int i = 0; i < 5000 && !(e.shard(0).sleeping.load() && e.shard(1).sleeping.load()); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(e.shard(0).sleeping.load() && e.shard(1).sleeping.load())
+      << "the idle shards never went to sleep in poll";
   const auto t0 = std::chrono::steady_clock::now();
   e.stop();
   e.join();
