@@ -1,6 +1,7 @@
 """The side-by-side matrix: echo, HTTP plaintext and L4 proxy, ringpoll against its peers.
 
-For each repetition, each workload, each candidate in turn (A B C A B C ...): fresh
+For each repetition, each workload, each candidate in turn, the order rotated by one
+place each repetition (A B C, B C A, C A B, ...): fresh
 server(s) on free ports, pinned to CPU 0, the client pinned to CPU 1, CPU sampled from
 /proc over a window inside the client's measured seconds. A run during which foreign
 processes burnt more than --max-other % of a core is retried (bounded) and marked noisy.
@@ -314,7 +315,11 @@ class Bench:
 def rotated(candidates, rep):
     """The candidates in the order repetition `rep` (1-based) runs them: rotated by one
     place each repetition (A B C, B C A, C A B, ...), so no candidate always runs first
-    (a cold machine) or always right after the same neighbour (its leftovers)."""
+    (a cold machine) or always right after the same neighbour (its leftovers).
+
+    >>> [''.join(rotated('ABC', rep)) for rep in (1, 2, 3, 4)]
+    ['ABC', 'BCA', 'CAB', 'ABC']
+    """
     if not candidates:
         return []
     k = (rep - 1) % len(candidates)
