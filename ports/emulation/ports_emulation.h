@@ -86,10 +86,10 @@ int port_alert(int port, int flags, int events, void* user) noexcept;
 // close(2) for an emulated port (and plain close(2) for any other fd).
 int close(int fd) noexcept;
 
-// Test seam: called by Sys::port_getn below after a call that succeeded or timed out, with the n events it
-// returned and room for max; it may rewrite them or append synthetic ones and returns the
-// new count, which the backend's real dispatch then handles (tests feed POLLERR alone).
-// Never set outside tests.
+// Test seam: called by Sys::port_getn below after a call that succeeded or timed out,
+// with the n events it returned and room for max; it may rewrite them or append synthetic
+// ones and returns the new count, which the backend's real dispatch then handles (tests
+// feed POLLERR alone). Never set outside tests.
 using PortGetnHook = unsigned (*)(port_event_t* list, unsigned n, unsigned max);
 inline std::atomic<PortGetnHook> g_port_getn_hook{nullptr};
 

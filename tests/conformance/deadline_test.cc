@@ -366,7 +366,7 @@ TYPED_TEST(CONFORMANCE_SUITE, S10_ATimerArmedForAnOlderDeadlineDoesNothing) {
   ASSERT_TRUE(f.set_read_deadline(now + 10 * kMs).ok());
   ASSERT_TRUE(f.set_write_deadline(now + 10 * kSec).ok());
   ASSERT_TRUE(f.set_deadline(now + 20 * kSec).ok());
-  ASSERT_TRUE(f.set_read_deadline(now + 5 * kMs).ok());   // earlier: rebuilt
+  ASSERT_TRUE(f.set_read_deadline(now + 5 * kMs).ok());    // earlier: rebuilt
   ASSERT_TRUE(f.set_read_deadline(now + 30 * kSec).ok());  // later again
   // The timer armed for the 5 ms deadline is now stale: when its time comes it must do
   // nothing (no wake, no expiry).
@@ -385,7 +385,7 @@ TYPED_TEST(CONFORMANCE_SUITE, S10_ATimerArmedForAnOlderDeadlineDoesNothing) {
   // needs it then: the read direction, pushed later since, must not expire with it.
   now = mono_now_ns();
   const int64_t soon = now + 5 * kMs;
-  ASSERT_TRUE(f.set_deadline(soon).ok());                   // one timer for both (S11)
+  ASSERT_TRUE(f.set_deadline(soon).ok());                  // one timer for both (S11)
   ASSERT_TRUE(f.set_read_deadline(now + 30 * kSec).ok());  // read pushed later
   ASSERT_TRUE(pd->timer.linked());
   EXPECT_EQ(pd->timer.when, soon) << "the timer did not stay armed for the write deadline";

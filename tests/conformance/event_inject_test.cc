@@ -151,9 +151,9 @@ class Injection {
   int taken() const { return g_pending.taken; }
 };
 
-using InjectBackends = ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller,
-                                        EmulatedKqueuePoller, EmulatedPortsPoller,
-                                        EmulatedPollsetPoller>;
+using InjectBackends =
+    ::testing::Types<EpollPoller, UringPoller, UringCompletionPoller, EmulatedKqueuePoller,
+                     EmulatedPortsPoller, EmulatedPollsetPoller>;
 
 template <class P>
 class InjectedEvents : public BackendFixture<P> {
@@ -240,17 +240,15 @@ TYPED_TEST(InjectedEvents, S19_S20_AnErrorOnlyEventFailsTheReaderOnly) {
     EXPECT_TRUE(r3.r.err.timeout()) << r3.r.err.message();
   }
   // Readers only: the writer retried its send, met a full buffer and parked again.
-  EXPECT_FALSE(this->w.done) << "the event error reached the writer: "
-                             << this->w.r.err.message();
+  EXPECT_FALSE(this->w.done) << "the event error reached the writer: " << this->w.r.err.message();
   EXPECT_TRUE(parked(pd, Mode::kWrite));
   this->close_f();
 }
 
 // Completion mode has no readiness events (a CQE is one operation's result), so there is
 // no "error with readiness" to inject there: this suite runs on the readiness backends.
-using ReadinessInjectBackends =
-    ::testing::Types<EpollPoller, UringPoller, EmulatedKqueuePoller, EmulatedPortsPoller,
-                     EmulatedPollsetPoller>;
+using ReadinessInjectBackends = ::testing::Types<EpollPoller, UringPoller, EmulatedKqueuePoller,
+                                                 EmulatedPortsPoller, EmulatedPollsetPoller>;
 template <class P>
 class InjectedReadinessEvents : public InjectedEvents<P> {};
 TYPED_TEST_SUITE(InjectedReadinessEvents, ReadinessInjectBackends, BackendName);
