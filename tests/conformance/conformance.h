@@ -39,6 +39,13 @@ inline void connected_pair(FdPair& p) {
   unix_pair(p);
 }
 
+// After block_writes(fd) (the send buffer filled until the kernel refuses), a write of
+// kStuckWrite bytes on fd parks: the peer never reads.
+inline constexpr size_t kStuckWrite = size_t{1} << 20;
+inline void block_writes(int fd) {
+  fill_send_buffer(fd);
+}
+
 }  // namespace ringpoll::test
 
 #include "support/poll_ops.h"
@@ -61,13 +68,6 @@ inline void sleep_ms(int ms) {
 
 inline void close_fd(int fd) {
   if (fd >= 0) ::close(fd);
-}
-
-// After block_writes(fd) (the send buffer filled until the kernel refuses), a write of
-// kStuckWrite bytes on fd parks: the peer never reads.
-inline constexpr size_t kStuckWrite = size_t{1} << 20;
-inline void block_writes(int fd) {
-  fill_send_buffer(fd);
 }
 
 }  // namespace ringpoll::test

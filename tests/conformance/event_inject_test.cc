@@ -162,17 +162,7 @@ class InjectedEvents : public BackendFixture<P> {
   PollFd<P> f;
   Op r, w;  // a reader and a writer parked on f
 
-  // f owns end `a` of a pair, with the reader and the writer parked on it.
-  ::testing::AssertionResult park_both() {
-    if (!this->open_pair(p, f)) return ::testing::AssertionFailure() << "open_pair failed";
-    block_writes(f.fd());
-    this->sched().spawn(do_read(&f, &r));
-    this->sched().spawn(do_write(&f, &w, kStuckWrite));
-    this->env().settle();
-    if (!parked(f.pd(), Mode::kRead) || !parked(f.pd(), Mode::kWrite))
-      return ::testing::AssertionFailure() << "the reader and the writer did not both park";
-    return ::testing::AssertionSuccess();
-  }
+  ::testing::AssertionResult park_both() { return this->park_reader_and_writer(p, f, r, w); }
   // A failed assertion can leave the reader or the writer parked on f: close f so both
   // end before f and the scheduler go (a PollFd destroyed mid-operation stops the process).
   void TearDown() override {

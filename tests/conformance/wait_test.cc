@@ -347,14 +347,8 @@ TYPED_TEST(CONFORMANCE_SUITE, S20_EventsWakeTheRightDirectionsInOneList) {
   auto& s = this->sched();
   FdPair p;
   PollFd<P> f;
-  ASSERT_TRUE(this->open_pair(p, f));
-  block_writes(f.fd());
   Op r, w;
-  s.spawn(do_read(&f, &r));
-  s.spawn(do_write(&f, &w, kStuckWrite));
-  this->env().settle();
-  ASSERT_TRUE(parked(f.pd(), Mode::kRead));
-  ASSERT_TRUE(parked(f.pd(), Mode::kWrite));
+  ASSERT_TRUE(this->park_reader_and_writer(p, f, r, w));
   // Input wakes the reader only.
   put(p.b, "in");
   ASSERT_TRUE(this->env().run_until([&] { return r.done; }));

@@ -221,14 +221,8 @@ TYPED_TEST(IocpWine, S19_AnErrorCompletionFailsItsOwnOperationOnly) {
   auto& s = this->sched();
   FdPair p;
   PollFd<P> f;
-  ASSERT_TRUE(this->open_pair(p, f));
-  block_writes(f.fd());
   Op r, w;
-  s.spawn(do_read(&f, &r));
-  s.spawn(do_write(&f, &w, kStuckWrite));
-  this->env().settle();
-  ASSERT_TRUE(parked(f.pd(), Mode::kRead));
-  ASSERT_TRUE(parked(f.pd(), Mode::kWrite));
+  ASSERT_TRUE(this->park_reader_and_writer(p, f, r, w));
   g_iocp_result_hook.store(&recv_reset);
   ASSERT_EQ(::send(sock(p.b), "!", 1, 0), 1);
   const bool failed = this->env().run_until([&] { return r.done; });
