@@ -193,7 +193,7 @@ BYPASS_PACKAGES=(libdpdk-dev libxdp-dev libbpf-dev iproute2)
 # check_packet_paths: the kernel-bypass build (build-bypass/, Release, DPDK and AF_XDP on)
 # and only the packet tests there (ctest -L packet): kernel, DPDK on net_ring, and
 # kernel, DPDK and AF_XDP over a veth pair. Tests that need root or `ip netns` (or that
-# the kernel refuses AF_XDP) report skips ("Not Run").
+# the kernel refuses AF_XDP) report skips, which run_ctest lists (and CI fails on).
 check_packet_paths() {
   install_packages "${BYPASS_PACKAGES[@]}"
   NINJA_TARGETS="ringpoll-packet-test" \

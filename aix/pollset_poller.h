@@ -60,7 +60,7 @@
 
 #include "poller/poller.h"
 
-#if defined(_AIX)
+#if defined(_AIX) || defined(RINGPOLL_NATIVE_SHIM)
 #include <sys/poll.h>
 #include <sys/pollset.h>
 #endif
@@ -272,8 +272,10 @@ class PollsetPoller {
   std::atomic<uint64_t> wakes_written_{0};
 };
 
-#if defined(_AIX)
-// The real system-call layer. Not compiled on Linux; written against pollset_create(3).
+#if defined(_AIX) || defined(RINGPOLL_NATIVE_SHIM)
+// The real system-call layer, written against pollset_create(3). On Linux it is only
+// type-checked, against header shims (RINGPOLL_NATIVE_SHIM; target
+// ringpoll-native-typecheck).
 struct NativePollsetSys {
   using PollsetT = pollset_t;
   using PollCtl = struct poll_ctl;
@@ -303,7 +305,7 @@ static_assert(PollerBackend<NativePollsetPoller>);
 
 }  // namespace ringpoll
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(RINGPOLL_NATIVE_SHIM)  // the shims reuse its names
 // The emulated instantiation the conformance suite runs on Linux (tests only).
 #include "aix/emulation/pollset_emulation.h"
 namespace ringpoll {

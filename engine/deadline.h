@@ -9,7 +9,7 @@
 // later costs one store in the wheel (lazy re-bucketing). A fired timer re-reads rd/wd
 // instead of trusting what it was armed with, which is what Go's rseq/wseq comparison
 // achieves: a timer armed for an older deadline does nothing (S10). rseq/wseq still count
-// every change, for completion backends and for observers.
+// every change, but nothing reads them (no backend, no timer).
 #include <cstdint>
 
 #include "../poller/poll_desc.h"

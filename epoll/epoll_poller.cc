@@ -119,6 +119,9 @@ int EpollPoller::poll(int64_t delta_ns, TaskList& out) {
     if (delta_ns > 0) return 0;
     if (delta_ns == 0) return 0;
   }
+  if (const EpollEventHook hook = g_epoll_event_hook.load(std::memory_order_relaxed)) {
+    n = hook(events, n, kMaxEvents);
+  }
   for (int i = 0; i < n; ++i) {
     const epoll_event& ev = events[i];
     if (ev.data.u64 == kWakeData) {

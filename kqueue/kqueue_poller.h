@@ -52,7 +52,8 @@
 
 #include "poller/poller.h"
 
-#if defined(__FreeBSD__) || defined(__APPLE__) || defined(__DragonFly__)
+#if defined(__FreeBSD__) || defined(__APPLE__) || defined(__DragonFly__) || \
+    defined(RINGPOLL_NATIVE_SHIM)
 #include <sys/event.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -238,8 +239,10 @@ class KqueuePoller {
   std::atomic<uint64_t> wakes_written_{0};
 };
 
-#if defined(__FreeBSD__) || defined(__APPLE__) || defined(__DragonFly__)
-// The real system-call layer. Not compiled on Linux; written against kqueue(2).
+#if defined(__FreeBSD__) || defined(__APPLE__) || defined(__DragonFly__) || \
+    defined(RINGPOLL_NATIVE_SHIM)
+// The real system-call layer, written against kqueue(2). On Linux it is only type-checked,
+// against header shims (RINGPOLL_NATIVE_SHIM; target ringpoll-native-typecheck).
 struct NativeKqueueSys {
   using Kevent = struct ::kevent;
   static constexpr const char* kName = "kqueue";
@@ -282,7 +285,7 @@ static_assert(PollerBackend<NativeKqueuePoller>);
 
 }  // namespace ringpoll
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(RINGPOLL_NATIVE_SHIM)  // the shims reuse its names
 // The emulated instantiation the conformance suite runs on Linux (tests only).
 #include "kqueue/emulation/kqueue_emulation.h"
 namespace ringpoll {

@@ -60,7 +60,7 @@
 
 #include "poller/poller.h"
 
-#if defined(__sun)
+#if defined(__sun) || defined(RINGPOLL_NATIVE_SHIM)
 #include <poll.h>
 #include <port.h>
 #include <unistd.h>
@@ -228,9 +228,10 @@ class PortsPoller {
   std::atomic<uint64_t> wakes_written_{0};
 };
 
-#if defined(__sun)
-// The real system-call layer. Not compiled on Linux; written against port_create(3C) and
-// friends.
+#if defined(__sun) || defined(RINGPOLL_NATIVE_SHIM)
+// The real system-call layer, written against port_create(3C) and friends. On Linux it is
+// only type-checked, against header shims (RINGPOLL_NATIVE_SHIM; target
+// ringpoll-native-typecheck).
 struct NativePortsSys {
   using PortEvent = port_event_t;
   static constexpr const char* kName = "ports";
@@ -251,7 +252,10 @@ struct NativePortsSys {
   }
   static int port_getn(int port, PortEvent list[], unsigned max, unsigned* nget,
                        const timespec* timeout) noexcept {
-    return ::port_getn(port, list, max, nget, timeout);
+    // port_getn(3C) takes a non-const timespec_t* (it does not write it): pass a copy.
+    timespec t{};
+    if (timeout) t = *timeout;
+    return ::port_getn(port, list, max, nget, timeout ? &t : nullptr);
   }
   static int port_send(int port, int events, void* user) noexcept {
     return ::port_send(port, events, user);
@@ -264,7 +268,7 @@ static_assert(PollerBackend<NativePortsPoller>);
 
 }  // namespace ringpoll
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(RINGPOLL_NATIVE_SHIM)  // the shims reuse its names
 // The emulated instantiation the conformance suite runs on Linux (tests only).
 #include "ports/emulation/ports_emulation.h"
 namespace ringpoll {

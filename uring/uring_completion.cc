@@ -38,6 +38,10 @@ FdState* state_of(PollDesc* pd) {
 
 }  // namespace
 
+uint64_t uring_recv_user_data(PollDesc* pd) noexcept {
+  return pd_data(pd, kKindRecv);
+}
+
 Availability UringCompletionPoller::available() {
   static const Availability a = UringRing::probe();
   return a;

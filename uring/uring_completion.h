@@ -64,6 +64,9 @@ inline std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
 // Test seam: when non-zero, every send asks the kernel for at most this many bytes, so
 // the kernel really sends short and the caller must continue (short-send handling).
 inline std::atomic<size_t> g_uring_send_clamp{0};
+// Test seam: the user data of pd's multishot recv, for a CQE that a test injects through
+// g_uring_inject_hook (uring_ring.h). Never used in production.
+uint64_t uring_recv_user_data(PollDesc* pd) noexcept;
 
 // Application code names this type only as the P of Engine<P> (or gets it from
 // with_backend); the Scheduler calls the contract methods, whose meaning is stated once in

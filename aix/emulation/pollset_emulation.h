@@ -31,6 +31,7 @@
 //
 // Thread safety: every call may be made from any thread; one mutex per pollset, never
 // held while blocking.
+#include <atomic>
 #include <cstdint>
 
 namespace ringpoll::psemu {
@@ -70,6 +71,13 @@ int pollset_ctl(pollset_t ps, poll_ctl* array, int length) noexcept;
 int pollset_query(pollset_t ps, pollfd* q) noexcept;
 int pollset_poll(pollset_t ps, pollfd* out, int length, int timeout_ms) noexcept;
 
+// Test seam: called by Sys::pollset_poll below after a successful call, with the n events
+// it returned and room for cap; it may rewrite them or append synthetic ones and returns
+// the new count, which the backend's real dispatch then handles (tests feed POLLERR
+// alone). Never set outside tests.
+using PollsetPollHook = int (*)(pollfd* out, int n, int cap);
+inline std::atomic<PollsetPollHook> g_pollset_poll_hook{nullptr};
+
 // The system-call layer the backend is instantiated with (PollsetPoller<psemu::Sys>).
 struct Sys {
   using PollsetT = pollset_t;
@@ -91,7 +99,13 @@ struct Sys {
     return psemu::pollset_ctl(ps, a, n);
   }
   static int pollset_poll(PollsetT ps, PollFd* out, int n, int timeout_ms) noexcept {
-    return psemu::pollset_poll(ps, out, n, timeout_ms);
+    int r = psemu::pollset_poll(ps, out, n, timeout_ms);
+    if (r >= 0) {
+      if (const PollsetPollHook hook = g_pollset_poll_hook.load(std::memory_order_relaxed)) {
+        r = hook(out, r, n);
+      }
+    }
+    return r;
   }
 };
 

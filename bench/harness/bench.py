@@ -1,6 +1,7 @@
 """The side-by-side matrix: echo, HTTP plaintext and L4 proxy, ringpoll against its peers.
 
-For each repetition, each workload, each candidate in turn (A B C A B C ...): fresh
+For each repetition, each workload, each candidate in turn, the order rotated by one
+place each repetition (A B C, B C A, C A B, ...): fresh
 server(s) on free ports, pinned to CPU 0, the client pinned to CPU 1, CPU sampled from
 /proc over a window inside the client's measured seconds. A run during which foreign
 processes burnt more than --max-other % of a core is retried (bounded) and marked noisy.
@@ -302,11 +303,27 @@ class Bench:
         t0 = time.monotonic()
         for rep in range(1, self.a.reps + 1):
             for wl in workloads:
+                cands = rotated(wl.candidates, rep)
                 print(f"== rep {rep}/{self.a.reps}: {wl.label} "
-                      f"(elapsed {time.monotonic() - t0:.0f} s)", flush=True)
-                for cand in wl.candidates:
+                      f"(elapsed {time.monotonic() - t0:.0f} s; order: "
+                      f"{', '.join(c.name for c in cands)})", flush=True)
+                for cand in cands:
                     self.run_one(wl, cand, rep)
         return time.monotonic() - t0
+
+
+def rotated(candidates, rep):
+    """The candidates in the order repetition `rep` (1-based) runs them: rotated by one
+    place each repetition (A B C, B C A, C A B, ...), so no candidate always runs first
+    (a cold machine) or always right after the same neighbour (its leftovers).
+
+    >>> [''.join(rotated('ABC', rep)) for rep in (1, 2, 3, 4)]
+    ['ABC', 'BCA', 'CAB', 'ABC']
+    """
+    if not candidates:
+        return []
+    k = (rep - 1) % len(candidates)
+    return list(candidates[k:]) + list(candidates[:k])
 
 
 # ---------------------------------------------------------------------------- summary
@@ -423,7 +440,8 @@ def run(args, reg, tools, outdir):
             f"Machine: {os.cpu_count()} CPU ({_cpu_model()}), kernel {platform.release()}.",
             f"{'Server (and proxy + its backend) pinned to CPU 0, client to CPU 1 (taskset)' if tools.pinned else 'Not pinned (fewer than 2 CPUs)'}; "
             f"a fresh server per run on a free loopback port.",
-            f"{args.reps} repetition(s), candidates interleaved (A B C A B C ...); "
+            f"{args.reps} repetition(s), candidates interleaved and rotated each repetition "
+            f"(A B C, B C A, C A B, ...); "
             f"{args.warmup} s warm-up, {args.duration} s measured; medians over clean runs "
             f"(noisy runs count only when no clean one exists).",
             "Clients: ringpoll-load (closed loop, one request in flight per connection) for echo, "

@@ -41,6 +41,7 @@
 // Thread safety: every call may be made from any thread (wake() triggers EVFILT_USER while
 // the owning thread blocks in kevent()); one mutex per kqueue guards its state and is never
 // held while blocking.
+#include <atomic>
 #include <cstdint>
 #include <ctime>
 
@@ -85,6 +86,13 @@ int kevent(int kq, const struct kevent* changelist, int nchanges, struct kevent*
 // close(2) for an emulated kqueue descriptor (and plain close(2) for any other fd).
 int close(int fd) noexcept;
 
+// Test seam: called by Sys::kevent below after a call that only fetched events (no
+// changes: the backend's poll), with the n events it returned and room for cap; it may
+// rewrite them or append synthetic ones and returns the new count, which the backend's
+// real dispatch then handles (tests feed EV_ERROR without EV_EOF). Never set outside tests.
+using KeventHook = int (*)(struct kevent* events, int n, int cap);
+inline std::atomic<KeventHook> g_kevent_hook{nullptr};
+
 // The system-call layer the backend is instantiated with (KqueuePoller<kqemu::Sys>).
 struct Sys {
   using Kevent = struct kqemu::kevent;
@@ -105,7 +113,13 @@ struct Sys {
   static int kqueue() noexcept { return kqemu::kqueue(); }
   static int kevent(int kq, const Kevent* ch, int nch, Kevent* ev, int nev,
                     const timespec* ts) noexcept {
-    return kqemu::kevent(kq, ch, nch, ev, nev, ts);
+    int n = kqemu::kevent(kq, ch, nch, ev, nev, ts);
+    if (n >= 0 && nch == 0 && nev > 0) {
+      if (const KeventHook hook = g_kevent_hook.load(std::memory_order_relaxed)) {
+        n = hook(ev, n, nev);
+      }
+    }
+    return n;
   }
   static int close(int fd) noexcept { return kqemu::close(fd); }
   static void set_udata(Kevent& ev, uint64_t v) noexcept {

@@ -39,6 +39,8 @@
 //
 // Thread safety: every call may be made from any thread; one mutex per port, never held
 // while blocking.
+#include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <ctime>
 
@@ -84,6 +86,13 @@ int port_alert(int port, int flags, int events, void* user) noexcept;
 // close(2) for an emulated port (and plain close(2) for any other fd).
 int close(int fd) noexcept;
 
+// Test seam: called by Sys::port_getn below after a call that succeeded or timed out,
+// with the n events it returned and room for max; it may rewrite them or append synthetic
+// ones and returns the new count, which the backend's real dispatch then handles (tests
+// feed POLLERR alone). Never set outside tests.
+using PortGetnHook = unsigned (*)(port_event_t* list, unsigned n, unsigned max);
+inline std::atomic<PortGetnHook> g_port_getn_hook{nullptr};
+
 // The system-call layer the backend is instantiated with (PortsPoller<portemu::Sys>).
 struct Sys {
   using PortEvent = port_event_t;
@@ -105,7 +114,15 @@ struct Sys {
   }
   static int port_getn(int port, PortEvent list[], unsigned max, unsigned* nget,
                        const timespec* timeout) noexcept {
-    return portemu::port_getn(port, list, max, nget, timeout);
+    const int r = portemu::port_getn(port, list, max, nget, timeout);
+    const int e = errno;
+    if (r == 0 || e == ETIME) {  // ETIME may still have delivered *nget events
+      if (const PortGetnHook hook = g_port_getn_hook.load(std::memory_order_relaxed)) {
+        *nget = hook(list, *nget, max);
+        errno = e;
+      }
+    }
+    return r;
   }
   static int port_send(int port, int events, void* user) noexcept {
     return portemu::port_send(port, events, user);

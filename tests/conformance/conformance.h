@@ -10,13 +10,16 @@
 // kStuckWrite, alloc_counting, Op and do_read/do_write/do_accept/do_close, parked, and the
 // fixture's env(), sched(), open_pair and park_read (support/poll_ops.h). The tests write
 // TYPED_TEST(CONFORMANCE_SUITE, Sxx_...), and use #ifdef _WIN32 only where a behaviour's
-// Windows adaptation really differs.
+// Windows adaptation really differs. A behaviour of the core alone (PollDesc, PollCache,
+// the timer wheel: S13, S14, S25 and S19's priority) touches no backend and is one plain
+// TEST(CONFORMANCE_CORE_SUITE, Sxx_...): ConformanceCore.Sxx_... / IocpWineCore.Sxx_....
 #ifdef _WIN32
 
 #include "win_alloc_counter.h"
 #include "win_env.h"
 
 #define CONFORMANCE_SUITE IocpWine
+#define CONFORMANCE_CORE_SUITE IocpWineCore
 
 #else  // Linux
 
@@ -27,12 +30,20 @@
 #include "support/test_env.h"
 
 #define CONFORMANCE_SUITE Conformance
+#define CONFORMANCE_CORE_SUITE ConformanceCore
 
 namespace ringpoll::test {
 
 // A connected AF_UNIX stream pair, both ends non-blocking.
 inline void connected_pair(FdPair& p) {
   unix_pair(p);
+}
+
+// After block_writes(fd) (the send buffer filled until the kernel refuses), a write of
+// kStuckWrite bytes on fd parks: the peer never reads.
+inline constexpr size_t kStuckWrite = size_t{1} << 20;
+inline void block_writes(int fd) {
+  fill_send_buffer(fd);
 }
 
 }  // namespace ringpoll::test
@@ -57,13 +68,6 @@ inline void sleep_ms(int ms) {
 
 inline void close_fd(int fd) {
   if (fd >= 0) ::close(fd);
-}
-
-// After block_writes(fd) (the send buffer filled until the kernel refuses), a write of
-// kStuckWrite bytes on fd parks: the peer never reads.
-inline constexpr size_t kStuckWrite = size_t{1} << 20;
-inline void block_writes(int fd) {
-  fill_send_buffer(fd);
 }
 
 }  // namespace ringpoll::test

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -854,6 +855,26 @@ TYPED_TEST(ProxyRelay, ActiveHealthChecksEjectAndRestore) {
   ::close(l);
 }
 
+// Connections waiting in the accept queue of the IPv4 listener on `port` (the rx_queue
+// column of its LISTEN line in /proc/net/tcp), or -1 when no such listener is found. Zero
+// after a connect returned means the server has accepted it.
+int accept_queue_length(uint16_t port) {
+  FILE* f = fopen("/proc/net/tcp", "r");
+  if (!f) return -1;
+  char line[512];
+  int n = -1;
+  while (fgets(line, sizeof line, f)) {
+    unsigned lport = 0, st = 0, txq = 0, rxq = 0;
+    if (sscanf(line, " %*d: %*8x:%x %*8x:%*x %x %x:%x", &lport, &st, &txq, &rxq) == 4 &&
+        lport == port && st == 0x0A /* TCP_LISTEN */) {
+      n = static_cast<int>(rxq);
+      break;
+    }
+  }
+  fclose(f);
+  return n;
+}
+
 TYPED_TEST(ProxyRelay, DestroyedWithoutShutdownEndsItsTasksWhileTheEngineRuns) {
   // Destroyed with no shutdown() while the engine runs on: a relayed connection, a health
   // check asleep between probes and an admin request waiting for its request line all
@@ -871,7 +892,15 @@ TYPED_TEST(ProxyRelay, DestroyedWithoutShutdownEndsItsTasksWhileTheEngineRuns) {
   EXPECT_EQ(recv_all(c, 1), "a");
   const int admin = connect_to(rig.px->admin_address());  // sends nothing: parked in read
   ASSERT_GE(admin, 0);
-  usleep(50'000);  // the admin request is accepted; the check has probed and sleeps
+  // Wait for the states the test is about: the admin server has accepted the request (its
+  // listener's accept queue is empty again), and the check has probed the upstream (a
+  // second connection there, after the relay's) and so sleeps between probes.
+  const uint16_t admin_port = rig.px->admin_address().port();
+  EXPECT_TRUE(wait_for([&] { return accept_queue_length(admin_port) == 0; }))
+      << "the admin server did not accept the request (accept queue "
+      << accept_queue_length(admin_port) << ")";
+  EXPECT_TRUE(wait_for([&] { return up.accepted() >= 2; }))
+      << "the health check never probed the upstream";
   const int64_t t0 = mono_now_ns();
   rig.px.reset();
   // Well inside the 5 s the server allows aborted handlers: the relay's other direction

@@ -2,7 +2,7 @@
 // The operations the conformance tests drive, and their fixture, shared by the Linux suite
 // (tests/conformance/conformance.h over support/test_env.h) and the Windows one
 // (tests/windows/win_env.h). Included after a platform header that provides Env<P>,
-// FdPair, connected_pair(FdPair&) and sockaddr_in.
+// FdPair, connected_pair(FdPair&), block_writes(int), kStuckWrite and sockaddr_in.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -98,6 +98,18 @@ class BackendFixture : public ::testing::Test {
   bool open_pair(FdPair& p, PollFd<P>& f) {
     connected_pair(p);
     return !HasFatalFailure() && f.open(sched(), p.take_a()).ok();
+  }
+  // A pair whose end `a` f owns, with a reader (r) and a writer (w, kStuckWrite bytes on a
+  // full send buffer) parked on it.
+  ::testing::AssertionResult park_reader_and_writer(FdPair& p, PollFd<P>& f, Op& r, Op& w) {
+    if (!open_pair(p, f)) return ::testing::AssertionFailure() << "open_pair failed";
+    block_writes(f.fd());
+    sched().spawn(do_read(&f, &r));
+    sched().spawn(do_write(&f, &w, kStuckWrite));
+    env().settle();
+    if (!parked(f.pd(), Mode::kRead) || !parked(f.pd(), Mode::kWrite))
+      return ::testing::AssertionFailure() << "the reader and the writer did not both park";
+    return ::testing::AssertionSuccess();
   }
   // Starts a read on f and settles the loop: true when it is parked on its wait.
   bool park_read(PollFd<P>& f, Op& r, size_t len = 64) {

@@ -7,6 +7,9 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
 #include <memory>
 #include <thread>
 
@@ -120,11 +123,23 @@ TYPED_TEST(EngineTest, StopWakesIdleShards) {
   o.shards = 2;
   E e(o);
   ASSERT_TRUE(e.start().ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // both block in poll
-  const auto t0 = std::chrono::steady_clock::now();
-  e.stop();
-  e.join();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  // Both shards have nothing to do and are about to block (or blocked) in poll: each set
+  // its `sleeping` flag, which it does only right before the blocking wait.
+  for (int i = 0; i < 5000 && !(e.shard(0).sleeping.load() && e.shard(1).sleeping.load()); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(e.shard(0).sleeping.load() && e.shard(1).sleeping.load())
+      << "the idle shards never went to sleep in poll";
+  // stop() must wake them: a shard left asleep would hold join() forever, so wait for it
+  // with a bound and end the process with a message instead of hanging until ctest's.
+  auto stopped = std::async(std::launch::async, [&] {
+    e.stop();
+    e.join();
+  });
+  if (stopped.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    ADD_FAILURE() << "stop() left an idle shard asleep in poll: join() did not return in 5 s";
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
 }
 
 }  // namespace

@@ -208,5 +208,37 @@ TYPED_TEST(IocpWine, Socket_ResultsReadyAtSubmitSkipThePortWhenAllowed) {
   EXPECT_EQ(std::string(r.buf, r.r.n), "ready");
 }
 
+// S19 on IOCP: there are no readiness events and no event-error bit here; an error is
+// one operation's own result. Injected through the result hook (g_iocp_result_hook,
+// iocp/iocp_poller.h): the receive's completion says ECONNRESET. It fails the reader and
+// only the reader: the writer, its send still in flight, is not touched.
+void recv_reset(IocpOpKind kind, int32_t* res) {
+  if (kind == IocpOpKind::kRecv) *res = -ECONNRESET;
+}
+
+TYPED_TEST(IocpWine, S19_AnErrorCompletionFailsItsOwnOperationOnly) {
+  using P = TypeParam;
+  auto& s = this->sched();
+  FdPair p;
+  PollFd<P> f;
+  Op r, w;
+  ASSERT_TRUE(this->park_reader_and_writer(p, f, r, w));
+  g_iocp_result_hook.store(&recv_reset);
+  ASSERT_EQ(::send(sock(p.b), "!", 1, 0), 1);
+  const bool failed = this->env().run_until([&] { return r.done; });
+  g_iocp_result_hook.store(nullptr);
+  ASSERT_TRUE(failed) << "the receive's error completion did not reach the reader";
+  EXPECT_EQ(r.r.err.sys_errno(), ECONNRESET) << r.r.err.message();
+  EXPECT_EQ(r.r.n, 0u);
+  EXPECT_EQ(f.pd()->info.load() & kInfoEventErr, 0u);
+  EXPECT_FALSE(w.done) << "the reader's error reached the writer: " << w.r.err.message();
+  EXPECT_TRUE(parked(f.pd(), Mode::kWrite));
+  Status cst;
+  bool closed = false;
+  s.spawn(do_close(&f, &cst, &closed));
+  ASSERT_TRUE(this->env().run_until([&] { return w.done && closed; }));
+  EXPECT_TRUE(w.r.err.closed()) << w.r.err.message();
+}
+
 }  // namespace
 }  // namespace ringpoll::test
