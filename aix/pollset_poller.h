@@ -304,12 +304,3 @@ static_assert(PollerBackend<NativePollsetPoller>);
 #endif
 
 }  // namespace ringpoll
-
-#if defined(__linux__) && !defined(RINGPOLL_NATIVE_SHIM)  // the shims reuse its names
-// The emulated instantiation the conformance suite runs on Linux (tests only).
-#include "aix/emulation/pollset_emulation.h"
-namespace ringpoll {
-using EmulatedPollsetPoller = PollsetPoller<psemu::Sys>;
-static_assert(PollerBackend<EmulatedPollsetPoller>);
-}  // namespace ringpoll
-#endif

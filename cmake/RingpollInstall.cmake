@@ -24,9 +24,10 @@ install(TARGETS ringpoll ringpoll_shared EXPORT ringpoll-targets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(EXPORT ringpoll-targets NAMESPACE ringpoll:: DESTINATION ${RINGPOLL_CMAKE_DIR})
+# poller/internal/ (the test seams, DESIGN.md "Who may include whom") is not installed.
 foreach(dir poller engine epoll uring)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${RINGPOLL_INCLUDE_DIR}/${dir}
-    FILES_MATCHING PATTERN "*.h")
+    FILES_MATCHING PATTERN "*.h" PATTERN "internal" EXCLUDE)
 endforeach()
 install(FILES ${PROJECT_SOURCE_DIR}/ringpoll.h ${RINGPOLL_GENERATED_INCLUDE}/version.h
   DESTINATION ${RINGPOLL_INCLUDE_DIR})

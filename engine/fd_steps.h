@@ -31,8 +31,11 @@ struct AcceptResult {
   Status err;
 };
 
-// Test seam: the accept4 the sockets layer calls (tests inject ECONNABORTED, S31).
-inline int (*g_accept4_fn)(int, sockaddr*, socklen_t*, int) = ::accept4;
+namespace detail {
+// accept4(fd, nullptr, nullptr, flags), through a seam tests use to inject ECONNABORTED
+// (S31; poller/internal/test_seams.h).
+int accept_connection(int fd, int flags) noexcept;
+}  // namespace detail
 
 // The system-call halves of the operations. attempt() makes the call (EINTR retried
 // inside) and returns true when the operation has its result, false on EAGAIN; fail()
@@ -103,7 +106,7 @@ struct Accept {
   bool early() const noexcept { return false; }
   bool attempt(int fd) noexcept {
     for (;;) {
-      const int c = g_accept4_fn(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      const int c = detail::accept_connection(fd, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (c >= 0) {
         r = AcceptResult{c, Status()};
         return true;

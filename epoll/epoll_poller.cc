@@ -1,5 +1,7 @@
 #include "epoll/epoll_poller.h"
 
+#include "poller/internal/test_seams.h"
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>

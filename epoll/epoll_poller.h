@@ -21,12 +21,6 @@ struct epoll_event;
 
 namespace ringpoll {
 
-// Test seam: called by poll() with the events epoll_wait returned (n of them, room for
-// cap); it may rewrite them or append synthetic ones and returns the new count, and the
-// real dispatch then handles them as the kernel's (tests feed an error-only event, which
-// no real socket produces on demand). Never set in production.
-using EpollEventHook = int (*)(epoll_event* events, int n, int cap);
-inline std::atomic<EpollEventHook> g_epoll_event_hook{nullptr};
 
 // Application code names this type only as the P of Engine<P> (or gets it from
 // with_backend); the Scheduler calls the contract methods, whose meaning is stated once in

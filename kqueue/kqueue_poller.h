@@ -284,12 +284,3 @@ static_assert(PollerBackend<NativeKqueuePoller>);
 #endif
 
 }  // namespace ringpoll
-
-#if defined(__linux__) && !defined(RINGPOLL_NATIVE_SHIM)  // the shims reuse its names
-// The emulated instantiation the conformance suite runs on Linux (tests only).
-#include "kqueue/emulation/kqueue_emulation.h"
-namespace ringpoll {
-using EmulatedKqueuePoller = KqueuePoller<kqemu::Sys>;
-static_assert(PollerBackend<EmulatedKqueuePoller>);
-}  // namespace ringpoll
-#endif

@@ -69,10 +69,12 @@ constexpr uint32_t next_fdseq(uint32_t s) noexcept {
   return n == 0 ? 1 : n;
 }
 
-// Hook for deterministic tests of S15: when set, it runs between "prepare to wait" and the
-// park commit. Never set in production; the cost is one relaxed load.
-using BeforeParkHook = void (*)(struct PollDesc* pd, Mode mode);
-inline std::atomic<BeforeParkHook> g_before_park_hook{nullptr};
+struct PollDesc;
+namespace detail {
+// Runs a test's hook between "prepare to wait" and the park commit (S15); nothing in
+// production (poller/internal/test_seams.h).
+void before_park(PollDesc* pd, Mode mode) noexcept;
+}  // namespace detail
 
 struct PollDesc {
   // ---- shard-confined state ----
@@ -238,7 +240,7 @@ struct PollDesc {
       if (v == kPdNil && g.compare_exchange_strong(v, kPdWait)) break;
       if (v != kPdReady && v != kPdNil) double_wait(m);
     }
-    if (BeforeParkHook h = g_before_park_hook.load(std::memory_order_relaxed)) h(this, m);
+    detail::before_park(this, m);
     return check_err(m) == PollError::kNone ? Begin::kPark : Begin::kAbandon;
   }
   // Go's netpollblockcommit: wait -> task. False when readiness, timeout or close got there

@@ -267,12 +267,3 @@ static_assert(PollerBackend<NativePortsPoller>);
 #endif
 
 }  // namespace ringpoll
-
-#if defined(__linux__) && !defined(RINGPOLL_NATIVE_SHIM)  // the shims reuse its names
-// The emulated instantiation the conformance suite runs on Linux (tests only).
-#include "ports/emulation/ports_emulation.h"
-namespace ringpoll {
-using EmulatedPortsPoller = PortsPoller<portemu::Sys>;
-static_assert(PollerBackend<EmulatedPortsPoller>);
-}  // namespace ringpoll
-#endif

@@ -1,5 +1,7 @@
 #include "uring/uring_completion.h"
 
+#include "poller/internal/test_seams.h"
+
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>

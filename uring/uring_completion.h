@@ -56,17 +56,6 @@ struct UringCompletionOptions {
   size_t zc_threshold = 16384;  // send_zc pays only for large sends (page pinning costs)
 };
 
-// Test seam: sees (and may rewrite) every CQE's result and flags before dispatch, to
-// inject ENOBUFS, ECANCELED, short sends, ECONNABORTED. Never set in production.
-enum class UringCqeKind : uint8_t { kOp, kRecv, kAccept, kPoll };
-using UringCqeHook = void (*)(UringCqeKind kind, int32_t* res, uint32_t* flags);
-inline std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
-// Test seam: when non-zero, every send asks the kernel for at most this many bytes, so
-// the kernel really sends short and the caller must continue (short-send handling).
-inline std::atomic<size_t> g_uring_send_clamp{0};
-// Test seam: the user data of pd's multishot recv, for a CQE that a test injects through
-// g_uring_inject_hook (uring_ring.h). Never used in production.
-uint64_t uring_recv_user_data(PollDesc* pd) noexcept;
 
 // Application code names this type only as the P of Engine<P> (or gets it from
 // with_backend); the Scheduler calls the contract methods, whose meaning is stated once in
@@ -193,19 +182,5 @@ class UringCompletionPoller {
 };
 static_assert(MultishotCompletionBackend<UringCompletionPoller>);
 
-// Completion mode with every multishot feature off: recv and accept are single
-// operations into the caller's buffer, so the cancel-and-wait path (S23/S24) runs on
-// every timeout and close. The conformance suite runs on it too.
-class UringCompletionSingleshot : public UringCompletionPoller {
- public:
-  static constexpr const char* kName = "io_uring-completion-singleshot";
-  UringCompletionSingleshot() {
-    UringCompletionOptions o;
-    o.multishot_accept = false;
-    o.multishot_recv = false;
-    set_completion_options(o);
-  }
-};
-static_assert(MultishotCompletionBackend<UringCompletionSingleshot>);
 
 }  // namespace ringpoll

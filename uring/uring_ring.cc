@@ -1,5 +1,7 @@
 #include "uring/uring_ring.h"
 
+#include "poller/internal/test_seams.h"
+
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>

@@ -48,16 +48,11 @@ struct UringOptions {
 inline constexpr uint64_t kUringWakeData = 0;
 inline constexpr uint64_t kUringIgnoreData = 2;  // cancels, removes: nothing to do
 
-// Test seam: when non-zero, ring setup (and the probe) fails with this errno, as if
-// io_uring_setup had returned it (e.g. EAGAIN). Never set in production.
-inline std::atomic<int> g_uring_setup_fail_errno{0};
-// Test seam: after the kernel's CQEs, for_each() asks this hook for synthetic ones (it
-// fills *cqe and returns true, once per CQE; false when it has no more) and hands each to
-// the same callback, so they go through the real dispatch of either io_uring mode (tests
-// feed a poll CQE whose result is POLLERR alone, which no real socket produces on demand).
-// Never set in production.
-using UringInjectHook = bool (*)(io_uring_cqe* cqe);
-inline std::atomic<UringInjectHook> g_uring_inject_hook{nullptr};
+namespace detail {
+// After a poll's real CQEs: fills *cqe with one a test injects (true), or returns false;
+// never true in production (poller/internal/test_seams.h).
+bool uring_injected(io_uring_cqe* cqe) noexcept;
+}  // namespace detail
 
 // Why io_uring_setup failed, in one line: ENOSYS (seccomp or no io_uring in the kernel),
 // EPERM (kernel.io_uring_disabled, printed, or an LSM/seccomp), ENOMEM (RLIMIT_MEMLOCK,
@@ -102,13 +97,9 @@ class UringRing {
       ++n;
     }
     io_uring_cq_advance(&ring_, n);
-    if (const UringInjectHook hook = g_uring_inject_hook.load(std::memory_order_relaxed)) {
-      io_uring_cqe injected{};
-      while (hook(&injected)) {
-        fn(&injected);
-        ++n;
-        injected = io_uring_cqe{};
-      }
+    for (io_uring_cqe injected{}; detail::uring_injected(&injected); injected = io_uring_cqe{}) {
+      fn(&injected);
+      ++n;
     }
     return n;
   }

@@ -48,6 +48,7 @@ inline void block_writes(int fd) {
 
 }  // namespace ringpoll::test
 
+#include "poller/internal/test_seams.h"
 #include "support/poll_ops.h"
 
 namespace ringpoll::test {

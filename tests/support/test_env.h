@@ -19,6 +19,8 @@
 
 #include "aix/pollset_poller.h"
 #include "engine/backend.h"
+#include "poller/internal/test_seams.h"
+#include "support/emulated_backends.h"
 #include "engine/clock.h"
 #include "engine/poll_fd.h"
 #include "engine/scheduler.h"
@@ -72,6 +74,21 @@ std::string child_output(Fn fn, int secs = 60) {
   if (!wait_child(pid, &status, secs)) return "child killed after " + std::to_string(secs) + " s";
   return got;
 }
+
+// Completion mode with every multishot feature off: recv and accept are single
+// operations into the caller's buffer, so the cancel-and-wait path (S23/S24) runs on
+// every timeout and close. The conformance suite runs on it too.
+class UringCompletionSingleshot : public UringCompletionPoller {
+ public:
+  static constexpr const char* kName = "io_uring-completion-singleshot";
+  UringCompletionSingleshot() {
+    UringCompletionOptions o;
+    o.multishot_accept = false;
+    o.multishot_recv = false;
+    set_completion_options(o);
+  }
+};
+static_assert(MultishotCompletionBackend<UringCompletionSingleshot>);
 
 // Every backend the conformance suite runs on. A backend that is not available on this
 // machine reports a skip for each test, never a pass.

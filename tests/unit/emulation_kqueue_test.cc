@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "engine/clock.h"
+#include "support/emulated_backends.h"
 #include "kqueue/kqueue_poller.h"
 
 namespace ringpoll::kqemu {

@@ -11,6 +11,7 @@
 
 #include "aix/pollset_poller.h"
 #include "engine/clock.h"
+#include "support/emulated_backends.h"
 #include "engine/deadline.h"
 #include "poller/poll_cache.h"
 

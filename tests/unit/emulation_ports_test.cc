@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "engine/clock.h"
+#include "support/emulated_backends.h"
 
 namespace ringpoll::portemu {
 namespace {
