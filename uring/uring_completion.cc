@@ -16,11 +16,12 @@ namespace ringpoll {
 namespace {
 
 constexpr uint16_t kBufGroup = 1;
-constexpr uint64_t kOpBit = 1;
-constexpr uint64_t kKindRecv = 2;
-constexpr uint64_t kKindAccept = 4;
-constexpr uint64_t kKindPoll = 6;  // a starved reader's one-shot POLLIN
-constexpr uint64_t kKindMask = 7;
+// user_data: the table in uring_ring.h.
+constexpr uint64_t kOpBit = kUringOpBit;
+constexpr uint64_t kKindRecv = kUringKindRecv;
+constexpr uint64_t kKindAccept = kUringKindAccept;
+constexpr uint64_t kKindPoll = kUringKindPoll;
+constexpr uint64_t kKindMask = kUringKindMask;
 constexpr uint64_t kPtrMask = (uint64_t{1} << kTagShift) - 1;
 
 uint64_t op_data(UringCompletionPoller::Op* op) {

@@ -26,10 +26,10 @@
 // success. Direct descriptors are not used yet (they pay only with fixed-file accept and
 // no syscalls on the fd outside the ring; the sockets layer still needs plain fds).
 //
-// user_data: an operation is (Op* | 1); a multishot recv, a multishot accept or a starved
-// reader's one-shot poll is the tagged pointer (PollDesc*, fdseq) with kind 2, 4 or 6 in
-// the low bits, so a completion for a closed descriptor is recognised as stale (its
-// buffer is still returned to the ring).
+// user_data (the table in uring_ring.h): an operation is (Op* | 1); a multishot recv, a
+// multishot accept or a starved reader's one-shot poll is the tagged pointer (PollDesc*,
+// fdseq) with kind 2, 4 or 6 in the low bits, so a completion for a closed descriptor is
+// recognised as stale (its buffer is still returned to the ring).
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

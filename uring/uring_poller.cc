@@ -8,10 +8,9 @@ namespace ringpoll {
 namespace {
 // pd->backend_flags bit: a multishot poll is armed for the descriptor.
 constexpr uint8_t kPollArmed = 1;
-// user_data bit 0 marks the completion of a poll removal (PollDescs are 8-byte aligned,
-// so a tagged pointer never has it). The other user_data constants (wake, ignore,
-// liburing's timeout) are checked before it.
-constexpr uint64_t kRemoveBit = 1;
+// user_data (the table in uring_ring.h): bit 0 marks the completion of a poll removal.
+// The other constants (wake, ignore, liburing's timeout) are checked before it.
+constexpr uint64_t kRemoveBit = kUringRemoveBit;
 }  // namespace
 
 void UringPoller::remove_poll(uint64_t poll_data) {

@@ -44,9 +44,28 @@ struct UringOptions {
   bool register_ring_fd = true;  // io_uring_register_ring_fd: cheaper io_uring_enter
 };
 
-// user_data values that are not descriptors or operations.
+// The io_uring user_data layout of both modes, in one table. PollDescs and Ops are 8-byte
+// aligned, so the three low bits are free; tag(pd) is the PollDesc pointer with its 16-bit
+// fdseq in bits 48-63 (poller/poller.h), so a CQE for a freed descriptor is stale.
+//
+//   user_data                 mode          what completed
+//   0                         both          the cross-shard wake (MSG_RING, or the eventfd read)
+//   2                         both          a cancel or a removal: nothing to do
+//   LIBURING_UDATA_TIMEOUT    both          liburing's own wait timeout
+//   tag(pd)                   readiness     the descriptor's multishot poll
+//   tag(pd) | 1               readiness     the removal of that poll
+//   Op* | 1                   completion    one operation (send, connect, single-shot recv, ...)
+//   tag(pd) | 2               completion    the descriptor's multishot recv
+//   tag(pd) | 4               completion    the listener's multishot accept
+//   tag(pd) | 6               completion    a starved reader's one-shot POLLIN (DESIGN.md "Fairness")
 inline constexpr uint64_t kUringWakeData = 0;
-inline constexpr uint64_t kUringIgnoreData = 2;  // cancels, removes: nothing to do
+inline constexpr uint64_t kUringIgnoreData = 2;
+inline constexpr uint64_t kUringRemoveBit = 1;  // readiness mode
+inline constexpr uint64_t kUringOpBit = 1;      // completion mode
+inline constexpr uint64_t kUringKindRecv = 2;
+inline constexpr uint64_t kUringKindAccept = 4;
+inline constexpr uint64_t kUringKindPoll = 6;
+inline constexpr uint64_t kUringKindMask = 7;
 
 namespace detail {
 // After a poll's real CQEs: fills *cqe with one a test injects (true), or returns false;

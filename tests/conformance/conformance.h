@@ -13,6 +13,8 @@
 // Windows adaptation really differs. A behaviour of the core alone (PollDesc, PollCache,
 // the timer wheel: S13, S14, S25 and S19's priority) touches no backend and is one plain
 // TEST(CONFORMANCE_CORE_SUITE, Sxx_...): ConformanceCore.Sxx_... / IocpWineCore.Sxx_....
+#include "poller/internal/test_seams.h"
+
 #ifdef _WIN32
 
 #include "win_alloc_counter.h"
@@ -48,7 +50,6 @@ inline void block_writes(int fd) {
 
 }  // namespace ringpoll::test
 
-#include "poller/internal/test_seams.h"
 #include "support/poll_ops.h"
 
 namespace ringpoll::test {
