@@ -76,15 +76,16 @@ struct RingRead {
 
 // A write on a completion backend — the one execIO write sequence, for io_uring and IOCP
 // alike (Go's execIO, as a state machine): submit a send; park until its completion
-// wakes us; a short send submits the rest. On timeout or close the send is cancelled and the completion awaited, ignoring
-// further timeout/close; a send that completed first counts (S23/S24). The Op lives here,
-// in the awaiting frame, which does not end before the completion was reaped: the
-// caller's own frame where the backend's kFramelessOps says so, else a coroutine frame
-// that hosts the awaiter (CompletionIo::completion_body).
+// wakes us; a short send submits the rest. On timeout or close the send is cancelled and the
+// completion awaited, ignoring further timeout/close; a send that completed first counts (S23/S24).
+// The Op lives here, in the awaiting frame, which does not end before the completion was reaped:
+// the caller's own frame where the backend's kFramelessOps says so, else a coroutine frame that
+// hosts the awaiter (CompletionIo::completion_body).
 template <CompletionBackend P>
-class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] CompSend : private TaskNode {
+class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] CompSend
+    : private TaskNode {
  public:
-  CompSend(PollFd<P>* f, std::span<const std::byte> buf) noexcept : f_(f), buf_(buf) {
+  CompSend(PollFd<P> * f, std::span<const std::byte> buf) noexcept : f_(f), buf_(buf) {
     run = &CompSend::woken;
   }
   CompSend(const CompSend&) = delete;
@@ -110,11 +111,17 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
     submit();
     return advance();
   }
-  void await_suspend(std::coroutine_handle<> caller) noexcept { handle = caller; }
-  IoResult await_resume() noexcept { return IoResult{done_, err_}; }
+  void await_suspend(std::coroutine_handle<> caller) noexcept {
+    handle = caller;
+  }
+  IoResult await_resume() noexcept {
+    return IoResult{done_, err_};
+  }
 
  private:
-  TaskNode* node() noexcept { return this; }
+  TaskNode* node() noexcept {
+    return this;
+  }
   bool release() noexcept {
     holds_ref_ = false;
     f_->release_ref();
@@ -175,7 +182,7 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
       // the completion, or an S15 race, or S09: look again
     }
   }
-  static void woken(TaskNode* n) noexcept {
+  static void woken(TaskNode * n) noexcept {
     CompSend* op = static_cast<CompSend*>(n);
     op->parked_ = false;
     const PollError e = op->f_->pd_->woken(Mode::kWrite, op->cancelling_);
@@ -201,23 +208,26 @@ template <class Fast, class R>
 class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] FastOrTask {
  public:
   template <class... A>
-  explicit FastOrTask(std::in_place_t, A&&... a) {
+  explicit FastOrTask(std::in_place_t, A && ... a) {
     fast_.emplace(std::forward<A>(a)...);
   }
   explicit FastOrTask(Task<R> t) noexcept : slow_(std::move(t)) {}
-  bool await_ready() noexcept { return fast_ ? fast_->await_ready() : false; }
+  bool await_ready() noexcept {
+    return fast_ ? fast_->await_ready() : false;
+  }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) noexcept {
     if (!fast_) return slow_.await_suspend(h);
     fast_->await_suspend(h);
     return std::noop_coroutine();
   }
-  R await_resume() noexcept { return fast_ ? fast_->await_resume() : slow_.await_resume(); }
+  R await_resume() noexcept {
+    return fast_ ? fast_->await_resume() : slow_.await_resume();
+  }
 
  private:
   std::optional<Fast> fast_;
   Task<R> slow_;
 };
-
 
 // The coroutine paths, and the choice of path for each operation. Friends of PollFd.
 template <CompletionBackend P>

@@ -91,7 +91,7 @@ class Engine {
   // One shard: a thread, its Scheduler and its cross-shard inbox. Owned by the Engine.
   class Shard : public ExternalWork {
    public:
-    int id() const noexcept { return id_; }    // 0..size()-1
+    int id() const noexcept { return id_; }  // 0..size()-1
     // The CPU it is pinned to, -1 when not pinned (pin off, or pinning failed: logged).
     // Final once Engine::start() has returned.
     int cpu() const noexcept { return cpu_; }

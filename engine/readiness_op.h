@@ -23,10 +23,12 @@ template <PollerBackend P>
 class PollFd;
 
 template <PollerBackend P, class Step>
-class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] FdOp : private TaskNode, private Step {
+class [[nodiscard("co_await it: an I/O operation that is not awaited never runs")]] FdOp
+    : private TaskNode,
+      private Step {
  public:
   using Result = typename Step::Result;
-  FdOp(PollFd<P>* f, Mode m, Step step) noexcept : Step(std::move(step)), mode_(m), f_(f) {
+  FdOp(PollFd<P> * f, Mode m, Step step) noexcept : Step(std::move(step)), mode_(m), f_(f) {
     run = &FdOp::woken;
   }
   FdOp(const FdOp&) = delete;
@@ -53,8 +55,12 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
     }
     return advance();
   }
-  void await_suspend(std::coroutine_handle<> caller) noexcept { handle = caller; }
-  Result await_resume() noexcept { return Step::result(); }
+  void await_suspend(std::coroutine_handle<> caller) noexcept {
+    handle = caller;
+  }
+  Result await_resume() noexcept {
+    return Step::result();
+  }
 
  private:
   // Attempts until the operation has a result (true, reference released) or is parked
@@ -82,7 +88,7 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
   }
 
   // The shard runs the parked node: readiness, a fired deadline or a close.
-  static void woken(TaskNode* n) noexcept {
+  static void woken(TaskNode * n) noexcept {
     FdOp* op = static_cast<FdOp*>(n);
     op->parked_ = false;
     if (const PollError e = op->f_->pd_->woken(op->mode_, false); e != PollError::kNone) {
@@ -93,7 +99,9 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
     }
     op->handle.resume();  // the caller; `op` may be gone after this
   }
-  TaskNode* node() noexcept { return this; }
+  TaskNode* node() noexcept {
+    return this;
+  }
   bool release() noexcept {
     holds_ref_ = false;
     f_->release_ref();

@@ -105,7 +105,7 @@ class [[nodiscard("co_await it (or spawn it): a task that is neither never runs"
   };
 
   Task() = default;
-  Task(Task&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Task(Task && o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
   Task& operator=(Task&& o) noexcept {
     if (this != &o) {
       if (h_) h_.destroy();
@@ -117,17 +117,23 @@ class [[nodiscard("co_await it (or spawn it): a task that is neither never runs"
     if (h_) h_.destroy();
   }
 
-  bool await_ready() const noexcept { return false; }
+  bool await_ready() const noexcept {
+    return false;
+  }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
     h_.promise().continuation = reinterpret_cast<uintptr_t>(awaiter.address());
     return h_;
   }
-  T await_resume() noexcept { return h_.promise().take(); }
+  T await_resume() noexcept {
+    return h_.promise().take();
+  }
 
-  std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, nullptr); }
+  std::coroutine_handle<promise_type> release() noexcept {
+    return std::exchange(h_, nullptr);
+  }
   // Gives up ownership of a task nobody will await: when it finishes, hook->done runs
   // with its frame (and owns it from then on).
-  std::coroutine_handle<promise_type> release_to(detail::DoneHook* hook) noexcept {
+  std::coroutine_handle<promise_type> release_to(detail::DoneHook * hook) noexcept {
     h_.promise().continuation = reinterpret_cast<uintptr_t>(hook) | 1;
     return release();
   }

@@ -21,7 +21,6 @@ struct epoll_event;
 
 namespace ringpoll {
 
-
 // Application code names this type only as the P of Engine<P> (or gets it from
 // with_backend); the Scheduler calls the contract methods, whose meaning is stated once in
 // poller/poller.h, on the shard's thread — except wake(), which any thread may call.

@@ -55,43 +55,41 @@
 namespace ringpoll {
 
 template <class P>
-concept CompletionBackend =
-    PollerBackend<P> && P::kCompletion &&
+concept CompletionBackend = PollerBackend<P> && P::kCompletion &&
     requires(P& b, typename P::Op* op, typename P::FdState* st, PollDesc* pd, int fd, void* buf,
              const void* cbuf, size_t n, bool flag, const sockaddr* sa, socklen_t sl, msghdr* m,
              const msghdr* cm) {
-      { P::kFramelessOps } -> std::convertible_to<bool>;
-      requires std::same_as<decltype(op->pd), PollDesc*>;
-      requires std::same_as<decltype(op->mode), Mode>;
-      requires std::same_as<decltype(op->done), bool>;
-      requires std::same_as<decltype(op->zc), bool>;
-      requires std::same_as<decltype(op->res), int32_t>;
-      requires std::same_as<decltype(st->recv_err), int32_t>;
-      requires std::same_as<decltype(st->accept_err), int32_t>;
-      requires std::same_as<decltype(st->eof), bool>;
-      requires std::same_as<decltype(st->zc_capable), bool>;
-      { b.attach(pd, st, fd) } -> std::same_as<void>;
-      { b.submit_recv(op, fd, buf, n) } -> std::same_as<void>;
-      { b.submit_send(op, fd, cbuf, n, flag) } -> std::same_as<void>;
-      { b.submit_accept(op, fd) } -> std::same_as<void>;
-      { b.submit_connect(op, fd, sa, sl) } -> std::same_as<void>;
-      { b.submit_sendmsg(op, fd, cm) } -> std::same_as<void>;
-      { b.submit_recvmsg(op, fd, m) } -> std::same_as<void>;
-      { b.cancel(op) } -> std::same_as<void>;
-    };
+  { P::kFramelessOps } -> std::convertible_to<bool>;
+  requires std::same_as<decltype(op->pd), PollDesc*>;
+  requires std::same_as<decltype(op->mode), Mode>;
+  requires std::same_as<decltype(op->done), bool>;
+  requires std::same_as<decltype(op->zc), bool>;
+  requires std::same_as<decltype(op->res), int32_t>;
+  requires std::same_as<decltype(st->recv_err), int32_t>;
+  requires std::same_as<decltype(st->accept_err), int32_t>;
+  requires std::same_as<decltype(st->eof), bool>;
+  requires std::same_as<decltype(st->zc_capable), bool>;
+  { b.attach(pd, st, fd) } -> std::same_as<void>;
+  { b.submit_recv(op, fd, buf, n) } -> std::same_as<void>;
+  { b.submit_send(op, fd, cbuf, n, flag) } -> std::same_as<void>;
+  { b.submit_accept(op, fd) } -> std::same_as<void>;
+  { b.submit_connect(op, fd, sa, sl) } -> std::same_as<void>;
+  { b.submit_sendmsg(op, fd, cm) } -> std::same_as<void>;
+  { b.submit_recvmsg(op, fd, m) } -> std::same_as<void>;
+  { b.cancel(op) } -> std::same_as<void>;
+};
 
 template <class P>
-concept MultishotCompletionBackend =
-    CompletionBackend<P> &&
+concept MultishotCompletionBackend = CompletionBackend<P> &&
     requires(P& b, const P& cb, typename P::FdState* st, std::span<std::byte> out) {
-      { cb.multishot_recv() } -> std::same_as<bool>;
-      { cb.multishot_accept() } -> std::same_as<bool>;
-      { b.arm_recv(st) } -> std::same_as<void>;
-      { b.take_recv(st, out) } -> std::same_as<size_t>;
-      { b.recv_starved(st, out) } -> std::same_as<ssize_t>;
-      { b.arm_accept(st) } -> std::same_as<void>;
-      { b.take_accept(st) } -> std::same_as<int>;
-      requires std::same_as<decltype(st->recv_waiting), bool>;
-    };
+  { cb.multishot_recv() } -> std::same_as<bool>;
+  { cb.multishot_accept() } -> std::same_as<bool>;
+  { b.arm_recv(st) } -> std::same_as<void>;
+  { b.take_recv(st, out) } -> std::same_as<size_t>;
+  { b.recv_starved(st, out) } -> std::same_as<ssize_t>;
+  { b.arm_accept(st) } -> std::same_as<void>;
+  { b.take_accept(st) } -> std::same_as<int>;
+  requires std::same_as<decltype(st->recv_waiting), bool>;
+};
 
 }  // namespace ringpoll

@@ -922,7 +922,8 @@ int admin_get(const SocketAddress& at, const std::string& path, std::string* bod
   if (c < 0) return 0;
   const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
   std::string buf;
-  const int status = send_all(c, req.data(), req.size()) ? read_http_response(c, &buf, body, 2000) : 0;
+  const int status =
+      send_all(c, req.data(), req.size()) ? read_http_response(c, &buf, body, 2000) : 0;
   ::close(c);
   return status;
 }
@@ -935,11 +936,13 @@ void expect_shard_serves_others(Rig<R>& rig) {
   EXPECT_EQ(pr.answered, pr.asked) << "other clients of the shard were not served";
   EXPECT_LT(pr.p99_ms, 100.0) << "max " << pr.max_ms << " ms";
   std::string m;
-  EXPECT_EQ(admin_get(rig.px->admin_address(), "/metrics", &m), 200) << "the admin endpoint stalled";
+  EXPECT_EQ(admin_get(rig.px->admin_address(), "/metrics", &m), 200)
+      << "the admin endpoint stalled";
   if (std::is_base_of_v<UringCompletionPoller, typename R::P>) {
     EXPECT_NE(m.find("ringpoll_uring_buffers_held{shard=\"0\"} "), std::string::npos) << m;
     EXPECT_EQ(m.find("ringpoll_uring_conns_at_bound{shard=\"0\"} 0\n"), std::string::npos)
-        << "no connection at its bound while one peer does not read:\n" << m;
+        << "no connection at its bound while one peer does not read:\n"
+        << m;
   }
 }
 
@@ -950,8 +953,10 @@ TYPED_TEST(ProxyRelay, AClientThatStopsReadingStallsNobodyElse) {
   ASSERT_TRUE(rig.start_admin());
   const int slow = connect_to(rig.addr);
   ASSERT_GE(slow, 0);
-  const Flood f = flood_until_blocked(slow, Stream(9), size_t{256} << 20, std::chrono::milliseconds(300));
-  ASSERT_TRUE(f.blocked) << "the proxy took " << f.sent << " bytes from a client that reads nothing";
+  const Flood f =
+      flood_until_blocked(slow, Stream(9), size_t{256} << 20, std::chrono::milliseconds(300));
+  ASSERT_TRUE(f.blocked) << "the proxy took " << f.sent
+                         << " bytes from a client that reads nothing";
   expect_shard_serves_others(rig);
   // The client reads at last: the upstream's echo of every byte, in order.
   EXPECT_EQ(check_stream_n(slow, 9, f.sent), f.sent);
@@ -975,8 +980,10 @@ TYPED_TEST(ProxyRelay, AnUpstreamThatStopsReadingStallsNobodyElse) {
   ASSERT_TRUE(rig.start_admin());
   const int slow = connect_to(rig.addr);
   ASSERT_GE(slow, 0);
-  const Flood f = flood_until_blocked(slow, Stream(11), size_t{256} << 20, std::chrono::milliseconds(300));
-  ASSERT_TRUE(f.blocked) << "the proxy took " << f.sent << " bytes for an upstream that reads nothing";
+  const Flood f =
+      flood_until_blocked(slow, Stream(11), size_t{256} << 20, std::chrono::milliseconds(300));
+  ASSERT_TRUE(f.blocked) << "the proxy took " << f.sent
+                         << " bytes for an upstream that reads nothing";
   expect_shard_serves_others(rig);
   want = f.sent;
   release = true;

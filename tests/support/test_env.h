@@ -19,14 +19,14 @@
 
 #include "aix/pollset_poller.h"
 #include "engine/backend.h"
-#include "poller/internal/test_seams.h"
-#include "support/emulated_backends.h"
 #include "engine/clock.h"
 #include "engine/poll_fd.h"
 #include "engine/scheduler.h"
 #include "epoll/epoll_poller.h"
 #include "kqueue/kqueue_poller.h"
+#include "poller/internal/test_seams.h"
 #include "ports/ports_poller.h"
+#include "support/emulated_backends.h"
 #include "uring/uring_completion.h"
 #include "uring/uring_poller.h"
 

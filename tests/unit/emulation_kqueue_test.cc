@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "engine/clock.h"
-#include "support/emulated_backends.h"
 #include "kqueue/kqueue_poller.h"
+#include "support/emulated_backends.h"
 
 namespace ringpoll::kqemu {
 namespace {

@@ -8,13 +8,13 @@
 #include <time.h>
 
 struct kevent {
-  uintptr_t ident;       /* identifier of the event source (here a descriptor) */
-  short filter;          /* EVFILT_* */
-  unsigned short flags;  /* EV_* actions and returned flags */
-  unsigned int fflags;   /* filter-specific flags (NOTE_*) */
-  int64_t data;          /* filter-specific data; the errno with EV_ERROR */
-  void* udata;           /* opaque user data, passed through unchanged */
-  uint64_t ext[4];       /* extensions; ext[2] and ext[3] are the user's */
+  uintptr_t ident;      /* identifier of the event source (here a descriptor) */
+  short filter;         /* EVFILT_* */
+  unsigned short flags; /* EV_* actions and returned flags */
+  unsigned int fflags;  /* filter-specific flags (NOTE_*) */
+  int64_t data;         /* filter-specific data; the errno with EV_ERROR */
+  void* udata;          /* opaque user data, passed through unchanged */
+  uint64_t ext[4];      /* extensions; ext[2] and ext[3] are the user's */
 };
 
 /* Filters. */
