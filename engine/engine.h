@@ -213,6 +213,7 @@ class Engine {
         // Built on the shard's thread: the PollCache binds to this CPU's NUMA node and
         // an io_uring with SINGLE_ISSUER belongs to this thread.
         s->sched_ = std::make_unique<Scheduler<P>>(opt_.sched);
+        s->sched_->set_shard_id(s->id_);
         if (backend_setup_) backend_setup_(s->sched_->backend());
         const Status st = s->sched_->start();
         s->sched_->set_external_work(s);

@@ -10,6 +10,11 @@
 //     if nothing is runnable: block in P::poll until the next timer or a wake; while a
 //       source is attached, block at most the source back-off (see PollSource)
 //
+// Stall detector (stall_threshold_ns > 0): after each task, and after the inbox's jobs,
+// the loop checks how long ago it last polled the backend; past the threshold it counts
+// one stall (stalls(), once per stretch without a poll) and logs what it was running
+// (engine/stall.h). Off (0), it costs one predictable branch per task.
+//
 // Everything except stop() and the backend's wake() runs on the shard's thread.
 #include <atomic>
 #include <coroutine>
@@ -21,6 +26,7 @@
 #include "../poller/poller.h"
 #include "clock.h"
 #include "deadline.h"
+#include "stall.h"
 #include "task.h"
 #include "timer_wheel.h"
 
@@ -39,6 +45,9 @@ struct SchedulerOptions {
   // source_idle_max_ns. Work from any source resets it to spinning.
   int source_idle_spins = 64;
   int64_t source_idle_max_ns = 1'000'000;
+  // Stall detector: a loop that has not polled its backend for longer than this counts a
+  // stall and logs the task that was running (see above). 0: off.
+  int64_t stall_threshold_ns = 0;
 };
 
 // Something the shard loop polls every iteration without blocking: a kernel-bypass RX
@@ -75,7 +84,8 @@ class Scheduler {
       : opt_(opt),
         cache_(opt.numa_node == -2 ? PollCache::current_numa_node() : opt.numa_node),
         deadlines_(opt.tick_ns, mono_now_ns()),
-        sleeps_(opt.tick_ns, mono_now_ns()) {}
+        sleeps_(opt.tick_ns, mono_now_ns()),
+        last_poll_ns_(mono_now_ns()) {}
   ~Scheduler() {
     // Tasks still parked when the scheduler goes away are destroyed with their frames.
     // Two passes: every frame first (their awaiters withdraw from descriptors and release
@@ -143,8 +153,9 @@ class Scheduler {
       std::atomic<bool>& stop;
       ~ConsumeStop() { stop.store(false); }
     } consume{stop_};
+    if (opt_.stall_threshold_ns > 0) polled();
     while ((until_stopped || live_ > 0) && !stop_.load(std::memory_order_relaxed)) {
-      if (ext_) ext_->drain();
+      if (ext_ && ext_->drain() > 0 && opt_.stall_threshold_ns > 0) check_stall(nullptr, 0);
       run_ready();
       if (sources_) poll_sources();
       fire_timers();
@@ -181,7 +192,13 @@ class Scheduler {
     while (n < max) {
       TaskNode* t = runq_.pop_front();
       if (!t) break;
-      t->resume();
+      if (opt_.stall_threshold_ns > 0) {
+        const void* code = task_code(t);
+        t->resume();
+        check_stall(code, 1);
+      } else {
+        t->resume();
+      }
       ++n;
       if (opt_.fairness_batch > 0 && n % static_cast<size_t>(opt_.fairness_batch) == 0) {
         poll_io(0);
@@ -210,6 +227,7 @@ class Scheduler {
     TaskList woken;
     const int n = backend_.poll(delta_ns, woken);
     runq_.splice_back(woken);
+    if (opt_.stall_threshold_ns > 0) polled();
     return n;
   }
   // Spins on non-blocking polls for up to busy_poll_ns (never past the next timer). True
@@ -398,6 +416,10 @@ class Scheduler {
   uint64_t busy_polls() const noexcept { return busy_polls_; }
   PollCache& cache() noexcept { return cache_; }
   TimerWheel& deadline_wheel() noexcept { return deadlines_; }
+  // Stalls counted by the stall detector (SchedulerOptions::stall_threshold_ns). Any thread.
+  uint64_t stalls() const noexcept { return stalls_.load(std::memory_order_relaxed); }
+  // The shard id the stall detector's log names (Engine sets it; -1 outside an Engine).
+  void set_shard_id(int id) noexcept { shard_id_ = id; }
   // Root tasks not yet finished; tasks queued to run now.
   size_t live_tasks() const noexcept { return live_; }
   size_t runnable() const noexcept { return runq_.size(); }
@@ -411,6 +433,23 @@ class Scheduler {
       delete r;
     }
   };
+  // The stall detector's bookkeeping: the loop polled its backend just now.
+  void polled() noexcept {
+    last_poll_ns_ = mono_now_ns();
+    tasks_since_poll_ = 0;
+    stall_counted_ = false;
+  }
+  // After running `tasks` tasks (or the inbox's jobs: code nullptr, tasks 0): counts and
+  // logs a stall the first time this stretch without a poll passes the threshold.
+  void check_stall(const void* code, size_t tasks) {
+    tasks_since_poll_ += tasks;
+    if (stall_counted_) return;
+    const int64_t since = mono_now_ns() - last_poll_ns_;
+    if (since <= opt_.stall_threshold_ns) return;
+    stall_counted_ = true;
+    stalls_.fetch_add(1, std::memory_order_relaxed);
+    log_stall(StallReport{shard_id_, since, tasks_since_poll_, code});
+  }
   void unlink_root(Root* r) noexcept {
     if (r->prev) r->prev->next = r->next;
     if (r->next) r->next->prev = r->prev;
@@ -430,6 +469,11 @@ class Scheduler {
   ExternalWork* ext_ = nullptr;
   PollSource* sources_ = nullptr;
   uint64_t source_idle_rounds_ = 0;
+  int64_t last_poll_ns_;
+  size_t tasks_since_poll_ = 0;
+  bool stall_counted_ = false;
+  int shard_id_ = -1;
+  std::atomic<uint64_t> stalls_{0};
   std::atomic<bool> stop_{false};
 };
 
