@@ -4,11 +4,16 @@
 //   - EMFILE/ENFILE/ENOBUFS/ENOMEM on accept: the acceptor backs off (5 ms doubling to
 //     1 s) and keeps serving the connections it has; it never spins;
 //   - graceful shutdown: stop accepting, let in-flight connections finish within the
-//     drain deadline, then abort what remains (their operations fail with kClosed).
+//     drain deadline, then abort what remains (their operations fail with kClosed);
+//   - admission limits per listener and per client address (Options::limits,
+//     engine/accept_limits.h): a connection over one is reset at accept and counted.
 // And shutdown_on_signals(): SIGINT/SIGTERM start a graceful shutdown; a second signal
 // stops at once.
 #include <signal.h>
+#include <sys/resource.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "accept_limits.h"
 #include "engine.h"
 #include "net.h"
 
@@ -82,12 +88,20 @@ class TcpServer {
     bool nodelay = true;
     int64_t accept_backoff_min_ns = 5'000'000;      // first pause after EMFILE
     int64_t accept_backoff_max_ns = 1'000'000'000;  // longest pause
-    int shard = -1;  // listen on this shard only (e.g. an admin endpoint); -1: on every shard
+    int shard = -1;       // listen on this shard only (e.g. an admin endpoint); -1: on every shard
+    AcceptLimits limits;  // admission limits (set_limits changes them while running)
+    // Runs on the accepting shard for each connection refused by a limit (after it was
+    // reset and counted): a program's own metrics.
+    std::function<void(Refusal)> on_refuse;
   };
 
   // The engine must outlive the server. Nothing listens until start().
   explicit TcpServer(Engine<P>& e, Options o = {}) : e_(e), opt_(o), shards_(e.size()) {
-    for (auto& s : shards_) s = std::make_unique<PerShard>();
+    limits_.set(opt_.limits);
+    for (auto& s : shards_) {
+      s = std::make_unique<PerShard>();
+      s->clients = clients_;
+    }
   }
   // A started server that was not shut down is shut down here with no drain: the
   // listeners close and open connections are aborted (their handlers see kClosed) before
@@ -160,6 +174,17 @@ class TcpServer {
     for (auto& s : shards_) n += s ? s->accept_errors.load() : 0;
     return n;
   }
+  // Connections refused at accept for reason r (Options::limits), every shard.
+  uint64_t refused(Refusal r) const {
+    uint64_t n = 0;
+    for (auto& s : shards_)
+      n += s ? s->refused[static_cast<size_t>(r)].load(std::memory_order_relaxed) : 0;
+    return n;
+  }
+  // New admission limits, from the next accept on (any thread; connections already open
+  // stay). Limits turned on while running count only the connections accepted after.
+  void set_limits(const AcceptLimits& l) noexcept { limits_.set(l); }
+  AcceptLimits limits() const noexcept { return limits_.get(); }
 
   // From a thread outside the engine. Returns the number of connections aborted at the
   // deadline (0 when everything drained). Once, or again (then it returns 0 at once).
@@ -217,6 +242,7 @@ class TcpServer {
   struct Conn : Scheduler<P>::Root {
     TcpStream<P> stream;
     PerShard* ps = nullptr;
+    ClientTable::Entry* client = nullptr;  // its client address's count (per-client limits)
   };
   struct PerShard {
     Scheduler<P>* sched = nullptr;
@@ -224,6 +250,9 @@ class TcpServer {
     std::atomic<size_t> live{0};
     std::atomic<uint64_t> accepted{0};
     std::atomic<uint64_t> accept_errors{0};
+    std::array<std::atomic<uint64_t>, static_cast<size_t>(Refusal::kCount)> refused{};
+    TokenBucket rate;  // this shard's share of the listener's max_rate (shard thread)
+    std::shared_ptr<ClientTable> clients;
   };
 
   // Every shard this server listens on still runs its loop (false once Engine::stop()
@@ -285,16 +314,28 @@ class TcpServer {
           // stays readable; existing connections keep being served meanwhile.
           backoff = backoff == 0 ? opt_.accept_backoff_min_ns
                                  : std::min(backoff * 2, opt_.accept_backoff_max_ns);
-          std::fprintf(stderr, "ringpoll: accept: %s; pausing %lld ms\n", a.err.message(),
+          char hint[96] = "";
+          if (rlimit rl{}; e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+            std::snprintf(hint, sizeof hint,
+                          " (RLIMIT_NOFILE %llu: raise it, or limit the listener)",
+                          static_cast<unsigned long long>(rl.rlim_cur));
+          std::fprintf(stderr, "ringpoll: accept: %s%s; pausing %lld ms\n", a.err.message(), hint,
                        static_cast<long long>(backoff / 1'000'000));
           co_await sched->sleep_for(backoff);
         }
         continue;
       }
       backoff = 0;
+      ClientTable::Entry* client = nullptr;
+      if (const auto refusal = admit(ps, a.fd, &client)) {
+        refuse(ps, a.fd, *refusal);
+        continue;
+      }
       auto* c = new Conn();
+      c->client = client;
       if (!c->stream.adopt(*sched, a.fd).ok()) {
         ::close(a.fd);
+        if (client) ps->clients->release(client);
         delete c;
         continue;
       }
@@ -305,6 +346,48 @@ class TcpServer {
       c->done = &conn_done;
       sched->spawn(handler_(c->stream, ConnContext<P>(*Engine<P>::current(), a.fd, &draining_)), c);
     }
+  }
+
+  // Checks a new connection against the limits: the reason to refuse it, or nothing (then
+  // *client is its client address's entry when per-client limits are on). Client limits
+  // first, so that a client over its own limit spends none of the listener's rate.
+  std::optional<Refusal> admit(PerShard* ps, int fd, ClientTable::Entry** client) {
+    const AcceptLimits l = limits_.get();
+    const int64_t now = mono_now_ns();
+    if (l.per_client()) {
+      SocketAddress peer;
+      peer.len = sizeof peer.ss;
+      if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len) == 0) {
+        Refusal why{};
+        *client = ps->clients->admit(peer, l.max_per_client, l.max_client_rate, now, &why);
+        if (!*client) return why;
+      }  // else the peer is gone already: the handler's first read says so
+    }
+    std::optional<Refusal> why;
+    if (l.max_connections > 0 && live() >= l.max_connections) {
+      why = Refusal::kConnections;
+    } else if (l.max_rate > 0 && !ps->rate.take(rate_share(l.max_rate), now)) {
+      why = Refusal::kRate;
+    }
+    if (why && *client) {
+      ps->clients->release(*client);
+      *client = nullptr;
+    }
+    return why;
+  }
+  // A shard's share of the listener's rate: even between the shards it listens on.
+  uint32_t rate_share(uint32_t rate) const noexcept {
+    const uint32_t n = opt_.shard >= 0 ? 1 : static_cast<uint32_t>(shards_.size());
+    return std::max<uint32_t>(1, (rate + n - 1) / n);
+  }
+  // Resets a refused connection (no TIME_WAIT for a flood to fill) and counts it.
+  void refuse(PerShard* ps, int fd, Refusal r) {
+    const linger lg{1, 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    ::close(fd);
+    auto& n = ps->refused[static_cast<size_t>(r)];
+    n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (opt_.on_refuse) opt_.on_refuse(r);
   }
 
   // The handler's task ended (frame set), or the scheduler destroyed it unfinished at
@@ -318,6 +401,7 @@ class TcpServer {
     PerShard* ps = c->ps;
     ps->sched->finish_root(c, frame);
     ps->live.fetch_sub(1);
+    if (c->client) ps->clients->release(std::exchange(c->client, nullptr));
     if (c->stream.poll_fd().in_flight() == 0) {
       c->stream.poll_fd().abort();  // nothing in flight: closes the descriptor now
       delete c;
@@ -335,6 +419,8 @@ class TcpServer {
   Options opt_;
   ContextHandler handler_;
   std::atomic<bool> draining_{false};  // shutdown() has begun (ConnContext::draining)
+  SharedLimits limits_;
+  std::shared_ptr<ClientTable> clients_ = std::make_shared<ClientTable>();
   std::vector<std::unique_ptr<PerShard>> shards_;
   SocketAddress address_;
   bool started_ = false;    // an accept loop was spawned (controlling thread only)

@@ -85,6 +85,7 @@ void fields(EngineSection& s, V&& v) {
   v("tick_us", s.tick_us, IntSpec{10, 1000000});
   v("busy_poll_us", s.busy_poll_us, IntSpec{0, 100000});
   v("inbox_capacity", s.inbox_capacity, IntSpec{64, 1048576, true});
+  v("stall_ms", s.stall_ms, IntSpec{0, 600000});
 }
 template <class V>
 void fields(UringSection& s, V&& v) {
@@ -137,6 +138,10 @@ void fields(ProxyListener& s, V&& v) {
   v("pool", s.pool, TextSpec{TextKind::kPoolRef});
   v("proxy_protocol", s.proxy_protocol, EnumSpec<ProxyProtocol>{kProxyProtocolNames});
   v("protocol", s.protocol, EnumSpec<ListenerProtocol>{kListenerProtocolNames});
+  v("max_connections", s.max_connections, IntSpec{0, 100000000});
+  v("max_conn_rate", s.max_conn_rate, IntSpec{0, 100000000});
+  v("max_client_connections", s.max_client_connections, IntSpec{0, 100000000});
+  v("max_client_conn_rate", s.max_client_conn_rate, IntSpec{0, 100000000});
 }
 template <class V>
 void fields(ProxyPool& s, V&& v) {
@@ -770,6 +775,7 @@ EngineOptions engine_options(const Config& cfg) {
   o.sched.tick_ns = cfg.engine.tick_us * 1000;
   o.sched.fairness_batch = static_cast<int>(cfg.engine.fairness_batch);
   o.sched.busy_poll_ns = cfg.engine.busy_poll_us * 1000;
+  o.sched.stall_threshold_ns = cfg.engine.stall_ms * 1'000'000;
   o.sched.source_idle_spins = static_cast<int>(cfg.packet.idle_spins);
   o.sched.source_idle_max_ns = cfg.packet.idle_max_us * 1000;
   return o;

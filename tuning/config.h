@@ -47,6 +47,7 @@ struct EngineSection {
   int64_t tick_us = 1000;       // level-0 timer wheel tick
   int64_t busy_poll_us = 0;     // spin polling this long before blocking
   int64_t inbox_capacity = 4096;
+  int64_t stall_ms = 200;  // stall detector: a loop that has not polled this long; 0: off
   bool operator==(const EngineSection&) const = default;
 };
 
@@ -103,6 +104,11 @@ struct ProxyListener {
   std::string pool;    // names a ProxyPool
   ProxyProtocol proxy_protocol = ProxyProtocol::kOff;
   ListenerProtocol protocol = ListenerProtocol::kTcp;  // "udp": datagrams, per-client flows
+  // Admission limits at accept (engine/accept_limits.h); 0: no limit.
+  int64_t max_connections = 0;         // open at once on this listener
+  int64_t max_conn_rate = 0;           // new connections per second on this listener
+  int64_t max_client_connections = 0;  // open at once from one client address
+  int64_t max_client_conn_rate = 0;    // new connections per second from one client address
   bool operator==(const ProxyListener&) const = default;
 };
 

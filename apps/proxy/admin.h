@@ -7,8 +7,9 @@
 //
 //   GET /metrics[?...]   200, Prometheus text (version 0.0.4): the proxy's metrics and
 //                        pools (Metrics::render) and, on io_uring completion mode, the
-//                        backend's counters read on each shard (render_uring); both are
-//                        rendered in apps/proxy/metrics.cc
+//                        backend's counters read on each shard (render_uring), and each
+//                        shard's stall count (render_stalls); all rendered in
+//                        apps/proxy/metrics.cc
 //   GET /healthz         200 "ok"
 //   anything else        404 (HEAD gets no body)
 //   a refused request    the parser's status (400, 414, 431, 501, 505)
@@ -118,6 +119,9 @@ class AdminEndpoint {
       type = "text/plain; version=0.0.4";
       body = metrics_.render(pools_(), mono_now_ns());
       body += co_await backend_metrics();
+      std::vector<uint64_t> stalls;  // atomics: read from here, no shard hop needed
+      for (size_t i = 0; i < e_.size(); ++i) stalls.push_back(e_.shard(i).sched().stalls());
+      body += render_stalls(stalls);
     } else if (req.method == http::Method::kGet && req.target == "/healthz") {
       body = "ok\n";
     } else {

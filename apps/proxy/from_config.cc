@@ -91,6 +91,16 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
                         : l.proxy_protocol == tuning::ProxyProtocol::kV2 ? 2
                                                                          : 0;
     ls.udp = l.protocol == tuning::ListenerProtocol::kUdp;
+    ls.limits.max_connections = static_cast<size_t>(l.max_connections);
+    ls.limits.max_rate = static_cast<uint32_t>(l.max_conn_rate);
+    ls.limits.max_per_client = static_cast<size_t>(l.max_client_connections);
+    ls.limits.max_client_rate = static_cast<uint32_t>(l.max_client_conn_rate);
+    if (ls.udp && ls.limits != AcceptLimits{}) {
+      *why = "proxy.listener '" + l.name +
+             "': max_connections, max_conn_rate, max_client_connections and "
+             "max_client_conn_rate apply to TCP listeners only (udp_max_flows bounds UDP)";
+      return false;
+    }
     s.listeners.push_back(std::move(ls));
   }
   if (s.listeners.empty()) {

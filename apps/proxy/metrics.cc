@@ -24,6 +24,14 @@ const char* to_string(ProxyError e) {
       return "accept";
     case ProxyError::kLimit:
       return "over_limit";
+    case ProxyError::kRefusedConnections:
+      return "refused_connections";
+    case ProxyError::kRefusedRate:
+      return "refused_rate";
+    case ProxyError::kRefusedClientConnections:
+      return "refused_client_connections";
+    case ProxyError::kRefusedClientRate:
+      return "refused_client_rate";
     case ProxyError::kCount:
       break;
   }
@@ -128,6 +136,10 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
        total_bytes_up());
   line(out, "ringpoll_proxy_bytes_total{direction=\"upstream_to_client\"} %" PRIu64,
        total_bytes_down());
+  header(out, "ringpoll_proxy_relay_buffers", "gauge",
+         "Relay buffers held now: one per direction with data in flight; an idle connection "
+         "holds none.");
+  line(out, "ringpoll_proxy_relay_buffers %" PRId64, total(&ShardMetrics::relay_buffers));
   header(out, "ringpoll_proxy_errors_total", "counter", "Errors, by kind.");
   for (size_t k = 0; k < static_cast<size_t>(ProxyError::kCount); ++k) {
     const auto e = static_cast<ProxyError>(k);
@@ -245,6 +257,16 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
   for (size_t i = 0; i < shards.size(); ++i)
     for (const Row& r : kRows)
       line(out, "%s{shard=\"%zu\"} %" PRIu64, r.name, i, shards[i].*r.value);
+  return out;
+}
+
+std::string render_stalls(const std::vector<uint64_t>& shards) {
+  std::string out;
+  header(out, "ringpoll_shard_stalls_total", "counter",
+         "Times the shard's loop did not poll for engine.stall_ms (each is logged with the "
+         "task it was running).");
+  for (size_t i = 0; i < shards.size(); ++i)
+    line(out, "ringpoll_shard_stalls_total{shard=\"%zu\"} %" PRIu64, i, shards[i]);
   return out;
 }
 

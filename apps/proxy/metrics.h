@@ -28,6 +28,11 @@ enum class ProxyError : uint8_t {
   kReset,           // a peer reset the connection mid-stream
   kAccept,          // accept failed (EMFILE, ...)
   kLimit,           // over max_connections: closed at once
+  // Refused at accept by a listener's admission limits (engine/accept_limits.h), by reason.
+  kRefusedConnections,
+  kRefusedRate,
+  kRefusedClientConnections,
+  kRefusedClientRate,
   kCount
 };
 const char* to_string(ProxyError e);
@@ -60,6 +65,7 @@ struct alignas(64) ShardMetrics {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(ProxyError::kCount)> errors{};
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> latency{};
   std::atomic<uint64_t> latency_sum_ns{0};
+  std::atomic<int64_t> relay_buffers{0};  // relay buffers held now (data in flight)
   // UDP listeners.
   std::atomic<int64_t> udp_flows_active{0};
   std::atomic<uint64_t> udp_flows_created{0};
@@ -113,5 +119,9 @@ class Metrics {
 // re-arms, the buffers free and held now, the connections at io_uring.buf_per_conn, the
 // zero-copy sends. Other backends have none: no shards, no text.
 std::string render_uring(const std::vector<UringCompletionPoller::Counters>& shards);
+
+// Prometheus text of the engine's stall detector (engine.stall_ms): the stalls each shard
+// counted (index = shard).
+std::string render_stalls(const std::vector<uint64_t>& shards);
 
 }  // namespace ringpoll::proxy

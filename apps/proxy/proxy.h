@@ -94,6 +94,15 @@ class ProxyServer {
       o.listen.allow_shared_port = gen->s.allow_shared_port;
       o.listen.backlog = gen->s.backlog;
       o.nodelay = gen->s.nodelay;
+      o.limits = l.limits;
+      static_assert(static_cast<size_t>(ProxyError::kRefusedClientRate) -
+                        static_cast<size_t>(ProxyError::kRefusedConnections) ==
+                    static_cast<size_t>(Refusal::kClientRate));
+      o.on_refuse = [this](Refusal r) {
+        ShardMetrics& m = metrics_.shard(static_cast<size_t>(Engine<P>::current()->id()));
+        m.error(static_cast<ProxyError>(static_cast<size_t>(ProxyError::kRefusedConnections) +
+                                        static_cast<size_t>(r)));
+      };
       auto srv = std::make_unique<TcpServer<P>>(e_, o);
       std::string w;
       const Status st = srv->start(
@@ -129,7 +138,8 @@ class ProxyServer {
   SocketAddress admin_address() const { return admin_address_; }
 
   // New settings for new connections. The listeners must stay the same (names and
-  // addresses); changing them needs a restart, and the reload is refused saying so.
+  // addresses); changing them needs a restart, and the reload is refused saying so. Their
+  // admission limits change with the reload.
   bool reload(ProxySettings s, std::string* why) {
     auto old = generation();
     if (s.listeners.size() != old->s.listeners.size()) {
@@ -161,6 +171,8 @@ class ProxyServer {
              packet::to_string(o.udp_path) + ")";
       return false;
     }
+    for (size_t i = 0; i < servers_.size(); ++i)
+      if (servers_[i]) servers_[i]->set_limits(s.listeners[i].limits);
     auto gen = make_generation(std::move(s));
     {
       std::lock_guard<std::mutex> l(mu_);

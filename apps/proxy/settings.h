@@ -7,6 +7,7 @@
 
 #include "apps/http/request_parser.h"
 #include "apps/proxy/pool.h"
+#include "engine/accept_limits.h"
 #include "engine/net.h"
 #include "packet/packet_io.h"
 
@@ -18,6 +19,9 @@ struct ListenerSettings {
   std::string pool;        // the name of a PoolSettings
   int proxy_protocol = 0;  // 0: off, 1: v1 text, 2: v2 binary
   bool udp = false;        // datagrams: per-client flows (apps/proxy/udp.h)
+  // Admission limits at accept, per listener and per client address (TCP listeners;
+  // engine/accept_limits.h). They change on reload.
+  AcceptLimits limits;
 };
 
 struct ProxySettings {

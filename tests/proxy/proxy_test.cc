@@ -28,6 +28,7 @@
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy.h"
 #include "apps/proxy/proxy_protocol.h"
+#include "proxy/proxy_rig.h"
 #include "proxy/proxy_test_helpers.h"
 #include "support/fairness.h"
 #include "support/test_env.h"
@@ -335,44 +336,14 @@ struct RelayingName {
   }
 };
 
-// The proxy in-process: one shard on its own thread.
+// The proxy in-process (ProxyRig), relaying as R says (splice or copy).
 template <class R>
-struct Rig {
-  using P = typename R::P;
-  explicit Rig(ProxySettings s) : e(opts()) {
+struct Rig : ProxyRig<typename R::P> {
+  explicit Rig(ProxySettings s) : ProxyRig<typename R::P>(with_splice(std::move(s))) {}
+  static ProxySettings with_splice(ProxySettings s) {
     s.splice = R::kSplice;
-    started = e.start().ok();
-    if (!started) return;
-    px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
-    std::string why;
-    started = px->start(&why).ok();
-    EXPECT_TRUE(started) << why;
-    if (started) addr = px->address(0);
+    return s;
   }
-  ~Rig() {
-    if (px) px->shutdown(2 * kSec);
-    e.stop();
-    e.join();
-  }
-  static EngineOptions opts() {
-    EngineOptions o;
-    o.shards = 1;
-    o.pin = false;
-    return o;
-  }
-  uint64_t errors(ProxyError k) const { return px->metrics().total_errors(k); }
-  // The admin endpoint on a free loopback port.
-  ::testing::AssertionResult start_admin() {
-    SocketAddress at;
-    parse_address("127.0.0.1:0", &at);
-    std::string why;
-    if (px->start_admin(at, &why).ok()) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "start_admin: " << why;
-  }
-  Engine<P> e;
-  std::unique_ptr<proxy::ProxyServer<P>> px;
-  SocketAddress addr;
-  bool started = false;
 };
 
 template <class R>
@@ -915,18 +886,6 @@ TYPED_TEST(ProxyRelay, DestroyedWithoutShutdownEndsItsTasksWhileTheEngineRuns) {
 }
 
 // ---- Fairness (DESIGN.md "Fairness"): one peer that stops reading stalls nobody else ----
-
-// GET path on the admin endpoint, each wait bounded by 2 s; the status (0: no answer).
-int admin_get(const SocketAddress& at, const std::string& path, std::string* body) {
-  const int c = connect_to(at);
-  if (c < 0) return 0;
-  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
-  std::string buf;
-  const int status =
-      send_all(c, req.data(), req.size()) ? read_http_response(c, &buf, body, 2000) : 0;
-  ::close(c);
-  return status;
-}
 
 // While one peer of a relayed connection does not read, 20 other clients of the shard
 // (and the admin endpoint, on the same shard) are served with a p99 under 100 ms.

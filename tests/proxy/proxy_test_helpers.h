@@ -20,6 +20,7 @@
 
 #include "engine/net.h"
 #include "support/byte_stream.h"
+#include "support/fairness.h"
 
 namespace ringpoll::test {
 
@@ -143,6 +144,18 @@ inline void echo(int fd) {
     if (k <= 0 || !send_all(fd, buf, static_cast<size_t>(k))) break;
   }
   ::shutdown(fd, SHUT_WR);
+}
+
+// GET path on the admin endpoint, each wait bounded by 2 s; the status (0: no answer).
+inline int admin_get(const SocketAddress& at, const std::string& path, std::string* body) {
+  const int c = connect_to(at);
+  if (c < 0) return 0;
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::string buf;
+  const int status =
+      send_all(c, req.data(), req.size()) ? read_http_response(c, &buf, body, 2000) : 0;
+  ::close(c);
+  return status;
 }
 
 // A port nothing listens on.

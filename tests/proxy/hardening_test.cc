@@ -1,0 +1,318 @@
+// ringpoll-proxy under abuse (issue 22): admission limits per listener and per client
+// address answered by a reset at accept and counted, a connection flood that leaves
+// established connections served, and the engine's stall detector on the admin page. The
+// proxy runs in-process on one shard; clients are blocking sockets bound to 127.0.0.x
+// source addresses (every 127/8 address is loopback on Linux).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apps/proxy/from_config.h"
+#include "apps/proxy/metrics.h"
+#include "apps/proxy/proxy.h"
+#include "engine/server.h"
+#include "epoll/epoll_poller.h"
+#include "proxy/proxy_rig.h"
+#include "proxy/proxy_test_helpers.h"
+#include "support/echo_engine.h"
+#include "support/fairness.h"
+#include "support/fd_count.h"
+#include "support/test_env.h"
+#include "tuning/config.h"
+#include "uring/uring_completion.h"
+
+namespace ringpoll::test {
+namespace {
+
+using proxy::ProxyError;
+using proxy::ProxySettings;
+
+ProxySettings one_listener(const SocketAddress& up, AcceptLimits limits) {
+  ProxySettings s;
+  proxy::PoolSettings p;
+  p.name = "main";
+  p.upstreams = {up};
+  s.pools.push_back(p);
+  proxy::ListenerSettings l;
+  l.name = "main";
+  parse_address("127.0.0.1:0", &l.listen);
+  l.pool = "main";
+  l.limits = limits;
+  s.listeners.push_back(l);
+  s.drain_ns = 1000 * kMs;
+  return s;
+}
+
+// Scheduler options with the stall detector at `ns`.
+SchedulerOptions stall_after(int64_t ns) {
+  SchedulerOptions o;
+  o.stall_threshold_ns = ns;
+  return o;
+}
+
+// A connection to `at` from source address `src` (127.0.0.x), or -1.
+int connect_from(const char* src, const SocketAddress& at) {
+  const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, src, &a.sin_addr);
+  if (bind(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::connect(c, at.sa(), at.len) != 0) {
+    ::close(c);
+    return -1;
+  }
+  return c;
+}
+
+// True when one byte sent on fd comes back through the proxy and its echoing upstream.
+bool echoes(int fd) {
+  std::string buf;
+  return fd >= 0 && send_all(fd, "x", 1) && fill_to(fd, &buf, 1, 2000) && buf == "x";
+}
+
+// The listener keys reach the TcpServer's limits; on a UDP listener they are refused.
+TEST(ProxyLimitsConfig, ListenerKeysBecomeAcceptLimitsAndUdpRefusesThem) {
+  tuning::Config c;
+  tuning::ProxyPool p;
+  p.name = "p";
+  p.upstreams = {"127.0.0.1:9"};
+  tuning::ProxyListener l;
+  l.name = "l";
+  l.listen = "127.0.0.1:0";
+  l.pool = "p";
+  l.max_connections = 10;
+  l.max_conn_rate = 20;
+  l.max_client_connections = 3;
+  l.max_client_conn_rate = 4;
+  c.proxy.pools = {p};
+  c.proxy.listeners = {l};
+  ProxySettings s;
+  std::string why;
+  ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
+  EXPECT_EQ(s.listeners[0].limits, (AcceptLimits{10, 20, 3, 4}));
+  c.proxy.listeners[0].protocol = tuning::ListenerProtocol::kUdp;
+  EXPECT_FALSE(proxy::settings_from_config(c, &s, &why));
+  EXPECT_NE(why.find("proxy.listener 'l': max_connections"), std::string::npos) << why;
+  EXPECT_NE(why.find("TCP listeners only"), std::string::npos) << why;
+}
+
+template <class P>
+class ProxyHardening : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!P::available().ok) GTEST_SKIP() << P::kName << ": " << P::available().why;
+  }
+};
+using HardBackends = ::testing::Types<EpollPoller, UringCompletionPoller>;
+struct HardName {
+  template <class P>
+  static std::string GetName(int) {
+    return P::kName;
+  }
+};
+TYPED_TEST_SUITE(ProxyHardening, HardBackends, HardName);
+
+TYPED_TEST(ProxyHardening, ListenerConnectionLimitResetsTheExtraAndCountsIt) {
+  TestUpstream up(echo);
+  AcceptLimits l;
+  l.max_connections = 2;
+  ProxyRig<TypeParam> rig(one_listener(up.address(), l));
+  ASSERT_TRUE(rig.started);
+  const int a = connect_to(rig.addr), b = connect_to(rig.addr);
+  ASSERT_TRUE(echoes(a));
+  ASSERT_TRUE(echoes(b));
+  const int c = connect_to(rig.addr);
+  EXPECT_TRUE(closed_within(c, 5)) << "a third connection over max_connections 2 stayed open";
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedConnections), 1u);
+  EXPECT_TRUE(echoes(a)) << "the admitted connections are unaffected";
+  ::close(a);
+  // Once one closed, a new connection is admitted again.
+  ASSERT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 1; }));
+  const int d = connect_to(rig.addr);
+  EXPECT_TRUE(echoes(d));
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedConnections), 1u);
+  for (int fd : {b, c, d}) ::close(fd);
+}
+
+TYPED_TEST(ProxyHardening, PerClientConnectionLimitLeavesOtherClientsServed) {
+  TestUpstream up(echo);
+  AcceptLimits l;
+  l.max_per_client = 2;
+  ProxyRig<TypeParam> rig(one_listener(up.address(), l));
+  ASSERT_TRUE(rig.started);
+  std::vector<int> mine;
+  for (int i = 0; i < 2; ++i) {
+    mine.push_back(connect_from("127.0.0.2", rig.addr));
+    ASSERT_TRUE(echoes(mine.back()));
+  }
+  const int over = connect_from("127.0.0.2", rig.addr);
+  EXPECT_TRUE(closed_within(over, 5)) << "127.0.0.2's third connection stayed open";
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedClientConnections), 1u);
+  // Another address has its own count.
+  const int other1 = connect_from("127.0.0.3", rig.addr);
+  const int other2 = connect_from("127.0.0.3", rig.addr);
+  EXPECT_TRUE(echoes(other1));
+  EXPECT_TRUE(echoes(other2));
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedClientConnections), 1u);
+  // A closed connection gives its place back to its address.
+  ::close(mine[0]);
+  ASSERT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 3; }));
+  mine[0] = connect_from("127.0.0.2", rig.addr);
+  EXPECT_TRUE(echoes(mine[0]));
+  for (int fd : {mine[0], mine[1], over, other1, other2}) ::close(fd);
+}
+
+// Opens `n` connections from src as fast as it can; returns how many were served (an echo
+// came back) and closes them all.
+int burst(const char* src, const SocketAddress& at, int n) {
+  std::vector<int> fds;
+  for (int i = 0; i < n; ++i) fds.push_back(connect_from(src, at));
+  int served = 0;
+  for (int fd : fds) served += echoes(fd) ? 1 : 0;
+  for (int fd : fds) ::close(fd);
+  return served;
+}
+
+TYPED_TEST(ProxyHardening, PerClientRateLimitRefusesTheBurstBeyondIt) {
+  TestUpstream up(echo);
+  AcceptLimits l;
+  l.max_client_rate = 5;  // a burst of 5, then 5 per second
+  ProxyRig<TypeParam> rig(one_listener(up.address(), l));
+  ASSERT_TRUE(rig.started);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int served = burst("127.0.0.4", rig.addr, 20);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // 5 at once, plus at most 5 per second the burst took.
+  EXPECT_GE(served, 5);
+  EXPECT_LE(served, 5 + static_cast<int>(secs * 5) + 1) << "in " << secs << " s";
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedClientRate), static_cast<uint64_t>(20 - served));
+  // Another address has a bucket of its own.
+  EXPECT_GE(burst("127.0.0.5", rig.addr, 5), 5);
+}
+
+TYPED_TEST(ProxyHardening, ListenerRateLimitCountsAndReloadLiftsIt) {
+  TestUpstream up(echo);
+  AcceptLimits l;
+  l.max_rate = 4;
+  ProxyRig<TypeParam> rig(one_listener(up.address(), l));
+  ASSERT_TRUE(rig.started);
+  const int served = burst("127.0.0.6", rig.addr, 16) + burst("127.0.0.7", rig.addr, 4);
+  EXPECT_LT(served, 20);
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedRate), static_cast<uint64_t>(20 - served));
+  // A reload with no limit admits everything from then on.
+  std::string why;
+  ASSERT_TRUE(rig.px->reload(one_listener(up.address(), AcceptLimits{}), &why)) << why;
+  const uint64_t before = rig.errors(ProxyError::kRefusedRate);
+  EXPECT_EQ(burst("127.0.0.6", rig.addr, 16), 16);
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedRate), before);
+}
+
+TYPED_TEST(ProxyHardening, UnderAConnectionFloodEstablishedConnectionsStayServed) {
+  // A flooder opens and drops connections from 127.0.0.8 as fast as it can for 1.5 s; its
+  // rate limit resets nearly all of them at accept. Meanwhile 10 established clients
+  // from other addresses make echo round trips: every one answered, p99 under 100 ms.
+  TestUpstream up(echo);
+  AcceptLimits l;
+  l.max_client_rate = 50;
+  ProxyRig<TypeParam> rig(one_listener(up.address(), l));
+  ASSERT_TRUE(rig.started);
+  std::atomic<bool> stop{false};
+  std::atomic<int> attempts{0};
+  std::thread flood([&] {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+    while (!stop.load() && std::chrono::steady_clock::now() < end) {
+      const int fd = connect_from("127.0.0.8", rig.addr);
+      if (fd >= 0) ::close(fd);
+      attempts.fetch_add(1);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const ProbeResult pr = probe(rig.addr, ProbeKind::kEcho, 10, 30);
+  stop.store(true);
+  flood.join();
+  EXPECT_EQ(pr.answered, pr.asked) << "established clients were not served";
+  EXPECT_LT(pr.p99_ms, 100.0) << "max " << pr.max_ms << " ms";
+  EXPECT_GT(rig.errors(ProxyError::kRefusedClientRate), 0u)
+      << attempts.load() << " flood connections, none refused";
+}
+
+TYPED_TEST(ProxyHardening, AdminPageCountsAShardStall) {
+  TestUpstream up(echo);
+  ProxyRig<TypeParam> rig(one_listener(up.address(), AcceptLimits{}), stall_after(50 * kMs));
+  ASSERT_TRUE(rig.started);
+  ASSERT_TRUE(rig.start_admin());
+  std::string m;
+  ASSERT_EQ(admin_get(rig.px->admin_address(), "/metrics", &m), 200);
+  EXPECT_NE(m.find("ringpoll_shard_stalls_total{shard=\"0\"} 0\n"), std::string::npos) << m;
+  testing::internal::CaptureStderr();
+  Engine<TypeParam>::call(rig.e.shard(0), [] {
+    const int64_t end = mono_now_ns() + 200 * kMs;  // the shard polls nothing meanwhile
+    while (mono_now_ns() < end) {
+    }
+  });
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("ringpoll: stall: shard 0"), std::string::npos) << log;
+  ASSERT_EQ(admin_get(rig.px->admin_address(), "/metrics", &m), 200);
+  EXPECT_NE(m.find("ringpoll_shard_stalls_total{shard=\"0\"} 1\n"), std::string::npos) << m;
+  const int c = connect_to(rig.addr);
+  EXPECT_TRUE(echoes(c)) << "the proxy serves on after the stall";
+  ::close(c);
+}
+
+TYPED_TEST(ProxyHardening, TwentyThousandIdleConnectionsHoldNoRelayBuffer) {
+  // 20,000 proxied connections at once (the CI-sized version of bench/hardening/scale.py's
+  // 100,000), from four source addresses: every one is relayed, an idle one holds no relay buffer,
+  // and when they close the proxy's connection count and the process's descriptors come
+  // back to where they were.
+  constexpr int kConns = 20000;
+  // The clients', the proxy's two and the upstream's descriptor per connection.
+  FdLimit lim(4 * kConns + 1024);
+  ASSERT_TRUE(lim.ok) << "RLIMIT_NOFILE hard limit " << lim.saved.rlim_max << " is below "
+                      << 4 * kConns + 1024 << ": raise it (ulimit -Hn) to run this test";
+  const int fds_before = open_fds();
+  {
+    EchoEngine<EpollPoller> up;
+    ASSERT_TRUE(up.ok());
+    ProxySettings s = one_listener(up.address(), AcceptLimits{});
+    s.backlog = 65535;
+    s.idle_timeout_ns = 0;
+    ProxyRig<TypeParam> rig(s);
+    ASSERT_TRUE(rig.started);
+    std::vector<int> fds;
+    fds.reserve(kConns);
+    const char* srcs[] = {"127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13"};
+    for (int i = 0; i < kConns; ++i) {
+      const int fd = connect_from(srcs[i % 4], rig.addr);
+      ASSERT_GE(fd, 0) << "connection " << i << ": " << std::strerror(errno);
+      fds.push_back(fd);
+    }
+    // Every connection reaches the upstream: one byte each way on every 50th.
+    for (int i = 0; i < kConns; i += 50) ASSERT_TRUE(echoes(fds[i])) << "connection " << i;
+    ASSERT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == kConns; }, 30))
+        << rig.px->metrics().total_active() << " active";
+    const auto& m = rig.px->metrics();
+    EXPECT_TRUE(wait_for([&] { return m.total(&proxy::ShardMetrics::relay_buffers) == 0; }, 5))
+        << m.total(&proxy::ShardMetrics::relay_buffers)
+        << " relay buffers held by idle connections";
+    for (int fd : fds) ::close(fd);
+    EXPECT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 0; }, 30))
+        << rig.px->metrics().total_active() << " still active";
+    EXPECT_EQ(rig.errors(ProxyError::kReset) + rig.errors(ProxyError::kNoUpstream), 0u);
+  }
+  EXPECT_EQ(open_fds(), fds_before) << "descriptors leaked";
+}
+
+}  // namespace
+}  // namespace ringpoll::test

@@ -1,0 +1,54 @@
+#pragma once
+// ProxyRig<P>: ringpoll-proxy in-process for the tests, one unpinned shard on its own
+// thread (stall detector and other scheduler options as the test asks), started on the
+// given settings; the destructor shuts it down (2 s drain) and stops the engine.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "apps/proxy/metrics.h"
+#include "apps/proxy/proxy.h"
+#include "engine/engine.h"
+
+namespace ringpoll::test {
+
+template <class P>
+struct ProxyRig {
+  explicit ProxyRig(proxy::ProxySettings s, SchedulerOptions sched = {}) : e(opts(sched)) {
+    started = e.start().ok();
+    if (!started) return;
+    px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
+    std::string why;
+    started = px->start(&why).ok();
+    EXPECT_TRUE(started) << why;
+    if (started) addr = px->address(0);
+  }
+  ~ProxyRig() {
+    if (px) px->shutdown(2'000'000'000);
+    e.stop();
+    e.join();
+  }
+  static EngineOptions opts(SchedulerOptions sched) {
+    EngineOptions o;
+    o.shards = 1;
+    o.pin = false;
+    o.sched = sched;
+    return o;
+  }
+  uint64_t errors(proxy::ProxyError k) const { return px->metrics().total_errors(k); }
+  // The admin endpoint on a free loopback port.
+  ::testing::AssertionResult start_admin() {
+    SocketAddress at;
+    parse_address("127.0.0.1:0", &at);
+    std::string why;
+    if (px->start_admin(at, &why).ok()) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "start_admin: " << why;
+  }
+  Engine<P> e;
+  std::unique_ptr<proxy::ProxyServer<P>> px;
+  SocketAddress addr;
+  bool started = false;
+};
+
+}  // namespace ringpoll::test
