@@ -72,6 +72,26 @@ struct RingRead {
   }
   Result result() const noexcept { return IoResult{buf.size(), err}; }
 };
+
+// wait_readable() with a multishot recv: done once data is queued, or the stream ended or
+// failed, or the connection is starved of buffers (its read then receives directly);
+// otherwise arms the recv and waits. Reads nothing.
+template <MultishotCompletionBackend P>
+struct RingWait {
+  using Result = IoResult;
+  Status err;
+  P* b;
+  typename P::FdState* st;
+  bool early() const noexcept { return false; }
+  bool attempt(int) noexcept {
+    if (st->head < st->chunks.size() || st->recv_err != 0 || st->eof || st->recv_waiting)
+      return true;
+    b->arm_recv(st);
+    return false;
+  }
+  void fail(Status e) noexcept { err = e; }
+  Result result() const noexcept { return IoResult{0, err}; }
+};
 }  // namespace fdop
 
 // A write on a completion backend — the one execIO write sequence, for io_uring and IOCP
@@ -145,6 +165,10 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
     if (res == -EOPNOTSUPP && op_.zc && why == PollError::kNone) {
       f_->cst_.zc_capable = false;  // this socket cannot send zero-copy: plain sends from now
       submit();
+      return false;
+    }
+    if ((res == -EAGAIN || res == -EINTR) && why == PollError::kNone) {
+      submit();  // nothing was sent: try again (issue 22, fault injection)
       return false;
     }
     if (res < 0) {
@@ -245,6 +269,18 @@ struct CompletionIo {
                                           fdop::RingRead<P>{st.buf, {}, &b, &f->cst_});
       }
       return FastOrTask<Fast, IoResult>(completion_op(f, std::move(st), m));
+    } else if constexpr (std::is_same_v<Step, fdop::WaitReadable>) {
+      if constexpr (P::kFramelessOps && MultishotCompletionBackend<P>) {
+        using Fast = FdOp<P, fdop::RingWait<P>>;
+        P& b = f->s_->backend();
+        if (f->pd_ && b.multishot_recv()) {
+          return FastOrTask<Fast, IoResult>(std::in_place, f, m,
+                                            fdop::RingWait<P>{{}, &b, &f->cst_});
+        }
+        return FastOrTask<Fast, IoResult>(ready_now());
+      } else {
+        return ready_now();
+      }
     } else if constexpr (std::is_same_v<Step, fdop::Write> && P::kFramelessOps) {
       if (f->pd_) return FastOrTask<CompSend<P>, IoResult>(std::in_place, f, st.buf);
       return FastOrTask<CompSend<P>, IoResult>(completion_op(f, std::move(st), m));
@@ -252,6 +288,9 @@ struct CompletionIo {
       return completion_op(f, std::move(st), m);
     }
   }
+
+  // wait_readable() where nothing can be waited on without a buffer: ready at once.
+  static Task<IoResult> ready_now() { co_return IoResult{}; }
 
   // An operation as a coroutine: take the reference, report a pending error (S02, S17),
   // then submit and wait (completion_body); a descriptor the ring cannot take (S12) gets
@@ -353,7 +392,9 @@ struct CompletionIo {
       PollError why = PollError::kNone;
       const int32_t res = co_await exec_io(f, &op, &why);
       if (res >= 0) co_return AcceptResult{res, Status()};
-      if (res == -ECONNABORTED && why == PollError::kNone) continue;  // S31
+      // S31; and EAGAIN/EINTR: nothing was taken from the queue, accept again.
+      if ((res == -ECONNABORTED || res == -EAGAIN || res == -EINTR) && why == PollError::kNone)
+        continue;
       co_return AcceptResult{-1, op_status(res, why)};
     }
   }

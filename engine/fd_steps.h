@@ -178,6 +178,26 @@ struct Msg {
   Result result() const noexcept { return r; }
 };
 
+// Waits until a read would not block (data, the end of the stream, or an error), reading
+// nothing: a one-byte MSG_PEEK. It lets a relay take its buffer only once data is there.
+struct WaitReadable {
+  using Result = IoResult;
+  Status err;
+  bool early() const noexcept { return false; }
+  bool attempt(int fd) noexcept {
+    for (;;) {
+      char c;
+      if (::recv(fd, &c, 1, MSG_PEEK) >= 0) return true;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      fail(Status::from_errno(errno));
+      return true;
+    }
+  }
+  void fail(Status e) noexcept { err = e; }
+  Result result() const noexcept { return IoResult{0, err}; }
+};
+
 // Any non-blocking call on the descriptor returning a byte count or -1 with errno.
 template <class F>
 struct Call {

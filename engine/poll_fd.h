@@ -103,6 +103,13 @@ class PollFd {
     return start(fdop::Write{buf, 0, {}}, Mode::kWrite);
   }
 
+  // Waits until a read would not block — data, the end of the stream or an error — and
+  // reads nothing: a caller can take its buffer only then (an idle connection holds none).
+  // Readiness backends peek one byte; io_uring with multishot recv looks at the data the
+  // kernel already queued; a completion backend without it is ready at once (its read
+  // then waits holding the buffer). The error, if any, is the one the read would get.
+  auto wait_readable() { return start(fdop::WaitReadable{}, Mode::kRead); }
+
   // Accepts one connection; a connection aborted before accept is skipped (S31).
   auto accept() { return start(fdop::Accept{{}}, Mode::kRead); }
 

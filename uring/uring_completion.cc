@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace ringpoll {
 namespace {
@@ -179,6 +180,19 @@ void UringCompletionPoller::submit_recv(Op* op, int fd, void* buf, size_t len) {
   io_uring_sqe_set_data64(s, op_data(op));
 }
 
+namespace {
+// A failure that says "try again" (EAGAIN, EINTR): nothing was lost, the operation is
+// simply submitted again.
+bool transient(int32_t res) noexcept {
+  return res == -EAGAIN || res == -EINTR;
+}
+// The test seam's verdict on an operation about to be submitted: 0, or the errno to fake.
+int injected_fault(UringCqeKind kind) noexcept {
+  const UringFaultHook h = g_uring_fault_hook.load(std::memory_order_relaxed);
+  return h ? h(kind) : 0;
+}
+}  // namespace
+
 void UringCompletionPoller::submit_send(Op* op, int fd, const void* buf, size_t len,
                                         bool allow_zc) {
   op->done = false;
@@ -186,6 +200,13 @@ void UringCompletionPoller::submit_send(Op* op, int fd, const void* buf, size_t 
     len = std::min(len, clamp);
   }
   io_uring_sqe* s = ring_.sqe();
+  if (const int e = injected_fault(UringCqeKind::kOp)) {
+    op->zc = false;
+    op->fault = static_cast<int8_t>(e);
+    io_uring_prep_nop(s);
+    io_uring_sqe_set_data64(s, op_data(op));
+    return;
+  }
   op->zc = zc_ok_ && allow_zc && len >= copt_.zc_threshold;
   if (op->zc) {
     io_uring_prep_send_zc(s, fd, buf, len, MSG_NOSIGNAL, 0);
@@ -199,7 +220,12 @@ void UringCompletionPoller::submit_send(Op* op, int fd, const void* buf, size_t 
 void UringCompletionPoller::submit_accept(Op* op, int fd) {
   op->done = false;
   io_uring_sqe* s = ring_.sqe();
-  io_uring_prep_accept(s, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (const int e = injected_fault(UringCqeKind::kAccept)) {
+    op->fault = static_cast<int8_t>(e);
+    io_uring_prep_nop(s);
+  } else {
+    io_uring_prep_accept(s, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  }
   io_uring_sqe_set_data64(s, op_data(op));
 }
 
@@ -233,9 +259,14 @@ void UringCompletionPoller::cancel(Op* op) {
 void UringCompletionPoller::arm_recv(FdState* st) {
   if (!buf_ring_ || st->recv_armed || st->recv_waiting || st->recv_paused || st->eof) return;
   io_uring_sqe* s = ring_.sqe();
-  io_uring_prep_recv_multishot(s, st->fd, nullptr, 0, 0);
-  s->flags |= IOSQE_BUFFER_SELECT;
-  s->buf_group = kBufGroup;
+  if (const int e = injected_fault(UringCqeKind::kRecv)) {
+    st->recv_fault = static_cast<int8_t>(e);
+    io_uring_prep_nop(s);
+  } else {
+    io_uring_prep_recv_multishot(s, st->fd, nullptr, 0, 0);
+    s->flags |= IOSQE_BUFFER_SELECT;
+    s->buf_group = kBufGroup;
+  }
   io_uring_sqe_set_data64(s, pd_data(st->pd, kKindRecv));
   st->recv_armed = true;
 }
@@ -243,7 +274,12 @@ void UringCompletionPoller::arm_recv(FdState* st) {
 void UringCompletionPoller::arm_accept(FdState* st) {
   if (st->accept_armed) return;
   io_uring_sqe* s = ring_.sqe();
-  io_uring_prep_multishot_accept(s, st->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (const int e = injected_fault(UringCqeKind::kAccept)) {
+    st->accept_fault = static_cast<int8_t>(e);
+    io_uring_prep_nop(s);
+  } else {
+    io_uring_prep_multishot_accept(s, st->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  }
   io_uring_sqe_set_data64(s, pd_data(st->pd, kKindAccept));
   st->accept_armed = true;
 }
@@ -365,8 +401,9 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
   ++*events;
   const UringCqeHook hook = g_uring_cqe_hook.load(std::memory_order_relaxed);
   if (ud & kOpBit) {
-    if (hook) hook(UringCqeKind::kOp, &res, &flags);
     auto* op = reinterpret_cast<Op*>(ud & ~kKindMask);
+    if (op->fault != 0) res = -std::exchange(op->fault, int8_t{0});  // an injected failure
+    if (hook) hook(UringCqeKind::kOp, &res, &flags);
     if (flags & IORING_CQE_F_NOTIF) {
       op->done = true;  // send_zc: the buffer is the caller's again
     } else {
@@ -379,15 +416,19 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
   }
   const uint64_t kind = ud & kKindMask;
   const bool recv = kind == kKindRecv;
+  PollDesc* pd = data_pd(ud);
+  FdState* st = tag_current(pd, tagged_seq(ud)) ? state_of(pd) : nullptr;
+  if (st && kind != kKindPoll) {  // the NOP of an injected failure (g_uring_fault_hook)
+    int8_t& f = recv ? st->recv_fault : st->accept_fault;
+    if (f != 0) res = -std::exchange(f, int8_t{0});
+  }
   if (hook) {
-    hook(recv                   ? UringCqeKind::kRecv
+    hook(recv                  ? UringCqeKind::kRecv
          : kind == kKindAccept ? UringCqeKind::kAccept
                                : UringCqeKind::kPoll,
          &res, &flags);
   }
-  PollDesc* pd = data_pd(ud);
   const bool more = flags & IORING_CQE_F_MORE;
-  FdState* st = tag_current(pd, tagged_seq(ud)) ? state_of(pd) : nullptr;
   if (kind == kKindPoll) {  // a starved reader's poll: wake it to receive directly
     if (st) {
       st->poll_armed = false;
@@ -422,16 +463,17 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
         if (counters_.buffers_free > 0) rearm_waiting();
         pd->ready(Mode::kRead, out);  // a parked reader now receives directly
         return;
-      } else if (res < 0 && res != -ECANCELED) {
+      } else if (res < 0 && res != -ECANCELED && !transient(res)) {
         st->recv_err = res;
       }
     }
     if (!more) {
       st->recv_armed = false;
       // The multishot ended with data still flowing, or the cancel at the bound landed
-      // after the application had already read below it: keep receiving (arm_recv does
-      // nothing while the connection is still at its bound).
-      if ((res > 0 || res == -ECANCELED) && !pd->closing && !st->recv_paused) {
+      // after the application had already read below it, or it failed for a moment
+      // (EAGAIN, EINTR): keep receiving (arm_recv does nothing while the connection is
+      // still at its bound).
+      if ((res > 0 || res == -ECANCELED || transient(res)) && !pd->closing && !st->recv_paused) {
         ++counters_.recv_rearms;
         arm_recv(st);
       }
@@ -446,7 +488,7 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
   }
   if (res >= 0) {
     st->accepted.push_back(res);
-  } else if (res != -ECONNABORTED && res != -ECANCELED) {
+  } else if (res != -ECONNABORTED && res != -ECANCELED && !transient(res)) {
     st->accept_err = res;  // ECONNABORTED is skipped, as accept(2) callers do (S31)
   }
   if (!more) {

@@ -56,7 +56,6 @@ struct UringCompletionOptions {
   size_t zc_threshold = 16384;  // send_zc pays only for large sends (page pinning costs)
 };
 
-
 // Application code names this type only as the P of Engine<P> (or gets it from
 // with_backend); the Scheduler calls the contract methods, whose meaning is stated once in
 // poller/poller.h, on the shard's thread — except wake(), which any thread may call.
@@ -77,6 +76,7 @@ class UringCompletionPoller {
     Mode mode = Mode::kRead;
     bool done = false;
     bool zc = false;
+    int8_t fault = 0;  // test seam (g_uring_fault_hook): the errno this op's NOP fails with
     int32_t res = 0;
   };
   struct Chunk {
@@ -103,6 +103,8 @@ class UringCompletionPoller {
     int32_t accept_err = 0;
     FdState* next_waiting = nullptr;
     bool zc_capable = false;  // a TCP socket: send_zc works (AF_UNIX answers EOPNOTSUPP)
+    int8_t recv_fault = 0;    // test seam (g_uring_fault_hook): errnos the NOPs fail with
+    int8_t accept_fault = 0;
   };
 
   UringCompletionPoller() = default;
@@ -153,10 +155,10 @@ class UringCompletionPoller {
     uint64_t nobufs = 0;       // multishot recvs ended by ENOBUFS
     uint64_t recv_rearms = 0;  // re-armed after ENOBUFS or an ended multishot
     uint64_t buffers_free = 0;
-    uint64_t buffers_held = 0;   // received, queued on connections, not yet read
-    uint64_t conns_at_bound = 0; // connections whose recv is off at buf_per_conn now
-    uint64_t bound_pauses = 0;   // times a connection reached buf_per_conn
-    uint64_t starved_reads = 0;  // reads served straight into the caller's buffer
+    uint64_t buffers_held = 0;    // received, queued on connections, not yet read
+    uint64_t conns_at_bound = 0;  // connections whose recv is off at buf_per_conn now
+    uint64_t bound_pauses = 0;    // times a connection reached buf_per_conn
+    uint64_t starved_reads = 0;   // reads served straight into the caller's buffer
   };
   Counters counters() const noexcept;
   UringRing& ring() noexcept { return ring_; }
@@ -181,6 +183,5 @@ class UringCompletionPoller {
   Counters counters_;
 };
 static_assert(MultishotCompletionBackend<UringCompletionPoller>);
-
 
 }  // namespace ringpoll

@@ -56,6 +56,13 @@ extern std::atomic<UringCqeHook> g_uring_cqe_hook;
 // io_uring completion mode: when non-zero, every send asks the kernel for at most this
 // many bytes, so the kernel really sends short and the caller must continue.
 extern std::atomic<size_t> g_uring_send_clamp;
+// io_uring completion mode: consulted before each send is submitted (kOp), each multishot
+// recv is armed (kRecv) and each accept, multishot or not, is armed (kAccept); a non-zero errno
+// makes the backend submit a NOP in its place whose completion carries -errno, so the
+// operation fails as if the kernel had failed it (EAGAIN, EINTR, ENOBUFS, ECANCELED,
+// EMFILE, ENFILE), with nothing sent or received.
+using UringFaultHook = int (*)(UringCqeKind kind);
+extern std::atomic<UringFaultHook> g_uring_fault_hook;
 // io_uring completion mode: the user data of pd's multishot recv, for a CQE a test
 // injects through g_uring_inject_hook (defined in uring/uring_completion.cc).
 uint64_t uring_recv_user_data(PollDesc* pd) noexcept;

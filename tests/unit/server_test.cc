@@ -15,6 +15,7 @@
 #include <optional>
 #include <thread>
 
+#include "support/fd_count.h"
 #include "support/test_env.h"
 
 namespace ringpoll::test {
@@ -23,14 +24,6 @@ namespace {
 using P =
     EpollPoller;  // the engine logic under test is backend-independent; NetTest covers backends
 using E = Engine<P>;
-
-int open_fds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;  // the DIR itself
-}
 
 Task<void> echo_handler(TcpStream<P>& c) {
   std::array<std::byte, 4096> buf;
