@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/fd_limit.h"
 #include "apps/common/launch.h"
 #include "apps/common/packet_path.h"
 #include "apps/proxy/from_config.h"
@@ -229,6 +230,12 @@ int run(int argc, char** argv) {
     return 2;
   }
 
+  // Two descriptors a proxied connection (four more with splice's pipes), plus spares.
+  const uint64_t max_conns = static_cast<uint64_t>(cfg.limits.max_connections);
+  const app::FdLimit fds =
+      app::raise_fd_limit(max_conns * (settings.splice ? 6 : 2) + 256,
+                          "limits.max_connections " + std::to_string(max_conns));
+  if (!fds.problem.empty()) std::fprintf(stderr, "%s: %s\n", kProg, fds.problem.c_str());
   block_stop_signals(/*with_reload=*/true);
   return app::run_engine(kProg, cfg, [&]<class P>(Engine<P>& engine) -> int {
     proxy::ProxyServer<P> px(engine, settings);

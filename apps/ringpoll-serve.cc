@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "apps/common/fd_limit.h"
 #include "apps/common/launch.h"
 #include "apps/common/packet_path.h"
 #include "apps/serve/handlers.h"
@@ -218,6 +219,8 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // One descriptor a connection: take all the hard limit gives (apps/common/fd_limit.h).
+  (void)app::raise_fd_limit(0, "");
 
   if (mode == "udp-echo") {
     if (at.family() != AF_INET) {

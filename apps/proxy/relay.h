@@ -8,7 +8,9 @@
 //      upstream is tried (up to max_attempts) — nothing has been read from the client yet,
 //      so a retry loses nothing. When every attempt fails the client is closed at once;
 //   2. optionally write a PROXY protocol header to the upstream (apps/proxy/proxy_protocol.h);
-//   3. relay: two pumps, one per direction, each with its own fixed buffer. A pump reads
+//   3. relay: two pumps, one per direction. A pump takes a buffer from its shard's
+//      RelayBuffers (apps/proxy/buffer_pool.h) only once its source has data and gives it
+//      back once the chunk was written, so an idle connection holds none. A pump reads
 //      only after its previous chunk was fully written, so a slow receiver stops the
 //      reading from the sender (TCP flow control carries the backpressure back) and the
 //      proxy never holds more than 2 × buffer_bytes per connection. An end of stream on
@@ -30,6 +32,7 @@
 #include <span>
 #include <vector>
 
+#include "apps/proxy/buffer_pool.h"
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy_protocol.h"
@@ -121,13 +124,49 @@ Task<bool> send_proxy_header(TcpStream<P>& client, TcpStream<P>& up, int version
   co_return w.ok();
 }
 
-// How a pump moves one chunk. Copy: read into the pump's buffer, write it all out.
+// How a pump moves one chunk (in: read one; out: write it all). Copy through a buffer held only
+// while a chunk is in flight (RelayBuffers): taken when the source has data, given back by done()
+// once the chunk was written (or when the pump ends). On readiness backends the read itself takes
+// it, and gives it back on EAGAIN; on completion backends wait_readable() comes first.
 template <PollerBackend P>
-struct CopyMover {
-  std::span<std::byte> buf;
-  size_t cap() const { return buf.size(); }
-  auto in(TcpStream<P>* src) { return src->read(buf); }
-  auto out(TcpStream<P>* dst, size_t n) { return dst->write(buf.first(n)); }
+struct PooledCopyMover {
+  size_t size;
+  ShardMetrics* m;
+  std::byte* buf = nullptr;
+  PooledCopyMover(size_t s, ShardMetrics* mm) noexcept : size(s), m(mm) {}
+  PooledCopyMover(PooledCopyMover&& o) noexcept
+      : size(o.size), m(o.m), buf(std::exchange(o.buf, nullptr)) {}
+  PooledCopyMover& operator=(PooledCopyMover&&) = delete;
+  ~PooledCopyMover() { done(); }
+  size_t cap() const { return size; }
+  void take() {
+    if (buf) return;
+    buf = RelayBuffers::local().take(size);
+    m->gauge(m->relay_buffers, 1);
+  }
+  void done() noexcept {
+    if (!buf) return;
+    RelayBuffers::local().give(std::exchange(buf, nullptr), size);
+    m->gauge(m->relay_buffers, -1);
+  }
+  auto in(TcpStream<P>* src) requires(!P::kCompletion) {
+    return src->poll_fd().ready_op(Mode::kRead, [this](int fd) -> ssize_t {
+      take();
+      const ssize_t n = ::recv(fd, buf, size, 0);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        done();  // nothing there: wait holding nothing
+        errno = EAGAIN;
+      }
+      return n;
+    });
+  }
+  Task<IoResult> in(TcpStream<P>* src) requires(P::kCompletion) {
+    const IoResult w = co_await src->poll_fd().wait_readable();
+    if (!w.ok()) co_return w;
+    take();
+    co_return co_await src->read(std::span<std::byte>(buf, size));
+  }
+  auto out(TcpStream<P>* dst, size_t n) { return dst->write(std::span<const std::byte>(buf, n)); }
 };
 
 // Splice (readiness backends): socket → the pump's pipe → socket, the bytes staying in
@@ -190,7 +229,8 @@ Task<void> pump(Relay<P>* r, TcpStream<P>* src, TcpStream<P>* dst, Mover mv, boo
   ShardMetrics& m = *r->m;
   for (;;) {
     if (r->idle_ns > 0) (void)src->set_read_deadline(r->last_activity + r->idle_ns);
-    const IoResult rd = co_await mv.in(src);
+    IoResult rd = co_await mv.in(src);
+    if (rd.ok() && rd.n == 0) rd.err = Errc::kEof;  // a read system call's 0
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {
         (void)dst->shutdown_write();  // half-close, carried through
@@ -209,6 +249,7 @@ Task<void> pump(Relay<P>* r, TcpStream<P>* src, TcpStream<P>* dst, Mover mv, boo
     const int64_t t0 = mono_now_ns();
     if (r->idle_ns > 0) (void)dst->set_write_deadline(t0 + r->idle_ns);
     const IoResult wr = co_await mv.out(dst, rd.n);
+    if constexpr (requires { mv.done(); }) mv.done();  // the buffer goes back between chunks
     const int64_t t1 = mono_now_ns();
     if (!wr.ok()) {
       if (wr.err.timeout()) {
@@ -252,9 +293,8 @@ Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
       co_return;
     }
   }
-  std::unique_ptr<std::byte[]> mem(new std::byte[2 * cap]);
-  sched.spawn(pump(&r, &up, &client, CopyMover<P>{{mem.get() + cap, cap}}, false, &j));
-  co_await pump(&r, &client, &up, CopyMover<P>{{mem.get(), cap}}, true,
+  sched.spawn(pump(&r, &up, &client, PooledCopyMover<P>(cap, &m), false, &j));
+  co_await pump(&r, &client, &up, PooledCopyMover<P>(cap, &m), true,
                 static_cast<Joiner<P>*>(nullptr));
   co_await j.wait();
 }
