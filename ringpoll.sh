@@ -5,6 +5,7 @@
 #   ./ringpoll.sh demo                               echo server + L4 proxy + load generator on loopback, report
 #   ./ringpoll.sh bench [--quick] [--reps N]         micro-benchmarks + echo/HTTP/proxy side by side with peers
 #   ./ringpoll.sh build [--sanitize address|thread]  install and build only
+#   ./ringpoll.sh soak --minutes N                   echo, HTTP and proxy traffic for N minutes; fails on drift
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -172,6 +173,11 @@ cmd_test() {
   CTEST_PREFIX=()
   [ -n "$SAN" ] && return 0
   check_install "$DIR"
+  # One minute of soak (bench/hardening/soak.py): no RSS or descriptor drift, no error.
+  install_packages python3
+  say "soak: 1 minute of echo, HTTP and proxy traffic with churn, slow clients, resets, reloads"
+  python3 bench/hardening/soak.py --bin "$DIR/bin" --minutes 1 --out "$DIR/soak" \
+    || die "soak: drift or errors (samples in $DIR/soak/samples.json)"
   # The Release run also fuzzes the parsers for a bounded time and runs the Windows
   # backend's suite under Wine.
   install_packages "${FUZZ_PACKAGES[@]}"
@@ -307,6 +313,16 @@ cmd_bench() {
   exec python3 bench/harness bench --out "$out" ${mb:+--microbench "$mb"} "$@"
 }
 
+# soak --minutes N [--out DIR]: bench/hardening/soak.py against the Release build's ringpoll-serve
+# and ringpoll-proxy (RSS, descriptors at rest and errors checked; exit 1 on drift).
+cmd_soak() {
+  install_packages
+  install_packages python3
+  NINJA_TARGETS="ringpoll-serve ringpoll-proxy" build build -DCMAKE_BUILD_TYPE=Release -DRINGPOLL_SANITIZE=
+  say "soak: $*"
+  python3 bench/hardening/soak.py --bin build/bin "$@"
+}
+
 cmd_demo() {
   install_packages
   install_bench_packages python3
@@ -322,7 +338,8 @@ case "${1:-}" in
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
   demo) shift; cmd_demo "$@" ;;
+  soak) shift; cmd_soak "$@" ;;
   build) shift; parse_sanitize "$@"; install_packages; build "$DIR" "${ARGS[@]}" ;;
   -h|--help|help|"") sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (try: test, demo, bench, build)" ;;
+  *) die "unknown command '$1' (try: test, demo, bench, build, soak)" ;;
 esac
