@@ -16,7 +16,8 @@ struct FdLimit {
 };
 
 // Raises the soft limit to the hard one, or to the larger of `want` and `cap` when the hard
-// limit is higher than both (or unlimited).
+// limit is higher than both (or unlimited); first the hard limit to `want` when it is
+// lower and the process may raise it.
 // `want` (0: unknown) is what the configuration needs: a hard limit below it is reported
 // in problem, naming `what` needs it and how to raise it.
 inline FdLimit raise_fd_limit(uint64_t want, const std::string& what,
@@ -24,6 +25,12 @@ inline FdLimit raise_fd_limit(uint64_t want, const std::string& what,
   FdLimit r;
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return r;  // cannot tell: accept's EMFILE will
+  if (rl.rlim_max != RLIM_INFINITY && want > static_cast<uint64_t>(rl.rlim_max)) {
+    // A privileged process (CAP_SYS_RESOURCE, e.g. root) may raise the hard limit too, up
+    // to fs.nr_open; anyone else gets EPERM and the problem below.
+    const rlimit more{static_cast<rlim_t>(want), static_cast<rlim_t>(want)};
+    if (setrlimit(RLIMIT_NOFILE, &more) == 0) (void)getrlimit(RLIMIT_NOFILE, &rl);
+  }
   r.hard = rl.rlim_max == RLIM_INFINITY ? cap : static_cast<uint64_t>(rl.rlim_max);
   const uint64_t wanted = want > cap ? want : cap;
   const uint64_t goal = wanted < r.hard ? wanted : r.hard;
