@@ -58,6 +58,8 @@ class AdminEndpoint {
         at, [this](TcpStream<P>& c) { return serve(c); }, why);
   }
   SocketAddress address() const { return server_->address(); }
+  // More Prometheus text for the metrics page (the HTTP mode's, apps/proxy/http_metrics.h).
+  void set_extra(std::function<std::string()> f) { extra_ = std::move(f); }
   // Closes the listener and aborts open requests; returns once their handlers ended.
   void shutdown() { (void)server_->shutdown(0); }
 
@@ -118,6 +120,7 @@ class AdminEndpoint {
       type = "text/plain; version=0.0.4";
       body = metrics_.render(pools_(), mono_now_ns());
       body += co_await backend_metrics();
+      if (extra_) body += extra_();
     } else if (req.method == http::Method::kGet && req.target == "/healthz") {
       body = "ok\n";
     } else {
@@ -145,6 +148,7 @@ class AdminEndpoint {
   Engine<P>& e_;
   const Metrics& metrics_;
   PoolsFn pools_;
+  std::function<std::string()> extra_;
   http::ParserLimits limits_;
   std::unique_ptr<TcpServer<P>> server_;
 };

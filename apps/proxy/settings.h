@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "apps/http/request_parser.h"
+#include "apps/proxy/http_settings.h"
 #include "apps/proxy/pool.h"
 #include "engine/net.h"
 #include "packet/packet_io.h"
@@ -18,6 +19,8 @@ struct ListenerSettings {
   std::string pool;        // the name of a PoolSettings
   int proxy_protocol = 0;  // 0: off, 1: v1 text, 2: v2 binary
   bool udp = false;        // datagrams: per-client flows (apps/proxy/udp.h)
+  bool http = false;       // HTTP/1.1 requests routed by http.routes (apps/proxy/http_relay.h)
+  HttpSettings http_settings;
 };
 
 struct ProxySettings {
