@@ -1,9 +1,10 @@
-// ringpoll-proxy: an L4 TCP and UDP proxy on the sharded engine.
+// ringpoll-proxy: an L4 TCP and UDP proxy and an HTTP/1.1 proxy on the sharded engine.
 //
 //   quick form:  ringpoll-proxy --listen ADDR:PORT --upstream ADDR:PORT [--upstream ...]
 //                               [--balance round_robin|least_conn] [--proxy-protocol off|v1|v2]
-//                               [--protocol tcp|udp]
-//   full form:   ringpoll-proxy --config FILE        ([[proxy.listener]] / [[proxy.pool]])
+//                               [--protocol tcp|udp|http]
+//   full form:   ringpoll-proxy --config FILE        ([[proxy.listener]] / [[proxy.pool]] /
+//                                                     [[proxy.route]])
 //   both:        [--admin ADDR:PORT] [--profile NAME|PATH] [--set key=value ...] [--print-config]
 //
 // The first line on stdout says where it listens, once every listener is bound:
@@ -58,8 +59,8 @@ bool apply_quick_form(const QuickForm& q, tuning::Config* cfg, std::string* why)
     *why = "--listen needs at least one --upstream";
     return false;
   }
-  if (q.protocol == "udp" && q.proxy_protocol != "off") {
-    *why = "--proxy-protocol is for TCP (--protocol udp)";
+  if (q.protocol != "tcp" && q.proxy_protocol != "off") {
+    *why = "--proxy-protocol is for TCP (--protocol " + q.protocol + ")";
     return false;
   }
   SocketAddress a;
@@ -86,8 +87,9 @@ bool apply_quick_form(const QuickForm& q, tuning::Config* cfg, std::string* why)
   l.proxy_protocol = q.proxy_protocol == "v1"   ? tuning::ProxyProtocol::kV1
                      : q.proxy_protocol == "v2" ? tuning::ProxyProtocol::kV2
                                                 : tuning::ProxyProtocol::kOff;
-  l.protocol =
-      q.protocol == "udp" ? tuning::ListenerProtocol::kUdp : tuning::ListenerProtocol::kTcp;
+  l.protocol = q.protocol == "udp"    ? tuning::ListenerProtocol::kUdp
+               : q.protocol == "http" ? tuning::ListenerProtocol::kHttp
+                                      : tuning::ListenerProtocol::kTcp;
   cfg->proxy.pools = {pool};
   cfg->proxy.listeners = {l};
   return true;
@@ -111,6 +113,11 @@ std::string describe(const proxy::ProxySettings& s, size_t i, const SocketAddres
   const proxy::ListenerSettings& l = s.listeners[i];
   const int k = proxy::pool_index(s, l.pool);
   const size_t n = k >= 0 ? s.pools[static_cast<size_t>(k)].upstreams.size() : 0;
+  if (l.http) {
+    const size_t r = l.http_settings.routes.size();
+    return bound.to_string() + " (" + l.name + " http: " + std::to_string(r) +
+           (r == 1 ? " route)" : " routes)");
+  }
   return bound.to_string() + " (" + l.name + (l.udp ? " udp" : "") + " -> pool " + l.pool + ": " +
          std::to_string(n) + (n == 1 ? " upstream)" : " upstreams)");
 }
@@ -203,8 +210,9 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"round_robin", "least_conn"}));
   app.add_option("--proxy-protocol", q.proxy_protocol, "Quick form: off, v1 or v2")
       ->check(CLI::IsMember({"off", "v1", "v2"}));
-  app.add_option("--protocol", q.protocol, "Quick form: tcp or udp (per-client flows)")
-      ->check(CLI::IsMember({"tcp", "udp"}));
+  app.add_option("--protocol", q.protocol,
+                 "Quick form: tcp, udp (per-client flows) or http (HTTP/1.1, one default route)")
+      ->check(CLI::IsMember({"tcp", "udp", "http"}));
   app.add_option("--admin", admin, "Serve Prometheus metrics at http://ADDR:PORT/metrics");
   try {
     app.parse(argc, argv);

@@ -40,8 +40,8 @@ constexpr Named<Balance> kBalanceNames[] = {{"round_robin", Balance::kRoundRobin
                                             {"least_conn", Balance::kLeastConn}};
 constexpr Named<ProxyProtocol> kProxyProtocolNames[] = {
     {"off", ProxyProtocol::kOff}, {"v1", ProxyProtocol::kV1}, {"v2", ProxyProtocol::kV2}};
-constexpr Named<ListenerProtocol> kListenerProtocolNames[] = {{"tcp", ListenerProtocol::kTcp},
-                                                              {"udp", ListenerProtocol::kUdp}};
+constexpr Named<ListenerProtocol> kListenerProtocolNames[] = {
+    {"tcp", ListenerProtocol::kTcp}, {"udp", ListenerProtocol::kUdp}, {"http", ListenerProtocol::kHttp}};
 constexpr Named<PacketPath> kPacketPathNames[] = {
     {"kernel", PacketPath::kKernel}, {"dpdk", PacketPath::kDpdk}, {"xdp", PacketPath::kXdp}};
 
@@ -65,7 +65,8 @@ template <class E>
 struct EnumSpec {
   std::span<const Named<E>> names;
 };
-enum class TextKind { kName, kAddress, kPoolRef };
+// kMatch: optional, may be empty (a route's match keys: empty matches anything).
+enum class TextKind { kName, kAddress, kPoolRef, kMatch };
 struct TextSpec {
   TextKind kind;
 };
@@ -154,10 +155,33 @@ void fields(ProxyPool& s, V&& v) {
   v("check_timeout_ms", s.check_timeout_ms, IntSpec{1, kHourMs});
 }
 template <class V>
+void fields(ProxyRoute& s, V&& v) {
+  v("name", s.name, TextSpec{TextKind::kName});
+  v("listener", s.listener, TextSpec{TextKind::kName});
+  v("pool", s.pool, TextSpec{TextKind::kPoolRef});
+  v("host", s.host, TextSpec{TextKind::kMatch});
+  v("path_prefix", s.path_prefix, TextSpec{TextKind::kMatch});
+  v("method", s.method, TextSpec{TextKind::kMatch});
+  v("connect_ms", s.connect_ms, IntSpec{1, kHourMs});
+  v("header_read_ms", s.header_read_ms, IntSpec{0, kHourMs});
+  v("response_header_ms", s.response_header_ms, IntSpec{0, kHourMs});
+  v("idle_ms", s.idle_ms, IntSpec{0, 24 * kHourMs});
+}
+template <class V>
+void fields(HttpSection& s, V&& v) {
+  v("x_forwarded", s.x_forwarded, BoolSpec{});
+  v("forwarded", s.forwarded, BoolSpec{});
+  v("via", s.via, BoolSpec{});
+  v("max_idle_per_upstream", s.max_idle_per_upstream, IntSpec{0, 100000});
+  v("max_requests_per_connection", s.max_requests_per_connection, IntSpec{1, 100000000});
+  v("upstream_idle_ms", s.upstream_idle_ms, IntSpec{1, kHourMs});
+}
+template <class V>
 void fields(ProxySection& s, V&& v) {
   v("splice", s.splice, EnumSpec<SpliceMode>{kSpliceNames});
   v("listener", s.listeners, TableListSpec{});
   v("pool", s.pools, TableListSpec{});
+  v("route", s.routes, TableListSpec{});
   v("udp_idle_ms", s.udp_idle_ms, IntSpec{1, 24 * kHourMs});
   v("udp_max_flows", s.udp_max_flows, IntSpec{1, 100000000});
 }
@@ -184,6 +208,7 @@ void sections(Config& c, V&& v) {
   v("timeouts", c.timeouts);
   v("limits", c.limits);
   v("proxy", c.proxy);
+  v("http", c.http);
   v("packet", c.packet);
 }
 
@@ -352,7 +377,9 @@ class Reader {
       return;
     }
     if (!v.is_string()) return wrong_type(v, key, "a string");
-    if (v.as_string().str.empty()) return fail(v, key, "must not be empty");
+    if (v.as_string().str.empty() && spec.kind != TextKind::kMatch) {
+      return fail(v, key, "must not be empty");
+    }
     out = v.as_string().str;
   }
 
@@ -413,7 +440,10 @@ class Reader {
   void require(const toml::value& t, const std::string& prefix, T& item) {
     fields(item, [&](const char* name, auto&, const auto& spec) {
       using Spec = std::decay_t<decltype(spec)>;
-      if constexpr (std::is_same_v<Spec, TextSpec> || std::is_same_v<Spec, AddressListSpec>) {
+      if constexpr (std::is_same_v<Spec, TextSpec>) {
+        if (spec.kind != TextKind::kMatch && !t.as_table().count(name))
+          fail(t, prefix + "." + name, "is required");
+      } else if constexpr (std::is_same_v<Spec, AddressListSpec>) {
         if (!t.as_table().count(name)) fail(t, prefix + "." + name, "is required");
       }
     });
@@ -458,12 +488,48 @@ void cross_check(const Config& c, Reader& r) {
       const std::string key = indexed("proxy.listener", i) + ".proxy_protocol";
       r.fail(line_of(key), key, "the PROXY protocol is for TCP listeners (this one is udp)");
     }
+    if (l.protocol == ListenerProtocol::kHttp && l.proxy_protocol != ProxyProtocol::kOff) {
+      const std::string key = indexed("proxy.listener", i) + ".proxy_protocol";
+      r.fail(line_of(key), key, "HTTP listeners send X-Forwarded-For / Forwarded, not PROXY");
+    }
     if (l.pool.empty()) continue;  // already reported as required
     const bool found = std::any_of(c.proxy.pools.begin(), c.proxy.pools.end(),
                                    [&](const ProxyPool& p) { return p.name == l.pool; });
     if (found) continue;
     const std::string key = indexed("proxy.listener", i) + ".pool";
     r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(l.pool));
+  }
+  unique(c.proxy.routes, "proxy.route", "route");
+  for (size_t i = 0; i < c.proxy.routes.size(); ++i) {
+    const ProxyRoute& rt = c.proxy.routes[i];
+    if (!rt.listener.empty()) {
+      auto l = std::find_if(c.proxy.listeners.begin(), c.proxy.listeners.end(),
+                            [&](const ProxyListener& x) { return x.name == rt.listener; });
+      const std::string key = indexed("proxy.route", i) + ".listener";
+      if (l == c.proxy.listeners.end()) {
+        r.fail(line_of(key), key, "no [[proxy.listener]] is named " + quote(rt.listener));
+      } else if (l->protocol != ListenerProtocol::kHttp) {
+        r.fail(line_of(key), key,
+               "listener " + quote(rt.listener) + " is not an HTTP listener (protocol = \"http\")");
+      }
+    }
+    if (!rt.pool.empty() &&
+        std::none_of(c.proxy.pools.begin(), c.proxy.pools.end(),
+                     [&](const ProxyPool& p) { return p.name == rt.pool; })) {
+      const std::string key = indexed("proxy.route", i) + ".pool";
+      r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(rt.pool));
+    }
+    if (!rt.host.empty() && (rt.host.find_first_of(" \t/:") != std::string::npos ||
+                             rt.host.find('*', rt.host[0] == '*' ? 1 : 0) != std::string::npos ||
+                             (rt.host[0] == '*' && rt.host.rfind("*.", 0) != 0))) {
+      const std::string key = indexed("proxy.route", i) + ".host";
+      r.fail(line_of(key), key,
+             "must be a host name or \"*.\" and a domain, got " + quote(rt.host));
+    }
+    if (!rt.path_prefix.empty() && rt.path_prefix[0] != '/') {
+      const std::string key = indexed("proxy.route", i) + ".path_prefix";
+      r.fail(line_of(key), key, "must start with '/', got " + quote(rt.path_prefix));
+    }
   }
 }
 

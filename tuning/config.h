@@ -35,7 +35,7 @@ enum class UringMode { kReadiness, kCompletion };
 enum class SpliceMode { kAuto, kOn, kOff };
 enum class Balance { kRoundRobin, kLeastConn };
 enum class ProxyProtocol { kOff, kV1, kV2 };
-enum class ListenerProtocol { kTcp, kUdp };
+enum class ListenerProtocol { kTcp, kUdp, kHttp };
 enum class PacketPath { kKernel, kDpdk, kXdp };
 
 struct EngineSection {
@@ -103,13 +103,30 @@ struct ProxyListener {
   std::string listen;  // "ADDR:PORT", checked with parse_address
   std::string pool;    // names a ProxyPool
   ProxyProtocol proxy_protocol = ProxyProtocol::kOff;
-  ListenerProtocol protocol = ListenerProtocol::kTcp;  // "udp": datagrams, per-client flows
+  ListenerProtocol protocol = ListenerProtocol::kTcp;  // "udp": datagrams, per-client flows;
+                                                      // "http": requests routed by [[proxy.route]]
   // Admission limits at accept (engine/accept_limits.h); 0: no limit.
   int64_t max_connections = 0;         // open at once on this listener
   int64_t max_conn_rate = 0;           // new connections per second on this listener
   int64_t max_client_connections = 0;  // open at once from one client address
   int64_t max_client_conn_rate = 0;    // new connections per second from one client address
   bool operator==(const ProxyListener&) const = default;
+};
+
+// One route of an HTTP listener ([[proxy.route]]): requests whose Host, path and method
+// match go to `pool`. Empty match keys match anything.
+struct ProxyRoute {
+  std::string name;
+  std::string listener;     // names a ProxyListener with protocol = "http"
+  std::string pool;         // names a ProxyPool
+  std::string host;         // "" any, "a.example", "*.example"
+  std::string path_prefix;  // "" any
+  std::string method;       // "" any
+  int64_t connect_ms = 5000;
+  int64_t header_read_ms = 10000;      // 0: none
+  int64_t response_header_ms = 30000;  // 0: none
+  int64_t idle_ms = 60000;             // 0: none
+  bool operator==(const ProxyRoute&) const = default;
 };
 
 struct ProxyPool {
@@ -127,9 +144,21 @@ struct ProxySection {
   SpliceMode splice = SpliceMode::kOff;
   std::vector<ProxyListener> listeners;  // [[proxy.listener]]
   std::vector<ProxyPool> pools;          // [[proxy.pool]]
+  std::vector<ProxyRoute> routes;        // [[proxy.route]], in order: first match wins
   int64_t udp_idle_ms = 30000;           // a UDP flow with no datagram either way ends
   int64_t udp_max_flows = 65536;         // UDP flows at once (all listeners, all shards)
   bool operator==(const ProxySection&) const = default;
+};
+
+// ringpoll-proxy's HTTP listeners ([http]).
+struct HttpSection {
+  bool x_forwarded = true;  // X-Forwarded-For / X-Forwarded-Proto on requests
+  bool forwarded = false;   // RFC 7239 Forwarded on requests
+  bool via = true;          // Via on requests and responses
+  int64_t max_idle_per_upstream = 64;  // idle keep-alive connections per shard and upstream
+  int64_t max_requests_per_connection = 10000;
+  int64_t upstream_idle_ms = 30000;  // an idle keep-alive connection is closed after this
+  bool operator==(const HttpSection&) const = default;
 };
 
 // The packet-I/O paths (packet/): UDP datagrams polled by each shard.
@@ -157,6 +186,7 @@ struct Config {
   TimeoutsSection timeouts;
   LimitsSection limits;
   ProxySection proxy;
+  HttpSection http;
   PacketSection packet;
   bool operator==(const Config&) const = default;
 };

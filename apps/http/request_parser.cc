@@ -65,6 +65,30 @@ int status_code(ParseError e) noexcept {
   return 400;
 }
 
+const char* to_string(Refusal r) noexcept {
+  switch (r) {
+    case Refusal::kNone:
+      return "none";
+    case Refusal::kBareLf:
+      return "bare_lf";
+    case Refusal::kNul:
+      return "nul";
+    case Refusal::kObsFold:
+      return "obs_fold";
+    case Refusal::kLengthAndEncoding:
+      return "length_and_encoding";
+    case Refusal::kDuplicateLength:
+      return "duplicate_length";
+    case Refusal::kBadLength:
+      return "bad_length";
+    case Refusal::kBadTransferEncoding:
+      return "bad_transfer_encoding";
+    case Refusal::kOther:
+      return "other";
+  }
+  return "?";
+}
+
 const char* to_string(ParseError e) noexcept {
   switch (e) {
     case ParseError::kNone:
@@ -91,6 +115,7 @@ RequestParser::RequestParser(ParserLimits limits) : limits_(limits) {
 void RequestParser::reset() noexcept {
   state_ = State::kStart;
   error_ = ParseError::kNone;
+  refusal_ = Refusal::kNone;
   req_ = Request{};
   line_.clear();
   body_left_ = 0;
@@ -105,16 +130,27 @@ void RequestParser::begin_request() noexcept {
   hosts_ = 0;
   have_length_ = false;
   transfer_encoding_ = false;
+  te_fields_ = 0;
+  te_chunked_ = true;
+  lengths_ = 0;
   conn_close_ = false;
   conn_keep_alive_ = false;
   cl_value_ = 0;
   content_length_ = 0;
 }
 
-RequestParser::Result RequestParser::fail(ParseError e) noexcept {
+RequestParser::Result RequestParser::fail(ParseError e, Refusal r) noexcept {
   state_ = State::kError;
   error_ = e;
+  refusal_ = r;
   return Result::kError;
+}
+
+// A byte the grammar refuses where a line could end or a NUL could hide: say which.
+RequestParser::Result RequestParser::fail_line_end(unsigned char c) noexcept {
+  return fail(ParseError::kBadRequest, c == '\n'   ? Refusal::kBareLf
+                                       : c == '\0' ? Refusal::kNul
+                                                   : Refusal::kOther);
 }
 
 void RequestParser::classify_field() noexcept {
@@ -171,6 +207,16 @@ bool RequestParser::value_byte(unsigned char c) noexcept {
         return true;
       }
       return false;  // signs, commas (a repeated list), letters
+    case Field::kTransferEncoding:
+      // Proxy mode only: the value, blanks around it dropped, must be exactly "chunked".
+      if (is_blank(c)) {
+        if (token_len_ > 0) value_ended_ = true;
+      } else {
+        if (value_ended_) te_chunked_ = false;  // "chunked x", "a b"
+        if (token_len_ < kTokenCap) token_[token_len_] = lower(c);
+        ++token_len_;
+      }
+      return true;
     default:
       return true;
   }
@@ -182,11 +228,22 @@ bool RequestParser::end_header() noexcept {
       end_connection_token();
       return true;
     case Field::kContentLength:
-      if (!cl_digits_) return false;
+      if (!cl_digits_) {
+        refusal_ = Refusal::kBadLength;
+        return false;
+      }
+      ++lengths_;
       // Two Content-Length fields that disagree make the framing ambiguous.
-      if (have_length_ && cl_value_ != content_length_) return false;
+      if (have_length_ && cl_value_ != content_length_) {
+        refusal_ = Refusal::kDuplicateLength;
+        return false;
+      }
       have_length_ = true;
       content_length_ = cl_value_;
+      return true;
+    case Field::kTransferEncoding:
+      ++te_fields_;
+      if (token_len_ != 7 || std::string_view(token_, 7) != "chunked") te_chunked_ = false;
       return true;
     default:
       return true;
@@ -197,7 +254,20 @@ RequestParser::Result RequestParser::finish_head() noexcept {
   const int major = version_[5] - '0';
   if (major != 1) return fail(ParseError::kVersionNotSupported);
   const int minor = version_[7] - '0';
-  if (transfer_encoding_) return fail(ParseError::kNotImplemented);
+  req_.chunked = false;
+  if (limits_.proxy) {
+    if (transfer_encoding_ && have_length_) {
+      return fail(ParseError::kBadRequest, Refusal::kLengthAndEncoding);
+    }
+    if (lengths_ > 1) return fail(ParseError::kBadRequest, Refusal::kDuplicateLength);
+    if (transfer_encoding_ && (te_fields_ != 1 || !te_chunked_)) {
+      return fail(ParseError::kBadRequest, Refusal::kBadTransferEncoding);
+    }
+    req_.chunked = transfer_encoding_;
+  } else if (transfer_encoding_) {
+    return fail(ParseError::kNotImplemented);
+  }
+  req_.has_body_framing = transfer_encoding_ || have_length_;
   if (hosts_ > 1 || (minor >= 1 && hosts_ == 0)) return fail(ParseError::kBadRequest);
   req_.method_name = std::string_view(line_.data(), method_len_);
   req_.target = std::string_view(line_.data() + method_len_, line_.size() - method_len_);
@@ -207,7 +277,8 @@ RequestParser::Result RequestParser::finish_head() noexcept {
   req_.version_minor = minor;
   req_.keep_alive = minor >= 1 ? !conn_close_ : conn_keep_alive_ && !conn_close_;
   req_.content_length = content_length_;
-  body_left_ = content_length_;
+  // Proxy mode: the proxy relays the body itself and feeds the parser the next head only.
+  body_left_ = limits_.proxy ? 0 : content_length_;
   state_ = body_left_ > 0 ? State::kBody : State::kStart;
   begin_request();
   return Result::kRequest;
@@ -245,11 +316,11 @@ RequestParser::Result RequestParser::feed(const char* data, size_t n, size_t* us
           line_.clear();  // only now: the previous request's views stayed valid until here
           state_ = State::kMethod;
         } else {
-          return out(fail(ParseError::kBadRequest));
+          return out(fail_line_end(c));
         }
         break;
       case State::kStartLf:
-        if (c != '\n') return out(fail(ParseError::kBadRequest));
+        if (c != '\n') return out(fail(ParseError::kBadRequest, Refusal::kBareLf));
         if (++line_bytes_ > max_line) return out(fail(ParseError::kUriTooLong));
         state_ = State::kStart;
         ++p;
@@ -263,7 +334,7 @@ RequestParser::Result RequestParser::feed(const char* data, size_t n, size_t* us
         line_bytes_ += k;
         p += k;
         if (p == end) break;
-        if (*p != ' ') return out(fail(ParseError::kBadRequest));
+        if (*p != ' ') return out(fail_line_end(static_cast<unsigned char>(*p)));
         if (method) {
           method_len_ = line_.size();
           state_ = State::kTarget;
@@ -286,15 +357,13 @@ RequestParser::Result RequestParser::feed(const char* data, size_t n, size_t* us
           ++p;
           break;
         }
-        if (!is_target_byte(c) || version_len_ == kVersionLen) {
-          return out(fail(ParseError::kBadRequest));
-        }
+        if (!is_target_byte(c) || version_len_ == kVersionLen) return out(fail_line_end(c));
         if (++line_bytes_ > max_line) return out(fail(ParseError::kUriTooLong));
         version_[version_len_++] = static_cast<char>(c);
         ++p;
         break;
       case State::kLineLf:
-        if (c != '\n') return out(fail(ParseError::kBadRequest));
+        if (c != '\n') return out(fail(ParseError::kBadRequest, Refusal::kBareLf));
         state_ = State::kHeaderStart;
         ++p;
         break;
@@ -306,9 +375,11 @@ RequestParser::Result RequestParser::feed(const char* data, size_t n, size_t* us
         } else if (is_tchar(c)) {
           name_len_ = 0;
           state_ = State::kHeaderName;
+        } else if (is_blank(c)) {
+          // Obsolete line folding is refused (RFC 9112 5.2).
+          return out(fail(ParseError::kBadRequest, Refusal::kObsFold));
         } else {
-          // Includes a line starting with blanks: obsolete folding is refused (RFC 9112 5.2).
-          return out(fail(ParseError::kBadRequest));
+          return out(fail_line_end(c));
         }
         break;
       case State::kHeaderName: {
@@ -321,7 +392,7 @@ RequestParser::Result RequestParser::feed(const char* data, size_t n, size_t* us
         header_bytes_ += k;
         p += k;
         if (p == end) break;
-        if (*p != ':') return out(fail(ParseError::kBadRequest));  // incl. "Name :"
+        if (*p != ':') return out(fail_line_end(static_cast<unsigned char>(*p)));  // "Name :"
         if (++header_bytes_ > max_headers) return out(fail(ParseError::kHeadersTooLarge));
         classify_field();
         state_ = State::kHeaderValue;
@@ -334,29 +405,34 @@ RequestParser::Result RequestParser::feed(const char* data, size_t n, size_t* us
           state_ = State::kHeaderLf;
           ++p;
         } else if (field_ == Field::kOther || field_ == Field::kHost ||
-                   field_ == Field::kTransferEncoding) {
+                   (field_ == Field::kTransferEncoding && !limits_.proxy)) {
           // Values nobody interprets: check their bytes in one run.
           const size_t k =
               run_of(p, end, [](unsigned char b) { return b != '\r' && is_value_byte(b); });
-          if (k == 0) return out(fail(ParseError::kBadRequest));
+          if (k == 0) return out(fail_line_end(c));
           if (header_bytes_ + k > max_headers) return out(fail(ParseError::kHeadersTooLarge));
           header_bytes_ += k;
           p += k;
         } else {
-          if (!is_value_byte(c) || !value_byte(c)) return out(fail(ParseError::kBadRequest));
+          if (!is_value_byte(c)) return out(fail_line_end(c));
+          if (!value_byte(c)) {
+            return out(fail(ParseError::kBadRequest, field_ == Field::kContentLength
+                                                         ? Refusal::kBadLength
+                                                         : Refusal::kOther));
+          }
           if (++header_bytes_ > max_headers) return out(fail(ParseError::kHeadersTooLarge));
           ++p;
         }
         break;
       case State::kHeaderLf:
-        if (c != '\n') return out(fail(ParseError::kBadRequest));
+        if (c != '\n') return out(fail(ParseError::kBadRequest, Refusal::kBareLf));
         if (++header_bytes_ > max_headers) return out(fail(ParseError::kHeadersTooLarge));
-        if (!end_header()) return out(fail(ParseError::kBadRequest));
+        if (!end_header()) return out(fail(ParseError::kBadRequest, refusal_));
         state_ = State::kHeaderStart;
         ++p;
         break;
       case State::kHeadEndLf:
-        if (c != '\n') return out(fail(ParseError::kBadRequest));
+        if (c != '\n') return out(fail(ParseError::kBadRequest, Refusal::kBareLf));
         if (++header_bytes_ > max_headers) return out(fail(ParseError::kHeadersTooLarge));
         ++p;
         return out(finish_head());

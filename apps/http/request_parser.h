@@ -34,6 +34,17 @@
 //   - any Transfer-Encoding on a request is 501: chunked request bodies are not parsed
 //     (benchmark clients never send them) and guessing their framing would desynchronise
 //     the pipeline.
+//
+// In proxy mode (ParserLimits::proxy, ringpoll-proxy's HTTP listeners) the request is
+// going to be relayed, so any framing two parties could read differently is refused with
+// 400 (request smuggling, RFC 9112 6.3 and 11.2), and refusal() says which rule:
+//   - "Transfer-Encoding: chunked" (one field, exactly that coding) is accepted and
+//     Request::chunked set; any other Transfer-Encoding (a list, another coding, two
+//     fields, odd spelling) is kBadTransferEncoding;
+//   - Transfer-Encoding together with Content-Length is kLengthAndEncoding;
+//   - two Content-Length fields, even equal ones, are kDuplicateLength.
+// In both modes refusal() also tells a bare LF, a NUL and obs-fold apart from other
+// malformed input.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -64,11 +75,28 @@ struct Request {
   int version_minor = 1;  // HTTP/1.<minor>
   bool keep_alive = true;
   uint64_t content_length = 0;  // body bytes the parser skips after the head
+  bool chunked = false;         // proxy mode: a chunked body follows (not skipped)
+  bool has_body_framing = false;  // Content-Length or Transfer-Encoding was present
 };
+
+// Which rule refused a request (finer than ParseError, for a proxy's counters).
+enum class Refusal : uint8_t {
+  kNone,
+  kBareLf,                // a line ended by LF alone, or CR without LF
+  kNul,                   // a NUL byte in the head
+  kObsFold,               // a header line starting with a blank (obsolete folding)
+  kLengthAndEncoding,     // Content-Length and Transfer-Encoding both (proxy mode)
+  kDuplicateLength,       // Content-Length twice (proxy mode) or two different ones
+  kBadLength,             // a Content-Length that is not a decimal number
+  kBadTransferEncoding,   // anything but one "Transfer-Encoding: chunked" (proxy mode)
+  kOther,                 // any other malformed, oversized or unsupported head
+};
+const char* to_string(Refusal r) noexcept;
 
 struct ParserLimits {
   size_t max_request_line = 8192;
   size_t max_header_bytes = 16384;
+  bool proxy = false;  // the proxy's stricter framing rules (above)
 };
 
 class RequestParser {
@@ -85,6 +113,7 @@ class RequestParser {
 
   const Request& request() const noexcept { return req_; }
   ParseError error() const noexcept { return error_; }
+  Refusal refusal() const noexcept { return refusal_; }
 
   // Between requests: no byte of the next one seen and no body left to skip.
   bool idle() const noexcept { return state_ == State::kStart && line_bytes_ == 0; }
@@ -117,7 +146,8 @@ class RequestParser {
   // The header fields whose values the parser interprets.
   enum class Field : uint8_t { kOther, kHost, kConnection, kContentLength, kTransferEncoding };
 
-  Result fail(ParseError e) noexcept;
+  Result fail(ParseError e, Refusal r = Refusal::kOther) noexcept;
+  Result fail_line_end(unsigned char c) noexcept;
   void begin_request() noexcept;
   void classify_field() noexcept;
   bool value_byte(unsigned char c) noexcept;
@@ -135,6 +165,7 @@ class RequestParser {
   ParserLimits limits_;
   State state_ = State::kStart;
   ParseError error_ = ParseError::kNone;
+  Refusal refusal_ = Refusal::kNone;
   Request req_;
 
   std::string line_;  // method then target, back to back
@@ -157,6 +188,9 @@ class RequestParser {
   int hosts_ = 0;
   bool have_length_ = false;
   bool transfer_encoding_ = false;
+  int te_fields_ = 0;
+  bool te_chunked_ = true;  // every Transfer-Encoding value so far was exactly "chunked"
+  int lengths_ = 0;         // Content-Length fields seen
   bool conn_close_ = false;
   bool conn_keep_alive_ = false;
   uint64_t body_left_ = 0;

@@ -59,6 +59,8 @@ class AdminEndpoint {
         at, [this](TcpStream<P>& c) { return serve(c); }, why);
   }
   SocketAddress address() const { return server_->address(); }
+  // More Prometheus text for the metrics page (the HTTP mode's, apps/proxy/http_metrics.h).
+  void set_extra(std::function<std::string()> f) { extra_ = std::move(f); }
   // Closes the listener and aborts open requests; returns once their handlers ended.
   void shutdown() { (void)server_->shutdown(0); }
 
@@ -122,6 +124,7 @@ class AdminEndpoint {
       std::vector<uint64_t> stalls;  // atomics: read from here, no shard hop needed
       for (size_t i = 0; i < e_.size(); ++i) stalls.push_back(e_.shard(i).sched().stalls());
       body += render_stalls(stalls);
+      if (extra_) body += extra_();
     } else if (req.method == http::Method::kGet && req.target == "/healthz") {
       body = "ok\n";
     } else {
@@ -149,6 +152,7 @@ class AdminEndpoint {
   Engine<P>& e_;
   const Metrics& metrics_;
   PoolsFn pools_;
+  std::function<std::string()> extra_;
   http::ParserLimits limits_;
   std::unique_ptr<TcpServer<P>> server_;
 };

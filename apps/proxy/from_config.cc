@@ -2,6 +2,8 @@
 
 #include <netinet/in.h>
 
+#include "apps/proxy/http_metrics.h"
+
 namespace ringpoll::proxy {
 
 namespace {
@@ -42,6 +44,53 @@ bool check_packet_path(const ProxySettings& s, std::string* why) {
       }
     }
   }
+  return true;
+}
+
+// The routes of HTTP listener `name`, in file order; with none, one default route to the
+// listener's own pool. Plus the [http] knobs.
+bool http_routes(const tuning::Config& cfg, const ProxySettings& s, const std::string& name,
+                 const std::string& pool, HttpSettings* out, std::string* why) {
+  constexpr int64_t kMs = 1'000'000;
+  HttpSettings h;
+  h.x_forwarded = cfg.http.x_forwarded;
+  h.forwarded = cfg.http.forwarded;
+  h.via = cfg.http.via;
+  h.max_idle_per_upstream = static_cast<size_t>(cfg.http.max_idle_per_upstream);
+  h.max_requests_per_connection = static_cast<uint32_t>(cfg.http.max_requests_per_connection);
+  h.upstream_idle_ns = cfg.http.upstream_idle_ms * kMs;
+  for (const tuning::ProxyRoute& r : cfg.proxy.routes) {
+    if (r.listener != name) continue;
+    HttpRoute hr;
+    hr.name = r.name;
+    hr.host = r.host;
+    hr.path_prefix = r.path_prefix;
+    hr.method = r.method;
+    hr.pool = r.pool;
+    hr.pool_index = pool_index(s, r.pool);
+    hr.connect_timeout_ns = r.connect_ms * kMs;
+    hr.header_read_ns = r.header_read_ms * kMs;
+    hr.response_header_ns = r.response_header_ms * kMs;
+    hr.idle_ns = r.idle_ms * kMs;
+    h.routes.push_back(std::move(hr));
+  }
+  if (h.routes.empty()) {
+    HttpRoute d;
+    d.name = "default";
+    d.pool = pool;
+    d.pool_index = pool_index(s, pool);
+    d.connect_timeout_ns = cfg.timeouts.connect_ms * kMs;
+    d.header_read_ns = cfg.timeouts.header_read_ms * kMs;
+    d.idle_ns = cfg.timeouts.idle_ms * kMs;
+    h.routes.push_back(std::move(d));
+  }
+  for (const HttpRoute& r : h.routes) {
+    if (r.pool_index < 0) {
+      *why = "proxy.route '" + r.name + "': no pool named '" + r.pool + "'";
+      return false;
+    }
+  }
+  *out = std::move(h);
   return true;
 }
 
@@ -101,7 +150,18 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
              "max_client_conn_rate apply to TCP listeners only (udp_max_flows bounds UDP)";
       return false;
     }
+    ls.http = l.protocol == tuning::ListenerProtocol::kHttp;
+    if (ls.http && !http_routes(cfg, s, l.name, l.pool, &ls.http_settings, why)) return false;
     s.listeners.push_back(std::move(ls));
+  }
+  size_t slots = 0;
+  for (const ListenerSettings& l : s.listeners)
+    if (l.http) slots += l.http_settings.routes.size() + 1;
+  if (slots > kMaxHttpRouteSlots) {
+    *why = "too many [[proxy.route]] tables: " + std::to_string(slots) +
+           " metric slots (routes + 1 per HTTP listener), at most " +
+           std::to_string(kMaxHttpRouteSlots);
+    return false;
   }
   if (s.listeners.empty()) {
     *why = "no [[proxy.listener]] configured (or use --listen and --upstream)";

@@ -15,14 +15,19 @@
 // on it; the old generation's health checks end.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/proxy/admin.h"
 #include "apps/proxy/health.h"
+#include "apps/proxy/http_metrics.h"
+#include "apps/proxy/http_relay.h"
+#include "apps/proxy/http_upstreams.h"
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/relay.h"
@@ -37,7 +42,8 @@ namespace ringpoll::proxy {
 template <PollerBackend P>
 class ProxyServer {
  public:
-  ProxyServer(Engine<P>& e, ProxySettings s) : e_(e), metrics_(e.size()), checks_(e) {
+  ProxyServer(Engine<P>& e, ProxySettings s)
+      : e_(e), metrics_(e.size()), http_metrics_(e.size()), checks_(e) {
     current_ = make_generation(std::move(s));
   }
   // A started proxy that was not shut down is shut down here with no drain (listeners
@@ -131,6 +137,7 @@ class ProxyServer {
     started_ = true;
     admin_ = std::make_unique<AdminEndpoint<P>>(
         e_, metrics_, [this] { return pools(); }, generation()->s.http_limits);
+    admin_->set_extra([this] { return http_metrics_.render(http_slot_names()); });
     const Status st = admin_->start(at, why);
     if (st.ok()) admin_address_ = admin_->address();
     return st;
@@ -205,10 +212,27 @@ class ProxyServer {
       if (u) (void)u->shutdown(1'000'000'000);
     }
     checks_.wait();
+    // The HTTP mode's idle upstream connections close within one sweep tick (100 ms).
+    const int64_t sweep_end = mono_now_ns() + 2'000'000'000;
+    while (http_sweepers_.load() > 0 && mono_now_ns() < sweep_end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     return aborted;
   }
 
   Metrics& metrics() noexcept { return metrics_; }
+  HttpMetrics& http_metrics() noexcept { return http_metrics_; }
+  // "listener/route" for each HttpMetrics slot of the current generation.
+  std::vector<std::string> http_slot_names() const {
+    auto gen = generation();
+    std::vector<std::string> v;
+    for (const ListenerSettings& l : gen->s.listeners) {
+      if (!l.http) continue;
+      for (const HttpRoute& r : l.http_settings.routes) v.push_back(l.name + "/" + r.name);
+      v.push_back(l.name + "/(none)");
+    }
+    return v;
+  }
   uint64_t reloads() const noexcept { return reloads_.load(); }
   // The pools of the current generation (for the admin page and tests).
   std::vector<const Pool*> pools() const {
@@ -224,16 +248,38 @@ class ProxyServer {
     std::vector<std::unique_ptr<Pool>> pools;
     std::vector<Pool*> by_listener;
     std::atomic<bool> retired{false};
+    // HTTP listeners: the pool of each route, the first HttpMetrics slot, and per shard
+    // the idle upstream connections (each listener's own, as their limits are its).
+    std::vector<std::vector<Pool*>> route_pools;  // by listener
+    std::vector<size_t> route_slot;               // by listener
+    std::vector<std::vector<std::unique_ptr<HttpUpstreams<P>>>> http_up;  // [listener][shard]
   };
 
-  static std::shared_ptr<Generation> make_generation(ProxySettings s) {
+  std::shared_ptr<Generation> make_generation(ProxySettings s) {
     auto g = std::make_shared<Generation>();
     g->s = std::move(s);
     for (const PoolSettings& p : g->s.pools) g->pools.push_back(std::make_unique<Pool>(p));
+    size_t slot = 0;
     for (const ListenerSettings& l : g->s.listeners) {
       const int k = pool_index(g->s, l.pool);
       g->by_listener.push_back(k >= 0 ? g->pools[static_cast<size_t>(k)].get() : nullptr);
+      std::vector<Pool*> rp;
+      std::vector<std::unique_ptr<HttpUpstreams<P>>> ups;
+      g->route_slot.push_back(slot);
+      if (l.http) {
+        for (const HttpRoute& r : l.http_settings.routes) {
+          const int i = pool_index(g->s, r.pool);
+          rp.push_back(i >= 0 ? g->pools[static_cast<size_t>(i)].get() : nullptr);
+        }
+        slot += l.http_settings.routes.size() + 1;
+        for (size_t sh = 0; sh < e_.size(); ++sh)
+          ups.push_back(
+              std::make_unique<HttpUpstreams<P>>(&l.http_settings, &g->retired, &http_sweepers_));
+      }
+      g->route_pools.push_back(std::move(rp));
+      g->http_up.push_back(std::move(ups));
     }
+    if (slot > kMaxHttpRouteSlots) fatal("ringpoll-proxy: more HTTP routes than kMaxHttpRouteSlots");
     return g;
   }
   std::shared_ptr<Generation> generation() const {
@@ -255,6 +301,17 @@ class ProxyServer {
   // One client of TCP listener li, on the generation current now.
   Task<void> handle(TcpStream<P>& client, size_t li) {
     std::shared_ptr<Generation> gen = generation();
+    const ListenerSettings& l = gen->s.listeners[li];
+    if (l.http) {
+      HttpClientRoute<P> h;
+      h.s = &gen->s;
+      h.l = &l;
+      h.pools = gen->route_pools[li];
+      h.upstreams = gen->http_up[li][static_cast<size_t>(Engine<P>::current()->id())].get();
+      h.route_slot = gen->route_slot[li];
+      h.hold = std::move(gen);
+      return http_client<P>(client, std::move(h), metrics_, http_metrics_);
+    }
     Route r;
     r.s = &gen->s;
     r.pool = gen->by_listener[li];
@@ -270,6 +327,8 @@ class ProxyServer {
 
   Engine<P>& e_;
   Metrics metrics_;
+  HttpMetrics http_metrics_;
+  std::atomic<int> http_sweepers_{0};  // HttpUpstreams sweepers running (all generations)
   HealthChecks<P> checks_;
   mutable std::mutex mu_;
   std::shared_ptr<Generation> current_;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "apps/http/request_parser.h"
+#include "apps/proxy/http_settings.h"
 #include "apps/proxy/pool.h"
 #include "engine/accept_limits.h"
 #include "engine/net.h"
@@ -22,6 +23,8 @@ struct ListenerSettings {
   // Admission limits at accept, per listener and per client address (TCP listeners;
   // engine/accept_limits.h). They change on reload.
   AcceptLimits limits;
+  bool http = false;       // HTTP/1.1 requests routed by http.routes (apps/proxy/http_relay.h)
+  HttpSettings http_settings;
 };
 
 struct ProxySettings {

@@ -25,7 +25,7 @@ struct Child {
   int err = -1;  // its stderr
 };
 
-Child spawn_proxy(const std::vector<std::string>& args) {
+Child spawn_program(const char* bin, const std::vector<std::string>& args) {
   int o[2], e[2];
   Child c;
   if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) return c;
@@ -34,10 +34,10 @@ Child spawn_proxy(const std::vector<std::string>& args) {
     dup2(o[1], 1);
     dup2(e[1], 2);
     std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(RINGPOLL_PROXY_BIN));
+    argv.push_back(const_cast<char*>(bin));
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    execv(RINGPOLL_PROXY_BIN, argv.data());
+    execv(bin, argv.data());
     _exit(127);
   }
   ::close(o[1]);
@@ -45,6 +45,9 @@ Child spawn_proxy(const std::vector<std::string>& args) {
   c.out = o[0];
   c.err = e[0];
   return c;
+}
+Child spawn_proxy(const std::vector<std::string>& args) {
+  return spawn_program(RINGPOLL_PROXY_BIN, args);
 }
 
 // One line from fd, waiting at most 10 s in all.
@@ -300,6 +303,133 @@ TEST(ProxyBinary, SighupReloadsTheFileForNewConnections) {
   ::close(c.out);
   ::close(c.err);
   std::remove(path.c_str());
+}
+
+
+// ---- the HTTP mode with real clients (curl, wrk, h2load --h1, ab) and real upstreams
+// (ringpoll-serve, nginx) ----
+
+// The output of a shell command (bounded by `timeout` inside it), and its exit status.
+std::string shell(const std::string& cmd, int* rc = nullptr) {
+  std::string out;
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return out;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, k);
+  const int st = pclose(f);
+  if (rc) *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+// A running child stopped (SIGTERM, then SIGKILL) at the end of the scope.
+struct Running {
+  Child c;
+  ~Running() {
+    if (c.pid <= 0) return;
+    kill(c.pid, SIGTERM);
+    (void)wait_exit(c);
+    ::close(c.out);
+    ::close(c.err);
+  }
+};
+
+// ringpoll-proxy with one HTTP listener in front of `upstream`, and its admin page.
+struct HttpProxyProcess {
+  Running r;
+  SocketAddress at, admin;
+  std::string conf;
+  explicit HttpProxyProcess(const std::string& upstream) {
+    conf = temp_file("[[proxy.pool]]\nname = \"up\"\nupstreams = [\"" + upstream +
+                     "\"]\n[[proxy.listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n"
+                     "pool = \"up\"\nprotocol = \"http\"\n"
+                     "[[proxy.route]]\nname = \"all\"\nlistener = \"web\"\npool = \"up\"\n");
+    r.c = spawn_proxy({"--config", conf, "--admin", "127.0.0.1:0", "--set", "engine.shards=1"});
+    const std::string line = read_line(r.c.out);
+    EXPECT_NE(line.find("(web http: 1 route)"), std::string::npos) << line;
+    at = listening_address(line);
+    const size_t a = line.find("admin on ");
+    if (a != std::string::npos) parse_address(line.substr(a + 9), &admin);
+  }
+  ~HttpProxyProcess() { std::remove(conf.c_str()); }
+  std::string url(const std::string& path) const { return "http://" + at.to_string() + path; }
+  double reuse_ratio() const {
+    const std::string m = shell("curl -sS http://" + admin.to_string() + "/metrics");
+    const std::string key = "\nringpoll_proxy_http_upstream_reuse_ratio ";
+    const size_t p = m.find(key);
+    return p == std::string::npos ? -1 : std::atof(m.c_str() + p + key.size());
+  }
+};
+
+// Real clients through the proxy to an upstream that serves /plaintext-like `path`.
+void real_clients(const HttpProxyProcess& px, const std::string& path) {
+  int rc = 0;
+  std::string out = shell("timeout 30 curl -sS -i " + px.url(path), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 200")) << out;
+  EXPECT_NE(out.find("Via: 1.1 ringpoll"), std::string::npos) << out;
+  out = shell("timeout 30 wrk -t1 -c16 -d1s " + px.url(path), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("requests in"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Non-2xx"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Socket errors"), std::string::npos) << out;
+  EXPECT_GE(px.reuse_ratio(), 0.99) << "keep-alive reuse under wrk";
+  out = shell("timeout 30 h2load --h1 -n 2000 -c 8 " + px.url(path), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("2000 succeeded, 0 failed, 0 errored"), std::string::npos) << out;
+  out = shell("timeout 30 ab -q -k -n 2000 -c 8 " + px.url(path), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("Complete requests:      2000"), std::string::npos) << out;
+  EXPECT_NE(out.find("Failed requests:        0"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Non-2xx"), std::string::npos) << out;
+}
+
+TEST(HttpProxyBinary, RealClientsThroughTheProxyToRingpollServe) {
+  Running serve;
+  serve.c = spawn_program(RINGPOLL_SERVE_BIN,
+                          {"--mode", "http", "--listen", "127.0.0.1:0", "--set", "engine.shards=1"});
+  const std::string line = read_line(serve.c.out);
+  const size_t on = line.find(" on ");
+  ASSERT_NE(on, std::string::npos) << line;
+  const std::string up = line.substr(on + 4, line.find(',', on) - on - 4);
+  HttpProxyProcess px(up);
+  ASSERT_NE(px.at.port(), 0);
+  real_clients(px, "/plaintext");
+  // A 64 MiB download, byte for byte what the upstream sends directly.
+  int rc = 0;
+  const std::string direct =
+      shell("timeout 60 curl -sS http://" + up + "/bytes/67108864 | sha256sum", &rc);
+  const std::string proxied = shell("timeout 60 curl -sS " + px.url("/bytes/67108864") +
+                                    " | sha256sum");
+  EXPECT_EQ(direct, proxied);
+  EXPECT_EQ(shell("timeout 60 curl -sS " + px.url("/bytes/67108864") + " | wc -c"), "67108864\n");
+}
+
+TEST(HttpProxyBinary, RealClientsThroughTheProxyToNginx) {
+  char dir[] = "/tmp/ringpoll-nginx-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string d = dir;
+  const SocketAddress port = dead_address();
+  std::ofstream(d + "/nginx.conf")
+      << "daemon off;\nmaster_process off;\npid " << d << "/nginx.pid;\nerror_log stderr;\n"
+      << "events { worker_connections 256; }\nhttp {\n access_log off;\n"
+      << " client_body_temp_path " << d << ";\n proxy_temp_path " << d << ";\n"
+      << " fastcgi_temp_path " << d << ";\n uwsgi_temp_path " << d << ";\n"
+      << " scgi_temp_path " << d << ";\n keepalive_requests 100000;\n"
+      << " server {\n  listen " << port.to_string() << ";\n"
+      << "  location / { return 200 \"nginx upstream\\n\"; }\n }\n}\n";
+  Running nginx;
+  nginx.c = spawn_program("/usr/sbin/nginx", {"-p", d, "-c", d + "/nginx.conf", "-e", "stderr"});
+  ASSERT_TRUE(wait_for([&] {
+    const int s = connect_to(port);
+    if (s >= 0) ::close(s);
+    return s >= 0;
+  })) << "nginx did not start";
+  HttpProxyProcess px(port.to_string());
+  ASSERT_NE(px.at.port(), 0);
+  EXPECT_EQ(shell("timeout 30 curl -sS " + px.url("/x")), "nginx upstream\n");
+  real_clients(px, "/x");
+  (void)shell("rm -rf " + d);
 }
 
 }  // namespace
