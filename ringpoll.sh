@@ -11,7 +11,10 @@ ROOT=$(pwd)
 
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake ninja-build pkg-config ccache libgtest-dev libgmock-dev
-  libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev libtoml11-dev libcli11-dev)
+  libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev libtoml11-dev libcli11-dev
+  libssl-dev openssl curl wrk nghttp2-client)
+# libssl-dev: tls/ (OpenSSL 3); openssl, curl, wrk, nghttp2-client (h2load): the clients the
+# TLS tests (ringpoll-tls-test) run against ringpoll-serve --tls-cert.
 # The libFuzzer stage of `test` (clang's runtime carries libFuzzer).
 FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 

@@ -66,9 +66,11 @@ bool file_error(const char* what, const std::string& file, std::string* why) {
   return false;
 }
 
-bool load_cert_key(SSL_CTX* c, const CertKey& ck, std::string* why) {
+bool load_cert_key(SSL_CTX* c, const CertKey& ck, std::string* why, TlsField* field) {
+  *field = TlsField::kCert;
   if (SSL_CTX_use_certificate_chain_file(c, ck.cert_file.c_str()) != 1)
     return file_error("certificate", ck.cert_file, why);
+  *field = TlsField::kKey;
   if (SSL_CTX_use_PrivateKey_file(c, ck.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
     // OpenSSL checks the key against the certificate loaded last of its type: a mismatch
     // fails here with "key values mismatch".
@@ -90,9 +92,33 @@ bool load_cert_key(SSL_CTX* c, const CertKey& ck, std::string* why) {
 
 constexpr int64_t kSecNs = 1'000'000'000;
 
+// A field pointer that is never null.
+TlsField* or_scratch(TlsField* f) {
+  static thread_local TlsField scratch;
+  return f ? f : &scratch;
+}
+
+// A server SSL_CTX that frees itself, for the single-file checks.
+struct ScratchCtx {
+  SSL_CTX* c = SSL_CTX_new(TLS_server_method());
+  ~ScratchCtx() { SSL_CTX_free(c); }
+};
+
 }  // namespace
 
-bool TlsContext::setup_common(SSL_CTX* c, std::string* why) {
+bool TlsContext::check_cert_file(const std::string& file, std::string* why) {
+  ScratchCtx s;
+  if (s.c && SSL_CTX_use_certificate_chain_file(s.c, file.c_str()) == 1) return true;
+  return file_error("certificate", file, why);
+}
+
+bool TlsContext::check_key_file(const std::string& file, std::string* why) {
+  ScratchCtx s;
+  if (s.c && SSL_CTX_use_PrivateKey_file(s.c, file.c_str(), SSL_FILETYPE_PEM) == 1) return true;
+  return file_error("key", file, why);
+}
+
+bool TlsContext::setup_common(SSL_CTX* c, std::string* why, TlsField* field) {
   SSL_CTX_set_app_data(c, this);
   const int minv = opt_.min_version == TlsVersion::k13 ? TLS1_3_VERSION : TLS1_2_VERSION;
   SSL_CTX_set_min_proto_version(c, minv);
@@ -101,14 +127,17 @@ bool TlsContext::setup_common(SSL_CTX* c, std::string* why) {
   // an idle connection keeps no record buffers (docs/tls.md, "What an idle connection costs").
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+  *field = TlsField::kCiphers;
   if (!opt_.ciphers.empty() && SSL_CTX_set_cipher_list(c, opt_.ciphers.c_str()) != 1) {
     *why = "ciphers \"" + opt_.ciphers + "\": " + ssl_error_text();
     return false;
   }
+  *field = TlsField::kCiphersuites;
   if (!opt_.ciphersuites.empty() && SSL_CTX_set_ciphersuites(c, opt_.ciphersuites.c_str()) != 1) {
     *why = "ciphersuites \"" + opt_.ciphersuites + "\": " + ssl_error_text();
     return false;
   }
+  *field = TlsField::kGroups;
   if (!opt_.groups.empty() && SSL_CTX_set1_groups_list(c, opt_.groups.c_str()) != 1) {
     *why = "groups \"" + opt_.groups + "\": " + ssl_error_text();
     return false;
@@ -116,10 +145,11 @@ bool TlsContext::setup_common(SSL_CTX* c, std::string* why) {
   return true;
 }
 
-bool TlsContext::setup_server(SSL_CTX* c, const std::vector<CertKey>& certs, std::string* why) {
-  if (!setup_common(c, why)) return false;
+bool TlsContext::setup_server(SSL_CTX* c, const std::vector<CertKey>& certs, std::string* why,
+                              TlsField* field) {
+  if (!setup_common(c, why, field)) return false;
   for (const CertKey& ck : certs) {
-    if (!load_cert_key(c, ck, why)) return false;
+    if (!load_cert_key(c, ck, why, field)) return false;
   }
   // Stateless tickets only: no server-side session cache to grow with the clients.
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
@@ -138,24 +168,33 @@ bool TlsContext::setup_server(SSL_CTX* c, const std::vector<CertKey>& certs, std
   return true;
 }
 
-std::unique_ptr<TlsContext> TlsContext::server(const TlsOptions& o, std::string* why) {
+bool TlsContext::set_alpn(std::string* why, TlsField* field) {
+  for (const std::string& p : opt_.alpn) {
+    if (p.empty() || p.size() > 255) {
+      *field = TlsField::kAlpn;
+      *why = "ALPN protocol \"" + p + "\": must be 1..255 bytes";
+      return false;
+    }
+    alpn_wire_.push_back(static_cast<unsigned char>(p.size()));
+    alpn_wire_.insert(alpn_wire_.end(), p.begin(), p.end());
+  }
+  return true;
+}
+
+std::unique_ptr<TlsContext> TlsContext::server(const TlsOptions& o, std::string* why,
+                                               TlsField* field) {
+  field = or_scratch(field);
   std::unique_ptr<TlsContext> t(new TlsContext());
   t->opt_ = o;
   t->server_ = true;
   if (o.certs.empty()) {
+    *field = TlsField::kCert;
     *why = "a TLS server needs a certificate and its key";
     return nullptr;
   }
-  for (const std::string& p : o.alpn) {
-    if (p.empty() || p.size() > 255) {
-      *why = "ALPN protocol \"" + p + "\": must be 1..255 bytes";
-      return nullptr;
-    }
-    t->alpn_wire_.push_back(static_cast<unsigned char>(p.size()));
-    t->alpn_wire_.insert(t->alpn_wire_.end(), p.begin(), p.end());
-  }
+  if (!t->set_alpn(why, field)) return nullptr;
   t->ctx_ = SSL_CTX_new(TLS_server_method());
-  if (!t->ctx_ || !t->setup_server(t->ctx_, o.certs, why)) return nullptr;
+  if (!t->ctx_ || !t->setup_server(t->ctx_, o.certs, why, field)) return nullptr;
   for (const SniCert& sc : o.sni) {
     SSL_CTX* c = SSL_CTX_new(TLS_server_method());
     if (!c) {
@@ -163,7 +202,7 @@ std::unique_ptr<TlsContext> TlsContext::server(const TlsOptions& o, std::string*
       return nullptr;
     }
     t->sni_ctx_.emplace_back(sc.name, c);
-    if (!t->setup_server(c, {sc.cert}, why)) return nullptr;
+    if (!t->setup_server(c, {sc.cert}, why, field)) return nullptr;
   }
   if (!o.sni.empty()) {
     SSL_CTX_set_tlsext_servername_callback(t->ctx_, &TlsContext::servername_cb);
@@ -176,12 +215,15 @@ std::unique_ptr<TlsContext> TlsContext::server(const TlsOptions& o, std::string*
   return t;
 }
 
-std::unique_ptr<TlsContext> TlsContext::client(const TlsOptions& o, std::string* why) {
+std::unique_ptr<TlsContext> TlsContext::client(const TlsOptions& o, std::string* why,
+                                               TlsField* field) {
+  field = or_scratch(field);
   std::unique_ptr<TlsContext> t(new TlsContext());
   t->opt_ = o;
   t->ctx_ = SSL_CTX_new(TLS_client_method());
-  if (!t->ctx_ || !t->setup_common(t->ctx_, why)) return nullptr;
+  if (!t->ctx_ || !t->setup_common(t->ctx_, why, field)) return nullptr;
   if (o.verify) {
+    *field = TlsField::kCaFile;
     const int ok = o.ca_file.empty()
                        ? SSL_CTX_set_default_verify_paths(t->ctx_)
                        : SSL_CTX_load_verify_locations(t->ctx_, o.ca_file.c_str(), nullptr);
@@ -193,14 +235,8 @@ std::unique_ptr<TlsContext> TlsContext::client(const TlsOptions& o, std::string*
   } else {
     SSL_CTX_set_verify(t->ctx_, SSL_VERIFY_NONE, nullptr);
   }
-  for (const std::string& p : o.alpn) {
-    if (p.empty() || p.size() > 255) {
-      *why = "ALPN protocol \"" + p + "\": must be 1..255 bytes";
-      return nullptr;
-    }
-    t->alpn_wire_.push_back(static_cast<unsigned char>(p.size()));
-    t->alpn_wire_.insert(t->alpn_wire_.end(), p.begin(), p.end());
-  }
+  if (!t->set_alpn(why, field)) return nullptr;
+  *field = TlsField::kAlpn;
   if (!t->alpn_wire_.empty() &&
       SSL_CTX_set_alpn_protos(t->ctx_, t->alpn_wire_.data(),
                               static_cast<unsigned>(t->alpn_wire_.size())) != 0) {

@@ -52,6 +52,18 @@ struct SniCert {
 
 enum class TlsVersion : uint8_t { k12, k13 };
 
+// Which option a TlsContext refused: the config layer names its key.
+enum class TlsField : uint8_t {
+  kNone,
+  kCert,
+  kKey,
+  kCaFile,
+  kCiphers,
+  kCiphersuites,
+  kGroups,
+  kAlpn
+};
+
 struct TlsOptions {
   // ---- server ----
   std::vector<CertKey> certs;      // the default certificates (at least one)
@@ -76,8 +88,15 @@ class TlsContext {
  public:
   // nullptr with *why set when a file cannot be read, a key does not match its
   // certificate, or a list is refused by OpenSSL.
-  static std::unique_ptr<TlsContext> server(const TlsOptions& o, std::string* why);
-  static std::unique_ptr<TlsContext> client(const TlsOptions& o, std::string* why);
+  // *field (when given) says which option was refused.
+  static std::unique_ptr<TlsContext> server(const TlsOptions& o, std::string* why,
+                                            TlsField* field = nullptr);
+  static std::unique_ptr<TlsContext> client(const TlsOptions& o, std::string* why,
+                                            TlsField* field = nullptr);
+  // What a config can check before both halves of a pair are known: the certificate
+  // file alone, or the key file alone (a PEM OpenSSL can load). False with *why.
+  static bool check_cert_file(const std::string& file, std::string* why);
+  static bool check_key_file(const std::string& file, std::string* why);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -107,8 +126,10 @@ class TlsContext {
     int64_t born_ns = 0;
   };
   TlsContext() = default;
-  bool setup_common(SSL_CTX* c, std::string* why);
-  bool setup_server(SSL_CTX* c, const std::vector<CertKey>& certs, std::string* why);
+  bool setup_common(SSL_CTX* c, std::string* why, TlsField* field);
+  bool setup_server(SSL_CTX* c, const std::vector<CertKey>& certs, std::string* why,
+                    TlsField* field);
+  bool set_alpn(std::string* why, TlsField* field);
   void new_ticket_key_locked(int64_t now_ns);
   static int ticket_cb(SSL* s, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* cctx,
                        EVP_MAC_CTX* hctx, int enc);

@@ -688,16 +688,27 @@ TEST(Ktls, ProbeSaysWhyAndPathIsUserspace) {
   }
   EXPECT_EQ(&tls::process_ktls(), &tls::process_ktls());  // probed once
 }
-// On this machine's kernel (no tls module) the probe reports ENOENT; RINGPOLL_EXPECT_KTLS=0
-// (set by CI, whose kernel is this one) makes that a requirement rather than a report.
-TEST(Ktls, ThisKernelHasNoKtls) {
-  const char* want = std::getenv("RINGPOLL_EXPECT_KTLS");
+// The probe agrees with the kernel's own list of upper-layer protocols, read after it (a
+// probe that loads the tls module puts it on the list): this machine's kernel lists only
+// "mptcp", so the probe must say unavailable, with ENOENT.
+TEST(Ktls, ProbeAgreesWithTheKernelsUlpList) {
   const tls::KtlsProbe p = tls::probe_ktls();
-  std::printf("kTLS probe: %s (%s)\n", p.available ? "available" : "unavailable", p.why.c_str());
-  if (want && std::string(want) == "0") {
-    EXPECT_FALSE(p.available);
-    EXPECT_EQ(p.why, "TCP_ULP tls: No such file or directory");
+  std::FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+  ASSERT_NE(f, nullptr) << "no /proc/sys/net/ipv4/tcp_available_ulp";
+  char buf[256] = {};
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  std::string ulps(buf, n);
+  bool listed = false;
+  for (size_t at = 0; (at = ulps.find("tls", at)) != std::string::npos; at += 3) {
+    const bool starts = at == 0 || ulps[at - 1] == ' ';
+    const bool ends = at + 3 == ulps.size() || ulps[at + 3] == ' ' || ulps[at + 3] == '\n';
+    listed = listed || (starts && ends);
   }
+  std::printf("kTLS probe: %s (%s); kernel ULPs: %s", p.available ? "available" : "unavailable",
+              p.why.c_str(), ulps.c_str());
+  EXPECT_EQ(p.available, listed) << p.why;
+  if (!listed) EXPECT_EQ(p.why, "TCP_ULP tls: No such file or directory");
 }
 
 }  // namespace
