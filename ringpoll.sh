@@ -13,7 +13,10 @@ ROOT=$(pwd)
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake ninja-build pkg-config ccache libgtest-dev libgmock-dev
   libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev libtoml11-dev libcli11-dev
-  curl wrk nghttp2-client apache2-utils nginx)  # the HTTP proxy's real-client tests
+  libssl-dev openssl curl wrk nghttp2-client apache2-utils nginx)
+# libssl-dev: tls/ (OpenSSL 3); openssl, curl, wrk, nghttp2-client (h2load), apache2-utils
+# (ab) and nginx: the real clients and servers of the TLS tests (ringpoll-tls-test, against
+# ringpoll-serve --tls-cert) and of the HTTP proxy's tests.
 # The libFuzzer stage of `test` (clang's runtime carries libFuzzer).
 FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 

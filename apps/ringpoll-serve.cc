@@ -32,10 +32,13 @@
 #include "apps/common/launch.h"
 #include "apps/common/packet_path.h"
 #include "apps/serve/handlers.h"
+#include "apps/serve/tls_serve.h"
 #include "apps/serve/udp_echo.h"
 #include "engine/server.h"
 #include "packet/kernel_queue.h"
+#include "tls/ktls.h"
 #include "tuning/cli.h"
+#include "tuning/tls_options.h"
 #ifdef RINGPOLL_WITH_XDP
 #include "packet/xdp_queue.h"
 #endif
@@ -68,20 +71,44 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
   TcpServer<P> srv(e, so);
   const serve::ServeSettings settings = settings_from(cfg);
   serve::ServeCounters counters;
-  typename TcpServer<P>::Handler handler;
-  if (http) {
-    handler = [&](TcpStream<P>& c) { return serve::serve_http<P>(c, settings, &counters); };
-  } else {
-    handler = [&](TcpStream<P>& c) { return serve::serve_echo<P>(c, settings, &counters); };
-  }
+  typename TcpServer<P>::ContextHandler handler;
+  serve::TlsCounters tls_counters;
+  std::unique_ptr<tls::TlsContext> tls_ctx;
   std::string why;
+  if (!cfg.tls.cert.empty()) {
+    // The files were checked when the config was read; what can still fail is rare (out of
+    // memory, a file changed in between).
+    tls::TlsOptions to = tuning::tls_server_options(cfg);
+    if (http) to.alpn = {"http/1.1"};  // what the HTTP handler speaks (curl would offer h2)
+    tls_ctx = tls::TlsContext::server(to, &why);
+    if (!tls_ctx) {
+      std::fprintf(stderr, "%s: tls: %s\n", kProgram, why.c_str());
+      return 1;
+    }
+    const int64_t hs_ns = cfg.tls.handshake_ms * 1'000'000;
+    handler = [&, hs_ns](TcpStream<P>& c, ConnContext<P> cx) {
+      return serve::serve_tls<P>(c, cx.sched(), *tls_ctx, http, hs_ns, settings, &counters,
+                                 &tls_counters);
+    };
+  } else if (http) {
+    handler = [&](TcpStream<P>& c, ConnContext<P>) {
+      return serve::serve_http<P>(c, settings, &counters);
+    };
+  } else {
+    handler = [&](TcpStream<P>& c, ConnContext<P>) {
+      return serve::serve_echo<P>(c, settings, &counters);
+    };
+  }
   if (const Status st = srv.start(at, std::move(handler), &why); !st.ok()) {
     std::fprintf(stderr, "%s: cannot listen on %s: %s\n", kProgram, at.to_string().c_str(),
                  why.empty() ? st.message() : why.c_str());
     return 1;
   }
-  std::printf("%s: %s on %s, backend %s, %zu shards\n", kProgram, http ? "http" : "echo",
-              srv.address().to_string().c_str(), P::kName, e.size());
+  // With TLS: the mode's name over TLS, and which path the record layer runs.
+  const char* mode = tls_ctx ? (http ? "https" : "tls-echo") : (http ? "http" : "echo");
+  std::printf("%s: %s on %s, backend %s, %zu shards%s%s\n", kProgram, mode,
+              srv.address().to_string().c_str(), P::kName, e.size(), tls_ctx ? ", tls " : "",
+              tls_ctx ? tls::record_path_line().c_str() : "");
   std::fflush(stdout);
 
   const int64_t drain_ns = cfg.timeouts.drain_ms * 1'000'000;
@@ -97,6 +124,7 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
         std::_Exit(0);
       });
   sig.join();
+  if (tls_ctx) serve::print_tls_counters(kProgram, tls_counters);
   if (counters.refused.load() > 0) {
     std::fprintf(stderr, "%s: %llu connections refused over limits.max_connections\n", kProgram,
                  static_cast<unsigned long long>(counters.refused.load()));
@@ -194,6 +222,12 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "Address to listen on, e.g. 127.0.0.1:8080 (port 0: any)")
       ->required()
       ->type_name("ADDR:PORT");
+  std::string tls_cert, tls_key;
+  app.add_option("--tls-cert", tls_cert,
+                 "Serve echo/http over TLS with this PEM certificate chain (tls.cert)")
+      ->type_name("FILE");
+  app.add_option("--tls-key", tls_key, "The certificate's PEM private key (tls.key)")
+      ->type_name("FILE");
   tuning::CliConfig cc;
   tuning::add_config_options(app, &cc);
   try {
@@ -202,6 +236,9 @@ int main(int argc, char** argv) {
     // CLI11 names the argument; help is exit 0, every refusal exit 2.
     return app.exit(e) == 0 ? 0 : 2;
   }
+  // --tls-cert/--tls-key are --set tls.cert=/tls.key= after every other --set.
+  if (!tls_cert.empty()) cc.sets.push_back("tls.cert=" + tls_cert);
+  if (!tls_key.empty()) cc.sets.push_back("tls.key=" + tls_key);
   SocketAddress at;
   std::string why;
   if (!parse_address(listen, &at, &why).ok()) {
@@ -210,6 +247,17 @@ int main(int argc, char** argv) {
   }
   tuning::Config cfg;
   if (const int rc = tuning::resolve_config(kProgram, cc, &cfg); rc >= 0) return rc;
+  if (cfg.tls.cert.empty() != cfg.tls.key.empty()) {
+    std::fprintf(stderr,
+                 "%s: tls.cert and tls.key go together (--tls-cert/--tls-key): %s is "
+                 "not set\n",
+                 kProgram, cfg.tls.cert.empty() ? "tls.cert" : "tls.key");
+    return 2;
+  }
+  if (!cfg.tls.cert.empty() && mode == "udp-echo") {
+    std::fprintf(stderr, "%s: --mode udp-echo has no TLS (tls.cert is set)\n", kProgram);
+    return 2;
+  }
 
   // Blocked before the shards start, so they inherit the mask and the signal thread of
   // shutdown_on_signals is the only one that takes SIGINT/SIGTERM.

@@ -6,7 +6,8 @@
 #                                                  P/include is needed on the path)
 #   P/lib*/libringpoll.a, libringpoll.so.*        static and shared library
 #   P/bin/ringpoll-{echo,load,serve,proxy}        the programs
-#   P/lib*/cmake/ringpoll/                        find_package(ringpoll [COMPONENTS ...])
+#   P/lib*/cmake/ringpoll/                        find_package(ringpoll [COMPONENTS ...]),
+#                                                  components tuning, tls, packet, ...
 #   P/lib*/pkgconfig/ringpoll.pc                  pkg-config (static, as ringpoll::ringpoll)
 #   P/lib*/pkgconfig/ringpoll-shared.pc           pkg-config (shared, with an rpath)
 #   P/share/doc/ringpoll/                         README, CHANGELOG, docs/, examples/
@@ -76,11 +77,19 @@ function(ringpoll_install_component)
   install(FILES ${deps_file} DESTINATION ${RINGPOLL_CMAKE_DIR})
 endfunction()
 
+# Component `tls`: TLS streams on OpenSSL 3 and the kTLS probe (tls/), ringpoll::tls. The
+# core ringpoll::ringpoll does not need OpenSSL; this component brings it.
+set_target_properties(ringpoll-tls PROPERTIES EXPORT_NAME tls)
+target_include_directories(ringpoll-tls PUBLIC $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+ringpoll_install_component(NAME tls TARGETS ringpoll-tls HEADER_DIRS tls
+  DEPENDENCIES "find_dependency(OpenSSL 3.0)")
+
 # Component `tuning`: TOML config profiles and the --profile/--set command-line glue
-# (tuning/config.h, tuning/cli.h), as ringpoll::tuning. Always built.
+# (tuning/config.h, tuning/cli.h), as ringpoll::tuning. Always built. Its [tls] keys are
+# checked with the tls component, which it therefore brings along.
 set_target_properties(ringpoll-tuning PROPERTIES EXPORT_NAME tuning)
 target_include_directories(ringpoll-tuning PUBLIC $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
-ringpoll_install_component(NAME tuning TARGETS ringpoll-tuning HEADER_DIRS tuning)
+ringpoll_install_component(NAME tuning TARGETS ringpoll-tuning HEADER_DIRS tuning COMPONENTS tls)
 
 # Component `packet`: the datagram contract and the kernel path (packet/), ringpoll::packet.
 # Component `dpdk`: the DPDK path, ringpoll::dpdk, only in builds with RINGPOLL_WITH_DPDK.

@@ -11,6 +11,8 @@
 #include <sstream>
 #include <toml.hpp>
 
+#include "tls/tls_context.h"
+#include "tuning/tls_options.h"
 #include "tuning/tuning_profiles.h"  // generated from tuning/profiles/*.toml
 
 namespace ringpoll::tuning {
@@ -44,6 +46,8 @@ constexpr Named<ListenerProtocol> kListenerProtocolNames[] = {
     {"tcp", ListenerProtocol::kTcp}, {"udp", ListenerProtocol::kUdp}, {"http", ListenerProtocol::kHttp}};
 constexpr Named<PacketPath> kPacketPathNames[] = {
     {"kernel", PacketPath::kKernel}, {"dpdk", PacketPath::kDpdk}, {"xdp", PacketPath::kXdp}};
+constexpr Named<TlsMinVersion> kTlsMinVersionNames[] = {{"1.2", TlsMinVersion::k12},
+                                                        {"1.3", TlsMinVersion::k13}};
 
 template <class E>
 const char* name_of(std::span<const Named<E>> names, E v) {
@@ -65,8 +69,8 @@ template <class E>
 struct EnumSpec {
   std::span<const Named<E>> names;
 };
-// kMatch: optional, may be empty (a route's match keys: empty matches anything).
-enum class TextKind { kName, kAddress, kPoolRef, kMatch };
+// kOptional: may be empty (a route's match keys, where empty matches anything; TLS files).
+enum class TextKind { kName, kAddress, kPoolRef, kOptional };
 struct TextSpec {
   TextKind kind;
 };
@@ -159,9 +163,9 @@ void fields(ProxyRoute& s, V&& v) {
   v("name", s.name, TextSpec{TextKind::kName});
   v("listener", s.listener, TextSpec{TextKind::kName});
   v("pool", s.pool, TextSpec{TextKind::kPoolRef});
-  v("host", s.host, TextSpec{TextKind::kMatch});
-  v("path_prefix", s.path_prefix, TextSpec{TextKind::kMatch});
-  v("method", s.method, TextSpec{TextKind::kMatch});
+  v("host", s.host, TextSpec{TextKind::kOptional});
+  v("path_prefix", s.path_prefix, TextSpec{TextKind::kOptional});
+  v("method", s.method, TextSpec{TextKind::kOptional});
   v("connect_ms", s.connect_ms, IntSpec{1, kHourMs});
   v("header_read_ms", s.header_read_ms, IntSpec{0, kHourMs});
   v("response_header_ms", s.response_header_ms, IntSpec{0, kHourMs});
@@ -201,6 +205,17 @@ void fields(PacketSection& s, V&& v) {
   v("udp_port_count", s.udp_port_count, IntSpec{1, 64512});
 }
 template <class V>
+void fields(TlsSection& s, V&& v) {
+  v("cert", s.cert, TextSpec{TextKind::kOptional});
+  v("key", s.key, TextSpec{TextKind::kOptional});
+  v("min_version", s.min_version, EnumSpec<TlsMinVersion>{kTlsMinVersionNames});
+  v("ciphers", s.ciphers, TextSpec{TextKind::kOptional});
+  v("ciphersuites", s.ciphersuites, TextSpec{TextKind::kOptional});
+  v("groups", s.groups, TextSpec{TextKind::kOptional});
+  v("ticket_rotate_s", s.ticket_rotate_s, IntSpec{0, 7 * 24 * 3600});
+  v("handshake_ms", s.handshake_ms, IntSpec{0, kHourMs});
+}
+template <class V>
 void sections(Config& c, V&& v) {
   v("engine", c.engine);
   v("io_uring", c.io_uring);
@@ -210,6 +225,7 @@ void sections(Config& c, V&& v) {
   v("proxy", c.proxy);
   v("http", c.http);
   v("packet", c.packet);
+  v("tls", c.tls);
 }
 
 template <class S>
@@ -377,9 +393,8 @@ class Reader {
       return;
     }
     if (!v.is_string()) return wrong_type(v, key, "a string");
-    if (v.as_string().str.empty() && spec.kind != TextKind::kMatch) {
+    if (v.as_string().str.empty() && spec.kind != TextKind::kOptional)
       return fail(v, key, "must not be empty");
-    }
     out = v.as_string().str;
   }
 
@@ -441,7 +456,7 @@ class Reader {
     fields(item, [&](const char* name, auto&, const auto& spec) {
       using Spec = std::decay_t<decltype(spec)>;
       if constexpr (std::is_same_v<Spec, TextSpec>) {
-        if (spec.kind != TextKind::kMatch && !t.as_table().count(name))
+        if (spec.kind != TextKind::kOptional && !t.as_table().count(name))
           fail(t, prefix + "." + name, "is required");
       } else if constexpr (std::is_same_v<Spec, AddressListSpec>) {
         if (!t.as_table().count(name)) fail(t, prefix + "." + name, "is required");
@@ -452,6 +467,34 @@ class Reader {
   std::string file_;
   bool lines_;
 };
+
+// The TLS files as OpenSSL reads them: each named file alone (so a layer that sets only
+// tls.cert is checked too), then the pair and the lists in a real server context. A pair
+// with a half missing is the program's error (a later layer may still add it).
+template <class LineOf>
+void check_tls(const TlsSection& t, Reader& r, LineOf&& line_of) {
+  std::string why;
+  if (!t.cert.empty() && !tls::TlsContext::check_cert_file(t.cert, &why)) {
+    r.fail(line_of("tls.cert"), "tls.cert", why);
+    return;
+  }
+  if (!t.key.empty() && !tls::TlsContext::check_key_file(t.key, &why)) {
+    r.fail(line_of("tls.key"), "tls.key", why);
+    return;
+  }
+  if (t.cert.empty() || t.key.empty()) return;
+  Config c;
+  c.tls = t;
+  tls::TlsField f = tls::TlsField::kNone;
+  if (tls::TlsContext::server(tls_server_options(c), &why, &f)) return;
+  const char* key = f == tls::TlsField::kCert           ? "tls.cert"
+                    : f == tls::TlsField::kKey          ? "tls.key"
+                    : f == tls::TlsField::kCiphers      ? "tls.ciphers"
+                    : f == tls::TlsField::kCiphersuites ? "tls.ciphersuites"
+                    : f == tls::TlsField::kGroups       ? "tls.groups"
+                                                        : "tls.cert";
+  r.fail(line_of(key), key, why);
+}
 
 // Names unique per list; every listener's pool exists. Runs on the merged result of a
 // layer; an error points at the line where this layer set the key (0 when a lower layer
@@ -480,6 +523,7 @@ void cross_check(const Config& c, Reader& r) {
                std::to_string(c.packet.udp_port_base) + " + " +
                std::to_string(c.packet.udp_port_count) + ")");
   }
+  check_tls(c.tls, r, line_of);
   unique(c.proxy.listeners, "proxy.listener", "listener");
   unique(c.proxy.pools, "proxy.pool", "pool");
   for (size_t i = 0; i < c.proxy.listeners.size(); ++i) {
@@ -903,6 +947,21 @@ const char* to_string(ListenerProtocol p) {
 }
 const char* to_string(PacketPath p) {
   return name_of<PacketPath>(kPacketPathNames, p);
+}
+const char* to_string(TlsMinVersion v) {
+  return name_of<TlsMinVersion>(kTlsMinVersionNames, v);
+}
+
+tls::TlsOptions tls_server_options(const Config& cfg) {
+  tls::TlsOptions o;
+  o.certs = {{cfg.tls.cert, cfg.tls.key}};
+  o.min_version =
+      cfg.tls.min_version == TlsMinVersion::k13 ? tls::TlsVersion::k13 : tls::TlsVersion::k12;
+  o.ciphers = cfg.tls.ciphers;
+  o.ciphersuites = cfg.tls.ciphersuites;
+  o.groups = cfg.tls.groups;
+  o.ticket_rotate_s = cfg.tls.ticket_rotate_s;
+  return o;
 }
 
 }  // namespace ringpoll::tuning

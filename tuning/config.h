@@ -37,6 +37,7 @@ enum class Balance { kRoundRobin, kLeastConn };
 enum class ProxyProtocol { kOff, kV1, kV2 };
 enum class ListenerProtocol { kTcp, kUdp, kHttp };
 enum class PacketPath { kKernel, kDpdk, kXdp };
+enum class TlsMinVersion { k12, k13 };
 
 struct EngineSection {
   BackendChoice backend = BackendChoice::kAuto;
@@ -179,6 +180,22 @@ struct PacketSection {
   bool operator==(const PacketSection&) const = default;
 };
 
+// TLS of ringpoll-serve's listener (tls/). Off while cert is empty; cert and key go
+// together. The files are checked when the layer that names them is read (readable, a
+// PEM OpenSSL loads, the key matching the certificate), so a bad one is a ConfigError at
+// its key's line, not a failure at the first connection.
+struct TlsSection {
+  std::string cert;  // PEM chain, leaf first; "" = TLS off
+  std::string key;   // PEM private key of the leaf
+  TlsMinVersion min_version = TlsMinVersion::k12;
+  std::string ciphers;             // TLS 1.2 cipher list; "" = OpenSSL's default
+  std::string ciphersuites;        // TLS 1.3 suites; "" = OpenSSL's default
+  std::string groups;              // key-exchange groups; "" = OpenSSL's default
+  int64_t ticket_rotate_s = 3600;  // session-ticket key life; 0 = no tickets
+  int64_t handshake_ms = 10000;    // a handshake not done by then is closed
+  bool operator==(const TlsSection&) const = default;
+};
+
 struct Config {
   EngineSection engine;
   UringSection io_uring;
@@ -188,6 +205,7 @@ struct Config {
   ProxySection proxy;
   HttpSection http;
   PacketSection packet;
+  TlsSection tls;
   bool operator==(const Config&) const = default;
 };
 
@@ -239,5 +257,6 @@ const char* to_string(Balance b);
 const char* to_string(ProxyProtocol p);
 const char* to_string(ListenerProtocol p);
 const char* to_string(PacketPath p);
+const char* to_string(TlsMinVersion v);
 
 }  // namespace ringpoll::tuning

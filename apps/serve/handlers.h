@@ -31,6 +31,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "apps/http/request_parser.h"
 #include "apps/http/response.h"
@@ -78,9 +79,9 @@ inline int64_t deadline_in(int64_t ns) {
   return ns > 0 ? mono_now_ns() + ns : 0;
 }
 
-// Applies the per-connection socket options of the config.
-template <PollerBackend P>
-void apply_socket_options(TcpStream<P>& c, const ServeSettings& s) {
+// Applies the per-connection socket options of the config (a TcpStream or a TlsStream).
+template <class Stream>
+void apply_socket_options(Stream& c, const ServeSettings& s) {
   if (s.keepalive) (void)c.set_keepalive(true);
   if (s.rcvbuf > 0) setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &s.rcvbuf, sizeof s.rcvbuf);
   if (s.sndbuf > 0) setsockopt(c.fd(), SOL_SOCKET, SO_SNDBUF, &s.sndbuf, sizeof s.sndbuf);
@@ -97,10 +98,24 @@ inline bool admit(const ServeSettings& s, ServeCounters* k) {
   return true;
 }
 
+// Half-close: TcpStream's shutdown_write is a system call, TlsStream's sends close_notify
+// first (a task).
+template <class Stream>
+Task<void> shut_write(Stream& c) {
+  if constexpr (std::is_same_v<decltype(c.shutdown_write()), Status>) {
+    (void)c.shutdown_write();
+  } else {
+    (void)co_await c.shutdown_write();
+  }
+  co_return;
+}
+
 }  // namespace detail
 
-template <PollerBackend P>
-Task<void> serve_echo(TcpStream<P>& c, const ServeSettings& s, ServeCounters* k) {
+// The handlers over any stream with TcpStream's shape: a TcpStream, or a TlsStream after
+// its handshake (ringpoll-serve --tls-cert).
+template <class Stream>
+Task<void> serve_echo_on(Stream& c, const ServeSettings& s, ServeCounters* k) {
   if (!detail::admit(s, k)) co_return;
   detail::apply_socket_options(c, s);
   // One allocation per connection, none per message.
@@ -116,8 +131,8 @@ Task<void> serve_echo(TcpStream<P>& c, const ServeSettings& s, ServeCounters* k)
   k->live.fetch_sub(1);
 }
 
-template <PollerBackend P>
-Task<void> serve_http(TcpStream<P>& c, const ServeSettings& s, ServeCounters* k) {
+template <class Stream>
+Task<void> serve_http_on(Stream& c, const ServeSettings& s, ServeCounters* k) {
   if (!detail::admit(s, k)) co_return;
   detail::apply_socket_options(c, s);
   std::unique_ptr<char[]> in(new char[s.buffer_bytes]);
@@ -183,7 +198,7 @@ Task<void> serve_http(TcpStream<P>& c, const ServeSettings& s, ServeCounters* k)
   }
   if (linger) {
     // Half-close, then drop what the client still sends until it closes (bounded).
-    (void)c.shutdown_write();
+    co_await detail::shut_write(c);
     (void)c.set_read_deadline(mono_now_ns() + kLingerNs);
     for (size_t dropped = 0; dropped < kLingerBytes;) {
       const IoResult r = co_await c.read(detail::as_bytes(in.get(), s.buffer_bytes));
@@ -192,6 +207,15 @@ Task<void> serve_http(TcpStream<P>& c, const ServeSettings& s, ServeCounters* k)
     }
   }
   k->live.fetch_sub(1);
+}
+
+template <PollerBackend P>
+Task<void> serve_echo(TcpStream<P>& c, const ServeSettings& s, ServeCounters* k) {
+  return serve_echo_on(c, s, k);
+}
+template <PollerBackend P>
+Task<void> serve_http(TcpStream<P>& c, const ServeSettings& s, ServeCounters* k) {
+  return serve_http_on(c, s, k);
 }
 
 }  // namespace ringpoll::serve

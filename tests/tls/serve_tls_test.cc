@@ -1,0 +1,276 @@
+// ringpoll-serve --tls-cert/--tls-key against real clients: curl (100 MB bodies, the same
+// bytes as over plain HTTP), an OpenSSL client echoing 100 MB both ways with checksums,
+// `openssl s_client -sess_in` seeing its session resumed, wrk over https and h2load --h1;
+// the config errors of the [tls] keys; the record path on the start-up line.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "support/test_env.h"
+#include "tls/ktls.h"
+#include "tls/tls_context.h"
+#include "tls/tls_support.h"
+
+namespace ringpoll::test {
+namespace {
+
+// A running ringpoll-serve: its first line and port; SIGKILLed and reaped when dropped.
+struct Serve {
+  pid_t pid = -1;
+  int out = -1, err = -1;
+  std::string line;
+  int port = 0;
+  ~Serve() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    if (out >= 0) ::close(out);
+    if (err >= 0) ::close(err);
+  }
+  // Everything the program wrote to stderr until it exits (at most 10 s); its exit code.
+  int finish(std::string* stderr_text) {
+    int status = -1;
+    const bool reaped = wait_child(pid, &status, 10);
+    pid = -1;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(err, buf, sizeof buf)) > 0;) stderr_text->append(buf, n);
+    return reaped && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+};
+
+std::unique_ptr<Serve> start_serve(const std::vector<std::string>& args, bool want_line = true) {
+  auto s = std::make_unique<Serve>();
+  int o[2], e[2];
+  if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) return s;
+  s->pid = fork();
+  if (s->pid == 0) {
+    dup2(o[1], 1);
+    dup2(e[1], 2);
+    std::vector<char*> argv{const_cast<char*>(RINGPOLL_SERVE_BIN)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(RINGPOLL_SERVE_BIN, argv.data());
+    _exit(127);
+  }
+  ::close(o[1]);
+  ::close(e[1]);
+  s->out = o[0];
+  s->err = e[0];
+  if (!want_line) return s;
+  for (int i = 0; i < 1000; ++i) {  // the first line, 10 s at most
+    pollfd pf{s->out, POLLIN, 0};
+    if (poll(&pf, 1, 10) <= 0) continue;
+    char ch;
+    if (::read(s->out, &ch, 1) != 1 || ch == '\n') break;
+    s->line.push_back(ch);
+  }
+  const size_t at = s->line.find("127.0.0.1:");
+  if (at != std::string::npos) s->port = std::atoi(s->line.c_str() + at + 10);
+  return s;
+}
+
+// Runs a shell command; its stdout (and stderr) and whether it exited 0.
+bool sh(const std::string& cmd, std::string* out) {
+  out->clear();
+  FILE* f = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return false;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) out->append(buf, n);
+  return ::pclose(f) == 0;
+}
+
+std::vector<std::string> tls_args(const char* mode, const char* backend_set) {
+  const TestPki& pki = test_pki();
+  return {"--mode",     mode,
+          "--listen",   "127.0.0.1:0",
+          "--tls-cert", pki.path("ec.pem"),
+          "--tls-key",  pki.path("ec.key"),
+          "--set",      "engine.shards=1",
+          "--set",      backend_set};
+}
+
+// The three socket backends, as the config selects them.
+const char* const kBackendSets[] = {"engine.backend=epoll", "io_uring.mode=readiness",
+                                    "io_uring.mode=completion"};
+
+// 128 MiB over https (/bytes/N twice on one connection: N is at most 64 MiB), read by curl
+// verifying the chain: the same bytes as the plain HTTP server sends (sha256 of both), on
+// every backend.
+TEST(ServeTls, CurlDownloads100MBSameAsPlainHttp) {
+  const TestPki& pki = test_pki();
+  auto plain =
+      start_serve({"--mode", "http", "--listen", "127.0.0.1:0", "--set", "engine.shards=1"});
+  ASSERT_GT(plain->port, 0) << plain->line;
+  std::string want;
+  const std::string path = "/bytes/67108864";
+  ASSERT_TRUE(sh("curl -sS http://127.0.0.1:" + std::to_string(plain->port) + path +
+                     " http://127.0.0.1:" + std::to_string(plain->port) + path + " | sha256sum",
+                 &want));
+  for (const char* b : kBackendSets) {
+    SCOPED_TRACE(b);
+    auto s = start_serve(tls_args("http", b));
+    ASSERT_GT(s->port, 0) << s->line;
+    EXPECT_NE(s->line.find("ringpoll-serve: https on "), std::string::npos) << s->line;
+    std::string got, code;
+    const std::string url = " https://localhost:" + std::to_string(s->port) + path;
+    ASSERT_TRUE(sh("curl -sS --cacert " + pki.path("ca.pem") + url + url + " | sha256sum", &got));
+    EXPECT_EQ(got, want);
+    ASSERT_TRUE(
+        sh("curl -sS -o /dev/null -o /dev/null -w '%{http_code} %{size_download} "
+           "%{num_connects}\\n' --cacert " +
+               pki.path("ca.pem") + url + url,
+           &code));
+    EXPECT_EQ(code, "200 67108864 1\n200 67108864 0\n");  // the second on the same connection
+  }
+}
+
+// An OpenSSL client sends 100 MiB through the TLS echo server and reads them back,
+// in rounds of 256 KiB; the checksums of what went and what came back are equal, on every backend.
+TEST(ServeTls, Echo100MBBothWaysWithChecksums) {
+  std::string why;
+  tls::TlsOptions co;
+  co.ca_file = test_pki().path("ca.pem");
+  auto cctx = tls::TlsContext::client(co, &why);
+  ASSERT_TRUE(cctx) << why;
+  for (const char* b : kBackendSets) {
+    SCOPED_TRACE(b);
+    auto s = start_serve(tls_args("echo", b));
+    ASSERT_GT(s->port, 0) << s->line;
+    EXPECT_NE(s->line.find("ringpoll-serve: tls-echo on "), std::string::npos) << s->line;
+    const int fd = tcp_connect(static_cast<uint16_t>(s->port));
+    ASSERT_GE(fd, 0);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const int one = 1;  // no delayed-ACK stalls between the rounds
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    SSL* ssl = cctx->new_ssl("localhost");
+    SSL_set_fd(ssl, fd);
+    ASSERT_EQ(SSL_connect(ssl), 1);
+    constexpr size_t kChunk = 256 * 1024, kTotal = 100u << 20;
+    std::vector<unsigned char> out(kChunk), in(kChunk);
+    uint64_t sent = 1469598103934665603ull, back = sent;
+    uint32_t x = 7;
+    size_t echoed = 0;
+    for (size_t off = 0; off < kTotal; off += kChunk) {
+      for (auto& c : out) {
+        x = x * 1664525u + 1013904223u;
+        c = static_cast<unsigned char>(x >> 24);
+        sent = (sent ^ c) * 1099511628211ull;
+      }
+      for (size_t put = 0; put < kChunk;) {  // the context allows partial writes
+        const int n = SSL_write(ssl, out.data() + put, static_cast<int>(kChunk - put));
+        ASSERT_GT(n, 0);
+        put += n;
+      }
+      for (size_t got = 0; got < kChunk;) {
+        const int n = SSL_read(ssl, in.data(), static_cast<int>(kChunk - got));
+        ASSERT_GT(n, 0) << "echo stopped after " << echoed << " bytes";
+        for (int i = 0; i < n; ++i) back = (back ^ in[i]) * 1099511628211ull;
+        got += n;
+        echoed += n;
+      }
+    }
+    EXPECT_EQ(echoed, kTotal);
+    EXPECT_EQ(back, sent);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    ::close(fd);
+  }
+}
+
+// s_client stores the session (-sess_out) and offers it again (-sess_in): "Reused", in
+// TLS 1.3 and in TLS 1.2.
+TEST(ServeTls, OpenSslSClientSeesItsSessionResumed) {
+  auto s = start_serve(tls_args("http", "io_uring.mode=completion"));
+  ASSERT_GT(s->port, 0) << s->line;
+  const std::string sess = test_pki().path("sess.pem");
+  for (const char* v : {"-tls1_3", "-tls1_2"}) {
+    SCOPED_TRACE(v);
+    const std::string base =
+        "printf 'GET /plaintext HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | "
+        "timeout 10 openssl s_client -ign_eof " +
+        std::string(v) + " -connect 127.0.0.1:" + std::to_string(s->port) + " ";
+    std::string first, second;
+    sh(base + "-sess_out " + sess, &first);
+    EXPECT_NE(first.find("\nNew, TLSv1."), std::string::npos) << first;
+    EXPECT_NE(first.find("HTTP/1.1 200"), std::string::npos) << first;
+    sh(base + "-sess_in " + sess, &second);
+    EXPECT_NE(second.find("\nReused, TLSv1."), std::string::npos) << second;
+    EXPECT_NE(second.find("HTTP/1.1 200"), std::string::npos) << second;
+  }
+}
+
+// wrk over https (one second, four connections) and h2load --h1 (200 requests): every
+// answer a 200.
+TEST(ServeTls, WrkAndH2loadOverHttps) {
+  auto s = start_serve(tls_args("http", "io_uring.mode=completion"));
+  ASSERT_GT(s->port, 0) << s->line;
+  const std::string url = "https://127.0.0.1:" + std::to_string(s->port) + "/plaintext";
+  std::string out;
+  ASSERT_TRUE(sh("timeout 20 wrk -t1 -c4 -d1s " + url, &out)) << out;
+  EXPECT_NE(out.find(" requests in "), std::string::npos) << out;
+  EXPECT_EQ(out.find("Non-2xx"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Socket errors"), std::string::npos) << out;
+  ASSERT_TRUE(sh("timeout 20 h2load --h1 -n 200 -c 4 " + url, &out)) << out;
+  EXPECT_NE(out.find("200 succeeded, 0 failed, 0 errored"), std::string::npos) << out;
+  EXPECT_NE(out.find("200 2xx"), std::string::npos) << out;
+}
+
+// The [tls] keys' errors: exit 2, naming the file, the line and the key (or the --set a
+// flag became), and what is wrong with the file.
+TEST(ServeTls, ConfigErrorsNameFileLineAndKey) {
+  const TestPki& pki = test_pki();
+  struct Case {
+    std::vector<std::string> args;
+    std::vector<std::string> says;
+  };
+  const std::string toml = pki.path("mismatch.toml");
+  if (FILE* f = std::fopen(toml.c_str(), "w")) {
+    std::fprintf(f, "[tls]\ncert = \"%s\"\nkey = \"%s\"\n", pki.path("ec.pem").c_str(),
+                 pki.path("rsa.key").c_str());
+    std::fclose(f);
+  }
+  const Case cases[] = {
+      {{"--tls-cert", "/nonexistent/c.pem", "--tls-key", pki.path("ec.key")},
+       {"config error: --set: tls.cert: certificate /nonexistent/c.pem: No such file"}},
+      {{"--tls-cert", pki.path("ec.pem"), "--tls-key", pki.path("ca.pem")},
+       {"tls.key: key " + pki.path("ca.pem") + ": "}},
+      {{"--profile", toml},
+       {toml + ":3: tls.key: key " + pki.path("rsa.key") + " does not match certificate " +
+        pki.path("ec.pem")}},
+      {{"--tls-cert", pki.path("ec.pem")},
+       {"tls.cert and tls.key go together", "tls.key is not set"}},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"--mode", "http", "--listen", "127.0.0.1:0"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    auto s = start_serve(args, false);
+    std::string err;
+    EXPECT_EQ(s->finish(&err), 2) << err;
+    for (const std::string& w : c.says) EXPECT_NE(err.find(w), std::string::npos) << err;
+  }
+}
+
+// The start-up line says which record path the listener runs (here: user space, and why).
+TEST(ServeTls, StartupLineSaysTheRecordPath) {
+  auto s = start_serve(tls_args("echo", "engine.backend=epoll"));
+  ASSERT_GT(s->port, 0) << s->line;
+  EXPECT_NE(s->line.find(", tls " + tls::record_path_line()), std::string::npos) << s->line;
+  if (!tls::process_ktls().available) {
+    EXPECT_NE(s->line.find("tls userspace (kTLS unavailable: TCP_ULP tls: "), std::string::npos)
+        << s->line;
+  }
+}
+
+}  // namespace
+}  // namespace ringpoll::test

@@ -1,0 +1,13 @@
+#pragma once
+// The [tls] section as the options of a server TlsContext (tls/tls_context.h). A header of
+// its own so that only the programs with a TLS listener see OpenSSL's headers.
+#include "tls/tls_context.h"
+#include "tuning/config.h"
+
+namespace ringpoll::tuning {
+
+// tls.cert/tls.key as the one default certificate, min_version, the lists, the ticket
+// key life. Meaningful when tls.cert is set.
+tls::TlsOptions tls_server_options(const Config& cfg);
+
+}  // namespace ringpoll::tuning
