@@ -11,7 +11,8 @@ ROOT=$(pwd)
 
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake ninja-build pkg-config ccache libgtest-dev libgmock-dev
-  libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev libtoml11-dev libcli11-dev)
+  libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev libtoml11-dev libcli11-dev
+  openssl curl)
 # The libFuzzer stage of `test` (clang's runtime carries libFuzzer).
 FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 

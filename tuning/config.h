@@ -103,6 +103,9 @@ struct ProxyListener {
   std::string pool;    // names a ProxyPool
   ProxyProtocol proxy_protocol = ProxyProtocol::kOff;
   ListenerProtocol protocol = ListenerProtocol::kTcp;  // "udp": datagrams, per-client flows
+  // TLS pass-through routing by server name: "PATTERN=POOL" entries, first match wins;
+  // a client whose name matches none (or sends none) goes to `pool`. Empty: no routing.
+  std::vector<std::string> sni_routes;
   bool operator==(const ProxyListener&) const = default;
 };
 

@@ -3,6 +3,7 @@
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
+#include <utility>
 
 #include "apps/proxy/pool.h"
 
@@ -24,6 +25,12 @@ const char* to_string(ProxyError e) {
       return "accept";
     case ProxyError::kLimit:
       return "over_limit";
+    case ProxyError::kNotTls:
+      return "not_tls";
+    case ProxyError::kBadHello:
+      return "bad_client_hello";
+    case ProxyError::kHelloTimeout:
+      return "client_hello_timeout";
     case ProxyError::kCount:
       break;
   }
@@ -133,6 +140,11 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
     const auto e = static_cast<ProxyError>(k);
     line(out, "ringpoll_proxy_errors_total{kind=\"%s\"} %" PRIu64, to_string(e), total_errors(e));
   }
+  header(out, "ringpoll_proxy_sni_routed_total", "counter",
+         "TLS clients of SNI-routing listeners, by how their pool was chosen.");
+  for (const auto& [by, counter] : {std::pair{"server_name", &ShardMetrics::sni_routed},
+                                    std::pair{"default", &ShardMetrics::sni_default}})
+    line(out, "ringpoll_proxy_sni_routed_total{by=\"%s\"} %" PRId64, by, total(counter));
   header(out, "ringpoll_proxy_shard_connections_active", "gauge",
          "Client connections open now, per shard.");
   for (size_t i = 0; i < shards_.size(); ++i)

@@ -28,6 +28,10 @@ enum class ProxyError : uint8_t {
   kReset,           // a peer reset the connection mid-stream
   kAccept,          // accept failed (EMFILE, ...)
   kLimit,           // over max_connections: closed at once
+  // SNI routing listeners (apps/proxy/sni.h): the client is closed without an upstream.
+  kNotTls,        // the first bytes were not a TLS handshake
+  kBadHello,      // a TLS ClientHello that breaks the format, or over its size bound
+  kHelloTimeout,  // no whole ClientHello within timeouts.header_read_ms
   kCount
 };
 const char* to_string(ProxyError e);
@@ -59,6 +63,9 @@ struct alignas(64) ShardMetrics {
   std::atomic<uint64_t> bytes_down{0};  // upstream → client
   std::array<std::atomic<uint64_t>, static_cast<size_t>(ProxyError::kCount)> errors{};
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> latency{};
+  // SNI routing: clients sent to a route's pool by their server name, or to the
+  // listener's own pool (no route matched, or no name sent).
+  std::atomic<uint64_t> sni_routed{0}, sni_default{0};
   std::atomic<uint64_t> latency_sum_ns{0};
   // UDP listeners.
   std::atomic<int64_t> udp_flows_active{0};

@@ -211,6 +211,7 @@ class ProxyServer {
     ProxySettings s;
     std::vector<std::unique_ptr<Pool>> pools;
     std::vector<Pool*> by_listener;
+    std::vector<std::vector<SniTarget>> sni_by_listener;
     std::atomic<bool> retired{false};
   };
 
@@ -221,6 +222,12 @@ class ProxyServer {
     for (const ListenerSettings& l : g->s.listeners) {
       const int k = pool_index(g->s, l.pool);
       g->by_listener.push_back(k >= 0 ? g->pools[static_cast<size_t>(k)].get() : nullptr);
+      std::vector<SniTarget> sni;
+      for (const ListenerSettings::SniRoute& r : l.sni) {
+        const int j = pool_index(g->s, r.pool);
+        if (j >= 0) sni.push_back({r.pattern, g->pools[static_cast<size_t>(j)].get()});
+      }
+      g->sni_by_listener.push_back(std::move(sni));
     }
     return g;
   }
@@ -247,6 +254,7 @@ class ProxyServer {
     r.s = &gen->s;
     r.pool = gen->by_listener[li];
     r.proxy_protocol = gen->s.listeners[li].proxy_protocol;
+    r.sni = &gen->sni_by_listener[li];
     r.hold = std::move(gen);
     return relay_client(client, std::move(r), metrics_);
   }

@@ -18,6 +18,13 @@ struct ListenerSettings {
   std::string pool;        // the name of a PoolSettings
   int proxy_protocol = 0;  // 0: off, 1: v1 text, 2: v2 binary
   bool udp = false;        // datagrams: per-client flows (apps/proxy/udp.h)
+  // TLS pass-through routing by server name (apps/proxy/sni.h), first match wins; a client
+  // no route matches goes to `pool`. Empty: no ClientHello is read.
+  struct SniRoute {
+    std::string pattern;  // engine/host_name.h
+    std::string pool;
+  };
+  std::vector<SniRoute> sni;
 };
 
 struct ProxySettings {
@@ -26,6 +33,8 @@ struct ProxySettings {
   size_t buffer_bytes = 65536;  // per direction per connection: the memory bound
   int64_t connect_timeout_ns = 5'000'000'000;
   int64_t idle_timeout_ns = 60'000'000'000;  // 0: none
+  // SNI routing: the whole ClientHello must arrive within this (timeouts.header_read_ms).
+  int64_t hello_timeout_ns = 10'000'000'000;  // 0: none
   int64_t drain_ns = 5'000'000'000;
   int max_attempts = 3;        // upstreams tried per client before it is closed
   size_t max_connections = 0;  // 0: unlimited

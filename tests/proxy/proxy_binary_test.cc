@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -300,6 +301,108 @@ TEST(ProxyBinary, SighupReloadsTheFileForNewConnections) {
   ::close(c.out);
   ::close(c.err);
   std::remove(path.c_str());
+}
+
+// What a shell command printed (stdout and stderr), or "" when it could not run.
+std::string shell(const std::string& cmd) {
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return "";
+  std::string out;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, k);
+  pclose(f);
+  return out;
+}
+
+// `openssl s_server -www` with a self-signed ECDSA P-256 certificate for `cn`, on a free
+// loopback port; killed with the object.
+struct TlsServer {
+  Child c;
+  SocketAddress at;
+  TlsServer(const std::string& dir, const std::string& cn) {
+    const std::string cert = dir + "/" + cn + ".pem", key = dir + "/" + cn + ".key";
+    shell(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=" +
+        cn + " -keyout " + key + " -out " + cert);
+    int o[2];
+    if (pipe2(o, O_CLOEXEC) < 0) return;
+    c.pid = fork();
+    if (c.pid == 0) {
+      dup2(o[1], 1);
+      const int null = ::open("/dev/null", O_WRONLY);
+      dup2(null, 2);
+      execlp("openssl", "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert.c_str(),
+             "-key", key.c_str(), "-www", nullptr);
+      _exit(127);
+    }
+    ::close(o[1]);
+    c.out = o[0];
+    for (int i = 0; i < 5; ++i) {  // "ACCEPT 127.0.0.1:PORT", maybe after other lines
+      const std::string line = read_line(c.out);
+      if (line.starts_with("ACCEPT ")) {
+        parse_address(line.substr(7), &at);
+        break;
+      }
+    }
+  }
+  ~TlsServer() {
+    if (c.pid > 0) {
+      kill(c.pid, SIGKILL);
+      waitpid(c.pid, nullptr, 0);
+    }
+    if (c.out >= 0) ::close(c.out);
+  }
+};
+
+// Real TLS clients (openssl s_client, curl) through an SNI-routing listener reach the
+// server their name selects, and complete the handshake with it end to end: the proxy
+// passed the ClientHello and everything after it through untouched.
+TEST(ProxyBinary, SniRoutesRealTlsClientsToTheServerTheirNameSelects) {
+  ASSERT_NE(shell("openssl version").find("OpenSSL 3"), std::string::npos)
+      << "the openssl command is needed (Debian package openssl)";
+  char dir_tmpl[] = "/tmp/ringpoll-sni-XXXXXX";
+  const std::string dir = mkdtemp(dir_tmpl);
+  TlsServer a(dir, "a.example"), b(dir, "b.example");
+  ASSERT_NE(a.at.port(), 0);
+  ASSERT_NE(b.at.port(), 0);
+  const std::string path = temp_file(
+      "[[proxy.listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n"
+      "sni_routes = [\"*.b.example=b\", \"b.example=b\"]\n"
+      "[[proxy.pool]]\nname = \"a\"\nupstreams = [\"" +
+      a.at.to_string() + "\"]\n[[proxy.pool]]\nname = \"b\"\nupstreams = [\"" + b.at.to_string() +
+      "\"]\n[timeouts]\ndrain_ms = 500\n");
+  Child c = spawn_proxy({"--config", path});
+  ASSERT_GT(c.pid, 0);
+  const SocketAddress at = listening_address(read_line(c.out));
+  ASSERT_NE(at.port(), 0);
+  const std::string connect = " -connect " + at.to_string();
+  auto subject = [&](const std::string& name) {
+    const std::string out =
+        shell("timeout 10 openssl s_client -brief" + connect +
+              (name.empty() ? " -noservername" : " -servername " + name) + " </dev/null");
+    const size_t k = out.find("Peer certificate: ");
+    return k == std::string::npos ? out : out.substr(k + 18, out.find('\n', k) - k - 18);
+  };
+  EXPECT_EQ(subject("www.b.example"), "CN = b.example");
+  EXPECT_EQ(subject("B.EXAMPLE"), "CN = b.example");
+  EXPECT_EQ(subject("a.example"), "CN = a.example");
+  EXPECT_EQ(subject("unknown.org"), "CN = a.example");
+  EXPECT_EQ(subject(""), "CN = a.example");  // no name: the listener's pool
+  // curl, TLS 1.2 and 1.3, a whole HTTPS exchange with s_server's status page.
+  for (const char* v : {"--tlsv1.2 --tls-max 1.2", "--tlsv1.3"}) {
+    const std::string page =
+        shell(std::string("timeout 10 curl -sk ") + v +
+              " --resolve x.b.example:" + std::to_string(at.port()) +
+              ":127.0.0.1 https://x.b.example:" + std::to_string(at.port()) + "/");
+    EXPECT_NE(page.find("s_server -accept 127.0.0.1:0"), std::string::npos) << v << ": " << page;
+  }
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(c), 0);
+  ::close(c.out);
+  ::close(c.err);
+  std::remove(path.c_str());
+  shell("rm -rf " + dir);
 }
 
 }  // namespace
