@@ -140,6 +140,14 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
     const auto e = static_cast<ProxyError>(k);
     line(out, "ringpoll_proxy_errors_total{kind=\"%s\"} %" PRIu64, to_string(e), total_errors(e));
   }
+  header(out, "ringpoll_proxy_process_generation", "gauge",
+         "1 for a process started by hand, +1 for each binary upgrade (SIGUSR2) since.");
+  line(out, "ringpoll_proxy_process_generation %" PRIu64,
+       generation_.load(std::memory_order_relaxed));
+  header(out, "ringpoll_proxy_inherited_listeners", "gauge",
+         "Listeners this process took over from the previous generation (no rebinding).");
+  line(out, "ringpoll_proxy_inherited_listeners %" PRIu64,
+       inherited_.load(std::memory_order_relaxed));
   header(out, "ringpoll_proxy_sni_routed_total", "counter",
          "TLS clients of SNI-routing listeners, by how their pool was chosen.");
   for (const auto& [by, counter] : {std::pair{"server_name", &ShardMetrics::sni_routed},

@@ -105,6 +105,12 @@ class Metrics {
     return n;
   }
   uint64_t total_udp_drops(UdpDrop d) const noexcept;
+  // Which process of a chain of binary upgrades this is (1: started by hand), and how many
+  // of its listeners it took over from the previous one.
+  void set_process(uint64_t generation, uint64_t inherited_listeners) noexcept {
+    generation_.store(generation, std::memory_order_relaxed);
+    inherited_.store(inherited_listeners, std::memory_order_relaxed);
+  }
 
   // Prometheus text exposition (version 0.0.4) of everything above plus the pools'
   // upstream health, at time `now` (monotonic ns).
@@ -112,6 +118,8 @@ class Metrics {
 
  private:
   std::vector<ShardMetrics> shards_;
+  std::atomic<uint64_t> generation_{1};
+  std::atomic<uint64_t> inherited_{0};
 };
 
 // Prometheus text of the io_uring completion backend's own counters, one value per shard

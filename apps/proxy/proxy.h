@@ -29,6 +29,7 @@
 #include "apps/proxy/settings.h"
 #include "apps/proxy/udp.h"
 #include "engine/engine.h"
+#include "engine/handover.h"
 #include "engine/net.h"
 #include "engine/server.h"
 
@@ -61,6 +62,21 @@ class ProxyServer {
                            const ProxySettings&, std::unique_ptr<UdpService>*, std::string*)>;
   void set_udp_path(UdpPathStart f) { udp_path_ = std::move(f); }
 
+  // Listening sockets handed over by the process this one upgrades (engine/handover.h).
+  // Set before start(): a TCP listener of the same name on the same address (a configured
+  // port 0 takes the handed one's port) adopts them instead of binding; the rest are
+  // closed at start() (their listener was removed or moved in this configuration).
+  void inherit(std::vector<HandedListener> ls) { inherited_ = std::move(ls); }
+  size_t inherited_listeners() const noexcept { return adopted_; }
+  // This process's TCP listeners, to hand to a new one (the sockets stay this proxy's).
+  std::vector<HandedListener> handover() const {
+    std::vector<HandedListener> v;
+    auto gen = generation();
+    for (size_t i = 0; i < servers_.size(); ++i)
+      if (servers_[i]) v.push_back({gen->s.listeners[i].name, servers_[i]->listening_fds()});
+    return v;
+  }
+
   // Starts the listeners and the active health checks. From a thread outside the engine,
   // after the engine started. Errors name the listener and the failed step.
   Status start(std::string* why) {
@@ -90,6 +106,8 @@ class ProxyServer {
         continue;
       }
       typename TcpServer<P>::Options o;
+      o.inherit_fds = take_inherited(l);
+      adopted_ += o.inherit_fds.empty() ? 0 : 1;
       o.listen.reuseport = gen->s.reuseport;
       o.listen.allow_shared_port = gen->s.allow_shared_port;
       o.listen.backlog = gen->s.backlog;
@@ -106,6 +124,9 @@ class ProxyServer {
       udp_.push_back(nullptr);
     }
     start_checkers(gen);
+    for (HandedListener& h : inherited_)  // nobody took them: their listener is gone
+      for (int fd : h.fds) ::close(fd);
+    inherited_.clear();
     return Status();
   }
 
@@ -247,6 +268,25 @@ class ProxyServer {
     return p;
   }
 
+  // The handed-over sockets of listener l when they listen where it is configured to.
+  std::vector<int> take_inherited(const ListenerSettings& l) {
+    for (auto it = inherited_.begin(); it != inherited_.end(); ++it) {
+      if (it->name != l.name || it->fds.empty()) continue;
+      SocketAddress at;
+      at.len = sizeof at.ss;
+      getsockname(it->fds[0], reinterpret_cast<sockaddr*>(&at.ss), &at.len);
+      // The same address, or the same host when the configured port is 0.
+      const std::string got = at.to_string(), want = l.listen.to_string();
+      const auto host = [](const std::string& a) { return a.substr(0, a.rfind(':')); };
+      const bool same = l.listen.port() == 0 ? host(got) == host(want) : got == want;
+      if (!same) return {};  // moved: bind anew (start() closes these)
+      std::vector<int> fds = std::move(it->fds);
+      inherited_.erase(it);
+      return fds;
+    }
+    return {};
+  }
+
   // One client of TCP listener li, on the generation current now.
   Task<void> handle(TcpStream<P>& client, size_t li) {
     std::shared_ptr<Generation> gen = generation();
@@ -272,6 +312,8 @@ class ProxyServer {
   std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
   std::vector<std::unique_ptr<UdpService>> udp_;        // by listener; null: a TCP one
   UdpPathStart udp_path_;
+  std::vector<HandedListener> inherited_;  // until start()
+  size_t adopted_ = 0;                     // listeners started on handed-over sockets
   std::unique_ptr<AdminEndpoint<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
   std::atomic<uint64_t> reloads_{0};
