@@ -138,12 +138,13 @@ Status recv_listeners(int sock, int timeout_ms, std::vector<HandedListener>* out
   return Status();
 }
 
-Status send_note(int sock, const std::string& text) { return send_message(sock, text, {}); }
+Status send_note(int sock, const std::string& text) {
+  return send_message(sock, text, {});
+}
 
 Status recv_note(int sock, int timeout_ms, std::string* text) {
   std::vector<int> fds;
-  const Status st =
-      recv_message(sock, mono_now_ns() + int64_t{timeout_ms} * 1'000'000, text, &fds);
+  const Status st = recv_message(sock, mono_now_ns() + int64_t{timeout_ms} * 1'000'000, text, &fds);
   for (int fd : fds) ::close(fd);  // a note carries none
   return st;
 }

@@ -28,8 +28,7 @@ inline constexpr size_t kMaxHandedFds = 253;
 Status send_listeners(int sock, const std::vector<HandedListener>& ls, std::string* why);
 // Receives what send_listeners sent, within timeout_ms in all. The descriptors received
 // are the caller's (close-on-exec set). On failure nothing is left open.
-Status recv_listeners(int sock, int timeout_ms, std::vector<HandedListener>* out,
-                      std::string* why);
+Status recv_listeners(int sock, int timeout_ms, std::vector<HandedListener>* out, std::string* why);
 // One short text message each way ("ready generation 2 pid 1234", "failed: ...").
 Status send_note(int sock, const std::string& text);
 // Waits at most timeout_ms for a message; kTimeout when none came, kEof when the peer

@@ -32,8 +32,8 @@ void block_stop_signals(bool with_reload, bool with_upgrade) {
 }
 
 void wait_stop_signals(const std::function<void()>& graceful,
-                       const std::function<void()>& immediate,
-                       const std::function<void()>& reload, const std::function<void()>& upgrade) {
+                       const std::function<void()>& immediate, const std::function<void()>& reload,
+                       const std::function<void()>& upgrade) {
   const sigset_t waited = stop_set(static_cast<bool>(reload), static_cast<bool>(upgrade));
   const sigset_t stops = stop_set(false);
   int sig = 0;

@@ -312,8 +312,8 @@ class ProxyServer {
   std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
   std::vector<std::unique_ptr<UdpService>> udp_;        // by listener; null: a TCP one
   UdpPathStart udp_path_;
-  std::vector<HandedListener> inherited_;  // until start()
-  size_t adopted_ = 0;                     // listeners started on handed-over sockets
+  std::vector<HandedListener> inherited_;    // until start()
+  size_t adopted_ = 0;                       // listeners started on handed-over sockets
   std::unique_ptr<AdminEndpoint<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
   std::atomic<uint64_t> reloads_{0};

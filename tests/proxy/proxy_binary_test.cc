@@ -457,13 +457,23 @@ TEST(ProxyBinary, Sigusr2UpgradeTakesTheListenersOverAndNoConnectionFails) {
   std::atomic<bool> stop{false};
   std::atomic<int> ok{0}, failed{0};
   std::thread clients([&] {
+    const timeval limit{2, 0};  // a connection nobody serves counts as failed, not a hang
     for (int i = 0; i < 100000 && !stop.load(); ++i) {
       const int c = connect_to(at);
+      if (c >= 0) setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       const bool good = c >= 0 && send_all(c, "ping", 4) && recv_all(c, 4) == "ping";
       (good ? ok : failed).fetch_add(1);
       if (c >= 0) ::close(c);
     }
   });
+  struct Join {  // also when an assertion below returns early
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Join() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } join{stop, clients};
   ASSERT_TRUE(wait_for([&] { return ok.load() > 50; }));
   ASSERT_EQ(kill(old.pid, SIGUSR2), 0);
   // The new process prints its line on the same stdout.
@@ -486,6 +496,7 @@ TEST(ProxyBinary, Sigusr2UpgradeTakesTheListenersOverAndNoConnectionFails) {
   EXPECT_TRUE(wait_for([&] { return ok.load() > before + 50; })) << "the new one serves";
   stop = true;
   clients.join();
+  EXPECT_GT(ok.load(), 100);
   EXPECT_EQ(failed.load(), 0) << "of " << ok.load() << " connections across the upgrade";
   // The new process's admin endpoint names its generation.
   const size_t a = second.find("admin on ");
@@ -532,7 +543,8 @@ TEST(ProxyBinary, AFailedUpgradeLeavesTheOldProcessServingAndSaysWhy) {
   std::ofstream(path) << "[[proxy.listener]]\nname = \"front\"\nlisten = \"127.0.0.1:" +
                              std::to_string(busy_port) +
                              "\"\npool = \"back\"\n[[proxy.pool]]\nname = \"back\"\n"
-                             "upstreams = [\"" + up.address().to_string() + "\"]\n";
+                             "upstreams = [\"" +
+                             up.address().to_string() + "\"]\n";
   ASSERT_EQ(kill(c.pid, SIGUSR2), 0);
   err = stderr_until(c.err, "could not start");
   EXPECT_NE(err.find("could not start: failed: listener 'front'"), std::string::npos) << err;
