@@ -11,8 +11,12 @@
 //   ringpoll-proxy: listening on 127.0.0.1:8080 (main -> pool main: 1 upstream), backend ...
 // SIGHUP re-reads the profile, the --config file and the --set values: new connections
 // use the new pools and timeouts, established ones drain on the old. SIGINT/SIGTERM stop
-// accepting and drain within timeouts.drain_ms; a second signal stops at once.
+// accepting and drain within timeouts.drain_ms; a second signal stops at once. SIGUSR2
+// upgrades the binary: the program now at this one's path starts with the same arguments,
+// takes the listening sockets over (apps/proxy/upgrade.h), and once it serves this one
+// stops accepting and drains; if it fails, this one keeps serving and says why.
 // Bad arguments or config: a message naming the argument, key, file and line; exit 2.
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -29,6 +33,7 @@
 #include "apps/proxy/from_config.h"
 #include "apps/proxy/proxy.h"
 #include "apps/proxy/udp_bypass.h"
+#include "apps/proxy/upgrade.h"
 #include "engine/server.h"
 #include "tuning/cli.h"
 #ifdef RINGPOLL_WITH_XDP
@@ -221,6 +226,19 @@ int run(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   std::string why;
+  const proxy::SelfExec self = proxy::self_exec(argc, argv);
+  proxy::UpgradeEnv up;
+  if (!proxy::upgrade_env(&up, &why)) {
+    std::fprintf(stderr, "%s: %s\n", kProg, why.c_str());
+    return 2;
+  }
+  // A successor that cannot start tells its predecessor why (an exit says so too).
+  auto tell_old = [&up](const std::string& note) {
+    if (up.fd < 0) return;
+    (void)send_note(up.fd, note);
+    ::close(up.fd);
+    up.fd = -1;
+  };
   SocketAddress admin_addr;
   if (!admin.empty() && !parse_address(admin, &admin_addr, &why).ok()) {
     std::fprintf(stderr, "%s: --admin: %s\n", kProg, why.c_str());
@@ -235,7 +253,14 @@ int run(int argc, char** argv) {
   proxy::ProxySettings settings;
   if (!proxy::settings_from_config(cfg, &settings, &why)) {
     std::fprintf(stderr, "%s: config error: %s\n", kProg, why.c_str());
+    tell_old("failed: config error: " + why);
     return 2;
+  }
+  std::vector<HandedListener> handed;
+  if (up.fd >= 0 && !recv_listeners(up.fd, proxy::kUpgradeTimeoutMs, &handed, &why).ok()) {
+    std::fprintf(stderr, "%s: upgrade: %s\n", kProg, why.c_str());
+    tell_old("failed: " + why);
+    return 1;
   }
 
   // Two descriptors a proxied connection (four more with splice's pipes), plus spares.
@@ -244,9 +269,10 @@ int run(int argc, char** argv) {
       app::raise_fd_limit(max_conns * (settings.splice ? 6 : 2) + 256,
                           "limits.max_connections " + std::to_string(max_conns));
   if (!fds.problem.empty()) std::fprintf(stderr, "%s: %s\n", kProg, fds.problem.c_str());
-  block_stop_signals(/*with_reload=*/true);
+  block_stop_signals(/*with_reload=*/true, /*with_upgrade=*/true);
   return app::run_engine(kProg, cfg, [&]<class P>(Engine<P>& engine) -> int {
     proxy::ProxyServer<P> px(engine, settings);
+    px.inherit(std::move(handed));
     bool dpdk = false;
     if (const int rc = use_packet_path(px, settings, cfg, engine, &dpdk); rc != 0) return rc;
     // At the end, after every queue closed (DPDK's EAL does not start twice).
@@ -261,12 +287,14 @@ int run(int argc, char** argv) {
     // their sockets until then).
     if (!px.start(&err).ok()) {
       std::fprintf(stderr, "%s: %s\n", kProg, err.c_str());
+      tell_old("failed: " + err);
       px.shutdown(0);
       end_dpdk();
       return 1;
     }
     if (!admin.empty() && !px.start_admin(admin_addr, &err).ok()) {
       std::fprintf(stderr, "%s: --admin %s: %s\n", kProg, admin.c_str(), err.c_str());
+      tell_old("failed: --admin " + admin + ": " + err);
       px.shutdown(0);
       end_dpdk();
       return 1;
@@ -275,12 +303,20 @@ int run(int argc, char** argv) {
     for (size_t i = 0; i < px.listeners(); ++i)
       where += (i ? ", " : "") + describe(settings, i, px.address(i));
     const bool bypass = udp_on_packet_path(settings);
-    std::printf("%s: listening on %s, backend %s, %zu shards%s%s%s%s\n", kProg, where.c_str(),
+    px.metrics().set_process(up.generation, px.inherited_listeners());
+    const std::string gen =
+        up.generation == 1 ? std::string()
+                           : ", generation " + std::to_string(up.generation) + " (" +
+                                 std::to_string(px.inherited_listeners()) +
+                                 " listeners taken over, pid " + std::to_string(getpid()) + ")";
+    std::printf("%s: listening on %s, backend %s, %zu shards%s%s%s%s%s\n", kProg, where.c_str(),
                 P::kName, engine.size(), bypass ? ", udp path " : "",
                 bypass ? packet::to_string(settings.udp_path) : "",
                 admin.empty() ? "" : ", admin on ",
-                admin.empty() ? "" : px.admin_address().to_string().c_str());
+                admin.empty() ? "" : px.admin_address().to_string().c_str(), gen.c_str());
     std::fflush(stdout);
+    tell_old("ready generation " + std::to_string(up.generation) + " pid " +
+             std::to_string(getpid()));
 
     const int64_t drain_ns = settings.drain_ns;
     wait_stop_signals(
@@ -308,6 +344,20 @@ int run(int argc, char** argv) {
             return;
           }
           std::fprintf(stderr, "%s: reloaded: new connections use the new config\n", kProg);
+        },
+        [&] {
+          pid_t child = -1;
+          std::string w;
+          if (!proxy::start_successor(self, up.generation + 1, px.handover(),
+                                      proxy::kUpgradeTimeoutMs, &child, &w)) {
+            std::fprintf(stderr, "%s: upgrade failed, still serving: %s\n", kProg, w.c_str());
+            return;
+          }
+          std::fprintf(stderr,
+                       "%s: upgrade: generation %llu (pid %d) serves; this process stops "
+                       "accepting and drains\n",
+                       kProg, static_cast<unsigned long long>(up.generation + 1), child);
+          kill(getpid(), SIGTERM);  // the graceful stop, as an operator's SIGTERM would
         });
     engine.join();
     end_dpdk();

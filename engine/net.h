@@ -4,6 +4,7 @@
 //
 // Addresses: "1.2.3.4:80", "[::1]:80" (literals, parsed on the shard), "name:80" (names
 // resolved with getaddrinfo on a resolver thread, so no shard ever blocks on DNS).
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "handover.h"
 #include "poll_fd.h"
 
 namespace ringpoll {
@@ -170,6 +172,17 @@ class TcpListener {
     }
     return fd_.open(s, fd);
   }
+  // Takes a socket that already listens (handed over by another process, see
+  // engine/handover.h) and makes it non-blocking. Refused when fd is not a listening TCP
+  // socket; fd is then still the caller's.
+  Status adopt(Scheduler<P>& s, int fd, std::string* why = nullptr) {
+    if (Status st = check_listening_tcp(fd, why); !st.ok()) return st;
+    const int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return Status::from_errno(errno);
+    return fd_.open(s, fd);
+  }
+  // The listening descriptor (still the listener's), e.g. to hand it over.
+  int fd() const noexcept { return fd_.fd(); }
   // The bound address (with the kernel's port when 0 was asked for).
   SocketAddress local_address() const {
     SocketAddress a;

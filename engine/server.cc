@@ -15,32 +15,39 @@ constexpr int64_t kAfterImmediateNs = 5'000'000'000;
 // shell reports for a process that SIGTERM killed).
 constexpr int kExitStopTimedOut = 128 + SIGTERM;
 
-sigset_t stop_set(bool with_reload) {
+sigset_t stop_set(bool with_reload, bool with_upgrade = false) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   if (with_reload) sigaddset(&set, SIGHUP);
+  if (with_upgrade) sigaddset(&set, SIGUSR2);
   return set;
 }
 }  // namespace
 
-void block_stop_signals(bool with_reload) {
-  const sigset_t set = stop_set(with_reload);
+void block_stop_signals(bool with_reload, bool with_upgrade) {
+  const sigset_t set = stop_set(with_reload, with_upgrade);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 void wait_stop_signals(const std::function<void()>& graceful,
-                       const std::function<void()>& immediate,
-                       const std::function<void()>& reload) {
-  const sigset_t waited = stop_set(static_cast<bool>(reload));
+                       const std::function<void()>& immediate, const std::function<void()>& reload,
+                       const std::function<void()>& upgrade) {
+  const sigset_t waited = stop_set(static_cast<bool>(reload), static_cast<bool>(upgrade));
   const sigset_t stops = stop_set(false);
   int sig = 0;
   for (;;) {
     if (sigwait(&waited, &sig) != 0) return;
-    if (sig != SIGHUP) break;
-    std::fprintf(stderr, "ringpoll: SIGHUP: reloading\n");
-    reload();
+    if (sig == SIGHUP) {
+      std::fprintf(stderr, "ringpoll: SIGHUP: reloading\n");
+      reload();
+    } else if (sig == SIGUSR2) {
+      std::fprintf(stderr, "ringpoll: SIGUSR2: upgrading\n");
+      upgrade();
+    } else {
+      break;
+    }
   }
   std::fprintf(stderr, "ringpoll: %s: stopping gracefully (send it again to stop at once)\n",
                sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -93,6 +93,13 @@ class TcpServer {
     // Runs on the accepting shard for each connection refused by a limit (after it was
     // reset and counted): a program's own metrics.
     std::function<void(Refusal)> on_refuse;
+    int shard = -1;  // listen on this shard only (e.g. an admin endpoint); -1: on every shard
+    // Listening sockets handed over by another process (engine/handover.h): start()
+    // adopts these instead of binding, and owns them from then on. Each shard takes one
+    // (shards beyond their number share one; sockets beyond the shards' number are taken
+    // as extra listeners, round robin), so every socket of the old SO_REUSEPORT group
+    // keeps being accepted from.
+    std::vector<int> inherit_fds;
   };
 
   // The engine must outlive the server. Nothing listens until start().
@@ -123,6 +130,9 @@ class TcpServer {
   }
   // start() for a handler that takes the connection's ConnContext too.
   Status start(const SocketAddress& at, ContextHandler h, std::string* why = nullptr) {
+    std::vector<int> inherited = std::move(opt_.inherit_fds);
+    opt_.inherit_fds.clear();
+    if (!inherited.empty()) return start_inherited(std::move(inherited), std::move(h), why);
     if (opt_.listen.reuseport && !opt_.listen.allow_shared_port) {
       // The probe races with a process binding the port right after it; it is a guard
       // against the forgotten instance, not a lock.
@@ -137,12 +147,13 @@ class TcpServer {
       const Status st = Engine<P>::call(e_.shard(i), [&] {
         auto& sched = Engine<P>::current()->sched();
         ps->sched = &sched;
-        ps->listener = std::make_unique<TcpListener<P>>();
-        Status s = ps->listener->listen(sched, addr, opt_.listen, &w);
+        auto l = std::make_unique<TcpListener<P>>();
+        Status s = l->listen(sched, addr, opt_.listen, &w);
         if (!s.ok()) return s;
-        addr = ps->listener->local_address();  // port 0: every shard takes the same port
+        addr = l->local_address();  // port 0: every shard takes the same port
         started_ = true;  // from the first accept loop on: a failed start still needs shutdown
-        sched.spawn(accept_loop(ps, &sched));
+        sched.spawn(accept_loop(ps, &sched, l.get()));
+        ps->listeners.push_back(std::move(l));
         return Status();
       });
       if (!st.ok()) {
@@ -155,6 +166,16 @@ class TcpServer {
   }
   // The address listened on, with the kernel's port when start() was given port 0.
   SocketAddress address() const { return address_; }
+  // The listening sockets (the server's still), for handing over to a new process. From a
+  // thread outside the engine, after start().
+  std::vector<int> listening_fds() const {
+    std::vector<int> v;
+    for (auto& s : shards_) {
+      if (!s || !s->sched) continue;
+      for (auto& l : s->listeners) v.push_back(l->fd());
+    }
+    return v;
+  }
 
   // Counters, readable from any thread: open connections, connections accepted by each
   // shard (the SO_REUSEPORT balance), failed accepts. A shard whose state went with a
@@ -246,7 +267,7 @@ class TcpServer {
   };
   struct PerShard {
     Scheduler<P>* sched = nullptr;
-    std::unique_ptr<TcpListener<P>> listener;
+    std::vector<std::unique_ptr<TcpListener<P>>> listeners;  // one, unless handed extras
     std::atomic<size_t> live{0};
     std::atomic<uint64_t> accepted{0};
     std::atomic<uint64_t> accept_errors{0};
@@ -298,13 +319,59 @@ class TcpServer {
   };
 
   static Task<void> close_listener(PerShard* ps) {
-    if (ps->listener) (void)co_await ps->listener->close();
+    for (auto& l : ps->listeners) (void)co_await l->close();
   }
 
-  Task<void> accept_loop(PerShard* ps, Scheduler<P>* sched) {
+  // start() with sockets handed over (Options::inherit_fds): no bind, no port check.
+  Status start_inherited(std::vector<int> fds, ContextHandler h, std::string* why) {
+    handler_ = std::move(h);
+    std::vector<size_t> serving;  // the shards that listen
+    for (size_t i = 0; i < shards_.size(); ++i)
+      if (opt_.shard < 0 || static_cast<size_t>(opt_.shard) == i) serving.push_back(i);
+    const size_t n = fds.size(), m = serving.size();
+    std::vector<bool> taken(n, false);
+    Status result;
+    for (size_t k = 0; k < m && result.ok(); ++k) {
+      PerShard* ps = shards_[serving[k]].get();
+      // This shard's sockets: its own (or a shared copy), then every m-th of the rest.
+      std::vector<int> mine;
+      mine.push_back(k < n ? fds[k] : ::dup(fds[k % n]));
+      for (size_t j = k + m; j < n; j += m) mine.push_back(fds[j]);
+      std::string w;
+      result = Engine<P>::call(e_.shard(serving[k]), [&] {
+        auto& sched = Engine<P>::current()->sched();
+        ps->sched = &sched;
+        for (size_t x = 0; x < mine.size(); ++x) {
+          auto l = std::make_unique<TcpListener<P>>();
+          Status s = mine[x] < 0 ? Status::from_errno(EMFILE) : l->adopt(sched, mine[x], &w);
+          if (!s.ok()) {  // this one and the rest of this shard's are closed here
+            for (size_t y = x; y < mine.size(); ++y)
+              if (mine[y] >= 0) ::close(mine[y]);
+            return s;
+          }
+          started_ = true;
+          sched.spawn(accept_loop(ps, &sched, l.get()));
+          ps->listeners.push_back(std::move(l));
+        }
+        return Status();
+      });
+      for (size_t j = k; j < n; j += m) taken[j] = true;
+      if (!result.ok() && why) *why = "handed-over listener: " + w;
+    }
+    // What was not adopted (a failure part-way) is closed here; the rest the listeners own.
+    if (!result.ok()) {
+      for (size_t j = 0; j < n; ++j)
+        if (!taken[j]) ::close(fds[j]);
+      return result;
+    }
+    address_ = shards_[serving[0]]->listeners[0]->local_address();
+    return Status();
+  }
+
+  Task<void> accept_loop(PerShard* ps, Scheduler<P>* sched, TcpListener<P>* listener) {
     int64_t backoff = 0;
     for (;;) {
-      AcceptResult a = co_await ps->listener->accept();
+      AcceptResult a = co_await listener->accept();
       if (a.err.closed()) break;  // shutdown
       if (!a.err.ok()) {
         ps->accept_errors.fetch_add(1);
@@ -443,9 +510,13 @@ std::thread shutdown_on_signals(std::function<void()> graceful, std::function<vo
 // 5 s after that, or at a third signal, it ends the process itself (_Exit(143)), so no
 // pair of handlers can leave the process deaf to signals. On return the stop signals are
 // unblocked in the calling thread: a later SIGINT/SIGTERM ends the process.
-void block_stop_signals(bool with_reload);
+// With `upgrade`, SIGUSR2 (blocked by block_stop_signals(..., true)) calls upgrade() on the
+// waiting thread, as SIGHUP calls reload(); a stop signal that arrives meanwhile waits
+// until it returns.
+void block_stop_signals(bool with_reload, bool with_upgrade = false);
 void wait_stop_signals(const std::function<void()>& graceful,
                        const std::function<void()>& immediate,
-                       const std::function<void()>& reload = {});
+                       const std::function<void()>& reload = {},
+                       const std::function<void()>& upgrade = {});
 
 }  // namespace ringpoll

@@ -13,6 +13,7 @@
 
 #include "tls/tls_context.h"
 #include "tuning/tls_options.h"
+#include "engine/host_name.h"
 #include "tuning/tuning_profiles.h"  // generated from tuning/profiles/*.toml
 
 namespace ringpoll::tuning {
@@ -74,9 +75,10 @@ enum class TextKind { kName, kAddress, kPoolRef, kOptional };
 struct TextSpec {
   TextKind kind;
 };
-struct CpuListSpec {};      // [int, ...], each a configured CPU
-struct AddressListSpec {};  // ["ADDR:PORT", ...], at least one
-struct TableListSpec {};    // [[section.key]] tables
+struct CpuListSpec {};       // [int, ...], each a configured CPU
+struct AddressListSpec {};   // ["ADDR:PORT", ...], at least one
+struct SniRouteListSpec {};  // ["HOST-PATTERN=POOL", ...] (engine/host_name.h patterns)
+struct TableListSpec {};     // [[section.key]] tables
 
 // The schema: one function per section listing (key, field, spec). The reader, the
 // printer and the tests walk the same lists, so a key cannot be read but not printed.
@@ -147,6 +149,7 @@ void fields(ProxyListener& s, V&& v) {
   v("max_conn_rate", s.max_conn_rate, IntSpec{0, 100000000});
   v("max_client_connections", s.max_client_connections, IntSpec{0, 100000000});
   v("max_client_conn_rate", s.max_client_conn_rate, IntSpec{0, 100000000});
+  v("sni_routes", s.sni_routes, SniRouteListSpec{});
 }
 template <class V>
 void fields(ProxyPool& s, V&& v) {
@@ -430,6 +433,32 @@ class Reader {
     if (addrs.size() == v.as_array().size()) out = std::move(addrs);
   }
 
+  void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
+            SniRouteListSpec) {
+    const char* want = "an array of \"HOST-PATTERN=POOL\" strings";
+    if (!v.is_array()) return wrong_type(v, key, want);
+    std::vector<std::string> routes;
+    for (size_t i = 0; i < v.as_array().size(); ++i) {
+      const toml::value& e = v.as_array()[i];
+      const std::string ekey = indexed(key, i);
+      if (!e.is_string()) {
+        wrong_type(e, ekey, "a string \"HOST-PATTERN=POOL\"");
+        continue;
+      }
+      const std::string& t = e.as_string().str;
+      const size_t eq = t.find('=');
+      std::string why;
+      if (eq == std::string::npos || eq + 1 == t.size()) {
+        fail(e, ekey, "must be \"HOST-PATTERN=POOL\", got " + quote(t));
+      } else if (!valid_host_pattern(std::string_view(t).substr(0, eq), &why)) {
+        fail(e, ekey, "host pattern " + quote(t.substr(0, eq)) + ": " + why);
+      } else {
+        routes.push_back(t);
+      }
+    }
+    if (routes.size() == v.as_array().size()) out = std::move(routes);
+  }
+
   template <class T>
   void read(const toml::value& v, const std::string& key, std::vector<T>& out, TableListSpec) {
     const std::string want = "an array of tables ([[" + key + "]])";
@@ -536,10 +565,24 @@ void cross_check(const Config& c, Reader& r) {
       const std::string key = indexed("proxy.listener", i) + ".proxy_protocol";
       r.fail(line_of(key), key, "HTTP listeners send X-Forwarded-For / Forwarded, not PROXY");
     }
-    if (l.pool.empty()) continue;  // already reported as required
-    const bool found = std::any_of(c.proxy.pools.begin(), c.proxy.pools.end(),
-                                   [&](const ProxyPool& p) { return p.name == l.pool; });
-    if (found) continue;
+    auto pool_named = [&](const std::string& name) {
+      return std::any_of(c.proxy.pools.begin(), c.proxy.pools.end(),
+                         [&](const ProxyPool& p) { return p.name == name; });
+    };
+    if (!l.sni_routes.empty() && l.protocol != ListenerProtocol::kTcp) {
+      const std::string key = indexed("proxy.listener", i) + ".sni_routes";
+      r.fail(line_of(key), key,
+             std::string("SNI routing is for TCP listeners (this one is ") +
+                 (l.protocol == ListenerProtocol::kUdp ? "udp" : "http") + ")");
+    }
+    for (const std::string& route : l.sni_routes) {
+      const std::string pool = route.substr(route.find('=') + 1);
+      if (pool_named(pool)) continue;
+      const std::string key = indexed("proxy.listener", i) + ".sni_routes";
+      r.fail(line_of(key), key,
+             "route " + quote(route) + ": no [[proxy.pool]] is named " + quote(pool));
+    }
+    if (l.pool.empty() || pool_named(l.pool)) continue;  // empty: already reported as required
     const std::string key = indexed("proxy.listener", i) + ".pool";
     r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(l.pool));
   }

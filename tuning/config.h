@@ -111,6 +111,9 @@ struct ProxyListener {
   int64_t max_conn_rate = 0;           // new connections per second on this listener
   int64_t max_client_connections = 0;  // open at once from one client address
   int64_t max_client_conn_rate = 0;    // new connections per second from one client address
+  // TLS pass-through routing by server name: "PATTERN=POOL" entries, first match wins;
+  // a client whose name matches none (or sends none) goes to `pool`. Empty: no routing.
+  std::vector<std::string> sni_routes;
   bool operator==(const ProxyListener&) const = default;
 };
 

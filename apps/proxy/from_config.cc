@@ -152,6 +152,15 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
     }
     ls.http = l.protocol == tuning::ListenerProtocol::kHttp;
     if (ls.http && !http_routes(cfg, s, l.name, l.pool, &ls.http_settings, why)) return false;
+    for (const std::string& r : l.sni_routes) {  // "PATTERN=POOL", checked by tuning/
+      const size_t eq = r.find('=');
+      ls.sni.push_back({r.substr(0, eq), r.substr(eq + 1)});
+      if (pool_index(s, ls.sni.back().pool) < 0) {
+        *why = "proxy.listener '" + l.name + "': sni route '" + r + "': no pool named '" +
+               ls.sni.back().pool + "'";
+        return false;
+      }
+    }
     s.listeners.push_back(std::move(ls));
   }
   size_t slots = 0;
@@ -170,6 +179,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.buffer_bytes = static_cast<size_t>(cfg.limits.buffer_bytes);
   s.connect_timeout_ns = cfg.timeouts.connect_ms * kMs;
   s.idle_timeout_ns = cfg.timeouts.idle_ms * kMs;
+  s.hello_timeout_ns = cfg.timeouts.header_read_ms * kMs;
   s.drain_ns = cfg.timeouts.drain_ms * kMs;
   s.max_connections = static_cast<size_t>(cfg.limits.max_connections);
   s.http_limits.max_request_line = static_cast<size_t>(cfg.limits.max_request_line);

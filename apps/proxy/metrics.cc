@@ -3,6 +3,7 @@
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
+#include <utility>
 
 #include "apps/proxy/pool.h"
 
@@ -32,6 +33,12 @@ const char* to_string(ProxyError e) {
       return "refused_client_connections";
     case ProxyError::kRefusedClientRate:
       return "refused_client_rate";
+    case ProxyError::kNotTls:
+      return "not_tls";
+    case ProxyError::kBadHello:
+      return "bad_client_hello";
+    case ProxyError::kHelloTimeout:
+      return "client_hello_timeout";
     case ProxyError::kCount:
       break;
   }
@@ -145,6 +152,19 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
     const auto e = static_cast<ProxyError>(k);
     line(out, "ringpoll_proxy_errors_total{kind=\"%s\"} %" PRIu64, to_string(e), total_errors(e));
   }
+  header(out, "ringpoll_proxy_process_generation", "gauge",
+         "1 for a process started by hand, +1 for each binary upgrade (SIGUSR2) since.");
+  line(out, "ringpoll_proxy_process_generation %" PRIu64,
+       generation_.load(std::memory_order_relaxed));
+  header(out, "ringpoll_proxy_inherited_listeners", "gauge",
+         "Listeners this process took over from the previous generation (no rebinding).");
+  line(out, "ringpoll_proxy_inherited_listeners %" PRIu64,
+       inherited_.load(std::memory_order_relaxed));
+  header(out, "ringpoll_proxy_sni_routed_total", "counter",
+         "TLS clients of SNI-routing listeners, by how their pool was chosen.");
+  for (const auto& [by, counter] : {std::pair{"server_name", &ShardMetrics::sni_routed},
+                                    std::pair{"default", &ShardMetrics::sni_default}})
+    line(out, "ringpoll_proxy_sni_routed_total{by=\"%s\"} %" PRId64, by, total(counter));
   header(out, "ringpoll_proxy_shard_connections_active", "gauge",
          "Client connections open now, per shard.");
   for (size_t i = 0; i < shards_.size(); ++i)

@@ -33,6 +33,10 @@ enum class ProxyError : uint8_t {
   kRefusedRate,
   kRefusedClientConnections,
   kRefusedClientRate,
+  // SNI routing listeners (apps/proxy/sni.h): the client is closed without an upstream.
+  kNotTls,        // the first bytes were not a TLS handshake
+  kBadHello,      // a TLS ClientHello that breaks the format, or over its size bound
+  kHelloTimeout,  // no whole ClientHello within timeouts.header_read_ms
   kCount
 };
 const char* to_string(ProxyError e);
@@ -64,6 +68,9 @@ struct alignas(64) ShardMetrics {
   std::atomic<uint64_t> bytes_down{0};  // upstream → client
   std::array<std::atomic<uint64_t>, static_cast<size_t>(ProxyError::kCount)> errors{};
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> latency{};
+  // SNI routing: clients sent to a route's pool by their server name, or to the
+  // listener's own pool (no route matched, or no name sent).
+  std::atomic<uint64_t> sni_routed{0}, sni_default{0};
   std::atomic<uint64_t> latency_sum_ns{0};
   std::atomic<int64_t> relay_buffers{0};  // relay buffers held now (data in flight)
   // UDP listeners.
@@ -104,6 +111,12 @@ class Metrics {
     return n;
   }
   uint64_t total_udp_drops(UdpDrop d) const noexcept;
+  // Which process of a chain of binary upgrades this is (1: started by hand), and how many
+  // of its listeners it took over from the previous one.
+  void set_process(uint64_t generation, uint64_t inherited_listeners) noexcept {
+    generation_.store(generation, std::memory_order_relaxed);
+    inherited_.store(inherited_listeners, std::memory_order_relaxed);
+  }
 
   // Prometheus text exposition (version 0.0.4) of everything above plus the pools'
   // upstream health, at time `now` (monotonic ns).
@@ -111,6 +124,8 @@ class Metrics {
 
  private:
   std::vector<ShardMetrics> shards_;
+  std::atomic<uint64_t> generation_{1};
+  std::atomic<uint64_t> inherited_{0};
 };
 
 // Prometheus text of the io_uring completion backend's own counters, one value per shard

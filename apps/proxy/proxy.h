@@ -34,6 +34,7 @@
 #include "apps/proxy/settings.h"
 #include "apps/proxy/udp.h"
 #include "engine/engine.h"
+#include "engine/handover.h"
 #include "engine/net.h"
 #include "engine/server.h"
 
@@ -67,6 +68,21 @@ class ProxyServer {
                            const ProxySettings&, std::unique_ptr<UdpService>*, std::string*)>;
   void set_udp_path(UdpPathStart f) { udp_path_ = std::move(f); }
 
+  // Listening sockets handed over by the process this one upgrades (engine/handover.h).
+  // Set before start(): a TCP listener of the same name on the same address (a configured
+  // port 0 takes the handed one's port) adopts them instead of binding; the rest are
+  // closed at start() (their listener was removed or moved in this configuration).
+  void inherit(std::vector<HandedListener> ls) { inherited_ = std::move(ls); }
+  size_t inherited_listeners() const noexcept { return adopted_; }
+  // This process's TCP listeners, to hand to a new one (the sockets stay this proxy's).
+  std::vector<HandedListener> handover() const {
+    std::vector<HandedListener> v;
+    auto gen = generation();
+    for (size_t i = 0; i < servers_.size(); ++i)
+      if (servers_[i]) v.push_back({gen->s.listeners[i].name, servers_[i]->listening_fds()});
+    return v;
+  }
+
   // Starts the listeners and the active health checks. From a thread outside the engine,
   // after the engine started. Errors name the listener and the failed step.
   Status start(std::string* why) {
@@ -96,6 +112,8 @@ class ProxyServer {
         continue;
       }
       typename TcpServer<P>::Options o;
+      o.inherit_fds = take_inherited(l);
+      adopted_ += o.inherit_fds.empty() ? 0 : 1;
       o.listen.reuseport = gen->s.reuseport;
       o.listen.allow_shared_port = gen->s.allow_shared_port;
       o.listen.backlog = gen->s.backlog;
@@ -121,6 +139,9 @@ class ProxyServer {
       udp_.push_back(nullptr);
     }
     start_checkers(gen);
+    for (HandedListener& h : inherited_)  // nobody took them: their listener is gone
+      for (int fd : h.fds) ::close(fd);
+    inherited_.clear();
     return Status();
   }
 
@@ -247,6 +268,7 @@ class ProxyServer {
     ProxySettings s;
     std::vector<std::unique_ptr<Pool>> pools;
     std::vector<Pool*> by_listener;
+    std::vector<std::vector<SniTarget>> sni_by_listener;
     std::atomic<bool> retired{false};
     // HTTP listeners: the pool of each route, the first HttpMetrics slot, and per shard
     // the idle upstream connections (each listener's own, as their limits are its).
@@ -278,6 +300,12 @@ class ProxyServer {
       }
       g->route_pools.push_back(std::move(rp));
       g->http_up.push_back(std::move(ups));
+      std::vector<SniTarget> sni;
+      for (const ListenerSettings::SniRoute& r : l.sni) {
+        const int j = pool_index(g->s, r.pool);
+        if (j >= 0) sni.push_back({r.pattern, g->pools[static_cast<size_t>(j)].get()});
+      }
+      g->sni_by_listener.push_back(std::move(sni));
     }
     if (slot > kMaxHttpRouteSlots) fatal("ringpoll-proxy: more HTTP routes than kMaxHttpRouteSlots");
     return g;
@@ -298,6 +326,25 @@ class ProxyServer {
     return p;
   }
 
+  // The handed-over sockets of listener l when they listen where it is configured to.
+  std::vector<int> take_inherited(const ListenerSettings& l) {
+    for (auto it = inherited_.begin(); it != inherited_.end(); ++it) {
+      if (it->name != l.name || it->fds.empty()) continue;
+      SocketAddress at;
+      at.len = sizeof at.ss;
+      getsockname(it->fds[0], reinterpret_cast<sockaddr*>(&at.ss), &at.len);
+      // The same address, or the same host when the configured port is 0.
+      const std::string got = at.to_string(), want = l.listen.to_string();
+      const auto host = [](const std::string& a) { return a.substr(0, a.rfind(':')); };
+      const bool same = l.listen.port() == 0 ? host(got) == host(want) : got == want;
+      if (!same) return {};  // moved: bind anew (start() closes these)
+      std::vector<int> fds = std::move(it->fds);
+      inherited_.erase(it);
+      return fds;
+    }
+    return {};
+  }
+
   // One client of TCP listener li, on the generation current now.
   Task<void> handle(TcpStream<P>& client, size_t li) {
     std::shared_ptr<Generation> gen = generation();
@@ -316,6 +363,7 @@ class ProxyServer {
     r.s = &gen->s;
     r.pool = gen->by_listener[li];
     r.proxy_protocol = gen->s.listeners[li].proxy_protocol;
+    r.sni = &gen->sni_by_listener[li];
     r.hold = std::move(gen);
     return relay_client(client, std::move(r), metrics_);
   }
@@ -335,6 +383,8 @@ class ProxyServer {
   std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
   std::vector<std::unique_ptr<UdpService>> udp_;        // by listener; null: a TCP one
   UdpPathStart udp_path_;
+  std::vector<HandedListener> inherited_;    // until start()
+  size_t adopted_ = 0;                       // listeners started on handed-over sockets
   std::unique_ptr<AdminEndpoint<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
   std::atomic<uint64_t> reloads_{0};

@@ -3,6 +3,8 @@
 // listeners of ProxyServer (apps/proxy/proxy.h) start it on the shard that accepted the
 // client, with the Route of the configuration generation current at that moment:
 //
+//   0. on a listener with SNI routes, read the TLS ClientHello and let its server name
+//      choose the pool (apps/proxy/sni.h); those bytes go to the upstream first;
 //   1. pick an upstream from the listener's pool and connect, within the connect
 //      timeout; a failed connect counts against that upstream's health and the next
 //      upstream is tried (up to max_attempts) — nothing has been read from the client yet,
@@ -36,21 +38,13 @@
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy_protocol.h"
+#include "apps/proxy/route.h"
 #include "apps/proxy/settings.h"
+#include "apps/proxy/sni.h"
 #include "engine/engine.h"
 #include "engine/net.h"
 
 namespace ringpoll::proxy {
-
-// What one client connection is relayed with: its generation's settings and the pool of
-// the listener that accepted it, both kept alive by `hold` for as long as it lasts (a
-// reload makes a new generation; established connections drain on their own).
-struct Route {
-  const ProxySettings* s = nullptr;
-  Pool* pool = nullptr;
-  int proxy_protocol = 0;  // the listener's: 0 off, 1 v1, 2 v2
-  std::shared_ptr<const void> hold;
-};
 
 namespace relay_detail {
 
@@ -317,6 +311,9 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     co_return;
   }
   if (s.keepalive) (void)client.set_keepalive(true);
+  std::vector<std::byte> early;  // what was read to route the client, for the upstream
+  if (route.sni && !route.sni->empty() && !co_await route_by_sni(client, &route, m, &early))
+    co_return;
   Pool* pool = route.pool;
   std::unique_ptr<TcpStream<P>> up;
   Upstream* u = nullptr;
@@ -346,6 +343,13 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
   if (route.proxy_protocol != 0) {
     ok = co_await relay_detail::send_proxy_header(client, *up, route.proxy_protocol);
     if (!ok) m.error(ProxyError::kReset);
+  }
+  if (ok && !early.empty()) {
+    const IoResult w = co_await up->write(std::span<const std::byte>(early));
+    ok = w.ok();
+    if (!ok) m.error(ProxyError::kReset);
+    m.add(m.bytes_up, w.n);
+    std::vector<std::byte>().swap(early);  // not held for the connection's life
   }
   if (ok) co_await relay_detail::relay(sched, client, *up, m, s);
   (void)co_await up->close();

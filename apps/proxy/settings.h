@@ -25,6 +25,13 @@ struct ListenerSettings {
   AcceptLimits limits;
   bool http = false;       // HTTP/1.1 requests routed by http.routes (apps/proxy/http_relay.h)
   HttpSettings http_settings;
+  // TLS pass-through routing by server name (apps/proxy/sni.h), first match wins; a client
+  // no route matches goes to `pool`. Empty: no ClientHello is read.
+  struct SniRoute {
+    std::string pattern;  // engine/host_name.h
+    std::string pool;
+  };
+  std::vector<SniRoute> sni;
 };
 
 struct ProxySettings {
@@ -33,6 +40,8 @@ struct ProxySettings {
   size_t buffer_bytes = 65536;  // per direction per connection: the memory bound
   int64_t connect_timeout_ns = 5'000'000'000;
   int64_t idle_timeout_ns = 60'000'000'000;  // 0: none
+  // SNI routing: the whole ClientHello must arrive within this (timeouts.header_read_ms).
+  int64_t hello_timeout_ns = 10'000'000'000;  // 0: none
   int64_t drain_ns = 5'000'000'000;
   int max_attempts = 3;        // upstreams tried per client before it is closed
   size_t max_connections = 0;  // 0: unlimited

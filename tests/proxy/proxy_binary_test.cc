@@ -3,7 +3,9 @@
 // reloads the config file for new connections while an established one keeps relaying.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -11,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proxy/proxy_test_helpers.h"
@@ -430,6 +433,247 @@ TEST(HttpProxyBinary, RealClientsThroughTheProxyToNginx) {
   EXPECT_EQ(shell("timeout 30 curl -sS " + px.url("/x")), "nginx upstream\n");
   real_clients(px, "/x");
   (void)shell("rm -rf " + d);
+// `openssl s_server -www` with a self-signed ECDSA P-256 certificate for `cn`, on a free
+// loopback port; killed with the object.
+struct TlsServer {
+  Child c;
+  SocketAddress at;
+  TlsServer(const std::string& dir, const std::string& cn) {
+    const std::string cert = dir + "/" + cn + ".pem", key = dir + "/" + cn + ".key";
+    shell(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=" +
+        cn + " -keyout " + key + " -out " + cert);
+    int o[2];
+    if (pipe2(o, O_CLOEXEC) < 0) return;
+    c.pid = fork();
+    if (c.pid == 0) {
+      dup2(o[1], 1);
+      const int null = ::open("/dev/null", O_WRONLY);
+      dup2(null, 2);
+      execlp("openssl", "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert.c_str(),
+             "-key", key.c_str(), "-www", nullptr);
+      _exit(127);
+    }
+    ::close(o[1]);
+    c.out = o[0];
+    for (int i = 0; i < 5; ++i) {  // "ACCEPT 127.0.0.1:PORT", maybe after other lines
+      const std::string line = read_line(c.out);
+      if (line.starts_with("ACCEPT ")) {
+        parse_address(line.substr(7), &at);
+        break;
+      }
+    }
+  }
+  ~TlsServer() {
+    if (c.pid > 0) {
+      kill(c.pid, SIGKILL);
+      waitpid(c.pid, nullptr, 0);
+    }
+    if (c.out >= 0) ::close(c.out);
+  }
+};
+
+// Real TLS clients (openssl s_client, curl) through an SNI-routing listener reach the
+// server their name selects, and complete the handshake with it end to end: the proxy
+// passed the ClientHello and everything after it through untouched.
+TEST(ProxyBinary, SniRoutesRealTlsClientsToTheServerTheirNameSelects) {
+  ASSERT_NE(shell("openssl version").find("OpenSSL 3"), std::string::npos)
+      << "the openssl command is needed (Debian package openssl)";
+  char dir_tmpl[] = "/tmp/ringpoll-sni-XXXXXX";
+  const std::string dir = mkdtemp(dir_tmpl);
+  TlsServer a(dir, "a.example"), b(dir, "b.example");
+  ASSERT_NE(a.at.port(), 0);
+  ASSERT_NE(b.at.port(), 0);
+  const std::string path = temp_file(
+      "[[proxy.listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n"
+      "sni_routes = [\"*.b.example=b\", \"b.example=b\"]\n"
+      "[[proxy.pool]]\nname = \"a\"\nupstreams = [\"" +
+      a.at.to_string() + "\"]\n[[proxy.pool]]\nname = \"b\"\nupstreams = [\"" + b.at.to_string() +
+      "\"]\n[timeouts]\ndrain_ms = 500\n");
+  Child c = spawn_proxy({"--config", path});
+  ASSERT_GT(c.pid, 0);
+  const SocketAddress at = listening_address(read_line(c.out));
+  ASSERT_NE(at.port(), 0);
+  const std::string connect = " -connect " + at.to_string();
+  auto subject = [&](const std::string& name) {
+    const std::string out =
+        shell("timeout 10 openssl s_client -brief" + connect +
+              (name.empty() ? " -noservername" : " -servername " + name) + " </dev/null");
+    const size_t k = out.find("Peer certificate: ");
+    return k == std::string::npos ? out : out.substr(k + 18, out.find('\n', k) - k - 18);
+  };
+  EXPECT_EQ(subject("www.b.example"), "CN = b.example");
+  EXPECT_EQ(subject("B.EXAMPLE"), "CN = b.example");
+  EXPECT_EQ(subject("a.example"), "CN = a.example");
+  EXPECT_EQ(subject("unknown.org"), "CN = a.example");
+  EXPECT_EQ(subject(""), "CN = a.example");  // no name: the listener's pool
+  // curl, TLS 1.2 and 1.3, a whole HTTPS exchange with s_server's status page.
+  for (const char* v : {"--tlsv1.2 --tls-max 1.2", "--tlsv1.3"}) {
+    const std::string page =
+        shell(std::string("timeout 10 curl -sk ") + v +
+              " --resolve x.b.example:" + std::to_string(at.port()) +
+              ":127.0.0.1 https://x.b.example:" + std::to_string(at.port()) + "/");
+    EXPECT_NE(page.find("s_server -accept 127.0.0.1:0"), std::string::npos) << v << ": " << page;
+  }
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(c), 0);
+  ::close(c.out);
+  ::close(c.err);
+  std::remove(path.c_str());
+  shell("rm -rf " + dir);
+}
+
+// ---- binary upgrade (SIGUSR2, apps/proxy/upgrade.h) ----
+
+// The pid in "... pid N)" of a generation line.
+pid_t pid_in(const std::string& line) {
+  const size_t k = line.rfind("pid ");
+  return k == std::string::npos ? -1 : static_cast<pid_t>(std::atoi(line.c_str() + k + 4));
+}
+
+// Waits at most 10 s for a child of ours (or, as subreaper, an orphaned descendant).
+int wait_pid(pid_t pid) {
+  Child c;
+  c.pid = pid;
+  return wait_exit(c);
+}
+
+// Reads stderr until `what` appears (at most 10 s); everything read so far.
+std::string stderr_until(int fd, const std::string& what) {
+  std::string err;
+  wait_for([&] {
+    pollfd pf{fd, POLLIN, 0};
+    char buf[512];
+    while (::poll(&pf, 1, 0) > 0) {
+      const ssize_t k = ::read(fd, buf, sizeof buf);
+      if (k <= 0) break;
+      err.append(buf, static_cast<size_t>(k));
+    }
+    return err.find(what) != std::string::npos;
+  });
+  return err;
+}
+
+TEST(ProxyBinary, Sigusr2UpgradeTakesTheListenersOverAndNoConnectionFails) {
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // the new proxy is reparented to us
+  TestUpstream up(echo);
+  const std::string path = temp_file(
+      "[[proxy.listener]]\nname = \"front\"\nlisten = \"127.0.0.1:0\"\npool = \"back\"\n"
+      "[[proxy.pool]]\nname = \"back\"\nupstreams = [\"" +
+      up.address().to_string() + "\"]\n[timeouts]\ndrain_ms = 2000\n");
+  Child old = spawn_proxy({"--config", path, "--admin", "127.0.0.1:0"});
+  ASSERT_GT(old.pid, 0);
+  const std::string first = read_line(old.out);
+  const SocketAddress at = listening_address(first);
+  ASSERT_NE(at.port(), 0) << first;
+  // A connection established before the upgrade, and clients connecting all along.
+  const int held = connect_to(at);
+  ASSERT_TRUE(send_all(held, "a", 1));
+  ASSERT_EQ(recv_all(held, 1), "a");
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread clients([&] {
+    const timeval limit{2, 0};  // a connection nobody serves counts as failed, not a hang
+    for (int i = 0; i < 100000 && !stop.load(); ++i) {
+      const int c = connect_to(at);
+      if (c >= 0) setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+      const bool good = c >= 0 && send_all(c, "ping", 4) && recv_all(c, 4) == "ping";
+      (good ? ok : failed).fetch_add(1);
+      if (c >= 0) ::close(c);
+    }
+  });
+  struct Join {  // also when an assertion below returns early
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Join() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } join{stop, clients};
+  ASSERT_TRUE(wait_for([&] { return ok.load() > 50; }));
+  ASSERT_EQ(kill(old.pid, SIGUSR2), 0);
+  // The new process prints its line on the same stdout.
+  const std::string second = read_line(old.out);
+  EXPECT_NE(second.find(", generation 2 (1 listeners taken over, pid "), std::string::npos)
+      << second;
+  EXPECT_EQ(listening_address(second).to_string(), at.to_string()) << "the same socket";
+  const pid_t next = pid_in(second);
+  ASSERT_GT(next, 0) << second;
+  const std::string err = stderr_until(old.err, "stops accepting and drains");
+  EXPECT_NE(err.find("upgrade: generation 2 (pid " + std::to_string(next) + ") serves"),
+            std::string::npos)
+      << err;
+  // The old process still serves what it had while it drains.
+  ASSERT_TRUE(send_all(held, "b", 1));
+  EXPECT_EQ(recv_all(held, 1), "b");
+  ::close(held);
+  EXPECT_EQ(wait_exit(old), 0) << "the old process drains and exits";
+  const int before = ok.load();
+  EXPECT_TRUE(wait_for([&] { return ok.load() > before + 50; })) << "the new one serves";
+  stop = true;
+  clients.join();
+  EXPECT_GT(ok.load(), 100);
+  EXPECT_EQ(failed.load(), 0) << "of " << ok.load() << " connections across the upgrade";
+  // The new process's admin endpoint names its generation.
+  const size_t a = second.find("admin on ");
+  ASSERT_NE(a, std::string::npos) << second;
+  SocketAddress admin;
+  parse_address(second.substr(a + 9, second.find(',', a) - a - 9), &admin);
+  const int m = connect_to(admin);
+  ASSERT_GE(m, 0) << second;
+  const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+  send_all(m, req.data(), req.size());
+  const std::string page = recv_all(m);
+  ::close(m);
+  EXPECT_NE(page.find("\nringpoll_proxy_process_generation 2\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("\nringpoll_proxy_inherited_listeners 1\n"), std::string::npos);
+  kill(next, SIGTERM);
+  EXPECT_EQ(wait_pid(next), 0);
+  ::close(old.out);
+  ::close(old.err);
+  std::remove(path.c_str());
+}
+
+TEST(ProxyBinary, AFailedUpgradeLeavesTheOldProcessServingAndSaysWhy) {
+  TestUpstream up(echo);
+  const std::string good = config_with_upstream(up.address());
+  const std::string path = temp_file(good);
+  Child c = spawn_proxy({"--config", path});
+  ASSERT_GT(c.pid, 0);
+  const SocketAddress at = listening_address(read_line(c.out));
+  // The new binary cannot start: its configuration is broken.
+  std::ofstream(path) << "[engine]\nshards = -1\n";
+  ASSERT_EQ(kill(c.pid, SIGUSR2), 0);
+  std::string err = stderr_until(c.err, "upgrade failed");
+  EXPECT_NE(err.find("upgrade failed, still serving: the new process (pid "), std::string::npos)
+      << err;
+  EXPECT_NE(err.find("exited with status 2 before it served"), std::string::npos) << err;
+  EXPECT_NE(err.find("engine.shards"), std::string::npos) << "its own error is seen too: " << err;
+  int s = connect_to(at);
+  ASSERT_TRUE(send_all(s, "x", 1));
+  EXPECT_EQ(recv_all(s, 1), "x") << "still serving";
+  ::close(s);
+  // It cannot take the listener over: its listener moved to an address that is taken.
+  uint16_t busy_port = 0;
+  const int busy = listen_on(&busy_port);
+  std::ofstream(path) << "[[proxy.listener]]\nname = \"front\"\nlisten = \"127.0.0.1:" +
+                             std::to_string(busy_port) +
+                             "\"\npool = \"back\"\n[[proxy.pool]]\nname = \"back\"\n"
+                             "upstreams = [\"" +
+                             up.address().to_string() + "\"]\n";
+  ASSERT_EQ(kill(c.pid, SIGUSR2), 0);
+  err = stderr_until(c.err, "could not start");
+  EXPECT_NE(err.find("could not start: failed: listener 'front'"), std::string::npos) << err;
+  s = connect_to(at);
+  ASSERT_TRUE(send_all(s, "y", 1));
+  EXPECT_EQ(recv_all(s, 1), "y") << "still serving";
+  ::close(s);
+  ::close(busy);
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(c), 0);
+  ::close(c.out);
+  ::close(c.err);
+  std::remove(path.c_str());
 }
 
 }  // namespace

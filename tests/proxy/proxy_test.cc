@@ -32,6 +32,7 @@
 #include "proxy/proxy_test_helpers.h"
 #include "support/fairness.h"
 #include "support/test_env.h"
+#include "support/tls_hello.h"
 #include "tuning/config.h"
 #include "uring/uring_completion.h"
 
@@ -949,6 +950,121 @@ TYPED_TEST(ProxyRelay, AnUpstreamThatStopsReadingStallsNobodyElse) {
   EXPECT_TRUE(closed_within(slow, 20)) << "the upstream never finished reading";
   EXPECT_EQ(got.load(), f.sent) << "bytes were lost or changed on the way";
   ::close(slow);
+}
+
+// ---- SNI routing (apps/proxy/sni.h) ----
+
+// Pools "a", "b" and the listener's own "main", one upstream each; routes by server name.
+ProxySettings sni_settings(const SocketAddress& a, const SocketAddress& b, const SocketAddress& m) {
+  ProxySettings s = settings_for({m});
+  PoolSettings pa, pb;
+  pa.name = "a";
+  pa.upstreams = {a};
+  pb.name = "b";
+  pb.upstreams = {b};
+  s.pools.push_back(pa);
+  s.pools.push_back(pb);
+  s.listeners[0].sni = {{"api.example.com", "a"}, {"*.b.example", "b"}};
+  return s;
+}
+
+// Sends the hello (one byte per write when `trickle`) and a payload after it, half-closes,
+// and returns what came back.
+std::string hello_round_trip(const SocketAddress& at, const std::string& hello, bool trickle) {
+  const int c = connect_to(at);
+  if (c < 0) return "connect failed";
+  const int one = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (trickle) {
+    for (char ch : hello) {
+      if (!send_all(c, &ch, 1)) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  } else {
+    send_all(c, hello.data(), hello.size());
+  }
+  send_all(c, "after the hello", 15);
+  ::shutdown(c, SHUT_WR);
+  std::string back = recv_all(c);
+  ::close(c);
+  return back;
+}
+
+TYPED_TEST(ProxyRelay, SniRoutesPickThePoolByServerNameAndPassEveryByte) {
+  TestUpstream a(echo), b(echo), main(echo);
+  Rig<TypeParam> rig(sni_settings(a.address(), b.address(), main.address()));
+  ASSERT_TRUE(rig.started);
+  struct Case {
+    std::string sni;
+    size_t fragment;
+    bool trickle;
+    const TestUpstream* to;
+  };
+  const Case cases[] = {
+      {"api.example.com", 16384, false, &a}, {"API.Example.Com", 16384, false, &a},
+      {"api.example.com", 7, true, &a},      {"x.b.example", 16384, false, &b},
+      {"deep.x.b.example", 50, false, &b},   {"b.example", 16384, false, &main},
+      {"other.org", 16384, false, &main},    {"", 16384, false, &main},
+  };
+  int want_a = 0, want_b = 0, want_main = 0;
+  for (const Case& k : cases) {
+    HelloSpec h;
+    h.sni = k.sni;
+    h.alpn = {"h2"};
+    h.fragment = k.fragment;
+    h.extra = {{51, std::string(1200, '\x07')}};  // a large key share: a hello over 1 KiB
+    const std::string hello = client_hello(h);
+    (k.to == &a ? want_a : k.to == &b ? want_b : want_main)++;
+    EXPECT_EQ(hello_round_trip(rig.addr, hello, k.trickle), hello + "after the hello")
+        << "server name '" << k.sni << "': every byte, the hello first, comes back";
+    EXPECT_TRUE(wait_for([&] {
+      return a.accepted() + b.accepted() + main.accepted() == want_a + want_b + want_main;
+    }));
+    EXPECT_EQ(a.accepted(), want_a) << k.sni;
+    EXPECT_EQ(b.accepted(), want_b) << k.sni;
+    EXPECT_EQ(main.accepted(), want_main) << k.sni;
+  }
+  EXPECT_EQ(rig.px->metrics().total(&proxy::ShardMetrics::sni_routed), want_a + want_b);
+  EXPECT_EQ(rig.px->metrics().total(&proxy::ShardMetrics::sni_default), want_main);
+  EXPECT_EQ(rig.errors(ProxyError::kBadHello) + rig.errors(ProxyError::kNotTls), 0u);
+}
+
+TYPED_TEST(ProxyRelay, SniListenerClosesWhatIsNotAHelloWithoutAnUpstream) {
+  TestUpstream a(echo), b(echo), main(echo);
+  ProxySettings s = sni_settings(a.address(), b.address(), main.address());
+  s.hello_timeout_ns = 300'000'000;
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  auto closed_after = [&](const std::string& bytes) {
+    const int c = connect_to(rig.addr);
+    if (c < 0) return false;
+    send_all(c, bytes.data(), bytes.size());
+    const bool closed = closed_within(c, 10);
+    ::close(c);
+    return closed;
+  };
+  EXPECT_TRUE(closed_after("GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n"));
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kNotTls) == 1; }));
+  HelloSpec bad;
+  bad.sni = "api.example.com.";  // a trailing dot: not a host name TLS allows
+  EXPECT_TRUE(closed_after(client_hello(bad)));
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kBadHello) == 1; }));
+  EXPECT_TRUE(closed_after(std::string("\x16\x03\x01\x00\x04\x01\x00\x40\x01", 9)));  // 16 KiB+1
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kBadHello) == 2; }));
+  // Half a hello, then silence: closed at the hello deadline.
+  HelloSpec good;
+  good.sni = "api.example.com";
+  const std::string half = client_hello(good).substr(0, 40);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(closed_after(half));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kHelloTimeout) == 1; }));
+  EXPECT_EQ(a.accepted() + b.accepted() + main.accepted(), 0) << "no upstream saw those bytes";
+  EXPECT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 0; }));
+  // And a good client is still served.
+  const std::string hello = client_hello(good);
+  EXPECT_EQ(hello_round_trip(rig.addr, hello, false), hello + "after the hello");
+  EXPECT_EQ(a.accepted(), 1);
 }
 
 }  // namespace

@@ -341,6 +341,37 @@ pool = "ap"
                "no [[proxy.pool]] is named \"ap\"");
 }
 
+TEST(TuningErrors, SniRoutesNameTheirEntryAndWhatIsWrong) {
+  const std::string head = kAppPool + R"(
+[[proxy.listener]]
+name = "tls"
+listen = "0.0.0.0:443"
+pool = "app"
+)";
+  Config c;
+  expect_error(
+      load_text(head + "sni_routes = [\"api.example.com=app\", \"api.example.com\"]\n", &c),
+      "x.toml", 9, "proxy.listener[0].sni_routes[1]", "must be \"HOST-PATTERN=POOL\"");
+  expect_error(load_text(head + "sni_routes = [\"a.*.example.com=app\"]\n", &c), "x.toml", 9,
+               "proxy.listener[0].sni_routes[0]", "host pattern \"a.*.example.com\": '*' only");
+  expect_error(load_text(head + "sni_routes = [\"example.com.=app\"]\n", &c), "x.toml", 9,
+               "proxy.listener[0].sni_routes[0]", "ends with a dot");
+  expect_error(load_text(head + "sni_routes = [\"*.example.com=nope\"]\n", &c), "x.toml", 9,
+               "proxy.listener[0].sni_routes",
+               "route \"*.example.com=nope\": no [[proxy.pool]] is named \"nope\"");
+  expect_error(load_text(head + "protocol = \"udp\"\nsni_routes = [\"*=app\"]\n", &c), "x.toml", 10,
+               "proxy.listener[0].sni_routes", "SNI routing is for TCP listeners");
+  expect_error(load_text(head + "sni_routes = \"*=app\"\n", &c), "x.toml", 9,
+               "proxy.listener[0].sni_routes", "an array of \"HOST-PATTERN=POOL\" strings");
+  ASSERT_FALSE(
+      load_text(head + "sni_routes = [\"*.Example.com=app\", \"*=app\"]\n", &c).has_value());
+  EXPECT_EQ(c.proxy.listeners[0].sni_routes,
+            (std::vector<std::string>{"*.Example.com=app", "*=app"}));
+  Config back;
+  ASSERT_FALSE(load_text(print_config(c), &back, "printed.toml").has_value());
+  EXPECT_EQ(back, c);
+}
+
 TEST(TuningErrors, DuplicateName) {
   Config c;
   const std::string doc = kAppPool + R"([[proxy.pool]]
