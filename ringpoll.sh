@@ -23,6 +23,19 @@ FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 say() { printf 'ringpoll: %s\n' "$*"; }
 die() { printf 'ringpoll: error: %s\n' "$*" >&2; exit 1; }
 
+# Debian's postinst would start the daemons it installs (nginx, haproxy) as services: a
+# policy-rc.d (only when none exists; removed after) keeps them stopped. The tests and the
+# harness run their own instances with configs in /tmp. SUDO: the command prefix.
+POLICY_RC=/usr/sbin/policy-rc.d
+hold_service_starts() {
+  POLICY_MADE=0
+  if [ ! -e "$POLICY_RC" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY_RC" >/dev/null \
+      && "${SUDO[@]}" chmod +x "$POLICY_RC" && POLICY_MADE=1
+  fi
+}
+release_service_starts() { [ "$POLICY_MADE" = 1 ] && "${SUDO[@]}" rm -f "$POLICY_RC"; return 0; }
+
 install_packages() {
   local missing=() want=("${PACKAGES[@]}")
   [ $# -gt 0 ] && want=("$@")
@@ -37,9 +50,12 @@ install_packages() {
     sudo=(sudo)
   fi
   export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+  SUDO=("${sudo[@]}")
+  hold_service_starts
+  "${sudo[@]}" apt-get update -qq || { release_service_starts; die "apt-get update failed"; }
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install failed for: ${missing[*]}"
+    || { release_service_starts; die "apt-get install failed for: ${missing[*]}"; }
+  release_service_starts
 }
 
 # build DIR [cmake args...]   (NINJA_TARGETS limits what is built; default: everything)
@@ -233,16 +249,14 @@ install_bench_packages() {
     command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
     sudo=(sudo)
   fi
-  local pol=/usr/sbin/policy-rc.d made=0
-  if [ ! -e "$pol" ]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$pol" >/dev/null && "${sudo[@]}" chmod +x "$pol" && made=1
-  fi
+  SUDO=("${sudo[@]}")
+  hold_service_starts
   export DEBIAN_FRONTEND=noninteractive
   local ok=1
   "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq || ok=0
   [ $ok = 1 ] && { "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
     --no-install-recommends "${missing[@]}" >/dev/null || ok=0; }
-  [ $made = 1 ] && "${sudo[@]}" rm -f "$pol"
+  release_service_starts
   # Not fatal: the harness leaves out (and names) the rows whose tools are missing.
   [ $ok = 1 ] || say "warning: apt-get could not install ${missing[*]}; rows needing them are SKIPPED"
 }
