@@ -93,7 +93,6 @@ class TcpServer {
     // Runs on the accepting shard for each connection refused by a limit (after it was
     // reset and counted): a program's own metrics.
     std::function<void(Refusal)> on_refuse;
-    int shard = -1;  // listen on this shard only (e.g. an admin endpoint); -1: on every shard
     // Listening sockets handed over by another process (engine/handover.h): start()
     // adopts these instead of binding, and owns them from then on. Each shard takes one
     // (shards beyond their number share one; sockets beyond the shards' number are taken
