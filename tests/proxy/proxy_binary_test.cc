@@ -433,6 +433,8 @@ TEST(HttpProxyBinary, RealClientsThroughTheProxyToNginx) {
   EXPECT_EQ(shell("timeout 30 curl -sS " + px.url("/x")), "nginx upstream\n");
   real_clients(px, "/x");
   (void)shell("rm -rf " + d);
+}
+
 // `openssl s_server -www` with a self-signed ECDSA P-256 certificate for `cn`, on a free
 // loopback port; killed with the object.
 struct TlsServer {
