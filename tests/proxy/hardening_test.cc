@@ -42,18 +42,8 @@ using proxy::ProxyError;
 using proxy::ProxySettings;
 
 ProxySettings one_listener(const SocketAddress& up, AcceptLimits limits) {
-  ProxySettings s;
-  proxy::PoolSettings p;
-  p.name = "main";
-  p.upstreams = {up};
-  s.pools.push_back(p);
-  proxy::ListenerSettings l;
-  l.name = "main";
-  parse_address("127.0.0.1:0", &l.listen);
-  l.pool = "main";
-  l.limits = limits;
-  s.listeners.push_back(l);
-  s.drain_ns = 1000 * kMs;
+  ProxySettings s = main_listener_settings({up});
+  s.listeners[0].limits = limits;
   return s;
 }
 
