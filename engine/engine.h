@@ -156,6 +156,7 @@ class Engine {
     MpscQueue<ShardJob> inbox_;
     std::atomic<ShardReply*> replies_{nullptr};
     std::atomic<bool> serving_{false};
+    std::atomic<bool> failed_{false};  // its backend's start failed (Engine::start)
   };
 
   // Creates the shards (no thread runs until start()). shards = 0: one per CPU in the
@@ -219,6 +220,7 @@ class Engine {
         s->sched_->set_external_work(s);
         current_ = s;
         if (st.ok()) s->serving_.store(true, std::memory_order_release);
+        if (!st.ok()) s->failed_.store(true, std::memory_order_release);
         {
           std::lock_guard<std::mutex> l(mu);
           if (!st.ok() && first_error.ok()) first_error = st;
@@ -245,7 +247,8 @@ class Engine {
   void stop() noexcept {
     running_.store(false, std::memory_order_release);
     for (auto& s : shards_) {
-      if (s->sched_) s->sched_->stop();
+      // A shard whose backend failed to start has no loop to stop, nor a wake to send.
+      if (s->sched_ && !s->failed_.load(std::memory_order_acquire)) s->sched_->stop();
     }
   }
   // Waits for every shard's thread to return (after stop(), or after a failed start()).

@@ -446,14 +446,15 @@ class TcpServer {
     const uint32_t n = opt_.shard >= 0 ? 1 : static_cast<uint32_t>(shards_.size());
     return std::max<uint32_t>(1, (rate + n - 1) / n);
   }
-  // Resets a refused connection (no TIME_WAIT for a flood to fill) and counts it.
+  // Counts a refused connection, then resets it (no TIME_WAIT for a flood to fill): a
+  // client that sees the reset finds it counted.
   void refuse(PerShard* ps, int fd, Refusal r) {
-    const linger lg{1, 0};
-    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    ::close(fd);
     auto& n = ps->refused[static_cast<size_t>(r)];
     n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     if (opt_.on_refuse) opt_.on_refuse(r);
+    const linger lg{1, 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    ::close(fd);
   }
 
   // The handler's task ended (frame set), or the scheduler destroyed it unfinished at

@@ -6,12 +6,32 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/proxy.h"
 #include "engine/engine.h"
 
 namespace ringpoll::test {
+
+// One TCP listener "main" on 127.0.0.1 (a port the kernel picks) relaying to the pool
+// "main" of `ups`, with a 2 s drain.
+inline proxy::ProxySettings main_listener_settings(std::vector<SocketAddress> ups,
+                                                   int proxy_protocol = 0) {
+  proxy::ProxySettings s;
+  proxy::PoolSettings p;
+  p.name = "main";
+  p.upstreams = std::move(ups);
+  s.pools.push_back(p);
+  proxy::ListenerSettings l;
+  l.name = "main";
+  parse_address("127.0.0.1:0", &l.listen);
+  l.pool = "main";
+  l.proxy_protocol = proxy_protocol;
+  s.listeners.push_back(l);
+  s.drain_ns = 2'000'000'000;
+  return s;
+}
 
 template <class P>
 struct ProxyRig {

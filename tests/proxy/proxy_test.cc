@@ -309,19 +309,7 @@ TEST(ProxyConfig, HttpLimitsReachTheAdminEndpointsParser) {
 }
 
 ProxySettings settings_for(std::vector<SocketAddress> ups, int proxy_protocol = 0) {
-  ProxySettings s;
-  PoolSettings p;
-  p.name = "main";
-  p.upstreams = std::move(ups);
-  s.pools.push_back(p);
-  proxy::ListenerSettings l;
-  l.name = "main";
-  parse_address("127.0.0.1:0", &l.listen);
-  l.pool = "main";
-  l.proxy_protocol = proxy_protocol;
-  s.listeners.push_back(l);
-  s.drain_ns = 2 * kSec;
-  return s;
+  return main_listener_settings(std::move(ups), proxy_protocol);
 }
 
 // A backend, and whether the relay splices (readiness backends) or copies.
