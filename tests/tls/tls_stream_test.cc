@@ -708,7 +708,9 @@ TEST(Ktls, ProbeAgreesWithTheKernelsUlpList) {
   std::printf("kTLS probe: %s (%s); kernel ULPs: %s", p.available ? "available" : "unavailable",
               p.why.c_str(), ulps.c_str());
   EXPECT_EQ(p.available, listed) << p.why;
-  if (!listed) EXPECT_EQ(p.why, "TCP_ULP tls: No such file or directory");
+  if (!listed) {
+    EXPECT_EQ(p.why, "TCP_ULP tls: No such file or directory");
+  }
 }
 
 }  // namespace
