@@ -253,7 +253,7 @@ std::unique_ptr<TlsContext> TlsContext::client(const TlsOptions& o, std::string*
 }
 
 TlsContext::~TlsContext() {
-  if (latest_) SSL_SESSION_free(latest_);
+  for (SSL_SESSION* sess : sessions_) SSL_SESSION_free(sess);
   for (auto& [name, c] : sni_ctx_) SSL_CTX_free(c);
   if (ctx_) SSL_CTX_free(ctx_);
 }
@@ -353,8 +353,21 @@ int TlsContext::ticket_cb(SSL* s, unsigned char name[16], unsigned char* iv, EVP
 
 SSL_SESSION* TlsContext::latest_session() const {
   std::lock_guard<std::mutex> g(mu_);
-  if (latest_) SSL_SESSION_up_ref(latest_);
-  return latest_;
+  while (!sessions_.empty()) {
+    SSL_SESSION* s = sessions_.back();
+    if (!SSL_SESSION_is_resumable(s)) {  // used up (TLS 1.3) or expired
+      sessions_.pop_back();
+      SSL_SESSION_free(s);
+      continue;
+    }
+    if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+      sessions_.pop_back();  // single use: the caller has the only reference
+    } else {
+      SSL_SESSION_up_ref(s);
+    }
+    return s;
+  }
+  return nullptr;
 }
 
 int TlsContext::new_session_cb(SSL* s, SSL_SESSION* sess) {
@@ -365,8 +378,11 @@ int TlsContext::new_session_cb(SSL* s, SSL_SESSION* sess) {
 
 void TlsContext::keep_session(SSL_SESSION* sess) const {
   std::lock_guard<std::mutex> g(mu_);
-  if (latest_) SSL_SESSION_free(latest_);
-  latest_ = sess;
+  if (sessions_.size() == kKeptSessions) {
+    SSL_SESSION_free(sessions_.front());
+    sessions_.erase(sessions_.begin());
+  }
+  sessions_.push_back(sess);
 }
 
 void TlsContext::handshake_done(SSL* s) const {

@@ -112,9 +112,13 @@ class TlsContext {
   void rotate_ticket_keys();
   uint64_t ticket_key_rotations() const;
 
-  // Client with `resume`: the session the latest handshake left (a reference the caller
-  // frees with SSL_SESSION_free), or nullptr.
+  // Client with `resume`: a session to offer (a reference the caller frees with
+  // SSL_SESSION_free), or nullptr. The newest kept one; a TLS 1.3 ticket is handed out
+  // once (its clients use a ticket once, RFC 8446 C.4; every handshake brings a new one),
+  // a TLS 1.2 session stays for the next connection too.
   SSL_SESSION* latest_session() const;
+  // Tickets kept for connections that open at the same time (each takes its own).
+  static constexpr size_t kKeptSessions = 64;
   // TlsStream, after a successful handshake: lets a resuming client keep the session.
   void handshake_done(SSL* s) const;
 
@@ -149,7 +153,7 @@ class TlsContext {
   TicketKey keys_[2]{};    // [0] encrypts; [1] the previous one, decrypt only
   int nkeys_ = 0;
   uint64_t rotations_ = 0;
-  mutable SSL_SESSION* latest_ = nullptr;
+  mutable std::vector<SSL_SESSION*> sessions_;  // oldest first, at most kKeptSessions
 };
 
 }  // namespace ringpoll::tls

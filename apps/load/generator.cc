@@ -47,6 +47,7 @@
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "engine/net.h"
+#include "tls/tls_stream.h"
 
 namespace ringpoll::load {
 namespace {
@@ -127,9 +128,11 @@ class StartGate {
 template <PollerBackend P>
 class LoadShard {
  public:
-  LoadShard(const LoadOptions& opt, const RunClock* clock, std::vector<int> conn_indices)
+  LoadShard(const LoadOptions& opt, const RunClock* clock, std::vector<int> conn_indices,
+            const tls::TlsContext* tls_ctx)
       : opt_(opt),
         clock_(clock),
+        tls_ctx_(tls_ctx),
         timeout_ns_(static_cast<int64_t>(opt.timeout_s * 1e9)),
         indices_(std::move(conn_indices)) {
     if (opt_.mode == LoadMode::kEcho) {
@@ -145,6 +148,11 @@ class LoadShard {
     if constexpr (!P::kCompletion) rx_.resize(kSharedRecvBytes);
     std::memcpy(&target_.ss, &opt_.target, sizeof opt_.target);
     target_.len = sizeof opt_.target;
+    if (tls_ctx_) {
+      // SNI and the verify name: --tls-sni, else the --target host.
+      tls_name_ = opt_.tls_sni;
+      if (tls_name_.empty()) tls_name_ = opt_.target_text.substr(0, opt_.target_text.rfind(':'));
+    }
   }
   LoadShard(const LoadShard&) = delete;
   LoadShard& operator=(const LoadShard&) = delete;
@@ -183,6 +191,7 @@ class LoadShard {
   struct Conn {
     int index = 0;  // among all connections of the run
     std::unique_ptr<TcpStream<P>> stream;
+    std::unique_ptr<tls::TlsStream<P>> tls;  // --tls: the stream instead (it owns its TCP)
     bool connected_once = false;
     OpenLoopSchedule schedule;
     uint64_t next_k = 0;           // open loop: the next request of the schedule
@@ -197,7 +206,7 @@ class LoadShard {
     int64_t read_deadline = 0;  // what the stream has now (-1: unknown, set it again)
     int64_t write_deadline = 0;
 
-    bool up() const noexcept { return stream != nullptr; }
+    bool up() const noexcept { return stream != nullptr || tls != nullptr; }
     Pending& oldest() noexcept { return pending[head]; }
     void push(const Pending& p) noexcept {
       pending[(head + count) % pending.size()] = p;
@@ -213,7 +222,8 @@ class LoadShard {
       read_deadline = write_deadline = 0;
     }
   };
-  enum class End { kRunOver, kBroken };
+  // kRenew: --tls-handshake-per-request, every answer in: reconnect, not an error.
+  enum class End { kRunOver, kBroken, kRenew };
 
   bool open_loop() const noexcept { return opt_.open_loop(); }
 
@@ -270,7 +280,29 @@ class LoadShard {
       co_return false;
     }
     (void)s->set_nodelay(true);
-    c->stream = std::move(s);
+    if (!tls_ctx_) {
+      c->stream = std::move(s);
+      co_return true;
+    }
+    auto t = std::make_unique<tls::TlsStream<P>>();
+    if (const Status a = t->attach(*sched_, std::move(s), *tls_ctx_, tls_name_); !a.ok()) {
+      note_error(&LoadCounters::connect_errors, std::string("tls: ") + a.message());
+      co_return false;
+    }
+    const tls::HandshakeError e = co_await t->handshake(deadline);
+    if (e == tls::HandshakeError::kTimeout && clock_->end > 0 && mono_now_ns() >= clock_->end) {
+      (void)co_await t->close();  // cut short by the end of the run: not an error
+      co_return false;
+    }
+    if (e != tls::HandshakeError::kNone) {
+      note_error(&LoadCounters::connect_errors,
+                 std::string("tls handshake: ") + tls::to_string(e) + ": " + t->error_detail());
+      (void)co_await t->close();
+      co_return false;
+    }
+    ++counters_.tls_handshakes;
+    if (t->resumed()) ++counters_.tls_resumed;
+    c->tls = std::move(t);
     co_return true;
   }
 
@@ -278,6 +310,10 @@ class LoadShard {
     if (c->stream) {
       (void)co_await c->stream->close();
       c->stream.reset();
+    }
+    if (c->tls) {
+      (void)co_await c->tls->close();
+      c->tls.reset();
     }
   }
 
@@ -301,9 +337,15 @@ class LoadShard {
         if (c->connected_once) ++counters_.reconnects;
         c->connected_once = true;
       }
-      const End e = co_await session(c);
+      End e;
+      if (c->tls) {
+        e = co_await session(c, *c->tls);
+      } else {
+        e = co_await session(c, *c->stream);
+      }
       co_await close_conn(c);
       if (e == End::kRunOver) break;
+      if (e == End::kRenew) c->connected_once = false;  // the next connect is no reconnect
     }
     co_await close_conn(c);
   }
@@ -391,9 +433,10 @@ class LoadShard {
     return true;
   }
 
-  Task<End> session(Conn* c) {
+  // One connection's requests and answers, over a TcpStream or a TlsStream.
+  template <class Stream>
+  Task<End> session(Conn* c, Stream& stream) {
     const size_t depth = static_cast<size_t>(opt_.pipeline);
-    TcpStream<P>& stream = *c->stream;
     for (;;) {
       int64_t now = mono_now_ns();
       if (now >= clock_->end) {
@@ -466,6 +509,7 @@ class LoadShard {
       const bool ok = opt_.mode == LoadMode::kEcho ? consume_echo(c, rx.data(), r.n, now)
                                                    : consume_http(c, rx.data(), r.n, now, &closing);
       if (!ok) co_return End::kBroken;
+      if (opt_.tls_handshake_per_request && c->count == 0 && !closing) co_return End::kRenew;
       if (closing) {
         if (c->count > 0) {
           note_error(&LoadCounters::eofs, "http: Connection: close with requests in flight");
@@ -479,6 +523,8 @@ class LoadShard {
 
   const LoadOptions& opt_;
   const RunClock* clock_;
+  const tls::TlsContext* tls_ctx_;  // --tls; shared by the shards (OpenSSL's is thread-safe)
+  std::string tls_name_;
   const int64_t timeout_ns_;
   const std::vector<int> indices_;
   SocketAddress target_;
@@ -536,11 +582,20 @@ LoadReport run_load_on(const LoadOptions& opt,
   const int k = opt.shards;
   // Declared before the engine: the tasks the engine may still hold at its destruction
   // (shards stopped after the grace) refer to them.
+  std::unique_ptr<tls::TlsContext> tls_ctx;
+  if (opt.tls) {
+    std::string why;
+    tls_ctx = tls::TlsContext::client(tls_client_options(opt), &why);
+    if (!tls_ctx) {
+      rep.failure = "tls: " + why;
+      return rep;
+    }
+  }
   std::vector<std::unique_ptr<LoadShard<P>>> shards;
   for (int s = 0; s < k; ++s) {
     std::vector<int> mine;
     for (int g = s; g < opt.connections; g += k) mine.push_back(g);
-    shards.push_back(std::make_unique<LoadShard<P>>(opt, &clock, std::move(mine)));
+    shards.push_back(std::make_unique<LoadShard<P>>(opt, &clock, std::move(mine), tls_ctx.get()));
   }
   std::latch connected(k);
   EngineOptions eo;

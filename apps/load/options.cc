@@ -71,6 +71,8 @@ const char* load_usage() noexcept {
          "                     --duration S [--size M] [--warmup S] [--rate R] [--pipeline D]\n"
          "                     [--shards K] [--timeout S] [--json FILE]\n"
          "                     [--backend auto|epoll|io_uring]\n"
+         "                     [--tls [--tls-ca FILE | --tls-insecure] [--tls-sni NAME]\n"
+         "                      [--tls-resume] [--tls-handshake-per-request]]\n"
          "  --mode        echo: send M bytes, read them back, verify; http: GET /plaintext\n"
          "  --target      server address (IPv4 literal or localhost) and port\n"
          "  --connections connections in total, split over the shards\n"
@@ -85,6 +87,12 @@ const char* load_usage() noexcept {
          "  --json        also write the results as JSON to FILE\n"
          "  --backend     poller backend (default auto: io_uring in completion mode, else\n"
          "                epoll; RINGPOLL_BACKEND=io_uring-readiness for readiness mode)\n"
+         "  --tls         TLS to the server (handshake counted in the connect)\n"
+         "  --tls-ca      CA file the server's certificate must chain to (default: system)\n"
+         "  --tls-insecure  no certificate or host name check\n"
+         "  --tls-sni     server name sent and verified (default: the --target host)\n"
+         "  --tls-resume  resume the latest session (tickets) on every new connection\n"
+         "  --tls-handshake-per-request  close after each answer: a handshake per request\n"
          "exit: 0 ok, 1 the run could not start, 2 bad arguments, 3 errors were counted\n";
 }
 
@@ -97,8 +105,11 @@ ParseResult parse_load_args(const std::vector<std::string>& args) {
     return r;
   };
   static const std::set<std::string_view> kFlags = {
-      "--mode", "--target",   "--connections", "--size",    "--duration", "--warmup",
-      "--rate", "--pipeline", "--shards",      "--timeout", "--json",     "--backend"};
+      "--mode",     "--target", "--connections", "--size", "--duration", "--warmup", "--rate",
+      "--pipeline", "--shards", "--timeout",     "--json", "--backend",  "--tls-ca", "--tls-sni"};
+  // Flags that take no value.
+  static const std::set<std::string_view> kSwitches = {
+      "--tls", "--tls-resume", "--tls-handshake-per-request", "--tls-insecure"};
   std::set<std::string_view> seen;
   bool size_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -113,6 +124,15 @@ ParseResult parse_load_args(const std::vector<std::string>& args) {
       v = flag.substr(eq + 1);
       flag = flag.substr(0, eq);
       inline_value = true;
+    }
+    if (const auto sw = kSwitches.find(flag); sw != kSwitches.end()) {
+      if (inline_value) return fail(std::string(flag) + " takes no value");
+      if (!seen.insert(*sw).second) return fail(std::string(flag) + " is given twice");
+      if (*sw == "--tls") o.tls = true;
+      if (*sw == "--tls-resume") o.tls_resume = true;
+      if (*sw == "--tls-handshake-per-request") o.tls_handshake_per_request = true;
+      if (*sw == "--tls-insecure") o.tls_insecure = true;
+      continue;
     }
     const auto known = kFlags.find(flag);
     if (known == kFlags.end()) return fail("unknown argument " + quoted(args[i]));
@@ -169,6 +189,12 @@ ParseResult parse_load_args(const std::vector<std::string>& args) {
     } else if (flag == "--json") {
       if (v.empty()) return fail("--json: the file name is empty");
       o.json_path = std::string(v);
+    } else if (flag == "--tls-ca") {
+      if (v.empty()) return fail("--tls-ca: the file name is empty");
+      o.tls_ca = std::string(v);
+    } else if (flag == "--tls-sni") {
+      if (v.empty()) return fail("--tls-sni: the name is empty");
+      o.tls_sni = std::string(v);
     } else if (flag == "--backend") {
       if (v == "io-uring" || !parse_backend_choice(v, &o.backend)) {
         return fail(bad + "is not one of auto, epoll, io_uring");
@@ -185,8 +211,27 @@ ParseResult parse_load_args(const std::vector<std::string>& args) {
     return fail("--shards: " + std::to_string(o.shards) + " is more than --connections (" +
                 std::to_string(o.connections) + "); a shard needs a connection");
   }
+  if (!o.tls) {
+    for (const char* f : {"--tls-ca", "--tls-sni", "--tls-resume", "--tls-handshake-per-request",
+                          "--tls-insecure"}) {
+      if (seen.contains(f)) return fail(std::string(f) + ": needs --tls");
+    }
+  } else {
+    if (o.tls_insecure && !o.tls_ca.empty()) return fail("--tls-ca: not with --tls-insecure");
+    // The CA file is read now, so a missing or unreadable one is an argument error.
+    std::string why;
+    if (!tls::TlsContext::client(tls_client_options(o), &why)) return fail("--tls-ca: " + why);
+  }
   r.kind = ParseResult::Kind::kRun;
   return r;
+}
+
+tls::TlsOptions tls_client_options(const LoadOptions& o) {
+  tls::TlsOptions t;
+  t.ca_file = o.tls_ca;
+  t.verify = !o.tls_insecure;
+  t.resume = o.tls_resume;
+  return t;
 }
 
 }  // namespace ringpoll::load

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "tls/tls_context.h"
 
 namespace ringpoll::load {
 
@@ -33,6 +34,15 @@ struct LoadOptions {
   // coordinated-omission correction). Tests turn it off to show what it corrects.
   bool co_correction = true;
 
+  // TLS (--tls): the client side of tls::TlsStream, verifying the server against --tls-ca
+  // (the system store when empty) and the --tls-sni name, unless --tls-insecure.
+  bool tls = false;
+  bool tls_resume = false;                 // offer the latest session (tickets) on reconnects
+  bool tls_handshake_per_request = false;  // a new connection (and handshake) per request
+  bool tls_insecure = false;               // no certificate or host name check
+  std::string tls_ca;
+  std::string tls_sni;  // SNI and verify name; default: the --target host
+
   bool open_loop() const noexcept { return rate > 0; }
 };
 
@@ -47,5 +57,8 @@ struct ParseResult {
 ParseResult parse_load_args(const std::vector<std::string>& args);
 
 const char* load_usage() noexcept;
+
+// --tls-ca, --tls-insecure and --tls-resume as a client TlsContext's options.
+tls::TlsOptions tls_client_options(const LoadOptions& o);
 
 }  // namespace ringpoll::load

@@ -53,6 +53,8 @@ void LoadCounters::add(const LoadCounters& o) noexcept {
   protocol_errors += o.protocol_errors;
   http_status_errors += o.http_status_errors;
   reconnects += o.reconnects;
+  tls_handshakes += o.tls_handshakes;
+  tls_resumed += o.tls_resumed;
   server_closes += o.server_closes;
   unfinished += o.unfinished;
 }
@@ -88,6 +90,10 @@ void print_report(std::FILE* out, const LoadReport& r) {
   std::fprintf(
       out, "  reconnects %" PRIu64 ", server closes %" PRIu64 ", unfinished at end %" PRIu64 "\n",
       c.reconnects, c.server_closes, c.unfinished);
+  if (r.options.tls) {
+    std::fprintf(out, "  tls handshakes %" PRIu64 " (%" PRIu64 " resumed)\n", c.tls_handshakes,
+                 c.tls_resumed);
+  }
   std::fprintf(out, "  generator cpu: user %.3f s, sys %.3f s, %.2f us/request\n", r.cpu_user_s,
                r.cpu_sys_s, r.cpu_us_per_request());
   for (const std::string& w : r.warnings) std::fprintf(out, "  warning: %s\n", w.c_str());
@@ -134,6 +140,9 @@ bool write_json(const std::string& path, const LoadReport& r, std::string* err) 
                "  \"reconnects\": %" PRIu64 ",\n  \"server_closes\": %" PRIu64
                ",\n  \"unfinished\": %" PRIu64 ",\n",
                c.reconnects, c.server_closes, c.unfinished);
+  std::fprintf(
+      f, "  \"tls\": %s,\n  \"tls_handshakes\": %" PRIu64 ",\n  \"tls_resumed\": %" PRIu64 ",\n",
+      o.tls ? "true" : "false", c.tls_handshakes, c.tls_resumed);
   std::fprintf(f, "  \"cpu\": {\"user_s\": %.6f, \"sys_s\": %.6f, \"us_per_request\": %.4f},\n",
                r.cpu_user_s, r.cpu_sys_s, r.cpu_us_per_request());
   std::fprintf(f, "  \"warnings\": [");

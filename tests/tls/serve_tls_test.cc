@@ -261,6 +261,55 @@ TEST(ServeTls, ConfigErrorsNameFileLineAndKey) {
   }
 }
 
+// ringpoll-load --tls against ringpoll-serve over https: verified handshakes and no error;
+// with --tls-resume --tls-handshake-per-request a handshake per request, resumed after the
+// first on each connection; a wrong --tls-sni refused as a bad certificate (exit 3); an
+// unreadable --tls-ca an argument error (exit 2).
+TEST(LoadTls, HandshakesResumptionAndRefusals) {
+  const TestPki& pki = test_pki();
+  auto s = start_serve(tls_args("http", "io_uring.mode=completion"));
+  ASSERT_GT(s->port, 0) << s->line;
+  const std::string base = std::string(RINGPOLL_LOAD_BIN) +
+                           " --mode http --target 127.0.0.1:" + std::to_string(s->port) +
+                           " --duration 1 --tls ";
+  std::string out;
+  EXPECT_TRUE(sh(base + "--connections 4 --tls-ca " + pki.path("ca.pem"), &out)) << out;
+  EXPECT_NE(out.find("errors 0:"), std::string::npos) << out;
+  EXPECT_NE(out.find("tls handshakes 4 (0 resumed)"), std::string::npos) << out;
+
+  EXPECT_TRUE(sh(base + "--connections 2 --tls-ca " + pki.path("ca.pem") +
+                     " --tls-sni localhost --tls-resume --tls-handshake-per-request",
+                 &out))
+      << out;
+  EXPECT_NE(out.find("errors 0:"), std::string::npos) << out;
+  unsigned long long requests = 0, handshakes = 0, resumed = 0;
+  const size_t r = out.find(" requests in ");
+  ASSERT_NE(r, std::string::npos) << out;
+  requests = std::stoull(out.substr(out.rfind('\n', r) + 1));
+  const size_t h = out.find("tls handshakes ");
+  ASSERT_NE(h, std::string::npos) << out;
+  ASSERT_EQ(
+      std::sscanf(out.c_str() + h, "tls handshakes %llu (%llu resumed)", &handshakes, &resumed), 2);
+  EXPECT_GT(requests, 10u) << out;
+  EXPECT_GE(handshakes, requests) << out;     // one per request (and one per unanswered end)
+  EXPECT_GE(resumed, handshakes - 2) << out;  // all but each connection's first
+
+  EXPECT_FALSE(sh(
+      base + "--connections 1 --tls-ca " + pki.path("ca.pem") + " --tls-sni other.example", &out));
+  EXPECT_NE(out.find("tls handshake: bad certificate: hostname mismatch"), std::string::npos)
+      << out;
+
+  const int rc = std::system((base + "--connections 1 --tls-ca /nonexistent/ca.pem 2>" +
+                              pki.path("load.err") + " >/dev/null")
+                                 .c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  std::string err;
+  sh("cat " + pki.path("load.err"), &err);
+  EXPECT_NE(err.find("--tls-ca: CA file /nonexistent/ca.pem: No such file or directory"),
+            std::string::npos)
+      << err;
+}
+
 // The start-up line says which record path the listener runs (here: user space, and why).
 TEST(ServeTls, StartupLineSaysTheRecordPath) {
   auto s = start_serve(tls_args("echo", "engine.backend=epoll"));
