@@ -28,6 +28,7 @@
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy.h"
 #include "apps/proxy/proxy_protocol.h"
+#include "proxy/proxy_rig.h"
 #include "proxy/proxy_test_helpers.h"
 #include "support/fairness.h"
 #include "support/test_env.h"
@@ -337,42 +338,22 @@ struct RelayingName {
 
 // The proxy in-process: one shard on its own thread.
 template <class R>
-struct Rig {
+struct Rig : ProxyRig<typename R::P> {
   using P = typename R::P;
-  explicit Rig(ProxySettings s) : e(opts()) {
+  explicit Rig(ProxySettings s) : ProxyRig<P>(with_splice(std::move(s))) {}
+  static ProxySettings with_splice(ProxySettings s) {
     s.splice = R::kSplice;
-    started = e.start().ok();
-    if (!started) return;
-    px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
-    std::string why;
-    started = px->start(&why).ok();
-    EXPECT_TRUE(started) << why;
-    if (started) addr = px->address(0);
+    return s;
   }
-  ~Rig() {
-    if (px) px->shutdown(2 * kSec);
-    e.stop();
-    e.join();
-  }
-  static EngineOptions opts() {
-    EngineOptions o;
-    o.shards = 1;
-    o.pin = false;
-    return o;
-  }
-  uint64_t errors(ProxyError k) const { return px->metrics().total_errors(k); }
+  uint64_t errors(ProxyError k) const { return this->px->metrics().total_errors(k); }
   // The admin endpoint on a free loopback port.
   ::testing::AssertionResult start_admin() {
     SocketAddress at;
     parse_address("127.0.0.1:0", &at);
     std::string why;
-    if (px->start_admin(at, &why).ok()) return ::testing::AssertionSuccess();
+    if (this->px->start_admin(at, &why).ok()) return ::testing::AssertionSuccess();
     return ::testing::AssertionFailure() << "start_admin: " << why;
   }
-  Engine<P> e;
-  std::unique_ptr<proxy::ProxyServer<P>> px;
-  SocketAddress addr;
-  bool started = false;
 };
 
 template <class R>

@@ -20,6 +20,7 @@
 #include "apps/proxy/from_config.h"
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/proxy.h"
+#include "proxy/proxy_rig.h"
 #include "proxy/proxy_test_helpers.h"
 #include "support/test_env.h"
 #include "tuning/config.h"
@@ -51,34 +52,11 @@ ProxySettings udp_settings(const std::vector<SocketAddress>& ups) {
 }
 
 template <class P>
-struct UdpRig {
-  explicit UdpRig(ProxySettings s) : e(opts()) {
-    started = e.start().ok();
-    if (!started) return;
-    px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
-    std::string why;
-    started = px->start(&why).ok();
-    EXPECT_TRUE(started) << why;
-    if (started) addr = px->address(0);
-  }
-  ~UdpRig() {
-    if (px) px->shutdown(2'000 * kMs);
-    e.stop();
-    e.join();
-  }
-  static EngineOptions opts() {
-    EngineOptions o;
-    o.shards = 1;
-    o.pin = false;
-    return o;
-  }
-  int64_t total(std::atomic<int64_t> ShardMetrics::*c) { return px->metrics().total(c); }
-  int64_t total(std::atomic<uint64_t> ShardMetrics::*c) { return px->metrics().total(c); }
-  uint64_t drops(UdpDrop d) { return px->metrics().total_udp_drops(d); }
-  Engine<P> e;
-  std::unique_ptr<proxy::ProxyServer<P>> px;
-  SocketAddress addr;
-  bool started = false;
+struct UdpRig : ProxyRig<P> {
+  using ProxyRig<P>::ProxyRig;
+  int64_t total(std::atomic<int64_t> ShardMetrics::*c) { return this->px->metrics().total(c); }
+  int64_t total(std::atomic<uint64_t> ShardMetrics::*c) { return this->px->metrics().total(c); }
+  uint64_t drops(UdpDrop d) { return this->px->metrics().total_udp_drops(d); }
 };
 
 template <class P>
