@@ -201,10 +201,10 @@ cmd_test() {
   # The Release run also fuzzes the parsers for a bounded time and runs the Windows
   # backend's suite under Wine.
   install_packages "${FUZZ_PACKAGES[@]}"
-  NINJA_TARGETS="config_fuzz http_fuzz proxy_protocol_fuzz client_hello_fuzz" \
+  NINJA_TARGETS="config_fuzz http_fuzz proxy_protocol_fuzz client_hello_fuzz http_proxy_fuzz" \
     build build-fuzz -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
     -DRINGPOLL_FUZZ=ON -DRINGPOLL_TESTS=OFF -DRINGPOLL_BENCH=OFF -DRINGPOLL_MIMALLOC=OFF
-  say "fuzzing the config, HTTP, PROXY protocol and ClientHello parsers (20 s each, ASan+UBSan)"
+  say "fuzzing the config, HTTP, HTTP proxy, PROXY protocol and ClientHello parsers (20 s each, ASan+UBSan)"
   run_ctest build-fuzz --output-on-failure -L fuzz --timeout 300
   say "the IOCP backend under Wine (ringpoll-win.sh)"
   ./ringpoll-win.sh

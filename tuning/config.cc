@@ -43,8 +43,9 @@ constexpr Named<Balance> kBalanceNames[] = {{"round_robin", Balance::kRoundRobin
                                             {"least_conn", Balance::kLeastConn}};
 constexpr Named<ProxyProtocol> kProxyProtocolNames[] = {
     {"off", ProxyProtocol::kOff}, {"v1", ProxyProtocol::kV1}, {"v2", ProxyProtocol::kV2}};
-constexpr Named<ListenerProtocol> kListenerProtocolNames[] = {
-    {"tcp", ListenerProtocol::kTcp}, {"udp", ListenerProtocol::kUdp}, {"http", ListenerProtocol::kHttp}};
+constexpr Named<ListenerProtocol> kListenerProtocolNames[] = {{"tcp", ListenerProtocol::kTcp},
+                                                              {"udp", ListenerProtocol::kUdp},
+                                                              {"http", ListenerProtocol::kHttp}};
 constexpr Named<PacketPath> kPacketPathNames[] = {
     {"kernel", PacketPath::kKernel}, {"dpdk", PacketPath::kDpdk}, {"xdp", PacketPath::kXdp}};
 constexpr Named<TlsMinVersion> kTlsMinVersionNames[] = {{"1.2", TlsMinVersion::k12},
@@ -600,9 +601,8 @@ void cross_check(const Config& c, Reader& r) {
                "listener " + quote(rt.listener) + " is not an HTTP listener (protocol = \"http\")");
       }
     }
-    if (!rt.pool.empty() &&
-        std::none_of(c.proxy.pools.begin(), c.proxy.pools.end(),
-                     [&](const ProxyPool& p) { return p.name == rt.pool; })) {
+    if (!rt.pool.empty() && std::none_of(c.proxy.pools.begin(), c.proxy.pools.end(),
+                                         [&](const ProxyPool& p) { return p.name == rt.pool; })) {
       const std::string key = indexed("proxy.route", i) + ".pool";
       r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(rt.pool));
     }

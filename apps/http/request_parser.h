@@ -74,22 +74,22 @@ struct Request {
   std::string_view target;
   int version_minor = 1;  // HTTP/1.<minor>
   bool keep_alive = true;
-  uint64_t content_length = 0;  // body bytes the parser skips after the head
-  bool chunked = false;         // proxy mode: a chunked body follows (not skipped)
+  uint64_t content_length = 0;    // body bytes the parser skips after the head
+  bool chunked = false;           // proxy mode: a chunked body follows (not skipped)
   bool has_body_framing = false;  // Content-Length or Transfer-Encoding was present
 };
 
 // Which rule refused a request (finer than ParseError, for a proxy's counters).
 enum class Refusal : uint8_t {
   kNone,
-  kBareLf,                // a line ended by LF alone, or CR without LF
-  kNul,                   // a NUL byte in the head
-  kObsFold,               // a header line starting with a blank (obsolete folding)
-  kLengthAndEncoding,     // Content-Length and Transfer-Encoding both (proxy mode)
-  kDuplicateLength,       // Content-Length twice (proxy mode) or two different ones
-  kBadLength,             // a Content-Length that is not a decimal number
-  kBadTransferEncoding,   // anything but one "Transfer-Encoding: chunked" (proxy mode)
-  kOther,                 // any other malformed, oversized or unsupported head
+  kBareLf,               // a line ended by LF alone, or CR without LF
+  kNul,                  // a NUL byte in the head
+  kObsFold,              // a header line starting with a blank (obsolete folding)
+  kLengthAndEncoding,    // Content-Length and Transfer-Encoding both (proxy mode)
+  kDuplicateLength,      // Content-Length twice (proxy mode) or two different ones
+  kBadLength,            // a Content-Length that is not a decimal number
+  kBadTransferEncoding,  // anything but one "Transfer-Encoding: chunked" (proxy mode)
+  kOther,                // any other malformed, oversized or unsupported head
 };
 const char* to_string(Refusal r) noexcept;
 

@@ -55,6 +55,12 @@ const char* reason_phrase(int status) noexcept {
       return "Request Header Fields Too Large";
     case 501:
       return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
     case 505:
       return "HTTP Version Not Supported";
     default:

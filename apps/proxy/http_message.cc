@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "apps/http/response.h"
+
 namespace ringpoll::proxy {
 namespace {
 
@@ -13,10 +15,9 @@ constexpr char lower(char c) {
 // Hop-by-hop fields (RFC 9110 7.6.1 and the ones older proxies use): they describe one
 // connection, so they end here. Transfer-Encoding is kept: the proxy relays chunked
 // bodies as they are.
-constexpr std::string_view kHopByHop[] = {"connection",          "keep-alive",
-                                          "proxy-connection",    "te",
-                                          "upgrade",             "proxy-authenticate",
-                                          "proxy-authorization", "trailer"};
+constexpr std::string_view kHopByHop[] = {
+    "connection", "keep-alive",         "proxy-connection",    "te",
+    "upgrade",    "proxy-authenticate", "proxy-authorization", "trailer"};
 
 // Fields named in a Connection value are hop-by-hop too.
 bool named_in(std::string_view connection, std::string_view name) {
@@ -252,31 +253,6 @@ void rewrite_response_head(std::string_view head, const HttpSettings& s, bool cl
   out->append("\r\n");
 }
 
-const char* reason_phrase(int status) noexcept {
-  switch (status) {
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 414:
-      return "URI Too Long";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Error";
-  }
-}
-
 std::string error_response(int status, std::string_view why) {
   std::string body = "ringpoll-proxy: ";
   body.append(why);
@@ -285,7 +261,7 @@ std::string error_response(int status, std::string_view why) {
   std::snprintf(head, sizeof head,
                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
                 "Connection: close\r\n\r\n",
-                status, reason_phrase(status), body.size());
+                status, http::reason_phrase(status), body.size());
   return head + body;
 }
 

@@ -48,7 +48,7 @@ bool iequals(std::string_view a, std::string_view b) noexcept;
 
 // What the relay adds to a request on its way upstream.
 struct ForwardInfo {
-  std::string client_ip;      // the client's address, without port
+  std::string client_ip;  // the client's address, without port
   const char* proto = "http";
   const HttpSettings* s = nullptr;
   bool http10_upstream = false;  // send HTTP/1.0 + Connection: close (a 1.0 client)
@@ -88,7 +88,6 @@ void rewrite_response_head(std::string_view head, const HttpSettings& s, bool cl
 
 // A complete error response that says why, with Connection: close.
 std::string error_response(int status, std::string_view why);
-const char* reason_phrase(int status) noexcept;
 
 // Follows chunked framing (RFC 9112 7.1) byte by byte without copying: feed() consumes up
 // to the end of the body (last chunk, trailers and the final CRLF) and stops there. Chunk

@@ -94,21 +94,23 @@ std::string HttpMetrics::render(const std::vector<std::string>& slot_names) cons
   }
   const uint64_t reused = total(&HttpShardMetrics::upstream_reused);
   const uint64_t fresh = total(&HttpShardMetrics::upstream_new);
-  emit("# TYPE ringpoll_proxy_http_upstream_requests_total counter\n"
-       "ringpoll_proxy_http_upstream_requests_total{connection=\"reused\"} %llu\n"
-       "ringpoll_proxy_http_upstream_requests_total{connection=\"new\"} %llu\n",
-       static_cast<unsigned long long>(reused), static_cast<unsigned long long>(fresh));
-  emit("# TYPE ringpoll_proxy_http_upstream_reuse_ratio gauge\n"
-       "ringpoll_proxy_http_upstream_reuse_ratio %g\n",
-       reused + fresh > 0 ? static_cast<double>(reused) / static_cast<double>(reused + fresh)
-                          : 0.0);
+  emit(
+      "# TYPE ringpoll_proxy_http_upstream_requests_total counter\n"
+      "ringpoll_proxy_http_upstream_requests_total{connection=\"reused\"} %llu\n"
+      "ringpoll_proxy_http_upstream_requests_total{connection=\"new\"} %llu\n",
+      static_cast<unsigned long long>(reused), static_cast<unsigned long long>(fresh));
+  emit(
+      "# TYPE ringpoll_proxy_http_upstream_reuse_ratio gauge\n"
+      "ringpoll_proxy_http_upstream_reuse_ratio %g\n",
+      reused + fresh > 0 ? static_cast<double>(reused) / static_cast<double>(reused + fresh) : 0.0);
   emit("# TYPE ringpoll_proxy_http_retries_total counter\nringpoll_proxy_http_retries_total %llu\n",
        static_cast<unsigned long long>(total(&HttpShardMetrics::retries)));
-  emit("# TYPE ringpoll_proxy_http_timeouts_total counter\n"
-       "ringpoll_proxy_http_timeouts_total{phase=\"request_header\"} %llu\n"
-       "ringpoll_proxy_http_timeouts_total{phase=\"response_header\"} %llu\n",
-       static_cast<unsigned long long>(total(&HttpShardMetrics::header_timeouts)),
-       static_cast<unsigned long long>(total(&HttpShardMetrics::response_timeouts)));
+  emit(
+      "# TYPE ringpoll_proxy_http_timeouts_total counter\n"
+      "ringpoll_proxy_http_timeouts_total{phase=\"request_header\"} %llu\n"
+      "ringpoll_proxy_http_timeouts_total{phase=\"response_header\"} %llu\n",
+      static_cast<unsigned long long>(total(&HttpShardMetrics::header_timeouts)),
+      static_cast<unsigned long long>(total(&HttpShardMetrics::response_timeouts)));
   return out;
 }
 

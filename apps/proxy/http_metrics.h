@@ -22,7 +22,7 @@ inline constexpr size_t kMaxHttpRouteSlots = 256;
 inline constexpr size_t kRefusalKinds = static_cast<size_t>(http::Refusal::kOther) + 1;
 
 struct HttpRouteCounters {
-  std::array<std::atomic<uint64_t>, 6> status{};  // 1xx..5xx, [0]: other
+  std::array<std::atomic<uint64_t>, 6> status{};                           // 1xx..5xx, [0]: other
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> ttfb{};   // to the response head
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> total{};  // to its last byte
 };

@@ -59,7 +59,7 @@ template <PollerBackend P>
 struct HttpClientRoute {
   const ProxySettings* s = nullptr;
   const ListenerSettings* l = nullptr;
-  std::vector<Pool*> pools;  // by route index
+  std::vector<Pool*> pools;               // by route index
   HttpUpstreams<P>* upstreams = nullptr;  // this shard's idle connections
   size_t route_slot = 0;                  // the listener's first slot in HttpMetrics
   std::shared_ptr<const void> hold;
@@ -111,8 +111,7 @@ Task<void> answer_and_close(S& client, int status, std::string why) {
 }
 
 inline bool idempotent(std::string_view m) {
-  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" ||
-         m == "TRACE";
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
 }
 
 inline std::string peer_ip(int fd) {
@@ -142,8 +141,8 @@ struct Exchange {
   bool chunked = false;
   uint64_t length = 0;
   ChunkedReader chunks;
-  bool body_done = false;    // every body byte went upstream
-  bool body_failed = false;  // the client or the upstream failed mid-body
+  bool body_done = false;     // every body byte went upstream
+  bool body_failed = false;   // the client or the upstream failed mid-body
   bool body_refused = false;  // a chunked body broke its framing
   relay_detail::Joiner<P> joined;
 };
@@ -218,7 +217,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     m.error(ProxyError::kLimit);
     co_return;
   }
-  ctx.upstreams->start_sweeper(sched);
+  ctx.upstreams->start_sweeper(sched, ctx.hold);
   http::ParserLimits limits = s.http_limits;
   limits.proxy = true;
   http::RequestParser parser(limits);
@@ -336,8 +335,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
           break;
         }
         std::unique_ptr<TcpStream<P>> st;
-        const Status c = co_await TcpStream<P>::connect(sched, u->address(),
-                                                        route.connect_timeout_ns, &st);
+        const Status c =
+            co_await TcpStream<P>::connect(sched, u->address(), route.connect_timeout_ns, &st);
         if (c.ok()) {
           pool->connect_succeeded(u);
           if (s.nodelay) (void)st->set_nodelay(true);
@@ -533,9 +532,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     const int64_t t_end = mono_now_ns();
     hm.count(slot, resp.status);
     hm.timing(slot, t_first - t_start, t_end - t_start);
-    const bool reusable =
-        ok && resp_done && body_ok && resp.keep_alive && !http10 && ub.size() == 0 &&
-        resp.framing != ResponseHead::Framing::kClose;
+    const bool reusable = ok && resp_done && body_ok && resp.keep_alive && !http10 &&
+                          ub.size() == 0 && resp.framing != ResponseHead::Framing::kClose;
     Upstream* u = conn.upstream;
     if (reusable) {
       co_await ctx.upstreams->put(std::move(conn));

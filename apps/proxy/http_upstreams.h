@@ -48,8 +48,7 @@ class HttpUpstreams {
  public:
   using Conn = HttpUpstreamConn<P>;
 
-  HttpUpstreams(const HttpSettings* s, const std::atomic<bool>* retired,
-                std::atomic<int>* sweepers)
+  HttpUpstreams(const HttpSettings* s, const std::atomic<bool>* retired, std::atomic<int>* sweepers)
       : s_(s), retired_(retired), sweepers_(sweepers) {}
 
   // From the shard that owns this set.
@@ -83,12 +82,13 @@ class HttpUpstreams {
     idle_.push_back(std::move(c));
   }
 
-  // Starts the sweeper on the calling shard once.
-  void start_sweeper(Scheduler<P>& sched) {
+  // Starts the sweeper on the calling shard once. `hold` keeps this set's generation
+  // (and so this object) alive until the sweeper has closed the last connection.
+  void start_sweeper(Scheduler<P>& sched, std::shared_ptr<const void> hold) {
     if (sweeping_) return;
     sweeping_ = true;
     sweepers_->fetch_add(1);
-    sched.spawn(sweep(sched));
+    sched.spawn(sweep(sched, std::move(hold)));
   }
 
   size_t idle() const noexcept { return idle_.size(); }
@@ -110,7 +110,7 @@ class HttpUpstreams {
     return std::clamp<int64_t>(s_->upstream_idle_ns / 4, 10'000'000, 100'000'000);
   }
 
-  Task<void> sweep(Scheduler<P>& sched) {
+  Task<void> sweep(Scheduler<P>& sched, std::shared_ptr<const void> hold) {
     while (!retired_->load()) {
       co_await sched.sleep_for(tick());
       const int64_t now = mono_now_ns();
@@ -130,7 +130,9 @@ class HttpUpstreams {
       idle_.pop_back();
       (void)co_await c.stream->close();
     }
-    sweepers_->fetch_sub(1);
+    std::atomic<int>* count = sweepers_;
+    hold.reset();  // may free this object: nothing of it is touched after
+    count->fetch_sub(1);
   }
 
   const HttpSettings* s_;

@@ -272,8 +272,8 @@ class ProxyServer {
     std::atomic<bool> retired{false};
     // HTTP listeners: the pool of each route, the first HttpMetrics slot, and per shard
     // the idle upstream connections (each listener's own, as their limits are its).
-    std::vector<std::vector<Pool*>> route_pools;  // by listener
-    std::vector<size_t> route_slot;               // by listener
+    std::vector<std::vector<Pool*>> route_pools;                          // by listener
+    std::vector<size_t> route_slot;                                       // by listener
     std::vector<std::vector<std::unique_ptr<HttpUpstreams<P>>>> http_up;  // [listener][shard]
   };
 
@@ -307,7 +307,8 @@ class ProxyServer {
       }
       g->sni_by_listener.push_back(std::move(sni));
     }
-    if (slot > kMaxHttpRouteSlots) fatal("ringpoll-proxy: more HTTP routes than kMaxHttpRouteSlots");
+    if (slot > kMaxHttpRouteSlots)
+      fatal("ringpoll-proxy: more HTTP routes than kMaxHttpRouteSlots");
     return g;
   }
   std::shared_ptr<Generation> generation() const {

@@ -21,10 +21,13 @@
 #include <thread>
 #include <vector>
 
+#include "apps/proxy/from_config.h"
 #include "apps/proxy/http_message.h"
 #include "apps/proxy/proxy.h"
+#include "proxy/proxy_rig.h"
 #include "proxy/proxy_test_helpers.h"
 #include "support/test_env.h"
+#include "tuning/config.h"
 #include "uring/uring_completion.h"
 
 namespace ringpoll::test {
@@ -160,7 +163,7 @@ class Reader {
 // <fnv of body>" (or, for GET /download/N, N pattern bytes; with "?chunked", chunked with
 // a trailer), records every byte it received, keeps the connection alive.
 struct UpstreamBehaviour {
-  int close_idle_ms = 0;  // close a connection idle this long (0: never)
+  int close_idle_ms = 0;          // close a connection idle this long (0: never)
   bool close_after_each = false;  // close right after each response, no Connection: close
   bool never_answer = false;
   bool send_continue = false;  // answer Expect: 100-continue
@@ -251,8 +254,8 @@ class HttpUpstream {
   TestUpstream srv_;
 };
 
-HttpRoute route(std::string name, std::string pool, std::string host = "",
-                std::string prefix = "", std::string method = "") {
+HttpRoute route(std::string name, std::string pool, std::string host = "", std::string prefix = "",
+                std::string method = "") {
   HttpRoute r;
   r.name = std::move(name);
   r.pool = std::move(pool);
@@ -288,36 +291,12 @@ ProxySettings http_settings(SocketAddress a, const SocketAddress* b = nullptr,
   return s;
 }
 
-template <class B>
-struct HttpRig {
-  using P = B;
-  explicit HttpRig(ProxySettings s) : e(opts()) {
-    started = e.start().ok();
-    if (!started) return;
-    px = std::make_unique<proxy::ProxyServer<P>>(e, std::move(s));
-    std::string why;
-    started = px->start(&why).ok();
-    EXPECT_TRUE(started) << why;
-    if (started) addr = px->address(0);
-  }
-  ~HttpRig() {
-    if (px) px->shutdown(2 * kSec);
-    e.stop();
-    e.join();
-  }
-  static EngineOptions opts() {
-    EngineOptions o;
-    o.shards = 1;
-    o.pin = false;
-    return o;
-  }
-  proxy::HttpMetrics& hm() { return px->http_metrics(); }
+template <class P>
+struct HttpRig : ProxyRig<P> {
+  using ProxyRig<P>::ProxyRig;
+  proxy::HttpMetrics& hm() { return this->px->http_metrics(); }
   uint64_t reused() { return hm().total(&proxy::HttpShardMetrics::upstream_reused); }
   uint64_t fresh() { return hm().total(&proxy::HttpShardMetrics::upstream_new); }
-  Engine<P> e;
-  std::unique_ptr<proxy::ProxyServer<P>> px;
-  SocketAddress addr;
-  bool started = false;
 };
 
 int client(const SocketAddress& at) {
@@ -383,12 +362,11 @@ TYPED_TEST(HttpProxy, KeepAliveReusesOneUpstreamConnectionAndRewritesFields) {
 TYPED_TEST(HttpProxy, RoutesByHostWildcardPathAndMethodFirstMatchWins) {
   HttpUpstream a("A"), b("B");
   const SocketAddress ba = b.address();
-  HttpRig<TypeParam> rig(http_settings(a.address(), &ba,
-                                       {route("exact", "b", "api.example.com"),
-                                        route("wild", "b", "*.cdn.example.com"),
-                                        route("post", "b", "", "/upload", "POST"),
-                                        route("static", "b", "", "/static/"),
-                                        route("default", "a")}));
+  HttpRig<TypeParam> rig(http_settings(
+      a.address(), &ba,
+      {route("exact", "b", "api.example.com"), route("wild", "b", "*.cdn.example.com"),
+       route("post", "b", "", "/upload", "POST"), route("static", "b", "", "/static/"),
+       route("default", "a")}));
   ASSERT_TRUE(rig.started);
   struct Case {
     std::string req;
@@ -510,8 +488,9 @@ TYPED_TEST(HttpProxy, ExpectContinueReachesTheClientBeforeItSendsTheBody) {
   HttpRig<TypeParam> rig(http_settings(up.address()));
   ASSERT_TRUE(rig.started);
   const int c = client(rig.addr);
-  ASSERT_TRUE(send_str(c, "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
-                          "Expect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(send_str(c,
+                       "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
+                       "Expect: 100-continue\r\n\r\n"));
   Reader r(c);
   const Message interim = r.read(true);
   ASSERT_TRUE(interim.ok);
@@ -625,12 +604,15 @@ TYPED_TEST(HttpProxy, SmugglingIsRefusedCountedAndNeverRelayed) {
     Refusal reason;  // kNone: the chunked-body counter
   };
   const Case cases[] = {
-      {"CL and TE", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: "
-                    "chunked\r\n\r\n0\r\n\r\n",
+      {"CL and TE",
+       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
        Refusal::kLengthAndEncoding},
-      {"duplicate CL", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+      {"duplicate CL",
+       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
        Refusal::kDuplicateLength},
-      {"differing CL", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+      {"differing CL",
+       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
        Refusal::kDuplicateLength},
       {"CL list", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc",
        Refusal::kBadLength},
@@ -638,11 +620,12 @@ TYPED_TEST(HttpProxy, SmugglingIsRefusedCountedAndNeverRelayed) {
        Refusal::kBadTransferEncoding},
       {"TE list", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
        Refusal::kBadTransferEncoding},
-      {"TE twice", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
-                   "chunked\r\n\r\n0\r\n\r\n",
+      {"TE twice",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
        Refusal::kBadTransferEncoding},
-      {"TE with a vertical tab", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \vchunked\r\n\r\n",
-       Refusal::kOther},
+      {"TE with a vertical tab",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \vchunked\r\n\r\n", Refusal::kOther},
       {"TE space before colon", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n",
        Refusal::kOther},
       {"obs-fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  continued\r\n\r\n", Refusal::kObsFold},
@@ -650,35 +633,39 @@ TYPED_TEST(HttpProxy, SmugglingIsRefusedCountedAndNeverRelayed) {
       {"bare LF request line", "GET / HTTP/1.1\nHost: h\r\n\r\n", Refusal::kBareLf},
       {"NUL in a value", std::string("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\0b\r\n\r\n", 38),
        Refusal::kNul},
-      {"bad chunk size", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         "zz\r\nabc\r\n0\r\n\r\n",
+      {"bad chunk size",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "zz\r\nabc\r\n0\r\n\r\n",
        Refusal::kNone},
-      {"chunk size with sign", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               "-3\r\nabc\r\n0\r\n\r\n",
+      {"chunk size with sign",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "-3\r\nabc\r\n0\r\n\r\n",
        Refusal::kNone},
-      {"chunk size overflow", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                              "10000000000000003\r\nabc\r\n0\r\n\r\n",
+      {"chunk size overflow",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "10000000000000003\r\nabc\r\n0\r\n\r\n",
        Refusal::kNone},
-      {"chunk data too long", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                              "2\r\nabc\r\n0\r\n\r\n",
+      {"chunk data too long",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "2\r\nabc\r\n0\r\n\r\n",
        Refusal::kNone},
   };
   HttpUpstream up("A");
   HttpRig<TypeParam> rig(http_settings(up.address()));
   ASSERT_TRUE(rig.started);
+  auto counted = [&](Refusal r) {
+    return r == Refusal::kNone ? rig.hm().refused_chunk() : rig.hm().refused(r);
+  };
   for (const Case& k : cases) {
-    const uint64_t before =
-        k.reason == Refusal::kNone ? rig.hm().refused_chunk() : rig.hm().refused(k.reason);
+    const uint64_t before = counted(k.reason);
     const int c = client(rig.addr);
     ASSERT_TRUE(send_str(c, k.req));
     const std::string got = recv_all(c);  // returns at the proxy's close
     EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 400") << k.name << ": " << got;
     EXPECT_NE(got.find("Connection: close"), std::string::npos) << k.name;
-    const uint64_t after =
-        k.reason == Refusal::kNone ? rig.hm().refused_chunk() : rig.hm().refused(k.reason);
-    EXPECT_EQ(after, before + 1) << k.name << " counted under "
-                                 << (k.reason == Refusal::kNone ? "bad_chunk"
-                                                                : http::to_string(k.reason));
+    EXPECT_EQ(counted(k.reason), before + 1)
+        << k.name << " counted under "
+        << (k.reason == Refusal::kNone ? "bad_chunk" : http::to_string(k.reason));
     ::close(c);
   }
   EXPECT_EQ(up.accepted(), 0) << "an upstream saw a refused request";
@@ -692,8 +679,9 @@ TYPED_TEST(HttpProxy, ABadChunkAfterTheHeadEndsBothSides) {
   HttpRig<TypeParam> rig(http_settings(up.address()));
   ASSERT_TRUE(rig.started);
   const int c = client(rig.addr);
-  ASSERT_TRUE(send_str(c, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3\r\nabc\r\n"));
+  ASSERT_TRUE(send_str(c,
+                       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "3\r\nabc\r\n"));
   // The head and the good chunk reach the upstream first.
   ASSERT_TRUE(wait_for([&] { return up.accepted() == 1; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -732,14 +720,14 @@ TEST(HttpMessage, ChunkedReaderStopsAtTheEndAndRefusesBadFraming) {
 TEST(HttpMessage, ResponseHeadsWithAmbiguousFramingAreRefused) {
   proxy::ResponseHead h;
   std::string why;
-  EXPECT_TRUE(proxy::parse_response_head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false,
-                                         &h, &why));
+  EXPECT_TRUE(
+      proxy::parse_response_head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, &h, &why));
   EXPECT_EQ(h.framing, proxy::ResponseHead::Framing::kLength);
   EXPECT_TRUE(proxy::parse_response_head("HTTP/1.1 200 OK\r\n\r\n", false, &h, &why));
   EXPECT_EQ(h.framing, proxy::ResponseHead::Framing::kClose);
   EXPECT_FALSE(h.keep_alive);
-  EXPECT_TRUE(proxy::parse_response_head("HTTP/1.1 304 OK\r\nContent-Length: 5\r\n\r\n", false,
-                                         &h, &why));
+  EXPECT_TRUE(
+      proxy::parse_response_head("HTTP/1.1 304 OK\r\nContent-Length: 5\r\n\r\n", false, &h, &why));
   EXPECT_EQ(h.framing, proxy::ResponseHead::Framing::kNone);
   for (const char* bad :
        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -752,6 +740,92 @@ TEST(HttpMessage, ResponseHeadsWithAmbiguousFramingAreRefused) {
   EXPECT_EQ(proxy::response_head_length("HTTP/1.1 200 OK\nX: 1\r\n\r\n", 24, 1000), -1);
   EXPECT_EQ(proxy::response_head_length("HTTP/1.1 200 OK\r\n\r\n", 19, 1000), 19);
   EXPECT_EQ(proxy::response_head_length("HTTP/1.1 200 OK\r\n\r", 18, 1000), 0);
+}
+
+// ---- the config: [[proxy.route]] and [http] ----
+
+constexpr const char* kHttpConfigHead =
+    "[[proxy.pool]]\nname = \"a\"\nupstreams = [\"127.0.0.1:9\"]\n"                 // lines 1-3
+    "[[proxy.pool]]\nname = \"b\"\nupstreams = [\"127.0.0.1:10\"]\n"                // lines 4-6
+    "[[proxy.listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n"                // lines 7-9
+    "pool = \"a\"\nprotocol = \"http\"\n"                                           // lines 10-11
+    "[[proxy.listener]]\nname = \"l4\"\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n";  // 12-15
+
+TEST(HttpConfig, RoutesReachTheListenerInOrderWithTheirTimeouts) {
+  tuning::Config c;
+  const std::string text = std::string(kHttpConfigHead) +
+                           "[[proxy.route]]\nname = \"api\"\nlistener = \"web\"\npool = \"b\"\n"
+                           "host = \"*.example.com\"\npath_prefix = \"/api\"\nmethod = \"GET\"\n"
+                           "connect_ms = 7\nresponse_header_ms = 8\n"
+                           "[[proxy.route]]\nname = \"rest\"\nlistener = \"web\"\npool = \"a\"\n"
+                           "[http]\nforwarded = true\nvia = false\nupstream_idle_ms = 1500\n";
+  const auto err = tuning::apply_toml(text, "http.toml", &c);
+  ASSERT_FALSE(err) << err->to_string();
+  ProxySettings s;
+  std::string why;
+  ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
+  ASSERT_TRUE(s.listeners[0].http);
+  EXPECT_FALSE(s.listeners[1].http);
+  const auto& h = s.listeners[0].http_settings;
+  ASSERT_EQ(h.routes.size(), 2u);
+  EXPECT_EQ(h.routes[0].name, "api");
+  EXPECT_EQ(h.routes[0].host, "*.example.com");
+  EXPECT_EQ(h.routes[0].pool_index, 1);
+  EXPECT_EQ(h.routes[0].connect_timeout_ns, 7 * kMs);
+  EXPECT_EQ(h.routes[0].response_header_ns, 8 * kMs);
+  EXPECT_EQ(h.routes[1].pool_index, 0);
+  EXPECT_TRUE(h.forwarded);
+  EXPECT_FALSE(h.via);
+  EXPECT_EQ(h.upstream_idle_ns, 1500 * kMs);
+  // The printed config reads back the same.
+  tuning::Config again;
+  ASSERT_FALSE(tuning::apply_toml(tuning::print_config(c), "printed", &again));
+  EXPECT_TRUE(again == c);
+  // A listener without routes gets one default route to its own pool.
+  tuning::Config d;
+  ASSERT_FALSE(tuning::apply_toml(kHttpConfigHead, "d.toml", &d));
+  ASSERT_TRUE(proxy::settings_from_config(d, &s, &why)) << why;
+  ASSERT_EQ(s.listeners[0].http_settings.routes.size(), 1u);
+  EXPECT_EQ(s.listeners[0].http_settings.routes[0].pool, "a");
+}
+
+TEST(HttpConfig, BadRoutesNameTheFileLineAndKey) {
+  struct Case {
+    std::string route;
+    const char* says;
+  } cases[] = {
+      {"name = \"r\"\nlistener = \"nope\"\npool = \"a\"\n",
+       "http.toml:18: proxy.route[0].listener: no [[proxy.listener]] is named \"nope\""},
+      {"name = \"r\"\nlistener = \"l4\"\npool = \"a\"\n",
+       "http.toml:18: proxy.route[0].listener: listener \"l4\" is not an HTTP listener"},
+      {"name = \"r\"\nlistener = \"web\"\npool = \"zz\"\n",
+       "http.toml:19: proxy.route[0].pool: no [[proxy.pool]] is named \"zz\""},
+      {"name = \"r\"\nlistener = \"web\"\npool = \"a\"\nhost = \"a.*.com\"\n",
+       "http.toml:20: proxy.route[0].host: must be a host name"},
+      {"name = \"r\"\nlistener = \"web\"\npool = \"a\"\npath_prefix = \"api\"\n",
+       "http.toml:20: proxy.route[0].path_prefix: must start with '/'"},
+      {"name = \"r\"\nlistener = \"web\"\npool = \"a\"\nconnect_ms = 0\n",
+       "http.toml:20: proxy.route[0].connect_ms: must be in 1..3600000, got 0"},
+      {"name = \"r\"\npool = \"a\"\n", "proxy.route[0].listener: is required"},
+  };
+  for (const Case& k : cases) {
+    tuning::Config c;
+    const auto err = tuning::apply_toml(
+        std::string(kHttpConfigHead) + "[[proxy.route]]\n" + k.route, "http.toml", &c);
+    ASSERT_TRUE(err) << k.route;
+    EXPECT_NE(err->to_string().find(k.says), std::string::npos)
+        << err->to_string() << "\nwanted: " << k.says;
+  }
+  tuning::Config c;
+  const auto err = tuning::apply_toml(
+      "[[proxy.pool]]\nname = \"a\"\nupstreams = [\"127.0.0.1:9\"]\n[[proxy.listener]]\n"
+      "name = \"web\"\nlisten = \"127.0.0.1:0\"\npool = \"a\"\nprotocol = \"http\"\n"
+      "proxy_protocol = \"v1\"\n",
+      "pp.toml", &c);
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->to_string().find("pp.toml:9: proxy.listener[0].proxy_protocol: HTTP listeners"),
+            std::string::npos)
+      << err->to_string();
 }
 
 }  // namespace

@@ -308,7 +308,6 @@ TEST(ProxyBinary, SighupReloadsTheFileForNewConnections) {
   std::remove(path.c_str());
 }
 
-
 // ---- the HTTP mode with real clients (curl, wrk, h2load --h1, ab) and real upstreams
 // (ringpoll-serve, nginx) ----
 
@@ -389,8 +388,8 @@ void real_clients(const HttpProxyProcess& px, const std::string& path) {
 
 TEST(HttpProxyBinary, RealClientsThroughTheProxyToRingpollServe) {
   Running serve;
-  serve.c = spawn_program(RINGPOLL_SERVE_BIN,
-                          {"--mode", "http", "--listen", "127.0.0.1:0", "--set", "engine.shards=1"});
+  serve.c = spawn_program(RINGPOLL_SERVE_BIN, {"--mode", "http", "--listen", "127.0.0.1:0", "--set",
+                                               "engine.shards=1"});
   const std::string line = read_line(serve.c.out);
   const size_t on = line.find(" on ");
   ASSERT_NE(on, std::string::npos) << line;
@@ -402,8 +401,8 @@ TEST(HttpProxyBinary, RealClientsThroughTheProxyToRingpollServe) {
   int rc = 0;
   const std::string direct =
       shell("timeout 60 curl -sS http://" + up + "/bytes/67108864 | sha256sum", &rc);
-  const std::string proxied = shell("timeout 60 curl -sS " + px.url("/bytes/67108864") +
-                                    " | sha256sum");
+  const std::string proxied =
+      shell("timeout 60 curl -sS " + px.url("/bytes/67108864") + " | sha256sum");
   EXPECT_EQ(direct, proxied);
   EXPECT_EQ(shell("timeout 60 curl -sS " + px.url("/bytes/67108864") + " | wc -c"), "67108864\n");
 }
