@@ -118,7 +118,7 @@ struct ProxyPool {
 };
 
 struct ProxySection {
-  SpliceMode splice = SpliceMode::kOff;
+  SpliceMode splice = SpliceMode::kAuto;
   std::vector<ProxyListener> listeners;  // [[proxy.listener]]
   std::vector<ProxyPool> pools;          // [[proxy.pool]]
   int64_t udp_idle_ms = 30000;           // a UDP flow with no datagram either way ends
