@@ -3,7 +3,8 @@
 // mode, IOCP), where the kernel performs the I/O and the completion wakes the waiter:
 //
 //   fdop::RingRead   a read from the multishot recv's queue (FdOp<RingRead>, frame-less);
-//                    a starved connection receives directly (DESIGN.md "Fairness")
+//                    a starved connection receives directly (DESIGN.md "Fairness"), and
+//                    so does a detached one (a bulk stream) until its queue is drained
 //   CompSend         a write: submit, park, continue a short send, cancel-and-wait on
 //                    timeout or close (the one execIO write sequence, both backends)
 //   FastOrTask       the awaitable that is a frame-less awaiter on the common path and a
@@ -52,7 +53,7 @@ struct RingRead {
       fail(Status::from_errno(-std::exchange(st->recv_err, 0)));
     } else if (st->eof) {
       fail(Errc::kEof);
-    } else if (st->recv_waiting) {
+    } else if (st->recv_waiting || (st->recv_detached && !st->recv_armed)) {
       const ssize_t r = b->recv_starved(st, buf);
       if (r == -EAGAIN) return false;
       if (r > 0) {
@@ -264,7 +265,9 @@ struct CompletionIo {
                   MultishotCompletionBackend<P>) {
       using Fast = FdOp<P, fdop::RingRead<P>>;
       P& b = f->s_->backend();
-      if (f->pd_ && b.multishot_recv()) {
+      // A connection detached from the ring (detach_recv, a bulk stream) and drained
+      // receives with single-shot recvs into the caller's buffer, one copy instead of two.
+      if (f->pd_ && b.multishot_recv() && !P::recv_detached(f->cst_)) {
         return FastOrTask<Fast, IoResult>(std::in_place, f, m,
                                           fdop::RingRead<P>{st.buf, {}, &b, &f->cst_});
       }

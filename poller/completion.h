@@ -38,6 +38,8 @@
 //   bool multishot_recv() / multishot_accept()    on for this ring (probed, configured)
 //   void arm_recv(FdState*); size_t take_recv(FdState*, span)
 //   ssize_t recv_starved(FdState*, span)          a read while the buffer ring is dry
+//   void detach_recv(FdState*)                    off the ring for good (a bulk stream):
+//   static bool recv_detached(const FdState&)     ...and drained: reads are single-shot
 //   void arm_accept(FdState*); int take_accept(FdState*)
 //
 // Threads: as in poller/poller.h, everything runs on the owning shard's thread.
@@ -89,7 +91,10 @@ concept MultishotCompletionBackend = CompletionBackend<P> &&
   { b.recv_starved(st, out) } -> std::same_as<ssize_t>;
   { b.arm_accept(st) } -> std::same_as<void>;
   { b.take_accept(st) } -> std::same_as<int>;
+  { b.detach_recv(st) } -> std::same_as<void>;
+  { P::recv_detached(*st) } -> std::same_as<bool>;
   requires std::same_as<decltype(st->recv_waiting), bool>;
+  requires std::same_as<decltype(st->recv_detached), bool>;
 };
 
 }  // namespace ringpoll

@@ -145,7 +145,7 @@ struct ProxyPool {
 };
 
 struct ProxySection {
-  SpliceMode splice = SpliceMode::kOff;
+  SpliceMode splice = SpliceMode::kAuto;
   std::vector<ProxyListener> listeners;  // [[proxy.listener]]
   std::vector<ProxyPool> pools;          // [[proxy.pool]]
   std::vector<ProxyRoute> routes;        // [[proxy.route]], in order: first match wins

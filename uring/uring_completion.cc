@@ -129,6 +129,7 @@ int UringCompletionPoller::open(int fd, PollDesc* pd) {
 void UringCompletionPoller::attach(PollDesc* pd, FdState* st, int fd) noexcept {
   st->pd = pd;
   st->fd = fd;
+  st->recv_detached = false;
   int domain = 0;
   socklen_t len = sizeof domain;
   st->zc_capable = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
@@ -257,7 +258,10 @@ void UringCompletionPoller::cancel(Op* op) {
 }
 
 void UringCompletionPoller::arm_recv(FdState* st) {
-  if (!buf_ring_ || st->recv_armed || st->recv_waiting || st->recv_paused || st->eof) return;
+  if (!buf_ring_ || st->recv_armed || st->recv_waiting || st->recv_paused || st->eof ||
+      st->recv_detached) {
+    return;
+  }
   io_uring_sqe* s = ring_.sqe();
   if (const int e = injected_fault(UringCqeKind::kRecv)) {
     st->recv_fault = static_cast<int8_t>(e);
@@ -323,6 +327,23 @@ void UringCompletionPoller::pause_recv(FdState* st) {
   st->recv_paused = true;
   ++counters_.conns_at_bound;
   ++counters_.bound_pauses;
+  if (!st->recv_armed) return;
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_cancel64(s, pd_data(st->pd, kKindRecv), 0);
+  io_uring_sqe_set_data64(s, kUringIgnoreData);
+}
+
+void UringCompletionPoller::detach_recv(FdState* st) {
+  if (st->recv_detached) return;
+  st->recv_detached = true;
+  ++counters_.detached_recvs;
+  if (st->recv_waiting) unlink_waiting(st);
+  if (st->recv_paused) {
+    st->recv_paused = false;
+    --counters_.conns_at_bound;
+  }
+  // The cancel's CQE (no F_MORE) clears recv_armed and wakes the reader; CQEs already on
+  // their way still queue their data, which the reader drains first.
   if (!st->recv_armed) return;
   io_uring_sqe* s = ring_.sqe();
   io_uring_prep_cancel64(s, pd_data(st->pd, kKindRecv), 0);
@@ -455,7 +476,7 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
         // The ring ran dry; the data stays in the socket until buffers come back.
         ++counters_.nobufs;
         st->recv_armed = false;
-        if (!st->recv_waiting && !st->recv_paused) {
+        if (!st->recv_waiting && !st->recv_paused && !st->recv_detached) {
           st->recv_waiting = true;
           (waiting_tail_ ? waiting_tail_->next_waiting : waiting_) = st;
           waiting_tail_ = st;

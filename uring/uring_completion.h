@@ -19,8 +19,11 @@
 //                      therefore never waits on a buffer another connection holds.
 //   send / send_zc     a send per write; at or above zc_threshold bytes, send_zc, whose
 //                      buffer is the caller's again only after the notification CQE.
-//   single-shot recv   when multishot recv is off: the kernel writes into the caller's
-//                      buffer, so timeout and close must cancel and wait (S23/S24).
+//   single-shot recv   when multishot recv is off, or for a connection whose application
+//                      detached it from the ring (detach_recv: a bulk stream, which
+//                      would only copy through 4 KiB buffers it then holds up to its
+//                      bound): the kernel writes into the caller's buffer, so timeout and
+//                      close must cancel and wait (S23/S24).
 // Timeout and close of an operation in flight follow Go's execIO (S23/S24): cancel, wait
 // for the completion ignoring further timeout/close, and report a completed result as a
 // success. Direct descriptors are not used yet (they pay only with fixed-file accept and
@@ -90,9 +93,10 @@ class UringCompletionPoller {
     PollDesc* pd = nullptr;
     int fd = -1;
     bool recv_armed = false;
-    bool recv_waiting = false;  // on the list of connections waiting for buffers
-    bool recv_paused = false;   // at buf_per_conn: the recv stays off until the app reads
-    bool poll_armed = false;    // a one-shot POLLIN for a starved reader (recv_starved)
+    bool recv_waiting = false;   // on the list of connections waiting for buffers
+    bool recv_paused = false;    // at buf_per_conn: the recv stays off until the app reads
+    bool poll_armed = false;     // a one-shot POLLIN for a starved reader (recv_starved)
+    bool recv_detached = false;  // detach_recv: no more multishot recv on this connection
     bool eof = false;
     int32_t recv_err = 0;
     std::vector<Chunk> chunks;
@@ -149,6 +153,17 @@ class UringCompletionPoller {
   ssize_t recv_starved(FdState* st, std::span<std::byte> out);
   void arm_accept(FdState* st);
   int take_accept(FdState* st);  // an fd, or -1 when none is queued
+  // Takes a connection off the provided-buffer ring for good: its multishot recv is
+  // cancelled and never re-armed. Reads first drain what is queued (and what the cancelled
+  // recv still delivers), then receive straight into the caller's buffer; recv_detached()
+  // says when that point is reached.
+  void detach_recv(FdState* st);
+  // Detached and drained: nothing queued, no multishot recv in flight, no pending end of
+  // stream or error; a read is now a single-shot recv into the caller's buffer.
+  static bool recv_detached(const FdState& st) noexcept {
+    return st.recv_detached && !st.recv_armed && st.head == st.chunks.size() && !st.eof &&
+           st.recv_err == 0;
+  }
 
   struct Counters {
     uint64_t zc_sends = 0;
@@ -159,6 +174,7 @@ class UringCompletionPoller {
     uint64_t conns_at_bound = 0;  // connections whose recv is off at buf_per_conn now
     uint64_t bound_pauses = 0;    // times a connection reached buf_per_conn
     uint64_t starved_reads = 0;   // reads served straight into the caller's buffer
+    uint64_t detached_recvs = 0;  // connections taken off the ring (bulk streams)
   };
   Counters counters() const noexcept;
   UringRing& ring() noexcept { return ring_; }

@@ -190,6 +190,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.allow_shared_port = cfg.socket.allow_shared_port;
   s.backlog = static_cast<int>(cfg.socket.backlog);
   s.splice = cfg.proxy.splice == tuning::SpliceMode::kOn;
+  s.adaptive = cfg.proxy.splice == tuning::SpliceMode::kAuto;
   s.udp_idle_ns = cfg.proxy.udp_idle_ms * kMs;
   s.udp_max_flows = static_cast<size_t>(cfg.proxy.udp_max_flows);
   s.udp_path = cfg.packet.path == tuning::PacketPath::kDpdk  ? packet::Path::kDpdk

@@ -147,6 +147,9 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
          "Relay buffers held now: one per direction with data in flight; an idle connection "
          "holds none.");
   line(out, "ringpoll_proxy_relay_buffers %" PRId64, total(&ShardMetrics::relay_buffers));
+  header(out, "ringpoll_proxy_bulk_streams_total", "counter",
+         "Relay directions that turned bulk (spliced, or off the provided-buffer ring).");
+  line(out, "ringpoll_proxy_bulk_streams_total %" PRIu64, total(&ShardMetrics::bulk_streams));
   header(out, "ringpoll_proxy_errors_total", "counter", "Errors, by kind.");
   for (size_t k = 0; k < static_cast<size_t>(ProxyError::kCount); ++k) {
     const auto e = static_cast<ProxyError>(k);
@@ -270,6 +273,9 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
        "Reads received straight into the application's buffer while the buffer ring was dry.",
        &C::starved_reads},
       {"ringpoll_uring_zc_sends_total", "counter", "Sends made with send_zc.", &C::zc_sends},
+      {"ringpoll_uring_detached_recvs_total", "counter",
+       "Connections taken off the provided-buffer ring (bulk streams: single-shot receives).",
+       &C::detached_recvs},
   };
   std::string out;
   if (shards.empty()) return out;

@@ -66,6 +66,9 @@ struct alignas(64) ShardMetrics {
   std::atomic<int64_t> active{0};
   std::atomic<uint64_t> bytes_up{0};    // client → upstream
   std::atomic<uint64_t> bytes_down{0};  // upstream → client
+  // Relay directions that turned bulk (apps/proxy/relay.h): spliced, or received without
+  // the provided-buffer ring.
+  std::atomic<uint64_t> bulk_streams{0};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(ProxyError::kCount)> errors{};
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> latency{};
   // SNI routing: clients sent to a route's pool by their server name, or to the

@@ -19,19 +19,23 @@
 //      one side becomes shutdown(SHUT_WR) on the other (half-close carried through); the
 //      connection ends when both directions have ended. A reset, or nothing moving either
 //      way for the idle timeout (a read deadline on the wheel, re-armed from the last
-//      activity of either direction), aborts both sides. With `splice` on a readiness
-//      backend the bytes go socket → pipe → socket without entering user space.
+//      activity of either direction), aborts both sides. A direction that carries a
+//      stream turns bulk (below: spliced on readiness backends, off the provided-buffer
+//      ring in io_uring completion mode); memory stays within one buffer (plus, spliced,
+//      one pipe of the same size) per direction.
 //
 // Everything it does is counted in the shard's ShardMetrics (apps/proxy/metrics.h); the
 // upstream's health is the pool's (apps/proxy/pool.h), which the health checks of
 // apps/proxy/health.h update too.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "apps/proxy/buffer_pool.h"
@@ -118,113 +122,181 @@ Task<bool> send_proxy_header(TcpStream<P>& client, TcpStream<P>& up, int version
   co_return w.ok();
 }
 
-// How a pump moves one chunk (in: read one; out: write it all). Copy through a buffer held only
-// while a chunk is in flight (RelayBuffers): taken when the source has data, given back by done()
-// once the chunk was written (or when the pump ends). On readiness backends the read itself takes
-// it, and gives it back on EAGAIN; on completion backends wait_readable() comes first.
-template <PollerBackend P>
-struct PooledCopyMover {
-  size_t size;
+// Bulk streams. A direction whose reads keep filling its buffer carries a stream, not
+// messages: it turns bulk (once; it stays bulk) and its bytes stop passing through user
+// space copies of 4 KiB. On a readiness backend a bulk direction splices socket → pipe →
+// socket; in io_uring completion mode it leaves the shard's provided-buffer ring
+// (PollFd::detach_recv) and each read is one recv straight into the relay buffer, sent on
+// with send_zc (at or above io_uring.zc_threshold). Messages below kBulkReadBytes never
+// turn a connection bulk, so the small-message path is the copy path it always was.
+//
+// A read this large (or the whole buffer, if smaller) counts as filling it: at 16 KiB and
+// above splice and zero-copy sends pay for their set-up (the README's proxy rows: copying
+// wins at 64 B-4 KiB; zc_threshold is 16 KiB for the same reason).
+inline constexpr size_t kBulkReadBytes = 16384;
+// So many filling reads in a row make a stream (one large message is not one).
+inline constexpr int kBulkStreak = 4;
+// A bulk direction between two sockets that are always ready never parks; it yields to
+// the shard after this many chunks (1 MiB at the 64 KiB default) so the other
+// connections of the shard keep their turn (DESIGN.md "Fairness").
+inline constexpr int kBulkChunksPerYield = 16;
+
+inline void close_pipe(int (&p)[2]) {
+  if (p[0] >= 0) ::close(p[0]);
+  if (p[1] >= 0) ::close(p[1]);
+  p[0] = p[1] = -1;
+}
+// A pipe for one direction, sized to the relay buffer (the memory bound); false when the
+// process is out of descriptors (the direction then copies).
+inline bool open_pipe(int (&p)[2], size_t cap) {
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+    p[0] = p[1] = -1;
+    return false;
+  }
+  (void)fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(cap));
+  return true;
+}
+
+// One direction's means. Its copy buffer is held only while a chunk is in flight
+// (RelayBuffers, apps/proxy/buffer_pool.h): taken when the source has data, given back once
+// the chunk was written, so an idle direction holds none. A bulk direction on a readiness
+// backend moves its bytes through its pipe instead (which never holds more than one chunk:
+// it is emptied before the next read, so neither splice can block on it); a bulk direction
+// in completion mode keeps its buffer while it streams (its reads land there directly).
+struct Direction {
+  size_t cap;
   ShardMetrics* m;
   std::byte* buf = nullptr;
-  PooledCopyMover(size_t s, ShardMetrics* mm) noexcept : size(s), m(mm) {}
-  PooledCopyMover(PooledCopyMover&& o) noexcept
-      : size(o.size), m(o.m), buf(std::exchange(o.buf, nullptr)) {}
-  PooledCopyMover& operator=(PooledCopyMover&&) = delete;
-  ~PooledCopyMover() { done(); }
-  size_t cap() const { return size; }
+  int pipe[2] = {-1, -1};
+  bool adaptive = false;
+  bool bulk = false;
+  int streak = 0;
+  Direction(size_t c, ShardMetrics* mm) : cap(c), m(mm) {}
+  Direction(const Direction&) = delete;
+  Direction& operator=(const Direction&) = delete;
+  ~Direction() {
+    done();
+    close_pipe(pipe);
+  }
+  bool piped() const { return pipe[0] >= 0; }
+  std::span<std::byte> span() const { return {buf, cap}; }
   void take() {
     if (buf) return;
-    buf = RelayBuffers::local().take(size);
+    buf = RelayBuffers::local().take(cap);
     m->gauge(m->relay_buffers, 1);
   }
   void done() noexcept {
     if (!buf) return;
-    RelayBuffers::local().give(std::exchange(buf, nullptr), size);
+    RelayBuffers::local().give(std::exchange(buf, nullptr), cap);
     m->gauge(m->relay_buffers, -1);
   }
-  auto in(TcpStream<P>* src) requires(!P::kCompletion) {
-    return src->poll_fd().ready_op(Mode::kRead, [this](int fd) -> ssize_t {
-      take();
-      const ssize_t n = ::recv(fd, buf, size, 0);
+  // Counts a read of n bytes; true when the direction has just become a stream.
+  bool filled(size_t n) {
+    if (n < std::min(cap, kBulkReadBytes)) {
+      streak = 0;
+      return false;
+    }
+    return ++streak >= kBulkStreak;
+  }
+};
+
+// splice(2) into a socket cannot take MSG_NOSIGNAL: a peer's reset raises SIGPIPE, whose
+// default action ends the process. Before its first pipe the relay has the process ignore
+// it (the write then fails with EPIPE, as every send here does) — unless the program
+// installed a handler of its own, which is left alone.
+inline void ignore_sigpipe() {
+  static const bool done = [] {
+    struct sigaction old {};
+    if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+      (void)signal(SIGPIPE, SIG_IGN);
+    }
+    return true;
+  }();
+  (void)done;
+}
+
+// The direction turns bulk (see above); src is the socket it reads.
+template <PollerBackend P>
+void go_bulk(Direction& d, TcpStream<P>* src, ShardMetrics& m) {
+  d.bulk = true;
+  m.add(m.bulk_streams);
+  if constexpr (P::kCompletion) {
+    src->poll_fd().detach_recv();
+  } else {
+    ignore_sigpipe();
+    (void)open_pipe(d.pipe, d.cap);  // out of descriptors: it goes on copying
+  }
+}
+
+// socket → pipe, at most one chunk (readiness backends).
+template <PollerBackend P>
+Task<IoResult> splice_in(TcpStream<P>* src, int pipe_wr, size_t len) {
+  IoResult r = co_await src->poll_fd().ready_op(Mode::kRead, [pipe_wr, len](int fd) {
+    return ::splice(fd, nullptr, pipe_wr, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  });
+  if (r.ok() && r.n == 0) r.err = Errc::kEof;
+  co_return r;
+}
+// pipe → socket, all n bytes the pipe holds (readiness backends).
+template <PollerBackend P>
+Task<IoResult> splice_out(TcpStream<P>* dst, int pipe_rd, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    const size_t left = n - done;
+    const IoResult w = co_await dst->poll_fd().ready_op(Mode::kWrite, [pipe_rd, left](int fd) {
+      // No SPLICE_F_MORE: like MSG_MORE it corks the socket, and a small reply then
+      // waits for the cork timer (measured: 120 requests/s, p50 416 ms).
+      return ::splice(pipe_rd, nullptr, fd, nullptr, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    });
+    done += w.n;
+    if (!w.ok()) co_return IoResult{done, w.err};
+  }
+  co_return IoResult{done, Status()};
+}
+
+// One copied chunk's read. Readiness: the read system call itself takes the buffer, and
+// gives it back on EAGAIN (it waits holding nothing). Completion: wait until data is
+// there, then take it — except a bulk direction, whose detached reads land in it directly.
+template <PollerBackend P>
+Task<IoResult> copy_in(TcpStream<P>* src, Direction* d) {
+  if constexpr (!P::kCompletion) {
+    IoResult r = co_await src->poll_fd().ready_op(Mode::kRead, [d](int fd) -> ssize_t {
+      d->take();
+      const ssize_t n = ::recv(fd, d->buf, d->cap, 0);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        done();  // nothing there: wait holding nothing
+        d->done();
         errno = EAGAIN;
       }
       return n;
     });
-  }
-  Task<IoResult> in(TcpStream<P>* src) requires(P::kCompletion) {
-    const IoResult w = co_await src->poll_fd().wait_readable();
-    if (!w.ok()) co_return w;
-    take();
-    co_return co_await src->read(std::span<std::byte>(buf, size));
-  }
-  auto out(TcpStream<P>* dst, size_t n) { return dst->write(std::span<const std::byte>(buf, n)); }
-};
-
-// Splice (readiness backends): socket → the pump's pipe → socket, the bytes staying in
-// the kernel. The pipe never holds more than one chunk: it is emptied before the next
-// read, so neither splice can block on it.
-template <PollerBackend P>
-struct SpliceMover {
-  int rd = -1, wr = -1;  // the pipe's two ends
-  size_t chunk = 0;
-  size_t cap() const { return chunk; }
-  Task<IoResult> in(TcpStream<P>* src) {
-    const int pw = wr;
-    const size_t len = chunk;
-    IoResult r = co_await src->poll_fd().ready_op(Mode::kRead, [pw, len](int fd) {
-      return ::splice(fd, nullptr, pw, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    });
-    if (r.ok() && r.n == 0) r.err = Errc::kEof;
+    if (r.ok() && r.n == 0) r.err = Errc::kEof;  // a read system call's 0
     co_return r;
-  }
-  Task<IoResult> out(TcpStream<P>* dst, size_t n) {
-    size_t done = 0;
-    const int pr = rd;
-    while (done < n) {
-      const size_t left = n - done;
-      const IoResult w = co_await dst->poll_fd().ready_op(Mode::kWrite, [pr, left](int fd) {
-        // No SPLICE_F_MORE: like MSG_MORE it corks the socket, and a small reply then
-        // waits for the cork timer (measured: 120 requests/s, p50 416 ms).
-        return ::splice(pr, nullptr, fd, nullptr, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      });
-      done += w.n;
-      if (!w.ok()) co_return IoResult{done, w.err};
+  } else {
+    if (!d->bulk) {
+      const IoResult w = co_await src->poll_fd().wait_readable();
+      if (!w.ok()) co_return w;
     }
-    co_return IoResult{done, Status()};
+    d->take();
+    co_return co_await src->read(d->span());
   }
-};
-
-inline void close_pipes(int (&p)[2][2], int n = 2) {
-  for (int i = 0; i < n; ++i) {
-    ::close(p[i][0]);
-    ::close(p[i][1]);
-  }
-}
-// Two pipes (one per direction) sized to the relay buffer; false when the process is
-// out of descriptors (the caller then copies).
-inline bool open_pipes(int (&p)[2][2], size_t cap) {
-  for (int i = 0; i < 2; ++i) {
-    if (pipe2(p[i], O_NONBLOCK | O_CLOEXEC) < 0) {
-      if (i == 1) close_pipes(p, 1);
-      return false;
-    }
-    (void)fcntl(p[i][1], F_SETPIPE_SZ, static_cast<int>(cap));
-  }
-  return true;
 }
 
 // One direction, src → dst, until an end of stream, an error or the idle timeout.
-template <PollerBackend P, class Mover>
-Task<void> pump(Relay<P>* r, TcpStream<P>* src, TcpStream<P>* dst, Mover mv, bool upward,
-                Joiner<P>* j) {
+template <PollerBackend P>
+Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P>* dst,
+                Direction* d, bool upward, Joiner<P>* j) {
   ShardMetrics& m = *r->m;
+  int chunks = 0;
   for (;;) {
     if (r->idle_ns > 0) (void)src->set_read_deadline(r->last_activity + r->idle_ns);
-    IoResult rd = co_await mv.in(src);
-    if (rd.ok() && rd.n == 0) rd.err = Errc::kEof;  // a read system call's 0
+    bool piped = false;
+    IoResult rd;
+    if constexpr (!P::kCompletion) piped = d->piped();
+    if (piped) {
+      rd = co_await splice_in(src, d->pipe[1], d->cap);
+    } else {
+      rd = co_await copy_in(src, d);
+    }
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {
         (void)dst->shutdown_write();  // half-close, carried through
@@ -242,8 +314,13 @@ Task<void> pump(Relay<P>* r, TcpStream<P>* src, TcpStream<P>* dst, Mover mv, boo
     }
     const int64_t t0 = mono_now_ns();
     if (r->idle_ns > 0) (void)dst->set_write_deadline(t0 + r->idle_ns);
-    const IoResult wr = co_await mv.out(dst, rd.n);
-    if constexpr (requires { mv.done(); }) mv.done();  // the buffer goes back between chunks
+    IoResult wr;
+    if (piped) {
+      wr = co_await splice_out(dst, d->pipe[0], rd.n);
+    } else {
+      wr = co_await dst->write(d->span().first(rd.n));
+      if (!d->bulk) d->done();  // the buffer goes back between chunks
+    }
     const int64_t t1 = mono_now_ns();
     if (!wr.ok()) {
       if (wr.err.timeout()) {
@@ -258,7 +335,14 @@ Task<void> pump(Relay<P>* r, TcpStream<P>* src, TcpStream<P>* dst, Mover mv, boo
     r->last_activity = t1;
     m.relay_latency(t1 - t0);
     m.add(upward ? m.bytes_up : m.bytes_down, rd.n);
+    if (!d->bulk) {
+      if (d->adaptive && d->filled(rd.n)) go_bulk(*d, src, m);
+    } else if (++chunks == kBulkChunksPerYield) {
+      chunks = 0;
+      co_await sched->yield();
+    }
   }
+  d->done();
   if (j) j->finish();
 }
 
@@ -275,21 +359,14 @@ Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
   r.last_activity = mono_now_ns();
   Joiner<P> j;
   j.sched = &sched;
-  // upstream → client in its own task; client → upstream here.
-  if constexpr (!P::kCompletion) {
-    int p[2][2];
-    if (s.splice && open_pipes(p, cap)) {
-      sched.spawn(pump(&r, &up, &client, SpliceMover<P>{p[1][0], p[1][1], cap}, false, &j));
-      co_await pump(&r, &client, &up, SpliceMover<P>{p[0][0], p[0][1], cap}, true,
-                    static_cast<Joiner<P>*>(nullptr));
-      co_await j.wait();
-      close_pipes(p);
-      co_return;
-    }
+  Direction upward(cap, &m), downward(cap, &m);
+  for (auto [d, src] : {std::pair{&upward, &client}, std::pair{&downward, &up}}) {
+    d->adaptive = s.adaptive;
+    if (s.splice) go_bulk(*d, src, m);
   }
-  sched.spawn(pump(&r, &up, &client, PooledCopyMover<P>(cap, &m), false, &j));
-  co_await pump(&r, &client, &up, PooledCopyMover<P>(cap, &m), true,
-                static_cast<Joiner<P>*>(nullptr));
+  // upstream → client in its own task; client → upstream here.
+  sched.spawn(pump(&sched, &r, &up, &client, &downward, false, &j));
+  co_await pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
   co_await j.wait();
 }
 

@@ -50,9 +50,13 @@ struct ProxySettings {
   bool reuseport = true;
   bool allow_shared_port = false;  // socket.allow_shared_port
   int backlog = 4096;
-  // Relay with splice(2) through a pipe per direction instead of copying (readiness
-  // backends only; completion backends always copy).
+  // How the relay moves bulk streams (apps/proxy/relay.h). splice: every direction is
+  // bulk from its first byte. adaptive: a direction starts copying and turns bulk when its
+  // reads keep filling the buffer. Bulk is splice(2) through a pipe on readiness
+  // backends, and receives straight into the relay buffer (off the provided-buffer ring)
+  // with zero-copy sends in io_uring completion mode. Neither: always copy.
   bool splice = false;
+  bool adaptive = true;
   // UDP listeners: a flow (one client address and port) ends after this long with no
   // datagram either way; at most udp_max_flows flows at once, the rest are dropped.
   int64_t udp_idle_ns = 30'000'000'000;

@@ -284,8 +284,8 @@ TEST(ProxyMetrics, UringCountersRenderOneLineEachPerShardAndNothingWithoutShards
            "application's buffer while the buffer ring was dry.\n",
        })
     EXPECT_NE(t.find(want), std::string::npos) << want << "in:\n" << t;
-  EXPECT_EQ(count_of(t, "# TYPE "), 8u) << t;
-  EXPECT_EQ(count_of(t, "{shard="), 16u) << t;
+  EXPECT_EQ(count_of(t, "# TYPE "), 9u) << t;
+  EXPECT_EQ(count_of(t, "{shard="), 18u) << t;
 }
 
 TEST(ProxyConfig, HttpLimitsReachTheAdminEndpointsParser) {
