@@ -10,6 +10,7 @@
 
 #include "apps/proxy/client_hello.h"
 #include "engine/host_name.h"
+#include "fuzz/fuzz_input.h"
 #include "tests/support/tls_hello.h"
 
 namespace {
@@ -27,29 +28,13 @@ HelloStatus read(const uint8_t* p, size_t n, ClientHello* h) {
   return s;
 }
 
-struct Recipe {
-  const uint8_t* p;
-  size_t n;
-  uint8_t byte() {
-    if (n == 0) return 0;
-    --n;
-    return *p++;
-  }
-  std::string text(size_t max) {
-    std::string s;
-    const size_t len = byte() % (max + 1);
-    for (size_t i = 0; i < len; ++i) s.push_back(static_cast<char>(byte()));
-    return s;
-  }
-};
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ClientHello raw;
   (void)read(data, size, &raw);
 
-  Recipe r{data, size};
+  ringpoll::fuzz::FuzzInput r{data, size};
   ringpoll::test::HelloSpec spec;
   spec.sni = r.text(40);
   for (size_t i = 0, k = r.byte() % 4; i < k; ++i) {

@@ -13,18 +13,11 @@
 #include <vector>
 
 #include "apps/proxy/proxy_protocol.h"
+#include "fuzz/fuzz_input.h"
 
 namespace {
 
-struct Input {
-  const uint8_t* p;
-  size_t n;
-  uint8_t byte() {
-    if (n == 0) return 0;
-    --n;
-    return *p++;
-  }
-};
+using Input = ringpoll::fuzz::FuzzInput;
 
 sockaddr_storage make_addr(Input& in) {
   sockaddr_storage ss{};
