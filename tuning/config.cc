@@ -11,9 +11,9 @@
 #include <sstream>
 #include <toml.hpp>
 
+#include "engine/host_name.h"
 #include "tls/tls_context.h"
 #include "tuning/tls_options.h"
-#include "engine/host_name.h"
 #include "tuning/tuning_profiles.h"  // generated from tuning/profiles/*.toml
 
 namespace ringpoll::tuning {

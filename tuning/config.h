@@ -105,7 +105,7 @@ struct ProxyListener {
   std::string pool;    // names a ProxyPool
   ProxyProtocol proxy_protocol = ProxyProtocol::kOff;
   ListenerProtocol protocol = ListenerProtocol::kTcp;  // "udp": datagrams, per-client flows;
-                                                      // "http": requests routed by [[proxy.route]]
+                                                       // "http": requests routed by [[proxy.route]]
   // Admission limits at accept (engine/accept_limits.h); 0: no limit.
   int64_t max_connections = 0;         // open at once on this listener
   int64_t max_conn_rate = 0;           // new connections per second on this listener

@@ -23,7 +23,7 @@ struct ListenerSettings {
   // Admission limits at accept, per listener and per client address (TCP listeners;
   // engine/accept_limits.h). They change on reload.
   AcceptLimits limits;
-  bool http = false;       // HTTP/1.1 requests routed by http.routes (apps/proxy/http_relay.h)
+  bool http = false;  // HTTP/1.1 requests routed by http.routes (apps/proxy/http_relay.h)
   HttpSettings http_settings;
   // TLS pass-through routing by server name (apps/proxy/sni.h), first match wins; a client
   // no route matches goes to `pool`. Empty: no ClientHello is read.
