@@ -299,6 +299,7 @@ int run(int argc, char** argv) {
       end_dpdk();
       return 1;
     }
+    px.close_unused_inherited();
     std::string where;
     for (size_t i = 0; i < px.listeners(); ++i)
       where += (i ? ", " : "") + describe(settings, i, px.address(i));

@@ -49,16 +49,19 @@ class AdminEndpoint {
   AdminEndpoint(const AdminEndpoint&) = delete;
   AdminEndpoint& operator=(const AdminEndpoint&) = delete;
 
-  // Listens on `at` (port 0: any). Errors as TcpServer::start gives them.
-  Status start(const SocketAddress& at, std::string* why) {
+  // Listens on `at` (port 0: any), or on `inherit`, the admin socket a predecessor
+  // handed over (engine/handover.h). Errors as TcpServer::start gives them.
+  Status start(const SocketAddress& at, std::string* why, std::vector<int> inherit = {}) {
     typename TcpServer<P>::Options o;
     o.listen.reuseport = false;
     o.shard = 0;
+    o.inherit_fds = std::move(inherit);
     server_ = std::make_unique<TcpServer<P>>(e_, o);
     return server_->start(
         at, [this](TcpStream<P>& c) { return serve(c); }, why);
   }
   SocketAddress address() const { return server_->address(); }
+  std::vector<int> listening_fds() const { return server_->listening_fds(); }
   // More Prometheus text for the metrics page (the HTTP mode's, apps/proxy/http_metrics.h).
   void set_extra(std::function<std::string()> f) { extra_ = std::move(f); }
   // Closes the listener and aborts open requests; returns once their handlers ended.

@@ -70,9 +70,15 @@ class ProxyServer {
 
   // Listening sockets handed over by the process this one upgrades (engine/handover.h).
   // Set before start(): a TCP listener of the same name on the same address (a configured
-  // port 0 takes the handed one's port) adopts them instead of binding; the rest are
-  // closed at start() (their listener was removed or moved in this configuration).
+  // port 0 takes the handed one's port) adopts them instead of binding, and so does the
+  // admin endpoint (the entry with an empty name, which no listener can have). Once both
+  // started, close_unused_inherited() closes the rest (their listener was removed or moved).
   void inherit(std::vector<HandedListener> ls) { inherited_ = std::move(ls); }
+  void close_unused_inherited() {
+    for (HandedListener& h : inherited_)
+      for (int fd : h.fds) ::close(fd);
+    inherited_.clear();
+  }
   size_t inherited_listeners() const noexcept { return adopted_; }
   // This process's TCP listeners, to hand to a new one (the sockets stay this proxy's).
   std::vector<HandedListener> handover() const {
@@ -80,6 +86,7 @@ class ProxyServer {
     auto gen = generation();
     for (size_t i = 0; i < servers_.size(); ++i)
       if (servers_[i]) v.push_back({gen->s.listeners[i].name, servers_[i]->listening_fds()});
+    if (admin_) v.push_back({"", admin_->listening_fds()});
     return v;
   }
 
@@ -112,7 +119,7 @@ class ProxyServer {
         continue;
       }
       typename TcpServer<P>::Options o;
-      o.inherit_fds = take_inherited(l);
+      o.inherit_fds = take_inherited(l.name, l.listen);
       adopted_ += o.inherit_fds.empty() ? 0 : 1;
       o.listen.reuseport = gen->s.reuseport;
       o.listen.allow_shared_port = gen->s.allow_shared_port;
@@ -139,9 +146,6 @@ class ProxyServer {
       udp_.push_back(nullptr);
     }
     start_checkers(gen);
-    for (HandedListener& h : inherited_)  // nobody took them: their listener is gone
-      for (int fd : h.fds) ::close(fd);
-    inherited_.clear();
     return Status();
   }
 
@@ -159,7 +163,7 @@ class ProxyServer {
     admin_ = std::make_unique<AdminEndpoint<P>>(
         e_, metrics_, [this] { return pools(); }, generation()->s.http_limits);
     admin_->set_extra([this] { return http_metrics_.render(http_slot_names()); });
-    const Status st = admin_->start(at, why);
+    const Status st = admin_->start(at, why, take_inherited("", at));
     if (st.ok()) admin_address_ = admin_->address();
     return st;
   }
@@ -218,6 +222,7 @@ class ProxyServer {
   // the proxy may be destroyed after it while the engine runs on.
   size_t shutdown(int64_t drain_ns) {
     shut_down_ = true;
+    close_unused_inherited();
     checks_.stop();
     generation()->retired.store(true);
     if (admin_) admin_->shutdown();  // open admin requests are aborted
@@ -327,17 +332,18 @@ class ProxyServer {
     return p;
   }
 
-  // The handed-over sockets of listener l when they listen where it is configured to.
-  std::vector<int> take_inherited(const ListenerSettings& l) {
+  // The handed-over sockets of the listener `name` ("": the admin endpoint) when they
+  // listen where it is configured to (`listen`).
+  std::vector<int> take_inherited(const std::string& name, const SocketAddress& listen) {
     for (auto it = inherited_.begin(); it != inherited_.end(); ++it) {
-      if (it->name != l.name || it->fds.empty()) continue;
+      if (it->name != name || it->fds.empty()) continue;
       SocketAddress at;
       at.len = sizeof at.ss;
       getsockname(it->fds[0], reinterpret_cast<sockaddr*>(&at.ss), &at.len);
       // The same address, or the same host when the configured port is 0.
-      const std::string got = at.to_string(), want = l.listen.to_string();
+      const std::string got = at.to_string(), want = listen.to_string();
       const auto host = [](const std::string& a) { return a.substr(0, a.rfind(':')); };
-      const bool same = l.listen.port() == 0 ? host(got) == host(want) : got == want;
+      const bool same = listen.port() == 0 ? host(got) == host(want) : got == want;
       if (!same) return {};  // moved: bind anew (start() closes these)
       std::vector<int> fds = std::move(it->fds);
       inherited_.erase(it);
@@ -384,7 +390,7 @@ class ProxyServer {
   std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
   std::vector<std::unique_ptr<UdpService>> udp_;        // by listener; null: a TCP one
   UdpPathStart udp_path_;
-  std::vector<HandedListener> inherited_;    // until start()
+  std::vector<HandedListener> inherited_;    // until close_unused_inherited()
   size_t adopted_ = 0;                       // listeners started on handed-over sockets
   std::unique_ptr<AdminEndpoint<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
