@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
+# ccache (CMakeLists.txt uses it when installed) keys on paths relative to the checkout, so
+# clones in other places share one cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake ninja-build pkg-config ccache libgtest-dev libgmock-dev
