@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "poller/errors.h"
+#include "../poller/errors.h"
 
 namespace ringpoll {
 

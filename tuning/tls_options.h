@@ -1,8 +1,8 @@
 #pragma once
 // The [tls] section as the options of a server TlsContext (tls/tls_context.h). A header of
 // its own so that only the programs with a TLS listener see OpenSSL's headers.
-#include "tls/tls_context.h"
-#include "tuning/config.h"
+#include "../tls/tls_context.h"
+#include "config.h"
 
 namespace ringpoll::tuning {
 
