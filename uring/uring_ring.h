@@ -57,7 +57,7 @@ struct UringOptions {
 //   Op* | 1                   completion    one operation (send, connect, single-shot recv, ...)
 //   tag(pd) | 2               completion    the descriptor's multishot recv
 //   tag(pd) | 4               completion    the listener's multishot accept
-//   tag(pd) | 6               completion    a starved reader's one-shot POLLIN (DESIGN.md "Fairness")
+//   tag(pd) | 6               completion    a starved reader's one-shot POLLIN ("Fairness")
 inline constexpr uint64_t kUringWakeData = 0;
 inline constexpr uint64_t kUringIgnoreData = 2;
 inline constexpr uint64_t kUringRemoveBit = 1;  // readiness mode
