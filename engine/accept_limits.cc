@@ -17,6 +17,8 @@ const char* to_string(Refusal r) {
       return "client_connections";
     case Refusal::kClientRate:
       return "client_rate";
+    case Refusal::kGone:
+      return "gone";
     case Refusal::kCount:
       break;
   }

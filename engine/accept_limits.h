@@ -60,6 +60,8 @@ enum class Refusal : uint8_t {
   kRate,               // the listener's max_rate was spent
   kClientConnections,  // the client address had max_per_client open
   kClientRate,         // the client address's max_client_rate was spent
+  kGone,               // per-client limits on, and the client had already reset (or closed)
+                       // it: no address to count, nothing to serve (a reset flood's shape)
   kCount
 };
 const char* to_string(Refusal r);

@@ -255,6 +255,8 @@ class TcpServer {
   }
 
  private:
+  // Accepts in a row before the accept loop yields to the shard's other tasks.
+  static constexpr int kAcceptsPerYield = 16;
   struct PerShard;
   // One per connection: the handler task's root bookkeeping (no wrapper coroutine: when
   // the handler returns, conn_done closes and frees this record; the shard's root list is
@@ -369,7 +371,15 @@ class TcpServer {
 
   Task<void> accept_loop(PerShard* ps, Scheduler<P>* sched, TcpListener<P>* listener) {
     int64_t backoff = 0;
+    int in_a_row = 0;
     for (;;) {
+      // A flood keeps the queue full, so every accept completes at once and the loop
+      // never parks: it yields after kAcceptsPerYield, and the shard's other tasks (and
+      // its poll) get their turn (DESIGN.md "Fairness").
+      if (++in_a_row == kAcceptsPerYield) {
+        in_a_row = 0;
+        co_await sched->yield();
+      }
       AcceptResult a = co_await listener->accept();
       if (a.err.closed()) break;  // shutdown
       if (!a.err.ok()) {
@@ -423,11 +433,15 @@ class TcpServer {
     if (l.per_client()) {
       SocketAddress peer;
       peer.len = sizeof peer.ss;
-      if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len) == 0) {
-        Refusal why{};
-        *client = ps->clients->admit(peer, l.max_per_client, l.max_client_rate, now, &why);
-        if (!*client) return why;
-      }  // else the peer is gone already: the handler's first read says so
+      if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len) != 0) {
+        // The client reset (or closed) it before the accept: admitting it uncounted would
+        // let a flood of connect-and-reset pass every per-client limit, each one costing
+        // a handler (a proxy's upstream connect) for a peer that is not there.
+        return Refusal::kGone;
+      }
+      Refusal why{};
+      *client = ps->clients->admit(peer, l.max_per_client, l.max_client_rate, now, &why);
+      if (!*client) return why;
     }
     std::optional<Refusal> why;
     if (l.max_connections > 0 && live() >= l.max_connections) {

@@ -33,6 +33,8 @@ const char* to_string(ProxyError e) {
       return "refused_client_connections";
     case ProxyError::kRefusedClientRate:
       return "refused_client_rate";
+    case ProxyError::kRefusedGone:
+      return "refused_gone";
     case ProxyError::kNotTls:
       return "not_tls";
     case ProxyError::kBadHello:

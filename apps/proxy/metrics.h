@@ -33,6 +33,7 @@ enum class ProxyError : uint8_t {
   kRefusedRate,
   kRefusedClientConnections,
   kRefusedClientRate,
+  kRefusedGone,
   // SNI routing listeners (apps/proxy/sni.h): the client is closed without an upstream.
   kNotTls,        // the first bytes were not a TLS handshake
   kBadHello,      // a TLS ClientHello that breaks the format, or over its size bound

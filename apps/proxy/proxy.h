@@ -126,9 +126,9 @@ class ProxyServer {
       o.listen.backlog = gen->s.backlog;
       o.nodelay = gen->s.nodelay;
       o.limits = l.limits;
-      static_assert(static_cast<size_t>(ProxyError::kRefusedClientRate) -
+      static_assert(static_cast<size_t>(ProxyError::kRefusedGone) -
                         static_cast<size_t>(ProxyError::kRefusedConnections) ==
-                    static_cast<size_t>(Refusal::kClientRate));
+                    static_cast<size_t>(Refusal::kGone));
       o.on_refuse = [this](Refusal r) {
         ShardMetrics& m = metrics_.shard(static_cast<size_t>(Engine<P>::current()->id()));
         m.error(static_cast<ProxyError>(static_cast<size_t>(ProxyError::kRefusedConnections) +

@@ -215,6 +215,14 @@ inline void ignore_sigpipe() {
   (void)done;
 }
 
+// True when the client reset its connection before the proxy took it (a connect-and-reset
+// flood's shape): one non-blocking peek, which reports the reset. A client that only
+// half-closed (FIN, no data) is not gone: the upstream may speak first.
+inline bool reset_before_accept(int fd) {
+  char b;
+  return ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && (errno == ECONNRESET || errno == EPIPE);
+}
+
 // The direction turns bulk (see above); src is the socket it reads.
 template <PollerBackend P>
 void go_bulk(Direction& d, TcpStream<P>* src, ShardMetrics& m) {
@@ -391,6 +399,10 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
   std::vector<std::byte> early;  // what was read to route the client, for the upstream
   if (route.sni && !route.sni->empty() && !co_await route_by_sni(client, &route, m, &early))
     co_return;
+  if (relay_detail::reset_before_accept(client.fd())) {
+    m.error(ProxyError::kReset);  // no upstream connect for a peer that is not there
+    co_return;
+  }
   Pool* pool = route.pool;
   std::unique_ptr<TcpStream<P>> up;
   Upstream* u = nullptr;

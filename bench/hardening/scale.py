@@ -10,7 +10,7 @@ idle:  an echo upstream (ringpoll-serve, one per upstream address so the proxy's
        the ephemeral port range). Prints the proxy's RSS before and with the N connections
        idle, the difference per connection, and checks one echo on every 1,000th. Raises
        RLIMIT_NOFILE for itself and says so when the hard limit is too low.
-flood: ringpoll-proxy with max_client_conn_rate = --limit-rate on its listener (0: none),
+flood: the proxy (--proxy; ringpoll-proxy with max_client_conn_rate = --limit-rate on its listener, 0: none),
        20 established clients making echo round trips while a flooder opens and drops
        connections as fast as it can from another address; prints the established
        clients' p50/p99/max and the connections the proxy refused.
@@ -18,6 +18,8 @@ flood: ringpoll-proxy with max_client_conn_rate = --limit-rate on its listener (
 Numbers only mean something on a quiet machine; nothing here asserts a figure.
 """
 import argparse
+import atexit
+import json
 import os
 import resource
 import signal
@@ -29,6 +31,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import free_port, rss_kib, wait_port  # noqa: E402
+
+
+STARTED = []  # every process started here, stopped at exit even when a start fails
+
+
+@atexit.register
+def _stop_started():
+    for p in STARTED:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def tree_rss_kib(pid):
@@ -69,6 +82,7 @@ def start_upstreams(args, n):
         procs.append(subprocess.Popen(
             [f"{args.bin}/ringpoll-serve", "--mode", "echo", "--listen", f"127.0.0.1:{port}",
              "--set", "engine.shards=1"], stdout=subprocess.DEVNULL))
+        STARTED.append(procs[-1])
         if not wait_port(port):
             sys.exit(f"scale: the echo upstream on {port} did not start")
         addrs.append(f"127.0.0.1:{port}")
@@ -91,25 +105,28 @@ def start_proxy(args, kind, port, upstreams, extra_listener=""):
         cfg = f"{d}/haproxy.cfg"
         servers = "\n".join(f"  server u{i} {u}" for i, u in enumerate(upstreams))
         with open(cfg, "w") as f:
-            f.write(f"global\n  maxconn 250000\n  nbthread 1\ndefaults\n  mode tcp\n"
+            # maxconn sized to the run: haproxy raises its descriptor limit to about twice
+            # it and refuses to start when the hard limit is lower.
+            f.write(f"global\n  maxconn {args.maxconn}\n  nbthread 1\ndefaults\n  mode tcp\n"
                     f"  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
-                    f"frontend fe\n  bind 127.0.0.1:{port}\n  maxconn 250000\n  default_backend be\n"
+                    f"frontend fe\n  bind 127.0.0.1:{port}\n  maxconn {args.maxconn}\n  default_backend be\n"
                     f"backend be\n  balance roundrobin\n{servers}\n")
         argv = ["haproxy", "-f", cfg]
     elif kind == "nginx":
         cfg = f"{d}/nginx.conf"
         servers = "\n".join(f"    server {u};" for u in upstreams)
         with open(cfg, "w") as f:
-            f.write(f"daemon off;\nworker_processes 1;\nworker_rlimit_nofile 300000;\n"
+            f.write(f"daemon off;\nworker_processes 1;\nworker_rlimit_nofile {2 * args.maxconn + 64};\n"
                     f"pid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n"
                     f"load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
-                    f"events {{ worker_connections 250000; }}\n"
+                    f"events {{ worker_connections {2 * args.maxconn}; }}\n"
                     f"stream {{\n  upstream up {{\n{servers}\n  }}\n"
                     f"  server {{ listen 127.0.0.1:{port} backlog=65535; proxy_pass up; }}\n}}\n")
         argv = ["nginx", "-c", cfg, "-p", d]
     else:
         sys.exit(f"scale: unknown --proxy {kind}")
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(f"{d}/{kind}.log", "w"))
+    STARTED.append(p)
     if not wait_port(port):
         sys.exit(f"scale: {kind} did not start (see {d}/{kind}.log)")
     return p
@@ -117,7 +134,7 @@ def start_proxy(args, kind, port, upstreams, extra_listener=""):
 
 def idle(args):
     n = args.connections
-    raise_nofile(2 * n + 4096)  # our clients; the servers raise their own
+    raise_nofile(n + 1024)  # our clients; the servers raise their own
     ups, addrs = start_upstreams(args, max(1, (n + 19999) // 20000))
     port = free_port()
     px = start_proxy(args, args.proxy, port, addrs)
@@ -150,53 +167,86 @@ def idle(args):
                 p.kill()
 
 
-def flood(args):
-    ups, addrs = start_upstreams(args, 1)
-    port = free_port()
-    extra = f"max_client_conn_rate = {args.limit_rate}\n" if args.limit_rate > 0 else ""
-    px = start_proxy(args, "ringpoll", port, addrs, extra)
-    stop = threading.Event()
-    attempts = [0]
-
-    def flooder():
-        while not stop.is_set():
-            try:
-                connect_from("127.0.0.200", port).close()
-            except OSError:
-                pass
-            attempts[0] += 1
-
+FLOODER = """
+import socket, sys, time
+port, end, n = int(sys.argv[1]), time.time() + float(sys.argv[2]), 0
+while time.time() < end:
     try:
-        clients = [connect_from("127.0.0.1", port) for _ in range(20)]
-        fl = [threading.Thread(target=flooder) for _ in range(4)]
-        for t in fl:
-            t.start()
-        lat = []
-        end = time.time() + args.seconds
-        while time.time() < end:
-            for c in clients:
-                t0 = time.perf_counter()
-                c.sendall(b"p" * 100)
-                got = b""
-                while len(got) < 100:
-                    got += c.recv(100 - len(got))
-                lat.append((time.perf_counter() - t0) * 1000)
-        stop.set()
-        for t in fl:
-            t.join()
-        lat.sort()
-        m = subprocess.run(["curl", "-s", f"http://127.0.0.1:{args.admin}/metrics"],
-                           capture_output=True, text=True).stdout
-        refused = [l for l in m.splitlines() if "refused" in l and not l.startswith("#")]
-        print(f"scale: flood ({attempts[0]} flood connections, limit {args.limit_rate}/s): "
-              f"established p50 {lat[len(lat) // 2]:.3f} ms, p99 {lat[int(len(lat) * 0.99)]:.3f} ms, "
-              f"max {lat[-1]:.3f} ms over {len(lat)} round trips")
-        for line in refused:
-            print(f"scale:   {line}")
-    finally:
-        for p in [px] + ups:
-            p.send_signal(signal.SIGTERM)
-            p.wait(10)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\1\\0\\0\\0\\0\\0\\0\\0")
+        s.bind((sys.argv[3], 0))
+        s.connect(("127.0.0.1", port))
+        s.close()
+    except OSError:
+        pass
+    n += 1
+print(n)
+"""
+
+
+def established_p99(args, port, seconds, flooders=0):
+    """ringpoll-load: 50 echo connections, open loop at --rate, latency from the intended
+    send time, after a 2 s warm-up; flooders (if any) start 1 s into the warm-up, once the
+    50 are connected, and run to the end. Returns (ringpoll-load's JSON, flood count)."""
+    out = f"{args.out}/load-{port}-{time.time_ns()}.json"
+    load = subprocess.Popen([f"{args.bin}/ringpoll-load", "--mode", "echo", "--target",
+                             f"127.0.0.1:{port}", "--connections", "50", "--duration", str(seconds),
+                             "--warmup", "2", "--rate", str(args.rate), "--json", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    STARTED.append(load)
+    time.sleep(1)
+    fl = [subprocess.Popen([sys.executable, "-c", FLOODER, str(port), str(seconds + 1.5),
+                            f"127.0.0.{200 + i}"], stdout=subprocess.PIPE, text=True)
+          for i in range(flooders)]
+    STARTED.extend(fl)
+    err = load.communicate()[1]
+    floods = sum(int(p.communicate()[0] or 0) for p in fl)
+    if load.returncode not in (0, 3):
+        sys.exit(f"scale: ringpoll-load failed ({load.returncode}): {err[-400:]}")
+    with open(out) as f:
+        return json.load(f), floods
+
+
+def flood(args):
+    """Per proxy: the p99 of 50 established echo connections alone, then with flooders
+    opening and resetting connections as fast as they can from 127.0.0.200+; rotated."""
+    ups, addrs = start_upstreams(args, 1)
+    kinds = args.proxy.split(",")
+    rows = {k: [] for k in kinds}
+    for rep in range(args.reps):
+        order = kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]
+        for kind in order:
+            port = free_port()
+            extra = f"max_client_conn_rate = {args.limit_rate}\n" if args.limit_rate > 0 else ""
+            px = start_proxy(args, kind, port, addrs, extra)
+            try:
+                calm, _ = established_p99(args, port, args.seconds)
+                busy, floods = established_p99(args, port, args.seconds, args.flooders)
+            finally:
+                px.send_signal(signal.SIGTERM)
+                try:
+                    px.wait(10)
+                except subprocess.TimeoutExpired:
+                    px.kill()
+            row = (calm, busy, floods)
+            rows[kind].append(row)
+            print(f"scale: rep {rep + 1} {kind}: p99 alone {calm['latency_us']['p99']:.0f} µs, "
+                  f"under flood {busy['latency_us']['p99']:.0f} µs ({floods} flood connections, "
+                  f"{busy['errors']['total']} errors)", flush=True)
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    print(f"\nscale: flood, {args.reps} reps, medians; 50 echo connections at {args.rate}/s, "
+          f"{args.flooders} flooders; ringpoll-proxy max_client_conn_rate "
+          f"{args.limit_rate or 'off'}")
+    print("| proxy | p99 alone µs | p99 under flood µs | × alone | flood connections |")
+    print("|---|---:|---:|---:|---:|")
+    for kind in kinds:
+        a = med([r[0]['latency_us']['p99'] for r in rows[kind]])
+        b = med([r[1]['latency_us']['p99'] for r in rows[kind]])
+        n = med([r[2] for r in rows[kind]])
+        print(f"| {kind} | {a:.0f} | {b:.0f} | {b / a:.1f} | {n} |")
+    for p in ups:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
 
 
 def main():
@@ -204,7 +254,11 @@ def main():
     ap.add_argument("mode", choices=["idle", "flood"])
     ap.add_argument("--bin", default="build/bin")
     ap.add_argument("--connections", type=int, default=100000)
-    ap.add_argument("--proxy", default="ringpoll", choices=["ringpoll", "haproxy", "nginx"])
+    ap.add_argument("--proxy", default="ringpoll",
+                    help="ringpoll, haproxy or nginx (flood: a comma-separated list, rotated)")
+    ap.add_argument("--reps", type=int, default=3, help="flood: repetitions")
+    ap.add_argument("--rate", type=int, default=5000, help="flood: echo requests/s of the 50 connections")
+    ap.add_argument("--flooders", type=int, default=2, help="flood: flooding processes")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--limit-rate", type=int, default=100)
     ap.add_argument("--set", action="append", default=[], help="ringpoll-proxy --set KEY=VALUE")
@@ -213,6 +267,7 @@ def main():
     args.out = os.path.abspath(args.out or time.strftime("results/scale-%Y%m%d-%H%M%S"))
     os.makedirs(args.out, exist_ok=True)
     args.admin = free_port()
+    args.maxconn = (min(args.connections, 9000) if args.mode == "flood" else args.connections) + 100
     idle(args) if args.mode == "idle" else flood(args)
 
 

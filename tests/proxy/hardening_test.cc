@@ -236,6 +236,88 @@ TYPED_TEST(ProxyHardening, UnderAConnectionFloodEstablishedConnectionsStayServed
       << attempts.load() << " flood connections, none refused";
 }
 
+// Runs fn on this thread while shard 0 is held busy for hold_ns (it polls nothing).
+template <class P, class F>
+void while_shard_held(Engine<P>& e, int64_t hold_ns, F fn) {
+  std::atomic<bool> held{false};
+  std::thread hold([&] {
+    Engine<P>::call(e.shard(0), [&] {
+      held.store(true);
+      const int64_t end = mono_now_ns() + hold_ns;
+      while (mono_now_ns() < end) {
+      }
+    });
+  });
+  while (!held.load()) std::this_thread::yield();
+  fn();
+  hold.join();
+}
+
+// Opens n connections from src and resets each one (SO_LINGER 0) before the held shard
+// can accept it: the shape of a connect-and-reset flood.
+template <class P>
+void resets_before_accept(Engine<P>& e, const char* src, const SocketAddress& at, int n) {
+  while_shard_held(e, 300 * kMs, [&] {
+    for (int i = 0; i < n; ++i) {
+      const int fd = connect_from(src, at);
+      const linger lg{1, 0};
+      (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      ::close(fd);
+    }
+  });
+}
+
+TYPED_TEST(ProxyHardening, ConnectionsResetBeforeTheAcceptCostNoUpstreamConnect) {
+  // With per-client limits on, a connection whose client is gone has no address to count:
+  // admitted uncounted, a reset flood would pass every per-client limit. It is closed at
+  // accept as "refused_gone". Without limits the relay sees the reset before connecting.
+  TestUpstream up(echo);
+  AcceptLimits l;
+  l.max_client_rate = 1000;
+  ProxyRig<TypeParam> rig(one_listener(up.address(), l));
+  ASSERT_TRUE(rig.started);
+  resets_before_accept(rig.e, "127.0.0.10", rig.addr, 20);
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kRefusedGone) == 20; }, 5))
+      << rig.errors(ProxyError::kRefusedGone) << " of 20 counted refused_gone";
+  EXPECT_EQ(rig.errors(ProxyError::kRefusedClientRate), 0u);
+  ProxyRig<TypeParam> open(one_listener(up.address(), AcceptLimits{}));
+  ASSERT_TRUE(open.started);
+  resets_before_accept(open.e, "127.0.0.11", open.addr, 20);
+  EXPECT_TRUE(wait_for([&] { return open.errors(ProxyError::kReset) == 20; }, 5))
+      << open.errors(ProxyError::kReset) << " of 20 counted reset";
+  EXPECT_EQ(up.accepted(), 0) << "the upstream was connected for clients that were gone";
+  const int c = connect_from("127.0.0.10", rig.addr);
+  EXPECT_TRUE(echoes(c)) << "a live client of the same address is served";
+  ::close(c);
+}
+
+TYPED_TEST(ProxyHardening, AFullAcceptQueueDoesNotHoldTheShardsOtherConnections) {
+  // 2,000 connections queue up while the shard is held; an established client's request
+  // waits beside them. The accept loop yields every few accepts, so the request is
+  // answered before the queue is worked off (without the yield, every accept — each one
+  // refused by the per-client rate — ran first).
+  TestUpstream up(echo);
+  AcceptLimits l;
+  l.max_client_rate = 1;
+  ProxyRig<TypeParam> rig(one_listener(up.address(), l));
+  ASSERT_TRUE(rig.started);
+  const int c = connect_from("127.0.0.13", rig.addr);
+  ASSERT_TRUE(echoes(c));
+  std::vector<int> queued;
+  while_shard_held(rig.e, 500 * kMs, [&] {
+    for (int i = 0; i < 2000; ++i) queued.push_back(connect_from("127.0.0.14", rig.addr));
+    ASSERT_EQ(::send(c, "x", 1, 0), 1);
+  });
+  char b;
+  ASSERT_EQ(::recv(c, &b, 1, 0), 1);
+  const uint64_t refused_then = rig.errors(ProxyError::kRefusedClientRate);
+  EXPECT_LT(refused_then, 1999u) << "the request waited for the whole accept queue";
+  EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kRefusedClientRate) == 1999; }, 10))
+      << rig.errors(ProxyError::kRefusedClientRate);
+  for (int fd : queued) ::close(fd);
+  ::close(c);
+}
+
 TYPED_TEST(ProxyHardening, AdminPageCountsAShardStall) {
   TestUpstream up(echo);
   ProxyRig<TypeParam> rig(one_listener(up.address(), AcceptLimits{}), stall_after(50 * kMs));
