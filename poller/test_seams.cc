@@ -14,6 +14,7 @@ std::atomic<UringInjectHook> g_uring_inject_hook{nullptr};
 std::atomic<int> g_uring_setup_fail_errno{0};
 std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
 std::atomic<size_t> g_uring_send_clamp{0};
+std::atomic<bool> g_uring_zc_on_loopback{false};
 std::atomic<UringFaultHook> g_uring_fault_hook{nullptr};
 
 namespace detail {

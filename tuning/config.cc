@@ -187,6 +187,7 @@ void fields(HttpSection& s, V&& v) {
 template <class V>
 void fields(ProxySection& s, V&& v) {
   v("splice", s.splice, EnumSpec<SpliceMode>{kSpliceNames});
+  v("bulk_buffer_bytes", s.bulk_buffer_bytes, IntSpec{4096, 16 * kMiB});
   v("listener", s.listeners, TableListSpec{});
   v("pool", s.pools, TableListSpec{});
   v("route", s.routes, TableListSpec{});

@@ -2,6 +2,7 @@
 
 #include "poller/internal/test_seams.h"
 
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -130,6 +131,7 @@ void UringCompletionPoller::attach(PollDesc* pd, FdState* st, int fd) noexcept {
   st->pd = pd;
   st->fd = fd;
   st->recv_detached = false;
+  st->zc_peer_checked = false;
   int domain = 0;
   socklen_t len = sizeof domain;
   st->zc_capable = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
@@ -182,6 +184,22 @@ void UringCompletionPoller::submit_recv(Op* op, int fd, void* buf, size_t len) {
 }
 
 namespace {
+// True when fd's peer is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104).
+bool peer_is_loopback(int fd) noexcept {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
+  }
+  return false;
+}
 // A failure that says "try again" (EAGAIN, EINTR): nothing was lost, the operation is
 // simply submitted again.
 bool transient(int32_t res) noexcept {
@@ -209,6 +227,14 @@ void UringCompletionPoller::submit_send(Op* op, int fd, const void* buf, size_t 
     return;
   }
   op->zc = zc_ok_ && allow_zc && len >= copt_.zc_threshold;
+  if (FdState* st = op->zc ? state_of(op->pd) : nullptr; st && !st->zc_peer_checked) {
+    st->zc_peer_checked = true;
+    if (peer_is_loopback(fd) && !g_uring_zc_on_loopback.load(std::memory_order_relaxed)) {
+      st->zc_capable = false;
+      op->zc = false;
+      ++counters_.zc_loopback;
+    }
+  }
   if (op->zc) {
     io_uring_prep_send_zc(s, fd, buf, len, MSG_NOSIGNAL, 0);
     ++counters_.zc_sends;

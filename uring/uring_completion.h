@@ -106,8 +106,13 @@ class UringCompletionPoller {
     size_t ahead = 0;
     int32_t accept_err = 0;
     FdState* next_waiting = nullptr;
-    bool zc_capable = false;  // a TCP socket: send_zc works (AF_UNIX answers EOPNOTSUPP)
-    int8_t recv_fault = 0;    // test seam (g_uring_fault_hook): errnos the NOPs fail with
+    // A TCP socket: send_zc works (AF_UNIX answers EOPNOTSUPP) — unless its peer is on
+    // loopback, checked at the first send that would be zero-copy (zc_peer_checked): there
+    // the kernel copies zero-copy pages at delivery anyway, and the notification waits
+    // until the receiver has read them (a relay through ringpoll-proxy ran at half speed).
+    bool zc_capable = false;
+    bool zc_peer_checked = false;
+    int8_t recv_fault = 0;  // test seam (g_uring_fault_hook): errnos the NOPs fail with
     int8_t accept_fault = 0;
   };
 
@@ -136,6 +141,8 @@ class UringCompletionPoller {
   void submit_recv(Op* op, int fd, void* buf, size_t len);
   // Uses send_zc when enabled, supported, allowed for this socket and len is at or above
   // the threshold.
+  // A send, zero-copy when allow_zc (the socket's FdState::zc_capable) and len reaches
+  // zc_threshold, unless the peer is on loopback (checked at the first such send).
   void submit_send(Op* op, int fd, const void* buf, size_t len, bool allow_zc);
   void submit_accept(Op* op, int fd);
   void submit_connect(Op* op, int fd, const sockaddr* sa, socklen_t len);
@@ -167,6 +174,7 @@ class UringCompletionPoller {
 
   struct Counters {
     uint64_t zc_sends = 0;
+    uint64_t zc_loopback = 0;  // sockets that send plainly: their peer is on loopback
     uint64_t nobufs = 0;       // multishot recvs ended by ENOBUFS
     uint64_t recv_rearms = 0;  // re-armed after ENOBUFS or an ended multishot
     uint64_t buffers_free = 0;

@@ -275,6 +275,8 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
        "Reads received straight into the application's buffer while the buffer ring was dry.",
        &C::starved_reads},
       {"ringpoll_uring_zc_sends_total", "counter", "Sends made with send_zc.", &C::zc_sends},
+      {"ringpoll_uring_zc_loopback_total", "counter",
+       "Sockets that send without send_zc because their peer is on loopback.", &C::zc_loopback},
       {"ringpoll_uring_detached_recvs_total", "counter",
        "Connections taken off the provided-buffer ring (bulk streams: single-shot receives).",
        &C::detached_recvs},

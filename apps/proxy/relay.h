@@ -170,8 +170,10 @@ struct Direction {
   int pipe[2] = {-1, -1};
   bool adaptive = false;
   bool bulk = false;
+  bool owned = false;   // buf is a bulk buffer of its own, not the shard's pool's
+  size_t bulk_cap = 0;  // proxy.bulk_buffer_bytes: a bulk direction's buffer (or pipe)
   int streak = 0;
-  Direction(size_t c, ShardMetrics* mm) : cap(c), m(mm) {}
+  Direction(size_t c, ShardMetrics* mm) : cap(c), m(mm), pool_cap(c) {}
   Direction(const Direction&) = delete;
   Direction& operator=(const Direction&) = delete;
   ~Direction() {
@@ -179,16 +181,29 @@ struct Direction {
     close_pipe(pipe);
   }
   bool piped() const { return pipe[0] >= 0; }
+  size_t pool_cap;  // limits.buffer_bytes: the copying size
   std::span<std::byte> span() const { return {buf, cap}; }
+  // A bulk direction's larger buffer is its own (one allocation for the stream's life):
+  // the shard's pool keeps buffers of one size only.
   void take() {
     if (buf) return;
-    buf = RelayBuffers::local().take(cap);
+    owned = bulk && cap != pool_cap;
+    buf = owned ? static_cast<std::byte*>(::operator new(cap)) : RelayBuffers::local().take(cap);
     m->gauge(m->relay_buffers, 1);
   }
   void done() noexcept {
     if (!buf) return;
-    RelayBuffers::local().give(std::exchange(buf, nullptr), cap);
+    if (owned) {
+      ::operator delete(std::exchange(buf, nullptr));
+    } else {
+      RelayBuffers::local().give(std::exchange(buf, nullptr), cap);
+    }
     m->gauge(m->relay_buffers, -1);
+  }
+  // Turning bulk: the stream's buffer (or pipe) from now on has bulk_cap bytes.
+  void grow() noexcept {
+    done();
+    if (bulk_cap > cap) cap = bulk_cap;
   }
   // Counts a read of n bytes; true when the direction has just become a stream.
   bool filled(size_t n) {
@@ -226,6 +241,7 @@ inline bool reset_before_accept(int fd) {
 // The direction turns bulk (see above); src is the socket it reads.
 template <PollerBackend P>
 void go_bulk(Direction& d, TcpStream<P>* src, ShardMetrics& m) {
+  d.grow();
   d.bulk = true;
   m.add(m.bulk_streams);
   if constexpr (P::kCompletion) {
@@ -370,6 +386,7 @@ Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
   Direction upward(cap, &m), downward(cap, &m);
   for (auto [d, src] : {std::pair{&upward, &client}, std::pair{&downward, &up}}) {
     d->adaptive = s.adaptive;
+    d->bulk_cap = s.bulk_buffer_bytes;
     if (s.splice) go_bulk(*d, src, m);
   }
   // upstream → client in its own task; client → upstream here.

@@ -56,6 +56,9 @@ extern std::atomic<UringCqeHook> g_uring_cqe_hook;
 // io_uring completion mode: when non-zero, every send asks the kernel for at most this
 // many bytes, so the kernel really sends short and the caller must continue.
 extern std::atomic<size_t> g_uring_send_clamp;
+// io_uring completion mode: when true, a loopback peer does not turn send_zc off (tests
+// that need zero-copy sends have only loopback peers).
+extern std::atomic<bool> g_uring_zc_on_loopback;
 // io_uring completion mode: consulted before each send is submitted (kOp), each multishot
 // recv is armed (kRecv) and each accept, multishot or not, is armed (kAccept); a non-zero errno
 // makes the backend submit a NOP in its place whose completion carries -errno, so the
