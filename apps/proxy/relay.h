@@ -278,31 +278,18 @@ Task<IoResult> splice_out(TcpStream<P>* dst, int pipe_rd, size_t n) {
   co_return IoResult{done, Status()};
 }
 
-// One copied chunk's read. Readiness: the read system call itself takes the buffer, and
-// gives it back on EAGAIN (it waits holding nothing). Completion: wait until data is
-// there, then take it — except a bulk direction, whose detached reads land in it directly.
-template <PollerBackend P>
-Task<IoResult> copy_in(TcpStream<P>* src, Direction* d) {
-  if constexpr (!P::kCompletion) {
-    IoResult r = co_await src->poll_fd().ready_op(Mode::kRead, [d](int fd) -> ssize_t {
-      d->take();
-      const ssize_t n = ::recv(fd, d->buf, d->cap, 0);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        d->done();
-        errno = EAGAIN;
-      }
-      return n;
-    });
-    if (r.ok() && r.n == 0) r.err = Errc::kEof;  // a read system call's 0
-    co_return r;
-  } else {
-    if (!d->bulk) {
-      const IoResult w = co_await src->poll_fd().wait_readable();
-      if (!w.ok()) co_return w;
-    }
+// One copied chunk's read on a readiness backend: the system call itself takes the buffer,
+// and gives it back on EAGAIN (the direction waits holding nothing).
+inline auto recv_into(Direction* d) {
+  return [d](int fd) -> ssize_t {
     d->take();
-    co_return co_await src->read(d->span());
-  }
+    const ssize_t n = ::recv(fd, d->buf, d->cap, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      d->done();
+      errno = EAGAIN;
+    }
+    return n;
+  };
 }
 
 // One direction, src → dst, until an end of stream, an error or the idle timeout.
@@ -316,10 +303,21 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     bool piped = false;
     IoResult rd;
     if constexpr (!P::kCompletion) piped = d->piped();
+    // The copied read is written out here rather than in a coroutine of its own: an idle
+    // direction waits in it, and a frame per direction is memory per idle connection.
     if (piped) {
       rd = co_await splice_in(src, d->pipe[1], d->cap);
+    } else if constexpr (!P::kCompletion) {
+      rd = co_await src->poll_fd().ready_op(Mode::kRead, recv_into(d));
+      if (rd.ok() && rd.n == 0) rd.err = Errc::kEof;  // a read system call's 0
     } else {
-      rd = co_await copy_in(src, d);
+      // Wait until data is there, then take the buffer — except a bulk direction, whose
+      // detached reads land in it directly.
+      if (!d->bulk) rd = co_await src->poll_fd().wait_readable();
+      if (d->bulk || rd.ok()) {
+        d->take();
+        rd = co_await src->read(d->span());
+      }
     }
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {
