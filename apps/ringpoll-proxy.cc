@@ -35,6 +35,7 @@
 #include "apps/proxy/udp_bypass.h"
 #include "apps/proxy/upgrade.h"
 #include "engine/server.h"
+#include "tls/ktls.h"
 #include "tuning/cli.h"
 #ifdef RINGPOLL_WITH_XDP
 #include "packet/xdp_queue.h"
@@ -123,8 +124,11 @@ std::string describe(const proxy::ProxySettings& s, size_t i, const SocketAddres
     return bound.to_string() + " (" + l.name + " http: " + std::to_string(r) +
            (r == 1 ? " route)" : " routes)");
   }
-  return bound.to_string() + " (" + l.name + (l.udp ? " udp" : "") + " -> pool " + l.pool + ": " +
-         std::to_string(n) + (n == 1 ? " upstream)" : " upstreams)");
+  return bound.to_string() + " (" + l.name +
+         (l.udp   ? " udp"
+          : l.tls ? " tls"
+                  : "") +
+         " -> pool " + l.pool + ": " + std::to_string(n) + (n == 1 ? " upstream)" : " upstreams)");
 }
 
 // Whether UDP listeners run on DPDK or AF_XDP (any UDP listener, packet.path not kernel).
@@ -304,6 +308,10 @@ int run(int argc, char** argv) {
     for (size_t i = 0; i < px.listeners(); ++i)
       where += (i ? ", " : "") + describe(settings, i, px.address(i));
     const bool bypass = udp_on_packet_path(settings);
+    // TLS listeners say which record path they run (kTLS is probed once, tls/ktls.h).
+    if (std::any_of(settings.listeners.begin(), settings.listeners.end(),
+                    [](const proxy::ListenerSettings& l) { return l.tls != nullptr; }))
+      where += ", tls " + tls::record_path_line();
     px.metrics().set_process(up.generation, px.inherited_listeners());
     const std::string gen =
         up.generation == 1 ? std::string()

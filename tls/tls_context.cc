@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "../engine/clock.h"
+#include "../engine/host_name.h"
 
 namespace ringpoll::tls {
 
@@ -419,8 +420,10 @@ int TlsContext::servername_cb(SSL* s, int*, void* arg) {
   auto* self = static_cast<TlsContext*>(arg);
   const char* name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
   if (!name) return SSL_TLSEXT_ERR_OK;
+  // The first pattern that matches, in the order given ("*.example" matches any name
+  // under example, engine/host_name.h).
   for (auto& [n, c] : self->sni_ctx_) {
-    if (OPENSSL_strcasecmp(n.c_str(), name) == 0) {
+    if (host_pattern_matches(n, name)) {
       SSL_set_SSL_CTX(s, c);
       break;
     }

@@ -46,7 +46,9 @@ struct CertKey {
 };
 
 struct SniCert {
-  std::string name;  // the exact server name a client sends ("a.example")
+  // The server names it is for: an exact name ("a.example"), "*.example" (any name
+  // under example) or "*" (engine/host_name.h); the first matching entry wins.
+  std::string name;
   CertKey cert;
 };
 

@@ -227,6 +227,12 @@ class TlsStream {
   const char* version() const { return SSL_get_version(ssl_); }
   // The peer ended TCP without close_notify (see the top of this file).
   bool truncated() const noexcept { return truncated_; }
+  // Something a read would get without the socket: plaintext or a record (whole or in
+  // part) in the session, or ciphertext in the pair. A caller that waits for the socket to
+  // be readable before it reads (to take a buffer only then) asks this first.
+  bool buffered() const {
+    return SSL_has_pending(ssl_) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl_)) > 0;
+  }
 
  private:
   size_t pending_out() const { return BIO_ctrl_pending(net_); }

@@ -79,6 +79,10 @@ struct TextSpec {
 struct CpuListSpec {};       // [int, ...], each a configured CPU
 struct AddressListSpec {};   // ["ADDR:PORT", ...], at least one
 struct SniRouteListSpec {};  // ["HOST-PATTERN=POOL", ...] (engine/host_name.h patterns)
+struct PathListSpec {};      // "FILE" or ["FILE", ...]: non-empty paths (TLS cert and key files)
+struct SniCertListSpec {};   // ["HOST-PATTERN=CERT:KEY", ...]
+struct AlpnListSpec {};      // ["h2", "http/1.1", ...]: each 1..255 bytes
+struct SubTableSpec {};      // a table of its own keys ("tls.cert = ..." in a listener)
 struct TableListSpec {};     // [[section.key]] tables
 
 // The schema: one function per section listing (key, field, spec). The reader, the
@@ -151,6 +155,17 @@ void fields(ProxyListener& s, V&& v) {
   v("max_client_connections", s.max_client_connections, IntSpec{0, 100000000});
   v("max_client_conn_rate", s.max_client_conn_rate, IntSpec{0, 100000000});
   v("sni_routes", s.sni_routes, SniRouteListSpec{});
+  v("tls", s.tls, SubTableSpec{});
+}
+template <class V>
+void fields(ListenerTls& s, V&& v) {
+  v("cert", s.cert, PathListSpec{});
+  v("key", s.key, PathListSpec{});
+  v("sni_certs", s.sni_certs, SniCertListSpec{});
+  v("min_version", s.min_version, EnumSpec<TlsMinVersion>{kTlsMinVersionNames});
+  v("ciphers", s.ciphers, TextSpec{TextKind::kOptional});
+  v("ciphersuites", s.ciphersuites, TextSpec{TextKind::kOptional});
+  v("alpn", s.alpn, AlpnListSpec{});
 }
 template <class V>
 void fields(ProxyPool& s, V&& v) {
@@ -161,6 +176,10 @@ void fields(ProxyPool& s, V&& v) {
   v("eject_ms", s.eject_ms, IntSpec{0, kHourMs});
   v("check_interval_ms", s.check_interval_ms, IntSpec{0, kHourMs});
   v("check_timeout_ms", s.check_timeout_ms, IntSpec{1, kHourMs});
+  v("tls", s.tls, BoolSpec{});
+  v("tls_verify", s.tls_verify, BoolSpec{});
+  v("tls_ca", s.tls_ca, TextSpec{TextKind::kOptional});
+  v("tls_server_name", s.tls_server_name, TextSpec{TextKind::kOptional});
 }
 template <class V>
 void fields(ProxyRoute& s, V&& v) {
@@ -461,6 +480,70 @@ class Reader {
     if (routes.size() == v.as_array().size()) out = std::move(routes);
   }
 
+  // Strings of an array (or one string where `one_ok`), each checked by `check` (which
+  // returns "" or what is wrong); the whole list is taken only when every element passes.
+  template <class Check>
+  void strings(const toml::value& v, const std::string& key, std::vector<std::string>& out,
+               const char* want, bool one_ok, Check&& check) {
+    if (one_ok && v.is_string()) {
+      if (const std::string why = check(v.as_string().str); !why.empty()) return fail(v, key, why);
+      out = {v.as_string().str};
+      return;
+    }
+    if (!v.is_array()) return wrong_type(v, key, want);
+    std::vector<std::string> items;
+    for (size_t i = 0; i < v.as_array().size(); ++i) {
+      const toml::value& e = v.as_array()[i];
+      const std::string ekey = indexed(key, i);
+      if (!e.is_string()) {
+        wrong_type(e, ekey, "a string");
+      } else if (const std::string why = check(e.as_string().str); !why.empty()) {
+        fail(e, ekey, why);
+      } else {
+        items.push_back(e.as_string().str);
+      }
+    }
+    if (items.size() == v.as_array().size()) out = std::move(items);
+  }
+
+  void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
+            PathListSpec) {
+    strings(v, key, out, "a file name or an array of file names", true,
+            [](const std::string& f) { return f.empty() ? "must not be empty" : ""; });
+  }
+
+  void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
+            SniCertListSpec) {
+    strings(v, key, out, "an array of \"HOST-PATTERN=CERT:KEY\" strings", false,
+            [](const std::string& t) -> std::string {
+              const size_t eq = t.find('=');
+              const size_t colon = t.rfind(':');
+              if (eq == std::string::npos || colon == std::string::npos || colon < eq + 2 ||
+                  colon + 1 == t.size())
+                return "must be \"HOST-PATTERN=CERT:KEY\", got " + quote(t);
+              std::string why;
+              if (!valid_host_pattern(std::string_view(t).substr(0, eq), &why))
+                return "host pattern " + quote(t.substr(0, eq)) + ": " + why;
+              return "";
+            });
+  }
+
+  void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
+            AlpnListSpec) {
+    strings(v, key, out, "an array of protocol names (\"h2\", \"http/1.1\")", false,
+            [](const std::string& p) -> std::string {
+              if (p.empty() || p.size() > 255) return "a protocol name is 1..255 bytes";
+              return "";
+            });
+  }
+
+  template <class S>
+  void read(const toml::value& v, const std::string& key, S& out, SubTableSpec) {
+    if (!v.is_table())
+      return wrong_type(v, key, ("a table (its keys as " + key + ".NAME = ...)").c_str());
+    table(v, key, out);
+  }
+
   template <class T>
   void read(const toml::value& v, const std::string& key, std::vector<T>& out, TableListSpec) {
     const std::string want = "an array of tables ([[" + key + "]])";
@@ -527,6 +610,103 @@ void check_tls(const TlsSection& t, Reader& r, LineOf&& line_of) {
   r.fail(line_of(key), key, why);
 }
 
+const char* tls_field_key(tls::TlsField f) {
+  switch (f) {
+    case tls::TlsField::kKey:
+      return "key";
+    case tls::TlsField::kCiphers:
+      return "ciphers";
+    case tls::TlsField::kCiphersuites:
+      return "ciphersuites";
+    case tls::TlsField::kAlpn:
+      return "alpn";
+    default:
+      return "cert";
+  }
+}
+
+// A listener's tls keys (`at`: "proxy.listener[i]"): TCP only, not with sni_routes, cert
+// and key in pairs, and every pair, SNI pair and list as a server context takes them.
+template <class LineOf>
+void check_listener_tls(const Config& c, const ProxyListener& l, const std::string& at, Reader& r,
+                        LineOf&& line_of) {
+  const ListenerTls& t = l.tls;
+  auto fail = [&](const char* sub, const std::string& why) {
+    const std::string key = at + ".tls." + sub;
+    r.fail(line_of(key), key, why);
+  };
+  if (t.cert.empty()) {
+    if (!t.key.empty()) fail("key", "needs tls.cert (the certificate of each key)");
+    if (!t.sni_certs.empty()) fail("sni_certs", "needs tls.cert (the default certificate)");
+    return;
+  }
+  if (l.protocol != ListenerProtocol::kTcp) {
+    return fail("cert", std::string("TLS termination is for protocol = \"tcp\" listeners (this "
+                                    "one is ") +
+                            (l.protocol == ListenerProtocol::kUdp ? "udp" : "http") + ")");
+  }
+  if (!l.sni_routes.empty()) {
+    return fail("cert",
+                "TLS termination and sni_routes exclude each other (sni_routes pass TLS "
+                "through without decrypting it)");
+  }
+  if (t.key.size() != t.cert.size()) {
+    return fail("key", "one key per certificate: " + std::to_string(t.cert.size()) +
+                           " certificates, " + std::to_string(t.key.size()) + " keys");
+  }
+  std::string why;
+  tls::TlsField f = tls::TlsField::kNone;
+  const tls::TlsOptions all = listener_tls_options(c, t);
+  // Each SNI pair alone first, so that a bad one is blamed on sni_certs.
+  for (const tls::SniCert& sc : all.sni) {
+    tls::TlsOptions one;
+    one.certs = {sc.cert};
+    one.ticket_rotate_s = 0;
+    if (!tls::TlsContext::server(one, &why, &f)) return fail("sni_certs", why);
+  }
+  if (!tls::TlsContext::server(all, &why, &f)) {
+    if (f == tls::TlsField::kGroups) {
+      r.fail(line_of("tls.groups"), "tls.groups", why);
+      return;
+    }
+    fail(tls_field_key(f), why);
+  }
+}
+
+// A pool's tls keys (`at`: "proxy.pool[i]"): the CA file loads; the other keys only with
+// tls = true; not a pool of an HTTP listener (whose upstream connections are plain).
+template <class LineOf>
+void check_pool_tls(const Config& c, const ProxyPool& p, const std::string& at, Reader& r,
+                    LineOf&& line_of) {
+  auto fail = [&](const char* sub, const std::string& why) {
+    const std::string key = at + "." + sub;
+    r.fail(line_of(key), key, why);
+  };
+  if (!p.tls) {
+    if (!p.tls_ca.empty()) fail("tls_ca", "needs tls = true");
+    if (!p.tls_server_name.empty()) fail("tls_server_name", "needs tls = true");
+    return;
+  }
+  for (const ProxyListener& l : c.proxy.listeners) {
+    const bool routed = std::any_of(
+        c.proxy.routes.begin(), c.proxy.routes.end(),
+        [&](const ProxyRoute& rt) { return rt.listener == l.name && rt.pool == p.name; });
+    if (l.protocol == ListenerProtocol::kHttp && (l.pool == p.name || routed)) {
+      return fail("tls", "the pool of HTTP listener " + quote(l.name) +
+                             ": TLS to upstreams is for TCP listeners' pools");
+    }
+  }
+  std::string why;
+  if (!p.tls_server_name.empty() && !valid_host_name(p.tls_server_name, &why)) {
+    SocketAddress a;
+    std::string w;
+    if (!parse_address(p.tls_server_name + ":1", &a, &w).ok())
+      return fail("tls_server_name", "neither a host name nor an address: " + why);
+  }
+  tls::TlsField f = tls::TlsField::kNone;
+  if (!tls::TlsContext::client(pool_tls_options(p), &why, &f)) fail("tls_ca", why);
+}
+
 // Names unique per list; every listener's pool exists. Runs on the merged result of a
 // layer; an error points at the line where this layer set the key (0 when a lower layer
 // did).
@@ -584,10 +764,13 @@ void cross_check(const Config& c, Reader& r) {
       r.fail(line_of(key), key,
              "route " + quote(route) + ": no [[proxy.pool]] is named " + quote(pool));
     }
+    check_listener_tls(c, l, indexed("proxy.listener", i), r, line_of);
     if (l.pool.empty() || pool_named(l.pool)) continue;  // empty: already reported as required
     const std::string key = indexed("proxy.listener", i) + ".pool";
     r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(l.pool));
   }
+  for (size_t i = 0; i < c.proxy.pools.size(); ++i)
+    check_pool_tls(c, c.proxy.pools[i], indexed("proxy.pool", i), r, line_of);
   unique(c.proxy.routes, "proxy.route", "route");
   for (size_t i = 0; i < c.proxy.routes.size(); ++i) {
     const ProxyRoute& rt = c.proxy.routes[i];
@@ -785,6 +968,12 @@ class Printer {
           p.table("[" + header + "." + key + "]", item);
           lists += p.out;
         }
+      } else if constexpr (std::is_same_v<Spec, SubTableSpec>) {
+        // Dotted keys inside this table: "tls.cert = [...]".
+        fields(field, [&](const char* sub, auto& f, const auto& sub_spec) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(sub_spec)>, SubTableSpec>)
+            out += std::string(key) + "." + sub + " = " + value(f, sub_spec) + "\n";
+        });
       } else {
         out += std::string(key) + " = " + value(field, spec) + "\n";
       }
@@ -1005,6 +1194,32 @@ tls::TlsOptions tls_server_options(const Config& cfg) {
   o.ciphersuites = cfg.tls.ciphersuites;
   o.groups = cfg.tls.groups;
   o.ticket_rotate_s = cfg.tls.ticket_rotate_s;
+  return o;
+}
+
+tls::TlsOptions listener_tls_options(const Config& cfg, const ListenerTls& t) {
+  tls::TlsOptions o;
+  for (size_t i = 0; i < t.cert.size() && i < t.key.size(); ++i)
+    o.certs.push_back({t.cert[i], t.key[i]});
+  for (const std::string& e : t.sni_certs) {  // "PATTERN=CERT:KEY", checked by the reader
+    const size_t eq = e.find('=');
+    const size_t colon = e.rfind(':');
+    o.sni.push_back({e.substr(0, eq), {e.substr(eq + 1, colon - eq - 1), e.substr(colon + 1)}});
+  }
+  o.min_version = t.min_version == TlsMinVersion::k13 ? tls::TlsVersion::k13 : tls::TlsVersion::k12;
+  o.ciphers = t.ciphers;
+  o.ciphersuites = t.ciphersuites;
+  o.alpn = t.alpn;
+  o.groups = cfg.tls.groups;
+  o.ticket_rotate_s = cfg.tls.ticket_rotate_s;
+  return o;
+}
+
+tls::TlsOptions pool_tls_options(const ProxyPool& p) {
+  tls::TlsOptions o;
+  o.ca_file = p.tls_ca;
+  o.verify = p.tls_verify;
+  o.ticket_rotate_s = 0;
   return o;
 }
 

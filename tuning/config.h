@@ -99,6 +99,21 @@ struct LimitsSection {
   bool operator==(const LimitsSection&) const = default;
 };
 
+// TLS termination on a TCP listener (`tls.cert`, `tls.key`, ... in its [[proxy.listener]]
+// table): the proxy runs the handshake within tls.handshake_ms, then relays plaintext to
+// the pool. Off while cert is empty. cert and key pair up by position (an ECDSA and an
+// RSA chain may be given together; OpenSSL picks by what the client supports).
+struct ListenerTls {
+  std::vector<std::string> cert;       // PEM chains, leaf first ("x.pem" or ["a.pem", "b.pem"])
+  std::vector<std::string> key;        // the private key of each, in the same order
+  std::vector<std::string> sni_certs;  // "HOST-PATTERN=CERT:KEY": that chain for those names
+  TlsMinVersion min_version = TlsMinVersion::k12;
+  std::string ciphers;            // TLS 1.2 cipher list; "" = OpenSSL's default
+  std::string ciphersuites;       // TLS 1.3 suites; "" = OpenSSL's default
+  std::vector<std::string> alpn;  // protocols offered, in order of preference
+  bool operator==(const ListenerTls&) const = default;
+};
+
 struct ProxyListener {
   std::string name;
   std::string listen;  // "ADDR:PORT", checked with parse_address
@@ -114,6 +129,7 @@ struct ProxyListener {
   // TLS pass-through routing by server name: "PATTERN=POOL" entries, first match wins;
   // a client whose name matches none (or sends none) goes to `pool`. Empty: no routing.
   std::vector<std::string> sni_routes;
+  ListenerTls tls;  // TLS termination (TCP listeners without sni_routes)
   bool operator==(const ProxyListener&) const = default;
 };
 
@@ -141,6 +157,14 @@ struct ProxyPool {
   int64_t eject_ms = 10000;
   int64_t check_interval_ms = 0;  // 0: no active health checks
   int64_t check_timeout_ms = 1000;
+  // TLS to the upstreams (origination): the handshake is part of the connect (within
+  // timeouts.connect_ms; a failed one is a failed connect). verify: the chain against
+  // tls_ca (empty: the system's CAs) and the name tls_server_name (also sent as SNI;
+  // empty: no name is sent or checked, the chain still is).
+  bool tls = false;
+  bool tls_verify = true;
+  std::string tls_ca;
+  std::string tls_server_name;
   bool operator==(const ProxyPool&) const = default;
 };
 

@@ -3,6 +3,8 @@
 #include <netinet/in.h>
 
 #include "apps/proxy/http_metrics.h"
+#include "tls/tls_context.h"
+#include "tuning/tls_options.h"
 
 namespace ringpoll::proxy {
 
@@ -121,6 +123,15 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
     ps.eject_ns = p.eject_ms * kMs;
     ps.check_interval_ns = p.check_interval_ms * kMs;
     ps.check_timeout_ns = p.check_timeout_ms * kMs;
+    if (p.tls) {
+      std::string w;
+      ps.tls = tls::TlsContext::client(tuning::pool_tls_options(p), &w);
+      if (!ps.tls) {
+        *why = "proxy.pool '" + p.name + "': tls: " + w;
+        return false;
+      }
+      ps.tls_server_name = p.tls_server_name;
+    }
     s.pools.push_back(std::move(ps));
   }
   for (const tuning::ProxyListener& l : cfg.proxy.listeners) {
@@ -161,6 +172,15 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
         return false;
       }
     }
+    if (!l.tls.cert.empty()) {
+      // The files are read now: a reload builds a new context, and the connections
+      // established before keep the one they started with (their generation holds it).
+      ls.tls = tls::TlsContext::server(tuning::listener_tls_options(cfg, l.tls), &w);
+      if (!ls.tls) {
+        *why = "proxy.listener '" + l.name + "': tls: " + w;
+        return false;
+      }
+    }
     s.listeners.push_back(std::move(ls));
   }
   size_t slots = 0;
@@ -180,6 +200,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.connect_timeout_ns = cfg.timeouts.connect_ms * kMs;
   s.idle_timeout_ns = cfg.timeouts.idle_ms * kMs;
   s.hello_timeout_ns = cfg.timeouts.header_read_ms * kMs;
+  s.tls_handshake_ns = cfg.tls.handshake_ms * kMs;
   s.drain_ns = cfg.timeouts.drain_ms * kMs;
   s.max_connections = static_cast<size_t>(cfg.limits.max_connections);
   s.http_limits.max_request_line = static_cast<size_t>(cfg.limits.max_request_line);

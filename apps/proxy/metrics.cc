@@ -73,6 +73,27 @@ const char* to_string(UdpDrop d) {
   return "unknown";
 }
 
+const char* to_string(TlsFailure f) {
+  switch (f) {
+    case TlsFailure::kVersion:
+      return "version";
+    case TlsFailure::kNoSharedCipher:
+      return "no_shared_cipher";
+    case TlsFailure::kBadCertificate:
+      return "bad_certificate";
+    case TlsFailure::kTimeout:
+      return "timeout";
+    case TlsFailure::kOther:
+    case TlsFailure::kCount:
+      break;
+  }
+  return "other";
+}
+
+const char* to_string(TlsSide s) {
+  return s == TlsSide::kClient ? "client" : "upstream";
+}
+
 void ShardMetrics::relay_latency(int64_t ns) noexcept {
   const uint64_t us = ns > 0 ? static_cast<uint64_t>(ns) / 1000 : 0;
   size_t b = 0;
@@ -109,6 +130,13 @@ uint64_t Metrics::total_bytes_down() const noexcept {
 uint64_t Metrics::total_udp_drops(UdpDrop d) const noexcept {
   uint64_t n = 0;
   for (auto& s : shards_) n += s.udp_drops[static_cast<size_t>(d)].load(std::memory_order_relaxed);
+  return n;
+}
+uint64_t Metrics::total_tls_failures(TlsSide side, TlsFailure f) const noexcept {
+  uint64_t n = 0;
+  for (auto& s : shards_)
+    n += s.tls_failures[static_cast<size_t>(side)][static_cast<size_t>(f)].load(
+        std::memory_order_relaxed);
   return n;
 }
 
@@ -206,6 +234,32 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
     line(out, "ringpoll_proxy_udp_drops_total{reason=\"%s\"} %" PRIu64, to_string(d),
          total_udp_drops(d));
   }
+  // TLS handshakes, by side (clients of terminating listeners, upstreams of TLS pools).
+  auto per_side = [&](auto field, TlsSide side) {
+    uint64_t n = 0;
+    for (auto& s : shards_)
+      n += (s.*field)[static_cast<size_t>(side)].load(std::memory_order_relaxed);
+    return n;
+  };
+  constexpr TlsSide kSides[] = {TlsSide::kClient, TlsSide::kUpstream};
+  header(out, "ringpoll_proxy_tls_handshakes_total", "counter",
+         "TLS handshakes completed, by side (client: terminated here; upstream: originated).");
+  for (TlsSide sd : kSides)
+    line(out, "ringpoll_proxy_tls_handshakes_total{side=\"%s\"} %" PRIu64, to_string(sd),
+         per_side(&ShardMetrics::tls_handshakes, sd));
+  header(out, "ringpoll_proxy_tls_resumed_total", "counter",
+         "TLS handshakes that resumed a session (a ticket), by side.");
+  for (TlsSide sd : kSides)
+    line(out, "ringpoll_proxy_tls_resumed_total{side=\"%s\"} %" PRIu64, to_string(sd),
+         per_side(&ShardMetrics::tls_resumed, sd));
+  header(out, "ringpoll_proxy_tls_handshake_failures_total", "counter",
+         "TLS handshakes that failed, by side and reason.");
+  for (TlsSide sd : kSides)
+    for (size_t k = 0; k < static_cast<size_t>(TlsFailure::kCount); ++k) {
+      const auto f = static_cast<TlsFailure>(k);
+      line(out, "ringpoll_proxy_tls_handshake_failures_total{side=\"%s\",reason=\"%s\"} %" PRIu64,
+           to_string(sd), to_string(f), total_tls_failures(sd, f));
+    }
 
   // One metric per upstream of every pool, labelled with both names.
   auto per_upstream = [&](const char* name, const char* type, const char* help, auto value) {

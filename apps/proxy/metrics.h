@@ -58,6 +58,22 @@ enum class UdpDrop : uint8_t {
 };
 const char* to_string(UdpDrop d);
 
+// Why a TLS handshake failed, as the admin endpoint counts it (apps/proxy/tls_relay.h maps
+// OpenSSL's reasons onto these).
+enum class TlsFailure : uint8_t {
+  kVersion,         // no protocol version both sides accept
+  kNoSharedCipher,  // no cipher suite, group or signature algorithm in common
+  kBadCertificate,  // a certificate was refused (the upstream's by us, or ours by the client)
+  kTimeout,         // not done within the handshake deadline (tls.handshake_ms / connect)
+  kOther,           // anything else: not TLS, the peer left mid-handshake, ...
+  kCount
+};
+const char* to_string(TlsFailure f);
+// Which connection a handshake was on: with a client (termination) or an upstream
+// (origination).
+enum class TlsSide : uint8_t { kClient, kUpstream, kCount };
+const char* to_string(TlsSide s);
+
 // Relay latency buckets, upper bounds in microseconds (the last is +Inf).
 inline constexpr std::array<uint32_t, 14> kLatencyBoundsUs = {
     5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000, 100000, 1000000};
@@ -84,12 +100,24 @@ struct alignas(64) ShardMetrics {
   std::atomic<uint64_t> udp_datagrams_up{0}, udp_datagrams_down{0};
   std::atomic<uint64_t> udp_bytes_up{0}, udp_bytes_down{0};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(UdpDrop::kCount)> udp_drops{};
+  // TLS handshakes by side: done, of which resumed, and failed by reason.
+  static constexpr size_t kTlsSides = static_cast<size_t>(TlsSide::kCount);
+  std::array<std::atomic<uint64_t>, kTlsSides> tls_handshakes{}, tls_resumed{};
+  std::array<std::array<std::atomic<uint64_t>, static_cast<size_t>(TlsFailure::kCount)>, kTlsSides>
+      tls_failures{};
 
   void add(std::atomic<uint64_t>& c, uint64_t v = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
   }
   void error(ProxyError e) noexcept { add(errors[static_cast<size_t>(e)]); }
   void drop(UdpDrop d) noexcept { add(udp_drops[static_cast<size_t>(d)]); }
+  void tls_failed(TlsSide s, TlsFailure f) noexcept {
+    add(tls_failures[static_cast<size_t>(s)][static_cast<size_t>(f)]);
+  }
+  void tls_done(TlsSide s, bool resumed) noexcept {
+    add(tls_handshakes[static_cast<size_t>(s)]);
+    if (resumed) add(tls_resumed[static_cast<size_t>(s)]);
+  }
   void gauge(std::atomic<int64_t>& g, int64_t d) noexcept {
     g.store(g.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
   }
@@ -115,6 +143,7 @@ class Metrics {
     return n;
   }
   uint64_t total_udp_drops(UdpDrop d) const noexcept;
+  uint64_t total_tls_failures(TlsSide s, TlsFailure f) const noexcept;
   // Which process of a chain of binary upgrades this is (1: started by hand), and how many
   // of its listeners it took over from the previous one.
   void set_process(uint64_t generation, uint64_t inherited_listeners) noexcept {

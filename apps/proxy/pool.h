@@ -21,6 +21,10 @@
 
 #include "engine/net.h"
 
+namespace ringpoll::tls {
+class TlsContext;
+}
+
 namespace ringpoll::proxy {
 
 enum class Balance : uint8_t { kRoundRobin, kLeastConn };
@@ -33,6 +37,10 @@ struct PoolSettings {
   int64_t eject_ns = 10'000'000'000;
   int64_t check_interval_ns = 0;  // 0: no active checks
   int64_t check_timeout_ns = 1'000'000'000;
+  // TLS to the upstreams (apps/proxy/tls_relay.h): the client context, and the name sent
+  // as SNI and verified ("" none). Null: plain TCP.
+  std::shared_ptr<const tls::TlsContext> tls;
+  std::string tls_server_name;
 };
 
 class Upstream {

@@ -371,6 +371,7 @@ class ProxyServer {
     r.pool = gen->by_listener[li];
     r.proxy_protocol = gen->s.listeners[li].proxy_protocol;
     r.sni = &gen->sni_by_listener[li];
+    r.tls = l.tls.get();
     r.hold = std::move(gen);
     return relay_client(client, std::move(r), metrics_);
   }

@@ -3,14 +3,18 @@
 // listeners of ProxyServer (apps/proxy/proxy.h) start it on the shard that accepted the
 // client, with the Route of the configuration generation current at that moment:
 //
-//   0. on a listener with SNI routes, read the TLS ClientHello and let its server name
+//   0. on a TLS listener, the handshake with the client (apps/proxy/tls_relay.h); on a
+//      listener with SNI routes instead, read the TLS ClientHello and let its server name
 //      choose the pool (apps/proxy/sni.h); those bytes go to the upstream first;
 //   1. pick an upstream from the listener's pool and connect, within the connect
 //      timeout; a failed connect counts against that upstream's health and the next
 //      upstream is tried (up to max_attempts) — nothing has been read from the client yet,
 //      so a retry loses nothing. When every attempt fails the client is closed at once;
 //   2. optionally write a PROXY protocol header to the upstream (apps/proxy/proxy_protocol.h);
-//   3. relay: two pumps, one per direction. A pump takes a buffer from its shard's
+//      for a pool with tls = true, then the handshake with the upstream (a failed one is
+//      a failed connect, as in step 1);
+//   3. relay (when either side speaks TLS: the copy relay of apps/proxy/tls_relay.h):
+//      two pumps, one per direction. A pump takes a buffer from its shard's
 //      RelayBuffers (apps/proxy/buffer_pool.h) only once its source has data and gives it
 //      back once the chunk was written, so an idle connection holds none. A pump reads
 //      only after its previous chunk was fully written, so a slow receiver stops the
@@ -42,71 +46,17 @@
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy_protocol.h"
+#include "apps/proxy/relay_state.h"
 #include "apps/proxy/route.h"
 #include "apps/proxy/settings.h"
 #include "apps/proxy/sni.h"
+#include "apps/proxy/tls_relay.h"
 #include "engine/engine.h"
 #include "engine/net.h"
 
 namespace ringpoll::proxy {
 
 namespace relay_detail {
-
-// Lets the handler wait for the pump it spawned.
-template <PollerBackend P>
-struct Joiner {
-  Scheduler<P>* sched = nullptr;
-  TaskNode node{};
-  bool done = false;
-  bool waiting = false;
-  void finish() noexcept {
-    done = true;
-    if (waiting) sched->make_ready(&node);
-  }
-  struct Awaiter {
-    Joiner* j;
-    bool await_ready() const noexcept { return j->done; }
-    void await_suspend(std::coroutine_handle<> h) noexcept {
-      j->node.handle = h;
-      j->waiting = true;
-    }
-    void await_resume() const noexcept {}
-  };
-  Awaiter wait() noexcept { return Awaiter{this}; }
-};
-
-// The state both pumps of one connection share.
-template <PollerBackend P>
-struct Relay {
-  TcpStream<P>* client = nullptr;
-  TcpStream<P>* upstream = nullptr;
-  ShardMetrics* m = nullptr;
-  int64_t idle_ns = 0;
-  int64_t last_activity = 0;
-  bool failed = false;
-  void fail(ProxyError e) {
-    if (failed) return;
-    m->error(e);
-    end();
-  }
-  // Ends both directions. Alone (no error counted): one side was closed from outside
-  // the relay (the server's shutdown aborts the client), so the other ends as well.
-  void end() {
-    if (failed) return;
-    failed = true;
-    client->poll_fd().abort();
-    upstream->poll_fd().abort();
-  }
-};
-
-// Keeps a connection counted active for as long as its handler runs.
-struct ActiveCount {
-  ShardMetrics* m;
-  explicit ActiveCount(ShardMetrics* mm) : m(mm) { m->gauge(m->active, 1); }
-  ~ActiveCount() { m->gauge(m->active, -1); }
-  ActiveCount(const ActiveCount&) = delete;
-  ActiveCount& operator=(const ActiveCount&) = delete;
-};
 
 template <PollerBackend P>
 Task<bool> send_proxy_header(TcpStream<P>& client, TcpStream<P>& up, int version) {
@@ -163,43 +113,15 @@ inline bool open_pipe(int (&p)[2], size_t cap) {
 // backend moves its bytes through its pipe instead (which never holds more than one chunk:
 // it is emptied before the next read, so neither splice can block on it); a bulk direction
 // in completion mode keeps its buffer while it streams (its reads land there directly).
-struct Direction {
-  size_t cap;
-  ShardMetrics* m;
-  std::byte* buf = nullptr;
+struct Direction : PooledBuffer {
   int pipe[2] = {-1, -1};
   bool adaptive = false;
   bool bulk = false;
-  bool owned = false;   // buf is a bulk buffer of its own, not the shard's pool's
   size_t bulk_cap = 0;  // proxy.bulk_buffer_bytes: a bulk direction's buffer (or pipe)
   int streak = 0;
-  Direction(size_t c, ShardMetrics* mm) : cap(c), m(mm), pool_cap(c) {}
-  Direction(const Direction&) = delete;
-  Direction& operator=(const Direction&) = delete;
-  ~Direction() {
-    done();
-    close_pipe(pipe);
-  }
+  Direction(size_t c, ShardMetrics* mm) : PooledBuffer(c, mm) {}
+  ~Direction() { close_pipe(pipe); }
   bool piped() const { return pipe[0] >= 0; }
-  size_t pool_cap;  // limits.buffer_bytes: the copying size
-  std::span<std::byte> span() const { return {buf, cap}; }
-  // A bulk direction's larger buffer is its own (one allocation for the stream's life):
-  // the shard's pool keeps buffers of one size only.
-  void take() {
-    if (buf) return;
-    owned = bulk && cap != pool_cap;
-    buf = owned ? static_cast<std::byte*>(::operator new(cap)) : RelayBuffers::local().take(cap);
-    m->gauge(m->relay_buffers, 1);
-  }
-  void done() noexcept {
-    if (!buf) return;
-    if (owned) {
-      ::operator delete(std::exchange(buf, nullptr));
-    } else {
-      RelayBuffers::local().give(std::exchange(buf, nullptr), cap);
-    }
-    m->gauge(m->relay_buffers, -1);
-  }
   // Turning bulk: the stream's buffer (or pipe) from now on has bulk_cap bytes.
   void grow() noexcept {
     done();
@@ -322,15 +244,8 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {
         (void)dst->shutdown_write();  // half-close, carried through
-      } else if (rd.err.timeout()) {
-        // The deadline counts from this direction's last arming; the other direction
-        // may have moved since.
-        if (mono_now_ns() < r->last_activity + r->idle_ns) continue;
-        r->fail(ProxyError::kIdleTimeout);
-      } else if (rd.err.closed()) {
-        r->end();
-      } else {
-        r->fail(ProxyError::kReset);
+      } else if (r->read_failed(rd.err)) {
+        continue;
       }
       break;
     }
@@ -345,18 +260,10 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     }
     const int64_t t1 = mono_now_ns();
     if (!wr.ok()) {
-      if (wr.err.timeout()) {
-        r->fail(ProxyError::kIdleTimeout);  // the receiver took nothing for idle_ns
-      } else if (wr.err.closed()) {
-        r->end();
-      } else {
-        r->fail(ProxyError::kReset);
-      }
+      r->write_failed(wr.err);
       break;
     }
-    r->last_activity = t1;
-    m.relay_latency(t1 - t0);
-    m.add(upward ? m.bytes_up : m.bytes_down, rd.n);
+    r->moved(rd.n, upward, t0, t1);
     if (!d->bulk) {
       if (d->adaptive && d->filled(rd.n)) go_bulk(*d, src, m);
     } else if (++chunks == kBulkChunksPerYield) {
@@ -373,14 +280,8 @@ template <PollerBackend P>
 Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
                  const ProxySettings& s) {
   const size_t cap = std::max<size_t>(s.buffer_bytes, 512);
-  Relay<P> r;
-  r.client = &client;
-  r.upstream = &up;
-  r.m = &m;
-  r.idle_ns = s.idle_timeout_ns;
-  r.last_activity = mono_now_ns();
-  Joiner<P> j;
-  j.sched = &sched;
+  Relay<P> r(&client, &up, &m, s.idle_timeout_ns);
+  Joiner<P> j{.sched = &sched};
   Direction upward(cap, &m), downward(cap, &m);
   for (auto [d, src] : {std::pair{&upward, &client}, std::pair{&downward, &up}}) {
     d->adaptive = s.adaptive;
@@ -393,10 +294,74 @@ Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
   co_await j.wait();
 }
 
+// An upstream of a pool, connected — for a TLS pool with its handshake done.
+template <PollerBackend P>
+struct UpstreamConn {
+  std::unique_ptr<TcpStream<P>> tcp;
+  std::unique_ptr<tls::TlsStream<P>> tls;  // over tcp, for a pool with tls = true
+  Upstream* u = nullptr;
+};
+
+// Connects an upstream of route.pool: TCP within the connect timeout, the PROXY header if
+// the listener sends one (in clear, before any TLS), then for a TLS pool the handshake
+// within what is left of the connect timeout. A failed connect or handshake counts against
+// that upstream's health and the next one is tried (up to max_attempts): nothing has been
+// read from the client yet, so a retry loses nothing. False when the client is to be
+// closed (counted).
+template <PollerBackend P>
+Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Route& route,
+                            ShardMetrics& m, UpstreamConn<P>* out) {
+  const ProxySettings& s = *route.s;
+  Pool* pool = route.pool;
+  const PoolSettings& ps = pool->settings();
+  std::vector<const Upstream*> tried;
+  const size_t attempts = std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
+  for (size_t a = 0; a < attempts; ++a) {
+    Upstream* cand = pool->acquire(mono_now_ns(), tried);
+    const int64_t deadline = mono_now_ns() + s.connect_timeout_ns;
+    std::unique_ptr<TcpStream<P>> up;
+    const Status st =
+        co_await TcpStream<P>::connect(sched, cand->address(), s.connect_timeout_ns, &up);
+    bool ok = st.ok();
+    if (!ok) m.error(st.timeout() ? ProxyError::kConnectTimeout : ProxyError::kConnectFailed);
+    if (ok && s.nodelay) (void)up->set_nodelay(true);  // before the header and handshake
+    if (ok && s.keepalive) (void)up->set_keepalive(true);
+    if (ok && route.proxy_protocol != 0 &&
+        !co_await send_proxy_header(client, *up, route.proxy_protocol)) {
+      m.error(ProxyError::kReset);  // as a reset mid-stream: the client is closed
+      (void)co_await up->close();
+      pool->release(cand);
+      co_return false;
+    }
+    std::unique_ptr<tls::TlsStream<P>> t;
+    if (ok && ps.tls) {
+      t = std::make_unique<tls::TlsStream<P>>();
+      ok = co_await tls_handshake(sched, *t, *up, *ps.tls, ps.tls_server_name, deadline,
+                                  TlsSide::kUpstream, m);
+      if (!ok) m.error(ProxyError::kConnectFailed);
+    }
+    if (ok) {
+      pool->connect_succeeded(cand);
+      out->tcp = std::move(up);
+      out->tls = std::move(t);
+      out->u = cand;
+      co_return true;
+    }
+    t.reset();
+    if (up) (void)co_await up->close();
+    pool->connect_failed(cand, mono_now_ns());
+    pool->release(cand);
+    tried.push_back(cand);
+  }
+  m.error(ProxyError::kNoUpstream);
+  co_return false;
+}
+
 }  // namespace relay_detail
 
-// One client connection: connect an upstream of route.pool (retrying others), send the
-// PROXY header if asked, relay both ways, close the upstream. The server that accepted
+// One client connection: on a TLS listener its handshake first; connect an upstream of
+// route.pool (retrying others), send the PROXY header if asked, relay both ways (through
+// the TLS relay when either side speaks TLS), close the upstream. The server that accepted
 // the client closes it when this returns.
 template <PollerBackend P>
 Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
@@ -411,6 +376,13 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     co_return;
   }
   if (s.keepalive) (void)client.set_keepalive(true);
+  tls::TlsStream<P> ctls;  // a terminating listener's session with the client
+  if (route.tls) {
+    const int64_t hs = s.tls_handshake_ns;
+    if (!co_await tls_handshake(sched, ctls, client, *route.tls, {},
+                                hs > 0 ? mono_now_ns() + hs : 0, TlsSide::kClient, m))
+      co_return;  // counted; the server closes the client
+  }
   std::vector<std::byte> early;  // what was read to route the client, for the upstream
   if (route.sni && !route.sni->empty() && !co_await route_by_sni(client, &route, m, &early))
     co_return;
@@ -418,46 +390,28 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     m.error(ProxyError::kReset);  // no upstream connect for a peer that is not there
     co_return;
   }
-  Pool* pool = route.pool;
-  std::unique_ptr<TcpStream<P>> up;
-  Upstream* u = nullptr;
-  std::vector<const Upstream*> tried;
-  const size_t attempts = std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
-  for (size_t a = 0; a < attempts && !u; ++a) {
-    Upstream* cand = pool->acquire(mono_now_ns(), tried);
-    const Status st =
-        co_await TcpStream<P>::connect(sched, cand->address(), s.connect_timeout_ns, &up);
-    if (st.ok()) {
-      pool->connect_succeeded(cand);
-      u = cand;
-      break;
-    }
-    m.error(st.timeout() ? ProxyError::kConnectTimeout : ProxyError::kConnectFailed);
-    pool->connect_failed(cand, mono_now_ns());
-    pool->release(cand);
-    tried.push_back(cand);
-  }
-  if (!u) {
-    m.error(ProxyError::kNoUpstream);
-    co_return;  // the server closes the client
-  }
-  if (s.nodelay) (void)up->set_nodelay(true);
-  if (s.keepalive) (void)up->set_keepalive(true);
+  relay_detail::UpstreamConn<P> up;
+  if (!co_await relay_detail::connect_upstream(sched, client, route, m, &up)) co_return;
+  relay_detail::StreamEnd<P> up_end{up.tcp.get(), up.tls.get()};
   bool ok = true;
-  if (route.proxy_protocol != 0) {
-    ok = co_await relay_detail::send_proxy_header(client, *up, route.proxy_protocol);
-    if (!ok) m.error(ProxyError::kReset);
-  }
-  if (ok && !early.empty()) {
-    const IoResult w = co_await up->write(std::span<const std::byte>(early));
+  if (!early.empty()) {
+    const IoResult w = co_await up_end.write(std::span<const std::byte>(early));
     ok = w.ok();
     if (!ok) m.error(ProxyError::kReset);
     m.add(m.bytes_up, w.n);
     std::vector<std::byte>().swap(early);  // not held for the connection's life
   }
-  if (ok) co_await relay_detail::relay(sched, client, *up, m, s);
-  (void)co_await up->close();
-  pool->release(u);
+  if (ok && (route.tls || up.tls)) {
+    relay_detail::StreamEnd<P> client_end{&client, route.tls ? &ctls : nullptr};
+    co_await relay_detail::relay_streams(sched, client_end, up_end, m, s);
+  } else if (ok) {
+    co_await relay_detail::relay(sched, client, *up.tcp, m, s);
+  }
+  if (route.tls) (void)co_await ctls.close();  // close_notify, unless sent already
+  if (up.tls) (void)co_await up.tls->close();
+  up.tls.reset();
+  (void)co_await up.tcp->close();
+  route.pool->release(up.u);
 }
 
 }  // namespace ringpoll::proxy

@@ -25,6 +25,8 @@ struct Route {
   int proxy_protocol = 0;  // the listener's: 0 off, 1 v1, 2 v2
   // The listener's SNI routes (apps/proxy/sni.h); null or empty: no ClientHello is read.
   const std::vector<SniTarget>* sni = nullptr;
+  // The listener's TLS context when it terminates TLS (apps/proxy/tls_relay.h); null: plain.
+  const tls::TlsContext* tls = nullptr;
   std::shared_ptr<const void> hold;
 };
 

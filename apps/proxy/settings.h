@@ -2,6 +2,7 @@
 // What one ringpoll-proxy configuration asks for, in the proxy's own terms (built from a
 // tuning::Config by settings_from_config, or from --listen/--upstream in the quick form).
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct ListenerSettings {
     std::string pool;
   };
   std::vector<SniRoute> sni;
+  // TLS termination (apps/proxy/tls_relay.h): the server context its clients' handshakes
+  // use, built from the files when the configuration (or a reload) is read. Null: plain.
+  std::shared_ptr<const tls::TlsContext> tls;
 };
 
 struct ProxySettings {
@@ -42,6 +46,8 @@ struct ProxySettings {
   int64_t idle_timeout_ns = 60'000'000'000;  // 0: none
   // SNI routing: the whole ClientHello must arrive within this (timeouts.header_read_ms).
   int64_t hello_timeout_ns = 10'000'000'000;  // 0: none
+  // TLS listeners: the handshake must be done within this (tls.handshake_ms); 0: none.
+  int64_t tls_handshake_ns = 10'000'000'000;
   int64_t drain_ns = 5'000'000'000;
   int max_attempts = 3;        // upstreams tried per client before it is closed
   size_t max_connections = 0;  // 0: unlimited

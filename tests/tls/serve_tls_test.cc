@@ -22,70 +22,8 @@
 namespace ringpoll::test {
 namespace {
 
-// A running ringpoll-serve: its first line and port; SIGKILLed and reaped when dropped.
-struct Serve {
-  pid_t pid = -1;
-  int out = -1, err = -1;
-  std::string line;
-  int port = 0;
-  ~Serve() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-    if (out >= 0) ::close(out);
-    if (err >= 0) ::close(err);
-  }
-  // Everything the program wrote to stderr until it exits (at most 10 s); its exit code.
-  int finish(std::string* stderr_text) {
-    int status = -1;
-    const bool reaped = wait_child(pid, &status, 10);
-    pid = -1;
-    char buf[4096];
-    for (ssize_t n; (n = ::read(err, buf, sizeof buf)) > 0;) stderr_text->append(buf, n);
-    return reaped && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-};
-
-std::unique_ptr<Serve> start_serve(const std::vector<std::string>& args, bool want_line = true) {
-  auto s = std::make_unique<Serve>();
-  int o[2], e[2];
-  if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) return s;
-  s->pid = fork();
-  if (s->pid == 0) {
-    dup2(o[1], 1);
-    dup2(e[1], 2);
-    std::vector<char*> argv{const_cast<char*>(RINGPOLL_SERVE_BIN)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(RINGPOLL_SERVE_BIN, argv.data());
-    _exit(127);
-  }
-  ::close(o[1]);
-  ::close(e[1]);
-  s->out = o[0];
-  s->err = e[0];
-  if (!want_line) return s;
-  for (int i = 0; i < 1000; ++i) {  // the first line, 10 s at most
-    pollfd pf{s->out, POLLIN, 0};
-    if (poll(&pf, 1, 10) <= 0) continue;
-    char ch;
-    if (::read(s->out, &ch, 1) != 1 || ch == '\n') break;
-    s->line.push_back(ch);
-  }
-  const size_t at = s->line.find("127.0.0.1:");
-  if (at != std::string::npos) s->port = std::atoi(s->line.c_str() + at + 10);
-  return s;
-}
-
-// Runs a shell command; its stdout (and stderr) and whether it exited 0.
-bool sh(const std::string& cmd, std::string* out) {
-  out->clear();
-  FILE* f = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!f) return false;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) out->append(buf, n);
-  return ::pclose(f) == 0;
+std::unique_ptr<Program> start_serve(const std::vector<std::string>& args, bool want_line = true) {
+  return start_program(RINGPOLL_SERVE_BIN, args, want_line);
 }
 
 std::vector<std::string> tls_args(const char* mode, const char* backend_set) {
@@ -146,45 +84,12 @@ TEST(ServeTls, Echo100MBBothWaysWithChecksums) {
     auto s = start_serve(tls_args("echo", b));
     ASSERT_GT(s->port, 0) << s->line;
     EXPECT_NE(s->line.find("ringpoll-serve: tls-echo on "), std::string::npos) << s->line;
-    const int fd = tcp_connect(static_cast<uint16_t>(s->port));
-    ASSERT_GE(fd, 0);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    timeval tv{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    const int one = 1;  // no delayed-ACK stalls between the rounds
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    SSL* ssl = cctx->new_ssl("localhost");
-    SSL_set_fd(ssl, fd);
-    ASSERT_EQ(SSL_connect(ssl), 1);
-    constexpr size_t kChunk = 256 * 1024, kTotal = 100u << 20;
-    std::vector<unsigned char> out(kChunk), in(kChunk);
-    uint64_t sent = 1469598103934665603ull, back = sent;
-    uint32_t x = 7;
+    TlsClient c;
+    ASSERT_TRUE(tls_connect(cctx->new_ssl("localhost"), s->port, &c));
+    constexpr size_t kTotal = 100u << 20;
     size_t echoed = 0;
-    for (size_t off = 0; off < kTotal; off += kChunk) {
-      for (auto& c : out) {
-        x = x * 1664525u + 1013904223u;
-        c = static_cast<unsigned char>(x >> 24);
-        sent = (sent ^ c) * 1099511628211ull;
-      }
-      for (size_t put = 0; put < kChunk;) {  // the context allows partial writes
-        const int n = SSL_write(ssl, out.data() + put, static_cast<int>(kChunk - put));
-        ASSERT_GT(n, 0);
-        put += n;
-      }
-      for (size_t got = 0; got < kChunk;) {
-        const int n = SSL_read(ssl, in.data(), static_cast<int>(kChunk - got));
-        ASSERT_GT(n, 0) << "echo stopped after " << echoed << " bytes";
-        for (int i = 0; i < n; ++i) back = (back ^ in[i]) * 1099511628211ull;
-        got += n;
-        echoed += n;
-      }
-    }
+    EXPECT_TRUE(echo_checked(c.ssl, kTotal, &echoed)) << "echo stopped after " << echoed;
     EXPECT_EQ(echoed, kTotal);
-    EXPECT_EQ(back, sent);
-    SSL_shutdown(ssl);
-    SSL_free(ssl);
-    ::close(fd);
   }
 }
 

@@ -1,13 +1,23 @@
 #include "tls/tls_support.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+
+#include "support/test_env.h"
 
 namespace ringpoll::test {
 namespace {
@@ -76,13 +86,143 @@ void set_ssl_heap_tag(int tag) {
 }
 
 int open_fd_count() {
+  return open_fd_count(getpid()) - 1;  // less the directory's own descriptor
+}
+
+int open_fd_count(pid_t pid) {
   int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  if (DIR* d = opendir(dir.c_str())) {
     while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
     closedir(d);
-    --n;  // the directory's own descriptor
   }
   return n;
+}
+
+// ---- programs ----
+
+Program::~Program() {
+  if (pid > 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  if (out >= 0) ::close(out);
+  if (err >= 0) ::close(err);
+}
+
+int Program::finish(std::string* stderr_text) {
+  int status = -1;
+  const bool reaped = wait_child(pid, &status, 10);
+  pid = -1;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(err, buf, sizeof buf)) > 0;) stderr_text->append(buf, n);
+  return reaped && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+bool Program::wait_stderr(const std::string& what, int secs) {
+  for (int i = 0; i < secs * 100 && err_text.find(what) == std::string::npos; ++i) {
+    pollfd pf{err, POLLIN, 0};
+    if (poll(&pf, 1, 10) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(err, buf, sizeof buf);
+    if (n <= 0) break;
+    err_text.append(buf, static_cast<size_t>(n));
+  }
+  return err_text.find(what) != std::string::npos;
+}
+
+std::unique_ptr<Program> start_program(const char* bin, const std::vector<std::string>& args,
+                                       bool want_line) {
+  auto s = std::make_unique<Program>();
+  int o[2], e[2];
+  if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) return s;
+  s->pid = fork();
+  if (s->pid == 0) {
+    dup2(o[1], 1);
+    dup2(e[1], 2);
+    std::vector<char*> argv{const_cast<char*>(bin)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(bin, argv.data());
+    _exit(127);
+  }
+  ::close(o[1]);
+  ::close(e[1]);
+  s->out = o[0];
+  s->err = e[0];
+  if (!want_line) return s;
+  for (int i = 0; i < 1000; ++i) {  // the first line, 10 s at most
+    pollfd pf{s->out, POLLIN, 0};
+    if (poll(&pf, 1, 10) <= 0) continue;
+    char ch;
+    if (::read(s->out, &ch, 1) != 1 || ch == '\n') break;
+    s->line.push_back(ch);
+  }
+  const std::string lo = "127.0.0.1:";
+  for (size_t at = s->line.find(lo); at != std::string::npos; at = s->line.find(lo, at + 1))
+    s->ports.push_back(std::atoi(s->line.c_str() + at + lo.size()));
+  if (!s->ports.empty()) s->port = s->ports[0];
+  return s;
+}
+
+bool sh(const std::string& cmd, std::string* out) {
+  out->clear();
+  return run(cmd, out);
+}
+
+// ---- an OpenSSL client ----
+
+TlsClient::~TlsClient() {
+  if (ssl) {
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+  }
+  if (fd >= 0) ::close(fd);
+}
+
+bool tls_connect(SSL* fresh, int port, TlsClient* c) {
+  c->ssl = fresh;
+  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (!fresh || connect(c->fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return false;
+  timeval tv{10, 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const int one = 1;  // no delayed-ACK stalls between echo rounds
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  SSL_set_fd(fresh, c->fd);
+  return SSL_connect(fresh) == 1;
+}
+
+bool echo_checked(SSL* ssl, size_t total, size_t* echoed) {
+  constexpr size_t kChunk = 256 * 1024;
+  std::vector<unsigned char> out(kChunk), in(kChunk);
+  uint64_t sent = 1469598103934665603ull, back = sent;
+  uint32_t x = 7;
+  *echoed = 0;
+  for (size_t off = 0; off < total; off += kChunk) {
+    const size_t len = std::min(kChunk, total - off);
+    for (size_t i = 0; i < len; ++i) {
+      x = x * 1664525u + 1013904223u;
+      out[i] = static_cast<unsigned char>(x >> 24);
+      sent = (sent ^ out[i]) * 1099511628211ull;
+    }
+    for (size_t put = 0; put < len;) {  // the contexts allow partial writes
+      const int n = SSL_write(ssl, out.data() + put, static_cast<int>(len - put));
+      if (n <= 0) return false;
+      put += static_cast<size_t>(n);
+    }
+    for (size_t got = 0; got < len;) {
+      const int n = SSL_read(ssl, in.data(), static_cast<int>(len - got));
+      if (n <= 0) return false;
+      for (int i = 0; i < n; ++i) back = (back ^ in[i]) * 1099511628211ull;
+      got += static_cast<size_t>(n);
+      *echoed += static_cast<size_t>(n);
+    }
+  }
+  return *echoed == total && back == sent;
 }
 
 const TestPki& test_pki() {
