@@ -90,20 +90,12 @@ bool warmed_up() {
 
 // The listener keys reach the TcpServer's limits; on a UDP listener they are refused.
 TEST(ProxyLimitsConfig, ListenerKeysBecomeAcceptLimitsAndUdpRefusesThem) {
-  tuning::Config c;
-  tuning::ProxyPool p;
-  p.name = "p";
-  p.upstreams = {"127.0.0.1:9"};
-  tuning::ProxyListener l;
-  l.name = "l";
-  l.listen = "127.0.0.1:0";
-  l.pool = "p";
+  tuning::Config c = one_pool_config();
+  tuning::ProxyListener& l = c.proxy.listeners[0];
   l.max_connections = 10;
   l.max_conn_rate = 20;
   l.max_client_connections = 3;
   l.max_client_conn_rate = 4;
-  c.proxy.pools = {p};
-  c.proxy.listeners = {l};
   ProxySettings s;
   std::string why;
   ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
