@@ -410,6 +410,18 @@ class Scheduler {
   };
   YieldAwaiter yield() noexcept { return YieldAwaiter{this, {}}; }
 
+  // Rebuilds the backend's kernel object where the backend can (io_uring readiness mode:
+  // a new ring, every descriptor re-armed; UringPoller::restart_ring) and returns true;
+  // false for backends without a restart. Shard thread, from a task or an inbox job.
+  bool restart_backend() {
+    if constexpr (requires(P & b) { b.restart_ring(""); }) {
+      backend_.restart_ring("asked by the application");
+      return true;
+    } else {
+      return false;
+    }
+  }
+
   // The shard's own parts, for backends, tests and benchmarks (shard thread only).
   P& backend() noexcept { return backend_; }
   // Non-blocking polls made while busy-polling (SchedulerOptions::busy_poll_ns).

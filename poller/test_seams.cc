@@ -12,6 +12,8 @@ Accept4Fn g_accept4_fn = ::accept4;
 std::atomic<EpollEventHook> g_epoll_event_hook{nullptr};
 std::atomic<UringInjectHook> g_uring_inject_hook{nullptr};
 std::atomic<int> g_uring_setup_fail_errno{0};
+std::atomic<UringSetupHook> g_uring_setup_hook{nullptr};
+std::atomic<int> g_uring_wait_fail_errno{0};
 std::atomic<UringCqeHook> g_uring_cqe_hook{nullptr};
 std::atomic<size_t> g_uring_send_clamp{0};
 std::atomic<bool> g_uring_zc_on_loopback{false};

@@ -554,6 +554,9 @@ int UringCompletionPoller::poll(int64_t delta_ns, TaskList& out) {
       if (d < 0) continue;
       return 0;
     }
+    // Completions were dropped: an operation's waiter may never wake, and this mode
+    // cannot rebuild its ring (uring_poller.h, Restart).
+    if (r == -EBADR) fatal("io_uring: the kernel dropped completions (completion mode)", EBADR);
     break;
   }
   int events = 0;

@@ -3,11 +3,30 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <ctime>
+#include <string>
 
 namespace ringpoll {
 namespace {
-// pd->backend_flags bit: a multishot poll is armed for the descriptor.
+// pd->backend_flags bits: a multishot poll is armed for the descriptor; it is in watched_.
 constexpr uint8_t kPollArmed = 1;
+constexpr uint8_t kWatched = 2;
+// A restart whose ring setup meets ENOMEM asks for half the entries each time, down to
+// this (a shard with a small ring is slower, not broken: a full SQ is flushed and waits),
+constexpr unsigned kRestartMinEntries = 8;
+// then tries this many more times at that size, pausing 1, 2, 4, 8, 16 ms (31 ms in all)
+// for memory that other rings or reclaim give back; bounded, since the shard serves
+// nothing meanwhile.
+constexpr int kRestartRetriesAtMin = 5;
+constexpr int64_t kRestartFirstPauseNs = 1'000'000;
+
+void pause_ns(int64_t ns) {
+  timespec t{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+  }
+}
 // user_data (the table in uring_ring.h): bit 0 marks the completion of a poll removal.
 // The other constants (wake, ignore, liburing's timeout) are checked before it.
 constexpr uint64_t kRemoveBit = kUringRemoveBit;
@@ -38,10 +57,24 @@ int UringPoller::open(int fd, PollDesc* pd) {
   if (fstat(fd, &st) < 0) return errno;
   if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) return EPERM;
   arm_poll(fd, pd);
+  pd->backend_flags |= kWatched;
+  pd->backend_data = watched_.size();
+  watched_.push_back(pd);
   return 0;
 }
 
+void UringPoller::unwatch(PollDesc* pd) {
+  if (!(pd->backend_flags & kWatched)) return;
+  pd->backend_flags &= static_cast<uint8_t>(~kWatched);
+  const size_t i = pd->backend_data;
+  PollDesc* last = watched_.back();
+  watched_[i] = last;
+  last->backend_data = i;
+  watched_.pop_back();
+}
+
 int UringPoller::close(int, PollDesc* pd) {
+  unwatch(pd);
   if (!(pd->backend_flags & kPollArmed)) return 0;
   pd->backend_flags &= static_cast<uint8_t>(~kPollArmed);
   remove_poll(tag_pointer(pd, pd->fdseq.load()));
@@ -58,6 +91,12 @@ int UringPoller::poll(int64_t delta_ns, TaskList& out) {
     const int r = ring_.wait(d);
     if (r == -EINTR) {
       if (d < 0) continue;  // a blocking wait resumes; a timed one returns (S29)
+      return 0;
+    }
+    if (r == -EBADR) {
+      // Readiness was lost in the kernel: re-arm everything on a new ring (Restart). The
+      // fresh polls report on the next poll; return now so the loop looks at its inbox.
+      restart_ring("the kernel dropped completions (EBADR)");
       return 0;
     }
     break;
@@ -106,6 +145,51 @@ int UringPoller::poll(int64_t delta_ns, TaskList& out) {
     }
   });
   return events;
+}
+
+void UringPoller::restart_ring(const char* why) {
+  ring_.teardown();
+  unsigned entries = ring_.options().entries;
+  int64_t pause = kRestartFirstPauseNs;
+  int at_min = 0;
+  uint64_t retries = 0;
+  for (;;) {
+    const Status s = ring_.setup(entries);
+    if (s.ok()) break;
+    const int e = s.sys_errno();
+    if (e != ENOMEM || at_min == kRestartRetriesAtMin) {
+      std::fprintf(stderr,
+                   "ringpoll: io_uring: ring restart (%s) failed after %" PRIu64 " retries: %s\n",
+                   why, retries, classify_uring_setup_failure(e).c_str());
+      // The backend is chosen once per process (Shard<P>): no epoll to fall back to here.
+      fatal("io_uring: a shard's ring could not be set up again after a restart", e);
+    }
+    ++retries;
+    setup_retries_.fetch_add(1, std::memory_order_relaxed);
+    if (entries / 2 >= kRestartMinEntries) {
+      entries /= 2;
+    } else {
+      ++at_min;
+      pause_ns(pause);
+      pause *= 2;
+    }
+  }
+  // Wakes sent to the old ring are gone with it: clear the pending one (the caller returns
+  // to its loop, which looks at its inbox before it blocks again).
+  (void)ring_.on_wake_cqe(-1);
+  for (PollDesc* pd : watched_) {
+    if (pd->closing) {
+      pd->backend_flags &= static_cast<uint8_t>(~kPollArmed);  // close has nothing to remove
+    } else if (pd->backend_flags & kPollArmed) {
+      arm_poll(pd->fd, pd);
+    }
+  }
+  (void)ring_.flush();
+  restarts_.fetch_add(1, std::memory_order_relaxed);
+  std::fprintf(stderr,
+               "ringpoll: io_uring: ring restarted (%s): %zu descriptors re-armed, %u "
+               "entries, %" PRIu64 " ENOMEM retries\n",
+               why, watched_.size(), entries, retries);
 }
 
 }  // namespace ringpoll

@@ -3,6 +3,7 @@
 #include "poller/internal/test_seams.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -126,12 +127,25 @@ Availability UringRing::probe() {
 }
 
 UringRing::~UringRing() {
-  if (ring_fd_ >= 0) io_uring_queue_exit(&ring_);
-  if (probe_) io_uring_free_probe(probe_);
+  teardown();
   if (wake_efd_ >= 0) ::close(wake_efd_);
 }
 
-Status UringRing::setup() {
+void UringRing::teardown() {
+  if (ring_fd() < 0) return;
+  ring_fd_.store(-1);
+  // A waker that read the old fd before the store is still sending to it: the fd must not
+  // close (and be reused) under its MSG_RING. New wakers see -1 (seq_cst both sides).
+  while (wakers_.load() != 0) sched_yield();
+  io_uring_queue_exit(&ring_);
+  ring_ = io_uring{};
+  if (probe_) io_uring_free_probe(probe_);
+  probe_ = nullptr;
+  overflow_.clear();  // SQEs for the old ring; the restart arms what still matters
+  wake_seen_ = false;
+}
+
+Status UringRing::setup(unsigned entries) {
   unsigned want = IORING_SETUP_CLAMP;
   if (opt_.single_issuer) want |= IORING_SETUP_SINGLE_ISSUER;
   if (opt_.single_issuer && opt_.defer_taskrun && !opt_.sqpoll) want |= IORING_SETUP_DEFER_TASKRUN;
@@ -145,11 +159,14 @@ Status UringRing::setup() {
                                 IORING_SETUP_COOP_TASKRUN | kTaskrunFlag};
   int ret = -EINVAL;
   if (const int e = g_uring_setup_fail_errno.load()) return Status::from_errno(e);
+  if (const UringSetupHook h = g_uring_setup_hook.load()) {
+    if (const int e = h(entries)) return Status::from_errno(e);
+  }
   for (unsigned drop : drops) {
     io_uring_params p{};
     p.flags = want & ~drop;
     if (p.flags & IORING_SETUP_SQPOLL) p.sq_thread_idle = opt_.sqpoll_idle_ms;
-    ret = io_uring_queue_init_params(opt_.entries, &ring_, &p);
+    ret = io_uring_queue_init_params(entries, &ring_, &p);
     if (ret == 0) {
       flags_ = p.flags;
       break;
@@ -157,9 +174,13 @@ Status UringRing::setup() {
     if (ret != -EINVAL) break;
   }
   if (ret < 0) return Status::from_errno(-ret);
-  ring_fd_ = ring_.ring_fd;
+  entries_ = entries;
+  ring_fd_.store(ring_.ring_fd);
   probe_ = io_uring_get_probe_ring(&ring_);
-  msg_ring_wake_ = opt_.msg_ring_wake && supports(IORING_OP_MSG_RING);
+  // Chosen by the first setup only: wakers on other threads read it unlocked, and a
+  // restart's ring runs on the same kernel.
+  if (!set_up_) msg_ring_wake_ = opt_.msg_ring_wake && supports(IORING_OP_MSG_RING);
+  set_up_ = true;
   if (opt_.register_ring_fd) (void)io_uring_register_ring_fd(&ring_);  // optional speed-up
   if (!msg_ring_wake_) arm_wake_eventfd();
   return Status();
@@ -230,6 +251,9 @@ int UringRing::flush() {
 }
 
 int UringRing::wait(int64_t delta_ns) {
+  if (g_uring_wait_fail_errno.load(std::memory_order_relaxed) != 0) {
+    if (const int e = g_uring_wait_fail_errno.exchange(0)) return -e;  // a test's fault
+  }
   if (!overflow_.empty()) flush();
   int r;
   if (delta_ns < 0) {
@@ -250,6 +274,7 @@ int UringRing::wait(int64_t delta_ns) {
   }
   if (r == -ETIME || r == -EINTR) return r;
   if (r == -EBUSY || r == -EAGAIN) return 0;  // CQ backlog: reap, then enter again
+  if (r == -EBADR) return r;                  // completions dropped: the caller restarts
   if (r < 0) {
     fatal("io_uring: unexpected error from io_uring_enter", -r);
   }
@@ -282,9 +307,13 @@ void UringRing::wake() noexcept {
   if (!wake_pending_.compare_exchange_strong(expected, 1)) return;
   if (msg_ring_wake_) {
     thread_local WakerRing waker;
-    const int r = waker.send(ring_fd_, kUringWakeData);
+    wakers_.fetch_add(1);
+    const int fd = ring_fd_.load();
+    // -1: the ring is being restarted; the restarting poll returns without blocking.
+    const int r = fd < 0 ? 0 : waker.send(fd, kUringWakeData);
+    wakers_.fetch_sub(1);
     if (r == 0) {
-      wakes_written_.fetch_add(1);
+      wakes_written_.fetch_add(fd < 0 ? 0 : 1);
       return;
     }
     fatal("io_uring: the wake could not be delivered (MSG_RING)", -r);

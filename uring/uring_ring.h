@@ -21,6 +21,12 @@
 // ring from a small per-thread ring of its own; otherwise an eventfd watched by a
 // multishot poll. Only a blocking poll drains a wake (S28): a wake CQE seen by a
 // non-blocking poll is remembered and makes the next blocking poll return at once.
+//
+// Restart (teardown, then setup again on the same thread; UringPoller::restart_ring):
+// teardown publishes ring_fd -1 and waits for the wakers that read the old fd to finish
+// their MSG_RING, so no waker ever sends to a closed (or reused) descriptor; a wake that
+// found -1 is not sent, and the poll that restarted returns without blocking so the
+// scheduler looks at its inbox anyway. The wake eventfd outlives the rings.
 #include <liburing.h>
 #include <poll.h>
 
@@ -90,9 +96,15 @@ class UringRing {
 
   void set_options(const UringOptions& o) { opt_ = o; }
   const UringOptions& options() const { return opt_; }
-  Status setup();
-  bool ready() const noexcept { return ring_fd_ >= 0; }
-  int ring_fd() const noexcept { return ring_fd_; }
+  Status setup() { return setup(opt_.entries); }
+  // The same with `entries` SQ entries instead of the options' (a restart's smaller ring).
+  Status setup(unsigned entries);
+  // Cancels everything in flight and frees the ring (io_uring_queue_exit); CQEs not reaped
+  // yet are dropped. The wake eventfd stays. setup() may be called again afterwards.
+  void teardown();
+  bool ready() const noexcept { return ring_fd() >= 0; }
+  int ring_fd() const noexcept { return ring_fd_.load(std::memory_order_acquire); }
+  unsigned entries() const noexcept { return entries_; }
   unsigned setup_flags() const noexcept { return flags_; }
   std::string describe() const;  // "io_uring (SINGLE_ISSUER|DEFER_TASKRUN|..., wake=msg_ring)"
   bool supports(int opcode) const noexcept;
@@ -105,7 +117,9 @@ class UringRing {
   int flush();
 
   // Waits for completions: delta < 0 blocks, 0 does not, > 0 at most delta ns. Returns
-  // 0 or -ETIME/-EINTR. After it, reap CQEs with for_each().
+  // 0 or -ETIME/-EINTR, or -EBADR: the kernel dropped completions (its CQ overflow list
+  // could not grow), so some events are lost and only a restart recovers them. After it,
+  // reap CQEs with for_each().
   int wait(int64_t delta_ns);
   template <class Fn>
   unsigned for_each(Fn&& fn) {
@@ -140,10 +154,14 @@ class UringRing {
   void arm_wake_eventfd();
   UringOptions opt_;
   io_uring ring_{};
-  int ring_fd_ = -1;
+  // Read by wakers on other threads (MSG_RING's target); -1 while there is no ring.
+  std::atomic<int> ring_fd_{-1};
+  std::atomic<int> wakers_{0};  // wakers between reading ring_fd_ and their send's end
+  unsigned entries_ = 0;
   unsigned flags_ = 0;
   io_uring_probe* probe_ = nullptr;
   bool msg_ring_wake_ = false;
+  bool set_up_ = false;  // a setup succeeded once (msg_ring_wake_ is final)
   int wake_efd_ = -1;
   bool wake_seen_ = false;
   std::vector<io_uring_sqe> overflow_;

@@ -8,8 +8,9 @@
 //   GET /metrics[?...]   200, Prometheus text (version 0.0.4): the proxy's metrics and
 //                        pools (Metrics::render) and, on io_uring completion mode, the
 //                        backend's counters read on each shard (render_uring), and each
-//                        shard's stall count (render_stalls); all rendered in
-//                        apps/proxy/metrics.cc
+//                        shard's stall count (render_stalls) and, on io_uring
+//                        readiness mode, its ring restarts (render_ring_restarts); all
+//                        rendered in apps/proxy/metrics.cc
 //   GET /healthz         200 "ok"
 //   anything else        404 (HEAD gets no body)
 //   a refused request    the parser's status (400, 414, 431, 501, 505)
@@ -127,6 +128,7 @@ class AdminEndpoint {
       std::vector<uint64_t> stalls;  // atomics: read from here, no shard hop needed
       for (size_t i = 0; i < e_.size(); ++i) stalls.push_back(e_.shard(i).sched().stalls());
       body += render_stalls(stalls);
+      body += ring_restarts();
       if (extra_) body += extra_();
     } else if (req.method == http::Method::kGet && req.target == "/healthz") {
       body = "ok\n";
@@ -136,6 +138,19 @@ class AdminEndpoint {
     }
     http::append_head(out, status, type, body.size(), http::ConnectionHeader::kClose);
     if (req.method != http::Method::kHead) out += body;
+  }
+
+  // The io_uring readiness backend's ring restarts (atomics, read from here); other
+  // backends have none.
+  std::string ring_restarts() {
+    std::vector<uint64_t> restarts, retries;
+    if constexpr (requires(P & b) { b.ring_restarts(); }) {
+      for (size_t i = 0; i < e_.size(); ++i) {
+        restarts.push_back(e_.shard(i).sched().backend().ring_restarts());
+        retries.push_back(e_.shard(i).sched().backend().ring_setup_retries());
+      }
+    }
+    return render_ring_restarts(restarts, retries);
   }
 
   // The io_uring completion backend's counters, read on each shard in turn, as text

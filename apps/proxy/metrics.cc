@@ -344,13 +344,34 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
   return out;
 }
 
+namespace {
+// One counter, one line per shard (index = shard).
+void per_shard(std::string& out, const char* name, const char* help,
+               const std::vector<uint64_t>& shards) {
+  header(out, name, "counter", help);
+  for (size_t i = 0; i < shards.size(); ++i)
+    line(out, "%s{shard=\"%zu\"} %" PRIu64, name, i, shards[i]);
+}
+}  // namespace
+
 std::string render_stalls(const std::vector<uint64_t>& shards) {
   std::string out;
-  header(out, "ringpoll_shard_stalls_total", "counter",
-         "Times the shard's loop did not poll for engine.stall_ms (each is logged with the "
-         "task it was running).");
-  for (size_t i = 0; i < shards.size(); ++i)
-    line(out, "ringpoll_shard_stalls_total{shard=\"%zu\"} %" PRIu64, i, shards[i]);
+  per_shard(out, "ringpoll_shard_stalls_total",
+            "Times the shard's loop did not poll for engine.stall_ms (each is logged with the "
+            "task it was running).",
+            shards);
+  return out;
+}
+
+std::string render_ring_restarts(const std::vector<uint64_t>& restarts,
+                                 const std::vector<uint64_t>& setup_retries) {
+  std::string out;
+  if (restarts.empty()) return out;
+  per_shard(out, "ringpoll_shard_ring_restarts_total",
+            "Times the shard rebuilt its io_uring (the kernel dropped completions, or asked).",
+            restarts);
+  per_shard(out, "ringpoll_shard_ring_setup_retries_total",
+            "Ring setups of a restart that failed with ENOMEM and were retried.", setup_retries);
   return out;
 }
 

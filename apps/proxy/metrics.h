@@ -172,4 +172,9 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
 // counted (index = shard).
 std::string render_stalls(const std::vector<uint64_t>& shards);
 
+// Prometheus text of the io_uring readiness backend's ring restarts (uring/uring_poller.h,
+// Restart) and the ENOMEM retries of their setups, per shard; other backends have none.
+std::string render_ring_restarts(const std::vector<uint64_t>& restarts,
+                                 const std::vector<uint64_t>& setup_retries);
+
 }  // namespace ringpoll::proxy

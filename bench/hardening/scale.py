@@ -89,39 +89,44 @@ def start_upstreams(args, n):
     return procs, addrs
 
 
+def write_config(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def start_proxy(args, kind, port, upstreams, extra_listener=""):
     d = args.out
     if kind == "ringpoll":
-        cfg = f"{d}/proxy.toml"
         ups = ", ".join(f'"{u}"' for u in upstreams)
-        with open(cfg, "w") as f:
-            f.write(f'[timeouts]\nidle_ms = 0\n\n[socket]\nbacklog = 65535\n\n'
-                    f'[[proxy.pool]]\nname = "up"\nupstreams = [{ups}]\n\n'
-                    f'[[proxy.listener]]\nname = "scale"\nlisten = "127.0.0.1:{port}"\n'
-                    f'pool = "up"\n{extra_listener}')
+        cfg = write_config(f"{d}/proxy.toml",
+                           f'[timeouts]\nidle_ms = 0\n\n[socket]\nbacklog = 65535\n\n'
+                           f'[[proxy.pool]]\nname = "up"\nupstreams = [{ups}]\n\n'
+                           f'[[proxy.listener]]\nname = "scale"\nlisten = "127.0.0.1:{port}"\n'
+                           f'pool = "up"\n{extra_listener}')
         argv = [f"{args.bin}/ringpoll-proxy", "--config", cfg, "--admin", f"127.0.0.1:{args.admin}"]
         argv += sum((["--set", s] for s in args.set), [])
     elif kind == "haproxy":
-        cfg = f"{d}/haproxy.cfg"
         servers = "\n".join(f"  server u{i} {u}" for i, u in enumerate(upstreams))
-        with open(cfg, "w") as f:
-            # maxconn sized to the run: haproxy raises its descriptor limit to about twice
-            # it and refuses to start when the hard limit is lower.
-            f.write(f"global\n  maxconn {args.maxconn}\n  nbthread 1\ndefaults\n  mode tcp\n"
-                    f"  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
-                    f"frontend fe\n  bind 127.0.0.1:{port}\n  maxconn {args.maxconn}\n  default_backend be\n"
-                    f"backend be\n  balance roundrobin\n{servers}\n")
+        # maxconn sized to the run: haproxy raises its descriptor limit to about twice it
+        # and refuses to start when the hard limit is lower.
+        cfg = write_config(
+            f"{d}/haproxy.cfg",
+            f"global\n  maxconn {args.maxconn}\n  nbthread 1\ndefaults\n  mode tcp\n"
+            f"  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
+            f"frontend fe\n  bind 127.0.0.1:{port}\n  maxconn {args.maxconn}\n  default_backend be\n"
+            f"backend be\n  balance roundrobin\n{servers}\n")
         argv = ["haproxy", "-f", cfg]
     elif kind == "nginx":
-        cfg = f"{d}/nginx.conf"
         servers = "\n".join(f"    server {u};" for u in upstreams)
-        with open(cfg, "w") as f:
-            f.write(f"daemon off;\nworker_processes 1;\nworker_rlimit_nofile {2 * args.maxconn + 64};\n"
-                    f"pid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n"
-                    f"load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
-                    f"events {{ worker_connections {2 * args.maxconn}; }}\n"
-                    f"stream {{\n  upstream up {{\n{servers}\n  }}\n"
-                    f"  server {{ listen 127.0.0.1:{port} backlog=65535; proxy_pass up; }}\n}}\n")
+        cfg = write_config(
+            f"{d}/nginx.conf",
+            f"daemon off;\nworker_processes 1;\nworker_rlimit_nofile {2 * args.maxconn + 64};\n"
+            f"pid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n"
+            f"load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+            f"events {{ worker_connections {2 * args.maxconn}; }}\n"
+            f"stream {{\n  upstream up {{\n{servers}\n  }}\n"
+            f"  server {{ listen 127.0.0.1:{port} backlog=65535; proxy_pass up; }}\n}}\n")
         argv = ["nginx", "-c", cfg, "-p", d]
     else:
         sys.exit(f"scale: unknown --proxy {kind}")

@@ -48,6 +48,14 @@ extern std::atomic<UringInjectHook> g_uring_inject_hook;
 // io_uring: when non-zero, ring setup (and the probe) fails with this errno, as if
 // io_uring_setup had returned it (e.g. EAGAIN).
 extern std::atomic<int> g_uring_setup_fail_errno;
+// io_uring: consulted by every ring setup (not the probe) with the SQ entries it is about
+// to ask for; a non-zero errno makes that setup fail as if io_uring_setup had returned it
+// (a ring restart meeting ENOMEM, UringPoller::restart_ring).
+using UringSetupHook = int (*)(unsigned entries);
+extern std::atomic<UringSetupHook> g_uring_setup_hook;
+// io_uring: when non-zero, the next wait returns this errno (once; it is cleared) as if
+// io_uring_enter had, before submitting anything: EBADR, the kernel dropped completions.
+extern std::atomic<int> g_uring_wait_fail_errno;
 // io_uring completion mode: sees (and may rewrite) every CQE's result and flags before
 // dispatch (ENOBUFS, ECANCELED, short sends, ECONNABORTED).
 enum class UringCqeKind : uint8_t { kOp, kRecv, kAccept, kPoll };

@@ -1,8 +1,9 @@
 // ringpoll-proxy under abuse (issue 22): admission limits per listener and per client
 // address answered by a reset at accept and counted, a connection flood that leaves
-// established connections served, and the engine's stall detector on the admin page. The
-// proxy runs in-process on one shard; clients are blocking sockets bound to 127.0.0.x
-// source addresses (every 127/8 address is loopback on Linux).
+// established connections served, the engine's stall detector on the admin page, and an
+// io_uring shard that restarts its ring (dropped completions, ENOMEM on the new ring's
+// setup) with connections open. The proxy runs in-process on one shard; clients are blocking
+// sockets bound to 127.0.0.x source addresses (every 127/8 address is loopback on Linux).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -27,6 +28,7 @@
 #include "apps/proxy/proxy.h"
 #include "engine/server.h"
 #include "epoll/epoll_poller.h"
+#include "poller/internal/test_seams.h"
 #include "proxy/proxy_rig.h"
 #include "proxy/proxy_test_helpers.h"
 #include "support/echo_engine.h"
@@ -35,6 +37,7 @@
 #include "support/test_env.h"
 #include "tuning/config.h"
 #include "uring/uring_completion.h"
+#include "uring/uring_poller.h"
 
 namespace ringpoll::test {
 namespace {
@@ -75,22 +78,24 @@ bool echoes(int fd) {
   return fd >= 0 && send_all(fd, "x", 1) && fill_to(fd, &buf, 1, 2000) && buf == "x";
 }
 
+// What a backend keeps open for a thread's life (this thread's io_uring waker ring,
+// uring/uring_ring.cc) is not a leak of a test's: a rig started and stopped first opens it,
+// before the test counts descriptors. False when the rig did not start.
+template <class P>
+bool warmed_up() {
+  EchoEngine<EpollPoller> up;
+  ProxyRig<P> warm(one_listener(up.address(), AcceptLimits{}));
+  return warm.started;
+}
+
 // The listener keys reach the TcpServer's limits; on a UDP listener they are refused.
 TEST(ProxyLimitsConfig, ListenerKeysBecomeAcceptLimitsAndUdpRefusesThem) {
-  tuning::Config c;
-  tuning::ProxyPool p;
-  p.name = "p";
-  p.upstreams = {"127.0.0.1:9"};
-  tuning::ProxyListener l;
-  l.name = "l";
-  l.listen = "127.0.0.1:0";
-  l.pool = "p";
+  tuning::Config c = one_pool_config();
+  tuning::ProxyListener& l = c.proxy.listeners[0];
   l.max_connections = 10;
   l.max_conn_rate = 20;
   l.max_client_connections = 3;
   l.max_client_conn_rate = 4;
-  c.proxy.pools = {p};
-  c.proxy.listeners = {l};
   ProxySettings s;
   std::string why;
   ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
@@ -372,14 +377,7 @@ TYPED_TEST(ProxyHardening, TwentyThousandIdleConnectionsHoldNoRelayBuffer) {
   const app::FdLimit lim =
       app::raise_fd_limit(4 * static_cast<uint64_t>(kConns) + 1024, "this test");
   ASSERT_TRUE(lim.problem.empty()) << lim.problem;
-  {
-    // What a backend keeps open for a thread's life (this thread's io_uring waker ring,
-    // uring/uring_ring.cc) is not a leak of this test's: a rig started and stopped first
-    // opens it.
-    EchoEngine<EpollPoller> up;
-    ProxyRig<TypeParam> warm(one_listener(up.address(), AcceptLimits{}));
-    ASSERT_TRUE(warm.started);
-  }
+  ASSERT_TRUE(warmed_up<TypeParam>());
   const int fds_before = open_fds();
   {
     EchoEngine<EpollPoller> up;
@@ -413,6 +411,130 @@ TYPED_TEST(ProxyHardening, TwentyThousandIdleConnectionsHoldNoRelayBuffer) {
     EXPECT_EQ(rig.errors(ProxyError::kReset) + rig.errors(ProxyError::kNoUpstream), 0u);
   }
   EXPECT_EQ(open_fds(), fds_before) << "descriptors leaked";
+}
+
+// ---- Ring restart (uring/uring_poller.h, "Restart") ----
+
+// The io_uring setups a restart made (their SQ entries) and how many more fail with ENOMEM
+// (the g_uring_setup_hook seam; -1: all of them).
+std::atomic<int> g_setups{0};
+std::atomic<int> g_enomem_left{0};
+std::array<std::atomic<unsigned>, 32> g_setup_entries{};
+int fail_setups_with_enomem(unsigned entries) {
+  const int i = g_setups.fetch_add(1);
+  if (i < static_cast<int>(g_setup_entries.size())) g_setup_entries[i].store(entries);
+  if (g_enomem_left.load() < 0) return ENOMEM;
+  if (g_enomem_left.load() == 0) return 0;
+  g_enomem_left.fetch_sub(1);
+  return ENOMEM;
+}
+
+// Installs the setup hook for a scope: the first `enomem` setups fail (-1: every one).
+struct EnomemSetups {
+  explicit EnomemSetups(int enomem) {
+    g_setups = 0;
+    g_enomem_left = enomem;
+    g_uring_setup_hook.store(fail_setups_with_enomem);
+  }
+  ~EnomemSetups() { g_uring_setup_hook.store(nullptr); }
+};
+
+TEST(RingRestart, DroppedCompletionsRestartTheRingThroughEnomemAndLoseNothing) {
+  // A proxy on io_uring readiness mode relays 50 open connections, each of its relays
+  // parked on the ring's polls. The kernel reports dropped completions (EBADR, injected);
+  // the shard restarts its ring, whose setup meets ENOMEM six times (a smaller ring each
+  // time, then a pause). Afterwards every connection still echoes (no waiter was lost), a
+  // new one is accepted, the process holds as many descriptors as before (the old ring's
+  // went with it), the admin page counts the restart and the retries, and once everything
+  // closed the descriptors are back where they started. An application's restart
+  // (Scheduler::restart_backend) does the same.
+  if (!UringPoller::available().ok) GTEST_SKIP() << UringPoller::available().why;
+  ASSERT_TRUE(warmed_up<UringPoller>());
+  const int fds_before = open_fds();
+  {
+    EchoEngine<EpollPoller> up;
+    ASSERT_TRUE(up.ok());
+    ProxyRig<UringPoller> rig(one_listener(up.address(), AcceptLimits{}));
+    ASSERT_TRUE(rig.started);
+    ASSERT_TRUE(rig.start_admin());
+    using E = Engine<UringPoller>;
+    auto restarts = [&] { return rig.e.shard(0).sched().backend().ring_restarts(); };
+    constexpr int kConns = 50;
+    std::vector<int> fds;
+    for (int i = 0; i < kConns; ++i) {
+      fds.push_back(connect_to(rig.addr));
+      ASSERT_TRUE(echoes(fds.back())) << "connection " << i;
+    }
+    const int fds_open = open_fds();
+
+    testing::internal::CaptureStderr();
+    {
+      EnomemSetups enomem(6);
+      g_uring_wait_fail_errno.store(EBADR);
+      E::call(rig.e.shard(0), [] {});  // the shard wakes; its next wait meets EBADR
+      EXPECT_TRUE(wait_for([&] { return restarts() == 1; }, 5));
+      g_uring_wait_fail_errno.store(0);
+    }
+    const std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("ring restarted (the kernel dropped completions (EBADR)): "),
+              std::string::npos)
+        << log;
+    // Six setups failed, each asking for half the entries of the one before down to 8,
+    // then the same 8 again; the seventh succeeded.
+    ASSERT_EQ(g_setups.load(), 7);
+    for (int i = 1; i < 7; ++i) {
+      const unsigned prev = g_setup_entries[i - 1].load();
+      EXPECT_EQ(g_setup_entries[i].load(), prev / 2 >= 8 ? prev / 2 : prev) << "setup " << i;
+    }
+    EXPECT_EQ(g_setup_entries[6].load(), 8u);
+    EXPECT_EQ(rig.e.shard(0).sched().backend().ring_setup_retries(), 6u);
+
+    for (int i = 0; i < kConns; ++i) EXPECT_TRUE(echoes(fds[i])) << "connection " << i;
+    const int late = connect_to(rig.addr);
+    EXPECT_TRUE(echoes(late)) << "the listener accepts after the restart";
+    ::close(late);
+    EXPECT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == kConns; }));
+    EXPECT_EQ(open_fds(), fds_open) << "the restart leaked or lost descriptors";
+
+    // The application asks for one (Scheduler::restart_backend): full size, no retries.
+    EXPECT_TRUE(E::call(rig.e.shard(0), [] { return E::current()->sched().restart_backend(); }));
+    EXPECT_EQ(restarts(), 2u);
+    for (int i = 0; i < kConns; ++i) EXPECT_TRUE(echoes(fds[i])) << "connection " << i;
+    EXPECT_EQ(open_fds(), fds_open);
+
+    std::string m;
+    ASSERT_EQ(admin_get(rig.px->admin_address(), "/metrics", &m), 200);
+    EXPECT_NE(m.find("ringpoll_shard_ring_restarts_total{shard=\"0\"} 2\n"), std::string::npos)
+        << m;
+    EXPECT_NE(m.find("ringpoll_shard_ring_setup_retries_total{shard=\"0\"} 6\n"), std::string::npos)
+        << m;
+    for (int fd : fds) ::close(fd);
+    EXPECT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 0; }))
+        << rig.px->metrics().total_active() << " still active";
+    EXPECT_EQ(rig.errors(ProxyError::kReset), 0u);
+  }
+  EXPECT_EQ(open_fds(), fds_before) << "descriptors leaked";
+}
+
+TEST(RingRestartDeathTest, ARingThatCannotBeSetUpAgainStopsTheProcessSayingWhy) {
+  // Every setup of the restart fails with ENOMEM: after the smaller rings and the bounded
+  // retries the process stops, naming the errno and the memlock limit, instead of running
+  // a shard that can serve none of its descriptors.
+  if (!UringPoller::available().ok) GTEST_SKIP() << UringPoller::available().why;
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the engine runs threads
+  EXPECT_DEATH(
+      {
+        using E = Engine<UringPoller>;
+        EngineOptions o;
+        o.shards = 1;
+        o.pin = false;
+        E e(o);
+        if (!e.start().ok()) std::abort();
+        EnomemSetups enomem(-1);
+        E::call(e.shard(0), [] { E::current()->sched().restart_backend(); });
+      },
+      "ring restart \\(asked by the application\\) failed after 10 retries: io_uring_setup "
+      "failed with ENOMEM.*RLIMIT_MEMLOCK.*could not be set up again");
 }
 
 }  // namespace

@@ -37,11 +37,7 @@ using proxy::HttpRoute;
 using proxy::PoolSettings;
 using proxy::ProxySettings;
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr size_t kBig = 16u << 20;
-#else
-constexpr size_t kBig = 100u << 20;  // 100 MiB uploads and downloads
-#endif
+constexpr size_t kBig = sized_for_build(100u << 20, 16u << 20);  // uploads and downloads
 
 uint64_t fnv(const std::string& s, uint64_t h = 1469598103934665603ull) {
   for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
@@ -269,25 +265,20 @@ HttpRoute route(std::string name, std::string pool, std::string host = "", std::
 // default route to "a").
 ProxySettings http_settings(SocketAddress a, const SocketAddress* b = nullptr,
                             std::vector<HttpRoute> routes = {}) {
-  ProxySettings s;
-  PoolSettings p;
-  p.name = "a";
-  p.upstreams = {a};
-  s.pools.push_back(p);
+  ProxySettings s = main_listener_settings({a});  // 2 s drain
+  s.pools[0].name = "a";
   if (b) {
+    PoolSettings p = s.pools[0];
     p.name = "b";
     p.upstreams = {*b};
     s.pools.push_back(p);
   }
-  proxy::ListenerSettings l;
+  proxy::ListenerSettings& l = s.listeners[0];
   l.name = "web";
-  parse_address("127.0.0.1:0", &l.listen);
   l.pool = "a";
   l.http = true;
   if (routes.empty()) routes.push_back(route("default", "a"));
   l.http_settings.routes = std::move(routes);
-  s.listeners.push_back(l);
-  s.drain_ns = 2 * kSec;
   return s;
 }
 
@@ -568,17 +559,8 @@ TYPED_TEST(HttpProxy, ErrorsSayWhy502503504) {
   }
   // Connect timeout: 504 (a listener whose queue is full drops the SYN).
   {
-    uint16_t port = 0;
-    const int full = listen_on(&port, 0);
-    SocketAddress at;
-    parse_address("127.0.0.1:" + std::to_string(port), &at);
-    std::vector<int> fillers;
-    for (int i = 0; i < 4; ++i) {
-      const int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      ::connect(f, at.sa(), at.len);
-      fillers.push_back(f);
-    }
-    ProxySettings s = http_settings(at);
+    const FullListener full;
+    ProxySettings s = http_settings(full.at);
     s.listeners[0].http_settings.routes[0].connect_timeout_ns = 200 * kMs;
     s.max_attempts = 1;
     HttpRig<TypeParam> rig(s);
@@ -589,8 +571,6 @@ TYPED_TEST(HttpProxy, ErrorsSayWhy502503504) {
     EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 504") << got;
     EXPECT_NE(got.find("connect timed out"), std::string::npos) << got;
     ::close(c);
-    for (int f : fillers) ::close(f);
-    ::close(full);
   }
 }
 

@@ -11,6 +11,8 @@
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/proxy.h"
 #include "engine/engine.h"
+#include "proxy/proxy_test_helpers.h"
+#include "tuning/config.h"
 
 namespace ringpoll::test {
 
@@ -31,6 +33,22 @@ inline proxy::ProxySettings main_listener_settings(std::vector<SocketAddress> up
   s.listeners.push_back(l);
   s.drain_ns = 2'000'000'000;
   return s;
+}
+
+// A config whose proxy has one pool "p" (one upstream, 127.0.0.1:9, never contacted) and
+// one TCP listener "l" on 127.0.0.1:0 relaying to it: the config tests' starting point.
+inline tuning::Config one_pool_config() {
+  tuning::Config c;
+  tuning::ProxyPool p;
+  p.name = "p";
+  p.upstreams = {"127.0.0.1:9"};
+  tuning::ProxyListener l;
+  l.name = "l";
+  l.listen = "127.0.0.1:0";
+  l.pool = "p";
+  c.proxy.pools = {p};
+  c.proxy.listeners = {l};
+  return c;
 }
 
 template <class P>
@@ -64,6 +82,15 @@ struct ProxyRig {
     std::string why;
     if (px->start_admin(at, &why).ok()) return ::testing::AssertionSuccess();
     return ::testing::AssertionFailure() << "start_admin: " << why;
+  }
+  // The value of one line of the admin endpoint's /metrics ("" when absent or unanswered).
+  std::string metric(const std::string& name) const {
+    std::string body;
+    if (admin_get(px->admin_address(), "/metrics", &body) != 200) return "";
+    const size_t at = body.find("\n" + name + " ");
+    if (at == std::string::npos) return "";
+    const size_t v = at + name.size() + 2;
+    return body.substr(v, body.find('\n', v) - v);
   }
   Engine<P> e;
   std::unique_ptr<proxy::ProxyServer<P>> px;

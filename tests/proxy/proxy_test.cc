@@ -45,11 +45,7 @@ using proxy::PoolSettings;
 using proxy::ProxyError;
 using proxy::ProxySettings;
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr size_t kLargest = 16u << 20;  // sanitizers run ~10x slower: 16 MiB there
-#else
-constexpr size_t kLargest = 100u << 20;  // 100 MiB each way
-#endif
+constexpr size_t kLargest = sized_for_build(100u << 20, 16u << 20);  // each way
 
 sockaddr_storage v4(const char* ip, uint16_t port) {
   sockaddr_in a{};
@@ -291,18 +287,9 @@ TEST(ProxyMetrics, UringCountersRenderOneLineEachPerShardAndNothingWithoutShards
 }
 
 TEST(ProxyConfig, HttpLimitsReachTheAdminEndpointsParser) {
-  tuning::Config c;
+  tuning::Config c = one_pool_config();
   c.limits.max_request_line = 300;
   c.limits.max_header_bytes = 2048;
-  tuning::ProxyPool p;
-  p.name = "p";
-  p.upstreams = {"127.0.0.1:9"};
-  tuning::ProxyListener l;
-  l.name = "l";
-  l.listen = "127.0.0.1:0";
-  l.pool = "p";
-  c.proxy.pools = {p};
-  c.proxy.listeners = {l};
   ProxySettings s;
   std::string why;
   ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
@@ -451,19 +438,8 @@ TYPED_TEST(ProxyRelay, RetriesAnotherUpstreamAndEjectsTheDeadOne) {
 }
 
 TYPED_TEST(ProxyRelay, ConnectTimeoutCountsAndClosesTheClient) {
-  // A listener that never accepts, its queue filled: further SYNs are dropped, so a
-  // connect neither succeeds nor fails until the proxy's timeout.
-  uint16_t port = 0;
-  const int full = listen_on(&port, 0);
-  SocketAddress at;
-  parse_address("127.0.0.1:" + std::to_string(port), &at);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    const int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    ::connect(f, at.sa(), at.len);
-    fillers.push_back(f);
-  }
-  ProxySettings s = settings_for({at});
+  const FullListener full;  // the connect neither succeeds nor fails
+  ProxySettings s = settings_for({full.at});
   s.connect_timeout_ns = 200 * kMs;
   Rig<TypeParam> rig(s);
   ASSERT_TRUE(rig.started);
@@ -473,8 +449,6 @@ TYPED_TEST(ProxyRelay, ConnectTimeoutCountsAndClosesTheClient) {
   EXPECT_TRUE(wait_for([&] { return rig.errors(ProxyError::kNoUpstream) == 1; }));
   EXPECT_EQ(rig.errors(ProxyError::kConnectTimeout), 1u);
   ::close(c);
-  for (int f : fillers) ::close(f);
-  ::close(full);
 }
 
 TYPED_TEST(ProxyRelay, IdleTimeoutClosesASilentConnection) {

@@ -39,6 +39,30 @@ inline int listen_on(uint16_t* port, int backlog = 128) {
   return l;
 }
 
+// A listener that never accepts, its queue filled by four connections: further SYNs are
+// dropped, so a connect to `at` neither succeeds nor fails until the connector's timeout.
+struct FullListener {
+  FullListener() {
+    uint16_t port = 0;
+    fd = listen_on(&port, 0);
+    parse_address("127.0.0.1:" + std::to_string(port), &at);
+    for (int i = 0; i < 4; ++i) {
+      const int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      ::connect(f, at.sa(), at.len);
+      fillers.push_back(f);
+    }
+  }
+  ~FullListener() {
+    for (int f : fillers) ::close(f);
+    ::close(fd);
+  }
+  FullListener(const FullListener&) = delete;
+  FullListener& operator=(const FullListener&) = delete;
+  int fd = -1;
+  SocketAddress at;
+  std::vector<int> fillers;
+};
+
 inline int connect_to(const SocketAddress& at) {
   const int c = socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   for (int i = 0; i < 100; ++i) {

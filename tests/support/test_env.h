@@ -35,6 +35,16 @@ namespace ringpoll::test {
 inline constexpr int64_t kMs = 1'000'000;
 inline constexpr int64_t kSec = 1'000'000'000;
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+// A transfer's size: `full`, or `sanitized` in a sanitizer build (they run ~10x slower).
+constexpr size_t sized_for_build(size_t full, size_t sanitized) {
+  return kSanitized ? sanitized : full;
+}
+
 // waitpid with a bound: reaps `pid` into *status and returns true, or after `secs` kills it
 // (SIGKILL), reaps it and returns false, so a hung child fails its test at once instead of
 // holding it until ctest's timeout (and outliving it).
