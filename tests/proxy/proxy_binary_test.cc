@@ -671,10 +671,14 @@ double json_number(const std::string& json, const std::string& key) {
   return k == std::string::npos ? -1 : std::atof(json.c_str() + k + key.size() + 4);
 }
 
+// The load runs long enough for every round: about 20 to 100 ms each here (fork, exec,
+// setup, handover), several times that under sanitizers; the budget leaves room.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr int kUpgradeRounds = 10;  // each process starts several times slower
+constexpr int kUpgradeRounds = 10;
+constexpr double kRoundBudgetS = 1.0;
 #else
 constexpr int kUpgradeRounds = 100;
+constexpr double kRoundBudgetS = 0.25;
 #endif
 
 // ringpoll-load at a fixed rate (open loop, HTTP keep-alive) through an HTTP listener of
@@ -719,9 +723,8 @@ void open_loop_upgrades(const char* backend) {
     }
   });
   StopAndJoin stop_reader(done, err_reader);
-  // The load: long enough for every round (about 0.3 s each here, more under sanitizers).
   const int rate = 1000;
-  const int seconds = 4 + kUpgradeRounds / 2;
+  const int seconds = 5 + static_cast<int>(kUpgradeRounds * kRoundBudgetS);
   const std::string json = temp_file("");
   Child load = spawn_program(RINGPOLL_LOAD_BIN,
                              {"--mode", "http", "--target", at.to_string(), "--connections", "8",
