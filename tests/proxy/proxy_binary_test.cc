@@ -678,7 +678,7 @@ constexpr int kUpgradeRounds = 10;
 constexpr double kRoundBudgetS = 1.0;
 #else
 constexpr int kUpgradeRounds = 100;
-constexpr double kRoundBudgetS = 0.25;
+constexpr double kRoundBudgetS = 0.45;
 #endif
 
 // ringpoll-load at a fixed rate (open loop, HTTP keep-alive) through an HTTP listener of
