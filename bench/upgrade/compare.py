@@ -123,6 +123,15 @@ async def long_lived(port, until, c):
 # ---------------------------------------------------------------- the proxies
 
 
+def gone(pid):
+    """The process has exited (a zombie child of ours counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except OSError:
+        return True
+
+
 def terminate(pids):
     """SIGTERM to each pid still there (old generations may have exited already)."""
     for p in pids:
@@ -186,7 +195,7 @@ class Haproxy:
         self.sock = os.path.join(d, "haproxy.sock")
         self.cfg = os.path.join(d, "haproxy.cfg")
         with open(self.cfg, "w") as f:
-            f.write(f"global\n  maxconn 100000\n  nbthread 1\n"
+            f.write(f"global\n  maxconn 5000\n  nbthread 1\n"
                     f"  stats socket {self.sock} mode 600 level admin expose-fd listeners\n"
                     f"  hard-stop-after {int(args.drain * 1000)}ms\n"
                     f"defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
@@ -241,15 +250,16 @@ class Nginx:
         self.pidfile = os.path.join(d, "nginx.pid")
         cfg = os.path.join(d, "nginx.conf")
         with open(cfg, "w") as f:
-            f.write(f"daemon off;\nmaster_process on;\nworker_processes 1;\n"
+            f.write(f"daemon on;\nmaster_process on;\nworker_processes 1;\n"
                     f"worker_shutdown_timeout {int(args.drain * 1000)}ms;\n"
                     f"pid {self.pidfile};\nerror_log {d}/nginx.err;\n"
                     f"load_module {NGINX_STREAM_MODULE};\n"
-                    f"events {{ worker_connections 100000; }}\n"
+                    f"events {{ worker_connections 5000; }}\n"
                     f"stream {{\n  server {{ listen 127.0.0.1:{port}; proxy_pass {upstream}; }}\n}}\n")
         self.p = subprocess.Popen([shutil.which("nginx"), "-c", cfg, "-p", d],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_port(port, self.p):
+        # daemon on: nginx ignores USR2 in a master whose parent started it (daemon off)
+        if not wait_port(port):
             raise RuntimeError(f"nginx did not start (see {d}/nginx.err)")
         self.master = self._pid()
         self.masters = [self.master]
@@ -265,6 +275,12 @@ class Nginx:
 
     def upgrade(self):
         old = self.master
+        # nginx refuses USR2 while an older master still runs ("the changing binary signal
+        # is ignored"): the previous one must have drained and exited first.
+        for _ in range(1000):
+            if all(gone(p) for p in self.masters[:-1]):
+                break
+            time.sleep(0.01)
         os.kill(old, signal.SIGUSR2)
         for _ in range(500):  # the old master renames its pid file; the new one writes it
             try:
