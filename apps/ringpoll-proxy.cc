@@ -10,7 +10,8 @@
 // The first line on stdout says where it listens, once every listener is bound:
 //   ringpoll-proxy: listening on 127.0.0.1:8080 (main -> pool main: 1 upstream), backend ...
 // SIGHUP re-reads the profile, the --config file and the --set values: new connections
-// use the new pools and timeouts, established ones drain on the old. SIGINT/SIGTERM stop
+// use the new pools and timeouts, established ones drain on the old; TCP listeners may be
+// added, removed and moved (apps/proxy/proxy.h reload). SIGINT/SIGTERM stop
 // accepting and drain within timeouts.drain_ms; a second signal stops at once. SIGUSR2
 // upgrades the binary: the program now at this one's path starts with the same arguments,
 // takes the listening sockets over (apps/proxy/upgrade.h), and once it serves this one
@@ -347,12 +348,14 @@ int run(int argc, char** argv) {
             return;
           }
           proxy::ProxySettings s;
-          std::string w;
-          if (!proxy::settings_from_config(next, &s, &w) || !px.reload(std::move(s), &w)) {
+          std::string w, changes;
+          if (!proxy::settings_from_config(next, &s, &w) ||
+              !px.reload(std::move(s), &w, &changes)) {
             std::fprintf(stderr, "%s: reload refused: %s\n", kProg, w.c_str());
             return;
           }
-          std::fprintf(stderr, "%s: reloaded: new connections use the new config\n", kProg);
+          std::fprintf(stderr, "%s: reloaded: new connections use the new config%s%s\n", kProg,
+                       changes.empty() ? "" : "; listeners ", changes.c_str());
         },
         [&] {
           pid_t child = -1;

@@ -383,6 +383,8 @@ struct CompletionIo {
             b.arm_accept(&f->cst_);
             co_return AcceptResult{-1, Status::from_errno(-e)};
           }
+          // Stopped (PollFd::stop_accepting) and its last connection handed out.
+          if (P::accept_stopped(f->cst_)) co_return AcceptResult{-1, Errc::kClosed};
           if (PollError e = co_await f->s_->wait(f->pd_, Mode::kRead); e != PollError::kNone) {
             co_return AcceptResult{-1, Status::from_poll(e)};
           }

@@ -206,6 +206,22 @@ class PollFd {
     }
   }
 
+  // A listener stops accepting without losing a connection. Where the backend takes
+  // connections ahead of accept() (io_uring's multishot accept), that request is
+  // cancelled, and accept() hands out every connection it took, then fails with kClosed
+  // (returns true: the caller lets accept() run dry before close()). Elsewhere there is
+  // nothing taken ahead: false, and close() alone stops accepting (a single-shot accept
+  // that won against the cancel still returns its connection, S24).
+  bool stop_accepting() {
+    if constexpr (MultishotCompletionBackend<P>) {
+      if (pd_ && state_ == State::kOpen && s_->backend().multishot_accept()) {
+        s_->backend().stop_accept(&cst_);
+        return true;
+      }
+    }
+    return false;
+  }
+
   Status shutdown(int how) {
     if (state_ != State::kOpen) return Errc::kClosed;
     return ::shutdown(fd_, how) < 0 ? Status::from_errno(errno) : Status();

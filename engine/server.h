@@ -5,10 +5,13 @@
 //     1 s) and keeps serving the connections it has; it never spins;
 //   - graceful shutdown: stop accepting, let in-flight connections finish within the
 //     drain deadline, then abort what remains (their operations fail with kClosed);
+//     stopping loses no connection the kernel completed: io_uring's multishot accept is
+//     cancelled and what it took is served (stop_listening() also serves the backlog);
 //   - admission limits per listener and per client address (Options::limits,
 //     engine/accept_limits.h): a connection over one is reset at accept and counted.
 // And shutdown_on_signals(): SIGINT/SIGTERM start a graceful shutdown; a second signal
 // stops at once.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -151,6 +154,7 @@ class TcpServer {
         if (!s.ok()) return s;
         addr = l->local_address();  // port 0: every shard takes the same port
         started_ = true;  // from the first accept loop on: a failed start still needs shutdown
+        ++ps->accept_loops;
         sched.spawn(accept_loop(ps, &sched, l.get()));
         ps->listeners.push_back(std::move(l));
         return Status();
@@ -206,6 +210,24 @@ class TcpServer {
   void set_limits(const AcceptLimits& l) noexcept { limits_.set(l); }
   AcceptLimits limits() const noexcept { return limits_.get(); }
 
+  // Stops listening but leaves the connections running (a listener a reload removes):
+  // each shard's listener hands what was queued — what io_uring's multishot accept had
+  // taken, then the kernel's backlog — to the handler as usual, then closes, so a client
+  // that completed its connect before this is served. Connections keep running until
+  // they end or shutdown() drains them. From a thread outside the engine, after start();
+  // once (later calls, and shutdown() after it, find the listeners closed).
+  void stop_listening() {
+    if (shut_down_ || stopped_listening_) return;
+    stopped_listening_ = true;
+    const int64_t wait = opt_.accept_backoff_max_ns + 1'000'000'000;
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      PerShard* ps = shards_[i].get();
+      if (!ps->sched) continue;
+      (void)Engine<P>::try_run_task(e_.shard(i),
+                                    [this, ps, wait] { return close_listener(ps, wait, true); });
+    }
+  }
+
   // From a thread outside the engine. Returns the number of connections aborted at the
   // deadline (0 when everything drained). Once, or again (then it returns 0 at once).
   //
@@ -221,7 +243,9 @@ class TcpServer {
     for (size_t i = 0; i < shards_.size(); ++i) {
       PerShard* ps = shards_[i].get();
       if (!ps->sched) continue;  // never listened there
-      if (!Engine<P>::try_run_task(e_.shard(i), [ps] { return close_listener(ps); }))
+      const int64_t wait = opt_.accept_backoff_max_ns + 1'000'000'000;
+      if (!Engine<P>::try_run_task(e_.shard(i),
+                                   [this, ps, wait] { return close_listener(ps, wait, false); }))
         return hand_over_to_stopped_engine();
     }
     const int64_t end = mono_now_ns() + drain_ns;
@@ -270,6 +294,7 @@ class TcpServer {
     Scheduler<P>* sched = nullptr;
     std::vector<std::unique_ptr<TcpListener<P>>> listeners;  // one, unless handed extras
     std::atomic<size_t> live{0};
+    size_t accept_loops = 0;  // accept loops still running (the shard's thread only)
     std::atomic<uint64_t> accepted{0};
     std::atomic<uint64_t> accept_errors{0};
     std::array<std::atomic<uint64_t>, static_cast<size_t>(Refusal::kCount)> refused{};
@@ -319,8 +344,43 @@ class TcpServer {
     }
   };
 
-  static Task<void> close_listener(PerShard* ps) {
-    for (auto& l : ps->listeners) (void)co_await l->close();
+  // Stops accepting without losing a connection, then closes the listeners. Where the
+  // backend took connections ahead of accept (io_uring's multishot accept), the accept
+  // loops hand each of them to a handler, as any other, until accept reports kClosed;
+  // this waits for that (at most wait_ns: an acceptor may be pausing after EMFILE), so
+  // a connection the kernel completed is served, never reset by the close. Readiness
+  // backends leave what is queued in the kernel: a process that shares the socket (an
+  // upgrade's successor, engine/handover.h) accepts it. With `backlog` (stop_listening:
+  // nobody else will) the kernel's queue is accepted and served too before the close.
+  Task<void> close_listener(PerShard* ps, int64_t wait_ns, bool backlog) {
+    bool drain = false;
+    for (auto& l : ps->listeners) drain |= l->poll_fd().stop_accepting();
+    const int64_t end = mono_now_ns() + wait_ns;
+    while (drain && ps->accept_loops > 0 && mono_now_ns() < end)
+      co_await ps->sched->sleep_for(1'000'000);
+    for (auto& l : ps->listeners) {
+      if (backlog && l->poll_fd().is_open()) take_backlog(ps, l->fd());
+      (void)co_await l->close();
+    }
+    // An acceptor pausing after EMFILE wakes later, finds its listener closed and ends:
+    // wait for that too, so that nothing of this server is touched once this returns.
+    while (ps->accept_loops > 0 && mono_now_ns() < end) co_await ps->sched->sleep_for(1'000'000);
+  }
+  // Accepts what the kernel queued on a listener that is about to close, without waiting.
+  // On the shard's thread, with no accept of the backend's own in flight that could take
+  // the same connections ahead (a stopped multishot accept; a readiness accept loop only
+  // runs between awaits; a single-shot io_uring accept that wins is served by its loop).
+  void take_backlog(PerShard* ps, int fd) {
+    const int fl = fcntl(fd, F_GETFL);  // completion backends keep it blocking
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return;
+    for (;;) {
+      const int c = detail::accept_connection(fd, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (c >= 0) {
+        serve(ps, ps->sched, c);
+      } else if (errno != ECONNABORTED && errno != EINTR) {
+        break;  // EAGAIN: the queue is empty (another error: nothing more can be taken)
+      }
+    }
   }
 
   // start() with sockets handed over (Options::inherit_fds): no bind, no port check.
@@ -351,6 +411,7 @@ class TcpServer {
             return s;
           }
           started_ = true;
+          ++ps->accept_loops;
           sched.spawn(accept_loop(ps, &sched, l.get()));
           ps->listeners.push_back(std::move(l));
         }
@@ -370,6 +431,10 @@ class TcpServer {
   }
 
   Task<void> accept_loop(PerShard* ps, Scheduler<P>* sched, TcpListener<P>* listener) {
+    struct Count {  // also when the scheduler destroys this frame at teardown
+      size_t& n;
+      ~Count() { --n; }
+    } count{ps->accept_loops};
     int64_t backoff = 0;
     int in_a_row = 0;
     for (;;) {
@@ -402,26 +467,32 @@ class TcpServer {
         continue;
       }
       backoff = 0;
-      ClientTable::Entry* client = nullptr;
-      if (const auto refusal = admit(ps, a.fd, &client)) {
-        refuse(ps, a.fd, *refusal);
-        continue;
-      }
-      auto* c = new Conn();
-      c->client = client;
-      if (!c->stream.adopt(*sched, a.fd).ok()) {
-        ::close(a.fd);
-        if (client) ps->clients->release(client);
-        delete c;
-        continue;
-      }
-      if (opt_.nodelay) (void)c->stream.set_nodelay(true);
-      ps->accepted.fetch_add(1);
-      ps->live.fetch_add(1);
-      c->ps = ps;
-      c->done = &conn_done;
-      sched->spawn(handler_(c->stream, ConnContext<P>(*Engine<P>::current(), a.fd, &draining_)), c);
+      serve(ps, sched, a.fd);
     }
+  }
+
+  // An accepted connection: admitted (or refused by a limit) and handed to the handler's
+  // task on this shard.
+  void serve(PerShard* ps, Scheduler<P>* sched, int fd) {
+    ClientTable::Entry* client = nullptr;
+    if (const auto refusal = admit(ps, fd, &client)) {
+      refuse(ps, fd, *refusal);
+      return;
+    }
+    auto* c = new Conn();
+    c->client = client;
+    if (!c->stream.adopt(*sched, fd).ok()) {
+      ::close(fd);
+      if (client) ps->clients->release(client);
+      delete c;
+      return;
+    }
+    if (opt_.nodelay) (void)c->stream.set_nodelay(true);
+    ps->accepted.fetch_add(1);
+    ps->live.fetch_add(1);
+    c->ps = ps;
+    c->done = &conn_done;
+    sched->spawn(handler_(c->stream, ConnContext<P>(*Engine<P>::current(), fd, &draining_)), c);
   }
 
   // Checks a new connection against the limits: the reason to refuse it, or nothing (then
@@ -504,8 +575,9 @@ class TcpServer {
   std::shared_ptr<ClientTable> clients_ = std::make_shared<ClientTable>();
   std::vector<std::unique_ptr<PerShard>> shards_;
   SocketAddress address_;
-  bool started_ = false;    // an accept loop was spawned (controlling thread only)
-  bool shut_down_ = false;  // shutdown() ran
+  bool started_ = false;            // an accept loop was spawned (controlling thread only)
+  bool shut_down_ = false;          // shutdown() ran
+  bool stopped_listening_ = false;  // stop_listening() ran
 };
 
 // Blocks SIGINT and SIGTERM in the calling thread (call it before Engine::start so the

@@ -41,6 +41,9 @@
 //   void detach_recv(FdState*)                    off the ring for good (a bulk stream):
 //   static bool recv_detached(const FdState&)     ...and drained: reads are single-shot
 //   void arm_accept(FdState*); int take_accept(FdState*)
+//   void stop_accept(FdState*)                    cancel the multishot accept, never re-arm;
+//                                                 what it took stays queued for take_accept
+//   static bool accept_stopped(const FdState&)    ...and its last completion has arrived
 //
 // Threads: as in poller/poller.h, everything runs on the owning shard's thread.
 #include <concepts>
@@ -91,6 +94,8 @@ concept MultishotCompletionBackend = CompletionBackend<P> &&
   { b.recv_starved(st, out) } -> std::same_as<ssize_t>;
   { b.arm_accept(st) } -> std::same_as<void>;
   { b.take_accept(st) } -> std::same_as<int>;
+  { b.stop_accept(st) } -> std::same_as<void>;
+  { P::accept_stopped(*st) } -> std::same_as<bool>;
   { b.detach_recv(st) } -> std::same_as<void>;
   { P::recv_detached(*st) } -> std::same_as<bool>;
   requires std::same_as<decltype(st->recv_waiting), bool>;

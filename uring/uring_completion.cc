@@ -132,6 +132,7 @@ void UringCompletionPoller::attach(PollDesc* pd, FdState* st, int fd) noexcept {
   st->fd = fd;
   st->recv_detached = false;
   st->zc_peer_checked = false;
+  st->accept_stopping = false;
   int domain = 0;
   socklen_t len = sizeof domain;
   st->zc_capable = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
@@ -302,7 +303,7 @@ void UringCompletionPoller::arm_recv(FdState* st) {
 }
 
 void UringCompletionPoller::arm_accept(FdState* st) {
-  if (st->accept_armed) return;
+  if (st->accept_armed || st->accept_stopping) return;
   io_uring_sqe* s = ring_.sqe();
   if (const int e = injected_fault(UringCqeKind::kAccept)) {
     st->accept_fault = static_cast<int8_t>(e);
@@ -312,6 +313,17 @@ void UringCompletionPoller::arm_accept(FdState* st) {
   }
   io_uring_sqe_set_data64(s, pd_data(st->pd, kKindAccept));
   st->accept_armed = true;
+}
+
+void UringCompletionPoller::stop_accept(FdState* st) {
+  if (st->accept_stopping) return;
+  st->accept_stopping = true;
+  if (!st->accept_armed) return;  // nothing in the kernel: accept_stopped() already
+  // The kernel ends the request with a CQE without F_MORE (-ECANCELED, or the last
+  // connection it took); connections it accepted before that arrive first, in order.
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_cancel64(s, pd_data(st->pd, kKindAccept), 0);
+  io_uring_sqe_set_data64(s, kUringIgnoreData);
 }
 
 void UringCompletionPoller::recycle(uint16_t bid) {
@@ -542,7 +554,8 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
     st->accept_armed = false;
     if (!pd->closing && res != -ECANCELED && st->accept_err == 0) arm_accept(st);
   }
-  if (res >= 0 || st->accept_err != 0) pd->ready(Mode::kRead, out);
+  // A stopped accept's last CQE wakes the acceptor too: what is queued is all there is.
+  if (res >= 0 || st->accept_err != 0 || accept_stopped(*st)) pd->ready(Mode::kRead, out);
 }
 
 int UringCompletionPoller::poll(int64_t delta_ns, TaskList& out) {

@@ -102,6 +102,7 @@ class UringCompletionPoller {
     std::vector<Chunk> chunks;
     size_t head = 0;
     bool accept_armed = false;
+    bool accept_stopping = false;  // stop_accept: cancelled, never re-armed
     std::vector<int> accepted;
     size_t ahead = 0;
     int32_t accept_err = 0;
@@ -160,6 +161,14 @@ class UringCompletionPoller {
   ssize_t recv_starved(FdState* st, std::span<std::byte> out);
   void arm_accept(FdState* st);
   int take_accept(FdState* st);  // an fd, or -1 when none is queued
+  // Stops the listener's multishot accept without losing a connection: the request is
+  // cancelled (IORING_OP_ASYNC_CANCEL) and never armed again; every connection it took
+  // before its last CQE (the one without IORING_CQE_F_MORE) stays queued for take_accept.
+  // accept_stopped() says when that last CQE has arrived: nothing more will be queued.
+  void stop_accept(FdState* st);
+  static bool accept_stopped(const FdState& st) noexcept {
+    return st.accept_stopping && !st.accept_armed;
+  }
   // Takes a connection off the provided-buffer ring for good: its multishot recv is
   // cancelled and never re-armed. Reads first drain what is queued (and what the cancelled
   // recv still delivers), then receive straight into the caller's buffer; recv_detached()

@@ -35,6 +35,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -63,6 +64,11 @@ struct HttpClientRoute {
   HttpUpstreams<P>* upstreams = nullptr;  // this shard's idle connections
   size_t route_slot = 0;                  // the listener's first slot in HttpMetrics
   std::shared_ptr<const void> hold;
+  // Set once the proxy stops (shutdown, or the old process of an upgrade): each response
+  // from then on says Connection: close and the connection ends after it, so a keep-alive
+  // client reconnects (to the successor) between requests instead of being cut at the
+  // drain deadline.
+  const std::atomic<bool>* draining = nullptr;
 };
 
 namespace http_detail {
@@ -405,7 +411,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
           }
           // The head goes out rewritten; the buffer keeps only body bytes after this.
           close_after = !rq.keep_alive || http10 || !resp.keep_alive ||
-                        resp.framing == ResponseHead::Framing::kClose;
+                        resp.framing == ResponseHead::Framing::kClose ||
+                        (ctx.draining && ctx.draining->load(std::memory_order_relaxed));
           rewrite_response_head(rh, hs, close_after, &resp_out);
           ub.consume(static_cast<size_t>(hl));
           have_resp = true;

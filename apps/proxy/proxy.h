@@ -21,6 +21,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "apps/proxy/admin.h"
@@ -98,7 +99,7 @@ class ProxyServer {
     for (size_t i = 0; i < gen->s.listeners.size(); ++i) {
       const ListenerSettings& l = gen->s.listeners[i];
       if (l.udp) {
-        UdpPickFn pick = [this, i] { return udp_pick(i); };
+        UdpPickFn pick = [this, i, name = l.name] { return udp_pick(i, name); };
         std::unique_ptr<UdpService> u;
         std::string w;
         Status st;
@@ -118,30 +119,10 @@ class ProxyServer {
         servers_.push_back(nullptr);
         continue;
       }
-      typename TcpServer<P>::Options o;
-      o.inherit_fds = take_inherited(l.name, l.listen);
-      adopted_ += o.inherit_fds.empty() ? 0 : 1;
-      o.listen.reuseport = gen->s.reuseport;
-      o.listen.allow_shared_port = gen->s.allow_shared_port;
-      o.listen.backlog = gen->s.backlog;
-      o.nodelay = gen->s.nodelay;
-      o.limits = l.limits;
-      static_assert(static_cast<size_t>(ProxyError::kRefusedGone) -
-                        static_cast<size_t>(ProxyError::kRefusedConnections) ==
-                    static_cast<size_t>(Refusal::kGone));
-      o.on_refuse = [this](Refusal r) {
-        ShardMetrics& m = metrics_.shard(static_cast<size_t>(Engine<P>::current()->id()));
-        m.error(static_cast<ProxyError>(static_cast<size_t>(ProxyError::kRefusedConnections) +
-                                        static_cast<size_t>(r)));
-      };
-      auto srv = std::make_unique<TcpServer<P>>(e_, o);
-      std::string w;
-      const Status st = srv->start(
-          l.listen, [this, i](TcpStream<P>& c) { return handle(c, i); }, &w);
-      if (!st.ok()) {
-        if (why) *why = "listener '" + l.name + "': " + (w.empty() ? st.message() : w);
-        return st;
-      }
+      std::vector<int> inherit = take_inherited(l.name, l.listen);
+      adopted_ += inherit.empty() ? 0 : 1;
+      std::unique_ptr<TcpServer<P>> srv;
+      if (Status st = start_tcp(gen, i, std::move(inherit), &srv, why); !st.ok()) return st;
       servers_.push_back(std::move(srv));
       udp_.push_back(nullptr);
     }
@@ -169,30 +150,61 @@ class ProxyServer {
   }
   SocketAddress admin_address() const { return admin_address_; }
 
-  // New settings for new connections. The listeners must stay the same (names and
-  // addresses); changing them needs a restart, and the reload is refused saying so. Their
-  // admission limits change with the reload.
-  bool reload(ProxySettings s, std::string* why) {
+  // New settings for new connections; established ones finish on the generation they
+  // started with. TCP listeners may be added, removed and moved (the same name on a new
+  // address): the new ones bind first, and a bind that fails fails the whole reload,
+  // changing nothing (*why names the listener). Then the removed and moved-away ones stop
+  // listening: what their queues hold is accepted and served, then they close
+  // (TcpServer::stop_listening); their connections drain as the others do. UDP listeners
+  // change on restart only. Kept listeners take the new admission limits. *changes (if
+  // given) says what happened to the listeners, e.g. "added 'b'; moved 'a'".
+  bool reload(ProxySettings s, std::string* why, std::string* changes = nullptr) {
+    // Listeners earlier reloads removed, now without connections, are done with.
+    std::erase_if(retired_, [](const std::unique_ptr<TcpServer<P>>& r) {
+      if (r->live() > 0) return false;
+      (void)r->shutdown(0);
+      return true;
+    });
     auto old = generation();
-    if (s.listeners.size() != old->s.listeners.size()) {
-      *why = "the number of listeners changed (" + std::to_string(old->s.listeners.size()) +
-             " -> " + std::to_string(s.listeners.size()) + "); listeners change on restart only";
-      return false;
-    }
-    for (size_t i = 0; i < s.listeners.size(); ++i) {
-      const auto& a = old->s.listeners[i];
-      const auto& b = s.listeners[i];
-      // The same address as configured, or as bound (a configured port 0 got a real one).
+    const ProxySettings& o = old->s;
+    // Listener i of the old generation is kept by new listener j when it has the same name,
+    // kind and address (as configured, or as bound: a configured port 0 got a real one).
+    const auto same_place = [&](size_t i, const ListenerSettings& b) {
       const std::string to = b.listen.to_string();
-      const bool same_addr =
-          a.listen.to_string() == to || (i < servers_.size() && address(i).to_string() == to);
-      if (a.name != b.name || !same_addr || a.udp != b.udp) {
-        *why = "listener '" + a.name + "' (" + a.listen.to_string() + ") changed to '" + b.name +
-               "' (" + b.listen.to_string() + "); listeners change on restart only";
+      return o.listeners[i].name == b.name && o.listeners[i].udp == b.udp &&
+             (o.listeners[i].listen.to_string() == to || address(i).to_string() == to);
+    };
+    std::vector<int> keep(s.listeners.size(), -1);  // by new listener: the old one it keeps
+    std::vector<bool> kept(o.listeners.size(), false);
+    for (size_t j = 0; j < s.listeners.size(); ++j) {
+      for (size_t i = 0; i < o.listeners.size() && keep[j] < 0; ++i) {
+        if (kept[i] || !same_place(i, s.listeners[j])) continue;
+        keep[j] = static_cast<int>(i);
+        kept[i] = true;
+      }
+      if (keep[j] < 0 && s.listeners[j].udp) {
+        *why = "UDP listener '" + s.listeners[j].name + "' (" + s.listeners[j].listen.to_string() +
+               ") is new or changed; UDP listeners change on restart only";
         return false;
       }
     }
-    const ProxySettings& o = old->s;
+    for (size_t i = 0; i < o.listeners.size(); ++i) {
+      if (kept[i]) continue;
+      if (o.listeners[i].udp) {
+        *why = "UDP listener '" + o.listeners[i].name + "' (" + o.listeners[i].listen.to_string() +
+               ") is removed or changed; UDP listeners change on restart only";
+        return false;
+      }
+      // A new listener cannot bind where a leaving one still listens.
+      for (size_t j = 0; j < s.listeners.size(); ++j) {
+        if (keep[j] >= 0 || s.listeners[j].listen.port() == 0) continue;
+        if (s.listeners[j].listen.to_string() != address(i).to_string()) continue;
+        *why = "listener '" + s.listeners[j].name + "' would listen on " + address(i).to_string() +
+               ", where listener '" + o.listeners[i].name +
+               "' listens until this reload removes it; do it in two reloads";
+        return false;
+      }
+    }
     const bool has_udp =
         std::any_of(udp_.begin(), udp_.end(), [](const auto& u) { return u != nullptr; });
     if (has_udp && (s.udp_path != o.udp_path || s.udp_port_base != o.udp_port_base ||
@@ -203,15 +215,65 @@ class ProxyServer {
              packet::to_string(o.udp_path) + ")";
       return false;
     }
-    for (size_t i = 0; i < servers_.size(); ++i)
-      if (servers_[i]) servers_[i]->set_limits(s.listeners[i].limits);
     auto gen = make_generation(std::move(s));
+    const auto& ls = gen->s.listeners;
+    // New listeners bind before anything stops. One that fails undoes the others: their
+    // listeners stop (a client that got in is served) and nothing else changes.
+    std::vector<std::unique_ptr<TcpServer<P>>> fresh(ls.size());
+    for (size_t j = 0; j < ls.size(); ++j) {
+      if (keep[j] >= 0) continue;
+      std::string w;
+      if (start_tcp(gen, j, {}, &fresh[j], &w).ok()) continue;
+      for (auto& f : fresh) retire(std::move(f));
+      gen->retired.store(true);
+      *why = w + "; nothing changed";
+      return false;
+    }
+    std::vector<std::unique_ptr<TcpServer<P>>> servers(ls.size());
+    std::vector<std::unique_ptr<UdpService>> udp(ls.size());
+    std::string added, moved, removed;
+    const auto note = [](std::string& list, const std::string& name) {
+      list += (list.empty() ? "'" : ", '") + name + "'";
+    };
+    for (size_t j = 0; j < ls.size(); ++j) {
+      if (keep[j] < 0) {
+        servers[j] = std::move(fresh[j]);
+        bool had = false;
+        for (const ListenerSettings& l : o.listeners) had = had || l.name == ls[j].name;
+        note(had ? moved : added, ls[j].name);
+        continue;
+      }
+      const auto i = static_cast<size_t>(keep[j]);
+      servers[j] = std::move(servers_[i]);
+      udp[j] = std::move(udp_[i]);
+      if (servers[j]) servers[j]->set_limits(ls[j].limits);
+    }
+    for (size_t i = 0; i < o.listeners.size(); ++i) {
+      if (kept[i]) continue;
+      bool stays = false;  // moved: the same name is still there
+      for (const ListenerSettings& l : ls) stays = stays || l.name == o.listeners[i].name;
+      if (!stays) note(removed, o.listeners[i].name);
+    }
+    std::vector<std::unique_ptr<TcpServer<P>>> leaving = std::move(servers_);
     {
       std::lock_guard<std::mutex> l(mu_);
       current_ = gen;
     }
+    servers_ = std::move(servers);
+    udp_ = std::move(udp);
     old->retired.store(true);
     start_checkers(gen);
+    // Only now do the removed and moved-away listeners stop: what they queued is served.
+    for (auto& l : leaving) retire(std::move(l));
+    if (changes) {
+      changes->clear();
+      const std::pair<const char*, const std::string*> lists[] = {
+          {"added", &added}, {"moved", &moved}, {"removed", &removed}};
+      for (const auto& [what, list] : lists) {
+        if (list->empty()) continue;
+        *changes += (changes->empty() ? "" : "; ") + std::string(what) + " " + *list;
+      }
+    }
     reloads_.fetch_add(1);
     return true;
   }
@@ -222,16 +284,19 @@ class ProxyServer {
   // the proxy may be destroyed after it while the engine runs on.
   size_t shutdown(int64_t drain_ns) {
     shut_down_ = true;
+    draining_.store(true, std::memory_order_relaxed);  // HTTP: Connection: close from now
     close_unused_inherited();
     checks_.stop();
     generation()->retired.store(true);
     if (admin_) admin_->shutdown();  // open admin requests are aborted
     const int64_t end = mono_now_ns() + drain_ns;
     size_t aborted = 0;
-    for (auto& s : servers_) {
-      if (!s) continue;
-      const int64_t left = end - mono_now_ns();
-      aborted += s->shutdown(left > 0 ? left : 0);
+    for (auto* list : {&servers_, &retired_}) {
+      for (auto& s : *list) {
+        if (!s) continue;
+        const int64_t left = end - mono_now_ns();
+        aborted += s->shutdown(left > 0 ? left : 0);
+      }
     }
     // UDP flows have no stream to finish: they end at once.
     for (auto& u : udp_) {
@@ -321,9 +386,27 @@ class ProxyServer {
     return current_;
   }
 
-  // What a new UDP flow of listener li uses: the current generation's pool.
-  UdpPick udp_pick(size_t li) const {
+  // Where listener `name` is in generation g (hint: where it was): true with *li.
+  static bool find_listener(const Generation& g, size_t hint, const std::string& name, size_t* li) {
+    const auto& ls = g.s.listeners;
+    if (hint < ls.size() && ls[hint].name == name) {
+      *li = hint;
+      return true;
+    }
+    for (size_t k = 0; k < ls.size(); ++k) {
+      if (ls[k].name != name) continue;
+      *li = k;
+      return true;
+    }
+    return false;
+  }
+
+  // What a new UDP flow of listener `name` uses: the current generation's pool (UDP
+  // listeners stay across reloads; their place among the listeners may not).
+  UdpPick udp_pick(size_t hint, const std::string& name) const {
     auto gen = generation();
+    size_t li = hint;
+    (void)find_listener(*gen, hint, name, &li);
     UdpPick p;
     p.pool = gen->by_listener[li];
     p.idle_ns = gen->s.udp_idle_ns;
@@ -352,9 +435,14 @@ class ProxyServer {
     return {};
   }
 
-  // One client of TCP listener li, on the generation current now.
-  Task<void> handle(TcpStream<P>& client, size_t li) {
+  // One client of TCP listener `name` (listener `hint` of generation `born`), on the
+  // generation current now; a listener a reload removed (its queue still being served)
+  // is no longer in it, and its clients get the generation it was born in.
+  Task<void> handle(TcpStream<P>& client, size_t hint, const std::string& name,
+                    const std::shared_ptr<Generation>& born) {
     std::shared_ptr<Generation> gen = generation();
+    size_t li = hint;
+    if (!find_listener(*gen, hint, name, &li)) gen = born;
     const ListenerSettings& l = gen->s.listeners[li];
     if (l.http) {
       HttpClientRoute<P> h;
@@ -363,6 +451,7 @@ class ProxyServer {
       h.pools = gen->route_pools[li];
       h.upstreams = gen->http_up[li][static_cast<size_t>(Engine<P>::current()->id())].get();
       h.route_slot = gen->route_slot[li];
+      h.draining = &draining_;
       h.hold = std::move(gen);
       return http_client<P>(client, std::move(h), metrics_, http_metrics_);
     }
@@ -374,6 +463,50 @@ class ProxyServer {
     r.tls = l.tls.get();
     r.hold = std::move(gen);
     return relay_client(client, std::move(r), metrics_);
+  }
+
+  // TCP listener i of generation gen, started in *out (on handed-over sockets, or bound).
+  Status start_tcp(const std::shared_ptr<Generation>& gen, size_t i, std::vector<int> inherit,
+                   std::unique_ptr<TcpServer<P>>* out, std::string* why) {
+    const ListenerSettings& l = gen->s.listeners[i];
+    typename TcpServer<P>::Options o;
+    o.inherit_fds = std::move(inherit);
+    o.listen.reuseport = gen->s.reuseport;
+    o.listen.allow_shared_port = gen->s.allow_shared_port;
+    o.listen.backlog = gen->s.backlog;
+    o.nodelay = gen->s.nodelay;
+    o.limits = l.limits;
+    static_assert(static_cast<size_t>(ProxyError::kRefusedGone) -
+                      static_cast<size_t>(ProxyError::kRefusedConnections) ==
+                  static_cast<size_t>(Refusal::kGone));
+    o.on_refuse = [this](Refusal r) {
+      ShardMetrics& m = metrics_.shard(static_cast<size_t>(Engine<P>::current()->id()));
+      m.error(static_cast<ProxyError>(static_cast<size_t>(ProxyError::kRefusedConnections) +
+                                      static_cast<size_t>(r)));
+    };
+    auto srv = std::make_unique<TcpServer<P>>(e_, o);
+    std::string w;
+    // The listener is found by name in the generation current when a client arrives;
+    // one a reload removed serves what was queued on the generation it was born in.
+    const Status st = srv->start(
+        l.listen,
+        [this, i, name = l.name, born = gen](TcpStream<P>& c) { return handle(c, i, name, born); },
+        &w);
+    if (!st.ok()) {
+      if (why) *why = "listener '" + l.name + "': " + (w.empty() ? st.message() : w);
+      return st;
+    }
+    *out = std::move(srv);
+    return Status();
+  }
+
+  // A TCP listener a reload removed or moved away (or a new one a failed reload undoes):
+  // it stops listening (serving what it queued); its connections drain, and shutdown()
+  // ends it with the others.
+  void retire(std::unique_ptr<TcpServer<P>> srv) {
+    if (!srv) return;
+    srv->stop_listening();
+    retired_.push_back(std::move(srv));
   }
 
   void start_checkers(const std::shared_ptr<Generation>& gen) {
@@ -390,14 +523,16 @@ class ProxyServer {
   std::shared_ptr<Generation> current_;
   std::vector<std::unique_ptr<TcpServer<P>>> servers_;  // by listener; null: a UDP one
   std::vector<std::unique_ptr<UdpService>> udp_;        // by listener; null: a TCP one
+  std::vector<std::unique_ptr<TcpServer<P>>> retired_;  // removed by a reload, draining
   UdpPathStart udp_path_;
   std::vector<HandedListener> inherited_;    // until close_unused_inherited()
   size_t adopted_ = 0;                       // listeners started on handed-over sockets
   std::unique_ptr<AdminEndpoint<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
   std::atomic<uint64_t> reloads_{0};
-  bool started_ = false;    // start() or start_admin() ran (controlling thread)
-  bool shut_down_ = false;  // shutdown() ran
+  std::atomic<bool> draining_{false};  // shutdown() began (read by HTTP connections)
+  bool started_ = false;               // start() or start_admin() ran (controlling thread)
+  bool shut_down_ = false;             // shutdown() ran
 };
 
 }  // namespace ringpoll::proxy

@@ -1,4 +1,5 @@
-"""What soak.py and scale.py share: free loopback ports, waiting for a listener, RSS."""
+"""What soak.py, scale.py and upgrade/compare.py share: free loopback ports, waiting for a
+listener, reading a socket to its end, RSS."""
 import socket
 import time
 
@@ -31,3 +32,15 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def read_to_end(s):
+    """Everything the peer sends on socket s until it closes; closes s."""
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    return data

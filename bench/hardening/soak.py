@@ -45,7 +45,7 @@ import time
 RSS_STEP_KIB = 2048
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import free_port, rss_kib, wait_port  # noqa: E402
+from common import free_port, read_to_end, rss_kib, wait_port  # noqa: E402
 
 
 def fd_count(pid):
@@ -65,13 +65,7 @@ def recv_exact(s, n):
 def metrics(admin_port):
     s = socket.create_connection(("127.0.0.1", admin_port), timeout=2)
     s.sendall(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n")
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
-    s.close()
+    data = read_to_end(s)
     out = {}
     for line in data.decode(errors="replace").split("\r\n\r\n", 1)[-1].splitlines():
         if line and not line.startswith("#"):

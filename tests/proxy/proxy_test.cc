@@ -31,6 +31,7 @@
 #include "proxy/proxy_rig.h"
 #include "proxy/proxy_test_helpers.h"
 #include "support/fairness.h"
+#include "support/stop_join.h"
 #include "support/test_env.h"
 #include "support/tls_hello.h"
 #include "tuning/config.h"
@@ -562,12 +563,102 @@ TYPED_TEST(ProxyRelay, ReloadKeepsEstablishedConnectionsOnTheOldPool) {
   ::close(c1);
   ::close(c2);
   EXPECT_EQ(a.accepted(), 1);
+}
 
-  // Listener changes are refused, saying why.
-  ProxySettings moved = next;
-  parse_address("127.0.0.1:1", &moved.listeners[0].listen);
-  EXPECT_FALSE(rig.px->reload(moved, &why));
-  EXPECT_NE(why.find("restart"), std::string::npos) << why;
+// A listener that a reload adds, removes or moves (issue 20): the new ones bind before the
+// old ones stop; connections queued on a removed or moved-away listener (connected and
+// written before the reload, accepted after) are served; a client looping on a kept
+// listener sees no refusal; a new listener that cannot bind fails the reload as a whole.
+TYPED_TEST(ProxyRelay, ReloadAddsRemovesAndMovesListenersAndLosesNoConnection) {
+  TestUpstream up(echo);
+  ProxySettings s = settings_for({up.address()});
+  s.listeners[0].name = "keep";
+  for (const char* name : {"gone", "mover"}) {
+    s.listeners.push_back(s.listeners[0]);
+    s.listeners.back().name = name;
+  }
+  Rig<TypeParam> rig(s);
+  ASSERT_TRUE(rig.started);
+  const SocketAddress keep = rig.px->address(0), gone = rig.px->address(1),
+                      mover = rig.px->address(2);
+  auto ping = [](const SocketAddress& at) {
+    const int c = connect_to(at);
+    if (c < 0) return -1;
+    const timeval limit{5, 0};
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    return send_all(c, "ping", 4) ? c : (::close(c), -1);
+  };
+  auto pong = [](int c) {
+    const bool good = c >= 0 && recv_all(c, 4) == "ping";
+    if (c >= 0) ::close(c);
+    return good;
+  };
+  // A client loop on the kept listener, throughout.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread loop([&] {
+    for (int i = 0; i < 100000 && !stop.load(); ++i) (pong(ping(keep)) ? ok : failed).fetch_add(1);
+  });
+  StopAndJoin join(stop, loop);
+  ASSERT_TRUE(wait_for([&] { return ok.load() > 50; }));
+  // Removed: the shard is held busy, so connections to "gone" queue unaccepted, and the
+  // reload's stop reaches the shard before its accept loop can take them.
+  std::thread busy(
+      [&] { Engine<typename TypeParam::P>::call(rig.e.shard(0), [] { usleep(400'000); }); });
+  usleep(50'000);
+  std::vector<int> queued;
+  for (int i = 0; i < 6; ++i) queued.push_back(ping(gone));
+  ProxySettings next = s;
+  next.listeners = {s.listeners[0], s.listeners[2]};
+  next.listeners[0].listen = keep;
+  next.listeners[1].listen = mover;
+  std::string why, changes;
+  const bool reloaded = rig.px->reload(next, &why, &changes);
+  busy.join();
+  ASSERT_TRUE(reloaded) << why;
+  EXPECT_EQ(changes, "removed 'gone'");
+  for (size_t i = 0; i < queued.size(); ++i)
+    EXPECT_TRUE(pong(queued[i])) << "queued connection " << i << " was not served";
+  EXPECT_LT(connect_to(gone), 0) << "the removed listener is closed";
+  // Moved and added: the new ones bind first; what was sent to the old address is served.
+  queued.clear();
+  for (int i = 0; i < 6; ++i) queued.push_back(ping(mover));
+  parse_address("127.0.0.2:0", &next.listeners[1].listen);
+  next.listeners.push_back(s.listeners[0]);
+  next.listeners[2].name = "fresh";
+  ASSERT_TRUE(rig.px->reload(next, &why, &changes)) << why;
+  EXPECT_EQ(changes, "added 'fresh'; moved 'mover'");
+  for (size_t i = 0; i < queued.size(); ++i)
+    EXPECT_TRUE(pong(queued[i])) << "connection " << i << " to the moved listener";
+  ASSERT_EQ(rig.px->listeners(), 3u);
+  EXPECT_EQ(rig.px->address(0).to_string(), keep.to_string());
+  EXPECT_EQ(rig.px->address(1).to_string().rfind("127.0.0.2:", 0), 0u);
+  EXPECT_TRUE(pong(ping(rig.px->address(1)))) << "the moved listener serves";
+  EXPECT_TRUE(pong(ping(rig.px->address(2)))) << "the added listener serves";
+  EXPECT_LT(connect_to(mover), 0) << "the moved listener's old address is closed";
+
+  // A new listener that cannot bind: the reload fails and nothing changes.
+  uint16_t taken_port = 0;
+  const int taken = listen_on(&taken_port);
+  ProxySettings bad = next;
+  bad.listeners[0].listen = keep;
+  bad.listeners[1].listen = rig.px->address(1);
+  bad.listeners[2].listen = rig.px->address(2);
+  bad.listeners.push_back(s.listeners[0]);
+  bad.listeners.back().name = "blocked";
+  parse_address("127.0.0.1:" + std::to_string(taken_port), &bad.listeners.back().listen);
+  EXPECT_FALSE(rig.px->reload(bad, &why));
+  EXPECT_NE(why.find("listener 'blocked'"), std::string::npos) << why;
+  EXPECT_NE(why.find("nothing changed"), std::string::npos) << why;
+  EXPECT_EQ(rig.px->listeners(), 3u);
+  EXPECT_TRUE(pong(ping(rig.px->address(2)))) << "still serving the last good config";
+  ::close(taken);
+  const int before = ok.load();
+  EXPECT_TRUE(wait_for([&] { return ok.load() > before + 20; }));
+  stop = true;
+  loop.join();
+  EXPECT_EQ(failed.load(), 0) << "of " << ok.load() << " connections on the kept listener";
+  EXPECT_EQ(rig.px->reloads(), 2u);
 }
 
 TYPED_TEST(ProxyRelay, ProxyProtocolHeaderNamesTheClient) {
