@@ -50,6 +50,8 @@ constexpr Named<PacketPath> kPacketPathNames[] = {
     {"kernel", PacketPath::kKernel}, {"dpdk", PacketPath::kDpdk}, {"xdp", PacketPath::kXdp}};
 constexpr Named<TlsMinVersion> kTlsMinVersionNames[] = {{"1.2", TlsMinVersion::k12},
                                                         {"1.3", TlsMinVersion::k13}};
+constexpr Named<AccessLogFormat> kAccessLogFormatNames[] = {{"text", AccessLogFormat::kText},
+                                                            {"json", AccessLogFormat::kJson}};
 
 template <class E>
 const char* name_of(std::span<const Named<E>> names, E v) {
@@ -202,6 +204,9 @@ void fields(HttpSection& s, V&& v) {
   v("max_idle_per_upstream", s.max_idle_per_upstream, IntSpec{0, 100000});
   v("max_requests_per_connection", s.max_requests_per_connection, IntSpec{1, 100000000});
   v("upstream_idle_ms", s.upstream_idle_ms, IntSpec{1, kHourMs});
+  v("access_log", s.access_log, TextSpec{TextKind::kName});
+  v("access_log_format", s.access_log_format, EnumSpec<AccessLogFormat>{kAccessLogFormatNames});
+  v("access_log_buffer_kib", s.access_log_buffer_kib, IntSpec{4, 65536});
 }
 template <class V>
 void fields(ProxySection& s, V&& v) {
@@ -707,6 +712,25 @@ void check_pool_tls(const Config& c, const ProxyPool& p, const std::string& at, 
   if (!tls::TlsContext::client(pool_tls_options(p), &why, &f)) fail("tls_ca", why);
 }
 
+// http.access_log: "off", "stderr", or a file the proxy can append to — checked here
+// (without creating it) so that a bad path is an error at its line, not at start.
+template <class LineOf>
+void check_access_log(const HttpSection& h, Reader& r, LineOf&& line_of) {
+  const std::string& p = h.access_log;
+  if (p == "off" || p == "stderr") return;
+  const std::string key = "http.access_log";
+  if (p.back() == '/') return r.fail(line_of(key), key, "names a directory: " + quote(p));
+  const size_t slash = p.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : p.substr(0, slash);
+  if (::access(p.c_str(), F_OK) == 0) {
+    if (::access(p.c_str(), W_OK) != 0)
+      r.fail(line_of(key), key, quote(p) + " is not writable: " + std::strerror(errno));
+  } else if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    r.fail(line_of(key), key,
+           "cannot create " + quote(p) + " in " + quote(dir) + ": " + std::strerror(errno));
+  }
+}
+
 // Names unique per list; every listener's pool exists. Runs on the merged result of a
 // layer; an error points at the line where this layer set the key (0 when a lower layer
 // did).
@@ -735,6 +759,7 @@ void cross_check(const Config& c, Reader& r) {
                std::to_string(c.packet.udp_port_count) + ")");
   }
   check_tls(c.tls, r, line_of);
+  check_access_log(c.http, r, line_of);
   unique(c.proxy.listeners, "proxy.listener", "listener");
   unique(c.proxy.pools, "proxy.pool", "pool");
   for (size_t i = 0; i < c.proxy.listeners.size(); ++i) {

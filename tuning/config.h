@@ -38,6 +38,7 @@ enum class ProxyProtocol { kOff, kV1, kV2 };
 enum class ListenerProtocol { kTcp, kUdp, kHttp };
 enum class PacketPath { kKernel, kDpdk, kXdp };
 enum class TlsMinVersion { k12, k13 };
+enum class AccessLogFormat { kText, kJson };
 
 struct EngineSection {
   BackendChoice backend = BackendChoice::kAuto;
@@ -187,6 +188,10 @@ struct HttpSection {
   int64_t max_idle_per_upstream = 64;  // idle keep-alive connections per shard and upstream
   int64_t max_requests_per_connection = 10000;
   int64_t upstream_idle_ms = 30000;  // an idle keep-alive connection is closed after this
+  // One line per request (apps/proxy/access_log.h): "off", "stderr" or a file path.
+  std::string access_log = "stderr";
+  AccessLogFormat access_log_format = AccessLogFormat::kText;
+  int64_t access_log_buffer_kib = 1024;  // per shard; a full buffer drops lines (counted)
   bool operator==(const HttpSection&) const = default;
 };
 

@@ -205,6 +205,9 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.max_connections = static_cast<size_t>(cfg.limits.max_connections);
   s.http_limits.max_request_line = static_cast<size_t>(cfg.limits.max_request_line);
   s.http_limits.max_header_bytes = static_cast<size_t>(cfg.limits.max_header_bytes);
+  s.access_log.path = cfg.http.access_log;
+  s.access_log.json = cfg.http.access_log_format == tuning::AccessLogFormat::kJson;
+  s.access_log.buffer_bytes = static_cast<size_t>(cfg.http.access_log_buffer_kib) * 1024;
   s.nodelay = cfg.socket.nodelay;
   s.keepalive = cfg.socket.keepalive;
   s.reuseport = cfg.socket.reuseport;

@@ -34,7 +34,10 @@ bool named_in(std::string_view connection, std::string_view name) {
   return false;
 }
 
-bool hop_by_hop(std::string_view name, const std::vector<std::string_view>& connection) {
+// keep_upgrade: the Upgrade field of a tunnel's request and 101 passes.
+bool hop_by_hop(std::string_view name, const std::vector<std::string_view>& connection,
+                bool keep_upgrade = false) {
+  if (keep_upgrade && iequals(name, "upgrade")) return false;
   for (std::string_view h : kHopByHop)
     if (iequals(name, h)) return true;
   for (std::string_view c : connection)
@@ -67,6 +70,15 @@ bool host_matches(std::string_view pattern, std::string_view host) {
 }
 
 }  // namespace
+
+bool wants_upgrade(std::string_view head) {
+  bool token = false, field = false;
+  for_each_field(head, [&](std::string_view n, std::string_view v) {
+    if (iequals(n, "connection") && named_in(v, "upgrade")) token = true;
+    if (iequals(n, "upgrade") && !v.empty()) field = true;
+  });
+  return token && field;
+}
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;
@@ -103,7 +115,7 @@ void rewrite_request_head(std::string_view head, const ForwardInfo& fi, std::str
   std::string xff;
   std::string_view host;
   for_each_field(head, [&](std::string_view n, std::string_view v) {
-    if (hop_by_hop(n, conn)) return;
+    if (hop_by_hop(n, conn, fi.upgrade)) return;
     if (iequals(n, "host")) host = v;
     if (fi.s->x_forwarded) {
       if (iequals(n, "x-forwarded-for")) {
@@ -136,6 +148,7 @@ void rewrite_request_head(std::string_view head, const ForwardInfo& fi, std::str
   // A client's Via fields were kept above; ours follows them (a list, RFC 9110 7.6.3).
   if (fi.s->via) append_field(out, "Via", std::string(client_version) + " ringpoll");
   if (fi.http10_upstream) append_field(out, "Connection", "close");
+  if (fi.upgrade) append_field(out, "Connection", "upgrade");
   out->append("\r\n");
 }
 
@@ -239,17 +252,21 @@ bool parse_response_head(std::string_view head, bool head_request, ResponseHead*
 }
 
 void rewrite_response_head(std::string_view head, const HttpSettings& s, bool close,
-                           std::string* out) {
+                           std::string* out, bool upgrade) {
   out->clear();
   const size_t line_end = head.find("\r\n");
   out->append(head.substr(0, line_end + 2));
   const std::string_view version = head.substr(5, 3);
   const auto conn = connection_values(head);
   for_each_field(head, [&](std::string_view n, std::string_view v) {
-    if (!hop_by_hop(n, conn)) append_field(out, n, v);
+    if (!hop_by_hop(n, conn, upgrade)) append_field(out, n, v);
   });
   if (s.via) append_field(out, "Via", std::string(version) + " ringpoll");
-  if (close) append_field(out, "Connection", "close");
+  if (upgrade) {
+    append_field(out, "Connection", "upgrade");
+  } else if (close) {
+    append_field(out, "Connection", "close");
+  }
   out->append("\r\n");
 }
 

@@ -52,12 +52,18 @@ struct ForwardInfo {
   const char* proto = "http";
   const HttpSettings* s = nullptr;
   bool http10_upstream = false;  // send HTTP/1.0 + Connection: close (a 1.0 client)
+  bool upgrade = false;          // keep Upgrade and send "Connection: upgrade" (a tunnel asked)
 };
+
+// True when a request head asks to switch protocols: "upgrade" among its Connection
+// tokens and an Upgrade field (RFC 9110 7.8). Only such a request may get a 101.
+bool wants_upgrade(std::string_view head);
 
 // The request head as sent upstream: the request line (HTTP/1.1 unless http10_upstream),
 // the client's fields minus hop-by-hop ones (Connection and the fields it names,
 // Keep-Alive, Proxy-Connection, TE, Upgrade, Proxy-Authorization... see the .cc) and
-// plus X-Forwarded-For/-Proto, Forwarded and Via as configured.
+// plus X-Forwarded-For/-Proto, Forwarded and Via as configured. With fi.upgrade the
+// Upgrade field stays and "Connection: upgrade" is sent.
 void rewrite_request_head(std::string_view head, const ForwardInfo& fi, std::string* out);
 
 // A response head from an upstream, checked and read.
@@ -82,9 +88,10 @@ bool parse_response_head(std::string_view head, bool head_request, ResponseHead*
                          std::string* why);
 
 // The response head as sent to the client: hop-by-hop fields removed, Via added as
-// configured, "Connection: close" when the client connection ends after it.
+// configured, "Connection: close" when the client connection ends after it. upgrade: a 101
+// answering an upgrade request; its Upgrade field stays, with "Connection: upgrade".
 void rewrite_response_head(std::string_view head, const HttpSettings& s, bool close,
-                           std::string* out);
+                           std::string* out, bool upgrade = false);
 
 // A complete error response that says why, with Connection: close.
 std::string error_response(int status, std::string_view why);

@@ -22,17 +22,26 @@
 //   5. relay the response: 1xx heads as they come, then the final head within the
 //      route's response-header timeout (504 when it passes), then its body framed by
 //      Content-Length, chunked (trailers included) or the upstream's close. If a reused
-//      connection ends before any response byte and the request is idempotent without a
-//      body, it is sent once more on a new connection;
+//      connection ends before any response byte and the request is idempotent, it is sent
+//      once more on a new connection — with the body bytes already sent, which the proxy
+//      holds up to kRetryBodyBytes (a larger body: 502, not retried);
 //   6. return the upstream connection to the idle set when both messages completed and
-//      it may carry another request; close the client when either side asked for that.
+//      it may carry another request; close the client when either side asked for that;
+//   7. write one access-log line (apps/proxy/access_log.h), when a log is configured: for
+//      every request answered, refused or relayed.
 //
 // Memory per client is bounded: one input buffer and one response buffer, each
 // max(buffer_bytes, request-line + header limits) bytes; bodies stream through them with
 // the backpressure of TCP, as in the L4 relay. HTTP/1.0 clients are served with HTTP/1.0
 // and "Connection: close" upstream and a closed connection after each response.
-// Upgrade (WebSocket) is not relayed: the Upgrade field is hop-by-hop and removed.
+// Upgrade (WebSocket): a request without a body whose Connection names "upgrade" and that
+// has an Upgrade field goes upstream with both (Connection: upgrade); a 101 answer turns
+// the two connections into a byte tunnel (the L4 relay, apps/proxy/relay.h, with
+// timeouts.idle_ms), after the bytes either side sent past its head. Any other answer
+// keeps the connection HTTP. A 101 to a request that did not ask is a 502.
 #include <sys/socket.h>
+
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,9 +49,11 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "apps/http/request_parser.h"
+#include "apps/proxy/access_log.h"
 #include "apps/proxy/http_message.h"
 #include "apps/proxy/http_metrics.h"
 #include "apps/proxy/http_upstreams.h"
@@ -63,6 +74,7 @@ struct HttpClientRoute {
   std::vector<Pool*> pools;               // by route index
   HttpUpstreams<P>* upstreams = nullptr;  // this shard's idle connections
   size_t route_slot = 0;                  // the listener's first slot in HttpMetrics
+  AccessLog* log = nullptr;               // the access log, when one is configured
   std::shared_ptr<const void> hold;
   // Set once the proxy stops (shutdown, or the old process of an upgrade): each response
   // from then on says Connection: close and the connection ends after it, so a keep-alive
@@ -108,30 +120,47 @@ auto write_text(S& s, std::string_view t) {
 constexpr int64_t kAnswerWriteNs = 5'000'000'000;
 
 // Sends an error answer that says why and half-closes: the connection ends after it.
+// Returns the bytes written.
 template <class S>
-Task<void> answer_and_close(S& client, int status, std::string why) {
+Task<size_t> answer_and_close(S& client, int status, std::string why) {
   (void)client.set_write_deadline(mono_now_ns() + kAnswerWriteNs);
   const std::string text = error_response(status, why);
-  (void)co_await write_text(client, text);
+  const IoResult w = co_await write_text(client, text);
   (void)client.shutdown_write();
+  co_return w.n;
 }
 
 inline bool idempotent(std::string_view m) {
   return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
 }
 
-inline std::string peer_ip(int fd) {
+// A request body the proxy keeps a copy of, so that the request can be sent again on a
+// new connection when a reused one turns out closed before any response byte: 64 KiB (a
+// form, a JSON document). A larger body is streamed without a copy, and such a request is
+// answered 502 instead of retried.
+inline constexpr size_t kRetryBodyBytes = 64 * 1024;
+
+// The peer of fd as "ip:port" ("[v6]:port"), and its IP alone.
+inline std::string peer_address(int fd) {
   sockaddr_storage a{};
   socklen_t len = sizeof a;
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) return "unknown";
   SocketAddress sa;
   sa.ss = a;
   sa.len = len;
-  std::string t = sa.to_string();
-  // "1.2.3.4:80" / "[::1]:80" without the port.
+  return sa.to_string();
+}
+inline std::string ip_of(std::string t) {
+  if (t.rfind(':') == std::string::npos) return t;
   t.resize(t.rfind(':'));
   if (!t.empty() && t.front() == '[') t = t.substr(1, t.size() - 2);
   return t;
+}
+
+inline int64_t wall_now_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_REALTIME, &t);
+  return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
 }
 
 // The state one request's two tasks share.
@@ -143,21 +172,36 @@ struct Exchange {
   const HttpRoute* route = nullptr;
   ShardMetrics* m = nullptr;
   HttpShardMetrics* hm = nullptr;
-  // The request body.
+  // The request body: where its framing stands. A send that stopped (its upstream closed)
+  // continues from here on the next connection, after the held bytes.
   bool chunked = false;
-  uint64_t length = 0;
+  uint64_t left = 0;  // Content-Length bytes not yet taken from the client
   ChunkedReader chunks;
+  uint64_t body_bytes = 0;  // taken from the client so far
+  // Every body byte taken so far, while they fit in kRetryBodyBytes (held_all then).
+  bool hold = false;
+  bool held_all = true;
+  std::string held;
   bool body_done = false;     // every body byte went upstream
   bool body_failed = false;   // the client or the upstream failed mid-body
   bool body_refused = false;  // a chunked body broke its framing
   relay_detail::Joiner<P> joined;
+
+  void keep(const char* p, size_t n) {
+    if (!hold || !held_all) return;
+    if (held.size() + n > kRetryBodyBytes) {
+      held_all = false;
+      std::string().swap(held);
+      return;
+    }
+    held.append(p, n);
+  }
 };
 
 // Client → upstream: the request body, from the input buffer first.
 template <PollerBackend P, class S>
 Task<void> send_body(Exchange<P, S>* x) {
   Buffer& in = *x->in;
-  uint64_t left = x->length;
   for (;;) {
     size_t take = 0;
     if (x->chunked) {
@@ -170,16 +214,18 @@ Task<void> send_body(Exchange<P, S>* x) {
         }
       }
     } else {
-      take = static_cast<size_t>(std::min<uint64_t>(left, in.size()));
-      left -= take;
+      take = static_cast<size_t>(std::min<uint64_t>(x->left, in.size()));
+      x->left -= take;
     }
     if (take > 0) {
+      x->keep(in.data(), take);
+      x->body_bytes += take;
       (void)x->up->set_write_deadline(mono_now_ns() + x->route->idle_ns);
       const IoResult w = co_await x->up->write(std::as_bytes(std::span(in.data(), take)));
       in.consume(take);
       if (!w.ok()) break;
     }
-    if (x->chunked ? x->chunks.done() : left == 0) {
+    if (x->chunked ? x->chunks.done() : x->left == 0) {
       x->body_done = true;
       break;
     }
@@ -189,7 +235,7 @@ Task<void> send_body(Exchange<P, S>* x) {
     // A Content-Length body is read no further than its end, so the next pipelined
     // request stays in the socket until its turn.
     const IoResult r =
-        co_await x->client->read(in.room(x->chunked ? SIZE_MAX : static_cast<size_t>(left)));
+        co_await x->client->read(in.room(x->chunked ? SIZE_MAX : static_cast<size_t>(x->left)));
     if (!r.ok()) break;
     in.end += r.n;
   }
@@ -202,8 +248,30 @@ Task<void> send_body(Exchange<P, S>* x) {
   x->joined.finish();
 }
 
+// Stops the body task of x (if it still runs) and waits for it: the upstream's write is
+// aborted, the client's read woken by an expired deadline (which loses no byte: what the
+// client sent stays in the socket for whoever reads next).
+template <PollerBackend P, class S>
+Task<void> stop_body(Exchange<P, S>* x) {
+  if (!x->joined.done) {
+    x->up->poll_fd().abort();
+    (void)x->client->set_read_deadline(1);
+  }
+  co_await x->joined.wait();
+}
+
 // Why an upstream could not be had.
 enum class NoUpstream : uint8_t { kNone, kUnhealthy, kRefused, kTimeout };
+
+// What the access log says of one request (apps/proxy/access_log.h).
+struct LogLine {
+  AccessRecord r;
+  std::string upstream;
+  void upstream_of(const Upstream* u) {
+    if (u) upstream = u->address().to_string();
+    r.upstream = upstream;
+  }
+};
 
 }  // namespace http_detail
 
@@ -231,13 +299,27 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       std::max(s.buffer_bytes, limits.max_request_line + limits.max_header_bytes + 64);
   Buffer in(cap), ub(cap);
   std::string head_out, resp_out;
-  const std::string client_ip = peer_ip(client.fd());
+  const std::string client_addr = peer_address(client.fd());
+  const std::string client_ip = ip_of(client_addr);
   int64_t header_read_ns = hs.routes.empty() ? 10'000'000'000 : hs.routes[0].header_read_ns;
+  AccessLog* const log = ctx.log;
+  // One access-log line; `line` carries what is known of the request.
+  auto log_line = [&](LogLine& line, int status, uint64_t out_bytes, int64_t t_start) {
+    if (!log) return;
+    line.r.client = client_addr;
+    line.r.listener = ctx.l->name;
+    line.r.status = status;
+    line.r.bytes_out = out_bytes;
+    line.r.total_ns = mono_now_ns() - t_start;
+    log->write(sid, line.r);
+  };
 
   for (;;) {
     // 1. The request head.
     (void)client.set_read_deadline(header_read_ns > 0 ? mono_now_ns() + header_read_ns : 0);
     size_t head_start = in.beg;
+    LogLine line;
+    int64_t t_start = 0;
     for (;;) {
       if (in.end > head_start) {
         size_t used = 0;
@@ -247,9 +329,14 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         if (r == http::RequestParser::Result::kRequest) break;
         if (r == http::RequestParser::Result::kError) {
           hm.refuse(parser.refusal());
-          co_await answer_and_close(client, http::status_code(parser.error()),
-                                    std::string(http::to_string(parser.error())) + " (" +
-                                        http::to_string(parser.refusal()) + ")");
+          t_start = mono_now_ns();
+          if (log) line.r.wall_ns = wall_now_ns();
+          line.r.bytes_in = in.end - head_start;
+          const size_t n =
+              co_await answer_and_close(client, http::status_code(parser.error()),
+                                        std::string(http::to_string(parser.error())) + " (" +
+                                            http::to_string(parser.refusal()) + ")");
+          log_line(line, http::status_code(parser.error()), n, t_start);
           co_return;
         }
       }
@@ -269,27 +356,45 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       }
       in.end += rd.n;
     }
+    // Times count from the complete request head (the access log's TIME, TTFB and TOTAL,
+    // and the per-route histograms).
+    t_start = mono_now_ns();
+    if (log) line.r.wall_ns = wall_now_ns();
     std::string_view head(in.mem.get() + head_start, in.beg - head_start);
+    const size_t head_bytes = head.size();
+    line.r.bytes_in = head_bytes;
     while (head.starts_with("\r\n")) head.remove_prefix(2);  // empty lines before it
     const http::Request& rq = parser.request();
     const std::string method(rq.method_name);
+    line.r.method = method;
+    // The target's bytes move in the input buffer while a body is read: the log keeps a copy.
+    std::string target;
+    if (log) target = rq.target;
+    line.r.target = target;
     const bool http10 = rq.version_minor == 0;
     std::string_view host;
     for_each_field(head, [&](std::string_view n, std::string_view v) {
       if (iequals(n, "host")) host = v;
     });
     const int ri = match_route(hs.routes, host, rq.target, rq.method_name);
-    const int64_t t_start = mono_now_ns();
     if (ri < 0) {
       hm.count(ctx.route_slot + hs.routes.size(), 503);  // the "no route" slot
-      co_await answer_and_close(client, 503, "no route matches this request");
+      const size_t n = co_await answer_and_close(client, 503, "no route matches this request");
+      log_line(line, 503, n, t_start);
       co_return;
     }
     const HttpRoute& route = hs.routes[static_cast<size_t>(ri)];
+    line.r.route = route.name;
     const size_t slot = ctx.route_slot + static_cast<size_t>(ri);
     header_read_ns = route.header_read_ns;
     Pool* pool = ctx.pools[static_cast<size_t>(ri)];
     const bool has_body = rq.chunked || rq.content_length > 0;
+    // A tunnel (WebSocket...) is asked for by a request without a body; any answer but
+    // 101 keeps the connection HTTP. The tunnel is the L4 relay's, which moves bytes
+    // between two TcpStreams: another client stream (TLS) has no tunnel yet, and its
+    // Upgrade is removed as hop-by-hop.
+    const bool upgrade =
+        std::is_same_v<S, TcpStream<P>> && !http10 && !has_body && wants_upgrade(head);
 
     Exchange<P, S> x;
     x.client = &client;
@@ -298,7 +403,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     x.m = &m;
     x.hm = &hm;
     x.chunked = rq.chunked;
-    x.length = rq.content_length;
+    x.left = rq.content_length;
+    x.hold = idempotent(method);
     x.joined.sched = &sched;
     // A chunked body's bytes already here are checked before anything goes upstream.
     if (rq.chunked && in.size() > 0) {
@@ -306,7 +412,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       size_t used = 0;
       if (probe.feed(in.data(), in.size(), &used) == ChunkedReader::Result::kError) {
         hm.refuse_chunk();
-        co_await answer_and_close(client, 400, "invalid chunked body (bad_chunk)");
+        const size_t n = co_await answer_and_close(client, 400, "invalid chunked body (bad_chunk)");
+        log_line(line, 400, n, t_start);
         co_return;
       }
     }
@@ -314,6 +421,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     fi.client_ip = client_ip;
     fi.s = &hs;
     fi.http10_upstream = http10;
+    fi.upgrade = upgrade;
     rewrite_request_head(head, fi, &head_out);
 
     // 3-5: an upstream, the request, the response head; once more on a new connection
@@ -321,10 +429,12 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     HttpUpstreamConn<P> conn;
     ResponseHead resp;
     bool have_resp = false;
+    bool tunnel = false;
     bool reused = false;
-    bool body_started = false;
+    bool body_task = false;  // send_body runs (or ran) for this attempt
     bool close_after = false;
-    int answer = 0;  // an error status to send instead of a response
+    uint64_t out_bytes = 0;  // to the client
+    int answer = 0;          // an error status to send instead of a response
     std::string answer_why;
     for (int attempt = 0; attempt < 2 && !have_resp && answer == 0; ++attempt) {
       // An upstream connection.
@@ -367,13 +477,19 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         break;
       }
       hm.add(reused ? hm.upstream_reused : hm.upstream_new);
+      if (log) line.upstream_of(conn.upstream);
       TcpStream<P>& up = *conn.stream;
       x.up = &up;
       (void)up.set_write_deadline(mono_now_ns() + route.idle_ns);
-      const IoResult w = co_await write_text(up, head_out);
+      IoResult w = co_await write_text(up, head_out);
+      // A retry sends the body bytes taken on the first attempt, then goes on with the rest.
+      if (w.ok() && !x.held.empty()) w = co_await write_text(up, x.held);
       bool early_close = !w.ok();
-      if (!early_close && has_body) {
-        body_started = true;
+      body_task = false;
+      if (!early_close && has_body && !x.body_done) {
+        body_task = true;
+        x.body_failed = false;
+        x.joined.done = x.joined.waiting = false;
         sched.spawn(send_body(&x));
       }
       // The response head (1xx ones relayed as they come).
@@ -396,15 +512,23 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
             answer_why = "upstream sent a malformed response: " + why_bad;
             break;
           }
-          if (resp.status >= 100 && resp.status < 200) {
-            if (resp.status == 101) {
+          if (resp.status == 101) {
+            if (!upgrade) {
               answer = 502;
-              answer_why = "upstream switched protocols (Upgrade is not relayed)";
+              answer_why = "upstream switched protocols without an Upgrade request";
               break;
             }
+            // Both connections become one byte tunnel below.
+            rewrite_response_head(rh, hs, false, &resp_out, true);
+            ub.consume(static_cast<size_t>(hl));
+            have_resp = tunnel = true;
+            break;
+          }
+          if (resp.status >= 100 && resp.status < 200) {
             if (!http10) {
               rewrite_response_head(rh, hs, false, &resp_out);
-              (void)co_await write_text(client, resp_out);
+              const IoResult iw = co_await write_text(client, resp_out);
+              out_bytes += iw.n;
             }
             ub.consume(static_cast<size_t>(hl));
             continue;
@@ -426,8 +550,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
             answer = 504;
             answer_why = "upstream response header timeout";
             hm.add(hm.response_timeouts);
-          } else if (!any_byte && reused && !body_started && idempotent(method)) {
-            early_close = true;  // retried below on a new connection
+          } else if (!any_byte && reused && idempotent(method) && !x.body_refused) {
+            early_close = true;  // retried below on a new connection, if it may be
           } else if (x.body_refused) {
             answer = 400;
             answer_why = "invalid chunked body (bad_chunk)";
@@ -441,23 +565,30 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         ub.end += r.n;
       }
       if (have_resp || answer != 0) break;
-      // A reused connection closed under us before answering: retry on a new one.
-      if (body_started) co_await x.joined.wait();
+      // A reused connection closed under us before answering: retry on a new one when
+      // the request is idempotent and all of its body sent so far is held.
+      if (body_task) co_await stop_body(&x);
       (void)co_await up.close();
       pool->release(conn.upstream);
       conn = HttpUpstreamConn<P>{};
       x.up = nullptr;
-      hm.add(hm.retries);
-      if (!(reused && !body_started && idempotent(method)) || attempt == 1) {
+      if (x.body_refused) {
+        answer = 400;
+        answer_why = "invalid chunked body (bad_chunk)";
+      } else if (attempt == 1 || !reused || !idempotent(method) || !x.held_all) {
         answer = 502;
-        answer_why = "upstream closed the connection before a complete response";
+        answer_why = x.held_all ? "upstream closed the connection before a complete response"
+                                : "upstream closed the connection before a complete response "
+                                  "(the request body was too large to send again)";
+      } else {
+        hm.add(hm.retries);
       }
     }
     const int64_t t_first = mono_now_ns();
     if (answer != 0) {
       if (conn.stream) {
         conn.stream->poll_fd().abort();  // its state is unknown: never reused
-        if (body_started) {
+        if (body_task) {
           (void)client.set_read_deadline(1);  // wakes the body task if it waits on the client
           co_await x.joined.wait();
         }
@@ -465,14 +596,49 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         pool->release(conn.upstream);
       }
       hm.count(slot, answer);
-      co_await answer_and_close(client, answer, answer_why);
+      out_bytes += co_await answer_and_close(client, answer, answer_why);
+      line.r.bytes_in = head_bytes + x.body_bytes;
+      log_line(line, answer, out_bytes, t_start);
+      co_return;
+    }
+    line.r.ttfb_ns = t_first - t_start;
+
+    TcpStream<P>& up = *conn.stream;
+    if (tunnel) {
+      // 101: the head, then what either side sent past its head, then bytes both ways
+      // (the L4 relay, apps/proxy/relay.h) until both ends closed or timeouts.idle_ms.
+      hm.count(slot, 101);
+      (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
+      (void)up.set_write_deadline(mono_now_ns() + route.idle_ns);
+      IoResult tw = co_await write_text(client, resp_out);
+      out_bytes += tw.n;
+      if (tw.ok() && ub.size() > 0) {
+        tw = co_await client.write(std::as_bytes(std::span(ub.data(), ub.size())));
+        m.add(m.bytes_down, tw.n);
+      }
+      if (tw.ok() && in.size() > 0) {
+        tw = co_await up.write(std::as_bytes(std::span(in.data(), in.size())));
+        m.add(m.bytes_up, tw.n);
+      }
+      log_line(line, 101, out_bytes, t_start);
+      if (tw.ok()) {
+        if constexpr (std::is_same_v<S, TcpStream<P>>) {
+          (void)client.set_write_deadline(0);
+          (void)up.set_write_deadline(0);
+          (void)client.set_read_deadline(0);
+          co_await relay_detail::relay(sched, client, up, m, s);
+        }
+      }
+      up.poll_fd().abort();
+      (void)co_await up.close();
+      pool->release(conn.upstream);
       co_return;
     }
 
     // 5. The response: head, then body.
-    TcpStream<P>& up = *conn.stream;
     (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
     const IoResult hw = co_await write_text(client, resp_out);
+    out_bytes += hw.n;
     bool ok = hw.ok();
     ChunkedReader rchunks(limits.max_header_bytes);
     uint64_t left = resp.content_length;
@@ -502,6 +668,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
         const IoResult w = co_await client.write(std::as_bytes(std::span(ub.data(), take)));
         ub.consume(take);
+        out_bytes += w.n;
         if (!w.ok()) {
           ok = false;
           break;
@@ -524,21 +691,18 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       }
       ub.end += r.n;
     }
-    // The request body: finished, or stopped when the answer came first.
-    bool body_ok = !has_body;
-    if (body_started) {
-      if (!x.joined.done) {
-        // The answer came before the whole body: stop sending it (the upstream connection
-        // and the client's framing are both lost, so both end after this response).
-        up.poll_fd().abort();
-        (void)client.set_read_deadline(1);
-      }
-      co_await x.joined.wait();
+    // The request body: finished, or stopped when the answer came first (the upstream
+    // connection and the client's framing are both lost, so both end after this response).
+    bool body_ok = !has_body || x.body_done;  // a retry may have sent all of it already
+    if (body_task) {
+      co_await stop_body(&x);
       body_ok = x.body_done;
     }
     const int64_t t_end = mono_now_ns();
     hm.count(slot, resp.status);
     hm.timing(slot, t_first - t_start, t_end - t_start);
+    line.r.bytes_in = head_bytes + x.body_bytes;
+    log_line(line, resp.status, out_bytes, t_start);
     const bool reusable = ok && resp_done && body_ok && resp.keep_alive && !http10 &&
                           ub.size() == 0 && resp.framing != ResponseHead::Framing::kClose;
     Upstream* u = conn.upstream;

@@ -19,7 +19,7 @@
 //
 // A connection the upstream closes between take()'s check and the request's write is
 // the race no check can close; the relay retries such a request on a new connection when
-// it is idempotent and had no body (apps/proxy/http_relay.h).
+// it is idempotent and its body (if any) is held, up to 64 KiB (apps/proxy/http_relay.h).
 #include <sys/socket.h>
 
 #include <algorithm>

@@ -9,6 +9,8 @@
 //   health checks  HealthChecks (apps/proxy/health.h), started for each generation
 //   admin page     AdminEndpoint (apps/proxy/admin.h), on shard 0, when asked for
 //   metrics        Metrics (apps/proxy/metrics.h), which every part counts into
+//   access log     AccessLog (apps/proxy/access_log.h) for the HTTP listeners, when
+//                  configured: opened by start(), kept across reloads
 //
 // Configuration generations: reload() builds new pools for new connections; established
 // ones keep the generation they started with (a shared_ptr held by their Route) and drain
@@ -24,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "apps/proxy/access_log.h"
 #include "apps/proxy/admin.h"
 #include "apps/proxy/health.h"
 #include "apps/proxy/http_metrics.h"
@@ -96,6 +99,16 @@ class ProxyServer {
   Status start(std::string* why) {
     started_ = true;  // a failed start may have started some listeners: shutdown() ends them
     auto gen = generation();
+    const bool any_http = std::any_of(gen->s.listeners.begin(), gen->s.listeners.end(),
+                                      [](const ListenerSettings& l) { return l.http; });
+    if (any_http && gen->s.access_log.enabled() && !access_log_) {
+      std::string w;
+      access_log_ = AccessLog::open(gen->s.access_log, e_.size(), &w);
+      if (!access_log_) {
+        if (why) *why = w;
+        return Status(Errc::kInvalidArgument);
+      }
+    }
     for (size_t i = 0; i < gen->s.listeners.size(); ++i) {
       const ListenerSettings& l = gen->s.listeners[i];
       if (l.udp) {
@@ -143,7 +156,10 @@ class ProxyServer {
     started_ = true;
     admin_ = std::make_unique<AdminEndpoint<P>>(
         e_, metrics_, [this] { return pools(); }, generation()->s.http_limits);
-    admin_->set_extra([this] { return http_metrics_.render(http_slot_names()); });
+    admin_->set_extra([this] {
+      return http_metrics_.render(http_slot_names()) +
+             (access_log_ ? access_log_->render() : std::string());
+    });
     const Status st = admin_->start(at, why, take_inherited("", at));
     if (st.ok()) admin_address_ = admin_->address();
     return st;
@@ -204,6 +220,12 @@ class ProxyServer {
                "' listens until this reload removes it; do it in two reloads";
         return false;
       }
+    }
+    if (!(s.access_log == o.access_log)) {
+      *why =
+          "http.access_log, http.access_log_format and http.access_log_buffer_kib change on "
+          "restart only";
+      return false;
     }
     const bool has_udp =
         std::any_of(udp_.begin(), udp_.end(), [](const auto& u) { return u != nullptr; });
@@ -313,6 +335,8 @@ class ProxyServer {
 
   Metrics& metrics() noexcept { return metrics_; }
   HttpMetrics& http_metrics() noexcept { return http_metrics_; }
+  // The access log, when one is open (after start()).
+  const AccessLog* access_log() const noexcept { return access_log_.get(); }
   // "listener/route" for each HttpMetrics slot of the current generation.
   std::vector<std::string> http_slot_names() const {
     auto gen = generation();
@@ -452,6 +476,7 @@ class ProxyServer {
       h.upstreams = gen->http_up[li][static_cast<size_t>(Engine<P>::current()->id())].get();
       h.route_slot = gen->route_slot[li];
       h.draining = &draining_;
+      h.log = access_log_.get();
       h.hold = std::move(gen);
       return http_client<P>(client, std::move(h), metrics_, http_metrics_);
     }
@@ -517,6 +542,8 @@ class ProxyServer {
   Engine<P>& e_;
   Metrics metrics_;
   HttpMetrics http_metrics_;
+  // Declared before the listeners: destroyed after them, so no client still writes to it.
+  std::unique_ptr<AccessLog> access_log_;
   std::atomic<int> http_sweepers_{0};  // HttpUpstreams sweepers running (all generations)
   HealthChecks<P> checks_;
   mutable std::mutex mu_;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "apps/http/request_parser.h"
+#include "apps/proxy/access_log.h"
 #include "apps/proxy/http_settings.h"
 #include "apps/proxy/pool.h"
 #include "engine/accept_limits.h"
@@ -78,6 +79,9 @@ struct ProxySettings {
   // The admin endpoint's request parser (apps/proxy/admin.h): limits.max_request_line and
   // limits.max_header_bytes, as ringpoll-serve has them.
   http::ParserLimits http_limits;
+  // HTTP listeners' access log (apps/proxy/access_log.h); off unless configured. It is
+  // opened at start and changes on restart only.
+  AccessLogSettings access_log;
 };
 
 // Index of the pool a listener names, or -1.

@@ -2,13 +2,17 @@
 // an in-process proxy, blocking HTTP upstreams and clients on their own threads. Routing,
 // keep-alive reuse, forwarding and hop-by-hop fields, bodies both ways (length, chunked
 // with trailers, close-delimited), pipelining split at every byte, 100-continue,
-// HTTP/1.0, upstreams that close idle connections, 502/503/504, and every request
-// smuggling case refused before an upstream sees a byte. Plus the message helpers.
+// HTTP/1.0, upstreams that close idle connections, retries with held bodies, 502/503/504,
+// every request smuggling case refused before an upstream sees a byte, the access log
+// (both formats; a stalled destination) and a WebSocket echo through the Upgrade tunnel.
+// Plus the message helpers.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -16,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -163,6 +168,9 @@ struct UpstreamBehaviour {
   bool close_after_each = false;  // close right after each response, no Connection: close
   bool never_answer = false;
   bool send_continue = false;  // answer Expect: 100-continue
+  // Read each connection's second request whole, then close without a byte of answer:
+  // the upstream that closed a keep-alive connection just as a request arrived.
+  bool drop_second = false;
 };
 
 class HttpUpstream {
@@ -180,6 +188,7 @@ class HttpUpstream {
  private:
   void serve(int fd) {
     Reader r(fd);
+    int on_connection = 0;
     for (;;) {
       if (b_.close_idle_ms > 0 && r.buffered().empty()) {
         pollfd p{fd, POLLIN, 0};
@@ -201,6 +210,7 @@ class HttpUpstream {
         }
         if (!m.ok) break;
         requests_.fetch_add(1);
+        if (b_.drop_second && ++on_connection == 2) break;
         if (b_.never_answer) {
           char c;
           while (::recv(fd, &c, 1, 0) > 0) {
@@ -508,6 +518,29 @@ TYPED_TEST(HttpProxy, Http10ClientGetsItsAnswerAndAClose) {
 }
 
 TYPED_TEST(HttpProxy, UpstreamsThatCloseIdleConnectionsNeverFailARequest) {
+  // The issue's case: an upstream that closes connections idle for 1 s. The proxy sees
+  // the close (its sweeper, or take()'s check) and never sends a request on it: no
+  // request fails, and none needed a retry.
+  {
+    UpstreamBehaviour b;
+    b.close_idle_ms = 1000;
+    HttpUpstream up("A", b);
+    HttpRig<TypeParam> rig(http_settings(up.address()));
+    ASSERT_TRUE(rig.started);
+    const int c = client(rig.addr);
+    Reader r(c);
+    for (int i = 0; i < 3; ++i) {
+      if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+      ASSERT_TRUE(send_str(c, get("/s" + std::to_string(i))));
+      const Message m = r.read(true);
+      ASSERT_TRUE(m.ok) << "request " << i;
+      EXPECT_EQ(m.status, 200) << "request " << i << ": " << m.body;
+    }
+    ::close(c);
+    EXPECT_EQ(up.accepted(), 3);
+    EXPECT_EQ(rig.hm().total(&proxy::HttpShardMetrics::retries), 0u)
+        << "a request was sent on a connection the upstream had closed";
+  }
   for (const bool each : {false, true}) {
     UpstreamBehaviour b;
     b.close_idle_ms = 100;
@@ -675,6 +708,628 @@ TYPED_TEST(HttpProxy, ABadChunkAfterTheHeadEndsBothSides) {
   ::close(c);
 }
 
+// ---- retry: a reused connection that closes before any response byte ----
+
+// Idempotent requests are sent again on a new connection, with the body bytes the proxy
+// holds (up to 64 KiB, Content-Length or chunked); a larger body, or a POST, is a 502.
+TYPED_TEST(HttpProxy, IdempotentRequestsMetByACloseAreRetriedWithTheirBody) {
+  UpstreamBehaviour b;
+  b.drop_second = true;
+  HttpUpstream up("A", b);
+  HttpRig<TypeParam> rig(http_settings(up.address()));
+  ASSERT_TRUE(rig.started);
+  auto put = [](const std::string& method, const std::string& target, const std::string& body) {
+    return method + " " + target +
+           " HTTP/1.1\r\nHost: h\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+           body;
+  };
+  const std::string small = pattern(1000), big = pattern(100 * 1024);
+  {
+    const int c = client(rig.addr);
+    Reader r(c);
+    ASSERT_TRUE(send_str(c, get("/first")));  // a new connection: the upstream's first
+    Message m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.status, 200);
+    // The reused connection reads this whole and closes: sent again, body included.
+    ASSERT_TRUE(send_str(c, put("PUT", "/p", small)));
+    m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.status, 200) << m.body;
+    EXPECT_EQ(m.body, "A PUT /p 1000 " + std::to_string(fnv(small)));
+    EXPECT_EQ(up.accepted(), 2);
+    EXPECT_EQ(rig.hm().total(&proxy::HttpShardMetrics::retries), 1u);
+    // Too large to hold: not sent again.
+    ASSERT_TRUE(send_str(c, put("PUT", "/big", big)));
+    m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.status, 502);
+    EXPECT_NE(m.body.find("too large to send again"), std::string::npos) << m.body;
+    ::close(c);
+  }
+  EXPECT_EQ(up.accepted(), 2) << "a body over 64 KiB was sent again";
+  {
+    const int c = client(rig.addr);
+    Reader r(c);
+    ASSERT_TRUE(send_str(c, put("POST", "/n", small)));
+    Message m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.status, 200);
+    ASSERT_TRUE(send_str(c, put("POST", "/n", small)));  // not idempotent: never again
+    m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.status, 502);
+    ::close(c);
+  }
+  EXPECT_EQ(up.accepted(), 3);
+  {
+    const int c = client(rig.addr);
+    Reader r(c);
+    ASSERT_TRUE(send_str(c, get("/g")));
+    Message m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    // A chunked body, its second chunk sent after the head went upstream.
+    ASSERT_TRUE(send_str(c,
+                         "PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "5\r\nhello\r\n"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(send_str(c, "6\r\n world\r\n0\r\n\r\n"));
+    m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.status, 200) << m.body;
+    EXPECT_EQ(m.body, "A PUT /c 11 " + std::to_string(fnv("hello world")));
+    ::close(c);
+  }
+  EXPECT_EQ(up.accepted(), 5);
+  EXPECT_EQ(rig.hm().total(&proxy::HttpShardMetrics::retries), 2u);
+}
+
+// ---- the access log ----
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char p[] = "/tmp/ringpoll-http-log-XXXXXX";
+    if (mkdtemp(p)) path = p;
+  }
+  ~TempDir() {
+    if (!path.empty()) (void)shell("rm -rf " + path);
+  }
+};
+
+std::string read_text(const std::string& path) {
+  std::string out;
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return out;
+  char buf[4096];
+  size_t k;
+  while ((k = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, k);
+  std::fclose(f);
+  return out;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> v;
+  size_t p = 0;
+  while (p < s.size()) {
+    size_t e = s.find(sep, p);
+    if (e == std::string::npos) e = s.size();
+    v.push_back(s.substr(p, e - p));
+    p = e + 1;
+  }
+  return v;
+}
+
+// A strict reader of one flat JSON object ({"key": string | number | null | bool, ...}),
+// as RFC 8259 has them; values come back as their text (strings unescaped).
+bool parse_flat_json(const std::string& t, std::map<std::string, std::string>* out) {
+  size_t i = 0;
+  auto ws = [&] {
+    while (i < t.size() && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) ++i;
+  };
+  auto str = [&](std::string* v) {
+    if (i >= t.size() || t[i] != '"') return false;
+    for (++i; i < t.size() && t[i] != '"'; ++i) {
+      const auto u = static_cast<unsigned char>(t[i]);
+      if (u < 0x20) return false;
+      if (t[i] != '\\') {
+        v->push_back(t[i]);
+        continue;
+      }
+      if (++i >= t.size()) return false;
+      const char e = t[i];
+      if (e == 'u') {
+        if (i + 4 >= t.size()) return false;
+        const std::string hex = t.substr(i + 1, 4);
+        if (hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) return false;
+        const unsigned long cp = std::strtoul(hex.c_str(), nullptr, 16);
+        if (cp > 0xff) return false;  // enough for this log, which escapes bytes only
+        v->push_back(static_cast<char>(cp));
+        i += 4;
+      } else if (std::string_view("\"\\/bfnrt").find(e) != std::string_view::npos) {
+        v->push_back(e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e);
+      } else {
+        return false;
+      }
+    }
+    if (i >= t.size()) return false;
+    ++i;
+    return true;
+  };
+  ws();
+  if (i >= t.size() || t[i++] != '{') return false;
+  for (;;) {
+    ws();
+    std::string k, v;
+    if (!str(&k)) return false;
+    ws();
+    if (i >= t.size() || t[i++] != ':') return false;
+    ws();
+    if (i < t.size() && t[i] == '"') {
+      if (!str(&v)) return false;
+    } else {
+      const size_t b = i;
+      while (i < t.size() &&
+             std::string_view("-+.0123456789eEnulltrufas").find(t[i]) != std::string_view::npos)
+        ++i;
+      v = t.substr(b, i - b);
+      const bool word = v == "null" || v == "true" || v == "false";
+      char* end = nullptr;
+      if (!word && (v.empty() || (std::strtod(v.c_str(), &end), *end != '\0'))) return false;
+    }
+    if (out->count(k)) return false;  // a duplicate key
+    (*out)[k] = v;
+    ws();
+    if (i < t.size() && t[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (i < t.size() && t[i] == '}') {
+      ++i;
+      ws();
+      return i == t.size();
+    }
+    return false;
+  }
+}
+
+// What curl says of one request: status, bytes it sent and received, its local port.
+struct CurlRun {
+  int status = 0;
+  uint64_t sent = 0, received = 0;
+  std::string port;
+};
+CurlRun curl(const std::string& args) {
+  const std::string out = shell(
+      "timeout 20 curl -sS -o /dev/null -w '%{http_code} %{size_request} %{size_upload} "
+      "%{size_header} %{size_download} %{local_port}' " +
+      args);
+  const auto f = split(out, ' ');
+  CurlRun r;
+  if (f.size() != 6) return r;
+  r.status = std::atoi(f[0].c_str());
+  // size_request counts the body curl sent with the head (these bodies are small), so
+  // size_upload (f[2]) is not added.
+  r.sent = std::strtoull(f[1].c_str(), nullptr, 10);
+  r.received = std::strtoull(f[3].c_str(), nullptr, 10) + std::strtoull(f[4].c_str(), nullptr, 10);
+  r.port = f[5];
+  return r;
+}
+
+// curl requests through the proxy, each logged with the fields it had: text, then JSON.
+TYPED_TEST(HttpProxy, AccessLogHasALinePerRequestWithItsFieldsTextAndJson) {
+  for (const bool json : {false, true}) {
+    SCOPED_TRACE(json ? "json" : "text");
+    HttpUpstream up("A");
+    TempDir dir;
+    ASSERT_FALSE(dir.path.empty());
+    ProxySettings s = http_settings(up.address(), nullptr, {route("api", "a", "", "/api")});
+    s.access_log.path = dir.path + "/access.log";
+    s.access_log.json = json;
+    HttpRig<TypeParam> rig(s);
+    ASSERT_TRUE(rig.started);
+    const std::string base = "http://" + rig.addr.to_string();
+    struct Want {
+      std::string method, target;
+      CurlRun run;
+      bool routed;
+    };
+    std::vector<Want> want = {
+        {"GET", "/api/one?x=1&y=%22q%22", curl("'" + base + "/api/one?x=1&y=%22q%22'"), true},
+        {"POST", "/api/form", curl("-d 'a=1&b=2' " + base + "/api/form"), true},
+        {"HEAD", "/api/h", curl("-I " + base + "/api/h"), true},
+        {"GET", "/elsewhere", curl(base + "/elsewhere"), false},
+    };
+    EXPECT_EQ(want[0].run.status, 200);
+    EXPECT_EQ(want[1].run.status, 200);
+    EXPECT_EQ(want[2].run.status, 200);
+    EXPECT_EQ(want[3].run.status, 503);
+    const std::string path = s.access_log.path;
+    ASSERT_TRUE(wait_for([&] { return split(read_text(path), '\n').size() == want.size(); }))
+        << read_text(path);
+    // Each line as its fields, found by the client's port (curl's were sequential, but a
+    // line is written when its response is out, which a client may see first).
+    std::map<std::string, std::map<std::string, std::string>> by_client;
+    for (const std::string& line : split(read_text(path), '\n')) {
+      SCOPED_TRACE(line);
+      std::map<std::string, std::string> f;
+      if (json) {
+        ASSERT_TRUE(parse_flat_json(line, &f)) << "not a JSON object";
+        EXPECT_EQ(f.size(), 11u);
+      } else {
+        // TIME CLIENT "METHOD TARGET" STATUS IN OUT UPSTREAM ROUTE TTFB TOTAL
+        const auto t = split(line, ' ');
+        ASSERT_EQ(t.size(), 11u);
+        ASSERT_EQ(t[2].front(), '"');
+        ASSERT_EQ(t[3].back(), '"');
+        f = {{"time", t[0]},
+             {"client", t[1]},
+             {"method", t[2].substr(1)},
+             {"target", t[3].substr(0, t[3].size() - 1)},
+             {"status", t[4]},
+             {"bytes_in", t[5]},
+             {"bytes_out", t[6]},
+             {"upstream", t[7]},
+             {"route", t[8]},
+             {"ttfb_ms", t[9]},
+             {"total_ms", t[10]}};
+      }
+      by_client[f["client"]] = f;
+    }
+    for (const Want& w : want) {
+      SCOPED_TRACE(w.method + " " + w.target);
+      ASSERT_EQ(by_client.count("127.0.0.1:" + w.run.port), 1u) << read_text(path);
+      auto& f = by_client["127.0.0.1:" + w.run.port];
+      const std::string& time = f["time"];
+      ASSERT_EQ(time.size(), 24u);
+      EXPECT_EQ(time[10], 'T');
+      EXPECT_EQ(time.back(), 'Z');
+      EXPECT_EQ(f["method"], w.method);
+      EXPECT_EQ(f["target"], w.target);
+      EXPECT_EQ(f["status"], std::to_string(w.run.status));
+      EXPECT_EQ(f["bytes_in"], std::to_string(w.run.sent));
+      EXPECT_EQ(f["bytes_out"], std::to_string(w.run.received));
+      const std::string none = json ? "" : "-";
+      EXPECT_EQ(f["upstream"], w.routed ? up.address().to_string() : none);
+      EXPECT_EQ(f["route"], w.routed ? "web/api" : none);
+      EXPECT_EQ(f["ttfb_ms"] == (json ? "null" : "-"), !w.routed);
+      const double total = std::atof(f["total_ms"].c_str());
+      EXPECT_GE(total, 0.0);
+      EXPECT_LT(total, 20000.0);
+      if (w.routed) {
+        EXPECT_LE(std::atof(f["ttfb_ms"].c_str()), total);
+      }
+    }
+    ASSERT_NE(rig.px->access_log(), nullptr);
+    EXPECT_EQ(rig.px->access_log()->lines(), want.size());
+    EXPECT_EQ(rig.px->access_log()->dropped(), 0u);
+  }
+}
+
+// The line formats themselves, with fields a line must not be split or broken by.
+TEST(HttpAccessLog, LinesEscapeWhatWouldSplitThemAndSayDashOrNullWhenUnknown) {
+  proxy::AccessRecord r;
+  r.wall_ns = 1'796'623'262'123'456'789;  // 2026-12-07T06:01:02.123Z
+  r.client = "127.0.0.1:40312";
+  r.method = "GET";
+  r.target = std::string_view("/a b\"c\\d\x01\x80", 10);
+  r.status = 200;
+  r.bytes_in = 78;
+  r.bytes_out = 311;
+  r.upstream = "127.0.0.1:8080";
+  r.listener = "web";
+  r.route = "api";
+  r.ttfb_ns = 412'345;
+  r.total_ns = 1'530'000;
+  std::string text, json;
+  proxy::format_access_line(r, false, &text);
+  proxy::format_access_line(r, true, &json);
+  EXPECT_EQ(
+      text,
+      "2026-12-07T06:01:02.123Z 127.0.0.1:40312 \"GET /a\\x20b\\x22c\\x5cd\\x01\\x80\" 200 78 "
+      "311 127.0.0.1:8080 web/api 0.412 1.530\n");
+  EXPECT_EQ(json,
+            "{\"time\":\"2026-12-07T06:01:02.123Z\",\"client\":\"127.0.0.1:40312\","
+            "\"method\":\"GET\",\"target\":\"/a b\\\"c\\\\d\\u0001\\u0080\",\"status\":200,"
+            "\"bytes_in\":78,\"bytes_out\":311,\"upstream\":\"127.0.0.1:8080\","
+            "\"route\":\"web/api\",\"ttfb_ms\":0.412,\"total_ms\":1.530}\n");
+  std::map<std::string, std::string> f;
+  ASSERT_TRUE(parse_flat_json(json.substr(0, json.size() - 1), &f));
+  EXPECT_EQ(f["target"], std::string(r.target));
+  proxy::AccessRecord none;
+  none.wall_ns = r.wall_ns;
+  none.status = 400;
+  text.clear();
+  json.clear();
+  proxy::format_access_line(none, false, &text);
+  proxy::format_access_line(none, true, &json);
+  EXPECT_EQ(text, "2026-12-07T06:01:02.123Z - \"- -\" 400 0 0 - - - 0.000\n");
+  EXPECT_NE(json.find("\"method\":\"\",\"target\":\"\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"route\":\"\",\"ttfb_ms\":null,\"total_ms\":0.000}"), std::string::npos)
+      << json;
+}
+
+// A log on a FIFO whose reader never reads: the writer cannot write, the shard's buffer
+// fills, and lines are dropped and counted while every request is answered at once.
+TYPED_TEST(HttpProxy, AccessLogNobodyReadsDropsLinesAndNeverStallsRequests) {
+  HttpUpstream up("A");
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const std::string fifo = dir.path + "/log.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // never reads
+  ASSERT_GE(reader, 0);
+  {
+    ProxySettings s = http_settings(up.address());
+    s.access_log.path = fifo;
+    s.access_log.buffer_bytes = 4096;
+    HttpRig<TypeParam> rig(s);
+    ASSERT_TRUE(rig.started);
+    ASSERT_TRUE(rig.start_admin());
+    const int c = client(rig.addr);
+    Reader r(c);
+    // 2000 lines of ~110 bytes: three times what the FIFO (64 KiB) and the buffer hold.
+    constexpr int kRequests = 2000;
+    for (int i = 0; i < kRequests; ++i) {
+      ASSERT_TRUE(send_str(c, get("/n" + std::to_string(i))));
+      const Message m = r.read(true);  // waits at most 10 s: a stalled shard fails here
+      ASSERT_TRUE(m.ok) << "request " << i;
+      ASSERT_EQ(m.status, 200) << "request " << i;
+    }
+    ::close(c);
+    const proxy::AccessLog* log = rig.px->access_log();
+    ASSERT_NE(log, nullptr);
+    EXPECT_TRUE(wait_for([&] { return log->lines() + log->dropped() == kRequests; }));
+    EXPECT_GT(log->dropped(), 0u);
+    std::string metrics;
+    ASSERT_EQ(admin_get(rig.px->admin_address(), "/metrics", &metrics), 200);
+    const std::string key = "\nringpoll_proxy_access_log_dropped_total ";
+    const size_t p = metrics.find(key);
+    ASSERT_NE(p, std::string::npos) << metrics;
+    EXPECT_GT(std::strtoull(metrics.c_str() + p + key.size(), nullptr, 10), 0u);
+  }
+  ::close(reader);
+}
+
+// ---- Upgrade: a WebSocket echo through the tunnel ----
+
+// SHA-1 (FIPS 180-4), for the handshake's Sec-WebSocket-Accept.
+std::string sha1(const std::string& msg) {
+  uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+  std::string m = msg;
+  m.push_back(static_cast<char>(0x80));
+  while (m.size() % 64 != 56) m.push_back('\0');
+  const uint64_t bits = static_cast<uint64_t>(msg.size()) * 8;
+  for (int i = 7; i >= 0; --i) m.push_back(static_cast<char>(bits >> (i * 8)));
+  auto rol = [](uint32_t x, int n) { return (x << n) | (x >> (32 - n)); };
+  for (size_t off = 0; off < m.size(); off += 64) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; ++i) {
+      w[i] = 0;
+      for (int k = 0; k < 4; ++k)
+        w[i] = (w[i] << 8) | static_cast<unsigned char>(m[off + static_cast<size_t>(i * 4 + k)]);
+    }
+    for (int i = 16; i < 80; ++i) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; ++i) {
+      const uint32_t f = i < 20   ? (b & c) | (~b & d)
+                         : i < 40 ? b ^ c ^ d
+                         : i < 60 ? (b & c) | (b & d) | (c & d)
+                                  : b ^ c ^ d;
+      const uint32_t k = i < 20   ? 0x5A827999
+                         : i < 40 ? 0x6ED9EBA1
+                         : i < 60 ? 0x8F1BBCDC
+                                  : 0xCA62C1D6;
+      const uint32_t t = rol(a, 5) + f + e + k + w[i];
+      e = d;
+      d = c;
+      c = rol(b, 30);
+      b = a;
+      a = t;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+  }
+  std::string out;
+  for (uint32_t x : h)
+    for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>(x >> (i * 8)));
+  return out;
+}
+
+std::string base64(const std::string& in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < in.size(); i += 3) {
+    uint32_t v = static_cast<unsigned char>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<unsigned char>(in[i + 1]) << 8;
+    if (i + 2 < in.size()) v |= static_cast<unsigned char>(in[i + 2]);
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=');
+    out.push_back(i + 2 < in.size() ? kAlphabet[v & 63] : '=');
+  }
+  return out;
+}
+
+std::string ws_accept(const std::string& key) {
+  return base64(sha1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"));  // RFC 6455 1.3
+}
+
+// One WebSocket frame (RFC 6455 5.2), FIN set; masked as a client must.
+std::string ws_frame(int opcode, const std::string& payload, bool masked) {
+  std::string f;
+  f.push_back(static_cast<char>(0x80 | opcode));
+  const char mbit = masked ? static_cast<char>(0x80) : 0;
+  if (payload.size() < 126) {
+    f.push_back(static_cast<char>(mbit | static_cast<char>(payload.size())));
+  } else if (payload.size() < 65536) {
+    f.push_back(static_cast<char>(mbit | 126));
+    f.push_back(static_cast<char>(payload.size() >> 8));
+    f.push_back(static_cast<char>(payload.size()));
+  } else {
+    f.push_back(static_cast<char>(mbit | 127));
+    for (int i = 7; i >= 0; --i) f.push_back(static_cast<char>(payload.size() >> (i * 8)));
+  }
+  const char mask[4] = {0x12, 0x34, 0x56, 0x78};
+  if (masked) f.append(mask, 4);
+  for (size_t i = 0; i < payload.size(); ++i)
+    f.push_back(masked ? static_cast<char>(payload[i] ^ mask[i % 4]) : payload[i]);
+  return f;
+}
+
+// Reads one frame from r (unmasking it); false at the end of the stream or on a bad one.
+bool ws_read(Reader& r, int* opcode, std::string* payload) {
+  std::string& b = r.buffered();
+  auto need = [&](size_t n) {
+    while (b.size() < n)
+      if (!r.fill()) return false;
+    return true;
+  };
+  if (!need(2)) return false;
+  *opcode = b[0] & 0x0f;
+  const bool masked = (b[1] & 0x80) != 0;
+  uint64_t len = b[1] & 0x7f;
+  size_t hdr = 2;
+  if (len == 126 || len == 127) {
+    const size_t n = len == 126 ? 2 : 8;
+    if (!need(2 + n)) return false;
+    len = 0;
+    for (size_t i = 0; i < n; ++i) len = (len << 8) | static_cast<unsigned char>(b[2 + i]);
+    hdr += n;
+  }
+  const size_t mask_at = hdr;
+  if (masked) hdr += 4;
+  if (!need(hdr + len)) return false;
+  payload->assign(b, hdr, len);
+  if (masked)
+    for (size_t i = 0; i < len; ++i) (*payload)[i] ^= b[mask_at + i % 4];
+  b.erase(0, hdr + len);
+  return true;
+}
+
+// A WebSocket echo server: the handshake (101 with its accept key, then a "hello" frame in
+// the same write), then every data frame echoed until a close frame, which is answered.
+class WsEchoUpstream {
+ public:
+  WsEchoUpstream() : srv_([this](int fd) { serve(fd); }) {}
+  const SocketAddress& address() const { return srv_.address(); }
+  std::string head() {
+    std::lock_guard<std::mutex> l(mu_);
+    return head_;
+  }
+
+ private:
+  void serve(int fd) {
+    Reader r(fd);
+    const Message req = r.read(false);
+    if (!req.ok) return;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      head_ = req.head;
+    }
+    const std::string resp =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Accept: " +
+        ws_accept(req.field("sec-websocket-key")) + "\r\n\r\n" + ws_frame(1, "hello", false);
+    send_all(fd, resp.data(), resp.size());
+    int op = 0;
+    std::string p;
+    while (ws_read(r, &op, &p)) {
+      const std::string f = ws_frame(op, p, false);
+      send_all(fd, f.data(), f.size());
+      if (op == 8) break;  // close: answered, then the connection ends
+    }
+    ::shutdown(fd, SHUT_RDWR);
+  }
+  std::mutex mu_;
+  std::string head_;
+  TestUpstream srv_;
+};
+
+TYPED_TEST(HttpProxy, UpgradeTurnsTheConnectionIntoAWebSocketTunnel) {
+  WsEchoUpstream ws;
+  HttpUpstream plain("B");
+  const SocketAddress pb = plain.address();
+  HttpRig<TypeParam> rig(
+      http_settings(ws.address(), &pb, {route("plain", "b", "", "/plain"), route("ws", "a")}));
+  ASSERT_TRUE(rig.started);
+  const std::string key = "dGhlIHNhbXBsZSBub25jZQ==";  // RFC 6455 1.3's example
+  const std::string hs =
+      "GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+      "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: " +
+      key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  {
+    const int c = client(rig.addr);
+    Reader r(c);
+    // The first frame rides in the same packet as the handshake.
+    ASSERT_TRUE(send_str(c, hs + ws_frame(1, "early", true)));
+    const Message m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    ASSERT_EQ(m.status, 101) << m.head << r.buffered();
+    EXPECT_EQ(m.field("upgrade"), "websocket");
+    EXPECT_EQ(m.field("connection"), "upgrade");
+    EXPECT_EQ(m.field("sec-websocket-accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    Message upm;
+    upm.head = ws.head();
+    const std::string& up_head = upm.head;
+    EXPECT_EQ(upm.field("upgrade"), "websocket") << up_head;
+    EXPECT_NE(up_head.find("\r\nConnection: upgrade\r\n"), std::string::npos) << up_head;
+    EXPECT_EQ(up_head.find("keep-alive"), std::string::npos) << up_head;
+    int op = 0;
+    std::string p;
+    ASSERT_TRUE(ws_read(r, &op, &p));
+    EXPECT_EQ(op, 1);
+    EXPECT_EQ(p, "hello");
+    ASSERT_TRUE(ws_read(r, &op, &p));
+    EXPECT_EQ(p, "early");
+    for (const size_t n : {size_t{10}, size_t{300}, size_t{70000}, size_t{1} << 20}) {
+      const std::string payload = pattern(n);
+      ASSERT_TRUE(send_str(c, ws_frame(2, payload, true)));
+      ASSERT_TRUE(ws_read(r, &op, &p)) << n;
+      EXPECT_EQ(op, 2);
+      EXPECT_EQ(p.size(), n);
+      EXPECT_EQ(fnv(p), fnv(payload)) << n;
+    }
+    ASSERT_TRUE(send_str(c, ws_frame(8, "", true)));
+    ASSERT_TRUE(ws_read(r, &op, &p));
+    EXPECT_EQ(op, 8);
+    EXPECT_TRUE(closed_within(c, 5)) << "the upstream's close reaches the client";
+    ::close(c);
+  }
+  EXPECT_TRUE(wait_for([&] { return rig.hm().status_class(1, 1) == 1; }));
+  // An upgrade the upstream declines (200): the connection stays HTTP, keep-alive.
+  {
+    const int c = client(rig.addr);
+    Reader r(c);
+    ASSERT_TRUE(send_str(c,
+                         "GET /plain/x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\n\r\n"));
+    Message m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.status, 200);
+    ASSERT_TRUE(send_str(c, get("/plain/y")));
+    m = r.read(true);
+    ASSERT_TRUE(m.ok);
+    EXPECT_EQ(m.body.substr(0, 12), "B GET /plain");
+    ::close(c);
+  }
+  // Without "upgrade" in Connection, Upgrade is hop-by-hop: removed, and a 101 is refused.
+  {
+    const int c = client(rig.addr);
+    ASSERT_TRUE(send_str(c,
+                         "GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                         "Sec-WebSocket-Key: " +
+                             key + "\r\n\r\n"));
+    const std::string got = recv_all(c);
+    EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 502") << got;
+    ::close(c);
+  }
+}
+
 // ---- the message helpers ----
 
 TEST(HttpMessage, ChunkedReaderStopsAtTheEndAndRefusesBadFraming) {
@@ -806,6 +1461,55 @@ TEST(HttpConfig, BadRoutesNameTheFileLineAndKey) {
   EXPECT_NE(err->to_string().find("pp.toml:9: proxy.listener[0].proxy_protocol: HTTP listeners"),
             std::string::npos)
       << err->to_string();
+}
+
+TEST(HttpConfig, AccessLogKeysReachTheSettingsAndBadOnesNameTheLine) {
+  char dir[] = "/tmp/ringpoll-http-cfg-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string log = std::string(dir) + "/access.log";
+  tuning::Config c;
+  const auto err =
+      tuning::apply_toml(std::string(kHttpConfigHead) + "[http]\naccess_log = \"" + log +
+                             "\"\naccess_log_format = \"json\"\n"
+                             "access_log_buffer_kib = 8\n",
+                         "http.toml", &c);
+  ASSERT_FALSE(err) << err->to_string();
+  ProxySettings s;
+  std::string why;
+  ASSERT_TRUE(proxy::settings_from_config(c, &s, &why)) << why;
+  EXPECT_EQ(s.access_log.path, log);
+  EXPECT_TRUE(s.access_log.json);
+  EXPECT_EQ(s.access_log.buffer_bytes, 8192u);
+  EXPECT_EQ(::access(log.c_str(), F_OK), -1) << "reading the config created the log";
+  ::rmdir(dir);
+  struct Case {
+    std::string line;
+    const char* says;
+  } cases[] = {
+      {"access_log = \"/nonexistent-ringpoll-dir/a.log\"",
+       "http.toml:17: http.access_log: cannot create \"/nonexistent-ringpoll-dir/a.log\" in "
+       "\"/nonexistent-ringpoll-dir\""},
+      {"access_log = \"/tmp/\"", "http.toml:17: http.access_log: names a directory"},
+      {"access_log = \"\"", "http.toml:17: http.access_log: must not be empty"},
+      {"access_log_format = \"xml\"",
+       "http.toml:17: http.access_log_format: must be one of \"text\", \"json\""},
+      {"access_log_buffer_kib = 1",
+       "http.toml:17: http.access_log_buffer_kib: must be in 4..65536"},
+  };
+  for (const Case& k : cases) {
+    tuning::Config bad;
+    const auto e = tuning::apply_toml(std::string(kHttpConfigHead) + "[http]\n" + k.line + "\n",
+                                      "http.toml", &bad);
+    ASSERT_TRUE(e) << k.line;
+    EXPECT_NE(e->to_string().find(k.says), std::string::npos)
+        << e->to_string() << "\nwanted: " << k.says;
+  }
+  // The access log is on by default and off in the throughput profile.
+  tuning::Config d, t;
+  ASSERT_FALSE(tuning::load_profile("balanced", &d));
+  EXPECT_EQ(d.http.access_log, "stderr");
+  ASSERT_FALSE(tuning::load_profile("throughput", &t));
+  EXPECT_EQ(t.http.access_log, "off");
 }
 
 }  // namespace

@@ -319,19 +319,6 @@ TEST(ProxyBinary, SighupReloadsTheFileForNewConnections) {
 // ---- the HTTP mode with real clients (curl, wrk, h2load --h1, ab) and real upstreams
 // (ringpoll-serve, nginx) ----
 
-// The output of a shell command (bounded by `timeout` inside it), and its exit status.
-std::string shell(const std::string& cmd, int* rc = nullptr) {
-  std::string out;
-  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-  if (!f) return out;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, k);
-  const int st = pclose(f);
-  if (rc) *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
-
 // A running child stopped (SIGTERM, then SIGKILL) at the end of the scope.
 struct Running {
   Child c;

@@ -6,10 +6,12 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -100,6 +102,19 @@ inline bool closed_within(int fd, int secs) {
     }
   }
   return false;
+}
+
+// The output of a shell command (bounded by `timeout` inside it), and its exit status.
+inline std::string shell(const std::string& cmd, int* rc = nullptr) {
+  std::string out;
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return out;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, k);
+  const int st = pclose(f);
+  if (rc) *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
 }
 
 template <class Pred>
