@@ -24,38 +24,17 @@
 
 #include "engine/clock.h"
 #include "proxy/proxy_test_helpers.h"
+#include "support/spawn.h"
 #include "support/stop_join.h"
 
 #ifdef RINGPOLL_PROXY_BIN
 namespace ringpoll::test {
 namespace {
 
-struct Child {
-  pid_t pid = -1;
-  int out = -1;  // its stdout
-  int err = -1;  // its stderr
-};
+using Child = Spawned;
 
 Child spawn_program(const char* bin, const std::vector<std::string>& args) {
-  int o[2], e[2];
-  Child c;
-  if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) return c;
-  c.pid = fork();
-  if (c.pid == 0) {
-    dup2(o[1], 1);
-    dup2(e[1], 2);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(bin));
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(bin, argv.data());
-    _exit(127);
-  }
-  ::close(o[1]);
-  ::close(e[1]);
-  c.out = o[0];
-  c.err = e[0];
-  return c;
+  return spawn_piped(bin, args);
 }
 Child spawn_proxy(const std::vector<std::string>& args) {
   return spawn_program(RINGPOLL_PROXY_BIN, args);

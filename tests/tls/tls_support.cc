@@ -1,4 +1,5 @@
 #include "tls/tls_support.h"
+#include "support/spawn.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -134,22 +135,10 @@ bool Program::wait_stderr(const std::string& what, int secs) {
 std::unique_ptr<Program> start_program(const char* bin, const std::vector<std::string>& args,
                                        bool want_line) {
   auto s = std::make_unique<Program>();
-  int o[2], e[2];
-  if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) return s;
-  s->pid = fork();
-  if (s->pid == 0) {
-    dup2(o[1], 1);
-    dup2(e[1], 2);
-    std::vector<char*> argv{const_cast<char*>(bin)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(bin, argv.data());
-    _exit(127);
-  }
-  ::close(o[1]);
-  ::close(e[1]);
-  s->out = o[0];
-  s->err = e[0];
+  const Spawned c = spawn_piped(bin, args);
+  s->pid = c.pid;
+  s->out = c.out;
+  s->err = c.err;
   if (!want_line) return s;
   for (int i = 0; i < 1000; ++i) {  // the first line, 10 s at most
     pollfd pf{s->out, POLLIN, 0};
