@@ -15,6 +15,8 @@
 // Configuration generations: reload() builds new pools for new connections; established
 // ones keep the generation they started with (a shared_ptr held by their Route) and drain
 // on it; the old generation's health checks end.
+#include <fcntl.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -494,6 +496,11 @@ class ProxyServer {
   Status start_tcp(const std::shared_ptr<Generation>& gen, size_t i, std::vector<int> inherit,
                    std::unique_ptr<TcpServer<P>>* out, std::string* why) {
     const ListenerSettings& l = gen->s.listeners[i];
+    if (const std::string mix = backend_mix(inherit); !mix.empty()) {
+      for (int fd : inherit) ::close(fd);  // our copies; the old process keeps its own
+      if (why) *why = "listener '" + l.name + "': " + mix;
+      return Errc::kInvalidArgument;
+    }
     typename TcpServer<P>::Options o;
     o.inherit_fds = std::move(inherit);
     o.listen.reuseport = gen->s.reuseport;
@@ -523,6 +530,26 @@ class ProxyServer {
     }
     *out = std::move(srv);
     return Status();
+  }
+
+  // Sockets handed over by the process this one upgrades share their file flags with it:
+  // a readiness backend needs O_NONBLOCK on the listener, io_uring completion mode needs it
+  // off. The old process set them for its backend; a successor of the other family would
+  // turn them over under it (its accepts would then block its shard, or fail with EAGAIN).
+  // What is wrong, or "" when the families match.
+  static std::string backend_mix(const std::vector<int>& handed) {
+    for (int fd : handed) {
+      const int fl = fcntl(fd, F_GETFL);
+      if (fl < 0 || ((fl & O_NONBLOCK) != 0) != !P::kCompletion) {
+        return std::string("the old process runs ") +
+               (P::kCompletion ? "a readiness backend" : "io_uring completion mode") +
+               " and this one " +
+               (P::kCompletion ? "io_uring completion mode" : "a readiness backend") +
+               "; the two share the listening sockets' flags, so an upgrade cannot change the "
+               "backend family (restart instead)";
+      }
+    }
+    return "";
   }
 
   // A TCP listener a reload removed or moved away (or a new one a failed reload undoes):

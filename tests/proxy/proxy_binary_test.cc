@@ -838,6 +838,37 @@ TEST(ProxyBinary, AFailedUpgradeLeavesTheOldProcessServingAndSaysWhy) {
   std::remove(path.c_str());
 }
 
+TEST(ProxyBinary, AnUpgradeToTheOtherBackendFamilyIsRefusedAndTheOldOneServes) {
+  // The two processes share the listening sockets' file flags (O_NONBLOCK on for a
+  // readiness backend, off for io_uring completion mode): the successor refuses to turn
+  // them over under the old one.
+  TestUpstream up(echo);
+  const std::string base = config_with_upstream(up.address());
+  const std::string path =
+      temp_file(base + "[engine]\nbackend = \"io_uring\"\n[io_uring]\nmode = \"completion\"\n");
+  Child c = spawn_proxy({"--config", path});
+  ASSERT_GT(c.pid, 0);
+  const std::string line = read_line(c.out);
+  ASSERT_NE(line.find("io_uring-completion"), std::string::npos) << line;
+  const SocketAddress at = listening_address(line);
+  std::ofstream(path) << base + "[engine]\nbackend = \"epoll\"\n";
+  ASSERT_EQ(kill(c.pid, SIGUSR2), 0);
+  const std::string err = stderr_until(c.err, "could not start");
+  EXPECT_NE(err.find("listener 'front': the old process runs io_uring completion mode and this "
+                     "one a readiness backend"),
+            std::string::npos)
+      << err;
+  const int s = connect_to(at);
+  ASSERT_TRUE(send_all(s, "z", 1));
+  EXPECT_EQ(recv_all(s, 1), "z") << "still serving";
+  ::close(s);
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(c), 0);
+  ::close(c.out);
+  ::close(c.err);
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace ringpoll::test
 #endif
