@@ -358,8 +358,12 @@ class TcpServer {
     const int64_t end = mono_now_ns() + wait_ns;
     while (drain && ps->accept_loops > 0 && mono_now_ns() < end)
       co_await ps->sched->sleep_for(1'000'000);
+    // A stopped multishot accept also takes the backlog on shutdown: io_uring's accept waits
+    // exclusively, so a connection whose wake-up went to the request being cancelled wakes
+    // no other waiter on a shared socket (an upgrade's successor) and would sit in the
+    // queue until the next connection came (seen: one client in two runs waited 3 s).
     for (auto& l : ps->listeners) {
-      if (backlog && l->poll_fd().is_open()) take_backlog(ps, l->fd());
+      if ((backlog || drain) && l->poll_fd().is_open()) take_backlog(ps, l->fd());
       (void)co_await l->close();
     }
     // An acceptor pausing after EMFILE wakes later, finds its listener closed and ends:
