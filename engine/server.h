@@ -374,6 +374,9 @@ class TcpServer {
   // On the shard's thread, with no accept of the backend's own in flight that could take
   // the same connections ahead (a stopped multishot accept; a readiness accept loop only
   // runs between awaits; a single-shot io_uring accept that wins is served by its loop).
+  // The file flags belong to the socket's open file description, which an upgrade's
+  // successor shares: they are put back as they were (a completion-mode successor needs
+  // the socket blocking, and checks that it is).
   void take_backlog(PerShard* ps, int fd) {
     const int fl = fcntl(fd, F_GETFL);  // completion backends keep it blocking
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return;
@@ -385,6 +388,7 @@ class TcpServer {
         break;  // EAGAIN: the queue is empty (another error: nothing more can be taken)
       }
     }
+    if (!(fl & O_NONBLOCK)) (void)fcntl(fd, F_SETFL, fl);
   }
 
   // start() with sockets handed over (Options::inherit_fds): no bind, no port check.
