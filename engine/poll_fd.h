@@ -205,6 +205,14 @@ class PollFd {
       if (pd_ && state_ == State::kOpen) s_->backend().detach_recv(&cst_);
     }
   }
+  // Undoes detach_recv when the stream has gone quiet, between two reads (none in flight):
+  // the descriptor takes the ring's buffers again and its reader holds no buffer while it
+  // waits.
+  void attach_recv() {
+    if constexpr (MultishotCompletionBackend<P>) {
+      if (pd_ && state_ == State::kOpen) s_->backend().attach_recv(&cst_);
+    }
+  }
 
   // A listener stops accepting without losing a connection. Where the backend takes
   // connections ahead of accept() (io_uring's multishot accept), that request is

@@ -40,6 +40,8 @@
 //   ssize_t recv_starved(FdState*, span)          a read while the buffer ring is dry
 //   void detach_recv(FdState*)                    off the ring for good (a bulk stream):
 //   static bool recv_detached(const FdState&)     ...and drained: reads are single-shot
+//   void attach_recv(FdState*)                    back on the ring (the stream went quiet;
+//                                                 no single-shot read is in flight)
 //   void arm_accept(FdState*); int take_accept(FdState*)
 //   void stop_accept(FdState*)                    cancel the multishot accept, never re-arm;
 //                                                 what it took stays queued for take_accept
@@ -98,6 +100,7 @@ concept MultishotCompletionBackend = CompletionBackend<P> &&
   { P::accept_stopped(*st) } -> std::same_as<bool>;
   { b.detach_recv(st) } -> std::same_as<void>;
   { P::recv_detached(*st) } -> std::same_as<bool>;
+  { b.attach_recv(st) } -> std::same_as<void>;
   requires std::same_as<decltype(st->recv_waiting), bool>;
   requires std::same_as<decltype(st->recv_detached), bool>;
 };

@@ -171,7 +171,7 @@ struct ProxyPool {
 
 struct ProxySection {
   SpliceMode splice = SpliceMode::kAuto;
-  int64_t bulk_buffer_bytes = 262144;    // a bulk direction's buffer or pipe
+  int64_t bulk_buffer_bytes = 1048576;   // a bulk direction's buffer or pipe
   std::vector<ProxyListener> listeners;  // [[proxy.listener]]
   std::vector<ProxyPool> pools;          // [[proxy.pool]]
   std::vector<ProxyRoute> routes;        // [[proxy.route]], in order: first match wins

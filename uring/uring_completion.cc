@@ -388,6 +388,15 @@ void UringCompletionPoller::detach_recv(FdState* st) {
   io_uring_sqe_set_data64(s, kUringIgnoreData);
 }
 
+void UringCompletionPoller::attach_recv(FdState* st) {
+  if (!st->recv_detached) return;
+  st->recv_detached = false;
+  ++counters_.attached_recvs;
+  // If detach_recv's cancel has not completed yet, recv_armed is still set and its final
+  // CQE re-arms (the connection is no longer detached then).
+  arm_recv(st);
+}
+
 ssize_t UringCompletionPoller::recv_starved(FdState* st, std::span<std::byte> out) {
   const ssize_t n = ::recv(st->fd, out.data(), out.size(), MSG_DONTWAIT);
   if (n > 0) {

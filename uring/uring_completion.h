@@ -174,6 +174,7 @@ class UringCompletionPoller {
   // recv still delivers), then receive straight into the caller's buffer; recv_detached()
   // says when that point is reached.
   void detach_recv(FdState* st);
+  void attach_recv(FdState* st);
   // Detached and drained: nothing queued, no multishot recv in flight, no pending end of
   // stream or error; a read is now a single-shot recv into the caller's buffer.
   static bool recv_detached(const FdState& st) noexcept {
@@ -192,6 +193,7 @@ class UringCompletionPoller {
     uint64_t bound_pauses = 0;    // times a connection reached buf_per_conn
     uint64_t starved_reads = 0;   // reads served straight into the caller's buffer
     uint64_t detached_recvs = 0;  // connections taken off the ring (bulk streams)
+    uint64_t attached_recvs = 0;  // ...and put back on it (the stream went quiet)
   };
   Counters counters() const noexcept;
   UringRing& ring() noexcept { return ring_; }

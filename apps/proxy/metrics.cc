@@ -334,6 +334,9 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
       {"ringpoll_uring_detached_recvs_total", "counter",
        "Connections taken off the provided-buffer ring (bulk streams: single-shot receives).",
        &C::detached_recvs},
+      {"ringpoll_uring_attached_recvs_total", "counter",
+       "Connections put back on the provided-buffer ring when their bulk stream went quiet.",
+       &C::attached_recvs},
   };
   std::string out;
   if (shards.empty()) return out;

@@ -119,6 +119,7 @@ struct Direction : PooledBuffer {
   bool bulk = false;
   size_t bulk_cap = 0;  // proxy.bulk_buffer_bytes: a bulk direction's buffer (or pipe)
   int streak = 0;
+  bool drained = false;  // completion mode, bulk: the last read emptied the socket
   Direction(size_t c, ShardMetrics* mm) : PooledBuffer(c, mm) {}
   ~Direction() { close_pipe(pipe); }
   bool piped() const { return pipe[0] >= 0; }
@@ -172,6 +173,22 @@ void go_bulk(Direction& d, TcpStream<P>* src, ShardMetrics& m) {
     ignore_sigpipe();
     (void)open_pipe(d.pipe, d.cap);  // out of descriptors: it goes on copying
   }
+}
+
+// A bulk direction in completion mode that found its socket empty: its stream may have gone
+// quiet (a database connection after its dump, a keep-alive connection after a download).
+// A read submitted now would hold the direction's own buffer for as long as the quiet
+// lasts, so it gives the buffer back and returns to the shard's ring instead, and an idle
+// connection holds no bulk buffer; four full reads in a row make it bulk again. Only an
+// adaptive direction (proxy.relay = "auto"): a forced splice stays as configured.
+template <PollerBackend P>
+void leave_bulk(Direction& d, TcpStream<P>* src) {
+  d.done();
+  d.cap = d.pool_cap;
+  d.bulk = false;
+  d.streak = 0;
+  d.drained = false;
+  src->poll_fd().attach_recv();
 }
 
 // socket → pipe, at most one chunk (readiness backends).
@@ -234,12 +251,27 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
       if (rd.ok() && rd.n == 0) rd.err = Errc::kEof;  // a read system call's 0
     } else {
       // Wait until data is there, then take the buffer — except a bulk direction, whose
-      // detached reads land in it directly.
-      if (!d->bulk) rd = co_await src->poll_fd().wait_readable();
-      if (d->bulk || rd.ok()) {
+      // detached reads land in it directly. After a read that emptied the socket, a bulk
+      // direction first looks without waiting: data there is read at once (no request to
+      // submit); none means the stream may have gone quiet, and it leaves bulk rather than
+      // wait holding its buffer.
+      if (d->bulk && d->drained && d->adaptive) {
         d->take();
-        rd = co_await src->read(d->span());
+        const ssize_t n = ::recv(src->fd(), d->buf, d->cap, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          leave_bulk(*d, src);
+          continue;
+        }
+        rd = n > 0 ? IoResult{static_cast<size_t>(n), Status()}
+                   : IoResult{0, n == 0 ? Status(Errc::kEof) : Status::from_errno(errno)};
+      } else {
+        if (!d->bulk) rd = co_await src->poll_fd().wait_readable();
+        if (d->bulk || rd.ok()) {
+          d->take();
+          rd = co_await src->read(d->span());
+        }
       }
+      if (d->bulk) d->drained = rd.ok() && rd.n < d->cap;
     }
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {

@@ -66,7 +66,7 @@ struct ProxySettings {
   bool adaptive = true;
   // A bulk direction's buffer (completion mode) or pipe (readiness backends), bytes; not
   // below buffer_bytes. One per bulk direction, held while it streams.
-  size_t bulk_buffer_bytes = 262144;
+  size_t bulk_buffer_bytes = 1048576;
   // UDP listeners: a flow (one client address and port) ends after this long with no
   // datagram either way; at most udp_max_flows flows at once, the rest are dropped.
   int64_t udp_idle_ns = 30'000'000'000;

@@ -90,8 +90,15 @@ def candidates(args, d, origin_port):
     pin = ["taskset", "-c", "0"]
     proxy = os.path.join(args.bin, "ringpoll-proxy")
     out = [("direct", None)]
-    for name, extra in (("ringpoll-proxy (io_uring completion, default)", []),
-                        ("ringpoll-proxy epoll", ["--set", "engine.backend=epoll"])):
+    variants = [("ringpoll-proxy (io_uring completion, default)", []),
+                ("ringpoll-proxy epoll", ["--set", "engine.backend=epoll"])]
+    for v in args.variant:  # LABEL=key=value[,key=value...]
+        label, _, sets = v.partition("=")
+        extra = []
+        for kv in sets.split(","):
+            extra += ["--set", kv]
+        variants.append((f"ringpoll-proxy {label}", extra))
+    for name, extra in variants:
         out.append((name, lambda p, extra=extra: pin + [
             proxy, "--listen", f"127.0.0.1:{p}", "--upstream", f"127.0.0.1:{origin_port}",
             "--set", "engine.shards=1"] + extra))
@@ -175,6 +182,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--downloads", type=int, default=4)
     ap.add_argument("--size-mb", type=int, default=100)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="another ringpoll-proxy candidate: LABEL=key=value[,key=value...]")
     ap.add_argument("--only", default="", help="comma-separated substrings of candidate names")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="rp-bulk-")

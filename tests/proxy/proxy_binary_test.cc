@@ -642,9 +642,14 @@ double json_number(const std::string& json, const std::string& key) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr int kUpgradeRounds = 10;
 constexpr double kRoundBudgetS = 1.0;
+// Each round starts an instrumented process (seconds of CPU on a shared core), so the
+// open-loop client may fall behind its schedule for a while: the floor below only says
+// that the load ran through the rounds; what is lost is counted by the errors.
+constexpr double kServedShare = 0.75;
 #else
 constexpr int kUpgradeRounds = 100;
 constexpr double kRoundBudgetS = 0.45;
+constexpr double kServedShare = 0.9;
 #endif
 
 // ringpoll-load at a fixed rate (open loop, HTTP keep-alive) through an HTTP listener of
@@ -762,7 +767,8 @@ void open_loop_upgrades(const char* backend) {
   EXPECT_EQ(json_number(report, "connect"), 0) << "failed connects";
   EXPECT_EQ(json_number(report, "reset"), 0) << "resets";
   EXPECT_EQ(json_number(report, "timeout"), 0) << "unanswered requests";
-  EXPECT_GT(json_number(report, "requests"), 0.9 * rate * json_number(report, "measured_s"))
+  EXPECT_GT(json_number(report, "requests"),
+            kServedShare * rate * json_number(report, "measured_s"))
       << report;
   EXPECT_GE(json_number(report, "server_closes"), rounds) << "connections moved on: " << report;
   // Every old generation drained and exited (reaped here: we are their subreaper).
