@@ -1,14 +1,15 @@
 #pragma once
 // TlsStream<P>: TLS over a TcpStream<P>, on any backend — readiness (epoll, io_uring
 // readiness) and completion (io_uring with provided buffers) alike — because OpenSSL never
-// touches the socket. The session reads and writes ciphertext through a BIO pair (two
-// fixed buffers of TlsOptions::buffer_bytes, allocated with the stream), and the stream
-// moves it with the engine's own TcpStream::read and write:
+// touches the socket. The session reads and writes ciphertext through a BIO of ringpoll's
+// own (tls/cipher_bio.h: two queues of up to TlsOptions::buffer_bytes, each holding a
+// buffer only while it holds bytes), and the stream moves it with the engine's own reads
+// and writes:
 //
-//   read:  SSL_read_ex; wants more ciphertext -> TcpStream::read straight into the
-//          pair's free space (BIO_nwrite0/BIO_nwrite, no copy), retry
-//   write: SSL_write_ex record by record into the pair; a full pair (or the end of the
-//          buffer) -> TcpStream::write straight from the pair's data (BIO_nread0/BIO_nread)
+//   read:  SSL_read_ex; wants more ciphertext -> wait until the socket is readable, then
+//          read straight into the queue's free space (no copy), retry
+//   write: SSL_write_ex record by record into the queue; a full queue (or the end of the
+//          buffer) -> TcpStream::write straight from the queue
 //
 // The method shapes are TcpStream's: read, read_exact, write, shutdown_write, close and
 // the deadlines, with the same errors (kEof at the peer's close_notify, kTimeout past a
@@ -24,10 +25,10 @@
 // one is kEof too (most HTTPS clients do that after their last response), and
 // truncated() says so, for callers to whom the difference matters.
 //
-// Memory per connection: this object (small), the two ciphertext buffers, and OpenSSL's
-// SSL object; SSL_MODE_RELEASE_BUFFERS lets OpenSSL drop its record buffers while the
-// connection idles. No allocation per record beyond OpenSSL's; each read, write and
-// handshake call is one coroutine frame (docs/tls.md).
+// Memory per connection: this object (small) and OpenSSL's SSL object while it idles;
+// SSL_MODE_RELEASE_BUFFERS lets OpenSSL drop its record buffers, and the ciphertext
+// queues give theirs back, while the connection idles. No allocation per record beyond OpenSSL's;
+// each read, write and handshake call is one coroutine frame (docs/tls.md).
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -41,6 +42,7 @@
 #include <utility>
 
 #include "../engine/net.h"
+#include "cipher_bio.h"
 #include "tls_context.h"
 
 namespace ringpoll::tls {
@@ -58,8 +60,7 @@ class TlsStream {
   TlsStream(const TlsStream&) = delete;
   TlsStream& operator=(const TlsStream&) = delete;
   ~TlsStream() {
-    if (ssl_) SSL_free(ssl_);  // frees the inner BIO of the pair too
-    if (net_) BIO_free(net_);
+    if (ssl_) SSL_free(ssl_);  // frees the BIO too (bio_ outlives it)
   }
 
   // Wraps a connected TcpStream it does not own (a TcpServer connection: the server
@@ -72,12 +73,11 @@ class TlsStream {
     tcp_ = &tcp;
     ctx_ = &ctx;
     ssl_ = ctx.new_ssl(server_name);
-    BIO* inner = nullptr;
-    if (!ssl_ || BIO_new_bio_pair(&inner, ctx.options().buffer_bytes, &net_,
-                                  ctx.options().buffer_bytes) != 1) {
-      return Status::from_errno(ENOMEM);
-    }
-    SSL_set_bio(ssl_, inner, inner);
+    bio_.in.set_capacity(ctx.options().buffer_bytes);
+    bio_.out.set_capacity(ctx.options().buffer_bytes);
+    BIO* b = ssl_ ? detail::new_cipher_bio(&bio_) : nullptr;
+    if (!b) return Status::from_errno(ENOMEM);
+    SSL_set_bio(ssl_, b, b);  // one reference, for both directions
     if (ctx.is_server()) {
       SSL_set_accept_state(ssl_);
     } else {
@@ -230,12 +230,12 @@ class TlsStream {
   // Something a read would get without the socket: plaintext or a record (whole or in
   // part) in the session, or ciphertext in the pair. A caller that waits for the socket to
   // be readable before it reads (to take a buffer only then) asks this first.
-  bool buffered() const {
-    return SSL_has_pending(ssl_) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl_)) > 0;
-  }
+  bool buffered() const { return SSL_has_pending(ssl_) == 1 || bio_.in.size() > 0; }
+  // Ciphertext buffers this stream holds now (0, 1 or 2; none while it idles).
+  int cipher_buffers() const noexcept { return bio_.in.holds_buffer() + bio_.out.holds_buffer(); }
 
  private:
-  size_t pending_out() const { return BIO_ctrl_pending(net_); }
+  size_t pending_out() const { return bio_.out.size(); }
 
   Task<HandshakeError> handshake_steps() {
     for (;;) {
@@ -265,18 +265,43 @@ class TlsStream {
     return HandshakeError::kOther;
   }
 
-  // Reads ciphertext from the socket into the pair's free space. At the peer's end of
-  // stream the pair is shut for writing, so OpenSSL sees the end (kEof is returned only
-  // to the handshake, which has no use for what OpenSSL would make of it).
+  // Reads ciphertext from the socket into the queue's free space, taking the queue's
+  // buffer only once there is something to read: a connection waiting for its peer holds
+  // none. At the peer's end of stream the queue is marked ended, so OpenSSL sees the end
+  // (kEof is returned only to the handshake, which has no use for what OpenSSL would make
+  // of it).
   Task<Status> fill() {
-    char* room = nullptr;
-    const int n = BIO_nwrite0(net_, &room);
-    if (n <= 0) co_return Status::from_errno(ENOBUFS);  // OpenSSL read nothing: a bug
-    const IoResult r = co_await tcp_->read(
-        std::span<std::byte>(reinterpret_cast<std::byte*>(room), static_cast<size_t>(n)));
-    if (r.n > 0) BIO_nwrite(net_, &room, static_cast<int>(r.n));
+    detail::CipherQueue& q = bio_.in;
+    IoResult r;
+    if constexpr (P::kCompletion) {
+      // The multishot recv queues what arrives in the ring's buffers; wait for it there.
+      r = co_await tcp_->poll_fd().wait_readable();
+      if (r.ok()) {
+        const std::span<std::byte> room = q.room();
+        if (room.empty()) co_return Status::from_errno(ENOBUFS);  // OpenSSL read nothing: a bug
+        r = co_await tcp_->read(room);
+      }
+    } else {
+      // The system call takes the buffer, and gives it back on EAGAIN (as the relay does).
+      r = co_await tcp_->poll_fd().ready_op(Mode::kRead, [&q](int fd) -> ssize_t {
+        const std::span<std::byte> room = q.room();
+        if (room.empty()) {
+          errno = ENOBUFS;
+          return -1;
+        }
+        const ssize_t n = ::recv(fd, room.data(), room.size(), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          q.release_if_empty();
+          errno = EAGAIN;
+        }
+        return n;
+      });
+      if (r.ok() && r.n == 0) r.err = Errc::kEof;  // a read system call's 0
+    }
+    if (r.n > 0) q.commit(r.n);
+    q.release_if_empty();
     if (r.err.is(Errc::kEof) && handshake_done_) {
-      BIO_shutdown_wr(net_);
+      bio_.in_eof = true;
       co_return Status();
     }
     co_return r.err;
@@ -288,13 +313,9 @@ class TlsStream {
     while (flushing_) co_await FlushWait{this, {}};
     flushing_ = true;
     Status st;
-    for (;;) {
-      char* p = nullptr;
-      const int n = BIO_nread0(net_, &p);
-      if (n <= 0) break;
-      const IoResult w = co_await tcp_->write(std::span<const std::byte>(
-          reinterpret_cast<const std::byte*>(p), static_cast<size_t>(n)));
-      if (w.n > 0) BIO_nread(net_, &p, static_cast<int>(w.n));
+    while (bio_.out.size() > 0) {
+      const IoResult w = co_await tcp_->write(bio_.out.data());
+      bio_.out.consume(w.n);  // the buffer goes back once all is sent
       if (!w.ok()) {
         st = w.err;
         break;
@@ -332,8 +353,8 @@ class TlsStream {
   TcpStream<P>* tcp_ = nullptr;
   const TlsContext* ctx_ = nullptr;
   std::unique_ptr<TcpStream<P>> own_;
+  detail::CipherBio bio_;  // the ciphertext queues (before ssl_, whose BIO names them)
   SSL* ssl_ = nullptr;
-  BIO* net_ = nullptr;  // the socket's end of the BIO pair (OpenSSL has the other)
   TaskNode* flush_waiter_ = nullptr;
   const char* detail_ = nullptr;
   HandshakeError hs_error_ = HandshakeError::kNone;

@@ -265,6 +265,7 @@ TEST(ProxyMetrics, UringCountersRenderOneLineEachPerShardAndNothingWithoutShards
   c[1].starved_reads = 7;
   c[1].zc_sends = 8;
   c[0].zc_loopback = 9;
+  c[1].attached_recvs = 10;
   const std::string t = proxy::render_uring(c);
   for (const char* want : {
            "ringpoll_uring_recv_nobufs_total{shard=\"0\"} 1\n",
@@ -277,14 +278,15 @@ TEST(ProxyMetrics, UringCountersRenderOneLineEachPerShardAndNothingWithoutShards
            "ringpoll_uring_zc_sends_total{shard=\"1\"} 8\n",
            "ringpoll_uring_zc_sends_total{shard=\"0\"} 0\n",
            "ringpoll_uring_zc_loopback_total{shard=\"0\"} 9\n",
+           "ringpoll_uring_attached_recvs_total{shard=\"1\"} 10\n",
            "# TYPE ringpoll_uring_conns_at_bound gauge\n",
            "# TYPE ringpoll_uring_bound_pauses_total counter\n",
            "# HELP ringpoll_uring_starved_reads_total Reads received straight into the "
            "application's buffer while the buffer ring was dry.\n",
        })
     EXPECT_NE(t.find(want), std::string::npos) << want << "in:\n" << t;
-  EXPECT_EQ(count_of(t, "# TYPE "), 10u) << t;
-  EXPECT_EQ(count_of(t, "{shard="), 20u) << t;
+  EXPECT_EQ(count_of(t, "# TYPE "), 11u) << t;
+  EXPECT_EQ(count_of(t, "{shard="), 22u) << t;
 }
 
 TEST(ProxyConfig, HttpLimitsReachTheAdminEndpointsParser) {

@@ -124,8 +124,8 @@ TYPED_TEST(Fairness, HttpPipelinedResponsesNeverReadDoNotStallItsShard) {
       if (answers <= whole + (part ? 1 : 0) && body != filler) intact = false;
     }
   });
-  const std::string rest =
-      (part ? req.substr(part) : std::string()) + "GET /plaintext HTTP/1.1\r\nHost: slow\r\nConnection: close\r\n\r\n";
+  const std::string rest = (part ? req.substr(part) : std::string()) +
+                           "GET /plaintext HTTP/1.1\r\nHost: slow\r\nConnection: close\r\n\r\n";
   EXPECT_TRUE(send_all(slow, rest.data(), rest.size()));
   reader.join();
   EXPECT_EQ(answers, whole + (part ? 1 : 0) + 1) << "requests were lost or answered twice";
@@ -167,17 +167,20 @@ TYPED_TEST(Fairness, AThousandClientsThatStopReadingLeaveFiftyOthersServed) {
   }
   size_t total = 0;
   for (size_t s : sent) total += s;
-  EXPECT_GT(total, size_t{kStalled} * 64 * 1024) << "the stalled clients sent too little to fill the ring";
+  EXPECT_GT(total, size_t{kStalled} * 64 * 1024)
+      << "the stalled clients sent too little to fill the ring";
 
   const ProbeResult pr = probe(srv.address(), ProbeKind::kEcho, 50, 4);
   EXPECT_EQ(pr.answered, pr.asked) << "clients beside 1,000 stalled ones were not served";
   EXPECT_LT(pr.p99_ms, 100.0) << "max " << pr.max_ms << " ms";
   if constexpr (OneShardServer<TypeParam>::kRing) {
-    // The ring ran dry (1,000 connections at up to buf_per_conn each), so the probe's
-    // reads were served straight into the handler's buffer.
+    // The ring ran dry (1,000 connections at up to buf_per_conn each). Whether the
+    // probe's reads then met a dry ring (and were received straight into the handler's
+    // buffer) or buffers some stalled connection had given back depends on the timing of
+    // the machine (CI saw both), so only the dry ring is required here; the probe being
+    // answered is what the test is about.
     const auto c = srv.ring();
     EXPECT_GT(c.nobufs, 0u) << "the ring never ran dry: the test did not test the fallback";
-    EXPECT_GT(c.starved_reads, 0u);
   }
   for (int fd : stalled) ::close(fd);
 }
