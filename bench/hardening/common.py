@@ -1,5 +1,6 @@
-"""What soak.py, scale.py and upgrade/compare.py share: free loopback ports, waiting for a
-listener, reading a socket to its end, RSS."""
+"""What soak.py, scale.py, upgrade/compare.py and harness/sidebyside.py share: free
+loopback ports, waiting for a listener, reading a socket to its end or one HTTP response,
+RSS."""
 import socket
 import time
 
@@ -44,3 +45,25 @@ def read_to_end(s):
         data += b
     s.close()
     return data
+
+
+def read_http_response(s, buf=b""):
+    """One HTTP/1.1 response framed by Content-Length (none: no body) from socket s, buf
+    holding bytes already read: (head, body, the bytes read past it). OSError when the
+    peer closes first."""
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        if not b:
+            raise OSError("connection closed early")
+        buf += b
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    n = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            n = int(line.split(b":")[1])
+    while len(rest) < n:
+        b = s.recv(65536)
+        if not b:
+            raise OSError("connection closed early")
+        rest += b
+    return head, rest[:n], rest[n:]

@@ -45,7 +45,7 @@ import time
 RSS_STEP_KIB = 2048
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import free_port, read_to_end, rss_kib, wait_port  # noqa: E402
+from common import free_port, read_http_response, read_to_end, rss_kib, wait_port  # noqa: E402
 
 
 def fd_count(pid):
@@ -187,24 +187,9 @@ pool = "echo"
                     buf = b""
                     for _ in range(20):
                         s.sendall(req)
-                        while b"\r\n\r\n" not in buf:
-                            b = s.recv(65536)
-                            if not b:
-                                raise OSError("connection closed early")
-                            buf += b
-                        head, _, rest = buf.partition(b"\r\n\r\n")
+                        head, _, buf = read_http_response(s, buf)
                         if not head.startswith(b"HTTP/1.1 200"):
                             self.error(f"{name}: {head[:40]!r}")
-                        n = 0
-                        for line in head.split(b"\r\n"):
-                            if line.lower().startswith(b"content-length:"):
-                                n = int(line.split(b":")[1])
-                        while len(rest) < n:
-                            b = s.recv(65536)
-                            if not b:
-                                raise OSError("connection closed early")
-                            rest += b
-                        buf = rest[n:]
                         self.count("http")
             except OSError as e:
                 self.error(f"{name}: {e}")

@@ -245,20 +245,9 @@ class Bench:
                                    timeout=a.warmup + a.duration + 20, cpu=self.cpu_cli,
                                    log_path=cli_log, name="ringpoll-load")
             res = clients.parse_load_json(jpath)
-        rec["client_rc"] = rc
+        rec.update(client_figures(res, rc, cli_log))
         if not res:
-            try:
-                with open(cli_log, errors="replace") as f:
-                    tail = f.read()[-600:]
-            except OSError:
-                tail = ""
-            rec["error"] = f"no result from the client (exit {rc}): {tail.strip()}"
             return rec
-        rec.update(res)
-        rec["ok"] = bool(res.get("rps")) and not res.get("errors") and not res.get("failure")
-        if res.get("errors"):
-            rec["error"] = f"{res['errors']} client errors" + (
-                f": {res['first_error']}" if res.get("first_error") else "")
         if win:
             rec["cpu_window"] = win  # raw: ticks and % of a core per process group
             rec["window_s"] = win["window_s"]
@@ -300,16 +289,43 @@ class Bench:
               flush=True)
 
     def loop(self, workloads):
-        t0 = time.monotonic()
-        for rep in range(1, self.a.reps + 1):
-            for wl in workloads:
-                cands = rotated(wl.candidates, rep)
-                print(f"== rep {rep}/{self.a.reps}: {wl.label} "
-                      f"(elapsed {time.monotonic() - t0:.0f} s; order: "
-                      f"{', '.join(c.name for c in cands)})", flush=True)
-                for cand in cands:
-                    self.run_one(wl, cand, rep)
-        return time.monotonic() - t0
+        return run_rotated(self.a.reps, workloads, self.run_one)
+
+
+def run_rotated(reps, workloads, run_one):
+    """run_one(workload, candidate, rep) for every workload's candidates, repetition by
+    repetition, in the rotated order; returns the seconds it took."""
+    t0 = time.monotonic()
+    for rep in range(1, reps + 1):
+        for wl in workloads:
+            cands = rotated(wl.candidates, rep)
+            print(f"== rep {rep}/{reps}: {wl.label} "
+                  f"(elapsed {time.monotonic() - t0:.0f} s; order: "
+                  f"{', '.join(c.name for c in cands)})", flush=True)
+            for cand in cands:
+                run_one(wl, cand, rep)
+    return time.monotonic() - t0
+
+
+def client_figures(res, rc, cli_log):
+    """A record's client part: the parsed figures (res, None when the client left none),
+    ok (figures and no error), and the error: the client's errors, or the tail of its
+    output (cli_log) when it left no figures."""
+    rec = {"client_rc": rc}
+    if not res:
+        try:
+            with open(cli_log, errors="replace") as f:
+                tail = f.read()[-600:]
+        except OSError:
+            tail = ""
+        rec["error"] = f"no result from the client (exit {rc}): {tail.strip()}"
+        return rec
+    rec.update(res)
+    rec["ok"] = bool(res.get("rps")) and not res.get("errors") and not res.get("failure")
+    if res.get("errors"):
+        rec["error"] = f"{res['errors']} client errors" + (
+            f": {res['first_error']}" if res.get("first_error") else "")
+    return rec
 
 
 def rotated(candidates, rep):

@@ -67,9 +67,11 @@ def wrk_script(tmpdir):
     return path
 
 
-def wrk_argv(port, conns, duration, script, threads=1, host="127.0.0.1"):
+def wrk_argv(port, conns, duration, script, threads=1, host="127.0.0.1", scheme="http",
+             latency=False):
+    """latency: also print wrk's own --latency table (kept in the raw output)."""
     return ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, int(round(duration)))}s", "--timeout", "5s",
-            "-s", script, f"http://{host}:{port}/plaintext"]
+            "-s", script] + (["--latency"] if latency else []) + [f"{scheme}://{host}:{port}/plaintext"]
 
 
 def parse_wrk(path):

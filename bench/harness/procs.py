@@ -70,12 +70,29 @@ def tree_ticks(pid, seen_children=None):
     return (u, s)
 
 
-def box_busy_ticks():
-    """Busy ticks of the whole machine: user nice system irq softirq (idle, iowait and
-    steal left out)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
+def _busy(fields):
+    """Busy ticks of one /proc/stat cpu line: user nice system irq softirq (idle, iowait
+    and steal left out)."""
+    v = [int(x) for x in fields]
     return v[0] + v[1] + v[2] + v[5] + v[6]
+
+
+def box_busy_ticks():
+    """Busy ticks of the whole machine."""
+    with open("/proc/stat") as f:
+        return _busy(f.readline().split()[1:])
+
+
+def cpu_busy_ticks():
+    """Busy ticks of each CPU: {cpu number: ticks} (a pinned server's core, softirq
+    work done there included)."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, _, rest = line.partition(" ")
+            if name.startswith("cpu") and name[3:].isdigit():
+                out[int(name[3:])] = _busy(rest.split())
+    return out
 
 
 class Snapshot:
@@ -84,6 +101,7 @@ class Snapshot:
     def __init__(self, groups, registry=None):
         self.t = time.monotonic()
         self.box = box_busy_ticks()
+        self.cpus = cpu_busy_ticks()
         self.ticks = {}
         for name, pid in groups.items():
             seen = registry.children if registry else None
@@ -92,7 +110,8 @@ class Snapshot:
 
 def window(a, b):
     """CPU use between two snapshots: per group user/sys ticks and % of one core, and
-    'other_pct', what the rest of the machine burnt (builds, other tenants, kworkers)."""
+    'other_pct', what the rest of the machine burnt (builds, other tenants, kworkers), and
+    'cpu_busy_ticks', each CPU's busy ticks."""
     secs = b.t - a.t
     core = secs * HZ
     out = {"window_s": round(secs, 4), "groups": {}}
@@ -105,6 +124,7 @@ def window(a, b):
                                "usr_pct": round(100.0 * du / core, 1) if core else 0.0,
                                "sys_pct": round(100.0 * ds / core, 1) if core else 0.0}
     out["other_pct"] = round(max(0.0, 100.0 * (b.box - a.box - ours) / core), 1) if core else 0.0
+    out["cpu_busy_ticks"] = {n: b.cpus[n] - a.cpus[n] for n in a.cpus if n in b.cpus}
     return out
 
 

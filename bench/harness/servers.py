@@ -30,12 +30,12 @@ def backend_args(backend):
 
 
 class Tools:
-    def __init__(self, build_dir, peers_bin, tmpdir, pinned):
+    def __init__(self, build_dir, peers_bin, tmpdir, pinned, bin_dir=None):
         self.build_dir = build_dir
         self.tmpdir = tmpdir
         self.pinned = pinned
         self.skipped = []  # (what, why)
-        b = os.path.join(build_dir, "bin")
+        b = bin_dir or os.path.join(build_dir, "bin")
         self.load = _exe(os.path.join(b, "ringpoll-load"))
         self.serve = _exe(os.path.join(b, "ringpoll-serve"))
         self.proxy = _exe(os.path.join(b, "ringpoll-proxy"))
@@ -71,76 +71,105 @@ class Tools:
                     f"ringpoll-echo {backend} (stand-in)")
         return None
 
-    def nginx_http_conf(self, port, tag):
+    def _nginx(self, tag, comment, events_and_body, stream=False, conns=8192):
+        """An nginx config (one worker, in its own folder under tmpdir) and its argv."""
         d = os.path.join(self.tmpdir, tag)
         os.makedirs(d, exist_ok=True)
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(f"""# plaintext responder for ringpoll's bench harness (one worker)
-worker_processes 1;
+            f.write(f"""# {comment} for ringpoll's bench harness (one worker)
+{f"load_module {NGINX_STREAM_MODULE};{chr(10)}" if stream else ""}worker_processes 1;
 daemon off;
 master_process on;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
-http {{
+worker_rlimit_nofile {2 * conns};
+events {{ worker_connections {conns}; }}
+""" + events_and_body.replace("@DIR@", d))
+        return [self.nginx, "-p", d + "/", "-e", f"{d}/error.log", "-c", conf]
+
+    @staticmethod
+    def _nginx_tls(tls):
+        """listen suffix and ssl_* lines for tls = (cert, key) or None; TLS 1.3 only (the
+        figures of issue 18 compare TLS 1.3 with an ECDSA P-256 certificate)."""
+        if not tls:
+            return "", ""
+        return " ssl", (f"    ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};\n"
+                        f"    ssl_protocols TLSv1.3;\n    ssl_session_tickets on;\n")
+
+    @staticmethod
+    def _nginx_http(servers):
+        return f"""http {{
   access_log off;
   server_tokens off;
   keepalive_requests 1000000000;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{ default_type text/plain; return 200 "Hello, World!"; }}
-  }}
-}}
-""")
-        return [self.nginx, "-p", d + "/", "-e", f"{d}/error.log", "-c", conf]
+  client_body_temp_path @DIR@/body;
+  proxy_temp_path @DIR@/proxy;
+  fastcgi_temp_path @DIR@/fastcgi;
+  uwsgi_temp_path @DIR@/uwsgi;
+  scgi_temp_path @DIR@/scgi;
+{servers}}}
+"""
 
-    def nginx_stream_conf(self, port, backend_port, tag):
-        d = os.path.join(self.tmpdir, tag)
-        os.makedirs(d, exist_ok=True)
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""# L4 proxy for ringpoll's bench harness (one worker)
-load_module {NGINX_STREAM_MODULE};
-worker_processes 1;
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
-stream {{
+    def nginx_http_conf(self, port, tag, tls=None):
+        """The plaintext responder; tls = (cert, key) makes it HTTPS."""
+        ssl, lines = self._nginx_tls(tls)
+        return self._nginx(tag, "plaintext responder", self._nginx_http(f"""  server {{
+    listen 127.0.0.1:{port}{ssl} backlog=4096;
+{lines}    location / {{ default_type text/plain; return 200 "Hello, World!"; }}
+  }}
+"""))
+
+    def nginx_http_proxy_conf(self, port, upstream_port, tag, conns=8192):
+        """HTTP reverse proxy (proxy_pass) to one upstream with a keep-alive pool of 64."""
+        return self._nginx(tag, "HTTP proxy", self._nginx_http(f"""  upstream up {{
+    server 127.0.0.1:{upstream_port};
+    keepalive 64;
+    keepalive_requests 10000;
+  }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    proxy_pass 127.0.0.1:{backend_port};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+"""), conns=conns)
+
+    def nginx_stream_conf(self, port, backend_port, tag, tls=None):
+        """L4 proxy; tls = (cert, key) terminates TLS."""
+        ssl, lines = self._nginx_tls(tls)
+        return self._nginx(tag, "L4 proxy", f"""stream {{
+  server {{
+    listen 127.0.0.1:{port}{ssl} backlog=4096;
+{lines}    proxy_pass 127.0.0.1:{backend_port};
     proxy_timeout 120s;
   }}
 }}
-""")
-        return [self.nginx, "-p", d + "/", "-e", f"{d}/error.log", "-c", conf]
+""", stream=True)
 
-    def haproxy_conf(self, port, backend_port, tag):
+    def haproxy_conf(self, port, backend_port, tag, mode="tcp", tls_pem=None, maxconn=4000):
+        """One thread; mode "tcp" (L4) or "http" (keep-alive upstream connections shared
+        by all clients: http-reuse always); tls_pem (certificate and key in one file)
+        terminates TLS 1.3."""
         d = os.path.join(self.tmpdir, tag)
         os.makedirs(d, exist_ok=True)
         conf = os.path.join(d, "haproxy.cfg")
+        ssl = f" ssl crt {tls_pem} ssl-min-ver TLSv1.3" if tls_pem else ""
+        http = "  timeout http-keep-alive 120s\n  http-reuse always\n" if mode == "http" else ""
         with open(conf, "w") as f:
-            f.write(f"""# L4 proxy for ringpoll's bench harness (one thread)
+            f.write(f"""# {mode} proxy for ringpoll's bench harness (one thread)
 global
   nbthread 1
-  maxconn 4000
+  maxconn {maxconn}
 defaults
-  mode tcp
+  mode {mode}
   timeout connect 5s
   timeout client 120s
   timeout server 120s
-listen fwd
-  bind 127.0.0.1:{port}
+{http}listen fwd
+  bind 127.0.0.1:{port}{ssl}
   server b1 127.0.0.1:{backend_port}
 """)
         return [self.haproxy, "-db", "-f", conf]
