@@ -241,20 +241,22 @@ TYPED_TEST(ProxyHardening, UnderAConnectionFloodEstablishedConnectionsStayServed
       << attempts.load() << " flood connections, none refused";
 }
 
-// Runs fn on this thread while shard 0 is held busy for hold_ns (it polls nothing).
+// Runs fn on this thread while shard 0 is held busy (it polls nothing): at least hold_ns,
+// and until fn has returned, however long a loaded machine makes fn take.
 template <class P, class F>
 void while_shard_held(Engine<P>& e, int64_t hold_ns, F fn) {
-  std::atomic<bool> held{false};
+  std::atomic<bool> held{false}, fn_done{false};
   std::thread hold([&] {
     Engine<P>::call(e.shard(0), [&] {
       held.store(true);
       const int64_t end = mono_now_ns() + hold_ns;
-      while (mono_now_ns() < end) {
+      while (mono_now_ns() < end || !fn_done.load()) {
       }
     });
   });
   while (!held.load()) std::this_thread::yield();
-  fn();
+  fn();  // (an assertion failing in fn returns from fn only)
+  fn_done.store(true);
   hold.join();
 }
 
