@@ -9,7 +9,7 @@
 //   1. asks every movable relay of the listeners the successor takes to park: each pump
 //      stops at the top of its loop, between two reads (a waiting read is woken by an
 //      expired deadline and reads nothing; a write in flight finishes first);
-//   2. waits at most kParkBoundNs for them; a relay not parked by then (a send that does
+//   2. waits at most kParkBoundNs (2 s) for them; a relay not parked by then (a send that does
 //      not finish: a slow receiver) resumes here and drains, as every connection did
 //      before moves existed;
 //   3. stops receiving ahead on both sockets (io_uring completion mode: the multishot recv
@@ -33,8 +33,10 @@
 namespace ringpoll::proxy {
 
 // How long a relay may take to reach a point between two reads (its write in flight
-// finishing) before it stays and drains instead.
-inline constexpr int64_t kParkBoundNs = 500'000'000;
+// finishing) before it stays and drains instead: a receiver that takes nothing for this
+// long is a slow one. Generous because a loaded machine can leave a shard without the CPU
+// for hundreds of milliseconds (seen: 660 ms with 1,000 streams on 2 busy cores).
+inline constexpr int64_t kParkBoundNs = 2'000'000'000;
 // How long the cancel of a multishot recv may take to complete before the relay stays.
 inline constexpr int64_t kRecvStopBoundNs = 1'000'000'000;
 

@@ -51,9 +51,6 @@ uint8_t seq_byte(uint64_t c, uint64_t i) {
   return static_cast<uint8_t>(x >> 56);
 }
 
-return line;
-}
-
 // The address in a "... on ADDR ..." / "listening on ADDR (" line.
 std::string address_after(const std::string& line, const std::string& what) {
   const size_t at = line.find(what);
@@ -280,11 +277,19 @@ void relays_move_across_upgrades(const char* backend) {
                       "\",outcome=\"drained\"} 0\n"),
             std::string::npos)
       << page;
+  // The clients close; the proxy's relays end with them (so its stop has nothing to cut).
+  for (Streams::Conn& k : st.conns) ::close(k.fd);
+  ::close(st.ep);
+  EXPECT_TRUE(wait_for(
+      [&] {
+        std::string body;
+        return admin_get(admin, "/metrics", &body) == 200 &&
+               body.find("\nringpoll_proxy_connections_active 0\n") != std::string::npos;
+      },
+      30));
   kill(current, SIGTERM);
   EXPECT_TRUE(exits_within(current, 20));
   std::erase(running, current);
-  for (Streams::Conn& k : st.conns) ::close(k.fd);
-  ::close(st.ep);
   err.stop();
   const std::string all = log();
   for (int g = 1; g <= kRounds; ++g) {
