@@ -216,6 +216,16 @@ void relays_move_across_upgrades(const char* backend) {
   pid_t current = first.pid;
   SocketAddress admin;
   parse_address(admin_at, &admin);
+  // Every connection is relayed (none still queued on the listener) before the first upgrade:
+  // each generation then moves all of them, which the log is checked for below.
+  ASSERT_TRUE(wait_for(
+      [&] {
+        std::string body;
+        return admin_get(admin, "/metrics", &body) == 200 &&
+               body.find("\nringpoll_proxy_connections_active " + std::to_string(kConns) + "\n") !=
+                   std::string::npos;
+      },
+      30));
   for (int round = 0; round < kRounds; ++round) {
     const std::string gen = std::to_string(round + 2);
     const uint64_t before = st.total_got.load();
