@@ -15,7 +15,8 @@
 // accepting and drain within timeouts.drain_ms; a second signal stops at once. SIGUSR2
 // upgrades the binary: the program now at this one's path starts with the same arguments,
 // takes the listening sockets over (apps/proxy/upgrade.h), and once it serves this one
-// stops accepting and drains; if it fails, this one keeps serving and says why.
+// stops accepting, moves its established plain L4 relays to it (apps/proxy/relay_move.h)
+// and drains the rest; if it fails, this one keeps serving and says why.
 // Bad arguments or config: a message naming the argument, key, file and line; exit 2.
 #include <signal.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "apps/common/fd_limit.h"
@@ -325,15 +327,45 @@ int run(int argc, char** argv) {
                 admin.empty() ? "" : ", admin on ",
                 admin.empty() ? "" : px.admin_address().to_string().c_str(), gen.c_str());
     std::fflush(stdout);
-    tell_old("ready generation " + std::to_string(up.generation) + " pid " +
-             std::to_string(getpid()));
+    if (up.fd >= 0) {
+      // The channel stays open: the predecessor moves its established relays over it.
+      (void)send_note(up.fd, proxy::ready_note(up.generation, px.movable_listeners()));
+      px.adopt_from(std::exchange(up.fd, -1), [](const std::string& line) {
+        std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
+      });
+    }
 
     const int64_t drain_ns = settings.drain_ns;
+    proxy::Successor next;  // set once an upgrade's successor serves
     wait_stop_signals(
         [&] {
+          // After an upgrade: the relays taken from the predecessor first (at most the
+          // upgrade timeout), then this process's plain relays move to the successor.
+          px.finish_adopting(next.channel >= 0 ? int64_t{proxy::kUpgradeTimeoutMs} * 1'000'000 : 0);
+          proxy::MoveCounts moves;
+          if (next.channel >= 0) {
+            moves = px.move_relays_to(next.channel, next.moves);
+            (void)send_moves_end(next.channel, "moved " + std::to_string(moves.moved) +
+                                                   " drained " + std::to_string(moves.draining));
+            ::close(std::exchange(next.channel, -1));
+            std::fprintf(stderr,
+                         "%s: upgrade: moved %llu established connections to generation %llu, "
+                         "%llu drain here%s%s\n",
+                         kProg, static_cast<unsigned long long>(moves.moved),
+                         static_cast<unsigned long long>(up.generation + 1),
+                         static_cast<unsigned long long>(moves.draining),
+                         moves.error.empty() ? "" : "; the channel failed: ", moves.error.c_str());
+          }
           const size_t aborted = px.shutdown(drain_ns);
           if (aborted > 0)
             std::fprintf(stderr, "%s: drain deadline: aborted %zu connections\n", kProg, aborted);
+          if (next.pid > 0)
+            std::fprintf(stderr,
+                         "%s: generation %llu done: %llu connections moved, %llu drained "
+                         "(%zu of them aborted at the drain deadline)\n",
+                         kProg, static_cast<unsigned long long>(up.generation),
+                         static_cast<unsigned long long>(moves.moved),
+                         static_cast<unsigned long long>(moves.draining), aborted);
           engine.stop();
         },
         [&] {
@@ -358,13 +390,17 @@ int run(int argc, char** argv) {
                        changes.empty() ? "" : "; listeners ", changes.c_str());
         },
         [&] {
-          pid_t child = -1;
           std::string w;
+          if (next.pid > 0) {
+            std::fprintf(stderr, "%s: upgrade: already handed over to pid %d\n", kProg, next.pid);
+            return;
+          }
           if (!proxy::start_successor(self, up.generation + 1, px.handover(),
-                                      proxy::kUpgradeTimeoutMs, &child, &w)) {
+                                      proxy::kUpgradeTimeoutMs, &next, &w)) {
             std::fprintf(stderr, "%s: upgrade failed, still serving: %s\n", kProg, w.c_str());
             return;
           }
+          const pid_t child = next.pid;
           std::fprintf(stderr,
                        "%s: upgrade: generation %llu (pid %d) serves; this process stops "
                        "accepting and drains\n",

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -25,12 +26,13 @@ Status fail(int e, const std::string& step, std::string* why) {
 // Waits for sock to be readable until the absolute deadline (monotonic ns).
 Status wait_readable(int sock, int64_t deadline) {
   for (;;) {
-    const int64_t left_ms = (deadline - mono_now_ns()) / 1'000'000;
-    if (left_ms <= 0) return Errc::kTimeout;
+    // A deadline already past still looks once (a poll of 0 ms).
+    const int64_t left_ms = std::max<int64_t>(0, (deadline - mono_now_ns()) / 1'000'000);
     pollfd p{sock, POLLIN, 0};
     const int r = ::poll(&p, 1, static_cast<int>(left_ms));
     if (r > 0) return Status();
     if (r < 0 && errno != EINTR) return Status::from_errno(errno);
+    if (r == 0 && left_ms == 0) return Errc::kTimeout;
   }
 }
 
@@ -147,6 +149,91 @@ Status recv_note(int sock, int timeout_ms, std::string* text) {
   const Status st = recv_message(sock, mono_now_ns() + int64_t{timeout_ms} * 1'000'000, text, &fds);
   for (int fd : fds) ::close(fd);  // a note carries none
   return st;
+}
+
+namespace {
+// A record's part in one message: kMaxMessage less the kind byte (and, in the first,
+// the length).
+constexpr size_t kRecordPart = kMaxMessage - 16;
+}  // namespace
+
+Status send_connection(int sock, std::string_view record, const std::vector<int>& fds,
+                       std::string* why) {
+  if (record.size() > kMaxHandedRecord) {
+    if (why) *why = "a connection record of " + std::to_string(record.size()) + " bytes";
+    return Status::from_errno(EMSGSIZE);
+  }
+  const size_t first = std::min(record.size(), kRecordPart);
+  // Built piece by piece: g++ 12 warns (-Wrestrict, wrongly) on "C" + a temporary and on
+  // assigning a literal to a string that held more.
+  std::string msg(1, 'C');
+  msg.append(std::to_string(record.size()));
+  msg.push_back(':');
+  msg.append(record.substr(0, first));
+  if (Status st = send_message(sock, msg, fds); !st.ok())
+    return fail(st.sys_errno(), "sending a connection", why);
+  for (size_t at = first; at < record.size(); at += kRecordPart) {
+    msg.assign(1, 'D');
+    msg.append(record.substr(at, kRecordPart));
+    if (Status st = send_message(sock, msg, {}); !st.ok())
+      return fail(st.sys_errno(), "sending a connection's record", why);
+  }
+  return Status();
+}
+
+Status send_moves_end(int sock, const std::string& text) {
+  std::string msg(1, 'E');
+  msg.append(text);
+  return send_message(sock, msg, {});
+}
+
+Status recv_connection(int sock, int timeout_ms, std::string* record, std::vector<int>* fds,
+                       std::string* why) {
+  record->clear();
+  std::vector<int> got;
+  const auto refuse = [&](Status st, const std::string& what) {
+    for (int fd : got) ::close(fd);
+    record->clear();
+    if (why) *why = what;
+    return st;
+  };
+  std::string text;
+  Status st = recv_message(sock, mono_now_ns() + int64_t{timeout_ms} * 1'000'000, &text, &got);
+  if (st.is(Errc::kTimeout))
+    return refuse(st, "no connection within " + std::to_string(timeout_ms) + " ms");
+  if (st.is(Errc::kEof)) return refuse(st, "the channel was closed");
+  if (!st.ok()) return refuse(st, std::string("receiving a connection: ") + st.message());
+  if (!text.empty() && text[0] == 'E' && got.empty()) {
+    *record = text.substr(1);
+    return Errc::kEof;
+  }
+  const size_t colon = text.find(':');
+  size_t total = 0;
+  bool sized =
+      text.size() > 1 && text[0] == 'C' && colon != std::string::npos && colon > 1 && colon <= 9;
+  for (size_t i = 1; sized && i < colon; ++i) {
+    sized = text[i] >= '0' && text[i] <= '9';
+    total = total * 10 + static_cast<size_t>(text[i] - '0');
+  }
+  if (!sized || total > kMaxHandedRecord || text.size() - colon - 1 > total)
+    return refuse(Status::from_errno(EPROTO),
+                  "a message that is not a connection record: '" + text.substr(0, 40) + "'");
+  record->assign(text, colon + 1);
+  while (record->size() < total) {
+    std::vector<int> extra;
+    st = recv_message(sock, mono_now_ns() + int64_t{kRecordPartMs} * 1'000'000, &text, &extra);
+    got.insert(got.end(), extra.begin(), extra.end());
+    if (!st.ok())
+      return refuse(st.is(Errc::kEof) ? Status::from_errno(EPROTO) : st,
+                    "a connection record cut short at " + std::to_string(record->size()) + " of " +
+                        std::to_string(total) + " bytes: " + st.message());
+    if (text.empty() || text[0] != 'D' || !extra.empty() ||
+        text.size() - 1 > total - record->size())
+      return refuse(Status::from_errno(EPROTO), "a connection record's part is malformed");
+    record->append(text, 1);
+  }
+  *fds = std::move(got);
+  return Status();
 }
 
 Status check_listening_tcp(int fd, std::string* why) {

@@ -10,6 +10,7 @@
 // reason it cannot. Every receive has a deadline.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../poller/errors.h"
@@ -34,6 +35,23 @@ Status send_note(int sock, const std::string& text);
 // Waits at most timeout_ms for a message; kTimeout when none came, kEof when the peer
 // closed its end (the new process exited) without one.
 Status recv_note(int sock, int timeout_ms, std::string* text);
+
+// Established connections (an L4 relay between two reads, apps/proxy/relay_move.h): one
+// record — the caller's bytes, up to kMaxHandedRecord — with its descriptors. A record
+// longer than one message travels as a first message ("C", its length, the descriptors)
+// and continuations ("D"); send_moves_end() sends the end ("E" and a short text, e.g. the
+// counts of the sender).
+inline constexpr size_t kMaxHandedRecord = 4u << 20;
+Status send_connection(int sock, std::string_view record, const std::vector<int>& fds,
+                       std::string* why);
+// Waits at most timeout_ms for a record to begin (kTimeout: none began), then at most
+// kRecordPartMs for each of its parts. kEof: the end came (*record is its text) or the peer
+// closed the channel (*record empty). The descriptors received are the caller's; on any
+// failure none is left open and *why names what was wrong.
+inline constexpr int kRecordPartMs = 5'000;
+Status recv_connection(int sock, int timeout_ms, std::string* record, std::vector<int>* fds,
+                       std::string* why);
+Status send_moves_end(int sock, const std::string& text);
 
 // Checks that fd is a listening TCP socket; *why says what it is otherwise.
 Status check_listening_tcp(int fd, std::string* why);

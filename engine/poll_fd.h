@@ -214,6 +214,39 @@ class PollFd {
     }
   }
 
+  // Handing a connection to another process (an upgrade, engine/handover.h) between two
+  // reads: what the backend received ahead of the application must travel with it, and
+  // nothing more may land in this process. stop_recv_ahead() stops receiving ahead (a
+  // multishot recv is detached, as detach_recv: cancelled, never re-armed);
+  // recv_ahead_stopped() says when the cancelled request's last completion has come, so
+  // take_received() then holds everything: it appends the queued bytes to *out and says
+  // whether the end of stream came after them (taken too). A pending receive error is not
+  // taken: the result is its errno (the connection is failing; it stays here). Readiness
+  // backends and completion backends without a multishot recv receive nothing ahead.
+  void stop_recv_ahead() { detach_recv(); }
+  bool recv_ahead_stopped() const noexcept {
+    if constexpr (MultishotCompletionBackend<P>) {
+      return !pd_ || (cst_.recv_detached && !cst_.recv_armed);
+    } else {
+      return true;
+    }
+  }
+  int take_received(std::vector<std::byte>* out, bool* eof) {
+    *eof = false;
+    if constexpr (MultishotCompletionBackend<P>) {
+      if (!pd_ || state_ != State::kOpen) return 0;
+      if (cst_.recv_err != 0) return -cst_.recv_err;
+      std::byte chunk[4096];
+      for (;;) {
+        const size_t n = s_->backend().take_recv(&cst_, chunk);
+        if (n == 0) break;
+        out->insert(out->end(), chunk, chunk + n);
+      }
+      *eof = std::exchange(cst_.eof, false);
+    }
+    return 0;
+  }
+
   // A listener stops accepting without losing a connection. Where the backend takes
   // connections ahead of accept() (io_uring's multishot accept), that request is
   // cancelled, and accept() hands out every connection it took, then fails with kClosed

@@ -180,6 +180,25 @@ class TcpServer {
     return v;
   }
 
+  // Serves a connection another process handed over (an upgrade's predecessor,
+  // engine/handover.h) as if this server had accepted it, with handler h instead of the
+  // server's own: on the next of its shards in turn, counted in live(), drained and
+  // aborted by shutdown() with the others (no admission limit: it was admitted there).
+  // From a thread outside the engine, after start() and before shutdown(). False when no
+  // shard could take it (fd closed then).
+  bool adopt_connection(int fd, ContextHandler h) {
+    for (size_t k = 0; k < shards_.size() && !shut_down_; ++k) {
+      const size_t i = next_adopt_++ % shards_.size();
+      PerShard* ps = shards_[i].get();
+      if (!ps->sched) continue;
+      const std::optional<bool> ok = Engine<P>::try_call(
+          e_.shard(i), [&] { return spawn_conn(ps, ps->sched, fd, nullptr, h); });
+      if (ok) return *ok;
+    }
+    ::close(fd);
+    return false;
+  }
+
   // Counters, readable from any thread: open connections, connections accepted by each
   // shard (the SO_REUSEPORT balance), failed accepts. A shard whose state went with a
   // stopped engine (see shutdown) counts 0.
@@ -487,20 +506,25 @@ class TcpServer {
       refuse(ps, fd, *refusal);
       return;
     }
+    if (spawn_conn(ps, sched, fd, client, handler_)) ps->accepted.fetch_add(1);
+  }
+  // The connection's record and the handler's task (false: fd could not be adopted; closed).
+  bool spawn_conn(PerShard* ps, Scheduler<P>* sched, int fd, ClientTable::Entry* client,
+                  const ContextHandler& h) {
     auto* c = new Conn();
     c->client = client;
     if (!c->stream.adopt(*sched, fd).ok()) {
       ::close(fd);
       if (client) ps->clients->release(client);
       delete c;
-      return;
+      return false;
     }
     if (opt_.nodelay) (void)c->stream.set_nodelay(true);
-    ps->accepted.fetch_add(1);
     ps->live.fetch_add(1);
     c->ps = ps;
     c->done = &conn_done;
-    sched->spawn(handler_(c->stream, ConnContext<P>(*Engine<P>::current(), fd, &draining_)), c);
+    sched->spawn(h(c->stream, ConnContext<P>(*Engine<P>::current(), fd, &draining_)), c);
+    return true;
   }
 
   // Checks a new connection against the limits: the reason to refuse it, or nothing (then
@@ -586,6 +610,7 @@ class TcpServer {
   bool started_ = false;            // an accept loop was spawned (controlling thread only)
   bool shut_down_ = false;          // shutdown() ran
   bool stopped_listening_ = false;  // stop_listening() ran
+  size_t next_adopt_ = 0;           // adopt_connection's next shard (its calling thread)
 };
 
 // Blocks SIGINT and SIGTERM in the calling thread (call it before Engine::start so the

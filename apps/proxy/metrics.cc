@@ -193,6 +193,30 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
          "Listeners this process took over from the previous generation (no rebinding).");
   line(out, "ringpoll_proxy_inherited_listeners %" PRIu64,
        inherited_.load(std::memory_order_relaxed));
+  // Established connections across an upgrade (apps/proxy/relay_move.h), per generation.
+  const uint64_t gen = generation_.load(std::memory_order_relaxed);
+  header(out, "ringpoll_proxy_upgrade_connections", "gauge",
+         "Established connections at a binary upgrade, by generation that handed them over "
+         "and outcome: moved (to the successor, carried on there) or drained (finished in "
+         "the old process).");
+  if (gen > 1)
+    for (const auto& [what, v] :
+         {std::pair{"moved", &pred_moved_}, std::pair{"drained", &pred_drained_}})
+      line(out,
+           "ringpoll_proxy_upgrade_connections{generation=\"%" PRIu64 "\",outcome=\"%s\"} %" PRIu64,
+           gen - 1, what, v->load(std::memory_order_relaxed));
+  for (const auto& [what, v] :
+       {std::pair{"moved", &handed_moved_}, std::pair{"drained", &handed_draining_}})
+    line(out,
+         "ringpoll_proxy_upgrade_connections{generation=\"%" PRIu64 "\",outcome=\"%s\"} %" PRIu64,
+         gen, what, v->load(std::memory_order_relaxed));
+  header(out, "ringpoll_proxy_connections_moved_total", "counter",
+         "Plain L4 relays handed to an upgrade's successor (out) and taken over from the "
+         "predecessor (in).");
+  line(out, "ringpoll_proxy_connections_moved_total{direction=\"out\"} %" PRId64,
+       total(&ShardMetrics::moved_out));
+  line(out, "ringpoll_proxy_connections_moved_total{direction=\"in\"} %" PRId64,
+       total(&ShardMetrics::adopted));
   header(out, "ringpoll_proxy_sni_routed_total", "counter",
          "TLS clients of SNI-routing listeners, by how their pool was chosen.");
   for (const auto& [by, counter] : {std::pair{"server_name", &ShardMetrics::sni_routed},

@@ -93,6 +93,9 @@ struct alignas(64) ShardMetrics {
   std::atomic<uint64_t> sni_routed{0}, sni_default{0};
   std::atomic<uint64_t> latency_sum_ns{0};
   std::atomic<int64_t> relay_buffers{0};  // relay buffers held now (data in flight)
+  // Binary upgrades (apps/proxy/relay_move.h): plain relays handed to the successor, and
+  // relays taken over from the predecessor.
+  std::atomic<uint64_t> moved_out{0}, adopted{0};
   // UDP listeners.
   std::atomic<int64_t> udp_flows_active{0};
   std::atomic<uint64_t> udp_flows_created{0};
@@ -151,6 +154,18 @@ class Metrics {
     inherited_.store(inherited_listeners, std::memory_order_relaxed);
   }
 
+  // An upgrade's counts. This process, once it handed over to its successor: connections
+  // moved and connections left to drain here. And what its predecessor (generation - 1)
+  // said at the end of its moves: moved and drained there.
+  void set_handover(uint64_t moved, uint64_t draining) noexcept {
+    handed_moved_.store(moved, std::memory_order_relaxed);
+    handed_draining_.store(draining, std::memory_order_relaxed);
+  }
+  void set_predecessor(uint64_t moved, uint64_t drained) noexcept {
+    pred_moved_.store(moved, std::memory_order_relaxed);
+    pred_drained_.store(drained, std::memory_order_relaxed);
+  }
+
   // Prometheus text exposition (version 0.0.4) of everything above plus the pools'
   // upstream health, at time `now` (monotonic ns).
   std::string render(const std::vector<const Pool*>& pools, int64_t now) const;
@@ -159,6 +174,8 @@ class Metrics {
   std::vector<ShardMetrics> shards_;
   std::atomic<uint64_t> generation_{1};
   std::atomic<uint64_t> inherited_{0};
+  std::atomic<uint64_t> handed_moved_{0}, handed_draining_{0};
+  std::atomic<uint64_t> pred_moved_{0}, pred_drained_{0};
 };
 
 // Prometheus text of the io_uring completion backend's own counters, one value per shard

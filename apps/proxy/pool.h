@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/net.h"
@@ -78,6 +79,17 @@ class Pool {
   // already failed on) when anything else is left. Counts it active until release().
   Upstream* acquire(int64_t now, const std::vector<const Upstream*>& avoid = {});
   void release(Upstream* u) noexcept { u->active_.fetch_sub(1, std::memory_order_relaxed); }
+  // A connection to `label` (Upstream::label) that an upgrade's predecessor handed over
+  // (apps/proxy/relay_move.h): counted active until release(), as acquire() counts; null
+  // when this pool has no such upstream.
+  Upstream* hold(std::string_view label) noexcept {
+    for (auto& u : ups_) {
+      if (u->label_ != label) continue;
+      u->active_.fetch_add(1, std::memory_order_relaxed);
+      return u.get();
+    }
+    return nullptr;
+  }
 
   // Passive health: the outcome of a connect to `u`.
   void connect_succeeded(Upstream* u) noexcept;

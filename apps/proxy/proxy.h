@@ -20,6 +20,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -37,6 +39,8 @@
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/relay.h"
+#include "apps/proxy/relay_move.h"
+#include "apps/proxy/relay_record.h"
 #include "apps/proxy/settings.h"
 #include "apps/proxy/udp.h"
 #include "engine/engine.h"
@@ -59,6 +63,7 @@ class ProxyServer {
   // shutdown(), the proxy's tasks would be left parked on the shards pointing at freed
   // memory, so that stops the process with a message saying so instead.
   ~ProxyServer() {
+    finish_adopting(0);
     if (!started_ || shut_down_) return;
     detail::require_running_for_teardown(e_, "ProxyServer");
     (void)shutdown(0);
@@ -95,6 +100,53 @@ class ProxyServer {
     if (admin_) v.push_back({"", admin_->listening_fds()});
     return v;
   }
+
+  // ---- established relays across an upgrade (apps/proxy/relay_move.h) ----
+
+  // The listeners whose plain relays this process takes from its predecessor: the plain
+  // TCP ones (not TLS, not HTTP) it took the sockets of (so both run one backend family,
+  // whose file flags the moved sockets carry, as the listeners' do).
+  std::vector<std::string> movable_listeners() const { return took_over_; }
+
+  // In the old process, once the successor serves: moves this process's plain relays of
+  // `listeners` to it over `sock` (each shard in turn). The others, and those that could
+  // not move, drain. Counts them (the admin page too).
+  MoveCounts move_relays_to(int sock, const std::vector<std::string>& listeners) {
+    const uint64_t before = live_connections();
+    MoveCounts total;
+    for (size_t i = 0; i < e_.size(); ++i) {
+      MoveCounts c;
+      c.error = total.error;  // a broken channel moves nothing more
+      (void)Engine<P>::try_run_task(e_.shard(i),
+                                    [&] { return move_relays<P>(sock, listeners, &c); });
+      total.moved += c.moved;
+      total.stayed += c.stayed;
+      total.error = c.error;
+    }
+    total.draining = before > total.moved ? before - total.moved : 0;
+    metrics_.set_handover(total.moved, total.draining);
+    return total;
+  }
+
+  // In the new process, once it serves: takes the relays its predecessor moves over
+  // `sock` (the upgrade channel, which this closes at the end), in a thread of its own,
+  // until the predecessor's end message (or its exit). `say` gets the line to log then,
+  // and one for each connection that could not be taken.
+  void adopt_from(int sock, std::function<void(const std::string&)> say) {
+    adopt_stop_.store(false);
+    adopt_thread_ = std::thread([this, sock, say = std::move(say)] { adopt_loop(sock, say); });
+  }
+  // Waits at most wait_ns for the predecessor's moves to end, then stops taking them (a
+  // record not yet begun then stays with the predecessor, which drains it).
+  void finish_adopting(int64_t wait_ns) {
+    if (!adopt_thread_.joinable()) return;
+    const int64_t end = mono_now_ns() + wait_ns;
+    while (!adopt_done_.load() && mono_now_ns() < end)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    adopt_stop_.store(true);
+    adopt_thread_.join();
+  }
+  uint64_t adopted() const noexcept { return adopted_conns_.load(); }
 
   // Starts the listeners and the active health checks. From a thread outside the engine,
   // after the engine started. Errors name the listener and the failed step.
@@ -136,6 +188,7 @@ class ProxyServer {
       }
       std::vector<int> inherit = take_inherited(l.name, l.listen);
       adopted_ += inherit.empty() ? 0 : 1;
+      if (!inherit.empty() && !l.http && !l.tls) took_over_.push_back(l.name);
       std::unique_ptr<TcpServer<P>> srv;
       if (Status st = start_tcp(gen, i, std::move(inherit), &srv, why); !st.ok()) return st;
       servers_.push_back(std::move(srv));
@@ -177,6 +230,7 @@ class ProxyServer {
   // change on restart only. Kept listeners take the new admission limits. *changes (if
   // given) says what happened to the listeners, e.g. "added 'b'; moved 'a'".
   bool reload(ProxySettings s, std::string* why, std::string* changes = nullptr) {
+    std::lock_guard<std::mutex> adopting(servers_mu_);  // servers_ changes below
     // Listeners earlier reloads removed, now without connections, are done with.
     std::erase_if(retired_, [](const std::unique_ptr<TcpServer<P>>& r) {
       if (r->live() > 0) return false;
@@ -307,6 +361,7 @@ class ProxyServer {
   // Returns once the proxy's own tasks (health checks, admin requests) have ended too, so
   // the proxy may be destroyed after it while the engine runs on.
   size_t shutdown(int64_t drain_ns) {
+    finish_adopting(0);
     shut_down_ = true;
     draining_.store(true, std::memory_order_relaxed);  // HTTP: Connection: close from now
     close_unused_inherited();
@@ -488,8 +543,103 @@ class ProxyServer {
     r.proxy_protocol = gen->s.listeners[li].proxy_protocol;
     r.sni = &gen->sni_by_listener[li];
     r.tls = l.tls.get();
+    r.listener = &l.name;
     r.hold = std::move(gen);
     return relay_client(client, std::move(r), metrics_);
+  }
+
+  // Open connections of every TCP listener (those a reload retired too).
+  uint64_t live_connections() const {
+    uint64_t n = 0;
+    for (auto* list : {&servers_, &retired_})
+      for (auto& s : *list) n += s ? s->live() : 0;
+    return n;
+  }
+
+  // The adoption thread (adopt_from): each record with its two descriptors becomes a
+  // connection of its listener's server, carried on by relay_adopted.
+  void adopt_loop(int sock, const std::function<void(const std::string&)>& say) {
+    uint64_t taken = 0, lost = 0;
+    std::string end_note;
+    bool closing = false;
+    for (;;) {
+      // Told to stop: the predecessor's next send fails (EPIPE: that relay stays there and
+      // drains), and what it sent already is still taken — each record it sent is a relay
+      // it let go of.
+      if (!closing && adopt_stop_.load()) {
+        closing = true;
+        (void)::shutdown(sock, SHUT_RD);
+      }
+      std::string text, why;
+      std::vector<int> fds;
+      const Status st = recv_connection(sock, closing ? 0 : 100, &text, &fds, &why);
+      if (st.is(Errc::kTimeout)) {
+        if (closing) break;
+        continue;
+      }
+      if (st.is(Errc::kEof)) {
+        end_note = text;
+        break;
+      }
+      RelayRecord rec;
+      bool ok = st.ok() && fds.size() == 2 && decode_relay_record(text, &rec, &why);
+      if (st.ok() && fds.size() != 2)
+        why = "a connection record with " + std::to_string(fds.size()) + " descriptors, not 2";
+      if (!ok) {
+        for (int fd : fds) ::close(fd);
+      } else {
+        ok = adopt_one(std::move(rec), fds, &why);  // closes both when it fails
+      }
+      if (!ok) {
+        ++lost;
+        say("upgrade: a moved connection could not be taken: " + why);
+        if (!st.ok()) break;  // the channel is broken
+        continue;
+      }
+      ++taken;
+      adopted_conns_.fetch_add(1);
+    }
+    ::close(sock);
+    uint64_t moved = 0, drained = 0;
+    if (std::sscanf(end_note.c_str(), "moved %" SCNu64 " drained %" SCNu64, &moved, &drained) == 2)
+      metrics_.set_predecessor(moved, drained);
+    say("upgrade: took over " + std::to_string(taken) + " established connections" +
+        (lost ? " (" + std::to_string(lost) + " could not be taken)" : std::string()) +
+        (end_note.empty() ? std::string("; the predecessor ended without its counts")
+                          : "; the predecessor: " + end_note));
+    adopt_done_.store(true);
+  }
+
+  // One moved relay: a connection of its listener's server (fds: client, upstream). Takes
+  // both descriptors: false (*why) when they were closed instead.
+  bool adopt_one(RelayRecord rec, const std::vector<int>& fds, std::string* why) {
+    std::lock_guard<std::mutex> lock(servers_mu_);
+    auto gen = generation();
+    size_t li = 0;
+    if (!find_listener(*gen, 0, rec.listener, &li) || !servers_[li] || gen->s.listeners[li].http ||
+        gen->s.listeners[li].tls) {
+      *why = "no plain TCP listener '" + rec.listener + "' here";
+      for (int fd : fds) ::close(fd);
+      return false;
+    }
+    const int k = pool_index(gen->s, rec.pool);
+    Pool* pool = k >= 0 ? gen->pools[static_cast<size_t>(k)].get() : nullptr;
+    const int up = fds[1];
+    auto h = [this, li, pool, gen, rec = std::move(rec), up](TcpStream<P>& c,
+                                                             ConnContext<P>) mutable {
+      Route r;
+      r.s = &gen->s;
+      r.pool = pool;
+      r.listener = &gen->s.listeners[li].name;
+      r.hold = gen;
+      return relay_adopted(c, up, std::move(r), std::move(rec), metrics_);
+    };
+    if (!servers_[li]->adopt_connection(fds[0], std::move(h))) {
+      ::close(up);
+      *why = "listener '" + gen->s.listeners[li].name + "' is shutting down";
+      return false;
+    }
+    return true;
   }
 
   // TCP listener i of generation gen, started in *out (on handed-over sockets, or bound).
@@ -584,9 +734,14 @@ class ProxyServer {
   std::unique_ptr<AdminEndpoint<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
   std::atomic<uint64_t> reloads_{0};
-  std::atomic<bool> draining_{false};  // shutdown() began (read by HTTP connections)
-  bool started_ = false;               // start() or start_admin() ran (controlling thread)
-  bool shut_down_ = false;             // shutdown() ran
+  std::atomic<bool> draining_{false};   // shutdown() began (read by HTTP connections)
+  std::vector<std::string> took_over_;  // plain TCP listeners started on handed sockets
+  std::mutex servers_mu_;               // servers_ against the adoption thread
+  std::thread adopt_thread_;
+  std::atomic<bool> adopt_stop_{false}, adopt_done_{false};
+  std::atomic<uint64_t> adopted_conns_{0};
+  bool started_ = false;    // start() or start_admin() ran (controlling thread)
+  bool shut_down_ = false;  // shutdown() ran
 };
 
 }  // namespace ringpoll::proxy

@@ -46,6 +46,7 @@
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/proxy_protocol.h"
+#include "apps/proxy/relay_record.h"
 #include "apps/proxy/relay_state.h"
 #include "apps/proxy/route.h"
 #include "apps/proxy/settings.h"
@@ -113,7 +114,7 @@ inline bool open_pipe(int (&p)[2], size_t cap) {
 // backend moves its bytes through its pipe instead (which never holds more than one chunk:
 // it is emptied before the next read, so neither splice can block on it); a bulk direction
 // in completion mode keeps its buffer while it streams (its reads land there directly).
-struct Direction : PooledBuffer {
+struct Direction : PooledBuffer, Carry {
   int pipe[2] = {-1, -1};
   bool adaptive = false;
   bool bulk = false;
@@ -231,13 +232,38 @@ inline auto recv_into(Direction* d) {
   };
 }
 
+// Writes what a direction carried over (Carry::pending) before its first read.
+template <PollerBackend P>
+Task<bool> write_pending(Relay<P>* r, TcpStream<P>* dst, Direction* d, bool upward) {
+  const int64_t t0 = mono_now_ns();
+  if (r->idle_ns > 0) (void)dst->set_write_deadline(t0 + r->idle_ns);
+  const IoResult w = co_await dst->write(std::span<const std::byte>(d->pending));
+  if (!w.ok()) {
+    r->write_failed(w.err);
+    co_return false;
+  }
+  r->moved(d->pending.size(), upward, t0, mono_now_ns());
+  std::vector<std::byte>().swap(d->pending);
+  co_return true;
+}
+
 // One direction, src → dst, until an end of stream, an error or the idle timeout.
 template <PollerBackend P>
 Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P>* dst,
                 Direction* d, bool upward, Joiner<P>* j) {
   ShardMetrics& m = *r->m;
   int chunks = 0;
+  uint32_t pokes = r->pokes;
   for (;;) {
+    // Between two reads: where a move parks the pump (apps/proxy/relay_move.h).
+    if (co_await r->park()) break;  // moved: the sockets are the successor's now
+    r->restore_read_deadline(src, &pokes);
+    if (!d->pending.empty() && !co_await write_pending(r, dst, d, upward)) break;
+    if (d->eof_pending) {
+      (void)dst->shutdown_write();  // the end of stream carried with the bytes before it
+      d->ended = true;
+      break;
+    }
     if (r->idle_ns > 0) (void)src->set_read_deadline(r->last_activity + r->idle_ns);
     bool piped = false;
     IoResult rd;
@@ -276,6 +302,9 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {
         (void)dst->shutdown_write();  // half-close, carried through
+        d->ended = true;
+      } else if (rd.err.timeout() && pokes != r->pokes) {
+        continue;  // woken to park (or the park was called off): nothing was read
       } else if (r->read_failed(rd.err)) {
         continue;
       }
@@ -304,15 +333,20 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     }
   }
   d->done();
+  --r->running;
   if (j) j->finish();
 }
 
-// Both directions of a connected pair; returns when both have ended.
+// Both directions of a connected pair; returns when both have ended, or — a relay with an
+// origin, which may move (apps/proxy/relay_move.h) — once it moved: true then, and the
+// sockets are the successor's (closing them here is only this process's close). `from`: a
+// relay an upgrade's predecessor handed over, carried on from its state.
 template <PollerBackend P>
-Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
-                 const ProxySettings& s) {
+Task<bool> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
+                 const ProxySettings& s, const RelayOrigin* origin = nullptr,
+                 RelayRecord* from = nullptr) {
   const size_t cap = std::max<size_t>(s.buffer_bytes, 512);
-  Relay<P> r(&client, &up, &m, s.idle_timeout_ns);
+  Relay<P> r(&client, &up, &m, from ? from->idle_ns : s.idle_timeout_ns);
   Joiner<P> j{.sched = &sched};
   Direction upward(cap, &m), downward(cap, &m);
   for (auto [d, src] : {std::pair{&upward, &client}, std::pair{&downward, &up}}) {
@@ -320,10 +354,24 @@ Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
     d->bulk_cap = s.bulk_buffer_bytes;
     if (s.splice) go_bulk(*d, src, m);
   }
+  if (from) {
+    r.last_activity = mono_now_ns() - (from->idle_ns - from->idle_left_ns);
+    for (auto [d, c] : {std::pair{&upward, &from->up}, std::pair{&downward, &from->down}}) {
+      d->pending = std::move(c->pending);
+      d->eof_pending = c->ended;
+    }
+  }
+  r.sched = &sched;
+  r.running = 2;
+  r.carry[0] = &upward;
+  r.carry[1] = &downward;
+  r.origin = origin;
+  MovableRelays<P> movable(origin ? &r : nullptr);
   // upstream → client in its own task; client → upstream here.
   sched.spawn(pump(&sched, &r, &up, &client, &downward, false, &j));
   co_await pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
   co_await j.wait();
+  co_return r.was_moved;
 }
 
 // An upstream of a pool, connected — for a TLS pool with its handshake done.
@@ -437,13 +485,45 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     relay_detail::StreamEnd<P> client_end{&client, route.tls ? &ctls : nullptr};
     co_await relay_detail::relay_streams(sched, client_end, up_end, m, s);
   } else if (ok) {
-    co_await relay_detail::relay(sched, client, *up.tcp, m, s);
+    // A plain relay may move to an upgrade's successor (apps/proxy/relay_move.h).
+    const relay_detail::RelayOrigin origin{route.listener ? *route.listener : std::string(),
+                                           route.pool->settings().name, up.u->label()};
+    if (co_await relay_detail::relay(sched, client, *up.tcp, m, s,
+                                     route.listener ? &origin : nullptr))
+      m.add(m.moved_out);
   }
   if (route.tls) (void)co_await ctls.close();  // close_notify, unless sent already
   if (up.tls) (void)co_await up.tls->close();
   up.tls.reset();
   (void)co_await up.tcp->close();
   route.pool->release(up.u);
+}
+
+// A plain L4 relay an upgrade's predecessor handed over (apps/proxy/relay_move.h): the
+// client (the server's stream, as for an accepted one) and the upstream's descriptor, and
+// the record of its state: the bytes it had buffered are written first, a direction that
+// had ended sends its FIN, the idle deadline counts on from where it was. The upstream is
+// counted in route.pool again when that pool still has it. It may move on again.
+template <PollerBackend P>
+Task<void> relay_adopted(TcpStream<P>& client, int upstream_fd, Route route, RelayRecord rec,
+                         Metrics& metrics) {
+  auto* shard = Engine<P>::current();
+  Scheduler<P>& sched = shard->sched();
+  ShardMetrics& m = metrics.shard(static_cast<size_t>(shard->id()));
+  m.add(m.adopted);
+  relay_detail::ActiveCount active(&m);
+  TcpStream<P> up;
+  if (!up.adopt(sched, upstream_fd).ok()) {
+    ::close(upstream_fd);
+    m.error(ProxyError::kReset);
+    co_return;
+  }
+  Upstream* u = route.pool ? route.pool->hold(rec.upstream) : nullptr;
+  const relay_detail::RelayOrigin origin{rec.listener, rec.pool, rec.upstream};
+  if (co_await relay_detail::relay(sched, client, up, m, *route.s, &origin, &rec))
+    m.add(m.moved_out);
+  (void)co_await up.close();
+  if (u) route.pool->release(u);
 }
 
 }  // namespace ringpoll::proxy

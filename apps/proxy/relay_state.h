@@ -7,7 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "apps/proxy/buffer_pool.h"
 #include "apps/proxy/metrics.h"
@@ -40,7 +42,34 @@ struct Joiner {
   Awaiter wait() noexcept { return Awaiter{this}; }
 };
 
+// What a direction carries besides its bytes in flight: bytes read but not yet written
+// (a relay adopted from the previous process, or one whose move was called off after its
+// received-ahead data was taken out), and its end of stream.
+struct Carry {
+  std::vector<std::byte> pending;  // written to the sink before the next read
+  bool eof_pending = false;        // the source's end of stream came: after `pending`, FIN
+  bool ended = false;              // the source reached its end of stream (FIN sent on)
+};
+
+// Where a plain L4 relay came from, for the record that moves it to an upgrade's successor
+// (apps/proxy/relay_record.h): listener, pool and upstream by name (null: it stays here).
+struct RelayOrigin {
+  std::string listener;
+  std::string pool;
+  std::string upstream;
+};
+
 // The state both pumps of one connection share.
+//
+// Parking, for a move (apps/proxy/relay_move.h): `parking` asks each pump to stop at the
+// top of its loop, between two reads, with no operation in flight; a pump that waits in a
+// read is woken by an expired read deadline (the read takes nothing then). Parked pumps
+// wait at the gate until the mover decides: resume() (the relay goes on here) or
+// moved_away() (both descriptors and the carried state went to the successor: the pumps end
+// without touching the sockets). Transitions, on the shard's thread only:
+//
+//   running ──ask_park──▶ parking ──(parked == running)──▶ settled ──resume──▶ running
+//                                                               └──moved_away──▶ ended
 template <PollerBackend P>
 struct Relay {
   TcpStream<P>* client;
@@ -49,8 +78,50 @@ struct Relay {
   int64_t idle_ns;  // 0: none
   int64_t last_activity;
   bool failed = false;
+  const RelayOrigin* origin = nullptr;   // set while the relay may move
+  Carry* carry[2] = {nullptr, nullptr};  // client → upstream, upstream → client
+  Scheduler<P>* sched = nullptr;
+  int running = 0;  // pumps not ended
+  int parked = 0;
+  bool parking = false;
+  bool was_moved = false;
+  uint32_t pokes = 0;  // read deadlines expired by ask_park (a pump then puts its own back)
+  TaskNode* gate[2] = {nullptr, nullptr};
   Relay(TcpStream<P>* c, TcpStream<P>* u, ShardMetrics* mm, int64_t idle)
       : client(c), upstream(u), m(mm), idle_ns(idle), last_activity(mono_now_ns()) {}
+
+  // Asks both pumps to park; a read that waits is woken (its deadline expires at once).
+  void ask_park() {
+    if (parking || failed) return;
+    parking = true;
+    ++pokes;
+    (void)client->set_read_deadline(1);
+    (void)upstream->set_read_deadline(1);
+  }
+  // Every pump still running is parked (or the relay is ending anyway).
+  bool settled() const noexcept { return failed || parked == running; }
+  // Movable now: parked, not failing, something still running.
+  bool movable() const noexcept { return !failed && running > 0 && parked == running; }
+  void resume() { wake_gates(false); }
+  void moved_away() { wake_gates(true); }
+  // A pump at the top of its loop: parks while asked to; true when the relay moved.
+  struct ParkAwaiter {
+    Relay* r;
+    TaskNode node{};
+    bool await_ready() const noexcept { return !r->parking; }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+      node.handle = h;
+      r->gate[r->parked++] = &node;
+    }
+    bool await_resume() const noexcept { return r->was_moved; }
+  };
+  ParkAwaiter park() noexcept { return ParkAwaiter{this}; }
+  // A pump whose read deadline ask_park expired (seen != pokes) puts back its own.
+  void restore_read_deadline(TcpStream<P>* src, uint32_t* seen) {
+    if (*seen == pokes) return;
+    *seen = pokes;
+    if (idle_ns == 0) (void)src->set_read_deadline(0);  // else the pump sets it anyway
+  }
   void fail(ProxyError e) {
     if (failed) return;
     m->error(e);
@@ -86,6 +157,13 @@ struct Relay {
     m->relay_latency(t1 - t0);
     m->add(upward ? m->bytes_up : m->bytes_down, n);
   }
+  void wake_gates(bool away) {
+    if (!parking) return;
+    parking = false;
+    was_moved = away;
+    for (int i = 0; i < parked; ++i) sched->make_ready(std::exchange(gate[i], nullptr));
+    parked = 0;
+  }
   // Ends both directions. Alone (no error counted): one side was closed from outside
   // the relay (the server's shutdown aborts the client), so the other ends as well.
   void end() {
@@ -94,6 +172,27 @@ struct Relay {
     client->poll_fd().abort();
     upstream->poll_fd().abort();
   }
+};
+
+// The plain relays of this shard that may move (Relay::origin set), for the mover
+// (apps/proxy/relay_move.h); the shard's thread only.
+template <PollerBackend P>
+struct MovableRelays {
+  static std::vector<Relay<P>*>& local() {
+    static thread_local std::vector<Relay<P>*> v;
+    return v;
+  }
+  explicit MovableRelays(Relay<P>* r) : r_(r) {
+    if (r_) local().push_back(r_);
+  }
+  ~MovableRelays() {
+    if (r_) std::erase(local(), r_);
+  }
+  MovableRelays(const MovableRelays&) = delete;
+  MovableRelays& operator=(const MovableRelays&) = delete;
+
+ private:
+  Relay<P>* r_;
 };
 
 // A direction's copy buffer, from its shard's RelayBuffers (apps/proxy/buffer_pool.h), held

@@ -27,6 +27,8 @@ struct Route {
   const std::vector<SniTarget>* sni = nullptr;
   // The listener's TLS context when it terminates TLS (apps/proxy/tls_relay.h); null: plain.
   const tls::TlsContext* tls = nullptr;
+  // The listener's name (for a move to an upgrade's successor, apps/proxy/relay_move.h).
+  const std::string* listener = nullptr;
   std::shared_ptr<const void> hold;
 };
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,8 +86,15 @@ bool upgrade_env(UpgradeEnv* out, std::string* why) {
   return true;
 }
 
+std::string ready_note(uint64_t generation, const std::vector<std::string>& moves) {
+  std::string note =
+      "ready generation " + std::to_string(generation) + " pid " + std::to_string(getpid());
+  for (const std::string& l : moves) note += "\nmoves " + l;
+  return note;
+}
+
 bool start_successor(const SelfExec& self, uint64_t generation,
-                     const std::vector<HandedListener>& ls, int timeout_ms, pid_t* child,
+                     const std::vector<HandedListener>& ls, int timeout_ms, Successor* out,
                      std::string* why) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -123,11 +131,22 @@ bool start_successor(const SelfExec& self, uint64_t generation,
   std::string w, note;
   const Status sent = send_listeners(sv[0], ls, &w);
   const Status got = sent.ok() ? recv_note(sv[0], timeout_ms, &note) : sent;
-  ::close(sv[0]);
   if (got.ok() && note.starts_with("ready")) {
-    *child = pid;
+    out->pid = pid;
+    out->channel = sv[0];
+    out->moves.clear();
+    for (size_t at = note.find('\n'); at != std::string::npos;) {
+      const size_t end = note.find('\n', at + 1);
+      const std::string line = note.substr(at + 1, end == std::string::npos ? end : end - at - 1);
+      if (line.starts_with("moves ")) out->moves.push_back(line.substr(6));
+      at = end;
+    }
+    // A successor that stops reading must not hold a shard of this one for long.
+    const timeval limit{5, 0};
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
     return true;
   }
+  ::close(sv[0]);
   const std::string who = "the new process (pid " + std::to_string(pid) + ", " + self.path + ")";
   if (got.is(Errc::kTimeout)) {
     kill(pid, SIGKILL);

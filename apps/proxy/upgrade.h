@@ -6,7 +6,8 @@
 //   SIGUSR2 → fork + exec, a channel fd  →   reads RINGPOLL_UPGRADE_FD / _GENERATION
 //   sends each TCP listener's sockets    →   adopts them (no bind: nothing queued is lost),
 //                                            binds what is new, starts, prints its line
-//   waits (upgrade timeout)              ←   "ready generation G pid P"
+//   waits (upgrade timeout)              ←   "ready generation G pid P" (+ "moves L" lines)
+//   moves its plain relays of those L    →   adopts them (apps/proxy/relay_move.h)
 //   stops accepting, drains, exits 0         serves
 //
 // If the new process exits, fails to take the sockets, or does not say it serves within
@@ -41,10 +42,22 @@ struct UpgradeEnv {
 };
 bool upgrade_env(UpgradeEnv* out, std::string* why);
 
+// The successor, serving: its pid, the channel (still open: established relays move over
+// it, apps/proxy/relay_move.h; the old process closes it after the end of its moves), and
+// the listeners whose relays it takes (those it took over the sockets of).
+struct Successor {
+  pid_t pid = -1;
+  int channel = -1;
+  std::vector<std::string> moves;
+};
+// The successor's "ready" note: the generation line, then one "moves <listener>" line per
+// listener whose relays it takes.
+std::string ready_note(uint64_t generation, const std::vector<std::string>& moves);
+
 // In the old process: starts the successor, hands it `ls`, waits for it to serve. True:
-// it serves (*child is its pid); false: *why says why not, and no successor is left.
+// it serves (*out); false: *why says why not, and no successor is left.
 bool start_successor(const SelfExec& self, uint64_t generation,
-                     const std::vector<HandedListener>& ls, int timeout_ms, pid_t* child,
+                     const std::vector<HandedListener>& ls, int timeout_ms, Successor* out,
                      std::string* why);
 
 }  // namespace ringpoll::proxy

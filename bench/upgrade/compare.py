@@ -10,7 +10,8 @@ L4 mode in front of it, and
   - an open-loop client at --rate new connections per second (each: connect, send 32
     bytes, read them back, close), its latency taken from the intended start time
     (coordinated omission corrected);
-  - --long-lived connections held open, each doing one echo round trip every 100 ms;
+  - --long-lived connections held open, each doing one numbered echo round trip every
+    100 ms until the last upgrade's drain deadline has passed;
 while the proxy is upgraded --upgrades times, --interval seconds apart:
   ringpoll  SIGUSR2 to the current process; done when the admin page shows the next
             generation (the old one stops accepting and drains for --drain seconds)
@@ -20,7 +21,9 @@ while the proxy is upgraded --upgrades times, --interval seconds apart:
   nginx     USR2 to the master (binary upgrade: a new master and workers on the
             inherited sockets), then QUIT to the old master once the new pid file is
             there (worker_shutdown_timeout --drain)
-Printed, per proxy: failed connects, resets, other errors, long-lived connections cut,
+Printed, per proxy: failed connects, resets, other errors, established connections cut
+(closed or reset by the proxy, answered wrong, or not within 5 s: ringpoll-proxy moves
+them to the new process, the others drain them until the deadline),
 and the short connections' p99 inside the upgrade windows (signal to done + 1 s) against
 outside them. Numbers only mean something on a quiet machine; nothing here asserts a
 figure. Needs python3 (asyncio), and haproxy and nginx (with the stream module) on PATH
@@ -101,18 +104,24 @@ async def open_loop(port, rate, until, c, timeout):
 
 
 async def long_lived(port, until, c):
+    """One established connection: a numbered 8-byte message every 100 ms, echoed back.
+    Cut: the proxy closed or reset it, or an answer did not come within 5 s, or came back
+    wrong (a message lost, repeated or out of order) before `until`."""
     try:
         r, w = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
         c.connect_failed += 1
         return
+    n = 0
     try:
         while time.monotonic() < until:
-            w.write(b"x")
+            msg = n.to_bytes(8, "big")
+            w.write(msg)
             await w.drain()
-            if await asyncio.wait_for(r.readexactly(1), 5) != b"x":
+            if await asyncio.wait_for(r.readexactly(8), 5) != msg:
                 c.cut += 1
                 return
+            n += 1
             await asyncio.sleep(0.1)
     except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
         c.cut += 1
@@ -323,10 +332,14 @@ def run(kind, args, upstream):
         time.sleep(0.5)
         t0 = time.monotonic()
         until = t0 + 2 + args.upgrades * args.interval + 2
+        # The established connections outlive the last upgrade's drain deadline: one the
+        # last old process kept to drain is cut then, and counted.
+        until_established = until + args.drain + 1
         loop = asyncio.new_event_loop()
 
         async def clients():
-            lls = [asyncio.ensure_future(long_lived(port, until, c)) for _ in range(args.long_lived)]
+            lls = [asyncio.ensure_future(long_lived(port, until_established, c))
+                   for _ in range(args.long_lived)]
             await open_loop(port, args.rate, until, c, args.timeout)
             await asyncio.gather(*lls)
 
@@ -392,7 +405,7 @@ def main():
         up.terminate()
         up.wait(10)
     head = ("proxy", "answered", "failed connects", "resets", "other errors",
-            f"long-lived cut (of {args.long_lived})", "p99 steady ms", "p99 upgrading ms", "ratio")
+            f"established cut (of {args.long_lived})", "p99 steady ms", "p99 upgrading ms", "ratio")
     print()
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))

@@ -24,6 +24,7 @@
 
 #include "engine/clock.h"
 #include "proxy/proxy_test_helpers.h"
+#include "support/fd_log.h"
 #include "support/spawn.h"
 #include "support/stop_join.h"
 
@@ -38,19 +39,6 @@ Child spawn_program(const char* bin, const std::vector<std::string>& args) {
 }
 Child spawn_proxy(const std::vector<std::string>& args) {
   return spawn_program(RINGPOLL_PROXY_BIN, args);
-}
-
-// One line from fd, waiting at most 10 s in all.
-std::string read_line(int fd) {
-  std::string line;
-  for (int i = 0; i < 1000; ++i) {
-    pollfd pf{fd, POLLIN, 0};
-    if (::poll(&pf, 1, 10) <= 0) continue;
-    char ch;
-    if (::read(fd, &ch, 1) != 1 || ch == '\n') break;
-    line.push_back(ch);
-  }
-  return line;
 }
 
 // Waits at most 10 s for the child; its exit status, or -1 (killed).
@@ -96,15 +84,6 @@ Outcome run_to_exit(const std::vector<std::string>& args) {
   ::close(c.out);
   ::close(c.err);
   return o;
-}
-
-std::string temp_file(const std::string& text) {
-  char path[] = "/tmp/ringpoll-proxy-test-XXXXXX";
-  const int fd = mkstemp(path);
-  if (fd < 0) return "";
-  ::close(fd);
-  std::ofstream(path) << text;
-  return path;
 }
 
 // The port in a "... listening on 127.0.0.1:PORT (..." line.
@@ -506,12 +485,6 @@ TEST(ProxyBinary, SniRoutesRealTlsClientsToTheServerTheirNameSelects) {
 
 // ---- binary upgrade (SIGUSR2, apps/proxy/upgrade.h) ----
 
-// The pid in "... pid N)" of a generation line.
-pid_t pid_in(const std::string& line) {
-  const size_t k = line.rfind("pid ");
-  return k == std::string::npos ? -1 : static_cast<pid_t>(std::atoi(line.c_str() + k + 4));
-}
-
 // Waits at most 10 s for a child of ours (or, as subreaper, an orphaned descendant).
 int wait_pid(pid_t pid) {
   Child c;
@@ -679,21 +652,7 @@ void open_loop_upgrades(const char* backend) {
   const SocketAddress at = listening_address(read_line(first.out));
   ASSERT_NE(at.port(), 0);
   // Every generation writes to the same stderr: read it all along, so none blocks on it.
-  std::string err;
-  std::mutex err_mu;
-  std::atomic<bool> done{false};
-  std::thread err_reader([&] {
-    char buf[4096];
-    while (!done.load()) {
-      pollfd pf{first.err, POLLIN, 0};
-      if (::poll(&pf, 1, 50) <= 0) continue;
-      const ssize_t k = ::read(first.err, buf, sizeof buf);
-      if (k <= 0) break;
-      std::lock_guard<std::mutex> l(err_mu);
-      err.append(buf, static_cast<size_t>(k));
-    }
-  });
-  StopAndJoin stop_reader(done, err_reader);
+  FdLog err_log(first.err);
   const int rate = 1000;
   const int seconds = 5 + static_cast<int>(kUpgradeRounds * kRoundBudgetS);
   const std::string json = temp_file("");
@@ -704,14 +663,7 @@ void open_loop_upgrades(const char* backend) {
   ASSERT_GT(load.pid, 0);
   // An assertion that ends the test early leaves no process behind.
   std::vector<pid_t> running{first.pid, load.pid};
-  struct KillLeftOvers {
-    std::vector<pid_t>& pids;
-    ~KillLeftOvers() {
-      for (pid_t p : pids) kill(p, SIGKILL);
-      while (waitpid(-1, nullptr, WNOHANG) > 0) {
-      }
-    }
-  } kill_left_overs{running};
+  KillLeftOvers kill_left_overs{running};
   const int64_t load_end = mono_now_ns() + int64_t{seconds} * 1'000'000'000;
   usleep(1'000'000);  // steady state first
   pid_t current = first.pid;
@@ -780,13 +732,11 @@ void open_loop_upgrades(const char* backend) {
   kill(current, SIGTERM);
   EXPECT_EQ(wait_pid(current), 0);
   running.clear();  // all exited and reaped
-  done = true;
-  err_reader.join();
-  {
-    std::lock_guard<std::mutex> l(err_mu);
-    EXPECT_EQ(err.find("upgrade failed"), std::string::npos) << err;
-    EXPECT_EQ(err.find("aborted"), std::string::npos) << "a drain cut connections: " << err;
-  }
+  err_log.stop();
+  const std::string err = err_log.text();
+  EXPECT_EQ(err.find("upgrade failed"), std::string::npos) << err;
+  EXPECT_EQ(err.find("drain deadline: aborted"), std::string::npos)
+      << "a drain cut connections: " << err;
   ::close(first.out);
   ::close(first.err);
   ::close(load.out);

@@ -12,7 +12,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -125,6 +127,35 @@ bool wait_for(Pred pred, int secs = 10) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return pred();
+}
+
+// One line from fd (a child's stdout), waiting at most `secs` in all.
+inline std::string read_line(int fd, int secs = 10) {
+  std::string line;
+  for (int i = 0; i < secs * 100; ++i) {
+    pollfd pf{fd, POLLIN, 0};
+    if (::poll(&pf, 1, 10) <= 0) continue;
+    char ch;
+    if (::read(fd, &ch, 1) != 1 || ch == '\n') break;
+    line.push_back(ch);
+  }
+  return line;
+}
+
+// The pid in "... pid N)" of an upgraded proxy's start line, or -1.
+inline pid_t pid_in(const std::string& line) {
+  const size_t k = line.rfind("pid ");
+  return k == std::string::npos ? -1 : static_cast<pid_t>(std::atoi(line.c_str() + k + 4));
+}
+
+// A file in /tmp holding `text` (a config for the proxy binary); its path, "" on failure.
+inline std::string temp_file(const std::string& text) {
+  char path[] = "/tmp/ringpoll-proxy-test-XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return "";
+  ::close(fd);
+  std::ofstream(path) << text;
+  return path;
 }
 
 // A blocking upstream on 127.0.0.1: an accept thread, and `fn(fd)` on a thread per

@@ -1,7 +1,9 @@
 #pragma once
 // Starts a program with its stdout and stderr on pipes (for tests that run the binaries).
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -41,5 +43,16 @@ inline Spawned spawn_piped(const char* bin, const std::vector<std::string>& args
   s.err = e[0];
   return s;
 }
+
+// At the end of a scope (also when an assertion ends a test early): SIGKILL to each pid
+// still listed, then reaps every child that has exited, so no process outlives the test.
+struct KillLeftOvers {
+  std::vector<pid_t>& pids;
+  ~KillLeftOvers() {
+    for (pid_t p : pids) kill(p, SIGKILL);
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+};
 
 }  // namespace ringpoll::test

@@ -1,0 +1,141 @@
+#pragma once
+// Moving established L4 relays to an upgrade's successor (issue 20): the old process, once
+// its successor serves, hands each plain relay (not TLS, not HTTP) over the upgrade's unix
+// socket instead of draining it — both descriptors (SCM_RIGHTS, engine/handover.h) and a
+// RelayRecord (apps/proxy/relay_record.h) with what it buffered, its half-close state and
+// its idle deadline — and the successor carries it on (relay_adopted, apps/proxy/relay.h).
+//
+// On each shard, move_relays():
+//   1. asks every movable relay of the listeners the successor takes to park: each pump
+//      stops at the top of its loop, between two reads (a waiting read is woken by an
+//      expired deadline and reads nothing; a write in flight finishes first);
+//   2. waits at most kParkBoundNs (2 s) for them; a relay not parked by then (a send that does
+//      not finish: a slow receiver) resumes here and drains, as every connection did
+//      before moves existed;
+//   3. stops receiving ahead on both sockets (io_uring completion mode: the multishot recv
+//      into the shard's provided buffers is cancelled) and waits for the cancel's last
+//      completion, then copies what was received ahead into the record — nothing a
+//      completion delivered stays behind in a buffer of this process;
+//   4. sends the record with both descriptors; sent, the relay ends here without touching
+//      the sockets (this process's close is only its own reference); not sent, it
+//      resumes with the copied bytes written first.
+// Each relay either moves or stays and drains; none is cut.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "apps/proxy/relay.h"
+#include "apps/proxy/relay_record.h"
+#include "apps/proxy/relay_state.h"
+#include "engine/engine.h"
+#include "engine/handover.h"
+
+namespace ringpoll::proxy {
+
+// How long a relay may take to reach a point between two reads (its write in flight
+// finishing) before it stays and drains instead: a receiver that takes nothing for this
+// long is a slow one. Generous because a loaded machine can leave a shard without the CPU
+// for hundreds of milliseconds (seen: 660 ms with 1,000 streams on 2 busy cores).
+inline constexpr int64_t kParkBoundNs = 2'000'000'000;
+// How long the cancel of a multishot recv may take to complete before the relay stays.
+inline constexpr int64_t kRecvStopBoundNs = 1'000'000'000;
+
+struct MoveCounts {
+  uint64_t moved = 0;
+  uint64_t stayed = 0;    // movable kind, but not moved: they drain
+  uint64_t draining = 0;  // every connection left to drain (any kind; ProxyServer's count)
+  std::string error;      // the channel failed (the rest stayed)
+};
+
+namespace relay_detail {
+
+// The record of a parked relay; false (with *why) when it cannot be encoded.
+template <PollerBackend P>
+bool record_of(const Relay<P>& r, std::string* out, std::string* why) {
+  RelayRecord rec;
+  rec.listener = r.origin->listener;
+  rec.pool = r.origin->pool;
+  rec.upstream = r.origin->upstream;
+  rec.idle_ns = r.idle_ns;
+  if (r.idle_ns > 0)
+    rec.idle_left_ns =
+        std::clamp<int64_t>(r.last_activity + r.idle_ns - mono_now_ns(), 0, r.idle_ns);
+  for (auto [c, d] : {std::pair{r.carry[0], &rec.up}, std::pair{r.carry[1], &rec.down}}) {
+    d->pending = c->pending;
+    d->ended = c->ended || c->eof_pending;
+  }
+  *out = encode_relay_record(rec, why);
+  return !out->empty();
+}
+
+template <PollerBackend P>
+bool wants(const Relay<P>& r, const std::vector<std::string>& listeners) {
+  return r.origin &&
+         std::find(listeners.begin(), listeners.end(), r.origin->listener) != listeners.end();
+}
+
+}  // namespace relay_detail
+
+// On a shard: moves its relays of `listeners` to the successor at `sock` (above), adding
+// to *out.
+template <PollerBackend P>
+Task<void> move_relays(int sock, const std::vector<std::string>& listeners, MoveCounts* out) {
+  using relay_detail::MovableRelays;
+  using relay_detail::Relay;
+  Scheduler<P>& sched = Engine<P>::current()->sched();
+  std::vector<Relay<P>*>& all = MovableRelays<P>::local();
+  for (Relay<P>* r : all)
+    if (relay_detail::wants(*r, listeners)) r->ask_park();
+  const auto all_settled = [&] {
+    return std::all_of(all.begin(), all.end(),
+                       [](const Relay<P>* r) { return !r->parking || r->settled(); });
+  };
+  const int64_t park_end = mono_now_ns() + kParkBoundNs;
+  while (!all_settled() && mono_now_ns() < park_end) co_await sched.sleep_for(1'000'000);
+  // Parked relays cannot end while parked (their pumps wait at the gate), so the pointers
+  // stay good across the waits below; the others resume now.
+  std::vector<Relay<P>*> parked;
+  for (Relay<P>* r : std::vector<Relay<P>*>(all)) {
+    if (!r->parking) continue;
+    if (r->movable()) {
+      parked.push_back(r);
+    } else {
+      r->resume();
+      ++out->stayed;
+    }
+  }
+  for (Relay<P>* r : parked) {
+    r->client->poll_fd().stop_recv_ahead();
+    r->upstream->poll_fd().stop_recv_ahead();
+  }
+  const auto stopped = [](Relay<P>* r) {
+    return r->client->poll_fd().recv_ahead_stopped() && r->upstream->poll_fd().recv_ahead_stopped();
+  };
+  const int64_t stop_end = mono_now_ns() + kRecvStopBoundNs;
+  while (!std::all_of(parked.begin(), parked.end(), stopped) && mono_now_ns() < stop_end)
+    co_await sched.sleep_for(1'000'000);
+  for (Relay<P>* r : parked) {
+    bool ok = out->error.empty() && stopped(r);
+    for (auto [s, c] : {std::pair{r->client, r->carry[0]}, std::pair{r->upstream, r->carry[1]}}) {
+      bool eof = false;
+      // The bytes taken are the relay's either way: written first if it stays.
+      if (ok && s->poll_fd().take_received(&c->pending, &eof) != 0) ok = false;
+      c->eof_pending = c->eof_pending || eof;
+    }
+    std::string rec, why;
+    if (ok && !relay_detail::record_of(*r, &rec, &why)) ok = false;
+    if (ok && !send_connection(sock, rec, {r->client->fd(), r->upstream->fd()}, &why).ok()) {
+      out->error = why;  // the channel is broken: nothing more moves
+      ok = false;
+    }
+    if (ok) {
+      r->moved_away();
+      ++out->moved;
+    } else {
+      r->resume();
+      ++out->stayed;
+    }
+  }
+}
+
+}  // namespace ringpoll::proxy
