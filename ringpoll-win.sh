@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ringpoll-win.sh: build the IOCP backend and its tests for Windows with mingw-w64 and run
-# them under Wine (issue 7). Called by `./ringpoll.sh test`; runs on its own too.
+# ringpoll-win.sh: build the IOCP backend, the engine on it, its tests and the Windows
+# programs with mingw-w64 and run them under Wine (issues 7, 25). Called by
+# `./ringpoll.sh test`; runs on its own too.
 #
 #   ./ringpoll-win.sh            install what is missing (apt-get), build into build-win/,
 #                                run the Windows suite under Wine with ctest
@@ -31,6 +32,10 @@ command -v wine >/dev/null 2>&1 || missing+=(wine)
 dpkg-query -W -f='${Status}' wine64 2>/dev/null | grep -q 'install ok installed' || missing+=(wine64)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v ninja >/dev/null 2>&1 || missing+=(ninja-build)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)  # the end-to-end clients
+# Header-only libraries the Windows programs build with (ringpoll-serve's CLI and TOML).
+[ -f /usr/include/CLI/CLI.hpp ] || missing+=(libcli11-dev)
+[ -f /usr/include/toml.hpp ] || missing+=(libtoml11-dev)
 [ -f /usr/src/googletest/CMakeLists.txt ] || missing+=(googletest)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} (apt-get)"
@@ -50,9 +55,9 @@ cmake -S "$ROOT/tests/windows" -B "$BUILD" -G Ninja \
   -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/mingw-w64.cmake" \
   -DCMAKE_CROSSCOMPILING_EMULATOR="$(command -v wine)" >/dev/null ||
   die "cmake configure of the Windows build failed"
-say "building ringpoll-iocp-tests.exe (-j2)"
-ninja -C "$BUILD" -j2 ringpoll-iocp-tests >/dev/null || {
-  ninja -C "$BUILD" -j1 ringpoll-iocp-tests || true  # show the error
+say "building ringpoll-iocp-tests.exe and the Windows programs (-j2)"
+ninja -C "$BUILD" -j2 >/dev/null || {
+  ninja -C "$BUILD" -j1 || true  # show the error
   die "the Windows build failed"
 }
 
@@ -102,7 +107,9 @@ if [ "$n_skipped" -gt 0 ]; then
     rc=1
   fi
 fi
-say "ran: the IOCP backend (iocp, iocp-noskip, iocp-forceskip), conformance S01-S31 and"
-say "     socket tests, built with mingw-w64 and run under Wine; ${summary:-no summary}"
+say "ran: the IOCP backend (iocp, iocp-noskip, iocp-forceskip), conformance S01-S31, socket"
+say "     tests, Engine<IocpPoller>, the sockets API and TcpServer, console-event stops, and"
+say "     the Windows programs driven by Linux clients (WinE2E.*), built with mingw-w64 and"
+say "     run under Wine; ${summary:-no summary}"
 say "     skipped: $n_skipped; exit $rc"
 exit "$rc"

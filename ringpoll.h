@@ -10,5 +10,7 @@
 #include "engine/engine.h"
 #include "engine/net.h"
 #include "engine/server.h"
-#include "uring/uring_completion.h"
+#ifndef _WIN32
+#include "uring/uring_completion.h"  // the io_uring options of Engine<P>::set_backend_setup
+#endif
 #include "version.h"

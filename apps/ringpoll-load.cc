@@ -12,6 +12,9 @@
 // progress line and the report. See load_usage() for the exit codes.
 #include <signal.h>
 #include <unistd.h>
+#ifdef _WIN32
+#include <io.h>  // _isatty
+#endif
 
 #include <cstdio>
 #include <string>
@@ -33,10 +36,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ringpoll-load: %s\n%s", parsed.error.c_str(), load_usage());
     return 2;
   }
+#ifdef _WIN32
+  const bool tty = _isatty(_fileno(stdout)) != 0;  // Winsock raises no SIGPIPE
+#else
   signal(SIGPIPE, SIG_IGN);  // a reset peer is an error value, not a signal
 
   // On a terminal the progress line rewrites itself; otherwise one plain line a second.
   const bool tty = isatty(STDOUT_FILENO) == 1;
+#endif
   bool drew = false;
   auto progress = [tty, &drew](const ProgressSample& s) {
     const std::string line = progress_line(s);

@@ -21,6 +21,10 @@
 // for it. SIGINT/SIGTERM: stop accepting, let connections finish within
 // timeouts.drain_ms, abort the rest, exit 0; a second signal exits 0 at once. Bad
 // arguments: a message naming the argument, exit 2; a listen or engine failure: exit 1.
+//
+// Windows (mingw-w64, IOCP): echo and http, plain TCP. Ctrl-C, Ctrl-Break and closing the
+// console take the SIGINT/SIGTERM path. TLS (no OpenSSL there) and udp-echo (the packet
+// paths) are refused with a message saying so (exit 2).
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -30,15 +34,17 @@
 
 #include "apps/common/fd_limit.h"
 #include "apps/common/launch.h"
-#include "apps/common/packet_path.h"
 #include "apps/serve/handlers.h"
+#include "engine/server.h"
+#include "tuning/cli.h"
+#ifndef _WIN32
+#include "apps/common/packet_path.h"
 #include "apps/serve/tls_serve.h"
 #include "apps/serve/udp_echo.h"
-#include "engine/server.h"
 #include "packet/kernel_queue.h"
 #include "tls/ktls.h"
-#include "tuning/cli.h"
 #include "tuning/tls_options.h"
+#endif
 #ifdef RINGPOLL_WITH_XDP
 #include "packet/xdp_queue.h"
 #endif
@@ -72,9 +78,13 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
   const serve::ServeSettings settings = settings_from(cfg);
   serve::ServeCounters counters;
   typename TcpServer<P>::ContextHandler handler;
+  std::string why;
+#ifdef _WIN32
+  constexpr bool tls_ctx = false;  // refused with the config on Windows (tuning/config.cc)
+  if (http) {
+#else
   serve::TlsCounters tls_counters;
   std::unique_ptr<tls::TlsContext> tls_ctx;
-  std::string why;
   if (!cfg.tls.cert.empty()) {
     // The files were checked when the config was read; what can still fail is rare (out of
     // memory, a file changed in between).
@@ -91,6 +101,7 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
                                  &tls_counters);
     };
   } else if (http) {
+#endif
     handler = [&](TcpStream<P>& c, ConnContext<P>) {
       return serve::serve_http<P>(c, settings, &counters);
     };
@@ -106,9 +117,13 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
   }
   // With TLS: the mode's name over TLS, and which path the record layer runs.
   const char* mode = tls_ctx ? (http ? "https" : "tls-echo") : (http ? "http" : "echo");
-  std::printf("%s: %s on %s, backend %s, %zu shards%s%s\n", kProgram, mode,
-              srv.address().to_string().c_str(), P::kName, e.size(), tls_ctx ? ", tls " : "",
-              tls_ctx ? tls::record_path_line().c_str() : "");
+#ifdef _WIN32
+  const std::string tls_line;
+#else
+  const std::string tls_line = tls_ctx ? ", tls " + tls::record_path_line() : "";
+#endif
+  std::printf("%s: %s on %s, backend %s, %zu shards%s\n", kProgram, mode,
+              srv.address().to_string().c_str(), P::kName, e.size(), tls_line.c_str());
   std::fflush(stdout);
 
   const int64_t drain_ns = cfg.timeouts.drain_ms * 1'000'000;
@@ -124,7 +139,9 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
         std::_Exit(0);
       });
   sig.join();
+#ifndef _WIN32
   if (tls_ctx) serve::print_tls_counters(kProgram, tls_counters);
+#endif
   if (counters.refused.load() > 0) {
     std::fprintf(stderr, "%s: %llu connections refused over limits.max_connections\n", kProgram,
                  static_cast<unsigned long long>(counters.refused.load()));
@@ -132,6 +149,7 @@ int serve_on(Engine<P>& e, const tuning::Config& cfg, bool http, const SocketAdd
   return 0;
 }
 
+#ifndef _WIN32  // the packet paths are Linux only
 packet::QueueSpec queue_spec(const tuning::Config& cfg, const SocketAddress& at, int shard) {
   packet::QueueSpec q = app::queue_sizes(cfg);
   q.queue = shard;
@@ -205,6 +223,7 @@ int serve_udp_on(Engine<P>& e, const tuning::Config& cfg, const SocketAddress& a
   return 2;
 #endif
 }
+#endif
 
 }  // namespace
 }  // namespace ringpoll
@@ -260,17 +279,21 @@ int main(int argc, char** argv) {
   }
 
   // Blocked before the shards start, so they inherit the mask and the signal thread of
-  // shutdown_on_signals is the only one that takes SIGINT/SIGTERM.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // shutdown_on_signals is the only one that takes SIGINT/SIGTERM (Windows: the console
+  // control handler is installed).
+  block_stop_signals(/*with_reload=*/false);
+#ifndef _WIN32
   signal(SIGPIPE, SIG_IGN);
+#endif
   // One descriptor a connection: take all the hard limit gives (apps/common/fd_limit.h).
   (void)app::raise_fd_limit(0, "");
 
   if (mode == "udp-echo") {
+#ifdef _WIN32
+    std::fprintf(stderr, "%s: --mode udp-echo runs on the packet paths, which are Linux only\n",
+                 kProgram);
+    return 2;
+#else
     if (at.family() != AF_INET) {
       std::fprintf(stderr, "%s: --listen: udp-echo takes an IPv4 address, got %s\n", kProgram,
                    listen.c_str());
@@ -278,6 +301,7 @@ int main(int argc, char** argv) {
     }
     return app::run_engine(kProgram, cfg,
                            [&]<class P>(Engine<P>& e) { return serve_udp_on<P>(e, cfg, at); });
+#endif
   }
   const bool http = mode == "http";
   return app::run_engine(kProgram, cfg,

@@ -31,11 +31,17 @@ const char* to_string(BackendChoice c) {
   return "?";
 }
 
+#ifdef _WIN32
+const char* backend_name(const BackendSelection&) {
+  return IocpPoller::kName;
+}
+#else
 const char* backend_name(const BackendSelection& sel) {
   if (sel.chosen != BackendChoice::kIoUring) return EpollPoller::kName;
   return sel.uring_mode == IoUringMode::kCompletion ? UringCompletionPoller::kName
                                                     : UringPoller::kName;
 }
+#endif
 
 const char* to_string(IoUringMode m) {
   return m == IoUringMode::kCompletion ? "completion" : "readiness";
@@ -43,12 +49,33 @@ const char* to_string(IoUringMode m) {
 
 std::string BackendSelection::log_line() const {
   if (!ok()) return "ringpoll: error: no backend: " + why;
+#ifdef _WIN32
+  return std::string("ringpoll: backend ") + IocpPoller::kName + ": " + why;
+#endif
   std::string mode;
   if (chosen == BackendChoice::kIoUring)
     mode = std::string(" (") + to_string(uring_mode) + " mode)";
   return std::string("ringpoll: backend ") + to_string(chosen) + mode + ": " + why;
 }
 
+#ifdef _WIN32
+BackendSelection select_backend(BackendChoice pinned, IoUringMode mode) {
+  BackendSelection s;
+  s.uring_mode = mode;
+  s.chosen = BackendChoice::kAuto;  // IOCP: the one Windows backend
+  if (pinned != BackendChoice::kAuto) {
+    s.why = std::string(to_string(pinned)) +
+            " is pinned by configuration, but it is a Linux backend; Windows runs iocp "
+            "(engine.backend = \"auto\")";
+    s.error = Errc::kInvalidArgument;
+    return s;
+  }
+  const Availability a = IocpPoller::available();
+  s.why = a.ok ? "the Windows backend; probe ok" : "iocp cannot start: " + a.why;
+  if (!a.ok) s.error = Errc::kUnavailable;
+  return s;
+}
+#else
 BackendSelection select_backend(BackendChoice pinned, IoUringMode mode) {
   BackendSelection s;
   s.uring_mode = mode;
@@ -81,6 +108,7 @@ BackendSelection select_backend(BackendChoice pinned, IoUringMode mode) {
   }
   return s;
 }
+#endif
 
 namespace {
 // RINGPOLL_BACKEND's value as a choice and a mode; false when it is not one we know.

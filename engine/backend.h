@@ -5,14 +5,22 @@
 // and one log line says which backend runs and why. The whole process falls back, never
 // half-way: every shard uses the one selection. A pinned backend that cannot start is an
 // error naming the cause.
+//
+// Windows (mingw-w64 build): the one backend is IOCP (IocpPoller); `auto` selects it after
+// its probe, and a configuration pinning io_uring or epoll is refused, saying they are
+// Linux backends.
 #include <string>
 #include <string_view>
 #include <type_traits>
 
-#include "../epoll/epoll_poller.h"
 #include "../poller/errors.h"
+#ifdef _WIN32
+#include "../iocp/iocp_poller.h"
+#else
+#include "../epoll/epoll_poller.h"
 #include "../uring/uring_completion.h"
 #include "../uring/uring_poller.h"
+#endif
 
 namespace ringpoll {
 
@@ -67,9 +75,13 @@ namespace detail {
 // variants, which no program selects.)
 template <class... Ps>
 struct BackendList {};
+#ifdef _WIN32
+using SocketBackends = BackendList<IocpPoller>;
+#else
 using SocketBackends = BackendList<UringCompletionPoller, UringPoller, EpollPoller>;
 // Those that wait for readiness (code that parks on PollDescs itself).
 using ReadinessSocketBackends = BackendList<UringPoller, EpollPoller>;
+#endif
 
 // The kName of the backend a selection runs (a name in SocketBackends).
 const char* backend_name(const BackendSelection& sel);
@@ -115,6 +127,7 @@ decltype(auto) with_backend(const BackendSelection& sel, Fn&& fn) {
   return detail::call_named_in(backend_name(sel), SocketBackends{}, fn);
 }
 
+#ifndef _WIN32  // IOCP is the only Windows backend, and a completion one
 // with_backend for code that runs on readiness backends only (it waits on PollDescs
 // itself; with_backend would instantiate it for UringCompletionPoller too): io_uring runs
 // in readiness mode, whatever sel.uring_mode says (ask process_backend for kReadiness so
@@ -126,5 +139,6 @@ decltype(auto) with_readiness_backend(const BackendSelection& sel, Fn&& fn) {
   readiness.uring_mode = IoUringMode::kReadiness;
   return detail::call_named_in(backend_name(readiness), ReadinessSocketBackends{}, fn);
 }
+#endif
 
 }  // namespace ringpoll

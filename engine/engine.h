@@ -3,7 +3,9 @@
 // Scheduler (poller, PollCache bound to the CPU's NUMA node, timer wheels, run queue);
 // nothing is shared on the hot path. Cross-shard work goes through a bounded MPSC inbox
 // per shard plus one coalesced wake of the target (MSG_RING on io_uring, eventfd on
-// epoll), sent only when the target is about to sleep.
+// epoll, a posted completion packet on IOCP), sent only when the target is about to sleep.
+// On Windows the shards are pinned with SetThreadAffinityMask within the process's
+// processor group (the first 64 CPUs at most).
 //
 //   submit_to(shard, fn)  from a task: run fn on `shard`, resume with its result; a
 //                         full inbox applies backpressure (the caller yields and retries)
@@ -14,9 +16,13 @@
 //
 // Replies travel on an unbounded intrusive stack per shard (the caller's frame is the
 // node), so a reply can never be refused and two busy shards cannot deadlock.
+#ifdef _WIN32
+#include <windows.h>
+#else
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -28,6 +34,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -63,6 +70,37 @@ struct ShardReply {
 };
 
 namespace detail {
+#ifdef _WIN32
+// Windows (IOCP): the CPUs of the process's affinity mask (GetProcessAffinityMask: the
+// process's processor group, at most 64 CPUs), in increasing order; every CPU the system
+// reports when the mask cannot be read.
+inline std::vector<int> allowed_cpus() {
+  std::vector<int> out;
+  DWORD_PTR process = 0, system = 0;
+  if (GetProcessAffinityMask(GetCurrentProcess(), &process, &system)) {
+    for (int c = 0; c < static_cast<int>(sizeof(DWORD_PTR) * 8); ++c)
+      if (process & (DWORD_PTR{1} << c)) out.push_back(c);
+  }
+  if (out.empty()) {
+    SYSTEM_INFO si;
+    GetSystemInfo(&si);
+    const int n = si.dwNumberOfProcessors < 1 ? 1 : static_cast<int>(si.dwNumberOfProcessors);
+    for (int c = 0; c < n; ++c) out.push_back(c);
+  }
+  return out;
+}
+// Pins the calling thread to `cpu` of the process's processor group; 0 or the Windows
+// error (ERROR_INVALID_PARAMETER: a CPU the process may not use).
+inline int pin_this_thread(int cpu) {
+  if (cpu >= static_cast<int>(sizeof(DWORD_PTR) * 8)) return ERROR_INVALID_PARAMETER;
+  return SetThreadAffinityMask(GetCurrentThread(), DWORD_PTR{1} << cpu) != 0
+             ? 0
+             : static_cast<int>(GetLastError());
+}
+inline std::string pin_error(int e) {
+  return "Windows error " + std::to_string(e);
+}
+#else
 // The CPUs this process may run on (sched_getaffinity), in increasing order; when the mask
 // cannot be read, every online CPU.
 inline std::vector<int> allowed_cpus() {
@@ -79,6 +117,18 @@ inline std::vector<int> allowed_cpus() {
   }
   return out;
 }
+// Pins the calling thread to `cpu`; 0 or the errno value. EINVAL: the CPU is offline,
+// absent, or outside the cpuset (cgroup) the process runs in.
+inline int pin_this_thread(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu % CPU_SETSIZE, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+inline std::string pin_error(int e) {
+  return std::strerror(e);
+}
+#endif
 }  // namespace detail
 
 // Owns its shards and their threads. Construct, optionally set_backend_setup, start() from
@@ -199,15 +249,11 @@ class Engine {
       // are touched only until this thread has counted itself ready, under the lock.
       s->thread_ = std::thread([this, s, &mu, &cv, &ready, &first_error, on_start] {
         if (s->cpu_ >= 0 && opt_.pin) {
-          cpu_set_t set;
-          CPU_ZERO(&set);
-          CPU_SET(s->cpu_ % CPU_SETSIZE, &set);
-          // EINVAL: the CPU is offline, absent, or outside the cpuset (cgroup) the
-          // process runs in — a `cpus` list written for another machine. The shard still
-          // runs, unpinned.
-          if (const int e = pthread_setaffinity_np(pthread_self(), sizeof set, &set); e != 0) {
+          // A `cpus` list written for another machine names a CPU this process may not
+          // use: the shard still runs, unpinned.
+          if (const int e = detail::pin_this_thread(s->cpu_); e != 0) {
             std::fprintf(stderr, "ringpoll: shard %d: cannot pin to CPU %d: %s; running unpinned\n",
-                         s->id_, s->cpu_, std::strerror(e));
+                         s->id_, s->cpu_, detail::pin_error(e).c_str());
             s->cpu_ = -1;
           }
         }

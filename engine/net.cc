@@ -3,6 +3,12 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#ifdef _WIN32
+#include <mswsock.h>
+#else
+#include <unistd.h>
+#endif
+
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -36,9 +42,40 @@ std::string SocketAddress::to_string() const {
 
 namespace detail {
 
+#ifdef _WIN32
+int open_socket(int family, int type) noexcept {
+  // Overlapped (the IOCP backend's operations) and not inherited (close-on-exec).
+  const SOCKET s = WSASocketW(family, type, type == SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP, nullptr,
+                              0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (s == INVALID_SOCKET) {
+    errno = iocp_errno(WSAGetLastError());
+    return -1;
+  }
+  if (type == SOCK_DGRAM) {
+    // A datagram answered by an ICMP port-unreachable would otherwise fail the socket's
+    // next receive with WSAECONNRESET: a UDP server must not lose its socket to one
+    // client that went away (POSIX reports nothing on an unconnected socket).
+    BOOL off = FALSE;
+    DWORD got = 0;
+    WSAIoctl(s, SIO_UDP_CONNRESET, &off, sizeof off, nullptr, 0, &got, nullptr, nullptr);
+  }
+  return static_cast<int>(s);
+}
+void close_socket(int fd) noexcept {
+  closesocket(static_cast<SOCKET>(static_cast<unsigned>(fd)));
+}
+#else
+int open_socket(int family, int type) noexcept {
+  return ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+void close_socket(int fd) noexcept {
+  ::close(fd);
+}
+#endif
+
 Status check_port_unshared(const SocketAddress& at, std::string* why) {
   if (at.port() == 0) return Status();  // the kernel picks a free port
-  const int fd = ::socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = open_socket(at.family(), SOCK_STREAM);
   if (fd < 0) return Status::from_errno(errno);
   // SO_REUSEADDR as the real listeners have it, so connections of an earlier run left in
   // TIME_WAIT do not count; without SO_REUSEPORT, so any socket listening there does.
@@ -46,10 +83,10 @@ Status check_port_unshared(const SocketAddress& at, std::string* why) {
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   const int rc = ::bind(fd, at.sa(), at.len);
   const int e = rc < 0 ? errno : 0;
-  ::close(fd);
+  close_socket(fd);
   if (e == 0) return Status();
   if (why) {
-    *why = "bind " + at.to_string() + ": " + std::strerror(e);
+    *why = "bind " + at.to_string() + ": " + Status::from_errno(e).message();
     if (e == EADDRINUSE)
       *why +=
           " (another socket already listens on this port — a second instance still "

@@ -4,6 +4,12 @@
 //
 // Addresses: "1.2.3.4:80", "[::1]:80" (literals, parsed on the shard), "name:80" (names
 // resolved with getaddrinfo on a resolver thread, so no shard ever blocks on DNS).
+//
+// Windows (IOCP, mingw-w64): the same code; the seams are detail::open_socket /
+// close_socket below and the POSIX names of iocp/compat. Windows has no SO_REUSEPORT
+// (kHasReusePort): a listener asking for it is refused, and TcpServer listens once and
+// hands connections to the shards in turn; adopting a handed-over listener (SCM_RIGHTS)
+// is Linux only.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,6 +27,33 @@
 #include "poll_fd.h"
 
 namespace ringpoll {
+
+#ifdef _WIN32
+inline constexpr bool kHasReusePort = false;         // no SO_REUSEPORT in Winsock
+inline constexpr bool kHasListenerHandover = false;  // no SCM_RIGHTS (engine/handover.h)
+#else
+inline constexpr bool kHasReusePort = true;
+inline constexpr bool kHasListenerHandover = true;
+#endif
+
+namespace detail {
+#ifdef _WIN32
+// Windows' SO_REUSEADDR would let another socket bind the same port and take part of its
+// connections; exclusive use is what SO_REUSEADDR without SO_REUSEPORT means on Linux (a
+// port in TIME_WAIT can still be bound on Windows without it).
+inline constexpr int kListenAddressOption = SO_EXCLUSIVEADDRUSE;
+inline constexpr int kReusePortOption = 0;  // never set: reuseport is refused first
+#else
+inline constexpr int kListenAddressOption = SO_REUSEADDR;
+inline constexpr int kReusePortOption = SO_REUSEPORT;
+#endif
+// A new socket of `family` and `type` (SOCK_STREAM, SOCK_DGRAM) as this build's backends
+// take it: non-blocking and close-on-exec on Linux; overlapped and not inherited by child
+// processes on Windows. -1 with errno on failure.
+int open_socket(int family, int type) noexcept;
+// close(2), or closesocket on Windows (a SOCKET is not a C runtime descriptor).
+void close_socket(int fd) noexcept;
+}  // namespace detail
 
 // An IPv4 or IPv6 socket address: a sockaddr_storage and its length. A plain value.
 struct SocketAddress {
@@ -115,11 +148,11 @@ class TcpStream {
   // (0: no limit).
   static Task<Status> connect(Scheduler<P>& s, const SocketAddress& to, int64_t timeout_ns,
                               std::unique_ptr<TcpStream>* out) {
-    const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const int fd = detail::open_socket(to.family(), SOCK_STREAM);
     if (fd < 0) co_return Status::from_errno(errno);
     auto st = std::make_unique<TcpStream>();
     if (Status e = st->adopt(s, fd); !e.ok()) {
-      ::close(fd);
+      detail::close_socket(fd);
       co_return e;
     }
     if (timeout_ns > 0) (void)st->fd_.set_write_deadline(mono_now_ns() + timeout_ns);
@@ -151,35 +184,44 @@ class TcpListener {
   // Address already in use").
   Status listen(Scheduler<P>& s, const SocketAddress& at, ListenOptions o = {},
                 std::string* why = nullptr) {
-    const int fd = ::socket(at.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (o.reuseport && !kHasReusePort)
+      return fail(EOPNOTSUPP, "setsockopt(SO_REUSEPORT)", at, why,
+                  " (Windows has no SO_REUSEPORT: listen once, with reuseport off)");
+    const int fd = detail::open_socket(at.family(), SOCK_STREAM);
     if (fd < 0) return fail(errno, "socket", at, why);
     const int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (o.reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    setsockopt(fd, SOL_SOCKET, detail::kListenAddressOption, &one, sizeof one);
+    if (o.reuseport && setsockopt(fd, SOL_SOCKET, detail::kReusePortOption, &one, sizeof one) < 0) {
       const int e = errno;
-      ::close(fd);
+      detail::close_socket(fd);
       return fail(e, "setsockopt(SO_REUSEPORT)", at, why);
     }
     if (::bind(fd, at.sa(), at.len) < 0) {
       const int e = errno;
-      ::close(fd);
+      detail::close_socket(fd);
       return fail(e, "bind", at, why);
     }
     if (::listen(fd, o.backlog) < 0) {
       const int e = errno;
-      ::close(fd);
+      detail::close_socket(fd);
       return fail(e, "listen", at, why);
     }
     return fd_.open(s, fd);
   }
   // Takes a socket that already listens (handed over by another process, see
   // engine/handover.h) and makes it non-blocking. Refused when fd is not a listening TCP
-  // socket; fd is then still the caller's.
+  // socket; fd is then still the caller's. Linux only (the hand-over is SCM_RIGHTS):
+  // refused on Windows, saying so.
   Status adopt(Scheduler<P>& s, int fd, std::string* why = nullptr) {
-    if (Status st = check_listening_tcp(fd, why); !st.ok()) return st;
-    const int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return Status::from_errno(errno);
-    return fd_.open(s, fd);
+    if constexpr (!kHasListenerHandover) {
+      if (why) *why = "adopting a handed-over listener: Linux only (SCM_RIGHTS)";
+      return Status::from_errno(EOPNOTSUPP);
+    } else {
+      if (Status st = check_listening_tcp(fd, why); !st.ok()) return st;
+      const int fl = fcntl(fd, F_GETFL);
+      if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return Status::from_errno(errno);
+      return fd_.open(s, fd);
+    }
   }
   // The listening descriptor (still the listener's), e.g. to hand it over.
   int fd() const noexcept { return fd_.fd(); }
@@ -200,8 +242,11 @@ class TcpListener {
   PollFd<P>& poll_fd() noexcept { return fd_; }
 
  private:
-  static Status fail(int e, const char* step, const SocketAddress& at, std::string* why) {
-    if (why) *why = std::string(step) + " " + at.to_string() + ": " + std::strerror(e);
+  static Status fail(int e, const char* step, const SocketAddress& at, std::string* why,
+                     const char* hint = "") {
+    if (why)
+      *why =
+          std::string(step) + " " + at.to_string() + ": " + Status::from_errno(e).message() + hint;
     return Status::from_errno(e);
   }
   PollFd<P> fd_;
@@ -214,12 +259,12 @@ class UdpSocket {
   // Binds a datagram socket to `at` and registers it with s's shard; *why says what
   // failed. Every other call: on that shard.
   Status bind(Scheduler<P>& s, const SocketAddress& at, std::string* why = nullptr) {
-    const int fd = ::socket(at.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const int fd = detail::open_socket(at.family(), SOCK_DGRAM);
     if (fd < 0) return Status::from_errno(errno);
     if (::bind(fd, at.sa(), at.len) < 0) {
       const int e = errno;
-      ::close(fd);
-      if (why) *why = "bind " + at.to_string() + ": " + std::strerror(e);
+      detail::close_socket(fd);
+      if (why) *why = "bind " + at.to_string() + ": " + Status::from_errno(e).message();
       return Status::from_errno(e);
     }
     return fd_.open(s, fd);

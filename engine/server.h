@@ -10,10 +10,14 @@
 //   - admission limits per listener and per client address (Options::limits,
 //     engine/accept_limits.h): a connection over one is reset at accept and counted.
 // And shutdown_on_signals(): SIGINT/SIGTERM start a graceful shutdown; a second signal
-// stops at once.
+// stops at once. On Windows the console's Ctrl-C (SIGINT), Ctrl-Break, close, logoff and
+// shutdown events (SIGTERM) take the same path (SetConsoleCtrlHandler).
+//
+// Windows has no SO_REUSEPORT (kHasReusePort): there the server listens on one shard (the
+// first it serves on) and hands each accepted connection to its shards in turn, through
+// their inboxes; the connection is then the target shard's as on Linux.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
@@ -34,6 +38,10 @@
 namespace ringpoll {
 
 namespace detail {
+// After EMFILE: " (RLIMIT_NOFILE N: raise it, or limit the listener)"; empty where the
+// limit cannot be read (and on Windows, which has none for sockets).
+std::string fd_limit_hint();
+
 // For the destructor of a server that was not shut down: its teardown goes through the
 // shards, so the engine must still run. After Engine::stop() its tasks would be left
 // parked on the shards pointing at the freed server, so this stops the process, saying so.
@@ -135,22 +143,33 @@ class TcpServer {
     std::vector<int> inherited = std::move(opt_.inherit_fds);
     opt_.inherit_fds.clear();
     if (!inherited.empty()) return start_inherited(std::move(inherited), std::move(h), why);
-    if (opt_.listen.reuseport && !opt_.listen.allow_shared_port) {
+    if (opt_.listen.reuseport && !opt_.listen.allow_shared_port && kHasReusePort) {
       // The probe races with a process binding the port right after it; it is a guard
       // against the forgotten instance, not a lock.
       if (Status st = detail::check_port_unshared(at, why); !st.ok()) return st;
     }
     handler_ = std::move(h);
     SocketAddress addr = at;
+    [[maybe_unused]] bool listening = false;  // without SO_REUSEPORT: the one listener is up
     for (size_t i = 0; i < shards_.size(); ++i) {
       if (opt_.shard >= 0 && static_cast<size_t>(opt_.shard) != i) continue;
       PerShard* ps = shards_[i].get();
+      if constexpr (!kHasReusePort) {
+        // One listener, on the first shard; the others take the connections it hands them.
+        if (listening) {
+          Engine<P>::call(e_.shard(i), [ps] { ps->sched = &Engine<P>::current()->sched(); });
+          continue;
+        }
+        listening = true;
+      }
       std::string w;
       const Status st = Engine<P>::call(e_.shard(i), [&] {
         auto& sched = Engine<P>::current()->sched();
         ps->sched = &sched;
         auto l = std::make_unique<TcpListener<P>>();
-        Status s = l->listen(sched, addr, opt_.listen, &w);
+        ListenOptions lo = opt_.listen;
+        if constexpr (!kHasReusePort) lo.reuseport = false;
+        Status s = l->listen(sched, addr, lo, &w);
         if (!s.ok()) return s;
         addr = l->local_address();  // port 0: every shard takes the same port
         started_ = true;  // from the first accept loop on: a failed start still needs shutdown
@@ -410,8 +429,14 @@ class TcpServer {
     if (!(fl & O_NONBLOCK)) (void)fcntl(fd, F_SETFL, fl);
   }
 
-  // start() with sockets handed over (Options::inherit_fds): no bind, no port check.
+  // start() with sockets handed over (Options::inherit_fds): no bind, no port check. Linux
+  // only (SCM_RIGHTS): refused on Windows, saying so.
   Status start_inherited(std::vector<int> fds, ContextHandler h, std::string* why) {
+    if constexpr (!kHasListenerHandover) {
+      for (int fd : fds) detail::close_socket(fd);
+      if (why) *why = "listening sockets handed over by another process: Linux only (SCM_RIGHTS)";
+      return Status::from_errno(EOPNOTSUPP);
+    }
     handler_ = std::move(h);
     std::vector<size_t> serving;  // the shards that listen
     for (size_t i = 0; i < shards_.size(); ++i)
@@ -482,20 +507,39 @@ class TcpServer {
           // stays readable; existing connections keep being served meanwhile.
           backoff = backoff == 0 ? opt_.accept_backoff_min_ns
                                  : std::min(backoff * 2, opt_.accept_backoff_max_ns);
-          char hint[96] = "";
-          if (rlimit rl{}; e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
-            std::snprintf(hint, sizeof hint,
-                          " (RLIMIT_NOFILE %llu: raise it, or limit the listener)",
-                          static_cast<unsigned long long>(rl.rlim_cur));
-          std::fprintf(stderr, "ringpoll: accept: %s%s; pausing %lld ms\n", a.err.message(), hint,
-                       static_cast<long long>(backoff / 1'000'000));
+          const std::string hint = e == EMFILE ? detail::fd_limit_hint() : std::string();
+          std::fprintf(stderr, "ringpoll: accept: %s%s; pausing %lld ms\n", a.err.message(),
+                       hint.c_str(), static_cast<long long>(backoff / 1'000'000));
           co_await sched->sleep_for(backoff);
         }
         continue;
       }
       backoff = 0;
-      serve(ps, sched, a.fd);
+      if constexpr (kHasReusePort) {
+        serve(ps, sched, a.fd);
+      } else {
+        hand_to_next_shard(ps, sched, a.fd);
+      }
     }
+  }
+
+  // Without SO_REUSEPORT (Windows): the one accepting shard gives its connections to the
+  // shards this server runs on in turn. A connection on its way counts as live on its
+  // target until the target has taken it, so shutdown() waits for it, and it is served on
+  // the accepting shard when the target's inbox is full.
+  void hand_to_next_shard(PerShard* ps, Scheduler<P>* sched, int fd) {
+    size_t t = next_shard_++ % shards_.size();
+    for (size_t k = 0; k < shards_.size() && !shards_[t]->sched; ++k) t = (t + 1) % shards_.size();
+    PerShard* target = shards_[t].get();
+    if (target == ps || !target->sched) return serve(ps, sched, fd);
+    target->live.fetch_add(1);
+    const bool posted = Engine<P>::post(e_.shard(t), [this, target, fd] {
+      serve(target, target->sched, fd);
+      target->live.fetch_sub(1);
+    });
+    if (posted) return;
+    target->live.fetch_sub(1);
+    serve(ps, sched, fd);
   }
 
   // An accepted connection: admitted (or refused by a limit) and handed to the handler's
@@ -514,7 +558,7 @@ class TcpServer {
     auto* c = new Conn();
     c->client = client;
     if (!c->stream.adopt(*sched, fd).ok()) {
-      ::close(fd);
+      detail::close_socket(fd);
       if (client) ps->clients->release(client);
       delete c;
       return false;
@@ -571,7 +615,7 @@ class TcpServer {
     if (opt_.on_refuse) opt_.on_refuse(r);
     const linger lg{1, 0};
     (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    ::close(fd);
+    detail::close_socket(fd);
   }
 
   // The handler's task ended (frame set), or the scheduler destroyed it unfinished at
@@ -611,6 +655,7 @@ class TcpServer {
   bool shut_down_ = false;          // shutdown() ran
   bool stopped_listening_ = false;  // stop_listening() ran
   size_t next_adopt_ = 0;           // adopt_connection's next shard (its calling thread)
+  size_t next_shard_ = 0;           // without SO_REUSEPORT: the next shard a connection goes to
 };
 
 // Blocks SIGINT and SIGTERM in the calling thread (call it before Engine::start so the
@@ -632,7 +677,23 @@ std::thread shutdown_on_signals(std::function<void()> graceful, std::function<vo
 // With `upgrade`, SIGUSR2 (blocked by block_stop_signals(..., true)) calls upgrade() on the
 // waiting thread, as SIGHUP calls reload(); a stop signal that arrives meanwhile waits
 // until it returns.
+//
+// Windows: the console's control events stand for the signals (Ctrl-C is SIGINT;
+// Ctrl-Break, closing the console, logoff and shutdown are SIGTERM; a close is held until
+// the graceful stop returns, at most 4.5 s, as Windows ends the process when its handler
+// returns). Reload, for want of SIGHUP, is the named event reload_event_name(pid), which
+// block_stop_signals(true) creates: any process of the session may SetEvent it. There is
+// no binary upgrade (block_stop_signals(..., true) says so).
 void block_stop_signals(bool with_reload, bool with_upgrade = false);
+#ifdef _WIN32
+// "Local\ringpoll-reload-<pid>": the event that makes process <pid> reload.
+std::string reload_event_name(unsigned long pid);
+namespace detail {
+// Test seam: runs the console control handler for `type` (CTRL_C_EVENT ...) as Windows
+// would on its own thread; returns what the handler returned (TRUE: handled).
+bool deliver_console_event(unsigned long type);
+}  // namespace detail
+#endif
 void wait_stop_signals(const std::function<void()>& graceful,
                        const std::function<void()>& immediate,
                        const std::function<void()>& reload = {},

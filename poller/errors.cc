@@ -6,6 +6,55 @@
 
 namespace ringpoll {
 
+namespace {
+// The text of an errno value. The Windows C runtime knows only the classic ones (up to
+// ERANGE); the socket errors the IOCP backend maps Winsock's to (EADDRINUSE, ECONNRESET,
+// ...) are POSIX supplements it calls "Unknown error", so they are named here.
+const char* errno_text(int e) noexcept {
+#ifdef _WIN32
+  switch (e) {
+    case EADDRINUSE:
+      return "Address already in use";
+    case EADDRNOTAVAIL:
+      return "Cannot assign requested address";
+    case EAFNOSUPPORT:
+      return "Address family not supported by protocol";
+    case ECANCELED:
+      return "Operation canceled";
+    case ECONNABORTED:
+      return "Software caused connection abort";
+    case ECONNREFUSED:
+      return "Connection refused";
+    case ECONNRESET:
+      return "Connection reset by peer";
+    case EHOSTUNREACH:
+      return "No route to host";
+    case EISCONN:
+      return "Transport endpoint is already connected";
+    case EMSGSIZE:
+      return "Message too long";
+    case ENETUNREACH:
+      return "Network is unreachable";
+    case ENOBUFS:
+      return "No buffer space available";
+    case ENOTCONN:
+      return "Transport endpoint is not connected";
+    case ENOTSOCK:
+      return "Socket operation on non-socket";
+    case EOPNOTSUPP:
+      return "Operation not supported";
+    case ETIMEDOUT:
+      return "Connection timed out";
+    case EWOULDBLOCK:
+      return "Resource temporarily unavailable";
+    default:
+      break;
+  }
+#endif
+  return std::strerror(e);
+}
+}  // namespace
+
 const char* to_string(PollError e) noexcept {
   switch (e) {
     case PollError::kNone:
@@ -58,7 +107,7 @@ const char* Status::message() const noexcept {
     case Errc::kBase:
       break;
   }
-  return std::strerror(code_);  // an errno value
+  return errno_text(code_);  // an errno value
 }
 
 void fatal(const char* what) noexcept {
@@ -68,7 +117,7 @@ void fatal(const char* what) noexcept {
 }
 
 void fatal(const char* what, int err) noexcept {
-  std::fprintf(stderr, "ringpoll: fatal: %s: %s (errno %d)\n", what, std::strerror(err), err);
+  std::fprintf(stderr, "ringpoll: fatal: %s: %s (errno %d)\n", what, errno_text(err), err);
   std::fflush(stderr);
   std::abort();
 }

@@ -9,11 +9,14 @@
 #include <map>
 #include <span>
 #include <sstream>
+#include <thread>
 #include <toml.hpp>
 
 #include "engine/host_name.h"
+#ifndef _WIN32  // no OpenSSL in the mingw-w64 build: TLS keys are refused there
 #include "tls/tls_context.h"
 #include "tuning/tls_options.h"
+#endif
 #include "tuning/tuning_profiles.h"  // generated from tuning/profiles/*.toml
 
 namespace ringpoll::tuning {
@@ -429,7 +432,11 @@ class Reader {
 
   void read(const toml::value& v, const std::string& key, std::vector<int>& out, CpuListSpec) {
     if (!v.is_array()) return wrong_type(v, key, "an array of CPU numbers");
+#ifdef _WIN32
+    const int64_t ncpu = std::max<int64_t>(std::thread::hardware_concurrency(), 1);
+#else
     const int64_t ncpu = std::max<int64_t>(sysconf(_SC_NPROCESSORS_CONF), 1);
+#endif
     std::vector<int> cpus;
     for (size_t i = 0; i < v.as_array().size(); ++i) {
       const toml::value& e = v.as_array()[i];
@@ -587,6 +594,39 @@ class Reader {
   bool lines_;
 };
 
+#ifdef _WIN32
+// What the Windows build cannot do, refused where a layer asks for it (a value other
+// than the one that runs there), with the key's file and line: TLS (no OpenSSL for
+// mingw-w64), a pinned Linux backend, the kernel-bypass packet paths, splice. The
+// io_uring.* keys (every profile sets them) and socket.reuseport are read and have no
+// effect there: Windows runs IOCP and listens once per address (engine/server.h).
+template <class LineOf>
+void check_windows(const Config& c, Reader& r, LineOf&& line_of) {
+  auto refuse = [&](const std::string& key, const std::string& why) {
+    r.fail(line_of(key), key, why + " (Windows build)");
+  };
+  if (c.engine.backend != BackendChoice::kAuto)
+    refuse("engine.backend", std::string(to_string(c.engine.backend)) +
+                                 " is a Linux backend; Windows runs iocp: use \"auto\"");
+  if (!c.tls.cert.empty()) refuse("tls.cert", "TLS needs OpenSSL, which this build has not");
+  if (!c.tls.key.empty()) refuse("tls.key", "TLS needs OpenSSL, which this build has not");
+  if (c.packet.path != PacketPath::kKernel)
+    refuse("packet.path", std::string(to_string(c.packet.path)) +
+                              " is a Linux packet path; Windows has the kernel's sockets only");
+  if (c.proxy.splice == SpliceMode::kOn)
+    refuse("proxy.splice", "splice(2) is Linux only: use \"auto\" or \"off\"");
+  for (size_t i = 0; i < c.proxy.listeners.size(); ++i) {
+    if (!c.proxy.listeners[i].tls.cert.empty())
+      refuse(indexed("proxy.listener", i) + ".tls.cert",
+             "TLS termination needs OpenSSL, which this build has not");
+  }
+  for (size_t i = 0; i < c.proxy.pools.size(); ++i) {
+    if (c.proxy.pools[i].tls)
+      refuse(indexed("proxy.pool", i) + ".tls",
+             "TLS to upstreams needs OpenSSL, which this build has not");
+  }
+}
+#else
 // The TLS files as OpenSSL reads them: each named file alone (so a layer that sets only
 // tls.cert is checked too), then the pair and the lists in a real server context. A pair
 // with a half missing is the program's error (a later layer may still add it).
@@ -606,12 +646,12 @@ void check_tls(const TlsSection& t, Reader& r, LineOf&& line_of) {
   c.tls = t;
   tls::TlsField f = tls::TlsField::kNone;
   if (tls::TlsContext::server(tls_server_options(c), &why, &f)) return;
-  const char* key = f == tls::TlsField::kCert           ? "tls.cert"
-                    : f == tls::TlsField::kKey          ? "tls.key"
-                    : f == tls::TlsField::kCiphers      ? "tls.ciphers"
+  const char* key = f == tls::TlsField::kCert ? "tls.cert"
+                    : f == tls::TlsField::kKey ? "tls.key"
+                    : f == tls::TlsField::kCiphers ? "tls.ciphers"
                     : f == tls::TlsField::kCiphersuites ? "tls.ciphersuites"
-                    : f == tls::TlsField::kGroups       ? "tls.groups"
-                                                        : "tls.cert";
+                    : f == tls::TlsField::kGroups ? "tls.groups"
+                                                  : "tls.cert";
   r.fail(line_of(key), key, why);
 }
 
@@ -712,6 +752,8 @@ void check_pool_tls(const Config& c, const ProxyPool& p, const std::string& at, 
   if (!tls::TlsContext::client(pool_tls_options(p), &why, &f)) fail("tls_ca", why);
 }
 
+#endif
+
 // http.access_log: "off", "stderr", or a file the proxy can append to — checked here
 // (without creating it) so that a bad path is an error at its line, not at start.
 template <class LineOf>
@@ -758,7 +800,11 @@ void cross_check(const Config& c, Reader& r) {
                std::to_string(c.packet.udp_port_base) + " + " +
                std::to_string(c.packet.udp_port_count) + ")");
   }
+#ifdef _WIN32
+  check_windows(c, r, line_of);
+#else
   check_tls(c.tls, r, line_of);
+#endif
   check_access_log(c.http, r, line_of);
   unique(c.proxy.listeners, "proxy.listener", "listener");
   unique(c.proxy.pools, "proxy.pool", "pool");
@@ -789,13 +835,17 @@ void cross_check(const Config& c, Reader& r) {
       r.fail(line_of(key), key,
              "route " + quote(route) + ": no [[proxy.pool]] is named " + quote(pool));
     }
+#ifndef _WIN32
     check_listener_tls(c, l, indexed("proxy.listener", i), r, line_of);
+#endif
     if (l.pool.empty() || pool_named(l.pool)) continue;  // empty: already reported as required
     const std::string key = indexed("proxy.listener", i) + ".pool";
     r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(l.pool));
   }
+#ifndef _WIN32
   for (size_t i = 0; i < c.proxy.pools.size(); ++i)
     check_pool_tls(c, c.proxy.pools[i], indexed("proxy.pool", i), r, line_of);
+#endif
   unique(c.proxy.routes, "proxy.route", "route");
   for (size_t i = 0; i < c.proxy.routes.size(); ++i) {
     const ProxyRoute& rt = c.proxy.routes[i];
@@ -1210,6 +1260,7 @@ const char* to_string(TlsMinVersion v) {
   return name_of<TlsMinVersion>(kTlsMinVersionNames, v);
 }
 
+#ifndef _WIN32
 tls::TlsOptions tls_server_options(const Config& cfg) {
   tls::TlsOptions o;
   o.certs = {{cfg.tls.cert, cfg.tls.key}};
@@ -1247,5 +1298,6 @@ tls::TlsOptions pool_tls_options(const ProxyPool& p) {
   o.ticket_rotate_s = 0;
   return o;
 }
+#endif
 
 }  // namespace ringpoll::tuning

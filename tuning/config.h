@@ -26,8 +26,7 @@
 #include "../engine/backend.h"
 #include "../engine/engine.h"
 #include "../engine/net.h"
-#include "../uring/uring_completion.h"
-#include "../uring/uring_ring.h"
+#include "../uring/uring_options.h"
 
 namespace ringpoll::tuning {
 

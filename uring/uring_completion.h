@@ -46,19 +46,6 @@
 
 namespace ringpoll {
 
-struct UringCompletionOptions {
-  bool multishot_accept = true;
-  bool multishot_recv = true;
-  unsigned buf_count = 512;  // provided buffers (a power of two)
-  unsigned buf_size = 4096;  // bytes each
-  // The most provided buffers one connection may hold received but not yet read; at the
-  // bound its multishot recv stops until the application reads (at least 1; above
-  // buf_count it is buf_count).
-  unsigned buf_per_conn = 16;
-  bool send_zc = true;
-  size_t zc_threshold = 16384;  // send_zc pays only for large sends (page pinning costs)
-};
-
 // Application code names this type only as the P of Engine<P> (or gets it from
 // with_backend); the Scheduler calls the contract methods, whose meaning is stated once in
 // poller/poller.h, on the shard's thread — except wake(), which any thread may call.

@@ -36,19 +36,9 @@
 #include <vector>
 
 #include "../poller/poller.h"
+#include "uring_options.h"
 
 namespace ringpoll {
-
-struct UringOptions {
-  unsigned entries = 256;     // SQ entries; the CQ gets twice as many
-  bool single_issuer = true;  // try IORING_SETUP_SINGLE_ISSUER
-  bool defer_taskrun = true;  // try IORING_SETUP_DEFER_TASKRUN (needs single_issuer)
-  bool coop_taskrun = true;   // try IORING_SETUP_COOP_TASKRUN
-  bool sqpoll = false;        // IORING_SETUP_SQPOLL
-  unsigned sqpoll_idle_ms = 1000;
-  bool msg_ring_wake = true;     // wake by IORING_OP_MSG_RING where the kernel has it
-  bool register_ring_fd = true;  // io_uring_register_ring_fd: cheaper io_uring_enter
-};
 
 // The io_uring user_data layout of both modes, in one table. PollDescs and Ops are 8-byte
 // aligned, so the three low bits are free; tag(pd) is the PollDesc pointer with its 16-bit

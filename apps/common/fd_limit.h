@@ -2,7 +2,10 @@
 // The programs' descriptor limit: raise the soft RLIMIT_NOFILE as far as the hard limit
 // allows (a proxy at 100,000 connections holds 200,000 descriptors; the soft default is
 // often 1024), and say clearly when the hard limit is below what the configuration needs.
+// Windows has no such limit on sockets (handles are bounded by memory): nothing to raise.
+#ifndef _WIN32
 #include <sys/resource.h>
+#endif
 
 #include <cstdint>
 #include <string>
@@ -23,6 +26,11 @@ struct FdLimit {
 inline FdLimit raise_fd_limit(uint64_t want, const std::string& what,
                               uint64_t cap = uint64_t{1} << 20) {
   FdLimit r;
+#ifdef _WIN32
+  (void)want, (void)what;
+  r.soft = r.hard = cap;
+  return r;
+#else
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return r;  // cannot tell: accept's EMFILE will
   if (rl.rlim_max != RLIM_INFINITY && want > static_cast<uint64_t>(rl.rlim_max)) {
@@ -47,6 +55,7 @@ inline FdLimit raise_fd_limit(uint64_t want, const std::string& what,
         "nofile in /etc/security/limits.conf); connections beyond it fail at accept (EMFILE)";
   }
   return r;
+#endif
 }
 
 }  // namespace ringpoll::app

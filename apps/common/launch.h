@@ -13,7 +13,9 @@
 #include "engine/backend.h"
 #include "engine/engine.h"
 #include "tuning/config.h"
+#ifndef _WIN32
 #include "uring/uring_completion.h"
+#endif
 
 namespace ringpoll::app {
 
@@ -53,6 +55,7 @@ int run_engine(const char* program, const LaunchSpec& spec, Body&& body) {
   }
   auto go = [&]<class P>() -> int {
     Engine<P> engine(spec.engine);
+#ifndef _WIN32  // Windows: IOCP, which takes none of the io_uring options
     if constexpr (!std::is_same_v<P, EpollPoller>) {
       engine.set_backend_setup([&spec](P& b) {
         b.set_options(spec.uring);
@@ -60,6 +63,7 @@ int run_engine(const char* program, const LaunchSpec& spec, Body&& body) {
           b.set_completion_options(spec.completion_opts);
       });
     }
+#endif
     const Status st = engine.start();
     if (!st.ok()) {
       std::fprintf(stderr, "%s: engine start failed (%s backend): %s\n", program, P::kName,

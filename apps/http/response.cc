@@ -73,7 +73,11 @@ std::string format_http_date(std::time_t t) {
   static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
   std::tm tm{};
+#ifdef _WIN32
+  gmtime_s(&tm, &t);  // the Windows C runtime's thread-safe form
+#else
   gmtime_r(&t, &tm);
+#endif
   char buf[64];
   const int n = std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT",
                               kDays[tm.tm_wday % 7], tm.tm_mday, kMonths[tm.tm_mon % 12],
@@ -90,7 +94,11 @@ std::string_view current_http_date() noexcept {
   static thread_local Cache cache;
   timespec ts{};
   // The coarse clock is enough for a one-second field and costs no more than a load.
+#ifdef CLOCK_REALTIME_COARSE
   clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+#else
+  clock_gettime(CLOCK_REALTIME, &ts);  // Windows (winpthreads): no coarse clock
+#endif
   if (ts.tv_sec != cache.second) {
     const std::string s = format_http_date(ts.tv_sec);
     cache.len = s.copy(cache.text, sizeof cache.text);

@@ -24,8 +24,12 @@
 #include "apps/load/generator.h"
 
 #include <netinet/in.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
+#ifdef _WIN32
+#include <windows.h>
+#else
+#include <sys/resource.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -47,7 +51,9 @@
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "engine/net.h"
+#ifndef _WIN32  // no OpenSSL in the Windows build: --tls is refused there (options.cc)
 #include "tls/tls_stream.h"
+#endif
 
 namespace ringpoll::load {
 namespace {
@@ -76,7 +82,20 @@ constexpr size_t kPatternPeriod = 251;
 // the latencies measured; closed loop keeps the engine's default.
 constexpr int64_t kOpenLoopTickNs = 100'000;
 // Descriptors beyond the connections: the shards' pollers, stdio, the JSON file.
-constexpr rlim_t kSpareFds = 64;
+constexpr uint64_t kSpareFds = 64;
+
+#ifdef _WIN32
+// The Windows build has no OpenSSL: --tls is refused by the option parser, so no context
+// of this type is ever made and every connection is plain TCP.
+struct NoTlsContext {};
+using TlsContextType = NoTlsContext;
+template <class P>
+using TlsStreamPtr = std::nullptr_t;
+#else
+using TlsContextType = tls::TlsContext;
+template <class P>
+using TlsStreamPtr = std::unique_ptr<tls::TlsStream<P>>;  // --tls: the stream (it owns its TCP)
+#endif
 
 // Shared by the main thread and the shards; written before the start gates open.
 struct RunClock {
@@ -129,7 +148,7 @@ template <PollerBackend P>
 class LoadShard {
  public:
   LoadShard(const LoadOptions& opt, const RunClock* clock, std::vector<int> conn_indices,
-            const tls::TlsContext* tls_ctx)
+            const TlsContextType* tls_ctx)
       : opt_(opt),
         clock_(clock),
         tls_ctx_(tls_ctx),
@@ -191,7 +210,7 @@ class LoadShard {
   struct Conn {
     int index = 0;  // among all connections of the run
     std::unique_ptr<TcpStream<P>> stream;
-    std::unique_ptr<tls::TlsStream<P>> tls;  // --tls: the stream instead (it owns its TCP)
+    TlsStreamPtr<P> tls{};  // --tls: the stream instead of `stream`
     bool connected_once = false;
     OpenLoopSchedule schedule;
     uint64_t next_k = 0;           // open loop: the next request of the schedule
@@ -284,6 +303,9 @@ class LoadShard {
       c->stream = std::move(s);
       co_return true;
     }
+#ifdef _WIN32
+    co_return false;  // never here: the Windows build makes no TLS context
+#else
     auto t = std::make_unique<tls::TlsStream<P>>();
     if (const Status a = t->attach(*sched_, std::move(s), *tls_ctx_, tls_name_); !a.ok()) {
       note_error(&LoadCounters::connect_errors, std::string("tls: ") + a.message());
@@ -304,6 +326,7 @@ class LoadShard {
     if (t->resumed()) ++counters_.tls_resumed;
     c->tls = std::move(t);
     co_return true;
+#endif
   }
 
   Task<void> close_conn(Conn* c) {
@@ -311,10 +334,12 @@ class LoadShard {
       (void)co_await c->stream->close();
       c->stream.reset();
     }
+#ifndef _WIN32
     if (c->tls) {
       (void)co_await c->tls->close();
       c->tls.reset();
     }
+#endif
   }
 
   Task<void> drive(Conn* c) {
@@ -338,11 +363,15 @@ class LoadShard {
         c->connected_once = true;
       }
       End e;
+#ifndef _WIN32
       if (c->tls) {
         e = co_await session(c, *c->tls);
       } else {
         e = co_await session(c, *c->stream);
       }
+#else
+      e = co_await session(c, *c->stream);
+#endif
       co_await close_conn(c);
       if (e == End::kRunOver) break;
       if (e == End::kRenew) c->connected_once = false;  // the next connect is no reconnect
@@ -523,7 +552,7 @@ class LoadShard {
 
   const LoadOptions& opt_;
   const RunClock* clock_;
-  const tls::TlsContext* tls_ctx_;  // --tls; shared by the shards (OpenSSL's is thread-safe)
+  const TlsContextType* tls_ctx_;  // --tls; shared by the shards (OpenSSL's is thread-safe)
   std::string tls_name_;
   const int64_t timeout_ns_;
   const std::vector<int> indices_;
@@ -542,6 +571,23 @@ class LoadShard {
 };
 
 // CPU seconds (user, sys) of the whole process so far.
+#ifdef _WIN32
+void process_cpu(double* user_s, double* sys_s) {
+  FILETIME created, exited, kernel, user;
+  *user_s = *sys_s = 0;
+  if (!GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user)) return;
+  auto secs = [](const FILETIME& f) {  // 100 ns units
+    return static_cast<double>((uint64_t{f.dwHighDateTime} << 32) | f.dwLowDateTime) / 1e7;
+  };
+  *user_s = secs(user);
+  *sys_s = secs(kernel);
+}
+
+// Windows bounds sockets by memory, not by a descriptor limit: nothing to raise.
+bool ensure_fd_limit(int, std::string*) {
+  return true;
+}
+#else
 void process_cpu(double* user_s, double* sys_s) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -569,6 +615,7 @@ bool ensure_fd_limit(int connections, std::string* why) {
   }
   return true;
 }
+#endif
 
 }  // namespace
 
@@ -582,7 +629,8 @@ LoadReport run_load_on(const LoadOptions& opt,
   const int k = opt.shards;
   // Declared before the engine: the tasks the engine may still hold at its destruction
   // (shards stopped after the grace) refer to them.
-  std::unique_ptr<tls::TlsContext> tls_ctx;
+  std::unique_ptr<TlsContextType> tls_ctx;
+#ifndef _WIN32
   if (opt.tls) {
     std::string why;
     tls_ctx = tls::TlsContext::client(tls_client_options(opt), &why);
@@ -591,6 +639,7 @@ LoadReport run_load_on(const LoadOptions& opt,
       return rep;
     }
   }
+#endif
   std::vector<std::unique_ptr<LoadShard<P>>> shards;
   for (int s = 0; s < k; ++s) {
     std::vector<int> mine;
@@ -699,12 +748,17 @@ LoadReport run_load_on(const LoadOptions& opt,
   return rep;
 }
 
+#ifdef _WIN32
+template LoadReport run_load_on<IocpPoller>(const LoadOptions&,
+                                            const std::function<void(const ProgressSample&)>&);
+#else
 template LoadReport run_load_on<EpollPoller>(const LoadOptions&,
                                              const std::function<void(const ProgressSample&)>&);
 template LoadReport run_load_on<UringPoller>(const LoadOptions&,
                                              const std::function<void(const ProgressSample&)>&);
 template LoadReport run_load_on<UringCompletionPoller>(
     const LoadOptions&, const std::function<void(const ProgressSample&)>&);
+#endif
 
 LoadReport run_load(const LoadOptions& opt,
                     const std::function<void(const ProgressSample&)>& progress) {

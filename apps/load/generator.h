@@ -19,12 +19,17 @@ template <PollerBackend P>
 LoadReport run_load_on(const LoadOptions& opt,
                        const std::function<void(const ProgressSample&)>& progress = {});
 
+#ifdef _WIN32
+extern template LoadReport run_load_on<IocpPoller>(
+    const LoadOptions&, const std::function<void(const ProgressSample&)>&);
+#else
 extern template LoadReport run_load_on<EpollPoller>(
     const LoadOptions&, const std::function<void(const ProgressSample&)>&);
 extern template LoadReport run_load_on<UringPoller>(
     const LoadOptions&, const std::function<void(const ProgressSample&)>&);
 extern template LoadReport run_load_on<UringCompletionPoller>(
     const LoadOptions&, const std::function<void(const ProgressSample&)>&);
+#endif
 
 // Picks the backend as the other programs do (process_backend: io_uring in completion
 // mode, else epoll; --backend or RINGPOLL_BACKEND pins one) and runs; report.failure is

@@ -217,15 +217,20 @@ ParseResult parse_load_args(const std::vector<std::string>& args) {
       if (seen.contains(f)) return fail(std::string(f) + ": needs --tls");
     }
   } else {
+#ifdef _WIN32
+    return fail("--tls: TLS needs OpenSSL, which the Windows build has not");
+#else
     if (o.tls_insecure && !o.tls_ca.empty()) return fail("--tls-ca: not with --tls-insecure");
     // The CA file is read now, so a missing or unreadable one is an argument error.
     std::string why;
     if (!tls::TlsContext::client(tls_client_options(o), &why)) return fail("--tls-ca: " + why);
+#endif
   }
   r.kind = ParseResult::Kind::kRun;
   return r;
 }
 
+#ifndef _WIN32
 tls::TlsOptions tls_client_options(const LoadOptions& o) {
   tls::TlsOptions t;
   t.ca_file = o.tls_ca;
@@ -233,5 +238,6 @@ tls::TlsOptions tls_client_options(const LoadOptions& o) {
   t.resume = o.tls_resume;
   return t;
 }
+#endif
 
 }  // namespace ringpoll::load

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "engine/backend.h"
+#ifndef _WIN32  // no OpenSSL in the Windows build: --tls is refused there
 #include "tls/tls_context.h"
+#endif
 
 namespace ringpoll::load {
 
@@ -58,7 +60,9 @@ ParseResult parse_load_args(const std::vector<std::string>& args);
 
 const char* load_usage() noexcept;
 
+#ifndef _WIN32
 // --tls-ca, --tls-insecure and --tls-resume as a client TlsContext's options.
 tls::TlsOptions tls_client_options(const LoadOptions& o);
+#endif
 
 }  // namespace ringpoll::load

@@ -50,6 +50,10 @@ struct msghdr {
   int msg_flags;
 };
 
+namespace ringpoll {
+int iocp_errno(int wsa_error) noexcept;  // iocp/iocp_poller.cc
+}  // namespace ringpoll
+
 namespace ringpoll::win {
 inline int socket_errno_fail(int e) noexcept {
   errno = e;
@@ -65,6 +69,14 @@ inline int plain_call_fail() noexcept {
                            : e == WSAECONNRESET   ? ECONNRESET
                            : e == WSAECONNABORTED ? ECONNABORTED
                                                   : EIO);
+}
+// A failed setup call (bind, listen, setsockopt ...): errno from the full Winsock map, so
+// the sockets layer's messages name the real cause (EADDRINUSE, EACCES ...).
+inline int setup_call_fail() noexcept {
+  return socket_errno_fail(ringpoll::iocp_errno(WSAGetLastError()));
+}
+inline SOCKET as_socket(int fd) noexcept {
+  return static_cast<SOCKET>(static_cast<unsigned>(fd));
 }
 inline int clamp_len(size_t len) noexcept {
   return len > 0x7fffffff ? 0x7fffffff : static_cast<int>(len);
@@ -89,6 +101,34 @@ inline ssize_t read(int fd, void* buf, size_t len) {
 }
 inline int getsockopt(int fd, int level, int name, void* val, socklen_t* len) {
   return ::getsockopt(static_cast<SOCKET>(fd), level, name, static_cast<char*>(val), len);
+}
+// The setup calls with int descriptors, failing with -1 and errno as POSIX ones do (the
+// sockets layer, engine/net.h, reads errno). Winsock's SOCKET signatures stay beside them.
+inline int bind(int fd, const sockaddr* sa, socklen_t len) {
+  return ::bind(ringpoll::win::as_socket(fd), sa, len) == 0 ? 0 : ringpoll::win::setup_call_fail();
+}
+inline int listen(int fd, int backlog) {
+  return ::listen(ringpoll::win::as_socket(fd), backlog) == 0 ? 0
+                                                              : ringpoll::win::setup_call_fail();
+}
+inline int setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
+  return ::setsockopt(ringpoll::win::as_socket(fd), level, name, static_cast<const char*>(val),
+                      len) == 0
+             ? 0
+             : ringpoll::win::setup_call_fail();
+}
+inline int getsockname(int fd, sockaddr* sa, socklen_t* len) {
+  return ::getsockname(ringpoll::win::as_socket(fd), sa, len) == 0
+             ? 0
+             : ringpoll::win::setup_call_fail();
+}
+inline int getpeername(int fd, sockaddr* sa, socklen_t* len) {
+  return ::getpeername(ringpoll::win::as_socket(fd), sa, len) == 0
+             ? 0
+             : ringpoll::win::setup_call_fail();
+}
+inline int shutdown(int fd, int how) {
+  return ::shutdown(ringpoll::win::as_socket(fd), how) == 0 ? 0 : ringpoll::win::setup_call_fail();
 }
 inline int accept4(int, sockaddr*, socklen_t*, int) {
   return ringpoll::win::socket_errno_fail(ENOSYS);
