@@ -147,12 +147,12 @@ TYPED_TEST(AdaptivePollTest, IdleShardSpinsWithinItsBudget) {
   Engine<P> e(o);
   ASSERT_TRUE(e.start().ok());
   auto stats = [&] { return e.shard(0).sched().adaptive_poll(); };
-  // Idle: a timer every 2 ms for about a second. A spin of the controller's 50 us at each
-  // wake-up would be 2.5 % of the time; the budget allows 1 %.
+  // Idle: a timer every 1 ms for about a second. A spin of the controller's 50 us at each
+  // wake-up would be 5 % of the time; the budget allows 1 %.
   std::atomic<bool> stop{false};
   std::atomic<int> ticks{0};
   Engine<P>::call(e.shard(0), [&] {
-    Engine<P>::current()->sched().spawn(tick_until<P>(2'000'000, &stop, &ticks));
+    Engine<P>::current()->sched().spawn(tick_until<P>(1'000'000, &stop, &ticks));
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const AdaptivePollStats before = stats();
