@@ -8,7 +8,9 @@
 //     fire due timers (deadlines and sleeps)
 //     poll the attached PollSources (packet queues), without blocking
 //     if nothing is runnable: block in P::poll until the next timer or a wake; while a
-//       source is attached, block at most the source back-off (see PollSource)
+//       source is attached, block at most the source back-off (see PollSource); with
+//       busy polling, spin on non-blocking polls first: busy_poll_ns, or as long as the
+//       adaptive controller says (kBusyPollAuto, engine/adaptive_poll.h)
 //
 // Stall detector (stall_threshold_ns > 0): after each task, and after the inbox's jobs,
 // the loop checks how long ago it last polled the backend; past the threshold it counts
@@ -24,6 +26,7 @@
 
 #include "../poller/poll_cache.h"
 #include "../poller/poller.h"
+#include "adaptive_poll.h"
 #include "clock.h"
 #include "deadline.h"
 #include "stall.h"
@@ -38,8 +41,10 @@ struct SchedulerOptions {
   int fairness_batch = 61;
   int numa_node = -2;  // -2: the node of the CPU that constructs the scheduler; -1: unbound
   // Before blocking, keep polling without blocking for this long (0: block at once). Trades
-  // a core's idle time for the wake-up latency of a sleeping thread.
+  // a core's idle time for the wake-up latency of a sleeping thread. kBusyPollAuto: the
+  // adaptive controller decides each time, within adaptive_poll (engine/adaptive_poll.h).
   int64_t busy_poll_ns = 0;
+  AdaptivePollLimits adaptive_poll;
   // PollSource back-off: after this many idle rounds in a row (no source had work), the
   // loop stops spinning and blocks in P::poll for 1 us, doubling each idle round up to
   // source_idle_max_ns. Work from any source resets it to spinning.
@@ -170,7 +175,9 @@ class Scheduler {
       }
       if (sources_) {
         poll_io(source_wait_ns(next_wait_ns()));  // the sources do the spinning
-      } else if (opt_.busy_poll_ns <= 0 || !busy_poll()) {
+      } else if (opt_.busy_poll_ns == kBusyPollAuto) {
+        adaptive_wait();
+      } else if (opt_.busy_poll_ns <= 0 || !busy_poll(opt_.busy_poll_ns)) {
         poll_io(next_wait_ns());
       }
       if (ext_) ext_->sleeping.store(false);
@@ -230,11 +237,11 @@ class Scheduler {
     if (opt_.stall_threshold_ns > 0) polled();
     return n;
   }
-  // Spins on non-blocking polls for up to busy_poll_ns (never past the next timer). True
-  // when something became ready; false when the loop should block as usual.
-  bool busy_poll() {
+  // Spins on non-blocking polls for up to spin_ns (never past the next timer). True when
+  // something became ready; false when the loop should block as usual.
+  bool busy_poll(int64_t spin_ns) {
     const int64_t start = mono_now_ns();
-    int64_t end = start + opt_.busy_poll_ns;
+    int64_t end = start + spin_ns;
     const int64_t wait = next_wait_ns();
     if (wait >= 0 && start + wait < end) end = start + wait;
     for (int64_t now = start; now < end; now = mono_now_ns()) {
@@ -245,6 +252,54 @@ class Scheduler {
     }
     return false;
   }
+  // The idle point under kBusyPollAuto: spin as long as the controller says, block if that
+  // found nothing, then tell the controller how the idle period went.
+  void adaptive_wait() {
+    const int64_t idle_at = mono_now_ns();
+    const int64_t spin = ctl_.spin_ns;
+    bool hit = false;
+    int64_t spun = 0;
+    if (spin > 0) {
+      hit = busy_poll(spin);
+      spun = mono_now_ns() - idle_at;
+    }
+    if (!hit) poll_io(next_wait_ns());
+    const int64_t now = mono_now_ns();
+    ctl_ = adaptive_poll_step(ctl_, IdleObservation{now, now - idle_at, spun, hit},
+                              opt_.adaptive_poll);
+    // Published for other threads (the admin endpoint); relaxed: each figure on its own.
+    auto& p = ctl_pub_;
+    constexpr auto r = std::memory_order_relaxed;
+    p.mode.store(static_cast<uint8_t>(ctl_.mode), r);
+    p.spin_ns.store(ctl_.spin_ns, r);
+    p.gap_ewma_ns.store(ctl_.gap_ewma_ns, r);
+    p.wasted_in_window_ns.store(ctl_.wasted_ns, r);
+    if (spin > 0) {
+      p.spins.store(p.spins.load(r) + 1, r);
+      if (hit) p.spin_hits.store(p.spin_hits.load(r) + 1, r);
+      p.spun_ns.store(p.spun_ns.load(r) + spun, r);
+      if (!hit) p.wasted_ns.store(p.wasted_ns.load(r) + spun, r);
+    }
+  }
+  // The adaptive controller's state and totals (all zero unless busy_poll_ns is
+  // kBusyPollAuto). Any thread.
+  AdaptivePollStats adaptive_poll() const noexcept {
+    constexpr auto r = std::memory_order_relaxed;
+    const auto& p = ctl_pub_;
+    AdaptivePollStats st;
+    st.mode = static_cast<AdaptivePollMode>(p.mode.load(r));
+    st.spin_ns = p.spin_ns.load(r);
+    st.gap_ewma_ns = p.gap_ewma_ns.load(r);
+    const int64_t window_ms = opt_.adaptive_poll.window_ns / 1'000'000;
+    st.budget_used_ppm = window_ms > 0 ? p.wasted_in_window_ns.load(r) / window_ms : 0;
+    st.spins = p.spins.load(r);
+    st.spin_hits = p.spin_hits.load(r);
+    st.spun_ns = p.spun_ns.load(r);
+    st.wasted_ns = p.wasted_ns.load(r);
+    return st;
+  }
+  bool adaptive_polling() const noexcept { return opt_.busy_poll_ns == kBusyPollAuto; }
+
   // How long the loop may block: until the earliest timer, or forever (-1).
   int64_t next_wait_ns() const {
     int64_t a = deadlines_.next_deadline();
@@ -472,6 +527,18 @@ class Scheduler {
   SchedulerOptions opt_;
   P backend_;
   uint64_t busy_polls_ = 0;
+  AdaptivePollState ctl_;  // shard thread only
+  // ctl_ and its totals as other threads read them (written by the shard thread only).
+  struct {
+    std::atomic<uint8_t> mode{0};
+    std::atomic<int64_t> spin_ns{0};
+    std::atomic<int64_t> gap_ewma_ns{0};
+    std::atomic<int64_t> wasted_in_window_ns{0};
+    std::atomic<uint64_t> spins{0};
+    std::atomic<uint64_t> spin_hits{0};
+    std::atomic<int64_t> spun_ns{0};
+    std::atomic<int64_t> wasted_ns{0};
+  } ctl_pub_;
   PollCache cache_;
   TimerWheel deadlines_;
   TimerWheel sleeps_;

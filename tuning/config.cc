@@ -72,6 +72,12 @@ struct IntSpec {
   bool pow2 = false;     // must also be a power of two
   bool zero_ok = false;  // 0 is accepted besides lo..hi (it means "off" / "default")
 };
+// An integer in lo..hi, or the string "auto" (stored as auto_value).
+struct IntOrAutoSpec {
+  int64_t lo;
+  int64_t hi;
+  int64_t auto_value;
+};
 template <class E>
 struct EnumSpec {
   std::span<const Named<E>> names;
@@ -100,7 +106,7 @@ void fields(EngineSection& s, V&& v) {
   v("pin", s.pin, BoolSpec{});
   v("fairness_batch", s.fairness_batch, IntSpec{1, 100000});
   v("tick_us", s.tick_us, IntSpec{10, 1000000});
-  v("busy_poll_us", s.busy_poll_us, IntSpec{0, 100000});
+  v("busy_poll_us", s.busy_poll_us, IntOrAutoSpec{0, 100000, kBusyPollAutoUs});
   v("inbox_capacity", s.inbox_capacity, IntSpec{64, 1048576, true});
   v("stall_ms", s.stall_ms, IntSpec{0, 600000});
 }
@@ -391,6 +397,25 @@ class Reader {
     fail(v, key,
          "must be " + want + std::to_string(spec.lo) + ".." + std::to_string(spec.hi) + ", got " +
              std::to_string(x));
+  }
+
+  void read(const toml::value& v, const std::string& key, int64_t& out, IntOrAutoSpec spec) {
+    const std::string want =
+        "\"auto\" or an integer in " + std::to_string(spec.lo) + ".." + std::to_string(spec.hi);
+    if (v.is_string()) {
+      if (v.as_string().str == "auto") {
+        out = spec.auto_value;
+        return;
+      }
+      return fail(v, key, "must be " + want + ", got " + quote(v.as_string().str));
+    }
+    if (!v.is_integer()) return wrong_type(v, key, want.c_str());
+    const int64_t x = v.as_integer();
+    if (x >= spec.lo && x <= spec.hi) {
+      out = x;
+      return;
+    }
+    fail(v, key, "must be " + want + ", got " + std::to_string(x));
   }
 
   template <class E>
@@ -1059,6 +1084,9 @@ class Printer {
  private:
   static std::string value(bool b, BoolSpec) { return b ? "true" : "false"; }
   static std::string value(int64_t x, IntSpec) { return std::to_string(x); }
+  static std::string value(int64_t x, IntOrAutoSpec spec) {
+    return x == spec.auto_value ? quote("auto") : std::to_string(x);
+  }
   template <class E>
   static std::string value(E e, EnumSpec<E> spec) {
     return quote(name_of(spec.names, e));
@@ -1192,7 +1220,8 @@ EngineOptions engine_options(const Config& cfg) {
   o.inbox_capacity = static_cast<size_t>(cfg.engine.inbox_capacity);
   o.sched.tick_ns = cfg.engine.tick_us * 1000;
   o.sched.fairness_batch = static_cast<int>(cfg.engine.fairness_batch);
-  o.sched.busy_poll_ns = cfg.engine.busy_poll_us * 1000;
+  o.sched.busy_poll_ns =
+      cfg.engine.busy_poll_us == kBusyPollAutoUs ? kBusyPollAuto : cfg.engine.busy_poll_us * 1000;
   o.sched.stall_threshold_ns = cfg.engine.stall_ms * 1'000'000;
   o.sched.source_idle_spins = static_cast<int>(cfg.packet.idle_spins);
   o.sched.source_idle_max_ns = cfg.packet.idle_max_us * 1000;

@@ -39,14 +39,17 @@ enum class PacketPath { kKernel, kDpdk, kXdp };
 enum class TlsMinVersion { k12, k13 };
 enum class AccessLogFormat { kText, kJson };
 
+// engine.busy_poll_us = "auto": the adaptive controller (engine/adaptive_poll.h).
+inline constexpr int64_t kBusyPollAutoUs = -1;
+
 struct EngineSection {
   BackendChoice backend = BackendChoice::kAuto;
   int64_t shards = 0;     // 0: one per CPU in the process's affinity mask
   std::vector<int> cpus;  // CPU of shard i; empty: the allowed CPUs in order
   bool pin = true;
-  int64_t fairness_batch = 61;  // tasks run between two non-blocking polls (Go's 61)
-  int64_t tick_us = 1000;       // level-0 timer wheel tick
-  int64_t busy_poll_us = 0;     // spin polling this long before blocking
+  int64_t fairness_batch = 61;             // tasks run between two non-blocking polls (Go's 61)
+  int64_t tick_us = 1000;                  // level-0 timer wheel tick
+  int64_t busy_poll_us = kBusyPollAutoUs;  // spin this long before blocking; -1: "auto"
   int64_t inbox_capacity = 4096;
   int64_t stall_ms = 200;  // stall detector: a loop that has not polled this long; 0: off
   bool operator==(const EngineSection&) const = default;

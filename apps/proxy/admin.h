@@ -9,8 +9,10 @@
 //                        pools (Metrics::render) and, on io_uring completion mode, the
 //                        backend's counters read on each shard (render_uring), and each
 //                        shard's stall count (render_stalls) and, on io_uring
-//                        readiness mode, its ring restarts (render_ring_restarts); all
-//                        rendered in apps/proxy/metrics.cc
+//                        readiness mode, its ring restarts (render_ring_restarts), and
+//                        under engine.busy_poll_us = "auto" each shard's busy-poll
+//                        controller (render_adaptive_poll); all rendered in
+//                        apps/proxy/metrics.cc
 //   GET /healthz         200 "ok"
 //   anything else        404 (HEAD gets no body)
 //   a refused request    the parser's status (400, 414, 431, 501, 505)
@@ -129,6 +131,12 @@ class AdminEndpoint {
       for (size_t i = 0; i < e_.size(); ++i) stalls.push_back(e_.shard(i).sched().stalls());
       body += render_stalls(stalls);
       body += ring_restarts();
+      std::vector<AdaptivePollStats> polls;  // atomics too
+      for (size_t i = 0; i < e_.size(); ++i) {
+        if (e_.shard(i).sched().adaptive_polling())
+          polls.push_back(e_.shard(i).sched().adaptive_poll());
+      }
+      body += render_adaptive_poll(polls);
       if (extra_) body += extra_();
     } else if (req.method == http::Method::kGet && req.target == "/healthz") {
       body = "ok\n";

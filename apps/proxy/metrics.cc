@@ -402,4 +402,46 @@ std::string render_ring_restarts(const std::vector<uint64_t>& restarts,
   return out;
 }
 
+std::string render_adaptive_poll(const std::vector<AdaptivePollStats>& shards) {
+  std::string out;
+  if (shards.empty()) return out;
+  header(out, "ringpoll_shard_poll_mode", "gauge",
+         "Adaptive busy poll: 0 block at once, 1 spin before blocking, 2 throttled (the idle "
+         "budget of this window is spent).");
+  for (size_t i = 0; i < shards.size(); ++i)
+    line(out, "ringpoll_shard_poll_mode{shard=\"%zu\",mode=\"%s\"} %d", i,
+         to_string(shards[i].mode), static_cast<int>(shards[i].mode));
+  struct Row {
+    const char* name;
+    const char* type;
+    const char* help;
+    double (*value)(const AdaptivePollStats&);
+  };
+  static constexpr Row kRows[] = {
+      {"ringpoll_shard_poll_spin_seconds", "gauge", "The spin the next idle point will use.",
+       [](const AdaptivePollStats& s) { return static_cast<double>(s.spin_ns) / 1e9; }},
+      {"ringpoll_shard_poll_gap_seconds", "gauge",
+       "Expected time from going idle to the next work (EWMA).",
+       [](const AdaptivePollStats& s) { return static_cast<double>(s.gap_ewma_ns) / 1e9; }},
+      {"ringpoll_shard_poll_idle_budget_used_ratio", "gauge",
+       "Spinning that found nothing in this window, as a share of the window.",
+       [](const AdaptivePollStats& s) { return static_cast<double>(s.budget_used_ppm) / 1e6; }},
+      {"ringpoll_shard_poll_spins_total", "counter", "Idle points that spun before blocking.",
+       [](const AdaptivePollStats& s) { return static_cast<double>(s.spins); }},
+      {"ringpoll_shard_poll_spin_hits_total", "counter", "Spins that found work.",
+       [](const AdaptivePollStats& s) { return static_cast<double>(s.spin_hits); }},
+      {"ringpoll_shard_poll_spun_seconds_total", "counter", "Time spent spinning.",
+       [](const AdaptivePollStats& s) { return static_cast<double>(s.spun_ns) / 1e9; }},
+      {"ringpoll_shard_poll_wasted_seconds_total", "counter",
+       "Time spent spinning that found nothing.",
+       [](const AdaptivePollStats& s) { return static_cast<double>(s.wasted_ns) / 1e9; }},
+  };
+  for (const Row& r : kRows) {
+    header(out, r.name, r.type, r.help);
+    for (size_t i = 0; i < shards.size(); ++i)
+      line(out, "%s{shard=\"%zu\"} %.9g", r.name, i, r.value(shards[i]));
+  }
+  return out;
+}
+
 }  // namespace ringpoll::proxy

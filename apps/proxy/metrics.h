@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/adaptive_poll.h"
 #include "uring/uring_completion.h"
 
 namespace ringpoll::proxy {
@@ -193,5 +194,11 @@ std::string render_stalls(const std::vector<uint64_t>& shards);
 // Restart) and the ENOMEM retries of their setups, per shard; other backends have none.
 std::string render_ring_restarts(const std::vector<uint64_t>& restarts,
                                  const std::vector<uint64_t>& setup_retries);
+
+// Prometheus text of each shard's adaptive busy-poll controller (engine.busy_poll_us =
+// "auto", engine/adaptive_poll.h): its mode, the spin it will use, the expected gap, the
+// share of this window's idle budget spent, and the totals spun and wasted. No shards (a
+// fixed busy_poll_us): no text.
+std::string render_adaptive_poll(const std::vector<AdaptivePollStats>& shards);
 
 }  // namespace ringpoll::proxy

@@ -81,6 +81,8 @@ def main():
                    help="auto (default): io_uring completion mode, epoll when io_uring cannot "
                         "start; the others pin that backend")
     d.add_argument("--max-other", type=float, default=10.0)
+    d.add_argument("--poll-duration", type=float, default=2.0,
+                   help="seconds per run of the busy-poll comparison (2; 0: leave it out)")
     for p in (b, d):
         p.add_argument("--out", help="results folder (default results/<stamp> or results/demo-<stamp>)")
         p.add_argument("--build", default=os.path.join(ROOT, "build"), help="build folder")
@@ -113,6 +115,8 @@ def main():
     else:
         if args.duration < 1.5:
             ap.error("--duration must be at least 1.5 s")
+        if args.poll_duration and args.poll_duration < 1:
+            ap.error("--poll-duration must be 0 or at least 1 s")
         outdir = args.out or os.path.join(ROOT, "results", f"demo-{stamp}")
     os.makedirs(outdir, exist_ok=True)
 

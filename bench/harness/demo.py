@@ -15,6 +15,76 @@ from servers import backend_args
 
 LABELS = {"srv": "server CPU µs/req user+sys", "bk": "proxy CPU µs/req user+sys"}
 
+# The busy-poll comparison (issue 24): ringpoll-serve with the adaptive default, with
+# balanced's old fixed setting (block at once), and with the latency profile's fixed 50 µs
+# spin. Two loads each: one connection closed loop (where spinning pays) and one
+# connection at a low open-loop rate (where a fixed spin burns CPU between requests).
+POLL_SETTINGS = [("balanced (busy_poll auto)", []),
+                 ("balanced, busy_poll_us=0", ["--set", "engine.busy_poll_us=0"]),
+                 ("latency (busy_poll_us=50)", ["--profile", "latency"])]
+POLL_LOW_RATE = 1000  # req/s: a request every 1 ms, far longer than any spin
+
+
+def busy_poll_rows(args, reg, t, backend):
+    """Runs the three settings of POLL_SETTINGS; returns one dict per setting."""
+    rows = []
+    srv_cpu = 0 if t.pinned else None
+    cli_cpu = 1 if t.pinned else None
+    for name, extra in POLL_SETTINGS:
+        port = free_port()
+        argv = [t.serve, "--mode", "echo", "--listen", f"127.0.0.1:{port}", *extra,
+                "--set", "engine.shards=1"] + (["--set", "engine.cpus=[0]"] if t.pinned else [])
+        argv += backend_args(backend)
+        srv = reg.start("ringpoll-serve", argv, cpu=srv_cpu,
+                        log_path=os.path.join(t.tmpdir, "poll-server.log"))
+        row = {"setting": name}
+        try:
+            reg.wait_listening(srv, port)
+            for key, rate in (("closed", 0), ("low", POLL_LOW_RATE)):
+                jpath = os.path.join(t.tmpdir, f"poll-{key}.json")
+                largv = clients.load_argv(t.load, "echo", port, 1, 64, args.poll_duration, 0.5,
+                                          jpath)
+                if rate:
+                    largv += ["--rate", str(rate)]
+                win, _ = measured_run(reg, largv, {"server": srv.pid}, 0.6,
+                                      args.poll_duration - 0.2,
+                                      timeout=args.poll_duration + 20, cpu=cli_cpu,
+                                      log_path=os.path.join(t.tmpdir, "poll-load.log"),
+                                      name="ringpoll-load")
+                res = clients.parse_load_json(jpath) or {}
+                g = (win or {}).get("groups", {}).get("server")
+                row[key] = {**res, "cpu_pct": g["usr_pct"] + g["sys_pct"] if g else None,
+                            "cpu_us": sum(x or 0 for x in per_request(win, "server",
+                                                                    res.get("rps")))
+                            if res.get("rps") else None}
+        except StartError as e:
+            row["error"] = str(e).splitlines()[0]
+        finally:
+            reg.stop(srv)
+        rows.append(row)
+    return rows
+
+
+def busy_poll_table(rows):
+    """The comparison as text: one line per setting."""
+    head = (f"{'setting':<28} {'1 conn req/s':>12} {'p50':>8} {'p99':>8} "
+            f"{'CPU µs/req':>10} | {'at ' + str(POLL_LOW_RATE) + ' req/s: CPU %':>20} {'p99':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['setting']:<28} did not start: {r['error']}")
+            continue
+        c, lo = r.get("closed", {}), r.get("low", {})
+        lines.append(f"{r['setting']:<28} {report.fmt_rps(c.get('rps')):>12} "
+                     f"{report.fmt_us(c.get('p50_us')):>8} {report.fmt_us(c.get('p99_us')):>8} "
+                     f"{_num(c.get('cpu_us')):>10} | {_num(lo.get('cpu_pct')):>20} "
+                     f"{report.fmt_us(lo.get('p99_us')):>8}")
+    return "\n".join(lines)
+
+
+def _num(x):
+    return "–" if x is None else f"{x:.1f}"
+
 
 def backend_of(banner):
     """The backend a ringpoll program says it runs in its first line ("..., backend NAME, ...")."""
@@ -127,6 +197,12 @@ def run(args, reg, tools, outdir):
     if proxy:
         reg.stop(proxy)
     reg.stop(srv)
+    poll_rows = []
+    if t.serve and args.poll_duration > 0:
+        print(f"\n== busy poll: the adaptive default against fixed settings, ringpoll-load 1 "
+              f"connection × 64 B, closed loop and at {POLL_LOW_RATE} req/s, "
+              f"{args.poll_duration:g} s each", flush=True)
+        poll_rows = busy_poll_rows(args, reg, t, backend)
     banner = srv.first_line()
     pbanner = proxy.first_line() if proxy else ""
     used = backend_of(banner)
@@ -147,6 +223,8 @@ def run(args, reg, tools, outdir):
             if why and "epoll" in why.split(":", 2)[1]:
                 notes.append(f"{what}: {why}")
     print("\n" + report.text_table(rows, LABELS), flush=True)
+    if poll_rows:
+        print("\n" + busy_poll_table(poll_rows), flush=True)
     if banner:
         print(f"server: {banner}")
     if pbanner:
@@ -173,6 +251,9 @@ def run(args, reg, tools, outdir):
     if pbanner:
         intro.append(f"<p>Proxy: <code>{e(pbanner)}</code></p>")
     intro += [f"<p><b>{e(n)}</b></p>" for n in notes]
+    if poll_rows:
+        intro.append("<h2>Busy poll: adaptive against fixed</h2><pre>"
+                     + e(busy_poll_table(poll_rows)) + "</pre>")
     page = report.html_page("ringpoll demo", "\n".join(intro), rows, svgs, LABELS)
     path = os.path.abspath(os.path.join(outdir, "report.html"))
     with open(path, "w") as f:

@@ -355,6 +355,37 @@ TYPED_TEST(ProxyHardening, AdminPageCountsAShardStall) {
   ::close(c);
 }
 
+TYPED_TEST(ProxyHardening, AdminPageShowsTheAdaptivePollController) {
+  // engine.busy_poll_us = "auto": each shard's controller state is on the metrics page,
+  // updated as the shard goes idle and wakes; a fixed setting shows none.
+  TestUpstream up(echo);
+  SchedulerOptions sched;
+  sched.busy_poll_ns = kBusyPollAuto;
+  ProxyRig<TypeParam> rig(one_listener(up.address(), AcceptLimits{}), sched);
+  ASSERT_TRUE(rig.started);
+  ASSERT_TRUE(rig.start_admin());
+  const int c = connect_to(rig.addr);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(echoes(c));
+  ::close(c);
+  std::string m;
+  ASSERT_EQ(admin_get(rig.px->admin_address(), "/metrics", &m), 200);
+  for (const char* want : {"ringpoll_shard_poll_mode{shard=\"0\",mode=\"",
+                           "ringpoll_shard_poll_spin_seconds{shard=\"0\"} ",
+                           "ringpoll_shard_poll_gap_seconds{shard=\"0\"} ",
+                           "ringpoll_shard_poll_idle_budget_used_ratio{shard=\"0\"} ",
+                           "ringpoll_shard_poll_wasted_seconds_total{shard=\"0\"} "})
+    EXPECT_NE(m.find(want), std::string::npos) << want << " missing from\n" << m;
+  // The gap estimate was set by the idle periods the echoes and this request left (it
+  // reads 0 until the controller's first step).
+  EXPECT_EQ(m.find("ringpoll_shard_poll_gap_seconds{shard=\"0\"} 0\n"), std::string::npos) << m;
+
+  ProxyRig<TypeParam> fixed(one_listener(up.address(), AcceptLimits{}));
+  ASSERT_TRUE(fixed.started);
+  ASSERT_TRUE(fixed.start_admin());
+  ASSERT_EQ(admin_get(fixed.px->admin_address(), "/metrics", &m), 200);
+  EXPECT_EQ(m.find("ringpoll_shard_poll_mode"), std::string::npos) << m;
+}
+
 TYPED_TEST(ProxyHardening, TwentyThousandIdleConnectionsHoldNoRelayBuffer) {
   // 20,000 proxied connections at once (the CI-sized version of bench/hardening/scale.py's
   // 100,000), from four source addresses: every one is relayed, an idle one holds no relay buffer,

@@ -509,6 +509,39 @@ TEST(TuningMapping, EngineOptions) {
   EXPECT_EQ(backend_choice(Config{}), BackendChoice::kAuto);
 }
 
+TEST(TuningBusyPoll, AutoIsTheDefaultAndLoadsPrintsAndMaps) {
+  // balanced (the default) says "auto"; a number still works; both print back as given.
+  Config c;
+  EXPECT_EQ(c.engine.busy_poll_us, kBusyPollAutoUs);
+  EXPECT_EQ(engine_options(c).sched.busy_poll_ns, kBusyPollAuto);
+  EXPECT_NE(print_config(c).find("\nbusy_poll_us = \"auto\"\n"), std::string::npos);
+  ASSERT_FALSE(load_text("[engine]\nbusy_poll_us = 30\n", &c).has_value());
+  EXPECT_EQ(engine_options(c).sched.busy_poll_ns, 30'000);
+  EXPECT_NE(print_config(c).find("\nbusy_poll_us = 30\n"), std::string::npos);
+  ASSERT_FALSE(load_text("[engine]\nbusy_poll_us = \"auto\"\n", &c).has_value());
+  EXPECT_EQ(c.engine.busy_poll_us, kBusyPollAutoUs);
+  ASSERT_FALSE(apply_set("engine.busy_poll_us=0", &c).has_value());
+  EXPECT_EQ(engine_options(c).sched.busy_poll_ns, 0);
+  ASSERT_FALSE(apply_set("engine.busy_poll_us=auto", &c).has_value());
+  EXPECT_EQ(engine_options(c).sched.busy_poll_ns, kBusyPollAuto);
+}
+
+TEST(TuningBusyPoll, BadValuesNameFileLineAndKey) {
+  const std::string want = "must be \"auto\" or an integer in 0..100000, got ";
+  Config c;
+  expect_error(load_text("[engine]\nshards = 1\nbusy_poll_us = \"fast\"\n", &c), "x.toml", 3,
+               "engine.busy_poll_us", want + "\"fast\"");
+  expect_error(load_text("[engine]\nbusy_poll_us = -1\n", &c), "x.toml", 2, "engine.busy_poll_us",
+               want + "-1");
+  expect_error(load_text("[engine]\nbusy_poll_us = 100001\n", &c), "x.toml", 2,
+               "engine.busy_poll_us", want + "100001");
+  expect_error(load_text("[engine]\nbusy_poll_us = 1.5\n", &c), "x.toml", 2, "engine.busy_poll_us",
+               want);
+  expect_error(apply_set("engine.busy_poll_us=Auto", &c), "--set", 0, "engine.busy_poll_us",
+               want + "\"Auto\"");
+  EXPECT_EQ(c.engine.busy_poll_us, kBusyPollAutoUs);  // failed layers changed nothing
+}
+
 TEST(TuningMapping, UringAndCompletionAndListenOptions) {
   Config c;
   ASSERT_FALSE(load_text(R"([io_uring]
