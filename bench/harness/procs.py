@@ -6,9 +6,11 @@ Every process goes through Registry.start(); Registry.stop_all() ends each one b
 ever killed by name.
 """
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -78,12 +80,28 @@ def box_busy_ticks():
     return v[0] + v[1] + v[2] + v[5] + v[6]
 
 
-class Snapshot:
-    """One instant: wall time, the machine's busy ticks, and each named group's ticks."""
+def cpu_busy_ticks(cpu):
+    """Busy ticks of one CPU (its "cpuN" line of /proc/stat: user nice system irq softirq),
+    or None when there is no such CPU. The pinned server core's whole busy time: the
+    server's own CPU plus the loopback work the kernel does there outside any process of
+    ours (softirq, ksoftirqd), which process CPU does not show."""
+    tag = f"cpu{cpu} "
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(tag):
+                v = [int(x) for x in line.split()[1:]]
+                return v[0] + v[1] + v[2] + v[5] + v[6]
+    return None
 
-    def __init__(self, groups, registry=None):
+
+class Snapshot:
+    """One instant: wall time, the machine's busy ticks, each named group's ticks, and
+    (core given) that CPU's busy ticks."""
+
+    def __init__(self, groups, registry=None, core=None):
         self.t = time.monotonic()
         self.box = box_busy_ticks()
+        self.core = cpu_busy_ticks(core) if core is not None else None
         self.ticks = {}
         for name, pid in groups.items():
             seen = registry.children if registry else None
@@ -105,6 +123,9 @@ def window(a, b):
                                "usr_pct": round(100.0 * du / core, 1) if core else 0.0,
                                "sys_pct": round(100.0 * ds / core, 1) if core else 0.0}
     out["other_pct"] = round(max(0.0, 100.0 * (b.box - a.box - ours) / core), 1) if core else 0.0
+    if a.core is not None and b.core is not None:
+        out["core_ticks"] = max(0, b.core - a.core)
+        out["core_pct"] = round(100.0 * out["core_ticks"] / core, 1) if core else 0.0
     return out
 
 
@@ -242,6 +263,23 @@ class Registry:
 
 class Interrupted(Exception):
     pass
+
+
+def run_guarded(what, fn, reg, tmpdir):
+    """Runs fn() and returns its exit status; on Ctrl-C or SIGTERM says so and returns 130.
+    Either way stops everything reg started (a second Ctrl-C cannot cut that short) and
+    removes tmpdir."""
+    try:
+        return fn()
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(f"\n{what}: interrupted ({e or 'SIGINT'}); stopping what was started",
+              file=sys.stderr)
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        reg.stop_all()
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def install_signal_handlers():
