@@ -217,7 +217,7 @@ TYPED_TEST(ShortRead, AnEchoExchangeMakesNoReadThatOnlyMeetsEagain) {
   // that then finds nothing; a read per round meeting EAGAIN is the old behaviour.
   const uint64_t bound = 4 + static_cast<uint64_t>(rounds) / 20;
   expect_reads_parked_by_rule<P>(before, after, rounds, bound);
-  if constexpr (short_read_drains<P>()) {
+  if constexpr (kRuleExpected<P>) {
     if (syscr_before >= 0 && syscr_after >= 0) {
       // Counted by the kernel, independently of the engine: about one read(2) per message
       // received, two per round (the old behaviour made four).
