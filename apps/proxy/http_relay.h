@@ -85,13 +85,27 @@ struct HttpClientRoute {
 
 namespace http_detail {
 
-// A fixed buffer holding [beg, end) of unconsumed bytes.
+// A fixed buffer holding [beg, end) of unconsumed bytes. Its memory comes from the shard's
+// relay buffers (a pool of limits.buffer_bytes; another size is allocated on its own) and
+// goes back while the connection is idle with nothing buffered (release/hold), so an idle
+// keep-alive client holds no buffer (ringpoll_proxy_relay_buffers counts those held).
 struct Buffer {
-  std::unique_ptr<char[]> mem;
+  relay_detail::PooledBuffer p;
   size_t cap = 0, beg = 0, end = 0;
-  explicit Buffer(size_t c) : mem(new char[c]), cap(c) {}
+  Buffer(size_t c, size_t pool_cap, ShardMetrics* m) : p(c, m), cap(c) {
+    p.pool_cap = pool_cap;
+    p.take();
+  }
+  char* mem() const { return reinterpret_cast<char*>(p.buf); }
+  void release() noexcept {
+    if (beg == end) {
+      beg = end = 0;
+      p.done();
+    }
+  }
+  void hold() { p.take(); }
   size_t size() const { return end - beg; }
-  const char* data() const { return mem.get() + beg; }
+  const char* data() const { return mem() + beg; }
   void consume(size_t n) {
     beg += n;
     if (beg == end) beg = end = 0;
@@ -99,14 +113,14 @@ struct Buffer {
   // Moves what is left to the front; true when there is room after it.
   bool compact() {
     if (beg > 0) {
-      std::memmove(mem.get(), mem.get() + beg, end - beg);
+      std::memmove(mem(), mem() + beg, end - beg);
       end -= beg;
       beg = 0;
     }
     return end < cap;
   }
   std::span<std::byte> room(size_t max = SIZE_MAX) {
-    return {reinterpret_cast<std::byte*>(mem.get() + end), std::min(cap - end, max)};
+    return {reinterpret_cast<std::byte*>(mem() + end), std::min(cap - end, max)};
   }
 };
 
@@ -297,7 +311,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
   http::RequestParser parser(limits);
   const size_t cap =
       std::max(s.buffer_bytes, limits.max_request_line + limits.max_header_bytes + 64);
-  Buffer in(cap), ub(cap);
+  Buffer in(cap, s.buffer_bytes, &m), ub(cap, s.buffer_bytes, &m);
   std::string head_out, resp_out;
   const std::string client_addr = peer_address(client.fd());
   const std::string client_ip = ip_of(client_addr);
@@ -343,12 +357,26 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       // Keep the head in one piece: move it to the front before reading more.
       if (head_start > 0) {
         const size_t shift = head_start;
-        std::memmove(in.mem.get(), in.mem.get() + shift, in.end - shift);
+        std::memmove(in.mem(), in.mem() + shift, in.end - shift);
         in.end -= shift;
         in.beg -= shift;
         head_start = 0;
       }
       if (in.end == in.cap) co_return;  // cannot happen: the parser's limits are below cap
+      if constexpr (std::is_same_v<S, TcpStream<P>>) {
+        // Nothing buffered and no request begun: the connection waits for its next request
+        // without its two buffers (a TLS stream may hold decrypted bytes: not there yet).
+        if (in.end == 0 && parser.idle()) {
+          in.release();
+          ub.release();
+          // Ended, reset or idle past the header-read timeout (an idle connection's
+          // timeout is not a header timeout, as below): nothing to answer.
+          const IoResult w = co_await client.poll_fd().wait_readable();
+          if (!w.ok()) co_return;
+          in.hold();
+          ub.hold();
+        }
+      }
       const IoResult rd = co_await client.read(in.room());
       if (!rd.ok()) {
         if (!parser.idle() && rd.err.timeout()) hm.add(hm.header_timeouts);
@@ -360,7 +388,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     // and the per-route histograms).
     t_start = mono_now_ns();
     if (log) line.r.wall_ns = wall_now_ns();
-    std::string_view head(in.mem.get() + head_start, in.beg - head_start);
+    std::string_view head(in.mem() + head_start, in.beg - head_start);
     const size_t head_bytes = head.size();
     line.r.bytes_in = head_bytes;
     while (head.starts_with("\r\n")) head.remove_prefix(2);  // empty lines before it
