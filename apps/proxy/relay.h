@@ -244,8 +244,9 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {
         (void)dst->shutdown_write();  // half-close, carried through
-      } else if (r->read_failed(rd.err)) {
-        continue;
+      } else {
+        if (!upward && !rd.err.timeout() && !rd.err.closed()) r->upstream_reset = true;
+        if (r->read_failed(rd.err)) continue;
       }
       break;
     }
@@ -260,6 +261,7 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     }
     const int64_t t1 = mono_now_ns();
     if (!wr.ok()) {
+      if (upward && !wr.err.timeout() && !wr.err.closed()) r->upstream_reset = true;
       r->write_failed(wr.err);
       break;
     }
@@ -275,10 +277,11 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
   if (j) j->finish();
 }
 
-// Both directions of a connected pair; returns when both have ended.
+// Both directions of a connected pair; returns when both have ended. *upstream_reset (if
+// given): whether the upstream reset the connection.
 template <PollerBackend P>
 Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
-                 const ProxySettings& s) {
+                 const ProxySettings& s, bool* upstream_reset = nullptr) {
   const size_t cap = std::max<size_t>(s.buffer_bytes, 512);
   Relay<P> r(&client, &up, &m, s.idle_timeout_ns);
   Joiner<P> j{.sched = &sched};
@@ -292,6 +295,7 @@ Task<void> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
   sched.spawn(pump(&sched, &r, &up, &client, &downward, false, &j));
   co_await pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
   co_await j.wait();
+  if (upstream_reset) *upstream_reset = r.upstream_reset;
 }
 
 // An upstream of a pool, connected — for a TLS pool with its handshake done.
@@ -315,9 +319,16 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
   Pool* pool = route.pool;
   const PoolSettings& ps = pool->settings();
   std::vector<const Upstream*> tried;
-  const size_t attempts = std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
+  PickHint hint{Engine<P>::current()->id(), 0};
+  if (ps.balance == Balance::kMaglev) hint.key = client_key(client.peer());
+  const size_t attempts = static_cast<size_t>(std::max(s.max_attempts, 1));
   for (size_t a = 0; a < attempts; ++a) {
-    Upstream* cand = pool->acquire(mono_now_ns(), tried);
+    Upstream* cand = pool->acquire(mono_now_ns(), tried, hint);
+    if (!cand) break;  // an empty set (names that resolve to nothing)
+    if (std::find(tried.begin(), tried.end(), cand) != tried.end()) {
+      pool->release(cand);  // every upstream was tried
+      break;
+    }
     const int64_t deadline = mono_now_ns() + s.connect_timeout_ns;
     std::unique_ptr<TcpStream<P>> up;
     const Status st =
@@ -349,7 +360,7 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
     }
     t.reset();
     if (up) (void)co_await up->close();
-    pool->connect_failed(cand, mono_now_ns());
+    pool->connect_failed(cand, mono_now_ns(), hint.shard);
     pool->release(cand);
     tried.push_back(cand);
   }
@@ -405,7 +416,10 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     relay_detail::StreamEnd<P> client_end{&client, route.tls ? &ctls : nullptr};
     co_await relay_detail::relay_streams(sched, client_end, up_end, m, s);
   } else if (ok) {
-    co_await relay_detail::relay(sched, client, *up.tcp, m, s);
+    bool reset = false;
+    co_await relay_detail::relay(sched, client, *up.tcp, m, s, &reset);
+    // Outlier detection: a reset counts as a failure of that upstream.
+    if (reset) route.pool->stream_reset(up.u, mono_now_ns(), shard->id());
   }
   if (route.tls) (void)co_await ctls.close();  // close_notify, unless sent already
   if (up.tls) (void)co_await up.tls->close();

@@ -49,6 +49,7 @@ struct Relay {
   int64_t idle_ns;  // 0: none
   int64_t last_activity;
   bool failed = false;
+  bool upstream_reset = false;  // the upstream reset the connection (outlier detection)
   Relay(TcpStream<P>* c, TcpStream<P>* u, ShardMetrics* mm, int64_t idle)
       : client(c), upstream(u), m(mm), idle_ns(idle), last_activity(mono_now_ns()) {}
   void fail(ProxyError e) {
