@@ -301,7 +301,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
   std::string head_out, resp_out;
   const std::string client_addr = peer_address(client.fd());
   const std::string client_ip = ip_of(client_addr);
-  const uint64_t client_key = proxy::client_key(client.peer());  // Maglev pools
+  const uint64_t maglev_key = peer_key(client.fd());  // Maglev pools
   int64_t header_read_ns = hs.routes.empty() ? 10'000'000'000 : hs.routes[0].header_read_ns;
   AccessLog* const log = ctx.log;
   // One access-log line; `line` carries what is known of the request.
@@ -440,7 +440,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     for (int attempt = 0; attempt < 2 && !have_resp && answer == 0; ++attempt) {
       // An upstream connection.
       NoUpstream why = NoUpstream::kNone;
-      const PickHint hint{Engine<P>::current()->id(), client_key};
+      const PickHint hint{Engine<P>::current()->id(), maglev_key};
       if (pool->healthy_count(mono_now_ns(), hint.shard) == 0) why = NoUpstream::kUnhealthy;
       std::vector<const Upstream*> tried;
       const size_t attempts = static_cast<size_t>(std::max(s.max_attempts, 1));
@@ -551,6 +551,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
           rewrite_response_head(rh, hs, close_after, &resp_out);
           ub.consume(static_cast<size_t>(hl));
           have_resp = true;
+          // Outlier detection: a 5xx counts against the upstream (as a failed connect).
+          pool->answered(conn.upstream, resp.status < 500, mono_now_ns(), hint.shard);
           break;
         }
         ub.compact();

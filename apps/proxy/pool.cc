@@ -1,6 +1,7 @@
 #include "apps/proxy/pool.h"
 
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <climits>
@@ -48,6 +49,13 @@ uint64_t client_key(const SocketAddress& a) noexcept {
     return hash_bytes(&in->sin6_addr, sizeof in->sin6_addr, 0);
   }
   return 0;
+}
+
+uint64_t peer_key(int fd) noexcept {
+  SocketAddress a;
+  a.len = sizeof a.ss;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&a.ss), &a.len) < 0) return 0;
+  return client_key(a);
 }
 
 uint32_t next_prime(uint32_t n) noexcept {
@@ -309,6 +317,20 @@ void Pool::connect_failed(Upstream* u, int64_t now, int shard) noexcept {
 
 void Pool::stream_reset(Upstream* u, int64_t now, int shard) noexcept {
   failure(u, now, shard, "consecutive resets or connect failures");
+}
+
+void Pool::answered(Upstream* u, bool ok, int64_t now, int shard) noexcept {
+  // Counted apart from connects: an upstream that accepts every connect and answers 5xx
+  // to each request must still reach the threshold.
+  if (ok) {
+    u->consecutive_5xx_.store(0, std::memory_order_relaxed);
+    return;
+  }
+  const int f = u->consecutive_5xx_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (s_.fail_threshold > 0 && f >= s_.fail_threshold) {
+    u->consecutive_5xx_.store(0, std::memory_order_relaxed);
+    eject(u, now, shard, "consecutive 5xx answers");
+  }
 }
 
 void Pool::probe_result(Upstream* u, bool ok, int64_t now) noexcept {

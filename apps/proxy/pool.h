@@ -28,8 +28,8 @@
 //   Slow start: an upstream that joins a set after the first ramps its weight linearly
 //   from 1% to full over slow_start_ns (round robin and least connections).
 //
-// Outlier detection (passive): `fail_threshold` consecutive failed connects or resets
-// eject an upstream; the ejection lasts eject_ns, doubled for each ejection that follows
+// Outlier detection (passive): `fail_threshold` consecutive failed connects, resets or
+// (HTTP mode) 5xx answers eject an upstream; the ejection lasts eject_ns, doubled for each ejection that follows
 // the last within max_eject_ns of its end, at most max_eject_ns. No ejection takes the
 // share of ejected upstreams in the set above max_ejection_percent (refusals are counted).
 // One success resets the count. When every upstream is out the pool still picks (the one
@@ -120,6 +120,7 @@ class Upstream {
   std::string label_;
   std::atomic<int> active_{0};
   std::atomic<int> consecutive_failures_{0};
+  std::atomic<int> consecutive_5xx_{0};  // HTTP mode: answers
   std::atomic<int64_t> ejected_until_{0};
   std::atomic<int> eject_streak_{0};       // ejections in a row (the next one's doubling)
   std::atomic<int64_t> last_end_ns_{0};    // when the last ejection ended (or ends)
@@ -143,6 +144,8 @@ struct PickHint {
 
 // The Maglev key of a client address (its IP, not the port): the same on every proxy.
 uint64_t client_key(const SocketAddress& a) noexcept;
+// The key of a connected socket's peer (0 when it has none).
+uint64_t peer_key(int fd) noexcept;
 // The smallest prime >= n (Maglev's table size).
 uint32_t next_prime(uint32_t n) noexcept;
 // The Maglev table of `m` (its ups and weights set): size next_prime(100 x ups).
@@ -174,6 +177,9 @@ class Pool {
   void connect_succeeded(Upstream* u) noexcept;
   void connect_failed(Upstream* u, int64_t now, int shard = -1) noexcept;
   void stream_reset(Upstream* u, int64_t now, int shard = -1) noexcept;
+  // HTTP mode: an answer from `u`. fail_threshold 5xx answers in a row eject it (a run of
+  // its own: connects that succeed do not end it); any other answer ends the run.
+  void answered(Upstream* u, bool ok, int64_t now, int shard = -1) noexcept;
   // Active health: the outcome of a probe.
   void probe_result(Upstream* u, bool ok, int64_t now) noexcept;
 

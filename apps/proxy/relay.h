@@ -320,7 +320,7 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
   const PoolSettings& ps = pool->settings();
   std::vector<const Upstream*> tried;
   PickHint hint{Engine<P>::current()->id(), 0};
-  if (ps.balance == Balance::kMaglev) hint.key = client_key(client.peer());
+  if (ps.balance == Balance::kMaglev) hint.key = peer_key(client.fd());
   const size_t attempts = static_cast<size_t>(std::max(s.max_attempts, 1));
   for (size_t a = 0; a < attempts; ++a) {
     Upstream* cand = pool->acquire(mono_now_ns(), tried, hint);

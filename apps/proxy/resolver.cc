@@ -1,7 +1,6 @@
 #include "apps/proxy/resolver.h"
 
 #include <ares.h>
-#include <arpa/nameser.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -234,7 +233,8 @@ void Resolver::begin(Entry& e) {
   e.ttl = UINT32_MAX;
   e.got.clear();
   if (e.name.srv()) {
-    ares_query(chan(channel_), e.name.host.c_str(), ns_c_in, ns_t_srv, ResolverCallbacks::srv_done,
+    constexpr int kClassIn = 1, kTypeSrv = 33;  // RFC 1035, RFC 2782
+    ares_query(chan(channel_), e.name.host.c_str(), kClassIn, kTypeSrv, ResolverCallbacks::srv_done,
                &e);
   } else {
     e.pending = 1;

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -31,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/clock.h"
 #include "support/spawn.h"
 #include "support/test_env.h"
 
@@ -340,7 +342,8 @@ class Fleet {
     auto c = std::make_unique<Conn>();
     bool ok = false;
     in_netns(ns("c"), [&] { ok = c->open(key_ip(k), kProxyIp[proxy], kProxyPort); });
-    return ok ? std::move(c) : nullptr;
+    if (!ok) return nullptr;
+    return c;
   }
 
  private:

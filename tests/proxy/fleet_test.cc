@@ -222,6 +222,28 @@ TEST(FleetOutliers, ResetsCountAsFailuresAndASuccessfulConnectStartsTheCountAgai
   EXPECT_EQ(u->ejections(), 1u);
 }
 
+TEST(FleetOutliers, ConsecutiveFiveHundredsEjectEvenWhenEveryConnectSucceeds) {
+  PoolSettings s = settings(Balance::kRoundRobin);
+  s.fail_threshold = 3;
+  s.eject_ns = 1000;
+  Pool p(s);
+  p.publish(set_of({1, 2}), 0);
+  Upstream* u = p.members()->ups[0];
+  for (int i = 0; i < 2; ++i) {
+    p.connect_succeeded(u);
+    p.answered(u, false, 5);
+  }
+  p.answered(u, true, 5);  // a good answer ends the run
+  for (int i = 0; i < 2; ++i) {
+    p.connect_succeeded(u);
+    p.answered(u, false, 5);
+  }
+  EXPECT_TRUE(u->healthy(5));
+  p.connect_succeeded(u);
+  p.answered(u, false, 5);
+  EXPECT_FALSE(u->healthy(5)) << "three 5xx in a row";
+}
+
 TEST(FleetOutliers, NoMoreThanMaxEjectionPercentOfThePoolIsOut) {
   PoolSettings s = settings(Balance::kRoundRobin);
   s.fail_threshold = 1;
@@ -332,10 +354,10 @@ pool = "app"
 
 TEST(FleetConfig, NamesSrvAndTheNewKeysReachThePoolSettings) {
   ProxySettings s;
-  const std::string doc = std::string(kListener) + R"(
-[proxy]
+  const std::string doc = std::string(R"([proxy]
 resolvers = ["10.0.0.53:53", "[fd00::53]:5353"]
 
+)") + kListener + R"(
 [[proxy.pool]]
 name = "app"
 balance = "maglev"
@@ -393,11 +415,11 @@ TEST(FleetConfig, BadNamesAndKeysAreErrorsNamingFileLineAndKey) {
     EXPECT_NE(err.find(c.want), std::string::npos) << c.pool_lines << "\n -> " << err;
   }
   ProxySettings s;
-  const std::string bad_resolver = std::string(kListener) +
-                                   "\n[proxy]\nresolvers = [\"dns.example\"]\n" +
+  const std::string bad_resolver = "[proxy]\nresolvers = [\"dns.example\"]\n" +
+                                   std::string(kListener) +
                                    "\n[[proxy.pool]]\nname = \"app\"\nupstreams = [\"a:1\"]\n";
   const std::string err = settings_or_error(bad_resolver, &s);
-  EXPECT_NE(err.find("fleet.toml:7: proxy.resolvers[0]: not an address"), std::string::npos)
+  EXPECT_NE(err.find("fleet.toml:2: proxy.resolvers[0]: not an address"), std::string::npos)
       << err;
 }
 
