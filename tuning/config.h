@@ -156,14 +156,14 @@ struct ProxyPool {
   // At least one: "ADDR:PORT", "name:port" (A/AAAA records) or an SRV name
   // "_service._proto.zone", resolved by the proxy and followed at the records' TTL.
   std::vector<std::string> upstreams;
-  int64_t resolve_min_ttl_s = 1;    // a name is resolved again after its TTL, at least this
-  int64_t resolve_max_ttl_s = 300;  // and at most this
-  int64_t slow_start_ms = 0;        // a new upstream's weight ramps up over this (0: none)
-  int64_t fail_threshold = 3;       // consecutive failures (connects, resets) before ejection
-  int64_t eject_ms = 10000;         // the first ejection; each following one doubles
-  int64_t max_eject_ms = 300000;    // up to this
+  int64_t resolve_min_ttl_s = 1;       // a name is resolved again after its TTL, at least this
+  int64_t resolve_max_ttl_s = 300;     // and at most this
+  int64_t slow_start_ms = 0;           // a new upstream's weight ramps up over this (0: none)
+  int64_t fail_threshold = 3;          // consecutive failures (connects, resets) before ejection
+  int64_t eject_ms = 10000;            // the first ejection; each following one doubles
+  int64_t max_eject_ms = 300000;       // up to this
   int64_t max_ejection_percent = 100;  // the share of the pool that may be out at once
-  int64_t check_interval_ms = 0;  // 0: no active health checks
+  int64_t check_interval_ms = 0;       // 0: no active health checks
   int64_t check_timeout_ms = 1000;
   // TLS to the upstreams (origination): the handshake is part of the connect (within
   // timeouts.connect_ms; a failed one is a failed connect). verify: the chain against

@@ -29,8 +29,8 @@
 //   from 1% to full over slow_start_ns (round robin and least connections).
 //
 // Outlier detection (passive): `fail_threshold` consecutive failed connects, resets or
-// (HTTP mode) 5xx answers eject an upstream; the ejection lasts eject_ns, doubled for each ejection that follows
-// the last within max_eject_ns of its end, at most max_eject_ns. No ejection takes the
+// (HTTP mode) 5xx answers eject an upstream; the ejection lasts eject_ns, doubled for each ejection
+// that follows the last within max_eject_ns of its end, at most max_eject_ns. No ejection takes the
 // share of ejected upstreams in the set above max_ejection_percent (refusals are counted).
 // One success resets the count. When every upstream is out the pool still picks (the one
 // whose ejection ends first) rather than refusing all traffic: an outage of the health
@@ -122,9 +122,9 @@ class Upstream {
   std::atomic<int> consecutive_failures_{0};
   std::atomic<int> consecutive_5xx_{0};  // HTTP mode: answers
   std::atomic<int64_t> ejected_until_{0};
-  std::atomic<int> eject_streak_{0};       // ejections in a row (the next one's doubling)
-  std::atomic<int64_t> last_end_ns_{0};    // when the last ejection ended (or ends)
-  std::atomic<int64_t> joined_ns_{0};      // when it joined the set (slow start); 0: at start
+  std::atomic<int> eject_streak_{0};     // ejections in a row (the next one's doubling)
+  std::atomic<int64_t> last_end_ns_{0};  // when the last ejection ended (or ends)
+  std::atomic<int64_t> joined_ns_{0};    // when it joined the set (slow start); 0: at start
   std::atomic<uint64_t> ok_{0}, failed_{0}, ejections_{0}, returns_{0};
 };
 
@@ -185,9 +185,7 @@ class Pool {
 
   // Upstreams of the set in service now (`shard`'s view, as in PickHint).
   size_t healthy_count(int64_t now, int shard = -1) const;
-  uint64_t ejections_refused() const noexcept {
-    return refused_.load(std::memory_order_relaxed);
-  }
+  uint64_t ejections_refused() const noexcept { return refused_.load(std::memory_order_relaxed); }
 
   // Membership changes (apps/proxy/resolver.h). publish() makes `set` the pool's own view
   // (an upstream already known keeps its object; a new one starts its slow start at `now`

@@ -46,7 +46,9 @@ struct Resolver::Target {
 
 namespace {
 
-ares_channel chan(void* c) { return static_cast<ares_channel>(c); }
+ares_channel chan(void* c) {
+  return static_cast<ares_channel>(c);
+}
 
 // NXDOMAIN and no data are answers; the rest (timeouts, refusals, no server) are failures.
 bool is_answer(int status) {
@@ -121,9 +123,8 @@ struct ResolverCallbacks {
           reinterpret_cast<sockaddr_in6*>(&m.addr.ss)->sin6_port = port;
         m.weight = t->weight;
         const std::string l = m.addr.to_string();
-        const bool dup = std::any_of(e.got.begin(), e.got.end(), [&](const Member& x) {
-          return x.addr.to_string() == l;
-        });
+        const bool dup = std::any_of(e.got.begin(), e.got.end(),
+                                     [&](const Member& x) { return x.addr.to_string() == l; });
         if (!dup) e.got.push_back(m);
         if (n->ai_ttl >= 0) e.ttl = std::min(e.ttl, static_cast<uint32_t>(n->ai_ttl));
       }
@@ -154,7 +155,8 @@ struct ResolverCallbacks {
     }
     // The lowest priority present wins.
     int low = INT_MAX;
-    for (ares_srv_reply* r = srv; r; r = r->next) low = std::min(low, static_cast<int>(r->priority));
+    for (ares_srv_reply* r = srv; r; r = r->next)
+      low = std::min(low, static_cast<int>(r->priority));
     std::vector<Resolver::Target*> targets;
     std::vector<std::string> hosts;
     for (ares_srv_reply* r = srv; r; r = r->next) {
@@ -207,8 +209,11 @@ bool Resolver::init(std::string* why) {
   ares_options o{};
   o.timeout = 500;  // ms a try
   o.tries = 2;
+  // Names are taken as written (no search list): an NXDOMAIN is the name's own answer, not
+  // the last of its search-list variants'.
+  o.flags = ARES_FLAG_NOSEARCH;
   ares_channel ch = nullptr;
-  const int st = ares_init_options(&ch, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+  const int st = ares_init_options(&ch, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS);
   if (st != ARES_SUCCESS) {
     *why = std::string("resolver: ") + ares_strerror(st);
     return false;
@@ -318,7 +323,8 @@ void Resolver::step(int max_wait_ms) {
     any = true;
     const bool r = pfd[i].revents & (POLLIN | POLLERR | POLLHUP);
     const bool w = pfd[i].revents & (POLLOUT | POLLERR | POLLHUP);
-    ares_process_fd(chan(channel_), r ? pfd[i].fd : ARES_SOCKET_BAD, w ? pfd[i].fd : ARES_SOCKET_BAD);
+    ares_process_fd(chan(channel_), r ? pfd[i].fd : ARES_SOCKET_BAD,
+                    w ? pfd[i].fd : ARES_SOCKET_BAD);
   }
   if (!any) ares_process_fd(chan(channel_), ARES_SOCKET_BAD, ARES_SOCKET_BAD);  // timeouts
 }

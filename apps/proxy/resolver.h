@@ -18,7 +18,8 @@
 // resolved contributes nothing: a pool of such names is empty, and its clients take the
 // no-upstream path.
 //
-// Nameservers: `servers` ("ADDR:PORT" each) when given, else /etc/resolv.conf.
+// Nameservers: `servers` ("ADDR:PORT" each) when given, else /etc/resolv.conf. Names are
+// looked up as written (no search list; /etc/hosts is read first, as getaddrinfo does).
 #include <atomic>
 #include <cstdint>
 #include <functional>

@@ -21,8 +21,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -48,9 +48,13 @@ constexpr int kUpPort = 8080;
 // room for sanitizer builds (the proxies run ~10x slower there).
 constexpr int64_t kFollowNs = 2 * kSec + (kSanitized ? 3 * kSec : 0);
 
-std::string up_ip(int i) { return "10.99.0." + std::to_string(20 + i); }  // u1..u4
+std::string up_ip(int i) {
+  return "10.99.0." + std::to_string(20 + i);
+}  // u1..u4
 
-bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
+bool sh(const std::string& cmd) {
+  return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0;
+}
 
 // Runs fn on a thread joined to network namespace `ns` (its sockets live there).
 void in_netns(const std::string& ns, const std::function<void()>& fn) {
@@ -94,7 +98,8 @@ struct Proc {
   }
   const std::string& drain_err() {
     char buf[4096];
-    for (ssize_t n; s.err >= 0 && (n = ::read(s.err, buf, sizeof buf)) > 0;) err_text.append(buf, n);
+    for (ssize_t n; s.err >= 0 && (n = ::read(s.err, buf, sizeof buf)) > 0;)
+      err_text.append(buf, n);
     return err_text;
   }
   void stop(int sig = SIGTERM) {
@@ -104,6 +109,7 @@ struct Proc {
     int st = 0;
     wait_child(s.pid, &st, 10);
     s.pid = -1;
+    drain_err();  // what it said on its way out (a sanitizer's report)
     for (int* fd : {&s.out, &s.err})
       if (*fd >= 0) ::close(std::exchange(*fd, -1));
   }
@@ -229,8 +235,8 @@ class Fleet {
     bool ok = sh("ip -n " + ns("sw") + " link add br0 type bridge") &&
               sh("ip -n " + ns("sw") + " link set br0 up");
     const std::vector<std::pair<std::string, std::string>> hosts = {
-        {"dns", kDns},         {"p1", kProxyIp[0]},  {"p2", kProxyIp[1]}, {"u1", up_ip(1)},
-        {"u2", up_ip(2)},      {"u3", up_ip(3)},     {"u4", up_ip(4)},    {"c", "10.99.0.100"}};
+        {"dns", kDns},    {"p1", kProxyIp[0]}, {"p2", kProxyIp[1]}, {"u1", up_ip(1)},
+        {"u2", up_ip(2)}, {"u3", up_ip(3)},    {"u4", up_ip(4)},    {"c", "10.99.0.100"}};
     for (size_t i = 0; ok && i < hosts.size(); ++i) {
       const std::string& h = hosts[i].first;
       const std::string n = ns(h), outer = "s" + h;
@@ -251,7 +257,10 @@ class Fleet {
   }
 
   void destroy() {
-    for (auto& p : proxies_) p.stop();
+    for (auto& p : proxies_) {
+      p.stop();
+      EXPECT_EQ(p.err_text.find("Sanitizer"), std::string::npos) << p.err_text;
+    }
     dns_.stop();
     for (auto& u : ups_) u.stop();
     for (auto it = made_.rbegin(); it != made_.rend(); ++it) sh("ip netns del " + *it);
@@ -269,7 +278,8 @@ class Fleet {
   }
 
   void start_upstreams() {
-    for (int i = 1; i <= 4; ++i) ups_[i - 1].start(ns("u" + std::to_string(i)), up_ip(i), "u" + std::to_string(i));
+    for (int i = 1; i <= 4; ++i)
+      ups_[i - 1].start(ns("u" + std::to_string(i)), up_ip(i), "u" + std::to_string(i));
   }
 
   // The DNS host's records: app.fleet.test -> the upstreams in `a`, u1..u4.fleet.test ->
@@ -283,9 +293,13 @@ class Fleet {
     for (int i = 1; i <= 4; ++i) f << up_ip(i) << " u" << i << ".fleet.test\n";
   }
   bool start_dns(const std::vector<Srv>& srv) {
-    std::string cmd = "dnsmasq -k -C /dev/null -u root -g root --pid-file= --no-resolv --no-hosts "
-                      "--addn-hosts=" + dir() + "/hosts --local=/fleet.test/ --local-ttl=1 "
-                      "--listen-address=" + std::string(kDns) + " --bind-interfaces --log-facility=-";
+    std::string cmd =
+        "dnsmasq -k -C /dev/null -u root -g root --pid-file= --no-resolv --no-hosts "
+        "--addn-hosts=" +
+        dir() +
+        "/hosts --local=/fleet.test/ --local-ttl=1 "
+        "--listen-address=" +
+        std::string(kDns) + " --bind-interfaces --log-facility=-";
     for (const Srv& s : srv)
       cmd += " --srv-host=_app._tcp.fleet.test,u" + std::to_string(s.target) + ".fleet.test," +
              std::to_string(kUpPort) + "," + std::to_string(s.priority) + "," +
@@ -385,12 +399,12 @@ std::string text_of(const std::set<std::string>& s) {
   return t;
 }
 
-#define MAKE_FLEET(f)                                 \
-  Fleet f;                                            \
-  {                                                   \
-    std::string why;                                  \
-    if (!f.create(&why)) GTEST_SKIP() << why;         \
-    ASSERT_NO_FATAL_FAILURE(f.start_upstreams());     \
+#define MAKE_FLEET(f)                             \
+  Fleet f;                                        \
+  {                                               \
+    std::string why;                              \
+    if (!f.create(&why)) GTEST_SKIP() << why;     \
+    ASSERT_NO_FATAL_FAILURE(f.start_upstreams()); \
   }
 
 TEST(FleetNetns, BothProxiesFollowRecordsAddedAndRemovedAndAgreeOnEveryMaglevKey) {
@@ -415,8 +429,8 @@ TEST(FleetNetns, BothProxiesFollowRecordsAddedAndRemovedAndAgreeOnEveryMaglevKey
   int64_t t0 = mono_now_ns();
   f.reload_dns();
   const int64_t added = wait_for_set(f, {"u1", "u2", "u3", "u4"}, t0, kFollowNs);
-  EXPECT_GE(added, 0) << "the proxies did not follow the added record within "
-                      << kFollowNs / kMs << " ms";
+  EXPECT_GE(added, 0) << "the proxies did not follow the added record within " << kFollowNs / kMs
+                      << " ms";
   const std::vector<std::string> before = agree("four upstreams");
 
   // A connection established to u1 (through p1) before u1 is removed.
@@ -477,9 +491,9 @@ TEST(FleetNetns, SrvWeightsAndPrioritiesAreHonouredAndAReweightIsFollowed) {
   f.write_hosts({});
   // u1 and u2 at priority 10 (weights 3 and 1); u3 at 20, a backup while any 10 is there.
   ASSERT_TRUE(f.start_dns({{1, 10, 3}, {2, 10, 1}, {3, 20, 5}}));
-  ASSERT_TRUE(f.start_proxies("balance = \"round_robin\"\nupstreams = [\"_app._tcp.fleet.test\"]", 1));
-  ASSERT_GE(wait_for_set(f, {"u1", "u2"}, mono_now_ns(), 10 * kSec), 0)
-      << f.proxy(0).drain_err();
+  ASSERT_TRUE(
+      f.start_proxies("balance = \"round_robin\"\nupstreams = [\"_app._tcp.fleet.test\"]", 1));
+  ASSERT_GE(wait_for_set(f, {"u1", "u2"}, mono_now_ns(), 10 * kSec), 0) << f.proxy(0).drain_err();
   for (int p = 0; p < 2; ++p) {
     const auto m = spread(f, p, 40);
     EXPECT_EQ(m, (std::map<std::string, int>{{"u1", 30}, {"u2", 10}})) << "proxy " << p + 1;

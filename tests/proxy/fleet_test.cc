@@ -277,8 +277,8 @@ TEST(FleetMembership, ShardsSwitchOnInstallAndRemovedUpstreamsStayValidForTheirC
   ASSERT_NE(held, nullptr);
   const std::string held_label = held->label();
   // A new set without it: shard 1 has it installed, shard 0 not yet.
-  std::vector<int> rest = held_label == "10.0.0.1:80" ? std::vector<int>{2, 3}
-                                                      : std::vector<int>{1, 3};
+  std::vector<int> rest =
+      held_label == "10.0.0.1:80" ? std::vector<int>{2, 3} : std::vector<int>{1, 3};
   auto m2 = p.publish(set_of(rest), 5);
   p.install(1, m2);
   for (int i = 0; i < 6; ++i) {
@@ -400,7 +400,8 @@ TEST(FleetConfig, BadNamesAndKeysAreErrorsNamingFileLineAndKey) {
       {"upstreams = [\"_http.fleet\"]", "an SRV name is \"_service._proto.zone\""},
       {"upstreams = [\"a:1\"]\nresolve_min_ttl_s = 10\nresolve_max_ttl_s = 5",
        "fleet.toml:9: proxy.pool[0].resolve_min_ttl_s: must not be above resolve_max_ttl_s (5)"},
-      {"upstreams = [\"a:1\"]\nresolve_max_ttl_s = 0", "fleet.toml:9: proxy.pool[0].resolve_max_ttl_s"},
+      {"upstreams = [\"a:1\"]\nresolve_max_ttl_s = 0",
+       "fleet.toml:9: proxy.pool[0].resolve_max_ttl_s"},
       {"upstreams = [\"a:1\"]\neject_ms = 9000\nmax_eject_ms = 1000",
        "fleet.toml:9: proxy.pool[0].eject_ms: must not be above max_eject_ms (1000)"},
       {"upstreams = [\"a:1\"]\nmax_ejection_percent = 101",
@@ -419,8 +420,7 @@ TEST(FleetConfig, BadNamesAndKeysAreErrorsNamingFileLineAndKey) {
                                    std::string(kListener) +
                                    "\n[[proxy.pool]]\nname = \"app\"\nupstreams = [\"a:1\"]\n";
   const std::string err = settings_or_error(bad_resolver, &s);
-  EXPECT_NE(err.find("fleet.toml:2: proxy.resolvers[0]: not an address"), std::string::npos)
-      << err;
+  EXPECT_NE(err.find("fleet.toml:2: proxy.resolvers[0]: not an address"), std::string::npos) << err;
 }
 
 }  // namespace
