@@ -70,7 +70,10 @@ uint32_t next_prime(uint32_t n) noexcept {
 std::vector<uint32_t> maglev_table(const Members& m) {
   const size_t n = m.ups.size();
   if (n == 0) return {};
-  const uint32_t size = next_prime(static_cast<uint32_t>(std::max<size_t>(n * 100, 101)));
+  // The size must not follow every change of the set (a new size remaps every key): the
+  // first prime of a fixed ladder that is >= 100 x upstreams (65537 up to 655 upstreams).
+  uint32_t size = 65537;
+  while (size < n * 100) size = next_prime(size * 2);
   std::vector<uint64_t> offset(n), skip(n), next(n, 0);
   for (size_t i = 0; i < n; ++i) {
     const std::string& l = m.ups[i]->label();

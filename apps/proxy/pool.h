@@ -19,7 +19,8 @@
 //     the total; equal weights rotate in order;
 //   - least connections: the usable upstream with the fewest open connections per unit of
 //     weight (ties go to the one after the last pick, so equal loads still rotate);
-//   - Maglev: a lookup table (a prime size >= 100 x upstreams) filled from each upstream's
+//   - Maglev: a lookup table (a prime size >= 100 x upstreams, from a fixed ladder: 65537
+//     up to 655 upstreams, so that a change of the set keeps it) filled from each upstream's
 //     permutation of the slots (Maglev, NSDI 2016), weighted by turns; the key (a hash of
 //     the client's address) picks a slot, an unusable upstream's slot passes to the next.
 //     Every proxy with the same set builds the same table, so a key goes to the same
@@ -148,7 +149,8 @@ uint64_t client_key(const SocketAddress& a) noexcept;
 uint64_t peer_key(int fd) noexcept;
 // The smallest prime >= n (Maglev's table size).
 uint32_t next_prime(uint32_t n) noexcept;
-// The Maglev table of `m` (its ups and weights set): size next_prime(100 x ups).
+// The Maglev table of `m` (its ups and weights set): 65537 slots, or the first prime of
+// the ladder 65537, next_prime(2 x that), ... that is >= 100 x ups.
 std::vector<uint32_t> maglev_table(const Members& m);
 
 class Pool {

@@ -278,8 +278,11 @@ class Fleet {
   }
 
   void start_upstreams() {
-    for (int i = 1; i <= 4; ++i)
-      ups_[i - 1].start(ns("u" + std::to_string(i)), up_ip(i), "u" + std::to_string(i));
+    for (int i = 1; i <= 4; ++i) {
+      std::string tag = "u";  // appended, not "u" + std::string (g++ 12 -Wrestrict)
+      tag += std::to_string(i);
+      ups_[i - 1].start(ns(tag), up_ip(i), tag);
+    }
   }
 
   // The DNS host's records: app.fleet.test -> the upstreams in `a`, u1..u4.fleet.test ->

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -128,8 +129,9 @@ TEST(FleetMaglev, AnEjectedUpstreamsKeysGoElsewhereAndTheOthersStay) {
   for (int k = 0; k < 2000; ++k) {
     const std::string now = pick_for(p, k, 20);
     EXPECT_NE(now, "10.0.0.2:80");
-    if (first[static_cast<size_t>(k)] != "10.0.0.2:80")
+    if (first[static_cast<size_t>(k)] != "10.0.0.2:80") {
       EXPECT_EQ(now, first[static_cast<size_t>(k)]);
+    }
   }
 }
 
@@ -204,12 +206,19 @@ TEST(FleetOutliers, EjectionTimeDoublesPerRepeatUpToTheCapAndResetsAfterAQuietSp
   EXPECT_EQ(u->ejections(), 6u);
 }
 
-TEST(FleetOutliers, ResetsCountAsFailuresAndASuccessfulConnectStartsTheCountAgain) {
+// A round-robin pool of 10.0.0.1 and .2 that ejects after 3 failures, for 1 µs.
+std::unique_ptr<Pool> pool_of_two() {
   PoolSettings s = settings(Balance::kRoundRobin);
   s.fail_threshold = 3;
   s.eject_ns = 1000;
-  Pool p(s);
-  p.publish(set_of({1, 2}), 0);
+  auto p = std::make_unique<Pool>(s);
+  p->publish(set_of({1, 2}), 0);
+  return p;
+}
+
+TEST(FleetOutliers, ResetsCountAsFailuresAndASuccessfulConnectStartsTheCountAgain) {
+  auto pool = pool_of_two();
+  Pool& p = *pool;
   Upstream* u = p.members()->ups[1];
   p.stream_reset(u, 5);
   p.stream_reset(u, 5);
@@ -223,11 +232,8 @@ TEST(FleetOutliers, ResetsCountAsFailuresAndASuccessfulConnectStartsTheCountAgai
 }
 
 TEST(FleetOutliers, ConsecutiveFiveHundredsEjectEvenWhenEveryConnectSucceeds) {
-  PoolSettings s = settings(Balance::kRoundRobin);
-  s.fail_threshold = 3;
-  s.eject_ns = 1000;
-  Pool p(s);
-  p.publish(set_of({1, 2}), 0);
+  auto pool = pool_of_two();
+  Pool& p = *pool;
   Upstream* u = p.members()->ups[0];
   for (int i = 0; i < 2; ++i) {
     p.connect_succeeded(u);
