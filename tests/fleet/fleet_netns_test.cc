@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -265,6 +266,7 @@ class Fleet {
     for (auto& u : ups_) u.stop();
     for (auto it = made_.rbegin(); it != made_.rend(); ++it) sh("ip netns del " + *it);
     made_.clear();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
   std::string ns(const std::string& host) const { return p_ + host; }
