@@ -271,15 +271,18 @@ Upstream* Pool::acquire(int64_t now, const std::vector<const Upstream*>& avoid,
 }
 
 void Pool::eject(Upstream* u, int64_t now, int shard, const char* why) noexcept {
-  if (!u->healthy(now)) return;  // out already
-  // The cap: the share of the set out of service, this one included.
-  const std::shared_ptr<const Members> m = view_of(shard);
-  size_t out = 0, n = m ? m->ups.size() : 0;
-  if (m)
-    for (const Upstream* x : m->ups) out += x->healthy(now) ? 0 : 1;
-  if (n > 0 && (out + 1) * 100 > static_cast<size_t>(s_.max_ejection_percent) * n) {
-    refused_.fetch_add(1, std::memory_order_relaxed);
-    return;
+  // One out already (failing where the pool fell back to it) is ejected again, for
+  // longer; the share out does not change.
+  if (u->healthy(now)) {
+    // The cap: the share of the set out of service, this one included.
+    const std::shared_ptr<const Members> m = view_of(shard);
+    size_t out = 0, n = m ? m->ups.size() : 0;
+    if (m)
+      for (const Upstream* x : m->ups) out += x->healthy(now) ? 0 : 1;
+    if (n > 0 && (out + 1) * 100 > static_cast<size_t>(s_.max_ejection_percent) * n) {
+      refused_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
   }
   // Ejection time: doubled for each ejection that follows the end of the last within
   // max_eject_ns, at most max_eject_ns.
