@@ -84,8 +84,14 @@ std::vector<uint32_t> maglev_table(const Members& m) {
   std::vector<uint64_t> credit(n, 0);
   constexpr uint32_t kEmpty = UINT32_MAX;
   std::vector<uint32_t> table(size, kEmpty);
+  // Turns in address order: the same table on every proxy whatever order the set came in.
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return m.ups[a]->label() < m.ups[b]->label(); });
   for (uint32_t filled = 0; filled < size;) {
-    for (size_t i = 0; i < n && filled < size; ++i) {
+    for (size_t i : order) {
+      if (filled >= size) break;
       // Turns by weight: each round an upstream earns its weight, and places one entry per
       // wmax earned (equal weights: one each a round, the paper's algorithm).
       credit[i] += m.weights[i];
@@ -117,9 +123,15 @@ Pool::Pool(const PoolSettings& s, size_t shards) : s_(s), views_(std::max<size_t
 std::shared_ptr<const Members> Pool::publish(const std::vector<Member>& set, int64_t now) {
   auto m = std::make_shared<Members>();
   std::vector<Member> sorted = set;
-  std::sort(sorted.begin(), sorted.end(), [](const Member& a, const Member& b) {
+  // Duplicates side by side (merged below); otherwise the order given is kept (Maglev
+  // orders by address itself).
+  std::stable_sort(sorted.begin(), sorted.end(), [](const Member& a, const Member& b) {
     return a.addr.to_string() < b.addr.to_string();
   });
+  if (std::adjacent_find(sorted.begin(), sorted.end(), [](const Member& a, const Member& b) {
+        return a.addr.to_string() == b.addr.to_string();
+      }) == sorted.end())
+    sorted = set;
   std::lock_guard<std::mutex> l(mu_);
   for (const Member& e : sorted) {
     const std::string label = e.addr.to_string();
