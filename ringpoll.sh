@@ -16,11 +16,14 @@ export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake ninja-build pkg-config ccache libgtest-dev libgmock-dev
   libbenchmark-dev liburing-dev libnuma-dev libmimalloc-dev libtoml11-dev libcli11-dev
-  libssl-dev openssl curl wrk nghttp2-client apache2-utils nginx python3)
+  libssl-dev openssl curl wrk nghttp2-client apache2-utils nginx python3 libc-ares-dev
+  dnsmasq-base iproute2)
 # libssl-dev: tls/ (OpenSSL 3); openssl, curl, wrk, nghttp2-client (h2load), apache2-utils
 # (ab) and nginx: the real clients and servers of the TLS tests (ringpoll-tls-test, against
 # ringpoll-serve --tls-cert) and of the HTTP proxy's tests. python3: ringpoll-tune
-# (apps/tune) and its test.
+# (apps/tune) and its test. libc-ares-dev: ringpoll-proxy resolves pool names with c-ares;
+# dnsmasq-base (the binary, no service) and iproute2: the fleet test's DNS server and its
+# namespaces (tests/fleet/fleet_netns_test.cc).
 # The libFuzzer stage of `test` (clang's runtime carries libFuzzer).
 FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 

@@ -2,6 +2,7 @@
 // Host names and host-name patterns (plain functions, no engine state): what a TLS server
 // name (RFC 6066 §3) may be, and the patterns routes match them with. ringpoll-proxy's SNI
 // routes (apps/proxy/client_hello.h) and the configuration reader (tuning/) share them.
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -57,6 +58,56 @@ inline bool valid_host_name(std::string_view h, std::string* why) {
     *why = "host name ends with a dot";
     return false;
   }
+  return true;
+}
+
+// A service given by name (ringpoll-proxy's pool upstreams): "host:port" (a host name and a
+// port 1..65535) or an SRV name "_service._proto.zone" (no port: *port = 0). False with
+// *why saying what is wrong.
+inline bool parse_service_name(std::string_view text, std::string* host, uint16_t* port,
+                               std::string* why) {
+  const std::string t(text);
+  if (text.starts_with('_')) {
+    const size_t dot = text.find('.');
+    if (text.find(':') != std::string_view::npos) {
+      *why = "an SRV name (\"" + t + "\") takes no port: its records give them";
+      return false;
+    }
+    if (dot == std::string_view::npos || text.substr(dot + 1, 1) != "_" ||
+        text.find('.', dot + 1) == std::string_view::npos) {
+      *why = "an SRV name is \"_service._proto.zone\", got \"" + t + "\"";
+      return false;
+    }
+    if (!valid_host_name(text, why)) return false;
+    *host = t;
+    *port = 0;
+    return true;
+  }
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == text.size()) {
+    *why = "missing ':port' in \"" + t + "\" (or an SRV name \"_service._proto.zone\")";
+    return false;
+  }
+  const std::string_view h = text.substr(0, colon), ps = text.substr(colon + 1);
+  uint32_t p = 0;
+  for (char c : ps) {
+    p = (c >= '0' && c <= '9' && p <= 65535) ? p * 10 + static_cast<uint32_t>(c - '0') : 70000;
+  }
+  if (p == 0 || p > 65535) {
+    *why = "port \"" + std::string(ps) + "\" in \"" + t + "\" is not 1..65535";
+    return false;
+  }
+  if (!valid_host_name(h, why)) {
+    *why = "\"" + t + "\" is neither an address nor \"name:port\": " + *why;
+    return false;
+  }
+  const std::string_view last = h.substr(h.rfind('.') + 1);
+  if (last.find_first_not_of("0123456789") == std::string_view::npos) {
+    *why = "\"" + t + "\" is not an address (a name's last label is not all digits)";
+    return false;
+  }
+  *host = std::string(h);
+  *port = static_cast<uint16_t>(p);
   return true;
 }
 

@@ -43,7 +43,8 @@ constexpr Named<UringMode> kUringModeNames[] = {{"readiness", UringMode::kReadin
 constexpr Named<SpliceMode> kSpliceNames[] = {
     {"auto", SpliceMode::kAuto}, {"on", SpliceMode::kOn}, {"off", SpliceMode::kOff}};
 constexpr Named<Balance> kBalanceNames[] = {{"round_robin", Balance::kRoundRobin},
-                                            {"least_conn", Balance::kLeastConn}};
+                                            {"least_conn", Balance::kLeastConn},
+                                            {"maglev", Balance::kMaglev}};
 constexpr Named<ProxyProtocol> kProxyProtocolNames[] = {
     {"off", ProxyProtocol::kOff}, {"v1", ProxyProtocol::kV1}, {"v2", ProxyProtocol::kV2}};
 constexpr Named<ListenerProtocol> kListenerProtocolNames[] = {{"tcp", ListenerProtocol::kTcp},
@@ -88,7 +89,8 @@ struct TextSpec {
   TextKind kind;
 };
 struct CpuListSpec {};       // [int, ...], each a configured CPU
-struct AddressListSpec {};   // ["ADDR:PORT", ...], at least one
+struct AddressListSpec {};   // ["ADDR:PORT", ...]
+struct UpstreamListSpec {};  // ["ADDR:PORT" | "name:port" | "_svc._proto.zone", ...], at least one
 struct SniRouteListSpec {};  // ["HOST-PATTERN=POOL", ...] (engine/host_name.h patterns)
 struct PathListSpec {};      // "FILE" or ["FILE", ...]: non-empty paths (TLS cert and key files)
 struct SniCertListSpec {};   // ["HOST-PATTERN=CERT:KEY", ...]
@@ -182,9 +184,14 @@ template <class V>
 void fields(ProxyPool& s, V&& v) {
   v("name", s.name, TextSpec{TextKind::kName});
   v("balance", s.balance, EnumSpec<Balance>{kBalanceNames});
-  v("upstreams", s.upstreams, AddressListSpec{});
+  v("upstreams", s.upstreams, UpstreamListSpec{});
+  v("resolve_min_ttl_s", s.resolve_min_ttl_s, IntSpec{1, 86400});
+  v("resolve_max_ttl_s", s.resolve_max_ttl_s, IntSpec{1, 86400});
+  v("slow_start_ms", s.slow_start_ms, IntSpec{0, kHourMs});
   v("fail_threshold", s.fail_threshold, IntSpec{1, 1000});
   v("eject_ms", s.eject_ms, IntSpec{0, kHourMs});
+  v("max_eject_ms", s.max_eject_ms, IntSpec{0, 24 * kHourMs});
+  v("max_ejection_percent", s.max_ejection_percent, IntSpec{0, 100});
   v("check_interval_ms", s.check_interval_ms, IntSpec{0, kHourMs});
   v("check_timeout_ms", s.check_timeout_ms, IntSpec{1, kHourMs});
   v("tls", s.tls, BoolSpec{});
@@ -224,6 +231,7 @@ void fields(ProxySection& s, V&& v) {
   v("listener", s.listeners, TableListSpec{});
   v("pool", s.pools, TableListSpec{});
   v("route", s.routes, TableListSpec{});
+  v("resolvers", s.resolvers, AddressListSpec{});
   v("udp_idle_ms", s.udp_idle_ms, IntSpec{1, 24 * kHourMs});
   v("udp_max_flows", s.udp_max_flows, IntSpec{1, 100000000});
 }
@@ -482,13 +490,32 @@ class Reader {
   void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
             AddressListSpec) {
     if (!v.is_array()) return wrong_type(v, key, "an array of \"ADDR:PORT\" strings");
-    if (v.as_array().empty()) return fail(v, key, "must name at least one upstream");
     std::vector<std::string> addrs;
     for (size_t i = 0; i < v.as_array().size(); ++i) {
       const toml::value& e = v.as_array()[i];
       if (address(e, indexed(key, i))) addrs.push_back(e.as_string().str);
     }
     if (addrs.size() == v.as_array().size()) out = std::move(addrs);
+  }
+
+  // Upstreams: address literals, or names the proxy resolves (engine/host_name.h).
+  void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
+            UpstreamListSpec) {
+    const char* want = "an array of \"ADDR:PORT\", \"name:port\" or SRV name strings";
+    if (!v.is_array()) return wrong_type(v, key, want);
+    if (v.as_array().empty()) return fail(v, key, "must name at least one upstream");
+    strings(v, key, out, want, false, [](const std::string& t) -> std::string {
+      SocketAddress sa;
+      std::string why, host;
+      uint16_t port = 0;
+      if (parse_address(t, &sa, &why).ok()) return "";
+      const std::string literal_why = why;
+      if (parse_service_name(t, &host, &port, &why)) return "";
+      // Looks like a literal (starts with a digit or '['): say what the literal lacks.
+      if (!t.empty() && ((t[0] >= '0' && t[0] <= '9') || t[0] == '['))
+        return "not an address: " + literal_why;
+      return "not an address or a name: " + why;
+    });
   }
 
   void read(const toml::value& v, const std::string& key, std::vector<std::string>& out,
@@ -609,7 +636,7 @@ class Reader {
       if constexpr (std::is_same_v<Spec, TextSpec>) {
         if (spec.kind != TextKind::kOptional && !t.as_table().count(name))
           fail(t, prefix + "." + name, "is required");
-      } else if constexpr (std::is_same_v<Spec, AddressListSpec>) {
+      } else if constexpr (std::is_same_v<Spec, UpstreamListSpec>) {
         if (!t.as_table().count(name)) fail(t, prefix + "." + name, "is required");
       }
     });
@@ -867,10 +894,19 @@ void cross_check(const Config& c, Reader& r) {
     const std::string key = indexed("proxy.listener", i) + ".pool";
     r.fail(line_of(key), key, "no [[proxy.pool]] is named " + quote(l.pool));
   }
+  for (size_t i = 0; i < c.proxy.pools.size(); ++i) {
+    const ProxyPool& p = c.proxy.pools[i];
+    const std::string at = indexed("proxy.pool", i);
 #ifndef _WIN32
-  for (size_t i = 0; i < c.proxy.pools.size(); ++i)
-    check_pool_tls(c, c.proxy.pools[i], indexed("proxy.pool", i), r, line_of);
+    check_pool_tls(c, p, at, r, line_of);
 #endif
+    if (p.resolve_min_ttl_s > p.resolve_max_ttl_s)
+      r.fail(line_of(at + ".resolve_min_ttl_s"), at + ".resolve_min_ttl_s",
+             "must not be above resolve_max_ttl_s (" + std::to_string(p.resolve_max_ttl_s) + ")");
+    if (p.eject_ms > p.max_eject_ms)
+      r.fail(line_of(at + ".eject_ms"), at + ".eject_ms",
+             "must not be above max_eject_ms (" + std::to_string(p.max_eject_ms) + ")");
+  }
   unique(c.proxy.routes, "proxy.route", "route");
   for (size_t i = 0; i < c.proxy.routes.size(); ++i) {
     const ProxyRoute& rt = c.proxy.routes[i];

@@ -32,7 +32,7 @@ namespace ringpoll::tuning {
 
 enum class UringMode { kReadiness, kCompletion };
 enum class SpliceMode { kAuto, kOn, kOff };
-enum class Balance { kRoundRobin, kLeastConn };
+enum class Balance { kRoundRobin, kLeastConn, kMaglev };
 enum class ProxyProtocol { kOff, kV1, kV2 };
 enum class ListenerProtocol { kTcp, kUdp, kHttp };
 enum class PacketPath { kKernel, kDpdk, kXdp };
@@ -155,10 +155,17 @@ struct ProxyRoute {
 struct ProxyPool {
   std::string name;
   Balance balance = Balance::kRoundRobin;
-  std::vector<std::string> upstreams;  // "ADDR:PORT", at least one
-  int64_t fail_threshold = 3;          // consecutive failures before ejection
-  int64_t eject_ms = 10000;
-  int64_t check_interval_ms = 0;  // 0: no active health checks
+  // At least one: "ADDR:PORT", "name:port" (A/AAAA records) or an SRV name
+  // "_service._proto.zone", resolved by the proxy and followed at the records' TTL.
+  std::vector<std::string> upstreams;
+  int64_t resolve_min_ttl_s = 1;       // a name is resolved again after its TTL, at least this
+  int64_t resolve_max_ttl_s = 300;     // and at most this
+  int64_t slow_start_ms = 0;           // a new upstream's weight ramps up over this (0: none)
+  int64_t fail_threshold = 3;          // consecutive failures (connects, resets) before ejection
+  int64_t eject_ms = 10000;            // the first ejection; each following one doubles
+  int64_t max_eject_ms = 300000;       // up to this
+  int64_t max_ejection_percent = 100;  // the share of the pool that may be out at once
+  int64_t check_interval_ms = 0;       // 0: no active health checks
   int64_t check_timeout_ms = 1000;
   // TLS to the upstreams (origination): the handshake is part of the connect (within
   // timeouts.connect_ms; a failed one is a failed connect). verify: the chain against
@@ -177,6 +184,8 @@ struct ProxySection {
   std::vector<ProxyListener> listeners;  // [[proxy.listener]]
   std::vector<ProxyPool> pools;          // [[proxy.pool]]
   std::vector<ProxyRoute> routes;        // [[proxy.route]], in order: first match wins
+  std::vector<std::string> resolvers;    // "ADDR:PORT" nameservers for pool names; empty:
+                                         // /etc/resolv.conf
   int64_t udp_idle_ms = 30000;           // a UDP flow with no datagram either way ends
   int64_t udp_max_flows = 65536;         // UDP flows at once (all listeners, all shards)
   bool operator==(const ProxySection&) const = default;

@@ -104,23 +104,34 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   for (const tuning::ProxyPool& p : cfg.proxy.pools) {
     PoolSettings ps;
     ps.name = p.name;
-    ps.balance =
-        p.balance == tuning::Balance::kLeastConn ? Balance::kLeastConn : Balance::kRoundRobin;
+    ps.balance = p.balance == tuning::Balance::kLeastConn ? Balance::kLeastConn
+                 : p.balance == tuning::Balance::kMaglev  ? Balance::kMaglev
+                                                          : Balance::kRoundRobin;
     for (const std::string& u : p.upstreams) {
       SocketAddress a;
       std::string w;
-      if (!parse_address(u, &a, &w).ok()) {
+      UpstreamName n;
+      if (parse_address(u, &a, &w).ok()) {
+        ps.upstreams.push_back(a);
+      } else if (parse_upstream_name(u, &n, &w)) {
+        ps.names.push_back(n);
+      } else {
         *why = "proxy.pool '" + p.name + "': upstream: " + w;
         return false;
       }
-      ps.upstreams.push_back(a);
     }
-    if (ps.upstreams.empty()) {
+    if (ps.upstreams.empty() && ps.names.empty()) {
       *why = "proxy.pool '" + p.name + "': no upstreams";
       return false;
     }
+    constexpr int64_t kSec = 1000 * kMs;
+    ps.resolve_min_ttl_ns = p.resolve_min_ttl_s * kSec;
+    ps.resolve_max_ttl_ns = p.resolve_max_ttl_s * kSec;
+    ps.slow_start_ns = p.slow_start_ms * kMs;
     ps.fail_threshold = static_cast<int>(p.fail_threshold);
     ps.eject_ns = p.eject_ms * kMs;
+    ps.max_eject_ns = p.max_eject_ms * kMs;
+    ps.max_ejection_percent = static_cast<int>(p.max_ejection_percent);
     ps.check_interval_ns = p.check_interval_ms * kMs;
     ps.check_timeout_ns = p.check_timeout_ms * kMs;
     if (p.tls) {
@@ -196,6 +207,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
     *why = "no [[proxy.listener]] configured (or use --listen and --upstream)";
     return false;
   }
+  s.resolvers = cfg.proxy.resolvers;
   s.buffer_bytes = static_cast<size_t>(cfg.limits.buffer_bytes);
   s.connect_timeout_ns = cfg.timeouts.connect_ms * kMs;
   s.idle_timeout_ns = cfg.timeouts.idle_ms * kMs;

@@ -80,8 +80,10 @@ class HealthChecks {
     Scheduler<P>& sched = Engine<P>::current()->sched();
     const PoolSettings& ps = pool->settings();
     while (!retired->load() && !stopping_.load()) {
-      for (size_t i = 0; i < pool->size() && !retired->load(); ++i) {
-        Upstream& u = pool->at(i);
+      // This round's set (names may change it between rounds).
+      const std::shared_ptr<const Members> set = pool->members();
+      for (size_t i = 0; i < set->ups.size() && !retired->load(); ++i) {
+        Upstream& u = *set->ups[i];
         std::unique_ptr<TcpStream<P>> c;
         const Status st =
             co_await TcpStream<P>::connect(sched, u.address(), ps.check_timeout_ns, &c);

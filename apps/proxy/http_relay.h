@@ -315,6 +315,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
   std::string head_out, resp_out;
   const std::string client_addr = peer_address(client.fd());
   const std::string client_ip = ip_of(client_addr);
+  const uint64_t maglev_key = peer_key(client.fd());  // Maglev pools
   int64_t header_read_ns = hs.routes.empty() ? 10'000'000'000 : hs.routes[0].header_read_ns;
   AccessLog* const log = ctx.log;
   // One access-log line; `line` carries what is known of the request.
@@ -467,13 +468,22 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     for (int attempt = 0; attempt < 2 && !have_resp && answer == 0; ++attempt) {
       // An upstream connection.
       NoUpstream why = NoUpstream::kNone;
-      if (pool->healthy_count(mono_now_ns()) == 0) why = NoUpstream::kUnhealthy;
+      const PickHint hint{Engine<P>::current()->id(), maglev_key};
+      if (pool->healthy_count(mono_now_ns(), hint.shard) == 0) why = NoUpstream::kUnhealthy;
       std::vector<const Upstream*> tried;
-      const size_t attempts =
-          std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
+      const size_t attempts = static_cast<size_t>(std::max(s.max_attempts, 1));
       reused = false;
+      NoUpstream last = NoUpstream::kUnhealthy;  // why the last attempt failed
       for (size_t a = 0; a < attempts && !conn.stream && why == NoUpstream::kNone; ++a) {
-        Upstream* u = pool->acquire(mono_now_ns(), tried);
+        Upstream* u = pool->acquire(mono_now_ns(), tried, hint);
+        if (u && std::find(tried.begin(), tried.end(), u) != tried.end()) {
+          pool->release(u);  // every upstream was tried
+          u = nullptr;
+        }
+        if (!u) {
+          why = last;
+          break;
+        }
         if (attempt == 0 && co_await ctx.upstreams->take(u, &conn)) {
           reused = true;
           break;
@@ -491,7 +501,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         }
         m.error(c.timeout() ? ProxyError::kConnectTimeout : ProxyError::kConnectFailed);
         why = c.timeout() ? NoUpstream::kTimeout : NoUpstream::kRefused;
-        pool->connect_failed(u, mono_now_ns());
+        last = why;
+        pool->connect_failed(u, mono_now_ns(), hint.shard);
         pool->release(u);
         tried.push_back(u);
         if (a + 1 < attempts) why = NoUpstream::kNone;
@@ -568,6 +579,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
           rewrite_response_head(rh, hs, close_after, &resp_out);
           ub.consume(static_cast<size_t>(hl));
           have_resp = true;
+          // Outlier detection: a 5xx counts against the upstream (as a failed connect).
+          pool->answered(conn.upstream, resp.status < 500, mono_now_ns(), hint.shard);
           break;
         }
         ub.compact();

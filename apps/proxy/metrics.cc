@@ -286,25 +286,53 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
     }
 
   // One metric per upstream of every pool, labelled with both names.
+  // The current set of each pool (names may change it; a snapshot for this page).
+  std::vector<std::shared_ptr<const Members>> sets;
+  for (const Pool* p : pools) sets.push_back(p->members());
   auto per_upstream = [&](const char* name, const char* type, const char* help, auto value) {
     header(out, name, type, help);
-    for (const Pool* p : pools)
-      for (size_t i = 0; i < p->size(); ++i)
-        line(out, "%s{pool=\"%s\",upstream=\"%s\"} %" PRIu64, name, p->settings().name.c_str(),
-             p->at(i).label().c_str(), static_cast<uint64_t>(value(p->at(i))));
+    for (size_t k = 0; k < pools.size(); ++k)
+      for (size_t i = 0; i < sets[k]->ups.size(); ++i)
+        line(out, "%s{pool=\"%s\",upstream=\"%s\"} %" PRIu64, name,
+             pools[k]->settings().name.c_str(), sets[k]->ups[i]->label().c_str(),
+             static_cast<uint64_t>(value(*sets[k]->ups[i], sets[k]->weights[i])));
   };
+  auto per_pool = [&](const char* name, const char* type, const char* help, auto value) {
+    header(out, name, type, help);
+    for (size_t k = 0; k < pools.size(); ++k)
+      line(out, "%s{pool=\"%s\"} %" PRIu64, name, pools[k]->settings().name.c_str(),
+           static_cast<uint64_t>(value(*pools[k], *sets[k])));
+  };
+  per_pool("ringpoll_proxy_pool_upstreams", "gauge",
+           "Upstreams in the pool's current set (fixed and resolved).",
+           [](const Pool&, const Members& m) { return m.ups.size(); });
+  per_pool("ringpoll_proxy_pool_resolutions_total", "counter",
+           "Name resolutions of the pool's upstreams that answered.",
+           [](const Pool& p, const Members&) { return p.resolutions(); });
+  per_pool("ringpoll_proxy_pool_resolve_failures_total", "counter",
+           "Name resolutions that failed (the name kept its last good upstreams).",
+           [](const Pool& p, const Members&) { return p.resolve_failures(); });
+  per_pool("ringpoll_proxy_pool_ejections_refused_total", "counter",
+           "Ejections not made: max_ejection_percent of the pool was out already.",
+           [](const Pool& p, const Members&) { return p.ejections_refused(); });
+  per_upstream("ringpoll_proxy_upstream_weight", "gauge",
+               "The upstream's weight (1, or its SRV record's).",
+               [](const Upstream&, uint32_t w) { return w; });
   per_upstream("ringpoll_proxy_upstream_healthy", "gauge",
                "1 when the upstream is in service, 0 while ejected.",
-               [&](const Upstream& u) { return u.healthy(now) ? 1 : 0; });
+               [&](const Upstream& u, uint32_t) { return u.healthy(now) ? 1 : 0; });
   per_upstream("ringpoll_proxy_upstream_connections_active", "gauge",
                "Connections open to the upstream now.",
-               [](const Upstream& u) { return u.active(); });
+               [](const Upstream& u, uint32_t) { return u.active(); });
   per_upstream("ringpoll_proxy_upstream_connect_failures_total", "counter",
                "Failed connects to the upstream.",
-               [](const Upstream& u) { return u.connects_failed(); });
+               [](const Upstream& u, uint32_t) { return u.connects_failed(); });
   per_upstream("ringpoll_proxy_upstream_ejections_total", "counter",
                "Times the upstream was taken out of service.",
-               [](const Upstream& u) { return u.ejections(); });
+               [](const Upstream& u, uint32_t) { return u.ejections(); });
+  per_upstream("ringpoll_proxy_upstream_returns_total", "counter",
+               "Times the upstream came back into service after an ejection.",
+               [](const Upstream& u, uint32_t) { return u.returns(); });
 
   header(out, "ringpoll_proxy_relay_latency_seconds", "histogram",
          "Per relayed chunk: read completed on one side to write completed on the other.");

@@ -7,6 +7,9 @@
 //                  that accepted it; UDP listeners on kernel sockets (apps/proxy/udp.h) or
 //                  a packet path (apps/proxy/udp_bypass.h)
 //   health checks  HealthChecks (apps/proxy/health.h), started for each generation
+//   names          Resolver (apps/proxy/resolver.h), one per generation whose pools name
+//                  upstreams: resolved once before the generation serves, then on its
+//                  thread; each new set is installed on every shard through its inbox
 //   admin page     AdminEndpoint (apps/proxy/admin.h), on shard 0, when asked for
 //   metrics        Metrics (apps/proxy/metrics.h), which every part counts into
 //   access log     AccessLog (apps/proxy/access_log.h) for the HTTP listeners, when
@@ -41,6 +44,7 @@
 #include "apps/proxy/relay.h"
 #include "apps/proxy/relay_move.h"
 #include "apps/proxy/relay_record.h"
+#include "apps/proxy/resolver.h"
 #include "apps/proxy/settings.h"
 #include "apps/proxy/udp.h"
 #include "engine/engine.h"
@@ -195,6 +199,7 @@ class ProxyServer {
       udp_.push_back(nullptr);
     }
     start_checkers(gen);
+    start_resolver(gen);
     return Status();
   }
 
@@ -340,7 +345,9 @@ class ProxyServer {
     servers_ = std::move(servers);
     udp_ = std::move(udp);
     old->retired.store(true);
+    if (old->resolver) old->resolver->stop();
     start_checkers(gen);
+    start_resolver(gen);
     // Only now do the removed and moved-away listeners stop: what they queued is served.
     for (auto& l : leaving) retire(std::move(l));
     if (changes) {
@@ -367,6 +374,7 @@ class ProxyServer {
     close_unused_inherited();
     checks_.stop();
     generation()->retired.store(true);
+    if (auto g = generation(); g->resolver) g->resolver->stop();
     if (admin_) admin_->shutdown();  // open admin requests are aborted
     const int64_t end = mono_now_ns() + drain_ns;
     size_t aborted = 0;
@@ -426,12 +434,31 @@ class ProxyServer {
     std::vector<std::vector<Pool*>> route_pools;                          // by listener
     std::vector<size_t> route_slot;                                       // by listener
     std::vector<std::vector<std::unique_ptr<HttpUpstreams<P>>>> http_up;  // [listener][shard]
+    // The pools' names (null when none has any). Declared last: destroyed first, while
+    // the pools it points at are there.
+    std::unique_ptr<Resolver> resolver;
   };
 
   std::shared_ptr<Generation> make_generation(ProxySettings s) {
     auto g = std::make_shared<Generation>();
     g->s = std::move(s);
-    for (const PoolSettings& p : g->s.pools) g->pools.push_back(std::make_unique<Pool>(p));
+    for (const PoolSettings& p : g->s.pools)
+      g->pools.push_back(std::make_unique<Pool>(p, e_.size()));
+    if (std::any_of(g->s.pools.begin(), g->s.pools.end(),
+                    [](const PoolSettings& p) { return !p.names.empty(); })) {
+      std::vector<Pool*> ps;
+      for (auto& p : g->pools) ps.push_back(p.get());
+      g->resolver = std::make_unique<Resolver>(ps, g->s.resolvers);
+      std::string w;
+      if (g->resolver->init(&w)) {
+        // Before anything serves on this generation: its first clients find the names
+        // resolved when the DNS answers within this.
+        g->resolver->resolve_initial(kInitialResolveNs);
+      } else {
+        std::fprintf(stderr, "ringpoll-proxy: %s; pools with names stay empty\n", w.c_str());
+        g->resolver.reset();
+      }
+    }
     size_t slot = 0;
     for (const ListenerSettings& l : g->s.listeners) {
       const int k = pool_index(g->s, l.pool);
@@ -711,11 +738,38 @@ class ProxyServer {
     retired_.push_back(std::move(srv));
   }
 
+  // The generation's resolver thread: each set it publishes is installed on every shard
+  // by a job in the shard's inbox (a full inbox is retried for a second, then reported:
+  // that shard keeps its previous set until the next change).
+  void start_resolver(const std::shared_ptr<Generation>& gen) {
+    if (!gen->resolver) return;
+    std::weak_ptr<Generation> weak = gen;
+    gen->resolver->start([this, weak](Pool* p, std::shared_ptr<const Members> m) {
+      std::shared_ptr<Generation> hold = weak.lock();
+      if (!hold) return;
+      for (size_t i = 0; i < e_.size(); ++i) {
+        const auto job = [p, m, hold, i] { p->install(static_cast<int>(i), m); };
+        int tries = 0;
+        while (!Engine<P>::post(e_.shard(i), job)) {
+          if (++tries > 1000 || !e_.shard(i).serving()) {
+            std::fprintf(stderr,
+                         "ringpoll-proxy: pool '%s': shard %zu's inbox stayed full; it keeps "
+                         "its previous upstreams\n",
+                         p->settings().name.c_str(), i);
+            break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      }
+    });
+  }
+
   void start_checkers(const std::shared_ptr<Generation>& gen) {
     for (auto& p : gen->pools)
       checks_.start(p.get(), std::shared_ptr<const std::atomic<bool>>(gen, &gen->retired));
   }
 
+  static constexpr int64_t kInitialResolveNs = 2'000'000'000;
   Engine<P>& e_;
   Metrics metrics_;
   HttpMetrics http_metrics_;

@@ -263,7 +263,8 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
   uint32_t pokes = r->pokes;
   for (;;) {
     // Between two reads: where a move parks the pump (apps/proxy/relay_move.h).
-    if (co_await r->park()) break;  // moved: the sockets are the successor's now
+    const bool moved = co_await r->park();  // (a local: engine/task.h's GCC 12 note)
+    if (moved) break;  // moved: the sockets are the successor's now
     r->restore_read_deadline(src, &pokes);
     if (!d->pending.empty() && !co_await write_pending(r, dst, d, upward)) break;
     if (d->eof_pending) {
@@ -312,8 +313,9 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
         d->ended = true;
       } else if (rd.err.timeout() && pokes != r->pokes) {
         continue;  // woken to park (or the park was called off): nothing was read
-      } else if (r->read_failed(rd.err)) {
-        continue;
+      } else {
+        if (!upward && !rd.err.timeout() && !rd.err.closed()) r->upstream_reset = true;
+        if (r->read_failed(rd.err)) continue;
       }
       break;
     }
@@ -328,6 +330,7 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     }
     const int64_t t1 = mono_now_ns();
     if (!wr.ok()) {
+      if (upward && !wr.err.timeout() && !wr.err.closed()) r->upstream_reset = true;
       r->write_failed(wr.err);
       break;
     }
@@ -347,11 +350,12 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
 // Both directions of a connected pair; returns when both have ended, or — a relay with an
 // origin, which may move (apps/proxy/relay_move.h) — once it moved: true then, and the
 // sockets are the successor's (closing them here is only this process's close). `from`: a
-// relay an upgrade's predecessor handed over, carried on from its state.
+// relay an upgrade's predecessor handed over, carried on from its state. *upstream_reset
+// (if given): whether the upstream reset the connection (outlier detection).
 template <PollerBackend P>
 Task<bool> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
                  const ProxySettings& s, const RelayOrigin* origin = nullptr,
-                 RelayRecord* from = nullptr) {
+                 RelayRecord* from = nullptr, bool* upstream_reset = nullptr) {
   const size_t cap = std::max<size_t>(s.buffer_bytes, 512);
   Relay<P> r(&client, &up, &m, from ? from->idle_ns : s.idle_timeout_ns);
   Joiner<P> j{.sched = &sched};
@@ -378,6 +382,7 @@ Task<bool> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
   sched.spawn(pump(&sched, &r, &up, &client, &downward, false, &j));
   co_await pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
   co_await j.wait();
+  if (upstream_reset) *upstream_reset = r.upstream_reset;
   co_return r.was_moved;
 }
 
@@ -402,9 +407,16 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
   Pool* pool = route.pool;
   const PoolSettings& ps = pool->settings();
   std::vector<const Upstream*> tried;
-  const size_t attempts = std::min(static_cast<size_t>(std::max(s.max_attempts, 1)), pool->size());
+  PickHint hint{Engine<P>::current()->id(), 0};
+  if (ps.balance == Balance::kMaglev) hint.key = peer_key(client.fd());
+  const size_t attempts = static_cast<size_t>(std::max(s.max_attempts, 1));
   for (size_t a = 0; a < attempts; ++a) {
-    Upstream* cand = pool->acquire(mono_now_ns(), tried);
+    Upstream* cand = pool->acquire(mono_now_ns(), tried, hint);
+    if (!cand) break;  // an empty set (names that resolve to nothing)
+    if (std::find(tried.begin(), tried.end(), cand) != tried.end()) {
+      pool->release(cand);  // every upstream was tried
+      break;
+    }
     const int64_t deadline = mono_now_ns() + s.connect_timeout_ns;
     std::unique_ptr<TcpStream<P>> up;
     const Status st =
@@ -436,7 +448,7 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
     }
     t.reset();
     if (up) (void)co_await up->close();
-    pool->connect_failed(cand, mono_now_ns());
+    pool->connect_failed(cand, mono_now_ns(), hint.shard);
     pool->release(cand);
     tried.push_back(cand);
   }
@@ -495,9 +507,12 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     // A plain relay may move to an upgrade's successor (apps/proxy/relay_move.h).
     const relay_detail::RelayOrigin origin{route.listener ? *route.listener : std::string(),
                                            route.pool->settings().name, up.u->label()};
-    if (co_await relay_detail::relay(sched, client, *up.tcp, m, s,
-                                     route.listener ? &origin : nullptr))
-      m.add(m.moved_out);
+    bool reset = false;
+    const bool moved = co_await relay_detail::relay(
+        sched, client, *up.tcp, m, s, route.listener ? &origin : nullptr, nullptr, &reset);
+    if (moved) m.add(m.moved_out);
+    // Outlier detection: a reset counts as a failure of that upstream.
+    if (reset) route.pool->stream_reset(up.u, mono_now_ns(), shard->id());
   }
   if (route.tls) (void)co_await ctls.close();  // close_notify, unless sent already
   if (up.tls) (void)co_await up.tls->close();
@@ -527,8 +542,9 @@ Task<void> relay_adopted(TcpStream<P>& client, int upstream_fd, Route route, Rel
   }
   Upstream* u = route.pool ? route.pool->hold(rec.upstream) : nullptr;
   const relay_detail::RelayOrigin origin{rec.listener, rec.pool, rec.upstream};
-  if (co_await relay_detail::relay(sched, client, up, m, *route.s, &origin, &rec))
-    m.add(m.moved_out);
+  // (Awaited into a local: `if (co_await f())` is miscompiled by GCC 12, engine/task.h.)
+  const bool moved = co_await relay_detail::relay(sched, client, up, m, *route.s, &origin, &rec);
+  if (moved) m.add(m.moved_out);
   (void)co_await up.close();
   if (u) route.pool->release(u);
 }

@@ -87,6 +87,7 @@ struct Relay {
   bool was_moved = false;
   uint32_t pokes = 0;  // read deadlines expired by ask_park (a pump then puts its own back)
   TaskNode* gate[2] = {nullptr, nullptr};
+  bool upstream_reset = false;  // the upstream reset the connection (outlier detection)
   Relay(TcpStream<P>* c, TcpStream<P>* u, ShardMetrics* mm, int64_t idle)
       : client(c), upstream(u), m(mm), idle_ns(idle), last_activity(mono_now_ns()) {}
 

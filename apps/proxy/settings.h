@@ -42,6 +42,9 @@ struct ListenerSettings {
 struct ProxySettings {
   std::vector<ListenerSettings> listeners;
   std::vector<PoolSettings> pools;
+  // Nameservers for the pools' names ("ADDR:PORT"; apps/proxy/resolver.h); empty: the
+  // system's (/etc/resolv.conf).
+  std::vector<std::string> resolvers;
   size_t buffer_bytes = 65536;  // per direction per connection: the memory bound
   int64_t connect_timeout_ns = 5'000'000'000;
   int64_t idle_timeout_ns = 60'000'000'000;  // 0: none

@@ -132,8 +132,9 @@ class UdpBypassListener final : public UdpService {
   void ask_upstreams(Q& q) {
     if constexpr (requires { q.ask_neighbor(uint32_t{}); }) {
       const UdpPick p = pick_();
-      for (size_t i = 0; p.pool && i < p.pool->size(); ++i) {
-        const SocketAddress& a = p.pool->at(i).address();
+      const auto set = p.pool ? p.pool->members() : nullptr;
+      for (size_t i = 0; set && i < set->ups.size(); ++i) {
+        const SocketAddress& a = set->ups[i]->address();
         if (a.family() == AF_INET)
           q.ask_neighbor(ntohl(reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr.s_addr));
       }
