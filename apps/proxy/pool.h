@@ -177,8 +177,9 @@ class Pool {
   // A connection to `label` (Upstream::label) that an upgrade's predecessor handed over
   // (apps/proxy/relay_move.h): counted active until release(), as acquire() counts; null
   // when this pool has no such upstream.
-  Upstream* hold(std::string_view label) noexcept {
-    for (auto& u : ups_) {
+  Upstream* hold(std::string_view label) {
+    std::lock_guard<std::mutex> l(mu_);  // rare: once per connection handed over
+    for (auto& u : all_) {
       if (u->label_ != label) continue;
       u->active_.fetch_add(1, std::memory_order_relaxed);
       return u.get();
