@@ -2,10 +2,10 @@
 // stops reading must not stall the other connections of its shard. ringpoll-serve's echo
 // and HTTP handlers on one shard, on every Linux backend and both io_uring modes: a
 // client sends without reading until the server stops taking its bytes (the server's
-// memory is bounded), other clients are answered meanwhile with a p99 under 100 ms, and
-// the slow client then reads every byte intact. Then 1,000 clients stop reading at once
-// (more than the provided-buffer ring can hold at the per-connection bound) and 50 more
-// are still served.
+// memory is bounded), other clients are answered meanwhile with a p99 under 100 ms (500 under
+// sanitizers), and the slow client then reads every byte intact. Then 1,000 clients stop reading at
+// once (more than the provided-buffer ring can hold at the per-connection bound) and 50 more are
+// still served.
 #include <gtest/gtest.h>
 
 #include <netinet/in.h>
@@ -70,7 +70,7 @@ TYPED_TEST(Fairness, EchoClientThatStopsReadingDoesNotStallItsShard) {
 
   const ProbeResult pr = probe(srv.address(), ProbeKind::kEcho, 20, 10);
   EXPECT_EQ(pr.answered, pr.asked) << "other clients of the shard were not served";
-  EXPECT_LT(pr.p99_ms, 100.0) << "max " << pr.max_ms << " ms";
+  EXPECT_LT(pr.p99_ms, kServedP99Ms) << "max " << pr.max_ms << " ms";
   if constexpr (OneShardServer<TypeParam>::kRing) {
     const auto c = srv.ring();
     const unsigned bound = UringCompletionOptions{}.buf_per_conn;
@@ -105,7 +105,7 @@ TYPED_TEST(Fairness, HttpPipelinedResponsesNeverReadDoNotStallItsShard) {
 
   const ProbeResult pr = probe(srv.address(), ProbeKind::kHttp, 20, 10);
   EXPECT_EQ(pr.answered, pr.asked) << "other clients of the shard were not served";
-  EXPECT_LT(pr.p99_ms, 100.0) << "max " << pr.max_ms << " ms";
+  EXPECT_LT(pr.p99_ms, kServedP99Ms) << "max " << pr.max_ms << " ms";
 
   // The slow client reads at last: one whole answer per request, in order. It finishes
   // the request it was cut in, then asks to close, so the count is exact.
@@ -172,7 +172,7 @@ TYPED_TEST(Fairness, AThousandClientsThatStopReadingLeaveFiftyOthersServed) {
 
   const ProbeResult pr = probe(srv.address(), ProbeKind::kEcho, 50, 4);
   EXPECT_EQ(pr.answered, pr.asked) << "clients beside 1,000 stalled ones were not served";
-  EXPECT_LT(pr.p99_ms, 100.0) << "max " << pr.max_ms << " ms";
+  EXPECT_LT(pr.p99_ms, kServedP99Ms) << "max " << pr.max_ms << " ms";
   if constexpr (OneShardServer<TypeParam>::kRing) {
     // The ring ran dry (1,000 connections at up to buf_per_conn each). Whether the
     // probe's reads then met a dry ring (and were received straight into the handler's
