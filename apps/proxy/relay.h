@@ -257,7 +257,7 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
   for (;;) {
     // Between two reads: where a move parks the pump (apps/proxy/relay_move.h).
     const bool moved = co_await r->park();  // (a local: engine/task.h's GCC 12 note)
-    if (moved) break;  // moved: the sockets are the successor's now
+    if (moved) break;                       // moved: the sockets are the successor's now
     r->restore_read_deadline(src, &pokes);
     if (!d->pending.empty() && !co_await write_pending(r, dst, d, upward)) break;
     if (d->eof_pending) {

@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "hardening"))
-from common import free_port, wait_port  # noqa: E402
+from common import free_port, stop, wait_port  # noqa: E402
 
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
@@ -168,12 +168,7 @@ def run_candidate(name, argv_fn, args, origin_port):
         return speeds, (c1 - c0) / mb, (b1 - b0) / mb
     finally:
         if proc:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def main():

@@ -1,7 +1,8 @@
 """What soak.py, scale.py, upgrade/compare.py and harness/sidebyside.py share: free
 loopback ports, waiting for a listener, reading a socket to its end or one HTTP response,
-RSS."""
+RSS, stopping a server."""
 import socket
+import subprocess
 import time
 
 
@@ -25,6 +26,16 @@ def wait_port(port, proc=None, timeout=10.0):
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def stop(proc, grace=5.0):
+    """SIGTERM, then SIGKILL if proc has not exited within `grace` seconds; reaped."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def rss_kib(pid):

@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "hardening"))
-from common import free_port, wait_port  # noqa: E402
+from common import free_port, stop, wait_port  # noqa: E402
 from scale import raise_nofile, tree_rss_kib  # noqa: E402
 
 
@@ -108,12 +108,7 @@ def measure(name, argv_fn, args):
     finally:
         for s in conns:
             s.close()
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def main():
