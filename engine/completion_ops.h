@@ -75,8 +75,9 @@ struct RingRead {
 };
 
 // wait_readable() with a multishot recv: done once data is queued, or the stream ended or
-// failed, or the connection is starved of buffers (its read then receives directly);
-// otherwise arms the recv and waits. Reads nothing.
+// failed, or the connection is starved of buffers or detached from the ring with its last
+// completion in (its read then receives directly); otherwise arms the recv and waits.
+// Reads nothing.
 template <MultishotCompletionBackend P>
 struct RingWait {
   using Result = IoResult;
@@ -85,7 +86,8 @@ struct RingWait {
   typename P::FdState* st;
   bool early() const noexcept { return false; }
   bool attempt(int) noexcept {
-    if (st->head < st->chunks.size() || st->recv_err != 0 || st->eof || st->recv_waiting)
+    if (st->head < st->chunks.size() || st->recv_err != 0 || st->eof || st->recv_waiting ||
+        (st->recv_detached && !st->recv_armed))
       return true;
     b->arm_recv(st);
     return false;

@@ -205,6 +205,17 @@ class PollFd {
       if (pd_ && state_ == State::kOpen) s_->backend().detach_recv(&cst_);
     }
   }
+  // Detached and drained (detach_recv's cancel has completed, nothing it received is still
+  // queued): a read now receives straight from the socket, and so may a plain recv(2) of
+  // the caller's. Before that point a direct recv would overtake bytes still queued or in
+  // flight on the ring. Always true where there is no ring to detach from.
+  bool receives_directly() const noexcept {
+    if constexpr (MultishotCompletionBackend<P>) {
+      return !pd_ || P::recv_detached(cst_);
+    } else {
+      return true;
+    }
+  }
   // Undoes detach_recv when the stream has gone quiet, between two reads (none in flight):
   // the descriptor takes the ring's buffers again and its reader holds no buffer while it
   // waits.

@@ -120,7 +120,6 @@ struct Direction : PooledBuffer, Carry {
   bool bulk = false;
   size_t bulk_cap = 0;  // proxy.bulk_buffer_bytes: a bulk direction's buffer (or pipe)
   int streak = 0;
-  bool drained = false;  // completion mode, bulk: the last read emptied the socket
   Direction(size_t c, ShardMetrics* mm) : PooledBuffer(c, mm) {}
   ~Direction() { close_pipe(pipe); }
   bool piped() const { return pipe[0] >= 0; }
@@ -188,7 +187,6 @@ void leave_bulk(Direction& d, TcpStream<P>* src) {
   d.cap = d.pool_cap;
   d.bulk = false;
   d.streak = 0;
-  d.drained = false;
   src->poll_fd().attach_recv();
 }
 
@@ -278,11 +276,21 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
       if (rd.ok() && rd.n == 0) rd.err = Errc::kEof;  // a read system call's 0
     } else {
       // Wait until data is there, then take the buffer — except a bulk direction, whose
-      // detached reads land in it directly. After a read that emptied the socket, a bulk
-      // direction first looks without waiting: data there is read at once (no request to
-      // submit); none means the stream may have gone quiet, and it leaves bulk rather than
-      // wait holding its buffer.
-      if (d->bulk && d->drained && d->adaptive) {
+      // detached reads land in it directly. An adaptive bulk direction reads by looking
+      // without waiting: data there is read at once (no request to submit); none means the
+      // stream may have gone quiet, and it leaves bulk rather than wait holding its buffer
+      // (even after a read that filled the buffer: a stream may end on a full read).
+      // The look waits until the ring owes the socket nothing more: until the detach's
+      // cancel has completed, the multishot recv may still deliver bytes that a look would
+      // overtake. It waits for them holding no buffer, then reads what they queued.
+      const bool look = d->bulk && d->adaptive;
+      if (look && !src->poll_fd().receives_directly()) {
+        rd = co_await src->poll_fd().wait_readable();
+        if (rd.ok() && src->poll_fd().receives_directly()) continue;
+      }
+      if (!rd.ok()) {
+        // the wait failed (deadline, close): handled below
+      } else if (look && src->poll_fd().receives_directly()) {
         d->take();
         const ssize_t n = ::recv(src->fd(), d->buf, d->cap, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -298,7 +306,6 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
           rd = co_await src->read(d->span());
         }
       }
-      if (d->bulk) d->drained = rd.ok() && rd.n < d->cap;
     }
     if (!rd.ok()) {
       if (rd.err.is(Errc::kEof)) {
