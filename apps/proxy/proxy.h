@@ -562,6 +562,7 @@ class ProxyServer {
       h.draining = &draining_;
       h.log = access_log_.get();
       h.hold = std::move(gen);
+      if (l.tls) return https_client<P>(client, std::move(h), *l.tls, metrics_, http_metrics_);
       return http_client<P>(client, std::move(h), metrics_, http_metrics_);
     }
     Route r;
