@@ -149,6 +149,9 @@ Task<void> end_writing(S& client) {
   co_return;
 }
 
+// The most body bytes that leave in the same write as the response head (copied behind it).
+constexpr size_t kHeadWithBodyBytes = 16384;
+
 // How long an error answer may take to leave: it is small, a client that does not take
 // it within this long is not waited for.
 constexpr int64_t kAnswerWriteNs = 5'000'000'000;
@@ -392,6 +395,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       if (idle) {
         in.release();
         ub.release();
+        std::string().swap(head_out);  // and the last heads' copies
+        std::string().swap(resp_out);
         // Ended, reset or idle past the header-read timeout (an idle connection's
         // timeout is not a header timeout, as below): nothing to answer.
         IoResult w;
@@ -702,18 +707,18 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       co_return;
     }
 
-    // 5. The response: head, then body.
-    (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
-    const IoResult hw = co_await write_text(client, resp_out);
-    out_bytes += hw.n;
-    bool ok = hw.ok();
+    // 5. The response: head, then body. Body bytes that came with the head leave with it,
+    //    in one write (a small response is one send: one segment, one wake-up of the
+    //    client); a larger first part (above kHeadWithBodyBytes) is written after it.
     ChunkedReader rchunks(limits.max_header_bytes);
     uint64_t left = resp.content_length;
     bool resp_done = resp.framing == ResponseHead::Framing::kNone ||
                      (resp.framing == ResponseHead::Framing::kLength && left == 0);
-    while (ok && !resp_done) {
+    bool ok = true;
+    bool head_sent = false;
+    for (;;) {
       size_t take = 0;
-      if (ub.size() > 0) {
+      if (!resp_done && ub.size() > 0) {
         switch (resp.framing) {
           case ResponseHead::Framing::kLength:
             take = static_cast<size_t>(std::min<uint64_t>(left, ub.size()));
@@ -728,6 +733,25 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
           }
           default:
             take = ub.size();
+        }
+      }
+      if (!head_sent) {
+        // The head goes even when the body turned out malformed (the client then sees
+        // the connection end before the body does, as before).
+        head_sent = true;
+        const bool with_body = ok && take > 0 && take <= kHeadWithBodyBytes;
+        if (with_body) resp_out.append(ub.data(), take);
+        (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
+        const IoResult hw = co_await write_text(client, resp_out);
+        out_bytes += hw.n;
+        if (!hw.ok()) {
+          ok = false;
+          break;
+        }
+        if (with_body) {
+          ub.consume(take);
+          m.add(m.bytes_down, take);
+          take = 0;
         }
       }
       if (!ok) break;
