@@ -43,7 +43,7 @@ std::vector<Member> set_of(const std::vector<int>& ids, const std::vector<uint32
 
 PoolSettings settings(Balance b) {
   PoolSettings s;
-  s.name = "p";
+  s.name = std::string("p");  // a moved string: g++ 12 -Wrestrict misfires on = "p" here
   s.balance = b;
   return s;
 }
