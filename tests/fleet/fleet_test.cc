@@ -615,16 +615,16 @@ TEST(FleetConfig, TheProxyExitsTwoOnABadHashKey) {
   ASSERT_EQ(::write(fd, doc.data(), doc.size()), static_cast<ssize_t>(doc.size()));
   ::close(fd);
   test::Spawned p = test::spawn_piped(RINGPOLL_PROXY_BIN, {"--config", tmpl});
-  ASSERT_GT(p.pid, 0);
   int st = 0;
-  ASSERT_TRUE(test::wait_child(p.pid, &st, 20));
+  const bool exited = p.pid > 0 && test::wait_child(p.pid, &st, 20);
   std::string err;
   char buf[4096];
-  for (ssize_t n; (n = ::read(p.err, buf, sizeof buf)) > 0;)
+  for (ssize_t n; p.err >= 0 && (n = ::read(p.err, buf, sizeof buf)) > 0;)
     err.append(buf, static_cast<size_t>(n));
-  ::close(p.out);
-  ::close(p.err);
+  for (int fd : {p.out, p.err})
+    if (fd >= 0) ::close(fd);
   ::unlink(tmpl);
+  ASSERT_TRUE(exited) << "the proxy did not stop within 20 s (killed)\n" << err;
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 2) << "status " << st << "\n" << err;
   EXPECT_NE(err.find(std::string(tmpl) + ":10: proxy.pool[0].hash_key: \"header:X-User\" needs "
                                          "the HTTP mode"),
