@@ -546,42 +546,43 @@ TEST(FleetConfig, HashKeyReachesThePoolSettingsAndPrintsBack) {
 TEST(FleetConfig, BadHashKeysAreErrorsNamingFileLineAndKey) {
   struct Case {
     const char* listener;
-    std::string pool_lines;
-    std::string want;  // in the message
+    const char* balance;   // the pool's
+    const char* hash_key;  // its value, as written in the file
+    std::string want;      // in the message
   };
-  const char* const maglev = "upstreams = [\"a:1\"]\nbalance = \"maglev\"\n";
   const Case cases[] = {
-      {kHttpListener, std::string(maglev) + "hash_key = \"query:user\"",
+      {kHttpListener, "maglev", "\"query:user\"",
        "fleet.toml:11: proxy.pool[0].hash_key: must be \"client\", \"header:NAME\" or "
        "\"cookie:NAME\", got \"query:user\""},
-      {kHttpListener, std::string(maglev) + "hash_key = \"X-User\"",
+      {kHttpListener, "maglev", "\"X-User\"",
        "fleet.toml:11: proxy.pool[0].hash_key: must be \"client\""},
-      {kHttpListener, std::string(maglev) + "hash_key = \"Header:X-User\"",
-       "proxy.pool[0].hash_key: must be"},
-      {kHttpListener, std::string(maglev) + "hash_key = \"header:\"",
+      {kHttpListener, "maglev", "\"Header:X-User\"", "proxy.pool[0].hash_key: must be"},
+      {kHttpListener, "maglev", "\"header:\"",
        "fleet.toml:11: proxy.pool[0].hash_key: \"header:\" names no header"},
-      {kHttpListener, std::string(maglev) + "hash_key = \"cookie:\"",
+      {kHttpListener, "maglev", "\"cookie:\"",
        "fleet.toml:11: proxy.pool[0].hash_key: \"cookie:\" names no cookie"},
-      {kHttpListener, std::string(maglev) + "hash_key = \"header:X User\"",
+      {kHttpListener, "maglev", "\"header:X User\"",
        "fleet.toml:11: proxy.pool[0].hash_key: the header name \"X User\" is not an HTTP token"},
-      {kHttpListener, std::string(maglev) + "hash_key = \"cookie:a;b\"",
-       "the cookie name \"a;b\" is not an HTTP token"},
-      {kHttpListener, std::string(maglev) + "hash_key = 7",
+      {kHttpListener, "maglev", "\"cookie:a;b\"", "the cookie name \"a;b\" is not an HTTP token"},
+      {kHttpListener, "maglev", "7",
        "fleet.toml:11: proxy.pool[0].hash_key: must be a string, got the integer 7"},
-      {kHttpListener, "upstreams = [\"a:1\"]\nhash_key = \"header:X-User\"",
-       "fleet.toml:10: proxy.pool[0].hash_key: \"header:X-User\" is a Maglev key: needs balance "
+      {kHttpListener, "round_robin", "\"header:X-User\"",
+       "fleet.toml:11: proxy.pool[0].hash_key: \"header:X-User\" is a Maglev key: needs balance "
        "= \"maglev\" (this pool's is \"round_robin\")"},
-      {kListener, std::string(maglev) + "hash_key = \"cookie:session\"",
+      {kListener, "maglev", "\"cookie:session\"",
        "fleet.toml:10: proxy.pool[0].hash_key: \"cookie:session\" needs the HTTP mode, but "
        "listener \"web\" (protocol = \"tcp\") uses this pool"},
   };
   for (const Case& c : cases) {
     ProxySettings s;
-    const std::string doc =
-        std::string(c.listener) + "\n[[proxy.pool]]\nname = \"app\"\n" + c.pool_lines + "\n";
+    const std::string doc = std::string(c.listener) +
+                            "\n[[proxy.pool]]\nname = \"app\"\nupstreams = [\"a:1\"]\n"
+                            "balance = \"" +
+                            c.balance + "\"\nhash_key = " + c.hash_key + "\n";
     const std::string err = settings_or_error(doc, &s);
-    EXPECT_NE(err.find(c.want), std::string::npos) << c.pool_lines << "\n -> " << err;
+    EXPECT_NE(err.find(c.want), std::string::npos) << c.hash_key << "\n -> " << err;
   }
+  const char* const maglev = "upstreams = [\"a:1\"]\nbalance = \"maglev\"\n";
   // A TCP listener that reaches the pool through sni_routes, and a UDP one.
   const std::string pools = std::string("\n[[proxy.pool]]\nname = \"app\"\n") + maglev +
                             "\n[[proxy.pool]]\nname = \"keyed\"\n" + maglev +
