@@ -97,6 +97,7 @@ struct SniCertListSpec {};   // ["HOST-PATTERN=CERT:KEY", ...]
 struct AlpnListSpec {};      // ["h2", "http/1.1", ...]: each 1..255 bytes
 struct SubTableSpec {};      // a table of its own keys ("tls.cert = ..." in a listener)
 struct TableListSpec {};     // [[section.key]] tables
+struct HashKeySpec {};       // "client" | "header:NAME" | "cookie:NAME"
 
 // The schema: one function per section listing (key, field, spec). The reader, the
 // printer and the tests walk the same lists, so a key cannot be read but not printed.
@@ -184,6 +185,7 @@ template <class V>
 void fields(ProxyPool& s, V&& v) {
   v("name", s.name, TextSpec{TextKind::kName});
   v("balance", s.balance, EnumSpec<Balance>{kBalanceNames});
+  v("hash_key", s.hash_key, HashKeySpec{});
   v("upstreams", s.upstreams, UpstreamListSpec{});
   v("resolve_min_ttl_s", s.resolve_min_ttl_s, IntSpec{1, 86400});
   v("resolve_max_ttl_s", s.resolve_max_ttl_s, IntSpec{1, 86400});
@@ -601,6 +603,12 @@ class Reader {
             });
   }
 
+  void read(const toml::value& v, const std::string& key, HashKey& out, HashKeySpec) {
+    if (!v.is_string()) return wrong_type(v, key, "a string");
+    if (const std::string why = parse_hash_key(v.as_string().str, &out); !why.empty())
+      fail(v, key, why);
+  }
+
   template <class S>
   void read(const toml::value& v, const std::string& key, S& out, SubTableSpec) {
     if (!v.is_table())
@@ -833,6 +841,36 @@ void check_access_log(const HttpSection& h, Reader& r, LineOf&& line_of) {
   }
 }
 
+// A header or cookie key (hash_key): a Maglev pool's, and only of pools that HTTP
+// listeners alone use (a TCP or UDP listener has no request to read it from).
+template <class LineOf>
+void check_hash_key(const Config& c, const ProxyPool& p, const std::string& at, Reader& r,
+                    LineOf&& line_of) {
+  if (p.hash_key.source == HashSource::kClient) return;
+  const std::string key = at + ".hash_key";
+  const std::string what = quote(to_string(p.hash_key));
+  if (p.balance != Balance::kMaglev) {
+    r.fail(line_of(key), key,
+           what + " is a Maglev key: needs balance = \"maglev\" (this pool's is " +
+               quote(to_string(p.balance)) + ")");
+    return;
+  }
+  for (const ProxyListener& l : c.proxy.listeners) {
+    if (l.protocol == ListenerProtocol::kHttp) continue;
+    const bool uses =
+        l.pool == p.name ||
+        std::any_of(l.sni_routes.begin(), l.sni_routes.end(), [&](const std::string& route) {
+          return route.substr(route.find('=') + 1) == p.name;
+        });
+    if (!uses) continue;
+    r.fail(line_of(key), key,
+           what + " needs the HTTP mode, but listener " + quote(l.name) +
+               " (protocol = " + quote(to_string(l.protocol)) +
+               ") uses this pool: it has no request to read it from (use \"client\")");
+    return;
+  }
+}
+
 // Names unique per list; every listener's pool exists. Runs on the merged result of a
 // layer; an error points at the line where this layer set the key (0 when a lower layer
 // did).
@@ -914,6 +952,7 @@ void cross_check(const Config& c, Reader& r) {
     if (p.eject_ms > p.max_eject_ms)
       r.fail(line_of(at + ".eject_ms"), at + ".eject_ms",
              "must not be above max_eject_ms (" + std::to_string(p.max_eject_ms) + ")");
+    check_hash_key(c, p, at, r, line_of);
   }
   unique(c.proxy.routes, "proxy.route", "route");
   for (size_t i = 0; i < c.proxy.routes.size(); ++i) {
@@ -1136,6 +1175,7 @@ class Printer {
     return quote(name_of(spec.names, e));
   }
   static std::string value(const std::string& s, TextSpec) { return quote(s); }
+  static std::string value(const HashKey& k, HashKeySpec) { return quote(to_string(k)); }
   template <class T, class Spec>
   static std::string value(const std::vector<T>& xs, Spec) {
     std::string s = "[";
@@ -1331,6 +1371,44 @@ const char* to_string(PacketPath p) {
 }
 const char* to_string(TlsMinVersion v) {
   return name_of<TlsMinVersion>(kTlsMinVersionNames, v);
+}
+
+std::string parse_hash_key(std::string_view text, HashKey* out) {
+  const std::string forms = "must be \"client\", \"header:NAME\" or \"cookie:NAME\"";
+  if (text == "client") {
+    *out = HashKey{};
+    return "";
+  }
+  const size_t colon = text.find(':');
+  const std::string_view kind = text.substr(0, colon);
+  HashKey k;
+  if (colon == std::string_view::npos || (kind != "header" && kind != "cookie"))
+    return forms + ", got " + quote(text);
+  k.source = kind == "header" ? HashSource::kHeader : HashSource::kCookie;
+  const std::string_view name = text.substr(colon + 1);
+  if (name.empty()) return quote(text) + " names no " + std::string(kind);
+  // Header and cookie names are both HTTP tokens (RFC 9110 5.6.2, RFC 6265 4.1.1).
+  constexpr std::string_view kTokenPunct = "!#$%&'*+-.^_`|~";
+  for (const char c : name) {
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!alnum && kTokenPunct.find(c) == std::string_view::npos)
+      return "the " + std::string(kind) + " name " + quote(name) +
+             " is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)";
+  }
+  k.name = std::string(name);
+  *out = std::move(k);
+  return "";
+}
+
+std::string to_string(const HashKey& k) {
+  switch (k.source) {
+    case HashSource::kHeader:
+      return "header:" + k.name;
+    case HashSource::kCookie:
+      return "cookie:" + k.name;
+    default:
+      return "client";
+  }
 }
 
 #ifndef _WIN32

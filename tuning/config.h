@@ -39,6 +39,19 @@ enum class PacketPath { kKernel, kDpdk, kXdp };
 enum class TlsMinVersion { k12, k13 };
 enum class AccessLogFormat { kText, kJson };
 
+// A Maglev pool's key (hash_key): the client's address, or in the HTTP mode the value of a
+// request header (its name matched without regard to case) or of a cookie (matched exactly).
+enum class HashSource { kClient, kHeader, kCookie };
+struct HashKey {
+  HashSource source = HashSource::kClient;
+  std::string name;  // the header's or the cookie's; empty for kClient
+  bool operator==(const HashKey&) const = default;
+};
+// Parses "client", "header:NAME" or "cookie:NAME" (NAME an HTTP token, RFC 9110 5.6.2):
+// "" when it is one of those, else what is wrong.
+std::string parse_hash_key(std::string_view text, HashKey* out);
+std::string to_string(const HashKey& k);
+
 // engine.busy_poll_us = "auto": the adaptive controller (engine/adaptive_poll.h).
 inline constexpr int64_t kBusyPollAutoUs = -1;
 
@@ -155,6 +168,7 @@ struct ProxyRoute {
 struct ProxyPool {
   std::string name;
   Balance balance = Balance::kRoundRobin;
+  HashKey hash_key;  // what Maglev hashes: "client", "header:NAME", "cookie:NAME" (HTTP mode)
   // At least one: "ADDR:PORT", "name:port" (A/AAAA records) or an SRV name
   // "_service._proto.zone", resolved by the proxy and followed at the records' TTL.
   std::vector<std::string> upstreams;

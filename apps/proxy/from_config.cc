@@ -107,6 +107,10 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
     ps.balance = p.balance == tuning::Balance::kLeastConn ? Balance::kLeastConn
                  : p.balance == tuning::Balance::kMaglev  ? Balance::kMaglev
                                                           : Balance::kRoundRobin;
+    ps.hash.source = p.hash_key.source == tuning::HashSource::kHeader   ? HashSource::kHeader
+                     : p.hash_key.source == tuning::HashSource::kCookie ? HashSource::kCookie
+                                                                        : HashSource::kClient;
+    ps.hash.name = p.hash_key.name;
     for (const std::string& u : p.upstreams) {
       SocketAddress a;
       std::string w;

@@ -49,6 +49,12 @@ uint64_t HttpMetrics::status_class(size_t slot, int cls) const noexcept {
   return n;
 }
 
+uint64_t HttpMetrics::hash_fallbacks(size_t slot) const noexcept {
+  uint64_t n = 0;
+  for (const auto& s : shards_) n += s.routes[slot].hash_fallbacks.load(std::memory_order_relaxed);
+  return n;
+}
+
 std::string HttpMetrics::render(const std::vector<std::string>& slot_names) const {
   std::string out;
   char line[256];
@@ -62,6 +68,11 @@ std::string HttpMetrics::render(const std::vector<std::string>& slot_names) cons
       emit("ringpoll_proxy_http_requests_total{route=\"%s\",class=\"%dxx\"} %llu\n",
            slot_names[i].c_str(), c, static_cast<unsigned long long>(status_class(i, c)));
     }
+  }
+  out += "# TYPE ringpoll_proxy_http_hash_fallbacks_total counter\n";
+  for (size_t i = 0; i < slot_names.size() && i < kMaxHttpRouteSlots; ++i) {
+    emit("ringpoll_proxy_http_hash_fallbacks_total{route=\"%s\"} %llu\n", slot_names[i].c_str(),
+         static_cast<unsigned long long>(hash_fallbacks(i)));
   }
   for (const char* h : {"ttfb", "total"}) {
     emit("# TYPE ringpoll_proxy_http_%s_seconds histogram\n", h);

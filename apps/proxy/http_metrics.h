@@ -17,7 +17,7 @@
 namespace ringpoll::proxy {
 
 // Enough for any hand-written route table; bounds the memory of the per-route counters
-// (each slot is 6 + 2 x 15 counters per shard).
+// (each slot is 7 + 2 x 15 counters per shard).
 inline constexpr size_t kMaxHttpRouteSlots = 256;
 inline constexpr size_t kRefusalKinds = static_cast<size_t>(http::Refusal::kOther) + 1;
 
@@ -25,6 +25,9 @@ struct HttpRouteCounters {
   std::array<std::atomic<uint64_t>, 6> status{};                           // 1xx..5xx, [0]: other
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> ttfb{};   // to the response head
   std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> total{};  // to its last byte
+  // Requests to a Maglev pool keyed on a header or cookie (apps/proxy/hash_key.h) that had
+  // none and went by the client's address.
+  std::atomic<uint64_t> hash_fallbacks{0};
 };
 
 struct alignas(64) HttpShardMetrics {
@@ -56,6 +59,7 @@ class HttpMetrics {
   uint64_t refused(http::Refusal r) const noexcept;
   uint64_t refused_chunk() const noexcept;
   uint64_t status_class(size_t slot, int cls) const noexcept;
+  uint64_t hash_fallbacks(size_t slot) const noexcept;
   // Prometheus text; slot_names[i] is "listener/route" of slot i.
   std::string render(const std::vector<std::string>& slot_names) const;
 

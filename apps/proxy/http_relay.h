@@ -14,7 +14,8 @@
 //      smuggling) is answered 400 with Connection: close, counted by reason
 //      (http::Refusal), and never reaches an upstream. A chunked body's bytes already
 //      buffered are checked before the head is sent upstream too;
-//   2. pick the first matching route (apps/proxy/http_message.h); none: 503;
+//   2. pick the first matching route (apps/proxy/http_message.h); none: 503; a Maglev pool
+//      keyed on a header or cookie (apps/proxy/hash_key.h) hashes this request's value;
 //   3. take an idle keep-alive connection to an upstream of the route's pool
 //      (apps/proxy/http_upstreams.h) or connect one within the route's connect timeout,
 //      trying other upstreams up to max_attempts; refused: 502, timed out: 504, every
@@ -48,6 +49,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -57,6 +59,7 @@
 
 #include "apps/http/request_parser.h"
 #include "apps/proxy/access_log.h"
+#include "apps/proxy/hash_key.h"
 #include "apps/proxy/http_message.h"
 #include "apps/proxy/http_metrics.h"
 #include "apps/proxy/http_upstreams.h"
@@ -297,6 +300,25 @@ Task<void> stop_body(Exchange<P, S>* x) {
   co_await x->joined.wait();
 }
 
+// Maglev's key for one request to `pool`: the value of the header or cookie the pool names
+// (apps/proxy/hash_key.h; each request of a keep-alive connection by its own), else the
+// client's address `client` (counted in `fallbacks` and said once per pool).
+inline uint64_t maglev_key_of(std::string_view head, Pool& pool, uint64_t client,
+                              std::atomic<uint64_t>& fallbacks, std::string* scratch) {
+  const PoolSettings& ps = pool.settings();
+  if (ps.balance != Balance::kMaglev || ps.hash.source == HashSource::kClient) return client;
+  if (hash_key_value(head, ps.hash, scratch)) return text_key(*scratch);
+  HttpShardMetrics::bump(fallbacks);
+  if (pool.first_hash_fallback()) {
+    std::fprintf(stderr,
+                 "ringpoll-proxy: pool '%s': a request without %s %s is hashed on its client's "
+                 "address (counted in ringpoll_proxy_http_hash_fallbacks_total)\n",
+                 ps.name.c_str(), ps.hash.source == HashSource::kHeader ? "header" : "cookie",
+                 ps.hash.name.c_str());
+  }
+  return client;
+}
+
 // Why an upstream could not be had.
 enum class NoUpstream : uint8_t { kNone, kUnhealthy, kRefused, kTimeout };
 
@@ -338,7 +360,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
   std::string head_out, resp_out;
   const std::string client_addr = peer_address(client.fd());
   const std::string client_ip = ip_of(client_addr);
-  const uint64_t maglev_key = peer_key(client.fd());  // Maglev pools
+  const uint64_t addr_key = peer_key(client.fd());  // Maglev pools
+  std::string key_value;                            // a request's header or cookie value (Maglev)
   int64_t header_read_ns = hs.routes.empty() ? 10'000'000'000 : hs.routes[0].header_read_ns;
   AccessLog* const log = ctx.log;
   // One access-log line; `line` carries what is known of the request.
@@ -448,6 +471,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     const size_t slot = ctx.route_slot + static_cast<size_t>(ri);
     header_read_ns = route.header_read_ns;
     Pool* pool = ctx.pools[static_cast<size_t>(ri)];
+    const uint64_t maglev_key =
+        maglev_key_of(head, *pool, addr_key, hm.routes[slot].hash_fallbacks, &key_value);
     const bool has_body = rq.chunked || rq.content_length > 0;
     // A tunnel (WebSocket...) is asked for by a request without a body; any answer but
     // 101 keeps the connection HTTP. The tunnel is the L4 relay's, which moves bytes

@@ -58,6 +58,11 @@ uint64_t peer_key(int fd) noexcept {
   return client_key(a);
 }
 
+uint64_t text_key(std::string_view value) noexcept {
+  // Its own seed: a value that spells an address's bytes is not that client's key.
+  return hash_bytes(value.data(), value.size(), 0x68747470);
+}
+
 uint32_t next_prime(uint32_t n) noexcept {
   if (n <= 2) return 2;
   for (uint32_t c = n | 1;; c += 2) {

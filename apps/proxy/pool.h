@@ -22,7 +22,8 @@
 //   - Maglev: a lookup table (a prime size >= 100 x upstreams, from a fixed ladder: 65537
 //     up to 655 upstreams, so that a change of the set keeps it) filled from each upstream's
 //     permutation of the slots (Maglev, NSDI 2016), weighted by turns; the key (a hash of
-//     the client's address) picks a slot, an unusable upstream's slot passes to the next.
+//     the client's address, or in the HTTP mode of a header's or cookie's value:
+//     apps/proxy/hash_key.h) picks a slot, an unusable upstream's slot passes to the next.
 //     Every proxy with the same set builds the same table, so a key goes to the same
 //     upstream on each of them with nothing shared; removing one of N moves its keys and
 //     few others.
@@ -48,6 +49,7 @@
 #include <string_view>
 #include <vector>
 
+#include "apps/proxy/hash_key.h"
 #include "engine/net.h"
 
 namespace ringpoll::tls {
@@ -82,6 +84,7 @@ struct Member {
 struct PoolSettings {
   std::string name;
   Balance balance = Balance::kRoundRobin;
+  HashKey hash;  // Maglev's key: the client's address, or (HTTP mode) a header or cookie
   std::vector<SocketAddress> upstreams;  // fixed addresses (weight 1)
   std::vector<UpstreamName> names;       // resolved (apps/proxy/resolver.h)
   // Names are resolved again after their records' TTL, bounded to [min, max].
@@ -148,6 +151,8 @@ struct PickHint {
 uint64_t client_key(const SocketAddress& a) noexcept;
 // The key of a connected socket's peer (0 when it has none).
 uint64_t peer_key(int fd) noexcept;
+// The Maglev key of a header's or cookie's value: the same on every proxy.
+uint64_t text_key(std::string_view value) noexcept;
 // The smallest prime >= n (Maglev's table size).
 uint32_t next_prime(uint32_t n) noexcept;
 // The Maglev table of `m` (its ups and weights set): 65537 slots, or the first prime of
@@ -201,6 +206,12 @@ class Pool {
   // Upstreams of the set in service now (`shard`'s view, as in PickHint).
   size_t healthy_count(int64_t now, int shard = -1) const;
   uint64_t ejections_refused() const noexcept { return refused_.load(std::memory_order_relaxed); }
+  // True for the first request of the pool's life that had no value for settings().hash
+  // (and went by its client's address): the relay says so once on stderr.
+  bool first_hash_fallback() noexcept {
+    return !fallback_said_.load(std::memory_order_relaxed) &&
+           !fallback_said_.exchange(true, std::memory_order_relaxed);
+  }
 
   // Membership changes (apps/proxy/resolver.h). publish() makes `set` the pool's own view
   // (an upstream already known keeps its object; a new one starts its slow start at `now`
@@ -241,6 +252,7 @@ class Pool {
   std::vector<View> views_;                     // by shard, then the pool's own
   bool first_set_ = true;
   std::atomic<uint64_t> refused_{0}, resolved_{0}, resolve_failed_{0};
+  std::atomic<bool> fallback_said_{false};
 };
 
 }  // namespace ringpoll::proxy

@@ -24,12 +24,15 @@ and measures
     connection every 10 ms) see it: the first answer from u4 after an add, the last one
     after a removal (watched for 3 x TTL + 2 s). p50 and p99 over the changes;
   - death: --requests requests, one new connection each every 10 ms, while u2's link is
-    cut after the first quarter: the requests that failed.
-Prints a table. Figures only mean something on a quiet machine; nothing here asserts.
+    cut after the first quarter: the requests that failed, and those that took longer
+    than 250 ms (a connect to the dead host that timed out before a retry elsewhere).
+Prints each change's time and a table; --json FILE keeps every raw figure. These are
+times and counts, not CPU figures; nothing here asserts.
 Needs root, iproute2, dnsmasq; haproxy and nginx (stream module) for their rows.
 """
 import argparse
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -155,6 +158,17 @@ def in_client(fn):
 
 def probe(port=PORT):
     """One request on a new connection: the upstream's tag, or None."""
+    return probe_timed(port)[0]
+
+
+def probe_timed(port=PORT):
+    """probe() and how long it took (s)."""
+    t0 = time.monotonic()
+    tag = probe_once(port)
+    return tag, time.monotonic() - t0
+
+
+def probe_once(port):
     try:
         with socket.create_connection((PROXY, port), timeout=2) as s:
             s.sendall(b"ping\n")
@@ -194,18 +208,33 @@ def converge(dns, changes, ttl, port):
 
 
 def death(topo, requests, port):
+    """(failed, slow, the latencies in ms) of --requests probes around u2's link cut."""
     def run():
-        failed = 0
+        failed, slow, lat = 0, 0, []
         for i in range(requests):
             if i == requests // 4:
                 topo.link("u2", False)
-            failed += probe(port) is None
+            tag, took = probe_timed(port)
+            failed += tag is None
+            slow += took > 0.25
+            lat.append(round(took * 1e3, 2))
             time.sleep(0.01)
-        return failed
+        return failed, slow, lat
     try:
         return in_client(run)
     finally:
         topo.link("u2", True)
+
+
+def versions():
+    """What ran: the comparison's programs as they name themselves."""
+    out = {}
+    for name, cmd in (("nginx", "nginx -v"), ("haproxy", "haproxy -v"),
+                      ("dnsmasq", "dnsmasq --version")):
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        text = (r.stdout + r.stderr).strip()
+        out[name] = text.splitlines()[0] if text else "absent"
+    return out
 
 
 def pct(v, q):
@@ -286,6 +315,7 @@ def main():
     ap.add_argument("--ttl", type=int, default=1)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--proxies", default="ringpoll,haproxy,nginx")
+    ap.add_argument("--json", help="write every raw figure here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("converge.py: needs root (network namespaces)")
@@ -293,7 +323,7 @@ def main():
         if not shutil.which(tool):
             sys.exit("converge.py: needs %s on PATH" % tool)
     starters = {"ringpoll": start_ringpoll, "haproxy": start_haproxy, "nginx": start_nginx}
-    rows = []
+    rows, raw = [], {}
     for name in args.proxies.split(","):
         if name != "ringpoll" and not shutil.which(name):
             print("converge.py: %s not on PATH, left out" % name)
@@ -314,16 +344,27 @@ def main():
             dns.write([1, 2, 3, 4])
             dns.reload()
             time.sleep(args.ttl + 1)
-            failed = death(topo, args.requests, PORT + 1 if name == "nginx" else PORT)
-            rows.append((name, pct(times, 0.5), pct(times, 0.99), failed))
+            failed, slow, lat = death(topo, args.requests, PORT + 1 if name == "nginx" else PORT)
+            print("%s: change times (s, removal then addition): %s" % (
+                name, " ".join("%.3f" % t for t in times)))
+            print("%s: u2 link cut: %d failed, %d over 250 ms of %d" % (
+                name, failed, slow, args.requests))
+            sys.stdout.flush()
+            rows.append((name, pct(times, 0.5), pct(times, 0.99), failed, slow))
+            raw[name] = {"change_s": times, "death_failed": failed, "death_slow": slow,
+                         "death_latency_ms": lat}
         finally:
             topo.teardown()
             shutil.rmtree(tmp, ignore_errors=True)
-    print("\n%-10s %14s %14s %22s" % ("proxy", "converge p50", "converge p99",
-                                     "failed (u2 link cut)"))
-    for name, p50, p99, failed in rows:
-        print("%-10s %12.0f ms %12.0f ms %15d / %d" % (name, p50 * 1e3, p99 * 1e3, failed,
-                                                      args.requests))
+    print("\n%-10s %14s %14s %22s %14s" % ("proxy", "converge p50", "converge p99",
+                                          "failed (u2 link cut)", "over 250 ms"))
+    for name, p50, p99, failed, slow in rows:
+        print("%-10s %12.0f ms %12.0f ms %15d / %d %14d" % (name, p50 * 1e3, p99 * 1e3, failed,
+                                                           args.requests, slow))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"ttl_s": args.ttl, "changes": args.changes, "requests": args.requests,
+                       "versions": versions(), "proxies": raw}, f, indent=1)
     print("(TTL %d s, %d changes; nginx 1.22: name via a variable, death on fixed addresses)"
           % (args.ttl, args.changes))
 

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -45,6 +46,7 @@ const char* const kDns = "10.99.0.53";
 const char* const kProxyIp[2] = {"10.99.0.11", "10.99.0.12"};
 constexpr int kProxyPort = 7000;
 constexpr int kUpPort = 8080;
+constexpr int kAdminPort = 9100;
 // How long a record change may take to reach both proxies: the TTL (1 s) and 1 s, plus
 // room for sanitizer builds (the proxies run ~10x slower there).
 constexpr int64_t kFollowNs = 2 * kSec + (kSanitized ? 3 * kSec : 0);
@@ -117,12 +119,17 @@ struct Proc {
   ~Proc() { stop(SIGKILL); }
 };
 
-// One upstream: answers each chunk with "uN:" + the chunk, on every connection.
+// One upstream: answers each chunk with "uN:" + the chunk, on every connection; or, as an
+// HTTP server (keep-alive, requests without bodies), each request head with 200 (or 500)
+// and the body "uN".
 class TagServer {
  public:
+  enum class Mode { kEcho, kHttp, kHttp500 };
   ~TagServer() { stop(); }
-  void start(const std::string& ns, const std::string& ip, const std::string& tag) {
+  void start(const std::string& ns, const std::string& ip, const std::string& tag,
+             Mode mode = Mode::kEcho) {
     tag_ = tag;
+    mode_ = mode;
     std::atomic<bool> ready{false};
     t_ = std::thread([this, ns, ip, &ready] {
       const int nfd = ::open(("/var/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
@@ -150,8 +157,21 @@ class TagServer {
   }
 
  private:
+  // What a connection that sent `in` gets back (the answered part of `in` consumed).
+  std::string answer(std::string& in) const {
+    if (mode_ == Mode::kEcho) return tag_ + ":" + std::exchange(in, std::string());
+    std::string out;
+    for (size_t end; (end = in.find("\r\n\r\n")) != std::string::npos;) {
+      in.erase(0, end + 4);
+      out += mode_ == Mode::kHttp500 ? "HTTP/1.1 500 Internal Server Error\r\n"
+                                     : "HTTP/1.1 200 OK\r\n";
+      out += "Content-Length: " + std::to_string(tag_.size()) + "\r\n\r\n" + tag_;
+    }
+    return out;
+  }
   void loop() {
     std::vector<pollfd> fds{{lfd_, POLLIN, 0}};
+    std::vector<std::string> in{""};  // by fds: what each connection sent, unanswered
     while (!stop_) {
       if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
       for (size_t i = fds.size(); i-- > 1;) {
@@ -161,19 +181,24 @@ class TagServer {
         if (n <= 0) {
           ::close(fds[i].fd);
           fds.erase(fds.begin() + static_cast<long>(i));
+          in.erase(in.begin() + static_cast<long>(i));
           continue;
         }
-        const std::string out = tag_ + ":" + std::string(buf, static_cast<size_t>(n));
+        in[i].append(buf, static_cast<size_t>(n));
+        const std::string out = answer(in[i]);
         if (::send(fds[i].fd, out.data(), out.size(), MSG_NOSIGNAL) < 0) continue;
       }
       if (fds[0].revents & POLLIN) {
-        for (int c; (c = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;)
+        for (int c; (c = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
           fds.push_back({c, POLLIN, 0});
+          in.emplace_back();
+        }
       }
     }
     for (pollfd& p : fds) ::close(p.fd);
   }
   std::string tag_;
+  Mode mode_ = Mode::kEcho;
   int lfd_ = -1;
   std::atomic<bool> stop_{false};
   std::thread t_;
@@ -210,6 +235,44 @@ struct Conn {
     const size_t colon = got.find(':');
     if (colon == std::string::npos || got.substr(colon + 1) != what) return "";
     return got.substr(0, colon);
+  }
+};
+
+// An HTTP/1.1 keep-alive connection from the client host to a proxy.
+struct HttpConn : Conn {
+  std::string buf;  // received past the last response
+  // GET `path` with `fields` ("Name: value" lines); the answer's status and body, or
+  // {0, ""} when the connection failed.
+  std::pair<int, std::string> get(const std::string& path, const std::vector<std::string>& fields) {
+    std::string req = "GET " + path + " HTTP/1.1\r\nHost: app.fleet.test\r\n";
+    for (const std::string& f : fields) req += f + "\r\n";
+    req += "\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
+      return {0, ""};
+    size_t head_end;
+    while ((head_end = buf.find("\r\n\r\n")) == std::string::npos)
+      if (!more()) return {0, ""};
+    const std::string head = buf.substr(0, head_end + 4);
+    buf.erase(0, head_end + 4);
+    int status = 0;
+    size_t length = 0;
+    if (std::sscanf(head.c_str(), "HTTP/1.1 %d", &status) != 1) return {0, ""};
+    for (const char* f : {"\r\nContent-Length:", "\r\ncontent-length:"}) {
+      const size_t at = head.find(f);
+      if (at != std::string::npos) length = std::strtoul(head.c_str() + at + 17, nullptr, 10);
+    }
+    while (buf.size() < length)
+      if (!more()) return {0, ""};
+    std::string body = buf.substr(0, length);
+    buf.erase(0, length);
+    return {status, body};
+  }
+  bool more() {
+    char b[4096];
+    const ssize_t n = ::read(fd, b, sizeof b);
+    if (n <= 0) return false;
+    buf.append(b, static_cast<size_t>(n));
+    return true;
   }
 };
 
@@ -279,11 +342,13 @@ class Fleet {
     return dir_;
   }
 
-  void start_upstreams() {
+  // Upstream i (1..4) answers as modes[i - 1] says (all echo when empty).
+  void start_upstreams(const std::vector<TagServer::Mode>& modes = {}) {
     for (int i = 1; i <= 4; ++i) {
       std::string tag = "u";  // appended, not "u" + std::string (g++ 12 -Wrestrict)
       tag += std::to_string(i);
-      ups_[i - 1].start(ns(tag), up_ip(i), tag);
+      ups_[i - 1].start(ns(tag), up_ip(i), tag,
+                        modes.empty() ? TagServer::Mode::kEcho : modes[i - 1]);
     }
   }
 
@@ -320,20 +385,30 @@ class Fleet {
   void reload_dns() { kill(dns_.s.pid, SIGHUP); }
   void stop_dns() { dns_.stop(SIGKILL); }
 
-  // Both proxies, with the pool's lines (balance, upstreams, ...).
-  bool start_proxies(const std::string& pool_lines, int shards) {
+  // Both proxies, with the pool's lines (balance, upstreams, ...), the listener's (after
+  // its pool: protocol, ...) and more tables after the pool (`tables`). Each serves its
+  // admin page on port kAdminPort.
+  bool start_proxies(const std::string& pool_lines, int shards,
+                     const std::string& listener_lines = "", const std::string& tables = "") {
     for (int i = 0; i < 2; ++i) {
       const std::string conf = dir() + "/p" + std::to_string(i + 1) + ".toml";
       std::ofstream(conf) << "[proxy]\nresolvers = [\"" << kDns << ":53\"]\n\n"
                           << "[timeouts]\nconnect_ms = 300\n\n"
+                          // No access log: its lines would fill the stderr pipe, which the
+                          // test reads only now and then (a full pipe blocks the proxy's
+                          // own messages, and with them a shard).
+                          << "[http]\naccess_log = \"off\"\n\n"
                           << "[[proxy.listener]]\nname = \"front\"\nlisten = \"" << kProxyIp[i]
-                          << ":" << kProxyPort << "\"\npool = \"app\"\n\n"
+                          << ":" << kProxyPort << "\"\npool = \"app\"\n"
+                          << listener_lines << "\n\n"
                           << "[[proxy.pool]]\nname = \"app\"\nresolve_min_ttl_s = 1\n"
                           << "resolve_max_ttl_s = 1\n"
-                          << pool_lines << "\n";
+                          << pool_lines << "\n"
+                          << tables << "\n";
       const std::string cmd = std::string(RINGPOLL_PROXY_BIN) + " --config " + conf +
                               " --set engine.shards=" + std::to_string(shards) +
-                              " --set engine.pin=false";
+                              " --set engine.pin=false --admin " + kProxyIp[i] + ":" +
+                              std::to_string(kAdminPort);
       if (!proxies_[i].start(ns("p" + std::to_string(i + 1)), cmd)) return false;
       const std::string l = proxies_[i].line(20000);
       if (l.find("listening on") == std::string::npos) {
@@ -355,6 +430,35 @@ class Fleet {
       }
     });
     return tags;
+  }
+  // GETs through proxy i on one keep-alive connection from client address k: each
+  // request's answer as "uN" (200), "500:uN" (500), or "" (failed).
+  std::vector<std::string> http_round(int proxy, int k, const std::string& path,
+                                      const std::vector<std::vector<std::string>>& requests) {
+    std::vector<std::string> tags;
+    in_netns(ns("c"), [&] {
+      HttpConn c;
+      if (!c.open(key_ip(k), kProxyIp[proxy], kProxyPort)) return;
+      for (const auto& fields : requests) {
+        const auto [status, body] = c.get(path, fields);
+        tags.push_back(status == 200 ? body : status == 500 ? "500:" + body : "");
+      }
+    });
+    tags.resize(requests.size());  // a connect that failed: every request failed
+    return tags;
+  }
+  // Proxy i's admin page (/metrics), "" when it could not be had.
+  std::string metrics(int proxy) {
+    std::string page;
+    in_netns(ns("c"), [&] {
+      Conn c;
+      if (!c.open("10.99.0.100", kProxyIp[proxy], kAdminPort)) return;
+      const std::string req = "GET /metrics HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
+      if (::send(c.fd, req.data(), req.size(), MSG_NOSIGNAL) < 0) return;
+      char b[4096];
+      for (ssize_t n; (n = ::read(c.fd, b, sizeof b)) > 0;) page.append(b, static_cast<size_t>(n));
+    });
+    return page;
   }
   // A connection through proxy i from client address k, open.
   std::unique_ptr<Conn> connect(int proxy, int k) {
@@ -404,13 +508,14 @@ std::string text_of(const std::set<std::string>& s) {
   return t;
 }
 
-#define MAKE_FLEET(f)                             \
-  Fleet f;                                        \
-  {                                               \
-    std::string why;                              \
-    if (!f.create(&why)) GTEST_SKIP() << why;     \
-    ASSERT_NO_FATAL_FAILURE(f.start_upstreams()); \
+#define MAKE_FLEET_OF(f, modes)                        \
+  Fleet f;                                             \
+  {                                                    \
+    std::string why;                                   \
+    if (!f.create(&why)) GTEST_SKIP() << why;          \
+    ASSERT_NO_FATAL_FAILURE(f.start_upstreams(modes)); \
   }
+#define MAKE_FLEET(f) MAKE_FLEET_OF(f, std::vector<TagServer::Mode>{})
 
 TEST(FleetNetns, BothProxiesFollowRecordsAddedAndRemovedAndAgreeOnEveryMaglevKey) {
   MAKE_FLEET(f);
@@ -538,6 +643,170 @@ TEST(FleetNetns, AnUpstreamWhoseLinkGoesDownIsEjectedAndEveryRequestIsServed) {
     EXPECT_EQ(served, 40);
     EXPECT_NE(f.proxy(p).drain_err().find("upstream 10.99.0.22:8080 ejected"), std::string::npos)
         << f.proxy(p).err_text;
+  }
+}
+
+// Maglev on a header or a cookie in the HTTP mode (issue 21): two routes of one HTTP
+// listener, "/c" to a pool keyed on the cookie "session" and the rest to one keyed on the
+// header X-User, both on app.fleet.test's records.
+constexpr int kUsers = 1000;  // enough that u1's share is within 1.4 % of 1/4 (one sigma)
+const char* const kHttpListener = "protocol = \"http\"";
+const char* const kKeyedPools =
+    "balance = \"maglev\"\nupstreams = [\"app.fleet.test:8080\"]\nhash_key = \"header:X-User\"";
+const char* const kCookieTables =
+    "[[proxy.pool]]\nname = \"bycookie\"\nresolve_min_ttl_s = 1\nresolve_max_ttl_s = 1\n"
+    "balance = \"maglev\"\nupstreams = [\"app.fleet.test:8080\"]\nhash_key = \"cookie:session\"\n\n"
+    "[[proxy.route]]\nname = \"c\"\nlistener = \"front\"\npool = \"bycookie\"\n"
+    "path_prefix = \"/c\"\n\n"
+    "[[proxy.route]]\nname = \"h\"\nlistener = \"front\"\npool = \"app\"\n";
+
+std::string user(int u) {
+  return "user-" + std::to_string(u);
+}
+// Requests for users [0, n) by header or by cookie (among others).
+std::vector<std::vector<std::string>> by_header(int n) {
+  std::vector<std::vector<std::string>> r;
+  for (int u = 0; u < n; ++u) r.push_back({"Accept: */*", "X-User: " + user(u)});
+  return r;
+}
+std::vector<std::vector<std::string>> by_cookie(int n) {
+  std::vector<std::vector<std::string>> r;
+  for (int u = 0; u < n; ++u) r.push_back({"Cookie: theme=dark; session=" + user(u) + "; lang=en"});
+  return r;
+}
+
+// Waits until the users of a probe (the first 100, by header and by cookie) reach exactly
+// `want` through both proxies; how long from `since`, or -1.
+int64_t wait_for_keyed_set(Fleet& f, const std::set<std::string>& want, int64_t since,
+                           int64_t deadline_ns) {
+  while (mono_now_ns() - since < deadline_ns) {
+    const int64_t round = mono_now_ns();
+    bool all = true;
+    for (int p = 0; p < 2 && all; ++p)
+      all = seen(f.http_round(p, 1 + p, "/h", by_header(100))) == want &&
+            seen(f.http_round(p, 3 + p, "/c", by_cookie(100))) == want;
+    if (all) return round - since;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return -1;
+}
+
+TEST(FleetNetns, HeaderAndCookieKeysPickTheSameUpstreamOnBothProxiesAndFewMoveWhenOneGoes) {
+  const std::vector<TagServer::Mode> http(4, TagServer::Mode::kHttp);
+  MAKE_FLEET_OF(f, http);
+  f.write_hosts({1, 2, 3, 4});
+  ASSERT_TRUE(f.start_dns({}));
+  ASSERT_TRUE(f.start_proxies(kKeyedPools, 2, kHttpListener, kCookieTables));
+  ASSERT_GE(wait_for_keyed_set(f, {"u1", "u2", "u3", "u4"}, mono_now_ns(), 10 * kSec), 0)
+      << "one keep-alive connection's users never spread over u1..u4: "
+      << text_of(seen(f.http_round(0, 1, "/h", by_header(100)))) << "\n"
+      << f.proxy(0).drain_err();
+
+  // Each proxy from a client address of its own, all users on one keep-alive connection:
+  // the header alone decides, request by request.
+  struct Round {
+    std::vector<std::string> header[2], cookie[2];
+  };
+  auto round = [&](const char* when) {
+    Round r;
+    for (int p = 0; p < 2; ++p) {
+      r.header[p] = f.http_round(p, 1 + p, "/h", by_header(kUsers));
+      r.cookie[p] = f.http_round(p, 3 + p, "/c", by_cookie(kUsers));
+    }
+    for (int u = 0; u < kUsers; ++u) {
+      const size_t i = static_cast<size_t>(u);
+      EXPECT_NE(r.header[0][i], "") << when << ": " << user(u) << "'s request failed";
+      EXPECT_EQ(r.header[0][i], r.header[1][i])
+          << when << ": " << user(u) << " (header) goes to different upstreams";
+      EXPECT_EQ(r.cookie[0][i], r.cookie[1][i])
+          << when << ": " << user(u) << " (cookie) goes to different upstreams";
+      // Both pools have the same set and the key is the value's: the same upstream.
+      EXPECT_EQ(r.header[0][i], r.cookie[0][i]) << when << ": " << user(u);
+    }
+    return r;
+  };
+  const Round before = round("four upstreams");
+  std::map<std::string, int> share;
+  for (const std::string& t : before.header[0]) ++share[t];
+  EXPECT_EQ(share.size(), 4u);
+  for (const auto& [tag, n] : share)
+    EXPECT_NEAR(n, kUsers / 4, kUsers / 20) << tag << "'s share of the users";
+
+  // A new connection per request, each from another client address: the same answers.
+  for (int u = 0; u < 16; ++u) {
+    const auto one = f.http_round(u % 2, 5 + u, "/h", {{"X-User: " + user(u)}});
+    EXPECT_EQ(one[0], before.header[0][static_cast<size_t>(u)]) << user(u) << " on its own";
+  }
+
+  // Without the header: the client's address decides (the same upstream for all of one
+  // address, on both proxies), counted and said.
+  std::vector<std::string> fallback[2];
+  for (int p = 0; p < 2; ++p) fallback[p] = f.http_round(p, 30, "/h", {{}, {}, {}, {}, {}});
+  EXPECT_EQ(seen(fallback[0]).size(), 1u) << text_of(seen(fallback[0]));
+  EXPECT_EQ(fallback[0], fallback[1]) << "the proxies disagree on the client address's key";
+  EXPECT_NE(fallback[0][0], "");
+  for (int p = 0; p < 2; ++p) {
+    EXPECT_NE(f.metrics(p).find("ringpoll_proxy_http_hash_fallbacks_total{route=\"front/h\"} 5\n"),
+              std::string::npos)
+        << "proxy " << p + 1 << ":\n"
+        << f.metrics(p);
+    EXPECT_NE(f.proxy(p).drain_err().find(
+                  "pool 'app': a request without header X-User is hashed on its client's address"),
+              std::string::npos)
+        << f.proxy(p).err_text;
+  }
+
+  // u1's record goes: within TTL + 1 s neither proxy sends a user there; u1's users move,
+  // and of the others at most 5 %.
+  f.write_hosts({2, 3, 4});
+  const int64_t t0 = mono_now_ns();
+  f.reload_dns();
+  EXPECT_GE(wait_for_keyed_set(f, {"u2", "u3", "u4"}, t0, kFollowNs), 0)
+      << "the proxies did not follow the removed record within " << kFollowNs / kMs << " ms";
+  const Round after = round("u1 removed");
+  for (auto which : {&Round::header, &Round::cookie}) {
+    int moved = 0, others_moved = 0;
+    for (size_t i = 0; i < static_cast<size_t>(kUsers); ++i) {
+      const std::string& was = (before.*which)[0][i];
+      const std::string& now = (after.*which)[0][i];
+      EXPECT_NE(now, "u1");
+      moved += was != now;
+      others_moved += was != "u1" && was != now;
+    }
+    EXPECT_LE(moved, kUsers / 4 + kUsers / 20) << "users that moved (1/N + 5 % at most)";
+    EXPECT_LE(others_moved, kUsers / 20) << "users not on u1 that moved";
+    EXPECT_GT(moved, 0);
+  }
+}
+
+TEST(FleetNetns, AnUpstreamAnswering5xxInTheHttpModeIsEjected) {
+  const std::vector<TagServer::Mode> modes = {TagServer::Mode::kHttp, TagServer::Mode::kHttp500,
+                                              TagServer::Mode::kHttp, TagServer::Mode::kHttp};
+  MAKE_FLEET_OF(f, modes);
+  // Fixed addresses (no DNS): the set is there from the start, no request waits for it.
+  std::string ups;
+  for (int i = 1; i <= 4; ++i) ups += std::string(i > 1 ? ", " : "") + "\"" + up_ip(i) + ":8080\"";
+  ASSERT_TRUE(f.start_proxies(
+      "balance = \"round_robin\"\nupstreams = [" + ups + "]\nfail_threshold = 3\neject_ms = 30000",
+      1, kHttpListener));
+  for (int p = 0; p < 2; ++p) {
+    // Round robin gives u2 every fourth request: three 500s from it, then none.
+    const auto tags = f.http_round(p, 1, "/", std::vector<std::vector<std::string>>(40));
+    std::map<std::string, int> m;
+    for (const std::string& t : tags) ++m[t];
+    EXPECT_EQ(m["500:u2"], 3) << "proxy " << p + 1 << ": u2's 500s (fail_threshold 3)";
+    EXPECT_EQ(m["u2"], 0);
+    EXPECT_EQ(m[""], 0) << "proxy " << p + 1 << ": failed requests";
+    EXPECT_EQ(m["u1"] + m["u3"] + m["u4"], 37) << "proxy " << p + 1;
+    EXPECT_NE(f.proxy(p).drain_err().find(
+                  "upstream 10.99.0.22:8080 ejected for 30.000 s (consecutive 5xx answers"),
+              std::string::npos)
+        << f.proxy(p).err_text;
+    EXPECT_NE(
+        f.metrics(p).find(
+            "ringpoll_proxy_upstream_ejections_total{pool=\"app\",upstream=\"10.99.0.22:8080\"} 1"),
+        std::string::npos)
+        << f.metrics(p);
   }
 }
 

@@ -12,12 +12,16 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "apps/proxy/from_config.h"
+#include "apps/proxy/hash_key.h"
 #include "apps/proxy/pool.h"
 #include "apps/proxy/resolver.h"
 #include "apps/proxy/settings.h"
+#include "support/spawn.h"
+#include "support/test_env.h"
 #include "tuning/config.h"
 
 namespace ringpoll::proxy {
@@ -39,7 +43,7 @@ std::vector<Member> set_of(const std::vector<int>& ids, const std::vector<uint32
 
 PoolSettings settings(Balance b) {
   PoolSettings s;
-  s.name = "p";
+  s.name = std::string("p");  // a moved string: g++ 12 -Wrestrict misfires on = "p" here
   s.balance = b;
   return s;
 }
@@ -343,6 +347,83 @@ TEST(FleetResolver, TheLowestAnswerTtlIsTakenAndBrokenMessagesAreRefused) {
       << "a truncated record";
 }
 
+// A request head with these field lines.
+std::string head_with(const std::vector<std::string>& fields) {
+  std::string h = "GET /a HTTP/1.1\r\nHost: app\r\n";
+  for (const std::string& f : fields) h += f + "\r\n";
+  return h + "\r\n";
+}
+
+// The value hash_key_value finds, or "(none)".
+std::string value_of(const std::vector<std::string>& fields, HashSource src, const char* name) {
+  std::string v;
+  return hash_key_value(head_with(fields), HashKey{src, name}, &v) ? v : "(none)";
+}
+
+TEST(FleetHashKey, HeaderNamesMatchWithoutCaseAndRepeatedFieldsAreOneList) {
+  const auto h = HashSource::kHeader;
+  EXPECT_EQ(value_of({"X-User: alice"}, h, "X-User"), "alice");
+  EXPECT_EQ(value_of({"x-user: alice"}, h, "X-User"), "alice");
+  EXPECT_EQ(value_of({"X-USER:\t alice \t"}, h, "x-user"), "alice") << "blanks around the value";
+  EXPECT_EQ(value_of({"X-Users: bob", "X-User: alice"}, h, "X-User"), "alice")
+      << "a longer name is another field";
+  EXPECT_EQ(value_of({"X-User: a", "Accept: */*", "x-user: b"}, h, "X-User"), "a, b");
+  EXPECT_EQ(value_of({"Accept: */*"}, h, "X-User"), "(none)");
+  EXPECT_EQ(value_of({"X-User:"}, h, "X-User"), "(none)") << "empty is no value";
+  EXPECT_EQ(value_of({"X-User:   "}, h, "X-User"), "(none)");
+  EXPECT_EQ(value_of({"X-User: a"}, HashSource::kClient, ""), "(none)");
+  // The request line is not a field, even when it looks like one.
+  std::string v;
+  EXPECT_FALSE(hash_key_value("X-User: a HTTP/1.1\r\nHost: h\r\n\r\n", {h, "X-User"}, &v));
+}
+
+TEST(FleetHashKey, CookiesAreFoundAmongSeveralQuotedOrNotAndKeepTheirCase) {
+  const auto c = HashSource::kCookie;
+  EXPECT_EQ(value_of({"Cookie: session=abc"}, c, "session"), "abc");
+  EXPECT_EQ(value_of({"Cookie: theme=dark; session=abc; lang=en"}, c, "session"), "abc");
+  EXPECT_EQ(value_of({"Cookie: xsession=1; session_id=2; session=3"}, c, "session"), "3")
+      << "names that contain or start with NAME are other cookies";
+  EXPECT_EQ(value_of({"Cookie: theme=dark;session=abc"}, c, "session"), "abc") << "no blank";
+  EXPECT_EQ(value_of({"Cookie: session=\"abc def\""}, c, "session"), "abc def") << "quoted";
+  EXPECT_EQ(value_of({"Cookie: session=\"\""}, c, "session"), "(none)") << "quoted empty";
+  EXPECT_EQ(value_of({"Cookie: session=a=b"}, c, "session"), "a=b") << "'=' in the value";
+  EXPECT_EQ(value_of({"Cookie: Session=abc"}, c, "session"), "(none)") << "names keep case";
+  EXPECT_EQ(value_of({"cookie: session=abc"}, c, "session"), "abc") << "the field name has none";
+  EXPECT_EQ(value_of({"Cookie: a=1; session=first; session=second"}, c, "session"), "first");
+  EXPECT_EQ(value_of({"Cookie: a=1", "Cookie: session=two"}, c, "session"), "two")
+      << "a second Cookie field";
+  EXPECT_EQ(value_of({"Cookie: a=1; b=2"}, c, "session"), "(none)");
+  EXPECT_EQ(value_of({"Cookie: session"}, c, "session"), "(none)") << "no '='";
+  EXPECT_EQ(value_of({"Cookie: session="}, c, "session"), "(none)");
+  EXPECT_EQ(value_of({"X-Session: abc", "Set-Cookie: session=x"}, c, "session"), "(none)")
+      << "only Cookie fields";
+}
+
+TEST(FleetHashKey, TheSameValueIsTheSameKeyAndPicksTheSameUpstreamInTwoPools) {
+  EXPECT_EQ(text_key("alice"), text_key(std::string("alice")));
+  EXPECT_NE(text_key("alice"), text_key("bob"));
+  // A value is not an address's key: its own seed.
+  const SocketAddress a = addr("10.0.0.1:80");
+  const auto* in = reinterpret_cast<const sockaddr_in*>(a.sa());
+  EXPECT_NE(text_key(std::string_view(reinterpret_cast<const char*>(&in->sin_addr), 4)),
+            client_key(a));
+  Pool p1(settings(Balance::kMaglev)), p2(settings(Balance::kMaglev));
+  p1.publish(set_of({1, 2, 3, 4}), 0);
+  p2.publish(set_of({3, 1, 4, 2}), 0);
+  std::map<std::string, int> spread;
+  for (int k = 0; k < 2000; ++k) {
+    const uint64_t key = text_key("user-" + std::to_string(k));
+    Upstream* u1 = p1.acquire(0, {}, PickHint{-1, key});
+    Upstream* u2 = p2.acquire(0, {}, PickHint{-1, key});
+    ASSERT_TRUE(u1 && u2);
+    EXPECT_EQ(u1->label(), u2->label()) << "user-" << k;
+    ++spread[u1->label()];
+    p1.release(u1);
+    p2.release(u2);
+  }
+  for (const auto& [label, n] : spread) EXPECT_NEAR(n, 500, 100) << label;
+}
+
 // The proxy settings of a config document, or the error.
 std::string settings_or_error(const std::string& doc, ProxySettings* out) {
   tuning::Config c;
@@ -427,6 +508,129 @@ TEST(FleetConfig, BadNamesAndKeysAreErrorsNamingFileLineAndKey) {
                                    "\n[[proxy.pool]]\nname = \"app\"\nupstreams = [\"a:1\"]\n";
   const std::string err = settings_or_error(bad_resolver, &s);
   EXPECT_NE(err.find("fleet.toml:2: proxy.resolvers[0]: not an address"), std::string::npos) << err;
+}
+
+const char* const kHttpListener = R"([[proxy.listener]]
+name = "web"
+listen = "127.0.0.1:0"
+pool = "app"
+protocol = "http"
+)";
+
+TEST(FleetConfig, HashKeyReachesThePoolSettingsAndPrintsBack) {
+  for (const auto& [text, src, name] :
+       {std::tuple{"header:X-User", HashSource::kHeader, "X-User"},
+        std::tuple{"cookie:session", HashSource::kCookie, "session"},
+        std::tuple{"client", HashSource::kClient, ""}}) {
+    const std::string doc = std::string(kHttpListener) +
+                            "\n[[proxy.pool]]\nname = \"app\"\nbalance = \"maglev\"\n"
+                            "upstreams = [\"10.0.0.1:80\"]\nhash_key = \"" +
+                            text + "\"\n";
+    ProxySettings s;
+    ASSERT_EQ(settings_or_error(doc, &s), "") << text;
+    EXPECT_EQ(s.pools.at(0).hash, (HashKey{src, name})) << text;
+    tuning::Config c;
+    ASSERT_FALSE(tuning::apply_toml(doc, "fleet.toml", &c).has_value());
+    EXPECT_NE(tuning::print_config(c).find(std::string("hash_key = \"") + text + "\""),
+              std::string::npos)
+        << text;
+  }
+  ProxySettings s;
+  ASSERT_EQ(settings_or_error(std::string(kHttpListener) +
+                                  "\n[[proxy.pool]]\nname = \"app\"\nupstreams = [\"a:1\"]\n",
+                              &s),
+            "");
+  EXPECT_EQ(s.pools.at(0).hash, HashKey{}) << "the default: the client's address";
+}
+
+TEST(FleetConfig, BadHashKeysAreErrorsNamingFileLineAndKey) {
+  struct Case {
+    const char* listener;
+    const char* balance;   // the pool's
+    const char* hash_key;  // its value, as written in the file
+    std::string want;      // in the message
+  };
+  const Case cases[] = {
+      {kHttpListener, "maglev", "\"query:user\"",
+       "fleet.toml:11: proxy.pool[0].hash_key: must be \"client\", \"header:NAME\" or "
+       "\"cookie:NAME\", got \"query:user\""},
+      {kHttpListener, "maglev", "\"X-User\"",
+       "fleet.toml:11: proxy.pool[0].hash_key: must be \"client\""},
+      {kHttpListener, "maglev", "\"Header:X-User\"", "proxy.pool[0].hash_key: must be"},
+      {kHttpListener, "maglev", "\"header:\"",
+       "fleet.toml:11: proxy.pool[0].hash_key: \"header:\" names no header"},
+      {kHttpListener, "maglev", "\"cookie:\"",
+       "fleet.toml:11: proxy.pool[0].hash_key: \"cookie:\" names no cookie"},
+      {kHttpListener, "maglev", "\"header:X User\"",
+       "fleet.toml:11: proxy.pool[0].hash_key: the header name \"X User\" is not an HTTP token"},
+      {kHttpListener, "maglev", "\"cookie:a;b\"", "the cookie name \"a;b\" is not an HTTP token"},
+      {kHttpListener, "maglev", "7",
+       "fleet.toml:11: proxy.pool[0].hash_key: must be a string, got the integer 7"},
+      {kHttpListener, "round_robin", "\"header:X-User\"",
+       "fleet.toml:11: proxy.pool[0].hash_key: \"header:X-User\" is a Maglev key: needs balance "
+       "= \"maglev\" (this pool's is \"round_robin\")"},
+      {kListener, "maglev", "\"cookie:session\"",
+       "fleet.toml:10: proxy.pool[0].hash_key: \"cookie:session\" needs the HTTP mode, but "
+       "listener \"web\" (protocol = \"tcp\") uses this pool"},
+  };
+  for (const Case& c : cases) {
+    ProxySettings s;
+    const std::string doc = std::string(c.listener) +
+                            "\n[[proxy.pool]]\nname = \"app\"\nupstreams = [\"a:1\"]\n"
+                            "balance = \"" +
+                            c.balance + "\"\nhash_key = " + c.hash_key + "\n";
+    const std::string err = settings_or_error(doc, &s);
+    EXPECT_NE(err.find(c.want), std::string::npos) << c.hash_key << "\n -> " << err;
+  }
+  const char* const maglev = "upstreams = [\"a:1\"]\nbalance = \"maglev\"\n";
+  // A TCP listener that reaches the pool through sni_routes, and a UDP one.
+  const std::string pools = std::string("\n[[proxy.pool]]\nname = \"app\"\n") + maglev +
+                            "\n[[proxy.pool]]\nname = \"keyed\"\n" + maglev +
+                            "hash_key = \"header:X-User\"\n";
+  ProxySettings s;
+  std::string err = settings_or_error(
+      std::string(kListener) + "sni_routes = [\"*.example=keyed\"]\n" + pools, &s);
+  EXPECT_NE(err.find("fleet.toml:16: proxy.pool[1].hash_key: \"header:X-User\" needs the HTTP "
+                     "mode, but listener \"web\" (protocol = \"tcp\")"),
+            std::string::npos)
+      << err;
+  err = settings_or_error(
+      "[[proxy.listener]]\nname = \"dns\"\nlisten = \"127.0.0.1:0\"\npool = \"keyed\"\n"
+      "protocol = \"udp\"\n" +
+          pools,
+      &s);
+  EXPECT_NE(err.find("fleet.toml:16: proxy.pool[1].hash_key: \"header:X-User\" needs the HTTP "
+                     "mode, but listener \"dns\" (protocol = \"udp\")"),
+            std::string::npos)
+      << err;
+}
+
+// ringpoll-proxy itself: a bad hash_key stops it with exit 2 and the file, line and key.
+TEST(FleetConfig, TheProxyExitsTwoOnABadHashKey) {
+  char tmpl[] = "/tmp/ringpoll-hashkey-XXXXXX.toml";
+  const int fd = mkstemps(tmpl, 5);
+  ASSERT_GE(fd, 0);
+  const std::string doc = std::string(kListener) +
+                          "\n[[proxy.pool]]\nname = \"app\"\nbalance = \"maglev\"\n"
+                          "upstreams = [\"127.0.0.1:9\"]\nhash_key = \"header:X-User\"\n";
+  ASSERT_EQ(::write(fd, doc.data(), doc.size()), static_cast<ssize_t>(doc.size()));
+  ::close(fd);
+  test::Spawned p = test::spawn_piped(RINGPOLL_PROXY_BIN, {"--config", tmpl});
+  int st = 0;
+  const bool exited = p.pid > 0 && test::wait_child(p.pid, &st, 20);
+  std::string err;
+  char buf[4096];
+  for (ssize_t n; p.err >= 0 && (n = ::read(p.err, buf, sizeof buf)) > 0;)
+    err.append(buf, static_cast<size_t>(n));
+  for (int fd : {p.out, p.err})
+    if (fd >= 0) ::close(fd);
+  ::unlink(tmpl);
+  ASSERT_TRUE(exited) << "the proxy did not stop within 20 s (killed)\n" << err;
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 2) << "status " << st << "\n" << err;
+  EXPECT_NE(err.find(std::string(tmpl) + ":10: proxy.pool[0].hash_key: \"header:X-User\" needs "
+                                         "the HTTP mode"),
+            std::string::npos)
+      << err;
 }
 
 }  // namespace
