@@ -44,6 +44,7 @@ struct MoveCounts {
   uint64_t moved = 0;
   uint64_t stayed = 0;    // movable kind, but not moved: they drain
   uint64_t draining = 0;  // every connection left to drain (any kind; ProxyServer's count)
+  uint64_t present = 0;   // HTTP: every client on the shard when the move began
   std::string error;      // the channel failed (the rest stayed)
 };
 

@@ -98,6 +98,78 @@ TEST(RelayRecord, BadRecordsAreRefusedNamingTheLine) {
   EXPECT_NE(why.find("a name with a newline cannot be carried"), std::string::npos) << why;
 }
 
+// The HTTP keep-alive client's record (apps/proxy/http_move.h): the listener, what is left
+// of its read deadline (or none) and the bytes it read past its last answered request.
+HttpClientRecord http_sample() {
+  HttpClientRecord r;
+  r.listener = "web";
+  r.deadline_left_ns = 4'321'000'000;
+  // A pipelined request and the start of the next one, with the record's syntax in them.
+  r.bytes = bytes_of("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nbytes 9\n\n");
+  return r;
+}
+
+TEST(HttpClientRecord, RoundTripsEveryFieldAndIsToldFromARelayRecord) {
+  std::string why;
+  const std::string text = encode_http_record(http_sample(), &why);
+  ASSERT_FALSE(text.empty()) << why;
+  EXPECT_TRUE(is_http_record(text));
+  EXPECT_FALSE(is_http_record(encode_relay_record(sample(), &why)));
+  HttpClientRecord r;
+  ASSERT_TRUE(decode_http_record(text, &r, &why)) << why;
+  EXPECT_EQ(r.listener, "web");
+  EXPECT_EQ(r.deadline_left_ns, 4'321'000'000);
+  EXPECT_EQ(r.bytes, http_sample().bytes);
+  HttpClientRecord none = http_sample();
+  none.deadline_left_ns = -1;  // no read deadline
+  none.bytes.clear();
+  ASSERT_TRUE(decode_http_record(encode_http_record(none, &why), &r, &why)) << why;
+  EXPECT_EQ(r.deadline_left_ns, -1);
+  EXPECT_TRUE(r.bytes.empty());
+  // A relay record is not an HTTP client's.
+  EXPECT_FALSE(decode_http_record(encode_relay_record(sample(), &why), &r, &why));
+  EXPECT_NE(why.find("line 1: not an HTTP client record"), std::string::npos) << why;
+}
+
+TEST(HttpClientRecord, BadRecordsAreRefusedNamingTheLine) {
+  std::string why;
+  const std::string good = encode_http_record(http_sample(), &why);
+  const auto replaced = [&](const std::string& from, const std::string& to) {
+    std::string t = good;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  struct Case {
+    std::string text;
+    std::string want;  // in the message
+  } cases[] = {
+      {"", "line 1: no header line"},
+      {replaced("ringpoll-http 1", "ringpoll-http 7"), "line 1: version 7, this binary reads 1"},
+      {replaced("listener web", "listener "), "line 2: an empty listener name"},
+      {replaced("listener web", "listen web"), "line 2: expected 'listener ...'"},
+      {replaced("deadline 4321000000", "deadline -5"), "line 3: expected 'deadline <left_ns>'"},
+      {replaced("deadline 4321000000", "deadline soon"), "line 3: expected 'deadline"},
+      {replaced("bytes 54\n", "bytes x\n"), "line 4: expected 'bytes <count>'"},
+      {replaced("bytes 54\n\n", "bytes 54\nx\n"), "line 5: expected the empty line"},
+      {good.substr(0, good.size() - 1), "says 54 buffered bytes and carries 53"},
+      {good + "!", "says 54 buffered bytes and carries 55"},
+      {good.substr(0, good.find("deadline")), "line 3: missing 'deadline'"},
+  };
+  for (const Case& c : cases) {
+    HttpClientRecord r = http_sample();
+    r.listener = "untouched";
+    std::string w;
+    EXPECT_FALSE(decode_http_record(c.text, &r, &w)) << c.want;
+    EXPECT_NE(w.find(c.want), std::string::npos) << "want '" << c.want << "' in: " << w;
+    EXPECT_NE(w.find("connection record"), std::string::npos) << w;
+    EXPECT_EQ(r.listener, "untouched") << "a refused record changes nothing";
+  }
+  HttpClientRecord nl = http_sample();
+  nl.listener = "a\nb";
+  EXPECT_EQ(encode_http_record(nl, &why), "");
+  EXPECT_NE(why.find("a name with a newline cannot be carried"), std::string::npos) << why;
+}
+
 // A pair of SOCK_SEQPACKET sockets, as the upgrade uses.
 struct Channel {
   int a = -1, b = -1;

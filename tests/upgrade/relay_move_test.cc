@@ -276,15 +276,16 @@ void relays_move_across_upgrades(const char* backend) {
   std::string page;
   ASSERT_EQ(admin_get(admin, "/metrics", &page), 200);
   const std::string n = std::to_string(kConns);
-  EXPECT_NE(page.find("\nringpoll_proxy_connections_moved_total{direction=\"in\"} " + n + "\n"),
+  EXPECT_NE(page.find("\nringpoll_proxy_connections_moved_total{kind=\"l4\",direction=\"in\"} " +
+                      n + "\n"),
             std::string::npos)
       << page;
   EXPECT_NE(page.find("\nringpoll_proxy_upgrade_connections{generation=\"" + prev_gen +
-                      "\",outcome=\"moved\"} " + n + "\n"),
+                      "\",kind=\"l4\",outcome=\"moved\"} " + n + "\n"),
             std::string::npos)
       << page;
   EXPECT_NE(page.find("\nringpoll_proxy_upgrade_connections{generation=\"" + prev_gen +
-                      "\",outcome=\"drained\"} 0\n"),
+                      "\",kind=\"l4\",outcome=\"drained\"} 0\n"),
             std::string::npos)
       << page;
   // The clients close; the proxy's relays end with them (so its stop has nothing to cut).
