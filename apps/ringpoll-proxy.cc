@@ -366,10 +366,15 @@ int run(int argc, char** argv) {
           if (next.pid > 0)
             std::fprintf(stderr,
                          "%s: generation %llu done: %llu connections moved, %llu drained "
-                         "(%zu of them aborted at the drain deadline)\n",
+                         "(%zu of them aborted at the drain deadline); l4 moved %llu drained "
+                         "%llu, http moved %llu drained %llu\n",
                          kProg, static_cast<unsigned long long>(up.generation),
                          static_cast<unsigned long long>(moves.moved()),
-                         static_cast<unsigned long long>(moves.draining()), aborted);
+                         static_cast<unsigned long long>(moves.draining()), aborted,
+                         static_cast<unsigned long long>(moves.l4.moved),
+                         static_cast<unsigned long long>(moves.l4.draining),
+                         static_cast<unsigned long long>(moves.http.moved),
+                         static_cast<unsigned long long>(moves.http.draining));
           engine.stop();
         },
         [&] {

@@ -499,6 +499,12 @@ void http_clients_move_across_upgrades(const char* backend) {
               std::string::npos)
         << "generation " << g << ":\n"
         << all;
+    EXPECT_NE(all.find("generation " + std::to_string(g) + " done: " + n +
+                       " connections moved, 0 drained (0 of them aborted at the drain deadline); "
+                       "l4 moved 0 drained 0, http moved " +
+                       n + " drained 0"),
+              std::string::npos)
+        << all;
   }
   EXPECT_NE(all.find("(l4 moved 0 drained 0, http moved " + n +
                      " drained 0); taken here: l4 0, http " + n),
@@ -583,6 +589,42 @@ void pipelined_pair_split_across_an_upgrade(const char* backend) {
   EXPECT_NE(px.log().find("http moved 1 drained 0"), std::string::npos) << px.log();
 }
 
+// An idle client moves with what is left of its read deadline (timeouts.header_read_ms,
+// 10 s here): moved 5 s after its last answer, it is closed by the new process about 10 s
+// after that answer — not 10 s after the move (15 s), and not never.
+void idle_client_keeps_what_is_left_of_its_deadline(const char* backend) {
+  constexpr int64_t kIdleNs = 10 * kSec;
+  Upstream upstream;
+  ProxyUnderTest px;
+  px.start(backend, upstream.address(), {"--set", "timeouts.header_read_ms=10000"});
+  if (::testing::Test::HasFatalFailure()) return;
+  const int fd = connect_to(px.at);
+  ASSERT_GE(fd, 0);
+  std::string buf;
+  Response r;
+  const std::string req = get("/only");
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  ASSERT_TRUE(read_response(fd, &buf, &r, 20));
+  EXPECT_EQ(r.body, "/only");
+  const int64_t answered = mono_now_ns();  // the deadline counts from just before this
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  px.upgrade(2);
+  if (::testing::Test::HasFatalFailure()) return;
+  // It moved (a drained one would close on the old process's clock too).
+  std::string page;
+  EXPECT_TRUE(page_has(px.admin,
+                       "ringpoll_proxy_upgrade_connections{generation=\"1\",kind=\"http\","
+                       "outcome=\"moved\"} 1",
+                       &page))
+      << page;
+  ASSERT_TRUE(closed_within(fd, 20)) << "the moved connection was never closed\n" << px.log();
+  const int64_t idle = mono_now_ns() - answered;
+  EXPECT_GE(idle, kIdleNs - 2 * kSec) << "closed before its deadline";
+  EXPECT_LE(idle, kIdleNs + 3 * kSec) << "its deadline began again in the new process";
+  ::close(fd);
+  px.stop();
+}
+
 TEST(HttpMove, KeepAliveClientsMoveAcrossARowOfUpgradesOnEpoll) {
   http_clients_move_across_upgrades("epoll");
 }
@@ -594,6 +636,13 @@ TEST(HttpMove, PipelinedPairSplitAcrossAnUpgradeIsAnsweredInOrderOnEpoll) {
 }
 TEST(HttpMove, PipelinedPairSplitAcrossAnUpgradeIsAnsweredInOrderOnIoUringCompletion) {
   pipelined_pair_split_across_an_upgrade("io_uring-completion");
+}
+
+TEST(HttpMove, IdleClientKeepsWhatIsLeftOfItsDeadlineOnEpoll) {
+  idle_client_keeps_what_is_left_of_its_deadline("epoll");
+}
+TEST(HttpMove, IdleClientKeepsWhatIsLeftOfItsDeadlineOnIoUringCompletion) {
+  idle_client_keeps_what_is_left_of_its_deadline("io_uring-completion");
 }
 
 }  // namespace
