@@ -18,9 +18,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -278,9 +280,10 @@ struct Clients {
       } else {
         c.answered.fetch_add(1);
         c.waiting = false;
-        c.next_at =
-            mono_now_ns() +
-            (kThinkMinMs + static_cast<int64_t>((k * 7 + c.answered.load()) % kThinkSpanMs)) * kMs;
+        c.next_at = mono_now_ns() +
+                    (kThinkMinMs +
+                     static_cast<int64_t>((k * 7 + c.answered.load()) % uint64_t{kThinkSpanMs})) *
+                        kMs;
       }
     }
   }
