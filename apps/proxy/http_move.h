@@ -41,12 +41,10 @@ namespace http_detail {
 // resumed. Counts into *out.
 template <PollerBackend P>
 Task<void> hand_over(int sock, const std::vector<HttpPark<P>*>& batch, MoveCounts* out) {
-  Scheduler<P>& sched = Engine<P>::current()->sched();
   for (HttpPark<P>* c : batch) c->client->poll_fd().stop_recv_ahead();
   const auto stopped = [](HttpPark<P>* c) { return c->client->poll_fd().recv_ahead_stopped(); };
-  const int64_t stop_end = mono_now_ns() + kRecvStopBoundNs;
-  while (!std::all_of(batch.begin(), batch.end(), stopped) && mono_now_ns() < stop_end)
-    co_await sched.sleep_for(1'000'000);
+  co_await wait_at_most<P>([&] { return std::all_of(batch.begin(), batch.end(), stopped); },
+                           kRecvStopBoundNs);
   for (HttpPark<P>* c : batch) {
     bool ok = out->error.empty() && stopped(c);
     bool eof = false;  // not carried: the successor's read of the socket reports it again

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "apps/proxy/relay_state.h"
 #include "engine/engine.h"
 #include "engine/net.h"
 
@@ -90,23 +91,7 @@ struct HttpPark {
 
 // The plain HTTP clients of this shard, for the mover; the shard's thread only.
 template <PollerBackend P>
-struct HttpParks {
-  static std::vector<HttpPark<P>*>& local() {
-    static thread_local std::vector<HttpPark<P>*> v;
-    return v;
-  }
-  explicit HttpParks(HttpPark<P>* p) : p_(p) {
-    if (p_) local().push_back(p_);
-  }
-  ~HttpParks() {
-    if (p_) std::erase(local(), p_);
-  }
-  HttpParks(const HttpParks&) = delete;
-  HttpParks& operator=(const HttpParks&) = delete;
-
- private:
-  HttpPark<P>* p_;
-};
+using HttpParks = relay_detail::ShardList<HttpPark<P>>;
 
 }  // namespace http_detail
 }  // namespace ringpoll::proxy

@@ -48,6 +48,14 @@ struct MoveCounts {
   std::string error;      // the channel failed (the rest stayed)
 };
 
+// Sleeps a millisecond at a time (on the calling shard) until done() or bound_ns passed.
+template <PollerBackend P, class Done>
+Task<void> wait_at_most(Done done, int64_t bound_ns) {
+  Scheduler<P>& sched = Engine<P>::current()->sched();
+  const int64_t end = mono_now_ns() + bound_ns;
+  while (!done() && mono_now_ns() < end) co_await sched.sleep_for(1'000'000);
+}
+
 namespace relay_detail {
 
 // The record of a parked relay; false (with *why) when it cannot be encoded.
@@ -83,7 +91,6 @@ template <PollerBackend P>
 Task<void> move_relays(int sock, const std::vector<std::string>& listeners, MoveCounts* out) {
   using relay_detail::MovableRelays;
   using relay_detail::Relay;
-  Scheduler<P>& sched = Engine<P>::current()->sched();
   std::vector<Relay<P>*>& all = MovableRelays<P>::local();
   for (Relay<P>* r : all)
     if (relay_detail::wants(*r, listeners)) r->ask_park();
@@ -91,8 +98,7 @@ Task<void> move_relays(int sock, const std::vector<std::string>& listeners, Move
     return std::all_of(all.begin(), all.end(),
                        [](const Relay<P>* r) { return !r->parking || r->settled(); });
   };
-  const int64_t park_end = mono_now_ns() + kParkBoundNs;
-  while (!all_settled() && mono_now_ns() < park_end) co_await sched.sleep_for(1'000'000);
+  co_await wait_at_most<P>(all_settled, kParkBoundNs);
   // Parked relays cannot end while parked (their pumps wait at the gate), so the pointers
   // stay good across the waits below; the others resume now.
   std::vector<Relay<P>*> parked;
@@ -112,9 +118,8 @@ Task<void> move_relays(int sock, const std::vector<std::string>& listeners, Move
   const auto stopped = [](Relay<P>* r) {
     return r->client->poll_fd().recv_ahead_stopped() && r->upstream->poll_fd().recv_ahead_stopped();
   };
-  const int64_t stop_end = mono_now_ns() + kRecvStopBoundNs;
-  while (!std::all_of(parked.begin(), parked.end(), stopped) && mono_now_ns() < stop_end)
-    co_await sched.sleep_for(1'000'000);
+  co_await wait_at_most<P>([&] { return std::all_of(parked.begin(), parked.end(), stopped); },
+                           kRecvStopBoundNs);
   for (Relay<P>* r : parked) {
     bool ok = out->error.empty() && stopped(r);
     for (auto [s, c] : {std::pair{r->client, r->carry[0]}, std::pair{r->upstream, r->carry[1]}}) {

@@ -37,6 +37,7 @@
 #include "support/spawn.h"
 #include "support/stop_join.h"
 #include "support/test_env.h"
+#include "upgrade/upgrade_test_helpers.h"
 
 namespace ringpoll::test {
 namespace {
@@ -88,6 +89,15 @@ bool read_response(int fd, std::string* buf, Response* r, int secs) {
 
 std::string get(const std::string& target) {
   return "GET " + target + " HTTP/1.1\r\nHost: test\r\n\r\n";
+}
+
+bool send_all(int fd, const std::string& s) {
+  return ::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size());
+}
+
+// GET target on a blocking connection; its response within 20 s (false: none came).
+bool ask(int fd, std::string* buf, const std::string& target, Response* r) {
+  return send_all(fd, get(target)) && read_response(fd, buf, r, 20);
 }
 
 // The test's upstream: HTTP/1.1 keep-alive on one thread; each answer's body is its
@@ -307,24 +317,6 @@ struct Clients {
   }
 };
 
-// The address in a "... listening on ADDR (" line.
-std::string listen_address(const std::string& line) {
-  const std::string what = "listening on ";
-  const size_t at = line.find(what);
-  if (at == std::string::npos) return "";
-  const size_t s = at + what.size();
-  return line.substr(s, line.find_first_of(" ,(", s) - s);
-}
-
-bool exits_within(pid_t pid, int secs) {
-  const int64_t end = mono_now_ns() + int64_t{secs} * kSec;
-  while (mono_now_ns() < end) {
-    if (waitpid(pid, nullptr, WNOHANG) == pid) return true;
-    usleep(5'000);
-  }
-  return false;
-}
-
 bool page_has(const SocketAddress& admin, const std::string& line, std::string* page) {
   return admin_get(admin, "/metrics", page) == 200 &&
          page->find("\n" + line + "\n") != std::string::npos;
@@ -360,7 +352,7 @@ struct ProxyUnderTest {
     running.push_back(first.pid);
     current = first.pid;
     const std::string line = read_line(first.out, 20);
-    ASSERT_TRUE(parse_address(listen_address(line), &at).ok()) << line;
+    ASSERT_TRUE(parse_address(address_after(line, "listening on "), &at).ok()) << line;
     ASSERT_TRUE(parse_address(admin_at, &admin).ok());
     err = std::make_unique<FdLog>(first.err);  // every generation writes here
   }
@@ -530,12 +522,9 @@ void pipelined_pair_split_across_an_upgrade(const char* backend) {
   ASSERT_GE(fd, 0);
   std::string buf;
   Response r;
-  ASSERT_EQ(::send(fd, get("/first").data(), get("/first").size(), MSG_NOSIGNAL),
-            static_cast<ssize_t>(get("/first").size()));
-  ASSERT_TRUE(read_response(fd, &buf, &r, 20));
+  ASSERT_TRUE(ask(fd, &buf, "/first", &r));
   EXPECT_EQ(r.body, "/first");
-  const std::string pair = get("/hold/a") + get("/b");
-  ASSERT_EQ(::send(fd, pair.data(), pair.size(), MSG_NOSIGNAL), static_cast<ssize_t>(pair.size()));
+  ASSERT_TRUE(send_all(fd, get("/hold/a") + get("/b")));
   ASSERT_TRUE(wait_for([&] { return upstream.held() == 1; }, 20)) << px.log();
   ASSERT_EQ(kill(px.current, SIGUSR2), 0);
   const std::string line = read_line(px.first.out, 20);
@@ -567,10 +556,8 @@ void pipelined_pair_split_across_an_upgrade(const char* backend) {
   std::erase(px.running, px.current);
   px.current = next;
   // The same connection goes on, on generation 2.
-  ASSERT_EQ(::send(fd, get("/after").data(), get("/after").size(), MSG_NOSIGNAL),
-            static_cast<ssize_t>(get("/after").size()));
   Response c;
-  ASSERT_TRUE(read_response(fd, &buf, &c, 20)) << px.log();
+  ASSERT_TRUE(ask(fd, &buf, "/after", &c)) << px.log();
   EXPECT_EQ(c.body, "/after");
   std::string page;
   EXPECT_TRUE(wait_for(
@@ -605,9 +592,7 @@ void idle_client_keeps_what_is_left_of_its_deadline(const char* backend) {
   ASSERT_GE(fd, 0);
   std::string buf;
   Response r;
-  const std::string req = get("/only");
-  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
-  ASSERT_TRUE(read_response(fd, &buf, &r, 20));
+  ASSERT_TRUE(ask(fd, &buf, "/only", &r));
   EXPECT_EQ(r.body, "/only");
   const int64_t answered = mono_now_ns();  // the deadline counts from just before this
   std::this_thread::sleep_for(std::chrono::seconds(5));
