@@ -96,7 +96,7 @@ async def one_request(port, intended, c, timeout, http=False):
         return
     try:
         if http:
-            w.write(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            w.write(b"GET /plaintext HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
             await w.drain()
             status, _, _ = await asyncio.wait_for(read_response(r), timeout)
             good = status == 200
@@ -153,7 +153,7 @@ async def long_lived(port, until, c, http=False):
     try:
         while time.monotonic() < until:
             if http:
-                w.write(f"GET /?n={n} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+                w.write(f"GET /plaintext?n={n} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
                 await w.drain()
                 status, head, _ = await asyncio.wait_for(read_response(r), 5)
                 good = status == 200 and "\r\nconnection: close" not in head
@@ -202,7 +202,8 @@ class Ringpoll:
         self.admin = free_port()
         cfg = os.path.join(d, "ringpoll.toml")
         with open(cfg, "w") as f:
-            f.write(f'[timeouts]\ndrain_ms = {int(args.drain * 1000)}\nidle_ms = 0\n\n'
+            idle = 3600000 if args.http else 0  # HTTP mode: 0 would expire its deadlines at once
+            f.write(f"[timeouts]\ndrain_ms = {int(args.drain * 1000)}\nidle_ms = {idle}\n\n"
                     f'[[proxy.pool]]\nname = "up"\nupstreams = ["{upstream}"]\n\n'
                     f'[[proxy.listener]]\nname = "front"\nlisten = "127.0.0.1:{port}"\n'
                     f'pool = "up"\n' + ('protocol = "http"\n' if args.http else ""))
