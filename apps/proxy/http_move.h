@@ -59,17 +59,7 @@ Task<void> hand_over(int sock, const std::vector<HttpPark<P>*>& batch, MoveCount
       text = encode_http_record(rec, &why);
       ok = !text.empty();
     }
-    if (ok && !send_connection(sock, text, {c->client->fd()}, &why).ok()) {
-      out->error = why;  // the channel is broken: nothing more moves
-      ok = false;
-    }
-    if (ok) {
-      c->moved_away();
-      ++out->moved;
-    } else {
-      c->resume();
-      ++out->stayed;
-    }
+    send_or_resume(sock, ok, text, {c->client->fd()}, c, out);
   }
 }
 

@@ -56,6 +56,25 @@ Task<void> wait_at_most(Done done, int64_t bound_ns) {
   while (!done() && mono_now_ns() < end) co_await sched.sleep_for(1'000'000);
 }
 
+// A parked connection (ok: ready to go) is sent with its record and descriptors and let
+// go here, or resumed here. A failed send breaks the channel: out->error, nothing more moves.
+template <class Parked>
+void send_or_resume(int sock, bool ok, const std::string& rec, const std::vector<int>& fds,
+                    Parked* c, MoveCounts* out) {
+  std::string why;
+  if (ok && !send_connection(sock, rec, fds, &why).ok()) {
+    out->error = why;
+    ok = false;
+  }
+  if (ok) {
+    c->moved_away();
+    ++out->moved;
+  } else {
+    c->resume();
+    ++out->stayed;
+  }
+}
+
 namespace relay_detail {
 
 // The record of a parked relay; false (with *why) when it cannot be encoded.
@@ -130,17 +149,7 @@ Task<void> move_relays(int sock, const std::vector<std::string>& listeners, Move
     }
     std::string rec, why;
     if (ok && !relay_detail::record_of(*r, &rec, &why)) ok = false;
-    if (ok && !send_connection(sock, rec, {r->client->fd(), r->upstream->fd()}, &why).ok()) {
-      out->error = why;  // the channel is broken: nothing more moves
-      ok = false;
-    }
-    if (ok) {
-      r->moved_away();
-      ++out->moved;
-    } else {
-      r->resume();
-      ++out->stayed;
-    }
+    send_or_resume(sock, ok, rec, {r->client->fd(), r->upstream->fd()}, r, out);
   }
 }
 
