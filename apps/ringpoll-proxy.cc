@@ -15,8 +15,10 @@
 // accepting and drain within timeouts.drain_ms; a second signal stops at once. SIGUSR2
 // upgrades the binary: the program now at this one's path starts with the same arguments,
 // takes the listening sockets over (apps/proxy/upgrade.h), and once it serves this one
-// stops accepting, moves its established plain L4 relays to it (apps/proxy/relay_move.h)
-// and drains the rest; if it fails, this one keeps serving and says why.
+// stops accepting, moves its established plain L4 relays (apps/proxy/relay_move.h) and its
+// HTTP keep-alive clients between requests (apps/proxy/http_move.h) to it and drains the
+// rest (TLS connections, tunnels, requests that take longer than 2 s); if it fails, this
+// one keeps serving and says why.
 // Bad arguments or config: a message naming the argument, key, file and line; exit 2.
 #include <signal.h>
 #include <unistd.h>
@@ -329,7 +331,8 @@ int run(int argc, char** argv) {
     std::fflush(stdout);
     if (up.fd >= 0) {
       // The channel stays open: the predecessor moves its established relays over it.
-      (void)send_note(up.fd, proxy::ready_note(up.generation, px.movable_listeners()));
+      (void)send_note(up.fd, proxy::ready_note(up.generation, px.movable_listeners(),
+                                               px.http_movable_listeners()));
       px.adopt_from(std::exchange(up.fd, -1), [](const std::string& line) {
         std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
       });
@@ -342,19 +345,20 @@ int run(int argc, char** argv) {
           // After an upgrade: the relays taken from the predecessor first (at most the
           // upgrade timeout), then this process's plain relays move to the successor.
           px.finish_adopting(next.channel >= 0 ? int64_t{proxy::kUpgradeTimeoutMs} * 1'000'000 : 0);
-          proxy::MoveCounts moves;
+          typename proxy::ProxyServer<P>::UpgradeMoves moves;
           if (next.channel >= 0) {
-            moves = px.move_relays_to(next.channel, next.moves);
-            (void)send_moves_end(next.channel, "moved " + std::to_string(moves.moved) +
-                                                   " drained " + std::to_string(moves.draining));
+            moves = px.move_connections_to(next.channel, next.moves, next.http_moves);
+            const std::string counts = px.moves_note(moves);
+            (void)send_moves_end(next.channel, counts);
             ::close(std::exchange(next.channel, -1));
             std::fprintf(stderr,
                          "%s: upgrade: moved %llu established connections to generation %llu, "
-                         "%llu drain here%s%s\n",
-                         kProg, static_cast<unsigned long long>(moves.moved),
+                         "%llu drain here%s%s; %s\n",
+                         kProg, static_cast<unsigned long long>(moves.moved()),
                          static_cast<unsigned long long>(up.generation + 1),
-                         static_cast<unsigned long long>(moves.draining),
-                         moves.error.empty() ? "" : "; the channel failed: ", moves.error.c_str());
+                         static_cast<unsigned long long>(moves.draining()),
+                         moves.error.empty() ? "" : "; the channel failed: ", moves.error.c_str(),
+                         counts.c_str());
           }
           const size_t aborted = px.shutdown(drain_ns);
           if (aborted > 0)
@@ -362,10 +366,15 @@ int run(int argc, char** argv) {
           if (next.pid > 0)
             std::fprintf(stderr,
                          "%s: generation %llu done: %llu connections moved, %llu drained "
-                         "(%zu of them aborted at the drain deadline)\n",
+                         "(%zu of them aborted at the drain deadline); l4 moved %llu drained "
+                         "%llu, http moved %llu drained %llu\n",
                          kProg, static_cast<unsigned long long>(up.generation),
-                         static_cast<unsigned long long>(moves.moved),
-                         static_cast<unsigned long long>(moves.draining), aborted);
+                         static_cast<unsigned long long>(moves.moved()),
+                         static_cast<unsigned long long>(moves.draining()), aborted,
+                         static_cast<unsigned long long>(moves.l4.moved),
+                         static_cast<unsigned long long>(moves.l4.draining),
+                         static_cast<unsigned long long>(moves.http.moved),
+                         static_cast<unsigned long long>(moves.http.draining));
           engine.stop();
         },
         [&] {

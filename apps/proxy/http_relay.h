@@ -43,6 +43,9 @@
 // the two connections into a byte tunnel (the L4 relay, apps/proxy/relay.h, with
 // timeouts.idle_ms), after the bytes either side sent past its head. Any other answer
 // keeps the connection HTTP. A 101 to a request that did not ask is a 502.
+// Binary upgrade: a plain client moves to the successor between two requests, with the
+// bytes it read past the last answered one (apps/proxy/http_park.h, http_move.h); one in
+// the middle of a request moves once it is answered; a tunnel drains.
 #include <sys/socket.h>
 
 #include <time.h>
@@ -62,6 +65,7 @@
 #include "apps/proxy/hash_key.h"
 #include "apps/proxy/http_message.h"
 #include "apps/proxy/http_metrics.h"
+#include "apps/proxy/http_park.h"
 #include "apps/proxy/http_upstreams.h"
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/pool.h"
@@ -98,7 +102,8 @@ namespace http_detail {
 struct Buffer {
   relay_detail::PooledBuffer p;
   size_t cap = 0, beg = 0, end = 0;
-  Buffer(size_t c, size_t pool_cap, ShardMetrics* m) : p(c, m), cap(c) {
+  size_t base = 0;  // its usual size (append may grow it until the next release)
+  Buffer(size_t c, size_t pool_cap, ShardMetrics* m) : p(c, m), cap(c), base(c) {
     p.pool_cap = pool_cap;
     p.take();
   }
@@ -107,6 +112,7 @@ struct Buffer {
     if (beg == end) {
       beg = end = 0;
       p.done();
+      p.cap = cap = base;
     }
   }
   void hold() { p.take(); }
@@ -127,6 +133,28 @@ struct Buffer {
   }
   std::span<std::byte> room(size_t max = SIZE_MAX) {
     return {reinterpret_cast<std::byte*>(mem() + end), std::min(cap - end, max)};
+  }
+  // Adds bytes read elsewhere (a connection moved by an upgrade, apps/proxy/http_park.h):
+  // more than there is room for grows the buffer, with room to read a head after them.
+  void append(std::span<const std::byte> b) {
+    hold();
+    compact();
+    if (cap - end < b.size()) grow(end + b.size() + base);
+    if (!b.empty()) std::memcpy(mem() + end, b.data(), b.size());
+    end += b.size();
+  }
+  void grow(size_t c) {
+    relay_detail::PooledBuffer bigger(c, p.m);
+    bigger.pool_cap = p.pool_cap;
+    bigger.take();
+    if (end > beg) std::memcpy(bigger.buf, mem() + beg, end - beg);
+    end -= beg;
+    beg = 0;
+    // The old memory goes back (to the pool, or freed) with `bigger`.
+    std::swap(p.buf, bigger.buf);
+    std::swap(p.cap, bigger.cap);
+    std::swap(p.owned, bigger.owned);
+    cap = c;
   }
 };
 
@@ -334,19 +362,30 @@ struct LogLine {
 
 }  // namespace http_detail
 
+// `from`: a client an upgrade's predecessor moved here (apps/proxy/http_move.h), with the
+// bytes it had read past its last answered request and what was left of its read deadline.
 template <PollerBackend P, class S>
-Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, HttpMetrics& hmetrics) {
+Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, HttpMetrics& hmetrics,
+                       HttpResume from = {}) {
   using namespace http_detail;
   auto* shard = Engine<P>::current();
   Scheduler<P>& sched = shard->sched();
   const size_t sid = static_cast<size_t>(shard->id());
   ShardMetrics& m = metrics.shard(sid);
   HttpShardMetrics& hm = hmetrics.shard(sid);
-  m.add(m.accepted);
+  m.add(from.adopted ? m.http_adopted : m.accepted);
   relay_detail::ActiveCount active(&m);
   const ProxySettings& s = *ctx.s;
   const HttpSettings& hs = ctx.l->http_settings;
-  if (s.max_connections > 0 && metrics.total_active() > static_cast<int64_t>(s.max_connections)) {
+  // A plain client may move to an upgrade's successor between two requests
+  // (apps/proxy/http_park.h); a TLS stream's record state cannot travel.
+  TcpStream<P>* plain = nullptr;
+  if constexpr (std::is_same_v<S, TcpStream<P>>) plain = &client;
+  HttpPark<P> park(plain, &ctx.l->name, &sched);
+  HttpParks<P> parks(plain ? &park : nullptr);
+  uint32_t pokes = 0;  // park.pokes seen: a read deadline expired by ask_park is not a timeout
+  if (!from.adopted && s.max_connections > 0 &&
+      metrics.total_active() > static_cast<int64_t>(s.max_connections)) {
     m.error(ProxyError::kLimit);
     co_return;
   }
@@ -363,6 +402,20 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
   const uint64_t addr_key = peer_key(client.fd());  // Maglev pools
   std::string key_value;                            // a request's header or cookie value (Maglev)
   int64_t header_read_ns = hs.routes.empty() ? 10'000'000'000 : hs.routes[0].header_read_ns;
+  // The head's read deadline (0: none); a moved client's counts on from the predecessor's.
+  int64_t read_deadline = -1;
+  if (from.adopted) {
+    read_deadline = from.deadline_left_ns < 0 ? 0 : mono_now_ns() + from.deadline_left_ns;
+    in.append(from.bytes);
+    std::vector<std::byte>().swap(from.bytes);
+  }
+  // A read woken by ask_park: its deadline goes back, and the client parks (true).
+  const auto poked = [&](const IoResult& r) {
+    if (!r.err.timeout() || park.pokes == pokes) return false;
+    pokes = park.pokes;
+    (void)client.set_read_deadline(read_deadline);
+    return true;
+  };
   AccessLog* const log = ctx.log;
   // One access-log line; `line` carries what is known of the request.
   auto log_line = [&](LogLine& line, int status, uint64_t out_bytes, int64_t t_start) {
@@ -377,11 +430,37 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
 
   for (;;) {
     // 1. The request head.
-    (void)client.set_read_deadline(header_read_ns > 0 ? mono_now_ns() + header_read_ns : 0);
+    if (read_deadline < 0) read_deadline = header_read_ns > 0 ? mono_now_ns() + header_read_ns : 0;
+    (void)client.set_read_deadline(read_deadline);
     size_t head_start = in.beg;
     LogLine line;
     int64_t t_start = 0;
+    park.reading = true;
     for (;;) {
+      if constexpr (std::is_same_v<S, TcpStream<P>>) {
+        // The park point of an upgrade's move: what was read past the last answered request
+        // goes with the connection (parsed again there), or comes back if it stays.
+        if (park.parking) {
+          const auto* b = reinterpret_cast<const std::byte*>(in.mem());
+          if (in.end > head_start) park.bytes.assign(b + head_start, b + in.end);
+          in.beg = in.end = head_start = 0;
+          parser.reset();
+          park.deadline = read_deadline;
+          in.release();
+          ub.release();
+          const bool away = co_await park.park();  // (a local: engine/task.h's GCC 12 note)
+          if (away) {
+            m.add(m.http_moved_out);
+            co_return;  // the successor has the socket; this process's close is its own
+          }
+          client.poll_fd().attach_recv();  // the mover may have stopped the receive ahead
+          in.hold();
+          ub.hold();
+          in.append(park.bytes);
+          std::vector<std::byte>().swap(park.bytes);
+          continue;
+        }
+      }
       if (in.end > head_start) {
         size_t used = 0;
         const size_t from = in.beg;
@@ -428,17 +507,21 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         } else {
           w = co_await client.tcp().poll_fd().wait_readable();
         }
+        if (!w.ok() && poked(w)) continue;
         if (!w.ok()) co_return;
         in.hold();
         ub.hold();
       }
       const IoResult rd = co_await client.read(in.room());
+      if (!rd.ok() && poked(rd)) continue;
       if (!rd.ok()) {
         if (!parser.idle() && rd.err.timeout()) hm.add(hm.header_timeouts);
         co_return;  // end of stream, header-read timeout or reset: nothing to answer
       }
       in.end += rd.n;
     }
+    park.reading = false;
+    read_deadline = -1;  // the next head's counts from the end of this request
     // Times count from the complete request head (the access log's TIME, TTFB and TOTAL,
     // and the per-route histograms).
     t_start = mono_now_ns();
@@ -702,6 +785,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
 
     TcpStream<P>& up = *conn.stream;
     if (tunnel) {
+      park.tunnel = true;  // a byte tunnel does not move: it drains here
+      park.resume();
       // 101: the head, then what either side sent past its head, then bytes both ways
       // (the L4 relay, apps/proxy/relay.h) until both ends closed or timeouts.idle_ms.
       hm.count(slot, 101);

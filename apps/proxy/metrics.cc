@@ -3,6 +3,7 @@
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
+#include <tuple>
 #include <utility>
 
 #include "apps/proxy/pool.h"
@@ -196,27 +197,30 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
   // Established connections across an upgrade (apps/proxy/relay_move.h), per generation.
   const uint64_t gen = generation_.load(std::memory_order_relaxed);
   header(out, "ringpoll_proxy_upgrade_connections", "gauge",
-         "Established connections at a binary upgrade, by generation that handed them over "
-         "and outcome: moved (to the successor, carried on there) or drained (finished in "
-         "the old process).");
-  if (gen > 1)
-    for (const auto& [what, v] :
-         {std::pair{"moved", &pred_moved_}, std::pair{"drained", &pred_drained_}})
+         "Established connections at a binary upgrade, by generation that handed them over, "
+         "kind (l4: relays, of which TLS ones drain; http: keep-alive clients) and outcome: "
+         "moved (to the successor, carried on there) or drained (finished in the old process).");
+  const auto cells = [&](uint64_t g, const HandoverCells& c) {
+    const char* kinds[] = {"l4", "l4", "http", "http"};
+    for (size_t i = 0; i < c.size(); ++i)
       line(out,
-           "ringpoll_proxy_upgrade_connections{generation=\"%" PRIu64 "\",outcome=\"%s\"} %" PRIu64,
-           gen - 1, what, v->load(std::memory_order_relaxed));
-  for (const auto& [what, v] :
-       {std::pair{"moved", &handed_moved_}, std::pair{"drained", &handed_draining_}})
-    line(out,
-         "ringpoll_proxy_upgrade_connections{generation=\"%" PRIu64 "\",outcome=\"%s\"} %" PRIu64,
-         gen, what, v->load(std::memory_order_relaxed));
+           "ringpoll_proxy_upgrade_connections{generation=\"%" PRIu64
+           "\",kind=\"%s\",outcome=\"%s\"} %" PRIu64,
+           g, kinds[i], i % 2 == 0 ? "moved" : "drained", c[i].load(std::memory_order_relaxed));
+  };
+  if (gen > 1) cells(gen - 1, pred_);
+  cells(gen, handed_);
   header(out, "ringpoll_proxy_connections_moved_total", "counter",
-         "Plain L4 relays handed to an upgrade's successor (out) and taken over from the "
-         "predecessor (in).");
-  line(out, "ringpoll_proxy_connections_moved_total{direction=\"out\"} %" PRId64,
-       total(&ShardMetrics::moved_out));
-  line(out, "ringpoll_proxy_connections_moved_total{direction=\"in\"} %" PRId64,
-       total(&ShardMetrics::adopted));
+         "Connections handed to an upgrade's successor (out) and taken over from the "
+         "predecessor (in), by kind: plain L4 relays, HTTP keep-alive clients.");
+  for (const auto& [kind, o, i] :
+       {std::tuple{"l4", &ShardMetrics::moved_out, &ShardMetrics::adopted},
+        std::tuple{"http", &ShardMetrics::http_moved_out, &ShardMetrics::http_adopted}}) {
+    line(out, "ringpoll_proxy_connections_moved_total{kind=\"%s\",direction=\"out\"} %" PRId64,
+         kind, total(o));
+    line(out, "ringpoll_proxy_connections_moved_total{kind=\"%s\",direction=\"in\"} %" PRId64, kind,
+         total(i));
+  }
   header(out, "ringpoll_proxy_sni_routed_total", "counter",
          "TLS clients of SNI-routing listeners, by how their pool was chosen.");
   for (const auto& [by, counter] : {std::pair{"server_name", &ShardMetrics::sni_routed},

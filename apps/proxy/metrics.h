@@ -95,8 +95,10 @@ struct alignas(64) ShardMetrics {
   std::atomic<uint64_t> latency_sum_ns{0};
   std::atomic<int64_t> relay_buffers{0};  // relay buffers held now (data in flight)
   // Binary upgrades (apps/proxy/relay_move.h): plain relays handed to the successor, and
-  // relays taken over from the predecessor.
+  // relays taken over from the predecessor; HTTP keep-alive clients the same
+  // (apps/proxy/http_move.h).
   std::atomic<uint64_t> moved_out{0}, adopted{0};
+  std::atomic<uint64_t> http_moved_out{0}, http_adopted{0};
   // UDP listeners.
   std::atomic<int64_t> udp_flows_active{0};
   std::atomic<uint64_t> udp_flows_created{0};
@@ -155,17 +157,15 @@ class Metrics {
     inherited_.store(inherited_listeners, std::memory_order_relaxed);
   }
 
-  // An upgrade's counts. This process, once it handed over to its successor: connections
+  // An upgrade's counts, by kind of connection: L4 relays (plain ones move; TLS ones drain)
+  // and HTTP clients. This process, once it handed over to its successor: connections
   // moved and connections left to drain here. And what its predecessor (generation - 1)
   // said at the end of its moves: moved and drained there.
-  void set_handover(uint64_t moved, uint64_t draining) noexcept {
-    handed_moved_.store(moved, std::memory_order_relaxed);
-    handed_draining_.store(draining, std::memory_order_relaxed);
-  }
-  void set_predecessor(uint64_t moved, uint64_t drained) noexcept {
-    pred_moved_.store(moved, std::memory_order_relaxed);
-    pred_drained_.store(drained, std::memory_order_relaxed);
-  }
+  struct Handover {
+    uint64_t l4_moved = 0, l4_drained = 0, http_moved = 0, http_drained = 0;
+  };
+  void set_handover(const Handover& h) noexcept { store(handed_, h); }
+  void set_predecessor(const Handover& h) noexcept { store(pred_, h); }
 
   // Prometheus text exposition (version 0.0.4) of everything above plus the pools'
   // upstream health, at time `now` (monotonic ns).
@@ -175,8 +175,13 @@ class Metrics {
   std::vector<ShardMetrics> shards_;
   std::atomic<uint64_t> generation_{1};
   std::atomic<uint64_t> inherited_{0};
-  std::atomic<uint64_t> handed_moved_{0}, handed_draining_{0};
-  std::atomic<uint64_t> pred_moved_{0}, pred_drained_{0};
+  // l4 moved, l4 drained, http moved, http drained
+  using HandoverCells = std::array<std::atomic<uint64_t>, 4>;
+  static void store(HandoverCells& c, const Handover& h) noexcept {
+    const uint64_t v[] = {h.l4_moved, h.l4_drained, h.http_moved, h.http_drained};
+    for (size_t i = 0; i < c.size(); ++i) c[i].store(v[i], std::memory_order_relaxed);
+  }
+  HandoverCells handed_{}, pred_{};
 };
 
 // Prometheus text of the io_uring completion backend's own counters, one value per shard

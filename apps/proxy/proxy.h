@@ -37,6 +37,7 @@
 #include "apps/proxy/admin.h"
 #include "apps/proxy/health.h"
 #include "apps/proxy/http_metrics.h"
+#include "apps/proxy/http_move.h"
 #include "apps/proxy/http_relay.h"
 #include "apps/proxy/http_upstreams.h"
 #include "apps/proxy/metrics.h"
@@ -105,31 +106,58 @@ class ProxyServer {
     return v;
   }
 
-  // ---- established relays across an upgrade (apps/proxy/relay_move.h) ----
+  // ---- established connections across an upgrade (apps/proxy/relay_move.h, http_move.h) ----
 
   // The listeners whose plain relays this process takes from its predecessor: the plain
   // TCP ones (not TLS, not HTTP) it took the sockets of (so both run one backend family,
-  // whose file flags the moved sockets carry, as the listeners' do).
+  // whose file flags the moved sockets carry, as the listeners' do). And those whose HTTP
+  // keep-alive clients it takes: its plain HTTP listeners it took the sockets of.
   std::vector<std::string> movable_listeners() const { return took_over_; }
+  std::vector<std::string> http_movable_listeners() const { return took_over_http_; }
 
+  // What an upgrade moved and left to drain, by kind; error: the channel failed (what was
+  // not sent by then drains).
+  struct UpgradeMoves {
+    MoveCounts l4, http;
+    std::string error;
+    uint64_t moved() const { return l4.moved + http.moved; }
+    uint64_t draining() const { return l4.draining + http.draining; }
+  };
   // In the old process, once the successor serves: moves this process's plain relays of
-  // `listeners` to it over `sock` (each shard in turn). The others, and those that could
-  // not move, drain. Counts them (the admin page too).
-  MoveCounts move_relays_to(int sock, const std::vector<std::string>& listeners) {
+  // `l4` and its plain HTTP clients of `http` to it over `sock` (each shard in turn). The
+  // others, and those that could not move, drain. Counts them (the admin page too).
+  UpgradeMoves move_connections_to(int sock, const std::vector<std::string>& l4,
+                                   const std::vector<std::string>& http) {
     const uint64_t before = live_connections();
-    MoveCounts total;
+    UpgradeMoves total;
     for (size_t i = 0; i < e_.size(); ++i) {
-      MoveCounts c;
+      MoveCounts c, h;
       c.error = total.error;  // a broken channel moves nothing more
+      (void)Engine<P>::try_run_task(e_.shard(i), [&] { return move_relays<P>(sock, l4, &c); });
+      h.error = c.error;
       (void)Engine<P>::try_run_task(e_.shard(i),
-                                    [&] { return move_relays<P>(sock, listeners, &c); });
-      total.moved += c.moved;
-      total.stayed += c.stayed;
-      total.error = c.error;
+                                    [&] { return move_http_clients<P>(sock, http, &h); });
+      total.error = h.error;
+      for (auto [t, k] : {std::pair{&total.l4, &c}, std::pair{&total.http, &h}}) {
+        t->moved += k->moved;
+        t->stayed += k->stayed;
+        t->present += k->present;
+      }
     }
-    total.draining = before > total.moved ? before - total.moved : 0;
-    metrics_.set_handover(total.moved, total.draining);
+    // Every HTTP client is one of the listeners' connections; the rest are L4 relays.
+    const auto left = [](uint64_t all, uint64_t gone) { return all > gone ? all - gone : 0; };
+    total.http.draining = left(total.http.present, total.http.moved);
+    total.l4.draining = left(left(before, total.http.present), total.l4.moved);
+    metrics_.set_handover(
+        {total.l4.moved, total.l4.draining, total.http.moved, total.http.draining});
     return total;
+  }
+  // The end message to the successor, with the counts (adopt_loop reads them back).
+  static std::string moves_note(const UpgradeMoves& m) {
+    return "moved " + std::to_string(m.moved()) + " drained " + std::to_string(m.draining()) +
+           " (l4 moved " + std::to_string(m.l4.moved) + " drained " +
+           std::to_string(m.l4.draining) + ", http moved " + std::to_string(m.http.moved) +
+           " drained " + std::to_string(m.http.draining) + ")";
   }
 
   // In the new process, once it serves: takes the relays its predecessor moves over
@@ -192,7 +220,7 @@ class ProxyServer {
       }
       std::vector<int> inherit = take_inherited(l.name, l.listen);
       adopted_ += inherit.empty() ? 0 : 1;
-      if (!inherit.empty() && !l.http && !l.tls) took_over_.push_back(l.name);
+      if (!inherit.empty() && !l.tls) (l.http ? took_over_http_ : took_over_).push_back(l.name);
       std::unique_ptr<TcpServer<P>> srv;
       if (Status st = start_tcp(gen, i, std::move(inherit), &srv, why); !st.ok()) return st;
       servers_.push_back(std::move(srv));
@@ -553,17 +581,10 @@ class ProxyServer {
     if (!find_listener(*gen, hint, name, &li)) gen = born;
     const ListenerSettings& l = gen->s.listeners[li];
     if (l.http) {
-      HttpClientRoute<P> h;
-      h.s = &gen->s;
-      h.l = &l;
-      h.pools = gen->route_pools[li];
-      h.upstreams = gen->http_up[li][static_cast<size_t>(Engine<P>::current()->id())].get();
-      h.route_slot = gen->route_slot[li];
-      h.draining = &draining_;
-      h.log = access_log_.get();
-      h.hold = std::move(gen);
-      if (l.tls) return https_client<P>(client, std::move(h), *l.tls, metrics_, http_metrics_);
-      return http_client<P>(client, std::move(h), metrics_, http_metrics_);
+      if (l.tls)
+        return https_client<P>(client, http_route(std::move(gen), li), *l.tls, metrics_,
+                               http_metrics_);
+      return http_client<P>(client, http_route(std::move(gen), li), metrics_, http_metrics_);
     }
     Route r;
     r.s = &gen->s;
@@ -576,6 +597,20 @@ class ProxyServer {
     return relay_client(client, std::move(r), metrics_);
   }
 
+  // What a client of HTTP listener li of gen is served with, on the calling shard.
+  HttpClientRoute<P> http_route(std::shared_ptr<Generation> gen, size_t li) {
+    HttpClientRoute<P> h;
+    h.s = &gen->s;
+    h.l = &gen->s.listeners[li];
+    h.pools = gen->route_pools[li];
+    h.upstreams = gen->http_up[li][static_cast<size_t>(Engine<P>::current()->id())].get();
+    h.route_slot = gen->route_slot[li];
+    h.draining = &draining_;
+    h.log = access_log_.get();
+    h.hold = std::move(gen);
+    return h;
+  }
+
   // Open connections of every TCP listener (those a reload retired too).
   uint64_t live_connections() const {
     uint64_t n = 0;
@@ -584,10 +619,11 @@ class ProxyServer {
     return n;
   }
 
-  // The adoption thread (adopt_from): each record with its two descriptors becomes a
-  // connection of its listener's server, carried on by relay_adopted.
+  // The adoption thread (adopt_from): each record with its descriptors becomes a connection
+  // of its listener's server: a relay's two carried on by relay_adopted, an HTTP client's
+  // one by http_client.
   void adopt_loop(int sock, const std::function<void(const std::string&)>& say) {
-    uint64_t taken = 0, lost = 0;
+    uint64_t taken = 0, taken_http = 0, lost = 0;
     std::string end_note;
     bool closing = false;
     for (;;) {
@@ -609,12 +645,20 @@ class ProxyServer {
         end_note = text;
         break;
       }
+      const bool http = st.ok() && is_http_record(text);
+      const size_t want = http ? 1 : 2;
       RelayRecord rec;
-      bool ok = st.ok() && fds.size() == 2 && decode_relay_record(text, &rec, &why);
-      if (st.ok() && fds.size() != 2)
-        why = "a connection record with " + std::to_string(fds.size()) + " descriptors, not 2";
+      HttpClientRecord hrec;
+      bool ok =
+          st.ok() && fds.size() == want &&
+          (http ? decode_http_record(text, &hrec, &why) : decode_relay_record(text, &rec, &why));
+      if (st.ok() && fds.size() != want)
+        why = "a connection record with " + std::to_string(fds.size()) + " descriptors, not " +
+              std::to_string(want);
       if (!ok) {
         for (int fd : fds) ::close(fd);
+      } else if (http) {
+        ok = adopt_http_one(std::move(hrec), fds[0], &why);  // closes it when it fails
       } else {
         ok = adopt_one(std::move(rec), fds, &why);  // closes both when it fails
       }
@@ -624,17 +668,26 @@ class ProxyServer {
         if (!st.ok()) break;  // the channel is broken
         continue;
       }
-      ++taken;
+      ++(http ? taken_http : taken);
       adopted_conns_.fetch_add(1);
     }
     ::close(sock);
+    // "moved M drained D (l4 moved a drained b, http moved c drained d)"; a predecessor
+    // without HTTP moves sent the first two only: all of those are L4.
     uint64_t moved = 0, drained = 0;
-    if (std::sscanf(end_note.c_str(), "moved %" SCNu64 " drained %" SCNu64, &moved, &drained) == 2)
-      metrics_.set_predecessor(moved, drained);
-    say("upgrade: took over " + std::to_string(taken) + " established connections" +
+    Metrics::Handover h;
+    const int got =
+        std::sscanf(end_note.c_str(),
+                    "moved %" SCNu64 " drained %" SCNu64 " (l4 moved %" SCNu64 " drained %" SCNu64
+                    ", http moved %" SCNu64 " drained %" SCNu64,
+                    &moved, &drained, &h.l4_moved, &h.l4_drained, &h.http_moved, &h.http_drained);
+    if (got == 2) h = {moved, drained, 0, 0};
+    if (got == 2 || got == 6) metrics_.set_predecessor(h);
+    say("upgrade: took over " + std::to_string(taken + taken_http) + " established connections" +
         (lost ? " (" + std::to_string(lost) + " could not be taken)" : std::string()) +
         (end_note.empty() ? std::string("; the predecessor ended without its counts")
-                          : "; the predecessor: " + end_note));
+                          : "; the predecessor: " + end_note) +
+        "; taken here: l4 " + std::to_string(taken) + ", http " + std::to_string(taken_http));
     adopt_done_.store(true);
   }
 
@@ -664,6 +717,33 @@ class ProxyServer {
     };
     if (!servers_[li]->adopt_connection(fds[0], std::move(h))) {
       ::close(up);
+      *why = "listener '" + gen->s.listeners[li].name + "' is shutting down";
+      return false;
+    }
+    return true;
+  }
+
+  // One moved HTTP client: a connection of its listener's server, served by http_client
+  // from the record's bytes and deadline. Takes the descriptor: false (*why) when it was
+  // closed instead.
+  bool adopt_http_one(HttpClientRecord rec, int fd, std::string* why) {
+    std::lock_guard<std::mutex> lock(servers_mu_);
+    auto gen = generation();
+    size_t li = 0;
+    if (!find_listener(*gen, 0, rec.listener, &li) || !servers_[li] || !gen->s.listeners[li].http ||
+        gen->s.listeners[li].tls) {
+      *why = "no plain HTTP listener '" + rec.listener + "' here";
+      ::close(fd);
+      return false;
+    }
+    auto h = [this, li, gen, rec = std::move(rec)](TcpStream<P>& c, ConnContext<P>) mutable {
+      HttpResume from;
+      from.adopted = true;
+      from.bytes = std::move(rec.bytes);
+      from.deadline_left_ns = rec.deadline_left_ns;
+      return http_client<P>(c, http_route(gen, li), metrics_, http_metrics_, std::move(from));
+    };
+    if (!servers_[li]->adopt_connection(fd, std::move(h))) {
       *why = "listener '" + gen->s.listeners[li].name + "' is shutting down";
       return false;
     }
@@ -789,9 +869,10 @@ class ProxyServer {
   std::unique_ptr<AdminEndpoint<P>> admin_;  // shard 0 only
   SocketAddress admin_address_;
   std::atomic<uint64_t> reloads_{0};
-  std::atomic<bool> draining_{false};   // shutdown() began (read by HTTP connections)
-  std::vector<std::string> took_over_;  // plain TCP listeners started on handed sockets
-  std::mutex servers_mu_;               // servers_ against the adoption thread
+  std::atomic<bool> draining_{false};        // shutdown() began (read by HTTP connections)
+  std::vector<std::string> took_over_;       // plain TCP listeners started on handed sockets
+  std::vector<std::string> took_over_http_;  // plain HTTP listeners started on handed sockets
+  std::mutex servers_mu_;                    // servers_ against the adoption thread
   std::thread adopt_thread_;
   std::atomic<bool> adopt_stop_{false}, adopt_done_{false};
   std::atomic<uint64_t> adopted_conns_{0};

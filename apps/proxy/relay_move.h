@@ -44,8 +44,36 @@ struct MoveCounts {
   uint64_t moved = 0;
   uint64_t stayed = 0;    // movable kind, but not moved: they drain
   uint64_t draining = 0;  // every connection left to drain (any kind; ProxyServer's count)
+  uint64_t present = 0;   // HTTP: every client on the shard when the move began
   std::string error;      // the channel failed (the rest stayed)
 };
+
+// Sleeps a millisecond at a time (on the calling shard) until done() or bound_ns passed.
+template <PollerBackend P, class Done>
+Task<void> wait_at_most(Done done, int64_t bound_ns) {
+  Scheduler<P>& sched = Engine<P>::current()->sched();
+  const int64_t end = mono_now_ns() + bound_ns;
+  while (!done() && mono_now_ns() < end) co_await sched.sleep_for(1'000'000);
+}
+
+// A parked connection (ok: ready to go) is sent with its record and descriptors and let
+// go here, or resumed here. A failed send breaks the channel: out->error, nothing more moves.
+template <class Parked>
+void send_or_resume(int sock, bool ok, const std::string& rec, const std::vector<int>& fds,
+                    Parked* c, MoveCounts* out) {
+  std::string why;
+  if (ok && !send_connection(sock, rec, fds, &why).ok()) {
+    out->error = why;
+    ok = false;
+  }
+  if (ok) {
+    c->moved_away();
+    ++out->moved;
+  } else {
+    c->resume();
+    ++out->stayed;
+  }
+}
 
 namespace relay_detail {
 
@@ -82,7 +110,6 @@ template <PollerBackend P>
 Task<void> move_relays(int sock, const std::vector<std::string>& listeners, MoveCounts* out) {
   using relay_detail::MovableRelays;
   using relay_detail::Relay;
-  Scheduler<P>& sched = Engine<P>::current()->sched();
   std::vector<Relay<P>*>& all = MovableRelays<P>::local();
   for (Relay<P>* r : all)
     if (relay_detail::wants(*r, listeners)) r->ask_park();
@@ -90,8 +117,7 @@ Task<void> move_relays(int sock, const std::vector<std::string>& listeners, Move
     return std::all_of(all.begin(), all.end(),
                        [](const Relay<P>* r) { return !r->parking || r->settled(); });
   };
-  const int64_t park_end = mono_now_ns() + kParkBoundNs;
-  while (!all_settled() && mono_now_ns() < park_end) co_await sched.sleep_for(1'000'000);
+  co_await wait_at_most<P>(all_settled, kParkBoundNs);
   // Parked relays cannot end while parked (their pumps wait at the gate), so the pointers
   // stay good across the waits below; the others resume now.
   std::vector<Relay<P>*> parked;
@@ -111,9 +137,8 @@ Task<void> move_relays(int sock, const std::vector<std::string>& listeners, Move
   const auto stopped = [](Relay<P>* r) {
     return r->client->poll_fd().recv_ahead_stopped() && r->upstream->poll_fd().recv_ahead_stopped();
   };
-  const int64_t stop_end = mono_now_ns() + kRecvStopBoundNs;
-  while (!std::all_of(parked.begin(), parked.end(), stopped) && mono_now_ns() < stop_end)
-    co_await sched.sleep_for(1'000'000);
+  co_await wait_at_most<P>([&] { return std::all_of(parked.begin(), parked.end(), stopped); },
+                           kRecvStopBoundNs);
   for (Relay<P>* r : parked) {
     bool ok = out->error.empty() && stopped(r);
     for (auto [s, c] : {std::pair{r->client, r->carry[0]}, std::pair{r->upstream, r->carry[1]}}) {
@@ -124,17 +149,7 @@ Task<void> move_relays(int sock, const std::vector<std::string>& listeners, Move
     }
     std::string rec, why;
     if (ok && !relay_detail::record_of(*r, &rec, &why)) ok = false;
-    if (ok && !send_connection(sock, rec, {r->client->fd(), r->upstream->fd()}, &why).ok()) {
-      out->error = why;  // the channel is broken: nothing more moves
-      ok = false;
-    }
-    if (ok) {
-      r->moved_away();
-      ++out->moved;
-    } else {
-      r->resume();
-      ++out->stayed;
-    }
+    send_or_resume(sock, ok, rec, {r->client->fd(), r->upstream->fd()}, r, out);
   }
 }
 

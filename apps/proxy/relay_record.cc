@@ -43,6 +43,42 @@ bool two_numbers(std::string_view v, A* a, B* b) {
          parse_number(v.substr(sp + 1), b);
 }
 
+// A record's lines in turn: each failure names the line it is on ("line 3: ...").
+struct Lines {
+  std::string_view rest, line;
+  int n = 0;
+  std::string* why;
+  bool take() {
+    ++n;
+    return next_line(&rest, &line);
+  }
+  bool bad(const std::string& what) {
+    *why = "connection record, line " + std::to_string(n) + ": " + what;
+    return false;
+  }
+  // The header line: `kind` ("not `what` record" otherwise) and this binary's version.
+  bool header(std::string_view kind, const char* what, int want) {
+    std::string_view v;
+    int version = 0;
+    if (!take()) return bad("no header line");
+    if (!keyed(line, kind, &v) || !parse_number(v, &version))
+      return bad(std::string("not ") + what + " record: '" + std::string(line.substr(0, 40)) + "'");
+    if (version != want)
+      return bad("version " + std::to_string(version) + ", this binary reads " +
+                 std::to_string(want));
+    return true;
+  }
+  // "key <value>" as the next line.
+  bool keyed_line(const char* key, std::string_view* v) {
+    if (!take()) return bad(std::string("missing '") + key + "'");
+    if (!keyed(line, key, v)) return bad(std::string("expected '") + key + " ...'");
+    return true;
+  }
+};
+
+const char* const kRelayHeader = "ringpoll-relay";
+const char* const kHttpHeader = "ringpoll-http";
+
 }  // namespace
 
 std::string encode_relay_record(const RelayRecord& r, std::string* why) {
@@ -52,7 +88,7 @@ std::string encode_relay_record(const RelayRecord& r, std::string* why) {
       return "";
     }
   }
-  std::string out = "ringpoll-relay " + std::to_string(kRelayRecordVersion) + "\n";
+  std::string out = std::string(kRelayHeader) + " " + std::to_string(kRelayRecordVersion) + "\n";
   out += "listener " + r.listener + "\n";
   out += "pool " + r.pool + "\n";
   out += "upstream " + r.upstream + "\n";
@@ -72,34 +108,23 @@ std::string encode_relay_record(const RelayRecord& r, std::string* why) {
 
 bool decode_relay_record(std::string_view text, RelayRecord* out, std::string* why) {
   RelayRecord r;
-  std::string_view rest = text, line, v;
-  int n = 0;
-  const auto bad = [&](const std::string& what) {
-    *why = "connection record, line " + std::to_string(n) + ": " + what;
-    return false;
-  };
-  const auto take = [&] {
-    ++n;
-    return next_line(&rest, &line);
-  };
-  if (!take()) return bad("no header line");
-  int version = 0;
-  if (!keyed(line, "ringpoll-relay", &v) || !parse_number(v, &version))
-    return bad("not a relay record: '" + std::string(line.substr(0, 40)) + "'");
-  if (version != kRelayRecordVersion)
-    return bad("version " + std::to_string(version) + ", this binary reads " +
-               std::to_string(kRelayRecordVersion));
+  Lines l{text, {}, 0, why};
+  std::string_view& rest = l.rest;
+  std::string_view& line = l.line;
+  std::string_view v;
+  const auto bad = [&](const std::string& what) { return l.bad(what); };
+  const auto take = [&] { return l.take(); };
+  if (!l.header(kRelayHeader, "a relay", kRelayRecordVersion)) return false;
   std::string* names[] = {&r.listener, &r.pool, &r.upstream};
   const char* keys[] = {"listener", "pool", "upstream"};
   for (size_t i = 0; i < 3; ++i) {
-    if (!take()) return bad(std::string("missing '") + keys[i] + "'");
-    if (!keyed(line, keys[i], &v)) return bad(std::string("expected '") + keys[i] + " ...'");
+    if (!l.keyed_line(keys[i], &v)) return false;
     names[i]->assign(v);
     if (i == 0 && r.listener.empty()) return bad("an empty listener name");
   }
-  if (!take()) return bad("missing 'idle'");
-  if (!keyed(line, "idle", &v) || !two_numbers(v, &r.idle_ns, &r.idle_left_ns) || r.idle_ns < 0 ||
-      r.idle_left_ns < 0 || r.idle_left_ns > r.idle_ns)
+  if (!l.keyed_line("idle", &v)) return false;
+  if (!two_numbers(v, &r.idle_ns, &r.idle_left_ns) || r.idle_ns < 0 || r.idle_left_ns < 0 ||
+      r.idle_left_ns > r.idle_ns)
     return bad("expected 'idle <idle_ns> <left_ns>' with 0 <= left <= idle");
   size_t sizes[2] = {0, 0};
   RelayRecord::Direction* dirs[] = {&r.up, &r.down};
@@ -119,6 +144,54 @@ bool decode_relay_record(std::string_view text, RelayRecord* out, std::string* w
   const auto* b = reinterpret_cast<const std::byte*>(rest.data());
   r.up.pending.assign(b, b + sizes[0]);
   r.down.pending.assign(b + sizes[0], b + rest.size());
+  *out = std::move(r);
+  return true;
+}
+
+}  // namespace ringpoll::proxy
+
+namespace ringpoll::proxy {
+
+bool is_http_record(std::string_view text) {
+  return text.starts_with(std::string(kHttpHeader) + " ");
+}
+
+std::string encode_http_record(const HttpClientRecord& r, std::string* why) {
+  if (!carriable(r.listener)) {
+    *why = "a name with a newline cannot be carried: '" + r.listener + "'";
+    return "";
+  }
+  std::string out = std::string(kHttpHeader) + " " + std::to_string(kHttpRecordVersion) + "\n";
+  out += "listener " + r.listener + "\n";
+  out += "deadline " +
+         (r.deadline_left_ns < 0 ? std::string("none") : std::to_string(r.deadline_left_ns)) + "\n";
+  out += "bytes " + std::to_string(r.bytes.size()) + "\n\n";
+  const size_t head = out.size();
+  out.resize(head + r.bytes.size());
+  if (!r.bytes.empty()) std::memcpy(out.data() + head, r.bytes.data(), r.bytes.size());
+  return out;
+}
+
+bool decode_http_record(std::string_view text, HttpClientRecord* out, std::string* why) {
+  HttpClientRecord r;
+  Lines l{text, {}, 0, why};
+  std::string_view v;
+  if (!l.header(kHttpHeader, "an HTTP client", kHttpRecordVersion) || !l.keyed_line("listener", &v))
+    return false;
+  r.listener.assign(v);
+  if (r.listener.empty()) return l.bad("an empty listener name");
+  if (!l.keyed_line("deadline", &v)) return false;
+  if (v != "none" && (!parse_number(v, &r.deadline_left_ns) || r.deadline_left_ns < 0))
+    return l.bad("expected 'deadline <left_ns>' (0 or more) or 'deadline none'");
+  size_t n = 0;
+  if (!l.keyed_line("bytes", &v)) return false;
+  if (!parse_number(v, &n)) return l.bad("expected 'bytes <count>'");
+  if (!l.take() || !l.line.empty()) return l.bad("expected the empty line before the bytes");
+  if (n != l.rest.size())
+    return l.bad("the record says " + std::to_string(n) + " buffered bytes and carries " +
+                 std::to_string(l.rest.size()));
+  const auto* b = reinterpret_cast<const std::byte*>(l.rest.data());
+  r.bytes.assign(b, b + n);
   *out = std::move(r);
   return true;
 }

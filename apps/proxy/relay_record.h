@@ -42,4 +42,25 @@ std::string encode_relay_record(const RelayRecord& r, std::string* why);
 // False with *why naming the line and what is wrong; *out is left as it was.
 bool decode_relay_record(std::string_view text, RelayRecord* out, std::string* why);
 
+// HttpClientRecord: what an HTTP keep-alive client carries with it, moved between two
+// requests (apps/proxy/http_move.h sends it with the client's descriptor):
+//
+//   ringpoll-http 1
+//   listener <name>          the HTTP listener that accepted it
+//   deadline <left_ns>|none  what is left of its read deadline (none: it has none)
+//   bytes <n>                read past its last answered request (a pipelined next one)
+//   (an empty line, then the bytes)
+//
+// Its end of stream, if the client sent one, is not carried: the socket reports it again.
+struct HttpClientRecord {
+  std::string listener;
+  int64_t deadline_left_ns = -1;  // -1: none
+  std::vector<std::byte> bytes;
+};
+inline constexpr int kHttpRecordVersion = 1;
+// Whether text is an HttpClientRecord (not a RelayRecord) by its header line.
+bool is_http_record(std::string_view text);
+std::string encode_http_record(const HttpClientRecord& r, std::string* why);
+bool decode_http_record(std::string_view text, HttpClientRecord* out, std::string* why);
+
 }  // namespace ringpoll::proxy

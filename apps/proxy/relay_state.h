@@ -175,26 +175,29 @@ struct Relay {
   }
 };
 
-// The plain relays of this shard that may move (Relay::origin set), for the mover
-// (apps/proxy/relay_move.h); the shard's thread only.
-template <PollerBackend P>
-struct MovableRelays {
-  static std::vector<Relay<P>*>& local() {
-    static thread_local std::vector<Relay<P>*> v;
+// The connections of this shard an upgrade may move, each listed while it lives (a null
+// one is not), for the movers; the shard's thread only.
+template <class T>
+struct ShardList {
+  static std::vector<T*>& local() {
+    static thread_local std::vector<T*> v;
     return v;
   }
-  explicit MovableRelays(Relay<P>* r) : r_(r) {
-    if (r_) local().push_back(r_);
+  explicit ShardList(T* t) : t_(t) {
+    if (t_) local().push_back(t_);
   }
-  ~MovableRelays() {
-    if (r_) std::erase(local(), r_);
+  ~ShardList() {
+    if (t_) std::erase(local(), t_);
   }
-  MovableRelays(const MovableRelays&) = delete;
-  MovableRelays& operator=(const MovableRelays&) = delete;
+  ShardList(const ShardList&) = delete;
+  ShardList& operator=(const ShardList&) = delete;
 
  private:
-  Relay<P>* r_;
+  T* t_;
 };
+// The plain relays that may move (Relay::origin set), for apps/proxy/relay_move.h.
+template <PollerBackend P>
+using MovableRelays = ShardList<Relay<P>>;
 
 // A direction's copy buffer, from its shard's RelayBuffers (apps/proxy/buffer_pool.h), held
 // only while a chunk is in flight: taken when the source has data, given back once the

@@ -86,10 +86,12 @@ bool upgrade_env(UpgradeEnv* out, std::string* why) {
   return true;
 }
 
-std::string ready_note(uint64_t generation, const std::vector<std::string>& moves) {
+std::string ready_note(uint64_t generation, const std::vector<std::string>& moves,
+                       const std::vector<std::string>& http_moves) {
   std::string note =
       "ready generation " + std::to_string(generation) + " pid " + std::to_string(getpid());
   for (const std::string& l : moves) note += "\nmoves " + l;
+  for (const std::string& l : http_moves) note += "\nmoves-http " + l;
   return note;
 }
 
@@ -135,10 +137,12 @@ bool start_successor(const SelfExec& self, uint64_t generation,
     out->pid = pid;
     out->channel = sv[0];
     out->moves.clear();
+    out->http_moves.clear();
     for (size_t at = note.find('\n'); at != std::string::npos;) {
       const size_t end = note.find('\n', at + 1);
       const std::string line = note.substr(at + 1, end == std::string::npos ? end : end - at - 1);
       if (line.starts_with("moves ")) out->moves.push_back(line.substr(6));
+      if (line.starts_with("moves-http ")) out->http_moves.push_back(line.substr(11));
       at = end;
     }
     // A successor that stops reading must not hold a shard of this one for long.

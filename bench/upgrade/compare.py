@@ -3,7 +3,7 @@
 
   python3 bench/upgrade/compare.py --bin build/bin [--rate 500] [--upgrades 10]
           [--interval 3] [--long-lived 50] [--drain 5] [--proxies ringpoll,haproxy,nginx]
-          [--backend io_uring-completion|epoll|io_uring-readiness]
+          [--backend io_uring-completion|epoll|io_uring-readiness] [--http]
 
 One harness, the same for every proxy: an echo upstream (ringpoll-serve), the proxy in
 L4 mode in front of it, and
@@ -21,6 +21,12 @@ while the proxy is upgraded --upgrades times, --interval seconds apart:
   nginx     USR2 to the master (binary upgrade: a new master and workers on the
             inherited sockets), then QUIT to the old master once the new pid file is
             there (worker_shutdown_timeout --drain)
+With --http the same in HTTP/1.1: the upstream is ringpoll-serve --mode http, each proxy
+runs its HTTP mode (ringpoll: protocol = "http"; haproxy: mode http; nginx: an http
+server with upstream keep-alive), a short connection is one GET with Connection: close,
+and a long-lived one is a keep-alive connection sending one GET every 100 ms; it is cut
+when the proxy closes it or answers "Connection: close" (the client would have to
+reconnect: ringpoll-proxy moves it between two requests, the others drain it).
 Printed, per proxy: failed connects, resets, other errors, established connections cut
 (closed or reset by the proxy, answered wrong, or not within 5 s: ringpoll-proxy moves
 them to the new process, the others drain them until the deadline),
@@ -46,6 +52,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from common import free_port, read_to_end, wait_port  # noqa: E402
 
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+# --http: keep-alive on both sides, for as long as the run.
+NGINX_HTTP = """http {{
+  access_log off;
+  keepalive_timeout 3600s;
+  keepalive_requests 100000000;
+  upstream u {{ server {upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
 PAYLOAD = b"0123456789abcdef0123456789abcdef"
 
 
@@ -59,17 +77,34 @@ class Counts:
         self.cut = 0  # long-lived connections that ended under us
 
 
-async def one_request(port, intended, c, timeout):
+async def read_response(r):
+    """One HTTP/1.1 response framed by Content-Length: (status, lower-cased head, body)."""
+    head = (await r.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+    n = 0
+    for line in head.split("\r\n"):
+        if line.startswith("content-length:"):
+            n = int(line.split(":")[1])
+    body = await r.readexactly(n)
+    return int(head[9:12]), head, body
+
+
+async def one_request(port, intended, c, timeout, http=False):
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
     except (ConnectionRefusedError, asyncio.TimeoutError, OSError):
         c.connect_failed += 1
         return
     try:
-        w.write(PAYLOAD)
-        await w.drain()
-        got = await asyncio.wait_for(r.readexactly(len(PAYLOAD)), timeout)
-        if got != PAYLOAD:
+        if http:
+            w.write(b"GET /plaintext HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            await w.drain()
+            status, _, _ = await asyncio.wait_for(read_response(r), timeout)
+            good = status == 200
+        else:
+            w.write(PAYLOAD)
+            await w.drain()
+            good = await asyncio.wait_for(r.readexactly(len(PAYLOAD)), timeout) == PAYLOAD
+        if not good:
             c.other += 1
             return
         c.ok += 1
@@ -78,13 +113,13 @@ async def one_request(port, intended, c, timeout):
         c.resets += 1
     except asyncio.IncompleteReadError:
         c.resets += 1  # closed with the answer missing: the connection was dropped
-    except (asyncio.TimeoutError, OSError):
+    except (asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError, OSError):
         c.other += 1
     finally:
         w.close()
 
 
-async def open_loop(port, rate, until, c, timeout):
+async def open_loop(port, rate, until, c, timeout, http):
     tasks = set()
     start = time.monotonic()
     n = 0
@@ -95,7 +130,7 @@ async def open_loop(port, rate, until, c, timeout):
         delay = intended - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        t = asyncio.ensure_future(one_request(port, intended, c, timeout))
+        t = asyncio.ensure_future(one_request(port, intended, c, timeout, http))
         tasks.add(t)
         t.add_done_callback(tasks.discard)
         n += 1
@@ -103,10 +138,12 @@ async def open_loop(port, rate, until, c, timeout):
         await asyncio.gather(*tasks)
 
 
-async def long_lived(port, until, c):
-    """One established connection: a numbered 8-byte message every 100 ms, echoed back.
+async def long_lived(port, until, c, http=False):
+    """One established connection: a numbered 8-byte message every 100 ms, echoed back
+    (--http: a keep-alive GET every 100 ms, answered 200 without Connection: close).
     Cut: the proxy closed or reset it, or an answer did not come within 5 s, or came back
-    wrong (a message lost, repeated or out of order) before `until`."""
+    wrong (a message lost, repeated or out of order; --http: not 200, or "close") before
+    `until`."""
     try:
         r, w = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
@@ -115,15 +152,23 @@ async def long_lived(port, until, c):
     n = 0
     try:
         while time.monotonic() < until:
-            msg = n.to_bytes(8, "big")
-            w.write(msg)
-            await w.drain()
-            if await asyncio.wait_for(r.readexactly(8), 5) != msg:
+            if http:
+                w.write(f"GET /plaintext?n={n} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+                await w.drain()
+                status, head, _ = await asyncio.wait_for(read_response(r), 5)
+                good = status == 200 and "\r\nconnection: close" not in head
+            else:
+                msg = n.to_bytes(8, "big")
+                w.write(msg)
+                await w.drain()
+                good = await asyncio.wait_for(r.readexactly(8), 5) == msg
+            if not good:
                 c.cut += 1
                 return
             n += 1
             await asyncio.sleep(0.1)
-    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+            asyncio.TimeoutError, ValueError):
         c.cut += 1
     finally:
         w.close()
@@ -157,10 +202,11 @@ class Ringpoll:
         self.admin = free_port()
         cfg = os.path.join(d, "ringpoll.toml")
         with open(cfg, "w") as f:
-            f.write(f'[timeouts]\ndrain_ms = {int(args.drain * 1000)}\nidle_ms = 0\n\n'
+            idle = 3600000 if args.http else 0  # HTTP mode: 0 would expire its deadlines at once
+            f.write(f"[timeouts]\ndrain_ms = {int(args.drain * 1000)}\nidle_ms = {idle}\n\n"
                     f'[[proxy.pool]]\nname = "up"\nupstreams = ["{upstream}"]\n\n'
                     f'[[proxy.listener]]\nname = "front"\nlisten = "127.0.0.1:{port}"\n'
-                    f'pool = "up"\n')
+                    f'pool = "up"\n' + ('protocol = "http"\n' if args.http else ""))
         env = dict(os.environ, RINGPOLL_BACKEND=args.backend)
         self.p = subprocess.Popen(
             [f"{args.bin}/ringpoll-proxy", "--config", cfg, "--admin", f"127.0.0.1:{self.admin}",
@@ -207,8 +253,10 @@ class Haproxy:
             f.write(f"global\n  maxconn 5000\n  nbthread 1\n"
                     f"  stats socket {self.sock} mode 600 level admin expose-fd listeners\n"
                     f"  hard-stop-after {int(args.drain * 1000)}ms\n"
-                    f"defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
-                    f"  timeout server 1h\n"
+                    f"defaults\n  mode {'http' if args.http else 'tcp'}\n  timeout connect 5s\n"
+                    f"  timeout client 1h\n  timeout server 1h\n"
+                    + ("  timeout http-keep-alive 1h\n  timeout http-request 1h\n"
+                       if args.http else "") +
                     f"frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n"
                     f"backend be\n  server u0 {upstream}\n")
         self.log = open(os.path.join(d, "haproxy.log"), "w")
@@ -262,9 +310,10 @@ class Nginx:
             f.write(f"daemon on;\nmaster_process on;\nworker_processes 1;\n"
                     f"worker_shutdown_timeout {int(args.drain * 1000)}ms;\n"
                     f"pid {self.pidfile};\nerror_log {d}/nginx.err;\n"
-                    f"load_module {NGINX_STREAM_MODULE};\n"
-                    f"events {{ worker_connections 5000; }}\n"
-                    f"stream {{\n  server {{ listen 127.0.0.1:{port}; proxy_pass {upstream}; }}\n}}\n")
+                    + (f"load_module {NGINX_STREAM_MODULE};\n" if not args.http else "")
+                    + "events { worker_connections 5000; }\n"
+                    + (NGINX_HTTP.format(port=port, upstream=upstream) if args.http else
+                       f"stream {{\n  server {{ listen 127.0.0.1:{port}; proxy_pass {upstream}; }}\n}}\n"))
         self.p = subprocess.Popen([shutil.which("nginx"), "-c", cfg, "-p", d],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # daemon on: nginx ignores USR2 in a master whose parent started it (daemon off)
@@ -338,9 +387,9 @@ def run(kind, args, upstream):
         loop = asyncio.new_event_loop()
 
         async def clients():
-            lls = [asyncio.ensure_future(long_lived(port, until_established, c))
+            lls = [asyncio.ensure_future(long_lived(port, until_established, c, args.http))
                    for _ in range(args.long_lived)]
-            await open_loop(port, args.rate, until, c, args.timeout)
+            await open_loop(port, args.rate, until, c, args.timeout, args.http)
             await asyncio.gather(*lls)
 
         th = threading.Thread(target=lambda: loop.run_until_complete(clients()))
@@ -371,6 +420,8 @@ def main():
     ap.add_argument("--backend", default="io_uring-completion",
                     choices=["io_uring-completion", "io_uring-readiness", "epoll"])
     ap.add_argument("--proxies", default="ringpoll,haproxy,nginx")
+    ap.add_argument("--http", action="store_true",
+                    help="HTTP/1.1 through each proxy's HTTP mode (keep-alive long-lived clients)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     args.out = os.path.abspath(args.out or time.strftime("results/upgrade-%Y%m%d-%H%M%S"))
@@ -383,12 +434,14 @@ def main():
         if name == "haproxy" and not shutil.which("haproxy"):
             print("compare: haproxy left out: not on PATH")
             continue
-        if name == "nginx" and (not shutil.which("nginx") or not os.path.exists(NGINX_STREAM_MODULE)):
+        if name == "nginx" and (not shutil.which("nginx") or
+                                (not args.http and not os.path.exists(NGINX_STREAM_MODULE))):
             print(f"compare: nginx left out: not on PATH or no {NGINX_STREAM_MODULE}")
             continue
         chosen.append(kinds[name])
     up_port = free_port()
-    up = subprocess.Popen([f"{args.bin}/ringpoll-serve", "--mode", "echo", "--listen",
+    up = subprocess.Popen([f"{args.bin}/ringpoll-serve", "--mode", "http" if args.http else "echo",
+                           "--listen",
                            f"127.0.0.1:{up_port}", "--set", "engine.shards=1"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not wait_port(up_port, up):
@@ -414,8 +467,8 @@ def main():
         print(f"| {name} | {c.ok} | {c.connect_failed} | {c.resets} | {c.other} | {c.cut} | "
               f"{steady:.2f} | {during:.2f} | {ratio:.2f} |")
     print(f"\n{args.upgrades} upgrades {args.interval:g} s apart, open loop {args.rate:g} new "
-          f"connections/s, drain {args.drain:g} s; ringpoll backend {args.backend}; logs in "
-          f"{args.out}")
+          f"connections/s, drain {args.drain:g} s; {'HTTP/1.1 keep-alive' if args.http else 'L4'}; "
+          f"ringpoll backend {args.backend}; logs in {args.out}")
 
 
 if __name__ == "__main__":

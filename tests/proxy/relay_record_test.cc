@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -39,6 +40,30 @@ RelayRecord sample() {
   return r;
 }
 
+// A decoder's refusals: each case's text is refused with its `want` in the message, which
+// names the connection record, and the record given is left as it was.
+struct Case {
+  std::string text;
+  std::string want;  // in the message
+};
+std::string replaced(std::string t, const std::string& from, const std::string& to) {
+  t.replace(t.find(from), from.size(), to);
+  return t;
+}
+template <class Record>
+void expect_refused(const std::vector<Case>& cases, const Record& sample,
+                    bool (*decode)(std::string_view, Record*, std::string*)) {
+  for (const Case& c : cases) {
+    Record r = sample;
+    r.listener = "untouched";
+    std::string w;
+    EXPECT_FALSE(decode(c.text, &r, &w)) << c.want;
+    EXPECT_NE(w.find(c.want), std::string::npos) << "want '" << c.want << "' in: " << w;
+    EXPECT_NE(w.find("connection record"), std::string::npos) << w;
+    EXPECT_EQ(r.listener, "untouched") << "a refused record changes nothing";
+  }
+}
+
 TEST(RelayRecord, RoundTripsEveryField) {
   std::string why;
   const std::string text = encode_relay_record(sample(), &why);
@@ -60,41 +85,86 @@ TEST(RelayRecord, RoundTripsEveryField) {
 TEST(RelayRecord, BadRecordsAreRefusedNamingTheLine) {
   std::string why;
   const std::string good = encode_relay_record(sample(), &why);
-  const auto replaced = [&](const std::string& from, const std::string& to) {
-    std::string t = good;
-    t.replace(t.find(from), from.size(), to);
-    return t;
-  };
-  struct Case {
-    std::string text;
-    std::string want;  // in the message
-  } cases[] = {
-      {"", "line 1: no header line"},
-      {"GET / HTTP/1.1\n", "line 1: not a relay record"},
-      {replaced("ringpoll-relay 1", "ringpoll-relay 2"), "line 1: version 2, this binary reads 1"},
-      {replaced("listener front", "listen front"), "line 2: expected 'listener ...'"},
-      {replaced("listener front", "listener "), "line 2: an empty listener name"},
-      {replaced("idle 60000000000 12345", "idle 5 6"), "line 5: expected 'idle"},
-      {replaced("idle 60000000000 12345", "idle x 1"), "line 5: expected 'idle"},
-      {replaced("up 26 0", "up 26 2"), "line 6: expected 'up <bytes> <0|1>'"},
-      {replaced("down 4 1", "down -4 1"), "line 7: expected 'down"},
-      {replaced("down 4 1\n\n", "down 4 1\nx\n"), "line 8: expected the empty line"},
-      {good.substr(0, good.size() - 1), "says 26 + 4 buffered bytes and carries 29"},
-      {good + "!", "says 26 + 4 buffered bytes and carries 31"},
-      {good.substr(0, good.find("pool")), "line 3: missing 'pool'"},
-  };
-  for (const Case& c : cases) {
-    RelayRecord r = sample();
-    r.listener = "untouched";
-    std::string w;
-    EXPECT_FALSE(decode_relay_record(c.text, &r, &w)) << c.want;
-    EXPECT_NE(w.find(c.want), std::string::npos) << "want '" << c.want << "' in: " << w;
-    EXPECT_NE(w.find("connection record"), std::string::npos) << w;
-    EXPECT_EQ(r.listener, "untouched") << "a refused record changes nothing";
-  }
+  expect_refused<RelayRecord>(
+      {
+          {"", "line 1: no header line"},
+          {"GET / HTTP/1.1\n", "line 1: not a relay record"},
+          {replaced(good, "ringpoll-relay 1", "ringpoll-relay 2"),
+           "line 1: version 2, this binary reads 1"},
+          {replaced(good, "listener front", "listen front"), "line 2: expected 'listener ...'"},
+          {replaced(good, "listener front", "listener "), "line 2: an empty listener name"},
+          {replaced(good, "idle 60000000000 12345", "idle 5 6"), "line 5: expected 'idle"},
+          {replaced(good, "idle 60000000000 12345", "idle x 1"), "line 5: expected 'idle"},
+          {replaced(good, "up 26 0", "up 26 2"), "line 6: expected 'up <bytes> <0|1>'"},
+          {replaced(good, "down 4 1", "down -4 1"), "line 7: expected 'down"},
+          {replaced(good, "down 4 1\n\n", "down 4 1\nx\n"), "line 8: expected the empty line"},
+          {good.substr(0, good.size() - 1), "says 26 + 4 buffered bytes and carries 29"},
+          {good + "!", "says 26 + 4 buffered bytes and carries 31"},
+          {good.substr(0, good.find("pool")), "line 3: missing 'pool'"},
+      },
+      sample(), decode_relay_record);
   RelayRecord nl = sample();
   nl.pool = "a\nb";
   EXPECT_EQ(encode_relay_record(nl, &why), "");
+  EXPECT_NE(why.find("a name with a newline cannot be carried"), std::string::npos) << why;
+}
+
+// The HTTP keep-alive client's record (apps/proxy/http_move.h): the listener, what is left
+// of its read deadline (or none) and the bytes it read past its last answered request.
+HttpClientRecord http_sample() {
+  HttpClientRecord r;
+  r.listener = "web";
+  r.deadline_left_ns = 4'321'000'000;
+  // A pipelined request and the start of the next one, with the record's syntax in them.
+  r.bytes = bytes_of("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nbytes 9\n\n");
+  return r;
+}
+
+TEST(HttpClientRecord, RoundTripsEveryFieldAndIsToldFromARelayRecord) {
+  std::string why;
+  const std::string text = encode_http_record(http_sample(), &why);
+  ASSERT_FALSE(text.empty()) << why;
+  EXPECT_TRUE(is_http_record(text));
+  EXPECT_FALSE(is_http_record(encode_relay_record(sample(), &why)));
+  HttpClientRecord r;
+  ASSERT_TRUE(decode_http_record(text, &r, &why)) << why;
+  EXPECT_EQ(r.listener, "web");
+  EXPECT_EQ(r.deadline_left_ns, 4'321'000'000);
+  EXPECT_EQ(r.bytes, http_sample().bytes);
+  HttpClientRecord none = http_sample();
+  none.deadline_left_ns = -1;  // no read deadline
+  none.bytes.clear();
+  ASSERT_TRUE(decode_http_record(encode_http_record(none, &why), &r, &why)) << why;
+  EXPECT_EQ(r.deadline_left_ns, -1);
+  EXPECT_TRUE(r.bytes.empty());
+  // A relay record is not an HTTP client's.
+  EXPECT_FALSE(decode_http_record(encode_relay_record(sample(), &why), &r, &why));
+  EXPECT_NE(why.find("line 1: not an HTTP client record"), std::string::npos) << why;
+}
+
+TEST(HttpClientRecord, BadRecordsAreRefusedNamingTheLine) {
+  std::string why;
+  const std::string good = encode_http_record(http_sample(), &why);
+  expect_refused<HttpClientRecord>(
+      {
+          {"", "line 1: no header line"},
+          {replaced(good, "ringpoll-http 1", "ringpoll-http 7"),
+           "line 1: version 7, this binary reads 1"},
+          {replaced(good, "listener web", "listener "), "line 2: an empty listener name"},
+          {replaced(good, "listener web", "listen web"), "line 2: expected 'listener ...'"},
+          {replaced(good, "deadline 4321000000", "deadline -5"),
+           "line 3: expected 'deadline <left_ns>'"},
+          {replaced(good, "deadline 4321000000", "deadline soon"), "line 3: expected 'deadline"},
+          {replaced(good, "bytes 54\n", "bytes x\n"), "line 4: expected 'bytes <count>'"},
+          {replaced(good, "bytes 54\n\n", "bytes 54\nx\n"), "line 5: expected the empty line"},
+          {good.substr(0, good.size() - 1), "says 54 buffered bytes and carries 53"},
+          {good + "!", "says 54 buffered bytes and carries 55"},
+          {good.substr(0, good.find("deadline")), "line 3: missing 'deadline'"},
+      },
+      http_sample(), decode_http_record);
+  HttpClientRecord nl = http_sample();
+  nl.listener = "a\nb";
+  EXPECT_EQ(encode_http_record(nl, &why), "");
   EXPECT_NE(why.find("a name with a newline cannot be carried"), std::string::npos) << why;
 }
 

@@ -31,6 +31,7 @@
 #include "support/spawn.h"
 #include "support/stop_join.h"
 #include "support/test_env.h"
+#include "upgrade/upgrade_test_helpers.h"
 
 namespace ringpoll::test {
 namespace {
@@ -49,24 +50,6 @@ uint8_t seq_byte(uint64_t c, uint64_t i) {
   x ^= x >> 31;
   x *= 0x94D049BB133111EBull;
   return static_cast<uint8_t>(x >> 56);
-}
-
-// The address in a "... on ADDR ..." / "listening on ADDR (" line.
-std::string address_after(const std::string& line, const std::string& what) {
-  const size_t at = line.find(what);
-  if (at == std::string::npos) return "";
-  const size_t s = at + what.size();
-  return line.substr(s, line.find_first_of(" ,(", s) - s);
-}
-
-// True once pid exited (reaped: the test is the subreaper of every generation), within secs.
-bool exits_within(pid_t pid, int secs) {
-  const int64_t end = mono_now_ns() + int64_t{secs} * kSec;
-  while (mono_now_ns() < end) {
-    if (waitpid(pid, nullptr, WNOHANG) == pid) return true;
-    usleep(5'000);
-  }
-  return false;
 }
 
 // The streams: every connection sends its sequence (chunks of 1..600 bytes, at most
@@ -276,15 +259,16 @@ void relays_move_across_upgrades(const char* backend) {
   std::string page;
   ASSERT_EQ(admin_get(admin, "/metrics", &page), 200);
   const std::string n = std::to_string(kConns);
-  EXPECT_NE(page.find("\nringpoll_proxy_connections_moved_total{direction=\"in\"} " + n + "\n"),
+  EXPECT_NE(page.find("\nringpoll_proxy_connections_moved_total{kind=\"l4\",direction=\"in\"} " +
+                      n + "\n"),
             std::string::npos)
       << page;
   EXPECT_NE(page.find("\nringpoll_proxy_upgrade_connections{generation=\"" + prev_gen +
-                      "\",outcome=\"moved\"} " + n + "\n"),
+                      "\",kind=\"l4\",outcome=\"moved\"} " + n + "\n"),
             std::string::npos)
       << page;
   EXPECT_NE(page.find("\nringpoll_proxy_upgrade_connections{generation=\"" + prev_gen +
-                      "\",outcome=\"drained\"} 0\n"),
+                      "\",kind=\"l4\",outcome=\"drained\"} 0\n"),
             std::string::npos)
       << page;
   // The clients close; the proxy's relays end with them (so its stop has nothing to cut).
