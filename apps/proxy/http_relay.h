@@ -180,6 +180,9 @@ Task<void> end_writing(S& client) {
   co_return;
 }
 
+// A deadline ns from now; 0 (none) when ns is 0 (timeouts.idle_ms = 0: no idle timeout).
+inline int64_t deadline_after(int64_t ns) { return ns > 0 ? mono_now_ns() + ns : 0; }
+
 // The most body bytes that leave in the same write as the response head (copied behind it).
 constexpr size_t kHeadWithBodyBytes = 16384;
 
@@ -288,7 +291,7 @@ Task<void> send_body(Exchange<P, S>* x) {
     if (take > 0) {
       x->keep(in.data(), take);
       x->body_bytes += take;
-      (void)x->up->set_write_deadline(mono_now_ns() + x->route->idle_ns);
+      (void)x->up->set_write_deadline(deadline_after(x->route->idle_ns));
       const IoResult w = co_await x->up->write(std::as_bytes(std::span(in.data(), take)));
       in.consume(take);
       if (!w.ok()) break;
@@ -299,7 +302,7 @@ Task<void> send_body(Exchange<P, S>* x) {
     }
     if (in.size() == 0) in.beg = in.end = 0;
     in.compact();
-    (void)x->client->set_read_deadline(mono_now_ns() + x->route->idle_ns);
+    (void)x->client->set_read_deadline(deadline_after(x->route->idle_ns));
     // A Content-Length body is read no further than its end, so the next pipelined
     // request stays in the socket until its turn.
     const IoResult r =
@@ -658,7 +661,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       if (log) line.upstream_of(conn.upstream);
       TcpStream<P>& up = *conn.stream;
       x.up = &up;
-      (void)up.set_write_deadline(mono_now_ns() + route.idle_ns);
+      (void)up.set_write_deadline(deadline_after(route.idle_ns));
       IoResult w = co_await write_text(up, head_out);
       // A retry sends the body bytes taken on the first attempt, then goes on with the rest.
       if (w.ok() && !x.held.empty()) w = co_await write_text(up, x.held);
@@ -790,8 +793,8 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       // 101: the head, then what either side sent past its head, then bytes both ways
       // (the L4 relay, apps/proxy/relay.h) until both ends closed or timeouts.idle_ms.
       hm.count(slot, 101);
-      (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
-      (void)up.set_write_deadline(mono_now_ns() + route.idle_ns);
+      (void)client.set_write_deadline(deadline_after(route.idle_ns));
+      (void)up.set_write_deadline(deadline_after(route.idle_ns));
       IoResult tw = co_await write_text(client, resp_out);
       out_bytes += tw.n;
       if (tw.ok() && ub.size() > 0) {
@@ -851,7 +854,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         head_sent = true;
         const bool with_body = ok && take > 0 && take <= kHeadWithBodyBytes;
         if (with_body) resp_out.append(ub.data(), take);
-        (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
+        (void)client.set_write_deadline(deadline_after(route.idle_ns));
         const IoResult hw = co_await write_text(client, resp_out);
         out_bytes += hw.n;
         if (!hw.ok()) {
@@ -866,7 +869,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       }
       if (!ok) break;
       if (take > 0) {
-        (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
+        (void)client.set_write_deadline(deadline_after(route.idle_ns));
         const IoResult w = co_await client.write(std::as_bytes(std::span(ub.data(), take)));
         ub.consume(take);
         out_bytes += w.n;
@@ -879,7 +882,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       if (resp_done) break;
       if (ub.size() == 0) ub.beg = ub.end = 0;
       ub.compact();
-      (void)up.set_read_deadline(mono_now_ns() + route.idle_ns);
+      (void)up.set_read_deadline(deadline_after(route.idle_ns));
       const IoResult r = co_await up.read(ub.room(
           resp.framing == ResponseHead::Framing::kLength ? static_cast<size_t>(left) : SIZE_MAX));
       if (!r.ok()) {

@@ -430,6 +430,25 @@ TYPED_TEST(HttpProxy, RoutesByHostWildcardPathAndMethodFirstMatchWins) {
   ::close(c);
 }
 
+// A route with no idle timeout (timeouts.idle_ms = 0) serves its requests: 0 is "none",
+// not "now" (every request was answered 502 when it was read as a deadline).
+TYPED_TEST(HttpProxy, NoIdleTimeoutMeansNoneNotNow) {
+  HttpUpstream a("A");
+  HttpRoute r = route("default", "a");
+  r.idle_ns = 0;
+  HttpRig<TypeParam> rig(http_settings(a.address(), nullptr, {r}));
+  ASSERT_TRUE(rig.started);
+  const int c = client(rig.addr);
+  Reader rd(c);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(send_str(c, get("/n" + std::to_string(i))));
+    const Message m = rd.read(true);
+    ASSERT_TRUE(m.ok) << "request " << i;
+    EXPECT_EQ(m.status, 200) << "request " << i << ": " << m.body;
+  }
+  ::close(c);
+}
+
 TYPED_TEST(HttpProxy, NoRouteIs503AndSaysSo) {
   HttpUpstream a("A");
   HttpRig<TypeParam> rig(http_settings(a.address(), nullptr, {route("only", "a", "only.test")}));
