@@ -44,8 +44,16 @@
 #include "apps/proxy/relay.h"
 #include "apps/proxy/relay_move.h"
 #include "apps/proxy/relay_record.h"
-#include "apps/proxy/resolver.h"
 #include "apps/proxy/settings.h"
+// Windows seam: pool names are resolved with c-ares, which the mingw-w64 build has not;
+// tuning/config.cc refuses names (and proxy.resolvers) there, naming the key, so no
+// generation has a resolver. RINGPOLL_PROXY_NAMES marks the places.
+#ifdef _WIN32
+#define RINGPOLL_PROXY_NAMES 0
+#else
+#define RINGPOLL_PROXY_NAMES 1
+#include "apps/proxy/resolver.h"
+#endif
 #include "apps/proxy/udp.h"
 #include "engine/engine.h"
 #include "engine/handover.h"
@@ -91,7 +99,7 @@ class ProxyServer {
   void inherit(std::vector<HandedListener> ls) { inherited_ = std::move(ls); }
   void close_unused_inherited() {
     for (HandedListener& h : inherited_)
-      for (int fd : h.fds) ::close(fd);
+      for (int fd : h.fds) detail::close_socket(fd);
     inherited_.clear();
   }
   size_t inherited_listeners() const noexcept { return adopted_; }
@@ -345,7 +353,7 @@ class ProxyServer {
     servers_ = std::move(servers);
     udp_ = std::move(udp);
     old->retired.store(true);
-    if (old->resolver) old->resolver->stop();
+    stop_resolver(*old);
     start_checkers(gen);
     start_resolver(gen);
     // Only now do the removed and moved-away listeners stop: what they queued is served.
@@ -374,7 +382,7 @@ class ProxyServer {
     close_unused_inherited();
     checks_.stop();
     generation()->retired.store(true);
-    if (auto g = generation(); g->resolver) g->resolver->stop();
+    stop_resolver(*generation());
     if (admin_) admin_->shutdown();  // open admin requests are aborted
     const int64_t end = mono_now_ns() + drain_ns;
     size_t aborted = 0;
@@ -434,9 +442,11 @@ class ProxyServer {
     std::vector<std::vector<Pool*>> route_pools;                          // by listener
     std::vector<size_t> route_slot;                                       // by listener
     std::vector<std::vector<std::unique_ptr<HttpUpstreams<P>>>> http_up;  // [listener][shard]
+#if RINGPOLL_PROXY_NAMES
     // The pools' names (null when none has any). Declared last: destroyed first, while
     // the pools it points at are there.
     std::unique_ptr<Resolver> resolver;
+#endif
   };
 
   std::shared_ptr<Generation> make_generation(ProxySettings s) {
@@ -444,6 +454,7 @@ class ProxyServer {
     g->s = std::move(s);
     for (const PoolSettings& p : g->s.pools)
       g->pools.push_back(std::make_unique<Pool>(p, e_.size()));
+#if RINGPOLL_PROXY_NAMES
     if (std::any_of(g->s.pools.begin(), g->s.pools.end(),
                     [](const PoolSettings& p) { return !p.names.empty(); })) {
       std::vector<Pool*> ps;
@@ -459,6 +470,7 @@ class ProxyServer {
         g->resolver.reset();
       }
     }
+#endif
     size_t slot = 0;
     for (const ListenerSettings& l : g->s.listeners) {
       const int k = pool_index(g->s, l.pool);
@@ -674,7 +686,7 @@ class ProxyServer {
                    std::unique_ptr<TcpServer<P>>* out, std::string* why) {
     const ListenerSettings& l = gen->s.listeners[i];
     if (const std::string mix = backend_mix(inherit); !mix.empty()) {
-      for (int fd : inherit) ::close(fd);  // our copies; the old process keeps its own
+      for (int fd : inherit) detail::close_socket(fd);  // our copies; the old process keeps its own
       if (why) *why = "listener '" + l.name + "': " + mix;
       return Errc::kInvalidArgument;
     }
@@ -741,7 +753,8 @@ class ProxyServer {
   // The generation's resolver thread: each set it publishes is installed on every shard
   // by a job in the shard's inbox (a full inbox is retried for a second, then reported:
   // that shard keeps its previous set until the next change).
-  void start_resolver(const std::shared_ptr<Generation>& gen) {
+  void start_resolver([[maybe_unused]] const std::shared_ptr<Generation>& gen) {
+#if RINGPOLL_PROXY_NAMES
     if (!gen->resolver) return;
     std::weak_ptr<Generation> weak = gen;
     gen->resolver->start([this, weak](Pool* p, std::shared_ptr<const Members> m) {
@@ -762,6 +775,12 @@ class ProxyServer {
         }
       }
     });
+#endif
+  }
+  static void stop_resolver([[maybe_unused]] Generation& g) {
+#if RINGPOLL_PROXY_NAMES
+    if (g.resolver) g.resolver->stop();
+#endif
   }
 
   void start_checkers(const std::shared_ptr<Generation>& gen) {
