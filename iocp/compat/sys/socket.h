@@ -115,13 +115,15 @@ inline ssize_t send(int fd, const void* buf, size_t len, int flags) {
              ringpoll::win::clamp_len(len), ringpoll::win::winsock_flags(flags));
   return n == SOCKET_ERROR ? ringpoll::win::plain_call_fail() : n;
 }
-// recv(2) with an int descriptor and any buffer (a template, so that a call with a char*
-// and an int length picks it over Winsock's SOCKET one). With MSG_DONTWAIT it does not
-// wait: a zero-timeout WSAPoll first, and nothing to read yet fails with EAGAIN, as a
-// non-blocking recv(2) does (ringpoll-proxy's peeks at a client or an idle upstream, and
-// the bulk relay's look, must not block a shard).
-template <class B, class L>
-requires std::is_integral_v<L> ssize_t recv(int fd, B* buf, L len, int flags) {
+// recv(2) with an int descriptor and any buffer (a template constrained to an int
+// descriptor, so that a call with a char* and an int length picks it over Winsock's, and a
+// call with a SOCKET keeps Winsock's). With MSG_DONTWAIT it does not wait: a zero-timeout
+// WSAPoll first, and nothing to read yet fails with EAGAIN, as a non-blocking recv(2) does
+// (ringpoll-proxy's peeks at a client or an idle upstream, and the bulk relay's look, must
+// not block a shard).
+template <class F, class B, class L>
+requires std::is_same_v<F, int> && std::is_integral_v<L> ssize_t recv(F fd, B* buf, L len,
+                                                                      int flags) {
   const SOCKET s = ringpoll::win::as_socket(fd);
   if (flags & MSG_DONTWAIT) {
     if (const int k = ringpoll::win::readable_now(s); k <= 0) return k;
@@ -131,9 +133,11 @@ requires std::is_integral_v<L> ssize_t recv(int fd, B* buf, L len, int flags) {
              ringpoll::win::winsock_flags(flags));
   return n == SOCKET_ERROR ? ringpoll::win::plain_call_fail() : n;
 }
-// sendto(2) with an int descriptor and any buffer; MSG_DONTWAIT as for send.
-template <class B>
-ssize_t sendto(int fd, const B* buf, size_t len, int flags, const sockaddr* to, socklen_t tolen) {
+// sendto(2) with an int descriptor (constrained as recv's) and any buffer; MSG_DONTWAIT
+// as for send.
+template <class F, class B>
+requires std::is_same_v<F, int> ssize_t sendto(F fd, const B* buf, size_t len, int flags,
+                                               const sockaddr* to, socklen_t tolen) {
   const int n =
       ::sendto(ringpoll::win::as_socket(fd), reinterpret_cast<const char*>(buf),
                ringpoll::win::clamp_len(len), ringpoll::win::winsock_flags(flags), to, tolen);
