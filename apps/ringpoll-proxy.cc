@@ -137,8 +137,8 @@ std::string describe(const proxy::ProxySettings& s, size_t i, const SocketAddres
   const size_t n = k >= 0 ? s.pools[static_cast<size_t>(k)].upstreams.size() : 0;
   if (l.http) {
     const size_t r = l.http_settings.routes.size();
-    return bound.to_string() + " (" + l.name + " http: " + std::to_string(r) +
-           (r == 1 ? " route)" : " routes)");
+    return bound.to_string() + " (" + l.name + (l.tls ? " https: " : " http: ") +
+           std::to_string(r) + (r == 1 ? " route)" : " routes)");
   }
   return bound.to_string() + " (" + l.name +
          (l.udp   ? " udp"

@@ -216,6 +216,18 @@ class PollFd {
       return true;
     }
   }
+  // True when the backend knows, without a system call, that nothing has arrived on the
+  // descriptor since it was last read (no bytes, no end of stream, no error): a completion
+  // backend whose multishot recv is armed and has queued nothing (the kernel would have
+  // taken anything that arrived into the ring, and a peek at the socket would find
+  // nothing either). False: it cannot tell, or something is there.
+  bool known_quiet() const noexcept {
+    if constexpr (MultishotCompletionBackend<P>) {
+      return pd_ && state_ == State::kOpen && P::recv_quiet(cst_);
+    } else {
+      return false;
+    }
+  }
   // Undoes detach_recv when the stream has gone quiet, between two reads (none in flight):
   // the descriptor takes the ring's buffers again and its reader holds no buffer while it
   // waits.

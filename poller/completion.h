@@ -42,6 +42,8 @@
 //   static bool recv_detached(const FdState&)     ...and drained: reads are single-shot
 //   void attach_recv(FdState*)                    back on the ring (the stream went quiet;
 //                                                 no single-shot read is in flight)
+//   static bool recv_quiet(const FdState&)        recv armed, nothing queued: nothing has
+//                                                 arrived (PollFd::known_quiet)
 //   void arm_accept(FdState*); int take_accept(FdState*)
 //   void stop_accept(FdState*)                    cancel the multishot accept, never re-arm;
 //                                                 what it took stays queued for take_accept
@@ -100,6 +102,7 @@ concept MultishotCompletionBackend = CompletionBackend<P> &&
   { P::accept_stopped(*st) } -> std::same_as<bool>;
   { b.detach_recv(st) } -> std::same_as<void>;
   { P::recv_detached(*st) } -> std::same_as<bool>;
+  { P::recv_quiet(*st) } -> std::same_as<bool>;
   { b.attach_recv(st) } -> std::same_as<void>;
   requires std::same_as<decltype(st->recv_waiting), bool>;
   requires std::same_as<decltype(st->recv_detached), bool>;

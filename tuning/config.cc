@@ -736,7 +736,7 @@ const char* tls_field_key(tls::TlsField f) {
   }
 }
 
-// A listener's tls keys (`at`: "proxy.listener[i]"): TCP only, not with sni_routes, cert
+// A listener's tls keys (`at`: "proxy.listener[i]"): TCP and HTTP, not with sni_routes, cert
 // and key in pairs, and every pair, SNI pair and list as a server context takes them.
 template <class LineOf>
 void check_listener_tls(const Config& c, const ProxyListener& l, const std::string& at, Reader& r,
@@ -751,10 +751,18 @@ void check_listener_tls(const Config& c, const ProxyListener& l, const std::stri
     if (!t.sni_certs.empty()) fail("sni_certs", "needs tls.cert (the default certificate)");
     return;
   }
-  if (l.protocol != ListenerProtocol::kTcp) {
-    return fail("cert", std::string("TLS termination is for protocol = \"tcp\" listeners (this "
-                                    "one is ") +
-                            (l.protocol == ListenerProtocol::kUdp ? "udp" : "http") + ")");
+  if (l.protocol == ListenerProtocol::kUdp) {
+    return fail("cert",
+                "TLS termination is for protocol = \"tcp\" and \"http\" listeners (this "
+                "one is udp)");
+  }
+  if (l.protocol == ListenerProtocol::kHttp) {
+    // The HTTP mode speaks HTTP/1.x: offering h2 would have clients speak HTTP/2 to it.
+    for (const std::string& p : t.alpn) {
+      if (p != "http/1.1" && p != "http/1.0")
+        return fail("alpn", "an HTTP listener speaks HTTP/1.x: " + quote(p) +
+                                " cannot be offered (\"http/1.1\", \"http/1.0\")");
+    }
   }
   if (!l.sni_routes.empty()) {
     return fail("cert",

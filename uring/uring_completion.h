@@ -169,6 +169,12 @@ class UringCompletionPoller {
            st.recv_err == 0;
   }
 
+  // Armed and nothing queued: whatever arrives now lands in the ring first (known_quiet).
+  static bool recv_quiet(const FdState& st) noexcept {
+    return st.recv_armed && !st.recv_detached && !st.recv_paused && !st.recv_waiting &&
+           st.head == st.chunks.size() && !st.eof && st.recv_err == 0;
+  }
+
   struct Counters {
     uint64_t zc_sends = 0;
     uint64_t zc_loopback = 0;  // sockets that send plainly: their peer is on loopback

@@ -191,7 +191,11 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
     if (!l.tls.cert.empty()) {
       // The files are read now: a reload builds a new context, and the connections
       // established before keep the one they started with (their generation holds it).
-      ls.tls = tls::TlsContext::server(tuning::listener_tls_options(cfg, l.tls), &w);
+      tls::TlsOptions to = tuning::listener_tls_options(cfg, l.tls);
+      // An HTTP listener offers http/1.1 by ALPN unless told otherwise (the config allows
+      // only HTTP/1.x there): a client that offers h2 and http/1.1 then knows which.
+      if (l.protocol == tuning::ListenerProtocol::kHttp && to.alpn.empty()) to.alpn = {"http/1.1"};
+      ls.tls = tls::TlsContext::server(to, &w);
       if (!ls.tls) {
         *why = "proxy.listener '" + l.name + "': tls: " + w;
         return false;

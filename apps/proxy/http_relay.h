@@ -1,7 +1,10 @@
 #pragma once
 // http_client<P, S>: one client connection of an HTTP listener of ringpoll-proxy, from
-// accept to close. S is the client's stream: TcpStream<P> now; a TLS stream composes by
-// providing the same read / write / deadline / shutdown_write / fd / poll_fd calls.
+// accept to close. S is the client's stream: TcpStream<P>, or on a listener with
+// tls.cert the tls::TlsStream<P> over it after its handshake (https_client, proxy.h),
+// which provides the same read / write / deadline / fd calls; its half-close (close_notify,
+// then FIN) is awaited, and a 101 tunnel is for plain connections only (on TLS the Upgrade
+// field is removed as hop-by-hop and the request is answered as any other).
 //
 // Per request, in order (pipelined requests wait in the input buffer and are answered in
 // the order they came):
@@ -129,6 +132,26 @@ auto write_text(S& s, std::string_view t) {
   return s.write(std::as_bytes(std::span(t)));
 }
 
+// True for a plain TCP client stream (the S of http_client), false for a TLS one.
+template <class S>
+inline constexpr bool kPlainStream = requires(S& s) {
+  s.poll_fd();
+};
+
+// The client's half-close: FIN on a plain stream, close_notify then FIN on a TLS one.
+template <class S>
+Task<void> end_writing(S& client) {
+  if constexpr (kPlainStream<S>) {
+    (void)client.shutdown_write();
+  } else {
+    (void)co_await client.shutdown_write();
+  }
+  co_return;
+}
+
+// The most body bytes that leave in the same write as the response head (copied behind it).
+constexpr size_t kHeadWithBodyBytes = 16384;
+
 // How long an error answer may take to leave: it is small, a client that does not take
 // it within this long is not waited for.
 constexpr int64_t kAnswerWriteNs = 5'000'000'000;
@@ -140,7 +163,7 @@ Task<size_t> answer_and_close(S& client, int status, std::string why) {
   (void)client.set_write_deadline(mono_now_ns() + kAnswerWriteNs);
   const std::string text = error_response(status, why);
   const IoResult w = co_await write_text(client, text);
-  (void)client.shutdown_write();
+  co_await end_writing(client);
   co_return w.n;
 }
 
@@ -364,19 +387,27 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
         head_start = 0;
       }
       if (in.end == in.cap) co_return;  // cannot happen: the parser's limits are below cap
-      if constexpr (std::is_same_v<S, TcpStream<P>>) {
-        // Nothing buffered and no request begun: the connection waits for its next request
-        // without its two buffers (a TLS stream may hold decrypted bytes: not there yet).
-        if (in.end == 0 && parser.idle()) {
-          in.release();
-          ub.release();
-          // Ended, reset or idle past the header-read timeout (an idle connection's
-          // timeout is not a header timeout, as below): nothing to answer.
-          const IoResult w = co_await client.poll_fd().wait_readable();
-          if (!w.ok()) co_return;
-          in.hold();
-          ub.hold();
+      // Nothing buffered and no request begun: the connection waits for its next request
+      // without its two buffers (a TLS stream: nor any decrypted or ciphertext bytes held
+      // in its session).
+      bool idle = in.end == 0 && parser.idle();
+      if constexpr (!kPlainStream<S>) idle = idle && !client.buffered();
+      if (idle) {
+        in.release();
+        ub.release();
+        std::string().swap(head_out);  // and the last heads' copies
+        std::string().swap(resp_out);
+        // Ended, reset or idle past the header-read timeout (an idle connection's
+        // timeout is not a header timeout, as below): nothing to answer.
+        IoResult w;
+        if constexpr (kPlainStream<S>) {
+          w = co_await client.poll_fd().wait_readable();
+        } else {
+          w = co_await client.tcp().poll_fd().wait_readable();
         }
+        if (!w.ok()) co_return;
+        in.hold();
+        ub.hold();
       }
       const IoResult rd = co_await client.read(in.room());
       if (!rd.ok()) {
@@ -422,8 +453,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     // 101 keeps the connection HTTP. The tunnel is the L4 relay's, which moves bytes
     // between two TcpStreams: another client stream (TLS) has no tunnel yet, and its
     // Upgrade is removed as hop-by-hop.
-    const bool upgrade =
-        std::is_same_v<S, TcpStream<P>> && !http10 && !has_body && wants_upgrade(head);
+    const bool upgrade = kPlainStream<S> && !http10 && !has_body && wants_upgrade(head);
 
     Exchange<P, S> x;
     x.client = &client;
@@ -448,6 +478,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     }
     ForwardInfo fi;
     fi.client_ip = client_ip;
+    if constexpr (!kPlainStream<S>) fi.proto = "https";
     fi.s = &hs;
     fi.http10_upstream = http10;
     fi.upgrade = upgrade;
@@ -663,7 +694,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       }
       log_line(line, 101, out_bytes, t_start);
       if (tw.ok()) {
-        if constexpr (std::is_same_v<S, TcpStream<P>>) {
+        if constexpr (kPlainStream<S>) {
           (void)client.set_write_deadline(0);
           (void)up.set_write_deadline(0);
           (void)client.set_read_deadline(0);
@@ -676,18 +707,18 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
       co_return;
     }
 
-    // 5. The response: head, then body.
-    (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
-    const IoResult hw = co_await write_text(client, resp_out);
-    out_bytes += hw.n;
-    bool ok = hw.ok();
+    // 5. The response: head, then body. Body bytes that came with the head leave with it,
+    //    in one write (a small response is one send: one segment, one wake-up of the
+    //    client); a larger first part (above kHeadWithBodyBytes) is written after it.
     ChunkedReader rchunks(limits.max_header_bytes);
     uint64_t left = resp.content_length;
     bool resp_done = resp.framing == ResponseHead::Framing::kNone ||
                      (resp.framing == ResponseHead::Framing::kLength && left == 0);
-    while (ok && !resp_done) {
+    bool ok = true;
+    bool head_sent = false;
+    for (;;) {
       size_t take = 0;
-      if (ub.size() > 0) {
+      if (!resp_done && ub.size() > 0) {
         switch (resp.framing) {
           case ResponseHead::Framing::kLength:
             take = static_cast<size_t>(std::min<uint64_t>(left, ub.size()));
@@ -702,6 +733,25 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
           }
           default:
             take = ub.size();
+        }
+      }
+      if (!head_sent) {
+        // The head goes even when the body turned out malformed (the client then sees
+        // the connection end before the body does, as before).
+        head_sent = true;
+        const bool with_body = ok && take > 0 && take <= kHeadWithBodyBytes;
+        if (with_body) resp_out.append(ub.data(), take);
+        (void)client.set_write_deadline(mono_now_ns() + route.idle_ns);
+        const IoResult hw = co_await write_text(client, resp_out);
+        out_bytes += hw.n;
+        if (!hw.ok()) {
+          ok = false;
+          break;
+        }
+        if (with_body) {
+          ub.consume(take);
+          m.add(m.bytes_down, take);
+          take = 0;
         }
       }
       if (!ok) break;
@@ -755,10 +805,31 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
     }
     pool->release(u);
     if (!ok || !resp_done || !body_ok || close_after) {
-      if (ok && resp_done) (void)client.shutdown_write();
+      if (ok && resp_done) co_await end_writing(client);
       co_return;
     }
   }
 }
+
+#if RINGPOLL_PROXY_TLS  // Windows seam: no TLS there (apps/proxy/relay.h)
+// A client of an HTTP listener with tls.cert: the handshake within tls.handshake_ms
+// (counted by outcome, as a TCP listener's are), then http_client over the session, then
+// close_notify unless it was sent already. The listener's TlsContext is its generation's:
+// `ctx.hold` keeps it alive until the connection ends.
+template <PollerBackend P>
+Task<void> https_client(TcpStream<P>& client, HttpClientRoute<P> ctx, const tls::TlsContext& tctx,
+                        Metrics& metrics, HttpMetrics& hmetrics) {
+  auto* shard = Engine<P>::current();
+  ShardMetrics& m = metrics.shard(static_cast<size_t>(shard->id()));
+  const std::shared_ptr<const void> keep = ctx.hold;
+  const int64_t hs = ctx.s->tls_handshake_ns;
+  tls::TlsStream<P> t;
+  const bool ok = co_await tls_handshake(shard->sched(), t, client, tctx, {},
+                                         hs > 0 ? mono_now_ns() + hs : 0, TlsSide::kClient, m);
+  if (!ok) co_return;  // counted; the server closes the client
+  co_await http_client<P>(t, std::move(ctx), metrics, hmetrics);
+  (void)co_await t.close();
+}
+#endif
 
 }  // namespace ringpoll::proxy

@@ -33,7 +33,7 @@ struct HttpSettings {
   bool forwarded = false;   // RFC 7239 Forwarded: for=...;proto=...;host=...
   bool via = true;          // Via: 1.1 ringpoll (requests and responses)
   // Keep-alive upstream connections, per shard and upstream.
-  size_t max_idle_per_upstream = 64;
+  size_t max_idle_per_upstream = 1024;
   uint32_t max_requests_per_connection = 10000;
   int64_t upstream_idle_ns = 30'000'000'000;  // an idle pooled connection is closed after this
 };

@@ -11,7 +11,8 @@
 //   take(u)      the most recently used idle connection to upstream u that is still
 //                usable: one idle past upstream_idle_ns, or one the upstream closed (a
 //                non-blocking MSG_PEEK sees the FIN or reset, or unexpected bytes), is
-//                closed instead and the next is tried
+//                closed instead and the next is tried (in io_uring completion mode the
+//                connection's own multishot recv says so without a system call)
 //   sweeper      one task per shard, started with the first HTTP client there: every
 //                tick closes the idle connections that expired or that the upstream
 //                closed, so CLOSE_WAIT sockets do not pile up; when the generation is
@@ -97,6 +98,9 @@ class HttpUpstreams {
  private:
   bool usable(const Conn& c, int64_t now) const {
     if (now - c.idle_since >= s_->upstream_idle_ns) return false;
+    // In io_uring completion mode the connection's multishot recv would have queued a FIN,
+    // a reset or stray bytes: nothing queued is the healthy answer, without a system call.
+    if (c.stream->poll_fd().known_quiet()) return true;
     char b;
     const ssize_t k = ::recv(c.stream->fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
     // Nothing to read is the only healthy answer: 0 is the upstream's FIN, bytes are an

@@ -574,6 +574,9 @@ class ProxyServer {
       h.draining = &draining_;
       h.log = access_log_.get();
       h.hold = std::move(gen);
+#if RINGPOLL_PROXY_TLS  // Windows seam: TLS keys are refused there
+      if (l.tls) return https_client<P>(client, std::move(h), *l.tls, metrics_, http_metrics_);
+#endif
       return http_client<P>(client, std::move(h), metrics_, http_metrics_);
     }
     Route r;

@@ -121,10 +121,10 @@ events {{ worker_connections {conns}; }}
 """))
 
     def nginx_http_proxy_conf(self, port, upstream_port, tag, conns=8192):
-        """HTTP reverse proxy (proxy_pass) to one upstream with a keep-alive pool of 64."""
+        """HTTP reverse proxy (proxy_pass) to one upstream with a keep-alive pool of 1024 (ringpoll-proxy's default idle cap)."""
         return self._nginx(tag, "HTTP proxy", self._nginx_http(f"""  upstream up {{
     server 127.0.0.1:{upstream_port};
-    keepalive 64;
+    keepalive 1024;
     keepalive_requests 10000;
   }}
   server {{

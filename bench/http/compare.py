@@ -10,9 +10,9 @@ proxy on its own CPU (the third; the client's, the second, on a 2-CPU machine). 
 proxies, one worker/thread each, pinned to the first CPU:
   ringpoll-proxy   a listener with protocol = "http", its default route to one pool
                    (keep-alive upstream connections per shard: http.max_idle_per_upstream
-                   64, the defaults otherwise, X-Forwarded-For/-Proto and Via added),
+                   1024, the defaults, X-Forwarded-For/-Proto and Via added),
                    http.access_log = "off";
-  nginx            proxy_pass to an `upstream { keepalive 64; keepalive_requests 10000; }`
+  nginx            proxy_pass to an `upstream { keepalive 1024; keepalive_requests 10000; }`
                    with proxy_http_version 1.1 and proxy_set_header Connection ""
                    (baseline);
   haproxy          mode http, http-reuse always.

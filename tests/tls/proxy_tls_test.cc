@@ -22,12 +22,54 @@
 #include <vector>
 
 #include "engine/clock.h"
+#include "proxy/proxy_test_helpers.h"
 #include "support/test_env.h"
 #include "tls/tls_context.h"
 #include "tls/tls_support.h"
 
 namespace ringpoll::test {
 namespace {
+
+// An HTTP/1.1 keep-alive upstream's answer to each request: what it was sent, as
+// "proto=<X-Forwarded-Proto> len=<body bytes> sum=<FNV-1a of the body>" (Content-Length
+// bodies only).
+void answer_what_was_seen(int fd) {
+  std::string in;
+  char b[65536];
+  for (;;) {
+    size_t end;
+    while ((end = in.find("\r\n\r\n")) == std::string::npos) {
+      const ssize_t k = ::recv(fd, b, sizeof b, 0);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) return;
+      in.append(b, static_cast<size_t>(k));
+    }
+    const std::string head = in.substr(0, end + 2);
+    in.erase(0, end + 4);
+    auto field = [&](const std::string& name) {
+      const size_t at = head.find("\r\n" + name + ": ");
+      if (at == std::string::npos) return std::string();
+      const size_t from = at + name.size() + 4;
+      return head.substr(from, head.find("\r\n", from) - from);
+    };
+    const size_t len = static_cast<size_t>(std::atoll(field("Content-Length").c_str()));
+    while (in.size() < len) {
+      const ssize_t k = ::recv(fd, b, sizeof b, 0);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) return;
+      in.append(b, static_cast<size_t>(k));
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; ++i) h = (h ^ static_cast<uint8_t>(in[i])) * 1099511628211ull;
+    in.erase(0, len);
+    const std::string body = "proto=" + field("X-Forwarded-Proto") + " len=" + std::to_string(len) +
+                             " sum=" + std::to_string(h) + "\n";
+    const std::string out =
+        "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    if (::send(fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size()))
+      return;
+  }
+}
 
 // The backends the proxy's TLS paths are run on, as the config selects them.
 const char* const kBackendSets[] = {"engine.backend=epoll", "io_uring.mode=completion"};
@@ -190,6 +232,79 @@ TEST(ProxyTls, TerminatesAndRelays16MiBEachWay) {
   }
 }
 
+// An HTTP listener with tls.cert: curl verifies the proxy's certificate, negotiates
+// http/1.1 by ALPN even when it offers h2, and sends a GET then a 1 MiB POST on one kept-alive
+// connection; the upstream sees both, with X-Forwarded-Proto: https and every body byte
+// (length and checksum); the handshake is counted once; idle, the connection holds no
+// buffer; a client that is not TLS is refused and another is served after it.
+TEST(ProxyTls, HttpListenerTerminatesTlsAndKeepsConnectionsAlive) {
+  const TestPki& pki = test_pki();
+  TestUpstream up(answer_what_was_seen);
+  std::string body(1u << 20, '\0');
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < body.size(); ++i) {
+    body[i] = static_cast<char>('a' + (i * 7 + i / 1000) % 26);
+    h = (h ^ static_cast<uint8_t>(body[i])) * 1099511628211ull;
+  }
+  const std::string body_file = write_config("https-body.bin", body);
+  for (const char* b : kBackendSets) {
+    SCOPED_TRACE(b);
+    const std::string cfg = write_config(
+        "https.toml", pool_toml("web", up.address().port()) +
+                          listener_toml("front", "web", "protocol = \"http\"\n" + tls_keys("ec")));
+    auto px = start_proxy(cfg, b);
+    ASSERT_GE(px->ports.size(), 2u) << px->line;
+    EXPECT_NE(px->line.find("(front https: 1 route)"), std::string::npos) << px->line;
+    const std::string url = "https://localhost:" + std::to_string(px->port);
+    std::string out;
+    ASSERT_TRUE(sh("curl -sS --http2 --max-time 20 --cacert " + pki.path("ca.pem") +
+                       " --resolve localhost:" + std::to_string(px->port) +
+                       ":127.0.0.1 -w 'version=%{http_version} connects=%{num_connects}\\n' " +
+                       url + "/a --next --http2 --max-time 20 --cacert " + pki.path("ca.pem") +
+                       " --data-binary @" + body_file +
+                       " -w 'version=%{http_version} connects=%{num_connects}\\n' " + url + "/b",
+                   &out))
+        << out;
+    EXPECT_NE(out.find("proto=https len=0 sum=1469598103934665603\nversion=1.1 connects=1\n"),
+              std::string::npos)
+        << out;
+    EXPECT_NE(
+        out.find("proto=https len=1048576 sum=" + std::to_string(h) + "\nversion=1.1 connects=0\n"),
+        std::string::npos)
+        << "the POST: every byte, on the same connection\n"
+        << out;
+    const int admin = px->ports.back();
+    EXPECT_EQ(wait_metric(admin, "ringpoll_proxy_tls_handshakes_total{side=\"client\"}", 1), 1);
+    // A plain-text request on the TLS port is a failed handshake, and the next client is served.
+    const int fd = plain_connect(px->port);
+    ASSERT_GE(fd, 0);
+    const std::string plain = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(::send(fd, plain.data(), plain.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(plain.size()));
+    char c;
+    EXPECT_LE(::recv(fd, &c, 1, 0), 0) << "a plain-text client got an answer";
+    ::close(fd);
+    EXPECT_EQ(wait_metric(admin, failures("client", "other"), 1), 1);
+    // An idle TLS keep-alive client holds no relay buffer between requests.
+    auto cctx = client_ctx();
+    ASSERT_TRUE(cctx);
+    TlsClient tc;
+    ASSERT_TRUE(tls_connect(cctx->new_ssl("localhost"), px->port, &tc));
+    const std::string get = "GET /c HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    ASSERT_EQ(SSL_write(tc.ssl, get.data(), static_cast<int>(get.size())),
+              static_cast<int>(get.size()));
+    std::string answer;
+    char rb[4096];
+    while (answer.find("sum=") == std::string::npos) {
+      const int n = SSL_read(tc.ssl, rb, sizeof rb);
+      if (n <= 0) break;
+      answer.append(rb, static_cast<size_t>(n));
+    }
+    EXPECT_NE(answer.find("proto=https len=0"), std::string::npos) << answer;
+    EXPECT_EQ(wait_metric(admin, "ringpoll_proxy_relay_buffers", 0), 0);
+  }
+}
+
 // Origination: a plain client through a pool with tls = true reaches ringpoll-serve's TLS
 // echo, verified against the test CA and the name localhost; through a pool whose CA is
 // another, the upstream's certificate is refused: the client is closed, and the failure is
@@ -349,8 +464,12 @@ TEST(ProxyTls, ConfigErrorsNameFileLineAndKey) {
       {pool + listener_toml("l", "p", "tls.cert = \"" + ec + "\"\ntls.key = \"" + rsa_key + "\"\n"),
        "9: proxy.listener[0].tls.key: key " + rsa_key + " does not match certificate " + ec},
       {pool + listener_toml("l", "p", "protocol = \"udp\"\n" + tls_keys("ec")),
-       "9: proxy.listener[0].tls.cert: TLS termination is for protocol = \"tcp\" listeners (this "
-       "one is udp)"},
+       "9: proxy.listener[0].tls.cert: TLS termination is for protocol = \"tcp\" and \"http\" "
+       "listeners (this one is udp)"},
+      {pool + listener_toml("l", "p",
+                            "protocol = \"http\"\n" + tls_keys("ec") + "tls.alpn = [\"h2\"]\n"),
+       "11: proxy.listener[0].tls.alpn: an HTTP listener speaks HTTP/1.x: \"h2\" cannot be "
+       "offered"},
       {pool + listener_toml("l", "p", "sni_routes = [\"a.example=p\"]\n" + tls_keys("ec")),
        "9: proxy.listener[0].tls.cert: TLS termination and sni_routes exclude each other"},
       {pool + listener_toml("l", "p",
