@@ -55,7 +55,7 @@ cmake -S "$ROOT/tests/windows" -B "$BUILD" -G Ninja \
   -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/mingw-w64.cmake" \
   -DCMAKE_CROSSCOMPILING_EMULATOR="$(command -v wine)" >/dev/null ||
   die "cmake configure of the Windows build failed"
-say "building ringpoll-iocp-tests.exe and the Windows programs (-j2)"
+say "building ringpoll-iocp-tests.exe and the Windows programs (ringpoll-serve, ringpoll-proxy, ringpoll-load; -j2)"
 ninja -C "$BUILD" -j2 >/dev/null || {
   ninja -C "$BUILD" -j1 || true  # show the error
   die "the Windows build failed"
@@ -109,7 +109,8 @@ if [ "$n_skipped" -gt 0 ]; then
 fi
 say "ran: the IOCP backend (iocp, iocp-noskip, iocp-forceskip), conformance S01-S31, socket"
 say "     tests, Engine<IocpPoller>, the sockets API and TcpServer, console-event stops, and"
-say "     the Windows programs driven by Linux clients (WinE2E.*), built with mingw-w64 and"
-say "     run under Wine; ${summary:-no summary}"
+say "     the Windows programs (ringpoll-serve, ringpoll-proxy, ringpoll-load, echo_server)"
+say "     driven by Linux clients (WinE2E.*), built with mingw-w64 and run under Wine;"
+say "     ${summary:-no summary}"
 say "     skipped: $n_skipped; exit $rc"
 exit "$rc"

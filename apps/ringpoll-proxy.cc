@@ -20,8 +20,18 @@
 // rest (TLS connections, tunnels, requests that take longer than 2 s); if it fails, this
 // one keeps serving and says why.
 // Bad arguments or config: a message naming the argument, key, file and line; exit 2.
+//
+// Windows (mingw-w64, IOCP; docs/windows.md): TCP, UDP and HTTP listeners, the config,
+// the admin page. Ctrl-C, Ctrl-Break and closing the console take the SIGINT/SIGTERM
+// path. Reload, for want of SIGHUP, is the named event Local\ringpoll-reload-<pid>:
+// `ringpoll-proxy --reload PID` sets it (the start line names the pid). What Windows
+// lacks is refused with the config, naming the key (TLS, names in pools, packet paths,
+// splice); there is no binary upgrade. The places that differ are marked "Windows seam".
 #include <signal.h>
 #include <unistd.h>
+#ifdef _WIN32
+#include <windows.h>  // GetCurrentProcessId
+#endif
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -34,14 +44,17 @@
 
 #include "apps/common/fd_limit.h"
 #include "apps/common/launch.h"
-#include "apps/common/packet_path.h"
 #include "apps/proxy/from_config.h"
 #include "apps/proxy/proxy.h"
-#include "apps/proxy/udp_bypass.h"
 #include "apps/proxy/upgrade.h"
 #include "engine/server.h"
-#include "tls/ktls.h"
 #include "tuning/cli.h"
+#ifndef _WIN32  // Windows seam: no packet paths, no TLS, no upgrade channel there
+#include "apps/common/packet_path.h"
+#include "apps/proxy/udp_bypass.h"
+#include "engine/handover.h"
+#include "tls/ktls.h"
+#endif
 #ifdef RINGPOLL_WITH_XDP
 #include "packet/xdp_queue.h"
 #endif
@@ -143,6 +156,27 @@ bool udp_on_packet_path(const proxy::ProxySettings& s) {
                      [](const proxy::ListenerSettings& l) { return l.udp; });
 }
 
+#ifdef _WIN32
+// Windows seam: the packet paths are Linux only (packet.path is refused with the config),
+// so UDP listeners always run on kernel sockets.
+template <PollerBackend P>
+int use_packet_path(proxy::ProxyServer<P>&, const proxy::ProxySettings&, const tuning::Config&,
+                    Engine<P>&, bool*) {
+  return 0;
+}
+
+// --reload PID: sets the reload event of the ringpoll-proxy that runs as process PID.
+int ask_reload(unsigned long pid) {
+  std::string why;
+  if (!signal_reload(pid, &why)) {
+    std::fprintf(stderr, "%s: --reload %lu: %s\n", kProg, pid, why.c_str());
+    return 1;
+  }
+  std::printf("%s: asked process %lu to reload\n", kProg, pid);
+  return 0;
+}
+#else
+
 // UDP listeners on a packet queue Q: each shard opens its queue with `open`.
 template <PollerBackend P, packet::PacketQueue Q>
 typename proxy::ProxyServer<P>::UdpPathStart bypass_start(
@@ -155,7 +189,7 @@ typename proxy::ProxyServer<P>::UdpPathStart bypass_start(
     o.port_base = s.udp_port_base;
     o.port_count = s.udp_port_count;
     o.queue = qs;
-    auto u = std::make_unique<proxy::UdpBypassListener<P, Q>>(e, m, std::move(pick), open, o);
+    auto u = std::make_unique<proxy::UdpBypassListener<P, Q> >(e, m, std::move(pick), open, o);
     const Status st = u->start(l.listen, why);
     if (!st.ok()) {
       u->shutdown(1'000'000'000);
@@ -211,6 +245,7 @@ int use_packet_path([[maybe_unused]] proxy::ProxyServer<P>& px,
   return 2;
 #endif
 }
+#endif  // _WIN32
 
 int run(int argc, char** argv) {
   CLI::App app{"ringpoll-proxy: L4 TCP and UDP proxy on the ringpoll engine"};
@@ -228,6 +263,12 @@ int run(int argc, char** argv) {
                  "Quick form: tcp, udp (per-client flows) or http (HTTP/1.1, one default route)")
       ->check(CLI::IsMember({"tcp", "udp", "http"}));
   app.add_option("--admin", admin, "Serve Prometheus metrics at http://ADDR:PORT/metrics");
+#ifdef _WIN32
+  unsigned long reload_pid = 0;
+  app.add_option("--reload", reload_pid,
+                 "Windows: make the ringpoll-proxy of process PID reload its config (sets the "
+                 "event Local\\ringpoll-reload-PID), then exit");
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -235,8 +276,13 @@ int run(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   std::string why;
+  proxy::UpgradeEnv up;  // generation 1 and no predecessor, unless an upgrade started us
+#ifdef _WIN32
+  if (reload_pid != 0) return ask_reload(reload_pid);
+  // Windows seam: no binary upgrade, so nobody to tell.
+  auto tell_old = [](const std::string&) {};
+#else
   const proxy::SelfExec self = proxy::self_exec(argc, argv);
-  proxy::UpgradeEnv up;
   if (!proxy::upgrade_env(&up, &why)) {
     std::fprintf(stderr, "%s: %s\n", kProg, why.c_str());
     return 2;
@@ -248,6 +294,7 @@ int run(int argc, char** argv) {
     ::close(up.fd);
     up.fd = -1;
   };
+#endif
   SocketAddress admin_addr;
   if (!admin.empty() && !parse_address(admin, &admin_addr, &why).ok()) {
     std::fprintf(stderr, "%s: --admin: %s\n", kProg, why.c_str());
@@ -266,11 +313,13 @@ int run(int argc, char** argv) {
     return 2;
   }
   std::vector<HandedListener> handed;
+#ifndef _WIN32
   if (up.fd >= 0 && !recv_listeners(up.fd, proxy::kUpgradeTimeoutMs, &handed, &why).ok()) {
     std::fprintf(stderr, "%s: upgrade: %s\n", kProg, why.c_str());
     tell_old("failed: " + why);
     return 1;
   }
+#endif
 
   // Two descriptors a proxied connection (four more with splice's pipes), plus spares.
   const uint64_t max_conns = static_cast<uint64_t>(cfg.limits.max_connections);
@@ -278,7 +327,13 @@ int run(int argc, char** argv) {
       app::raise_fd_limit(max_conns * (settings.splice ? 6 : 2) + 256,
                           "limits.max_connections " + std::to_string(max_conns));
   if (!fds.problem.empty()) std::fprintf(stderr, "%s: %s\n", kProg, fds.problem.c_str());
-  block_stop_signals(/*with_reload=*/true, /*with_upgrade=*/true);
+    // Windows seam: no upgrade there (SCM_RIGHTS and fork/exec are Linux).
+#ifdef _WIN32
+  constexpr bool kUpgrade = false;
+#else
+  constexpr bool kUpgrade = true;
+#endif
+  block_stop_signals(/*with_reload=*/true, /*with_upgrade=*/kUpgrade);
   return app::run_engine(kProg, cfg, [&]<class P>(Engine<P>& engine) -> int {
     proxy::ProxyServer<P> px(engine, settings);
     px.inherit(std::move(handed));
@@ -313,22 +368,32 @@ int run(int argc, char** argv) {
     for (size_t i = 0; i < px.listeners(); ++i)
       where += (i ? ", " : "") + describe(settings, i, px.address(i));
     const bool bypass = udp_on_packet_path(settings);
+#ifdef _WIN32
+    // The pid --reload takes (Windows has no SIGHUP).
+    where += ", pid " + std::to_string(GetCurrentProcessId());
+#else
     // TLS listeners say which record path they run (kTLS is probed once, tls/ktls.h).
     if (std::any_of(settings.listeners.begin(), settings.listeners.end(),
                     [](const proxy::ListenerSettings& l) { return l.tls != nullptr; }))
       where += ", tls " + tls::record_path_line();
+#endif
     px.metrics().set_process(up.generation, px.inherited_listeners());
+#ifdef _WIN32
+    const std::string gen;  // always generation 1
+#else
     const std::string gen =
         up.generation == 1 ? std::string()
                            : ", generation " + std::to_string(up.generation) + " (" +
                                  std::to_string(px.inherited_listeners()) +
                                  " listeners taken over, pid " + std::to_string(getpid()) + ")";
+#endif
     std::printf("%s: listening on %s, backend %s, %zu shards%s%s%s%s%s\n", kProg, where.c_str(),
                 P::kName, engine.size(), bypass ? ", udp path " : "",
                 bypass ? packet::to_string(settings.udp_path) : "",
                 admin.empty() ? "" : ", admin on ",
                 admin.empty() ? "" : px.admin_address().to_string().c_str(), gen.c_str());
     std::fflush(stdout);
+#ifndef _WIN32
     if (up.fd >= 0) {
       // The channel stays open: the predecessor moves its established relays over it.
       (void)send_note(up.fd, proxy::ready_note(up.generation, px.movable_listeners(),
@@ -337,6 +402,7 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
       });
     }
+#endif
 
     const int64_t drain_ns = settings.drain_ns;
     proxy::Successor next;  // set once an upgrade's successor serves
@@ -346,6 +412,7 @@ int run(int argc, char** argv) {
           // upgrade timeout), then this process's plain relays move to the successor.
           px.finish_adopting(next.channel >= 0 ? int64_t{proxy::kUpgradeTimeoutMs} * 1'000'000 : 0);
           typename proxy::ProxyServer<P>::UpgradeMoves moves;
+#ifndef _WIN32
           if (next.channel >= 0) {
             moves = px.move_connections_to(next.channel, next.moves, next.http_moves);
             const std::string counts = px.moves_note(moves);
@@ -360,6 +427,7 @@ int run(int argc, char** argv) {
                          moves.error.empty() ? "" : "; the channel failed: ", moves.error.c_str(),
                          counts.c_str());
           }
+#endif
           const size_t aborted = px.shutdown(drain_ns);
           if (aborted > 0)
             std::fprintf(stderr, "%s: drain deadline: aborted %zu connections\n", kProg, aborted);
@@ -398,6 +466,9 @@ int run(int argc, char** argv) {
           std::fprintf(stderr, "%s: reloaded: new connections use the new config%s%s\n", kProg,
                        changes.empty() ? "" : "; listeners ", changes.c_str());
         },
+#ifdef _WIN32
+        std::function<void()>());  // Windows seam: no upgrade
+#else
         [&] {
           std::string w;
           if (next.pid > 0) {
@@ -416,6 +487,7 @@ int run(int argc, char** argv) {
                        kProg, static_cast<unsigned long long>(up.generation + 1), child);
           kill(getpid(), SIGTERM);  // the graceful stop, as an operator's SIGTERM would
         });
+#endif
     engine.join();
     end_dpdk();
     return 0;

@@ -177,6 +177,25 @@ std::string reload_event_name(unsigned long pid) {
   return "Local\\ringpoll-reload-" + std::to_string(pid);
 }
 
+bool signal_reload(unsigned long pid, std::string* why) {
+  const std::string name = reload_event_name(pid);
+  HANDLE h = OpenEventA(EVENT_MODIFY_STATE, FALSE, name.c_str());
+  if (!h) {
+    const DWORD e = GetLastError();
+    if (why)
+      *why = e == ERROR_FILE_NOT_FOUND
+                 ? "no event " + name + ": no process " + std::to_string(pid) +
+                       " of this session waits for a reload"
+                 : "cannot open " + name + " (Windows error " + std::to_string(e) + ")";
+    return false;
+  }
+  const bool ok = SetEvent(h) != 0;
+  if (!ok && why)
+    *why = "cannot set " + name + " (Windows error " + std::to_string(GetLastError()) + ")";
+  CloseHandle(h);
+  return ok;
+}
+
 void block_stop_signals(bool with_reload, bool with_upgrade) {
   ConsoleEvents& c = console();
   if (with_reload && !c.reload) {

@@ -688,6 +688,9 @@ void block_stop_signals(bool with_reload, bool with_upgrade = false);
 #ifdef _WIN32
 // "Local\ringpoll-reload-<pid>": the event that makes process <pid> reload.
 std::string reload_event_name(unsigned long pid);
+// Sets that event of process `pid` (what `kill -HUP pid` is on Linux); false with *why
+// when there is none (no such process, or one that takes no reload) or it cannot be set.
+bool signal_reload(unsigned long pid, std::string* why);
 namespace detail {
 // Test seam: runs the console control handler for `type` (CTRL_C_EVENT ...) as Windows
 // would on its own thread; returns what the handler returned (TRUE: handled).

@@ -248,7 +248,8 @@ bool parse_ipv4(std::string_view text, uint32_t* out) noexcept {
 }
 
 std::string ipv4_to_string(uint32_t ip) {
-  in_addr a{htonl(ip)};
+  in_addr a{};
+  a.s_addr = htonl(ip);
   char buf[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &a, buf, sizeof buf);
   return buf;

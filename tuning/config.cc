@@ -657,7 +657,8 @@ class Reader {
 #ifdef _WIN32
 // What the Windows build cannot do, refused where a layer asks for it (a value other
 // than the one that runs there), with the key's file and line: TLS (no OpenSSL for
-// mingw-w64), a pinned Linux backend, the kernel-bypass packet paths, splice. The
+// mingw-w64), a pinned Linux backend, the kernel-bypass packet paths, splice, names in
+// pools (no c-ares for mingw-w64). The
 // io_uring.* keys (every profile sets them) and socket.reuseport are read and have no
 // effect there: Windows runs IOCP and listens once per address (engine/server.h).
 template <class LineOf>
@@ -684,7 +685,20 @@ void check_windows(const Config& c, Reader& r, LineOf&& line_of) {
     if (c.proxy.pools[i].tls)
       refuse(indexed("proxy.pool", i) + ".tls",
              "TLS to upstreams needs OpenSSL, which this build has not");
+    // Names (A/AAAA, SRV) are resolved with c-ares, which has no mingw-w64 build here.
+    for (const std::string& u : c.proxy.pools[i].upstreams) {
+      SocketAddress sa;
+      std::string why;
+      if (parse_address(u, &sa, &why).ok()) continue;
+      refuse(indexed("proxy.pool", i) + ".upstreams",
+             quote(u) +
+                 " is a name; pool names are resolved with c-ares, which this build has "
+                 "not: give ADDR:PORT");
+      break;
+    }
   }
+  if (!c.proxy.resolvers.empty())
+    refuse("proxy.resolvers", "pool names are resolved with c-ares, which this build has not");
 }
 #else
 // The TLS files as OpenSSL reads them: each named file alone (so a layer that sets only

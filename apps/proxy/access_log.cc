@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifndef _WIN32
+#include <poll.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -15,6 +17,17 @@
 
 namespace ringpoll::proxy {
 namespace {
+
+// Windows seam: the log is a C runtime descriptor there, opened in binary mode (no CRLF)
+// and not inherited; the CRT has no poll(2) and no non-blocking writes, so every
+// descriptor is written as a regular file is (a pipe's write waits for its reader).
+#ifdef _WIN32
+constexpr int kOpenFlags = O_WRONLY | O_APPEND | O_CREAT | O_BINARY | O_NOINHERIT;
+#else
+// O_NONBLOCK: a FIFO with no reader fails at open (ENXIO) instead of hanging the start,
+// and one whose reader stops reading makes write() say EAGAIN (see the header).
+constexpr int kOpenFlags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK;
+#endif
 
 int64_t mono_ns() {
   timespec t{};
@@ -91,7 +104,11 @@ void append_ms(int64_t ns, bool json, std::string* out) {
 void append_time(int64_t wall_ns, std::string* out) {
   const time_t sec = static_cast<time_t>(wall_ns / 1'000'000'000);
   tm t{};
+#ifdef _WIN32
+  gmtime_s(&t, &sec);  // the Windows C runtime's thread-safe form
+#else
   gmtime_r(&sec, &t);
+#endif
   char b[40];
   const int n = std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900,
                               t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
@@ -167,10 +184,7 @@ std::unique_ptr<AccessLog> AccessLog::open(const AccessLogSettings& settings, si
   int fd = STDERR_FILENO;
   bool own = false;
   if (settings.path != "stderr") {
-    // O_NONBLOCK: a FIFO with no reader fails here (ENXIO) instead of hanging the start,
-    // and one whose reader stops reading makes write() say EAGAIN (see the header).
-    fd =
-        ::open(settings.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
+    fd = ::open(settings.path.c_str(), kOpenFlags, 0644);
     if (fd < 0) {
       *why = "http.access_log: cannot open '" + settings.path + "': " + std::strerror(errno);
       return nullptr;
@@ -223,6 +237,10 @@ void AccessLog::write(size_t shard, const AccessRecord& r) {
 
 size_t AccessLog::write_out(std::string_view data, int64_t deadline_ns) {
   while (!data.empty()) {
+#ifdef _WIN32
+    (void)deadline_ns;
+    const size_t n = data.size();  // the CRT's write takes it all, waiting if need be
+#else
     if (!regular_) {
       pollfd p{fd_, POLLOUT, 0};
       const int k = ::poll(&p, 1, kFlushIntervalMs);
@@ -236,6 +254,7 @@ size_t AccessLog::write_out(std::string_view data, int64_t deadline_ns) {
     // A descriptor that is not ours may be blocking: after POLLOUT a pipe takes PIPE_BUF
     // bytes without waiting.
     const size_t n = (regular_ || own_fd_) ? data.size() : std::min<size_t>(data.size(), PIPE_BUF);
+#endif
     const ssize_t w = ::write(fd_, data.data(), n);
     if (w < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;

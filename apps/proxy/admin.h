@@ -164,6 +164,9 @@ class AdminEndpoint {
   // The io_uring completion backend's counters, read on each shard in turn, as text
   // (render_uring); other backends have none.
   Task<std::string> backend_metrics() {
+#ifdef _WIN32  // Windows seam: IOCP has no counters of its own on this page
+    co_return std::string();
+#else
     std::vector<UringCompletionPoller::Counters> shards;
     if constexpr (requires(P & b) {
                     { b.counters() } -> std::convertible_to<UringCompletionPoller::Counters>;
@@ -173,6 +176,7 @@ class AdminEndpoint {
             e_.shard(i), [] { return Engine<P>::current()->sched().backend().counters(); }));
     }
     co_return render_uring(shards);
+#endif
   }
 
   Engine<P>& e_;

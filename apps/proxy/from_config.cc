@@ -3,8 +3,10 @@
 #include <netinet/in.h>
 
 #include "apps/proxy/http_metrics.h"
+#ifndef _WIN32  // Windows seam: no OpenSSL there; its config refuses the TLS keys
 #include "tls/tls_context.h"
 #include "tuning/tls_options.h"
+#endif
 
 namespace ringpoll::proxy {
 
@@ -138,6 +140,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
     ps.max_ejection_percent = static_cast<int>(p.max_ejection_percent);
     ps.check_interval_ns = p.check_interval_ms * kMs;
     ps.check_timeout_ns = p.check_timeout_ms * kMs;
+#ifndef _WIN32
     if (p.tls) {
       std::string w;
       ps.tls = tls::TlsContext::client(tuning::pool_tls_options(p), &w);
@@ -147,6 +150,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
       }
       ps.tls_server_name = p.tls_server_name;
     }
+#endif
     s.pools.push_back(std::move(ps));
   }
   for (const tuning::ProxyListener& l : cfg.proxy.listeners) {
@@ -187,6 +191,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
         return false;
       }
     }
+#ifndef _WIN32
     if (!l.tls.cert.empty()) {
       // The files are read now: a reload builds a new context, and the connections
       // established before keep the one they started with (their generation holds it).
@@ -200,6 +205,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
         return false;
       }
     }
+#endif
     s.listeners.push_back(std::move(ls));
   }
   size_t slots = 0;

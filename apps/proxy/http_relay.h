@@ -924,6 +924,7 @@ Task<void> http_client(S& client, HttpClientRoute<P> ctx, Metrics& metrics, Http
   }
 }
 
+#if RINGPOLL_PROXY_TLS  // Windows seam: no TLS there (apps/proxy/relay.h)
 // A client of an HTTP listener with tls.cert: the handshake within tls.handshake_ms
 // (counted by outcome, as a TCP listener's are), then http_client over the session, then
 // close_notify unless it was sent already. The listener's TlsContext is its generation's:
@@ -942,5 +943,6 @@ Task<void> https_client(TcpStream<P>& client, HttpClientRoute<P> ctx, const tls:
   co_await http_client<P>(t, std::move(ctx), metrics, hmetrics);
   (void)co_await t.close();
 }
+#endif
 
 }  // namespace ringpoll::proxy

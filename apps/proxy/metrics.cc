@@ -143,7 +143,15 @@ uint64_t Metrics::total_tls_failures(TlsSide side, TlsFailure f) const noexcept 
 
 namespace {
 
-void line(std::string& out, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+// Windows seam: mingw-w64's C++ stdio is its ANSI one (%zu, %lld), which GCC checks as
+// gnu_printf there; its plain printf archetype is msvcrt's.
+#ifdef _WIN32
+#define RINGPOLL_PRINTF_ARCHETYPE gnu_printf
+#else
+#define RINGPOLL_PRINTF_ARCHETYPE printf
+#endif
+void line(std::string& out, const char* fmt, ...)
+    __attribute__((format(RINGPOLL_PRINTF_ARCHETYPE, 2, 3)));
 void line(std::string& out, const char* fmt, ...) {
   char buf[512];
   va_list ap;
@@ -357,6 +365,7 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
   return out;
 }
 
+#ifndef _WIN32  // Windows seam: no io_uring there (apps/proxy/metrics.h)
 std::string render_uring(const std::vector<UringCompletionPoller::Counters>& shards) {
   using C = UringCompletionPoller::Counters;
   struct Row {
@@ -402,6 +411,7 @@ std::string render_uring(const std::vector<UringCompletionPoller::Counters>& sha
       line(out, "%s{shard=\"%zu\"} %" PRIu64, r.name, i, shards[i].*r.value);
   return out;
 }
+#endif
 
 namespace {
 // One counter, one line per shard (index = shard).

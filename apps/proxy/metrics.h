@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "engine/adaptive_poll.h"
+#ifndef _WIN32  // Windows seam: no io_uring there, and no render_uring
 #include "uring/uring_completion.h"
+#endif
 
 namespace ringpoll::proxy {
 
@@ -189,7 +191,9 @@ class Metrics {
 // provided-buffer ring ran dry (raise io_uring.buf_count when this climbs under load), the
 // re-arms, the buffers free and held now, the connections at io_uring.buf_per_conn, the
 // zero-copy sends. Other backends have none: no shards, no text.
+#ifndef _WIN32
 std::string render_uring(const std::vector<UringCompletionPoller::Counters>& shards);
+#endif
 
 // Prometheus text of the engine's stall detector (engine.stall_ms): the stalls each shard
 // counted (index = shard).

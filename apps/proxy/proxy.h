@@ -45,8 +45,16 @@
 #include "apps/proxy/relay.h"
 #include "apps/proxy/relay_move.h"
 #include "apps/proxy/relay_record.h"
-#include "apps/proxy/resolver.h"
 #include "apps/proxy/settings.h"
+// Windows seam: pool names are resolved with c-ares, which the mingw-w64 build has not;
+// tuning/config.cc refuses names (and proxy.resolvers) there, naming the key, so no
+// generation has a resolver. RINGPOLL_PROXY_NAMES marks the places.
+#ifdef _WIN32
+#define RINGPOLL_PROXY_NAMES 0
+#else
+#define RINGPOLL_PROXY_NAMES 1
+#include "apps/proxy/resolver.h"
+#endif
 #include "apps/proxy/udp.h"
 #include "engine/engine.h"
 #include "engine/handover.h"
@@ -92,7 +100,7 @@ class ProxyServer {
   void inherit(std::vector<HandedListener> ls) { inherited_ = std::move(ls); }
   void close_unused_inherited() {
     for (HandedListener& h : inherited_)
-      for (int fd : h.fds) ::close(fd);
+      for (int fd : h.fds) detail::close_socket(fd);
     inherited_.clear();
   }
   size_t inherited_listeners() const noexcept { return adopted_; }
@@ -373,7 +381,7 @@ class ProxyServer {
     servers_ = std::move(servers);
     udp_ = std::move(udp);
     old->retired.store(true);
-    if (old->resolver) old->resolver->stop();
+    stop_resolver(*old);
     start_checkers(gen);
     start_resolver(gen);
     // Only now do the removed and moved-away listeners stop: what they queued is served.
@@ -402,7 +410,7 @@ class ProxyServer {
     close_unused_inherited();
     checks_.stop();
     generation()->retired.store(true);
-    if (auto g = generation(); g->resolver) g->resolver->stop();
+    stop_resolver(*generation());
     if (admin_) admin_->shutdown();  // open admin requests are aborted
     const int64_t end = mono_now_ns() + drain_ns;
     size_t aborted = 0;
@@ -462,9 +470,11 @@ class ProxyServer {
     std::vector<std::vector<Pool*>> route_pools;                          // by listener
     std::vector<size_t> route_slot;                                       // by listener
     std::vector<std::vector<std::unique_ptr<HttpUpstreams<P>>>> http_up;  // [listener][shard]
+#if RINGPOLL_PROXY_NAMES
     // The pools' names (null when none has any). Declared last: destroyed first, while
     // the pools it points at are there.
     std::unique_ptr<Resolver> resolver;
+#endif
   };
 
   std::shared_ptr<Generation> make_generation(ProxySettings s) {
@@ -472,6 +482,7 @@ class ProxyServer {
     g->s = std::move(s);
     for (const PoolSettings& p : g->s.pools)
       g->pools.push_back(std::make_unique<Pool>(p, e_.size()));
+#if RINGPOLL_PROXY_NAMES
     if (std::any_of(g->s.pools.begin(), g->s.pools.end(),
                     [](const PoolSettings& p) { return !p.names.empty(); })) {
       std::vector<Pool*> ps;
@@ -487,6 +498,7 @@ class ProxyServer {
         g->resolver.reset();
       }
     }
+#endif
     size_t slot = 0;
     for (const ListenerSettings& l : g->s.listeners) {
       const int k = pool_index(g->s, l.pool);
@@ -581,9 +593,11 @@ class ProxyServer {
     if (!find_listener(*gen, hint, name, &li)) gen = born;
     const ListenerSettings& l = gen->s.listeners[li];
     if (l.http) {
+#if RINGPOLL_PROXY_TLS  // Windows seam: TLS keys are refused there
       if (l.tls)
         return https_client<P>(client, http_route(std::move(gen), li), *l.tls, metrics_,
                                http_metrics_);
+#endif
       return http_client<P>(client, http_route(std::move(gen), li), metrics_, http_metrics_);
     }
     Route r;
@@ -755,7 +769,7 @@ class ProxyServer {
                    std::unique_ptr<TcpServer<P>>* out, std::string* why) {
     const ListenerSettings& l = gen->s.listeners[i];
     if (const std::string mix = backend_mix(inherit); !mix.empty()) {
-      for (int fd : inherit) ::close(fd);  // our copies; the old process keeps its own
+      for (int fd : inherit) detail::close_socket(fd);  // our copies; the old process keeps its own
       if (why) *why = "listener '" + l.name + "': " + mix;
       return Errc::kInvalidArgument;
     }
@@ -822,7 +836,8 @@ class ProxyServer {
   // The generation's resolver thread: each set it publishes is installed on every shard
   // by a job in the shard's inbox (a full inbox is retried for a second, then reported:
   // that shard keeps its previous set until the next change).
-  void start_resolver(const std::shared_ptr<Generation>& gen) {
+  void start_resolver([[maybe_unused]] const std::shared_ptr<Generation>& gen) {
+#if RINGPOLL_PROXY_NAMES
     if (!gen->resolver) return;
     std::weak_ptr<Generation> weak = gen;
     gen->resolver->start([this, weak](Pool* p, std::shared_ptr<const Members> m) {
@@ -843,6 +858,12 @@ class ProxyServer {
         }
       }
     });
+#endif
+  }
+  static void stop_resolver([[maybe_unused]] Generation& g) {
+#if RINGPOLL_PROXY_NAMES
+    if (g.resolver) g.resolver->stop();
+#endif
   }
 
   void start_checkers(const std::shared_ptr<Generation>& gen) {

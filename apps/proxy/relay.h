@@ -51,9 +51,17 @@
 #include "apps/proxy/route.h"
 #include "apps/proxy/settings.h"
 #include "apps/proxy/sni.h"
-#include "apps/proxy/tls_relay.h"
 #include "engine/engine.h"
 #include "engine/net.h"
+// Windows seam: the mingw-w64 build has no OpenSSL, so the TLS relay (termination and
+// origination) is compiled out there; tuning/config.cc refuses every TLS key on Windows,
+// naming it, so no listener or pool asks for it. RINGPOLL_PROXY_TLS marks the places.
+#ifdef _WIN32
+#define RINGPOLL_PROXY_TLS 0
+#else
+#define RINGPOLL_PROXY_TLS 1
+#include "apps/proxy/tls_relay.h"
+#endif
 
 namespace ringpoll::proxy {
 
@@ -143,6 +151,7 @@ struct Direction : PooledBuffer, Carry {
 // it (the write then fails with EPIPE, as every send here does) — unless the program
 // installed a handler of its own, which is left alone.
 inline void ignore_sigpipe() {
+#ifndef _WIN32  // Windows raises no SIGPIPE
   static const bool done = [] {
     struct sigaction old {};
     if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
@@ -151,6 +160,7 @@ inline void ignore_sigpipe() {
     return true;
   }();
   (void)done;
+#endif
 }
 
 // True when the client reset its connection before the proxy took it (a connect-and-reset
@@ -390,7 +400,9 @@ Task<bool> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
 template <PollerBackend P>
 struct UpstreamConn {
   std::unique_ptr<TcpStream<P>> tcp;
+#if RINGPOLL_PROXY_TLS
   std::unique_ptr<tls::TlsStream<P>> tls;  // over tcp, for a pool with tls = true
+#endif
   Upstream* u = nullptr;
 };
 
@@ -432,6 +444,7 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
       pool->release(cand);
       co_return false;
     }
+#if RINGPOLL_PROXY_TLS
     std::unique_ptr<tls::TlsStream<P>> t;
     if (ok && ps.tls) {
       t = std::make_unique<tls::TlsStream<P>>();
@@ -439,14 +452,21 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
                                   TlsSide::kUpstream, m);
       if (!ok) m.error(ProxyError::kConnectFailed);
     }
+#else
+    (void)deadline;
+#endif
     if (ok) {
       pool->connect_succeeded(cand);
       out->tcp = std::move(up);
+#if RINGPOLL_PROXY_TLS
       out->tls = std::move(t);
+#endif
       out->u = cand;
       co_return true;
     }
+#if RINGPOLL_PROXY_TLS
     t.reset();
+#endif
     if (up) (void)co_await up->close();
     pool->connect_failed(cand, mono_now_ns(), hint.shard);
     pool->release(cand);
@@ -475,6 +495,7 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     co_return;
   }
   if (s.keepalive) (void)client.set_keepalive(true);
+#if RINGPOLL_PROXY_TLS
   tls::TlsStream<P> ctls;  // a terminating listener's session with the client
   if (route.tls) {
     const int64_t hs = s.tls_handshake_ns;
@@ -482,6 +503,7 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
                                 hs > 0 ? mono_now_ns() + hs : 0, TlsSide::kClient, m))
       co_return;  // counted; the server closes the client
   }
+#endif
   std::vector<std::byte> early;  // what was read to route the client, for the upstream
   if (route.sni && !route.sni->empty() && !co_await route_by_sni(client, &route, m, &early))
     co_return;
@@ -491,19 +513,31 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
   }
   relay_detail::UpstreamConn<P> up;
   if (!co_await relay_detail::connect_upstream(sched, client, route, m, &up)) co_return;
+#if RINGPOLL_PROXY_TLS
   relay_detail::StreamEnd<P> up_end{up.tcp.get(), up.tls.get()};
+#else
+  TcpStream<P>* up_end = up.tcp.get();
+#endif
   bool ok = true;
   if (!early.empty()) {
+#if RINGPOLL_PROXY_TLS
     const IoResult w = co_await up_end.write(std::span<const std::byte>(early));
+#else
+    const IoResult w = co_await up_end->write(std::span<const std::byte>(early));
+#endif
     ok = w.ok();
     if (!ok) m.error(ProxyError::kReset);
     m.add(m.bytes_up, w.n);
     std::vector<std::byte>().swap(early);  // not held for the connection's life
   }
+#if RINGPOLL_PROXY_TLS
   if (ok && (route.tls || up.tls)) {
     relay_detail::StreamEnd<P> client_end{&client, route.tls ? &ctls : nullptr};
     co_await relay_detail::relay_streams(sched, client_end, up_end, m, s);
   } else if (ok) {
+#else
+  if (ok) {
+#endif
     // A plain relay may move to an upgrade's successor (apps/proxy/relay_move.h).
     const relay_detail::RelayOrigin origin{route.listener ? *route.listener : std::string(),
                                            route.pool->settings().name, up.u->label()};
@@ -514,9 +548,11 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
     // Outlier detection: a reset counts as a failure of that upstream.
     if (reset) route.pool->stream_reset(up.u, mono_now_ns(), shard->id());
   }
+#if RINGPOLL_PROXY_TLS
   if (route.tls) (void)co_await ctls.close();  // close_notify, unless sent already
   if (up.tls) (void)co_await up.tls->close();
   up.tls.reset();
+#endif
   (void)co_await up.tcp->close();
   route.pool->release(up.u);
 }
@@ -536,7 +572,7 @@ Task<void> relay_adopted(TcpStream<P>& client, int upstream_fd, Route route, Rel
   relay_detail::ActiveCount active(&m);
   TcpStream<P> up;
   if (!up.adopt(sched, upstream_fd).ok()) {
-    ::close(upstream_fd);
+    detail::close_socket(upstream_fd);
     m.error(ProxyError::kReset);
     co_return;
   }

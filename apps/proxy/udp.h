@@ -1,7 +1,8 @@
 #pragma once
 // UdpListener<P>: ringpoll-proxy's UDP mode on the kernel path. Every shard binds the
 // listener's address (SO_REUSEPORT: the kernel hashes a client's 4-tuple to one shard, so
-// a client's datagrams always reach the same shard) and keeps its own flow table:
+// a client's datagrams always reach the same shard) and keeps its own flow table (on
+// Windows, which has no SO_REUSEPORT, shard 0 alone binds it and holds every flow):
 //
 //   - a flow is one client (address, port). Its first datagram picks an upstream from the
 //     listener's pool (round robin, or least connections = least flows: a flow counts
@@ -44,6 +45,10 @@ template <PollerBackend P>
 class UdpListener final : public UdpService {
  public:
   static constexpr size_t kMaxDatagram = 65536;
+  // A socket per shard, the kernel spreading clients over them by SO_REUSEPORT. Windows
+  // has none (kHasReusePort; its SO_REUSEADDR would let the last socket bound take every
+  // datagram): one socket, on shard 0, receives for the listener, and its flows run there.
+  static constexpr bool kSocketPerShard = kHasReusePort;
 
   using Pick = UdpPick;
   using PickFn = UdpPickFn;
@@ -56,22 +61,25 @@ class UdpListener final : public UdpService {
 
   // Binds `at` on every shard (shard 0 first: a port 0 becomes the real port the others
   // then share). From a thread outside the engine.
-  Status start(const SocketAddress& at, bool reuseport, std::string* why) {
+  Status start(const SocketAddress& at, [[maybe_unused]] bool reuseport, std::string* why) {
     SocketAddress where = at;
-    for (size_t i = 0; i < e_.size(); ++i) {
+    const size_t sockets = kSocketPerShard ? e_.size() : 1;
+    for (size_t i = 0; i < sockets; ++i) {
       auto st = std::make_unique<ShardState>();
       st->self = this;
       st->m = &m_.shard(i);
       const Status s = Engine<P>::call(e_.shard(i), [&]() -> Status {
         Scheduler<P>& sched = Engine<P>::current()->sched();
-        const int fd = ::socket(where.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        const int fd = detail::open_socket(where.family(), SOCK_DGRAM);
         if (fd < 0) return Status::from_errno(errno);
+#ifndef _WIN32
         const int one = 1;
         if (reuseport || e_.size() > 1)
           (void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+#endif
         if (::bind(fd, where.sa(), where.len) < 0) {
           const int err = errno;
-          ::close(fd);
+          detail::close_socket(fd);
           if (why) *why = "bind " + where.to_string() + ": " + std::strerror(err);
           return Status::from_errno(err);
         }
@@ -93,7 +101,9 @@ class UdpListener final : public UdpService {
     return Status();
   }
 
-  SocketAddress address() const override { return bound_; }
+  SocketAddress address() const override {
+    return bound_;
+  }
 
   // Closes the listener sockets and every flow, then waits (up to wait_ns) for their
   // tasks to end. Returns the number of flows that were open.
@@ -178,16 +188,16 @@ class UdpListener final : public UdpService {
     Upstream* u = admit_flow(m_, m, p, mono_now_ns());
     if (!u) return nullptr;
     const SocketAddress& ua = u->address();
-    const int fd = ::socket(ua.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const int fd = detail::open_socket(ua.family(), SOCK_DGRAM);
     if (fd < 0 || ::connect(fd, ua.sa(), ua.len) < 0) {
-      if (fd >= 0) ::close(fd);
+      if (fd >= 0) detail::close_socket(fd);
       p.pool->release(u);
       m.drop(UdpDrop::kUpstreamOpen);
       return nullptr;
     }
     auto f = std::make_unique<Flow>();
     if (!f->up.open(*st->sched, fd).ok()) {
-      ::close(fd);
+      detail::close_socket(fd);
       p.pool->release(u);
       m.drop(UdpDrop::kUpstreamOpen);
       return nullptr;

@@ -85,16 +85,24 @@ def connect(port):
     return s
 
 
+def send_and_read(port, data, host="127.0.0.1"):
+    """Sends `data` and half-closes (from a thread) while reading what comes back until the
+    peer closes; returns it. OSError on a failed connect or read."""
+    s = socket.create_connection((host, port), timeout=DEADLINE_S)
+    s.settimeout(DEADLINE_S)
+    sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
+    sender.start()
+    got = read_to_end(s)
+    sender.join(DEADLINE_S)
+    s.close()
+    return got
+
+
 def echo_round(port, size, seed, results, idx):
     data = random.Random(seed).randbytes(size)
     got = b""
     try:
-        s = connect(port)
-        sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
-        sender.start()
-        got = read_to_end(s)
-        sender.join(DEADLINE_S)
-        s.close()
+        got = send_and_read(port, data)
     except OSError as e:
         results[idx] = f"connection {idx}: {e}"
         return

@@ -1,7 +1,8 @@
 // The sockets API and TcpServer on IOCP (issue 25): a server over two shards that hands
 // its one listener's connections to both (no SO_REUSEPORT on Windows), echo integrity,
 // half-close, the drain deadline, IPv6, connect with a deadline, names resolved off-shard,
-// datagrams, and the refusals Windows needs (SO_REUSEPORT, a port in use).
+// datagrams, the backlog a stopped listener still serves, and the refusals Windows needs
+// (SO_REUSEPORT, a port in use).
 #include <algorithm>
 #include <atomic>
 #include <string>
@@ -162,6 +163,55 @@ TEST(WinServer, ShutdownAbortsWhatOutlivesTheDrainDeadline) {
     EXPECT_LE(::recv(c, &b, 1, 0), 0);
     closesocket(c);
   }
+}
+
+// stop_listening() serves what the kernel had queued on the listener before it closes it
+// (TcpServer's take_backlog, a non-blocking accept: iocp/compat's accept4). The shard is
+// held busy while the clients connect, so their connections wait in the kernel's queue
+// when the listener's close comes; none of them may be reset.
+TEST(WinServer, StopListeningServesTheBacklog) {
+  StartedEngine se(1);
+  ASSERT_TRUE(se.ok);
+  E& e = se.e;
+  TcpServer<P> srv(e);
+  ASSERT_TRUE(start_echo(srv, "127.0.0.1:0"));
+  std::atomic<bool> held{false}, release{false};
+  ASSERT_TRUE(E::post(e.shard(0), [&] {
+    held.store(true);
+    const int64_t end = mono_now_ns() + 20 * kSec;  // bounded, whatever the test does
+    while (!release.load() && mono_now_ns() < end) sleep_ms(1);
+  }));
+  ASSERT_TRUE(wait_for([&] { return held.load(); }));
+  constexpr int kClients = 12;
+  std::vector<SOCKET> cs;
+  for (int i = 0; i < kClients; ++i) cs.push_back(client(srv.address()));  // queued by the kernel
+  for (SOCKET c : cs) ASSERT_NE(c, INVALID_SOCKET);
+  std::thread stopper([&] { srv.stop_listening(); });
+  sleep_ms(200);  // its close is queued behind the held shard
+  release.store(true);
+  stopper.join();
+  int served = 0;
+  for (int i = 0; i < kClients; ++i) {
+    const std::string want = "queued client " + std::to_string(i);
+    if (::send(cs[static_cast<size_t>(i)], want.data(), static_cast<int>(want.size()), 0) !=
+        static_cast<int>(want.size()))
+      continue;
+    std::string got(want.size(), '\0');
+    size_t n = 0;
+    while (n < got.size()) {
+      const int r =
+          ::recv(cs[static_cast<size_t>(i)], got.data() + n, static_cast<int>(got.size() - n), 0);
+      if (r <= 0) break;
+      n += static_cast<size_t>(r);
+    }
+    if (n == got.size() && got == want) ++served;
+  }
+  EXPECT_EQ(served, kClients);
+  // The listener is closed: a new client is refused.
+  EXPECT_EQ(client(srv.address()), INVALID_SOCKET);
+  for (SOCKET c : cs) closesocket(c);
+  EXPECT_TRUE(wait_for([&] { return srv.live() == 0; }));
+  EXPECT_EQ(srv.shutdown(1 * kSec), 0u);
 }
 
 TEST(WinServer, EchoesOverIPv6Loopback) {
