@@ -18,7 +18,10 @@
 // byte that arrives after it brings a new edge. So the next read operation on the
 // descriptor does not try its system call first — that call could only meet EAGAIN —
 // but parks at once, without clearing a pending "ready" (which is then an arrival since
-// the short read, and is taken as readiness: the call is tried). Only for a descriptor
+// the short read, and is taken as readiness: the call is tried). Not once an event has
+// carried RDHUP, HUP or ERR (PollDesc's kInfoHangup): a FIN that arrived with the last
+// bytes, before their event was fetched, shares their edge, and the read that meets it
+// (0, end of stream) must be made without waiting for another. Only for a descriptor
 // PollFd knows to be a stream socket (mark_stream_socket: a terminal returns a line at a
 // time with more queued, and would wait for an edge that never comes). The peers'
 // c-epoll-echo (shared/peers) reads the same way. PollFd keeps the one bit (read_drained_);
@@ -61,7 +64,11 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
     if (Step::early()) return release();
     bool park_first = false;
     if (PollDesc* pd = f_->pd_) {
-      if constexpr (kShortRead) park_first = mode_ == Mode::kRead && f_->read_drained_;
+      // Never once an event brought the end of the read side (RDHUP, HUP, ERR): a FIN that
+      // came with the last bytes got no edge of its own, so reads go on until 0 or an error.
+      if constexpr (kShortRead) {
+        park_first = mode_ == Mode::kRead && f_->read_drained_ && !pd->hangup_seen();
+      }
       // After a short read a pending "ready" is an arrival since: kept, not cleared (S17's
       // stale ready cannot be one, since the read that set the rule consumed everything).
       const PollError e = park_first ? pd->check_err(mode_) : pd->reset(mode_);

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -75,6 +76,45 @@ TYPED_TEST(RelayReads, AnEchoExchangeCostsNoReadThatOnlyMeetsEagain) {
   // and met EAGAIN: 2 per round. A stray edge (bytes read before their event was fetched)
   // may still cost one now and then.
   expect_reads_parked_by_rule<P>(before, after, rounds, 4 + static_cast<uint64_t>(rounds) / 10);
+  EXPECT_EQ(rig.errors(proxy::ProxyError::kReset), 0u);
+}
+
+// The client sends its last bytes and its FIN in one go, and the echo upstream answers
+// with its bytes and FIN in one go: at each end of the proxy the bytes and the end of
+// stream reach a socket together, on one edge that carries RDHUP. The read that takes the
+// bytes comes back short, and the relay must still see the end and carry it on (the
+// short-read rule stops once an event carried RDHUP): the client gets every byte and then
+// its end of stream, each connection within its 5 s receive timeout.
+TYPED_TEST(RelayReads, AnEndOfStreamThatCameWithTheLastBytesIsCarriedThrough) {
+  using P = TypeParam;
+  TestUpstream up(echo);
+  proxy::ProxySettings s = main_listener_settings({up.address()});
+  s.splice = false;  // the copying relay (RecvInto)
+  ProxyRig<P> rig(std::move(s));
+  ASSERT_TRUE(rig.started);
+  const int conns = static_cast<int>(sized_for_build(40, 20));
+  for (int i = 0; i < conns; ++i) {
+    const int c = connect_to(rig.addr);
+    ASSERT_GE(c, 0);
+    timeval tv{5, 0};  // a lost end of stream fails the round instead of hanging the test
+    ASSERT_EQ(setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    const std::string out(1 + static_cast<size_t>(i * 53) % 2000, static_cast<char>('a' + i % 26));
+    ASSERT_TRUE(send_all(c, out.data(), out.size()));
+    ASSERT_EQ(::shutdown(c, SHUT_WR), 0);
+    std::string back;
+    char buf[4096];
+    ssize_t k;
+    while ((k = ::recv(c, buf, sizeof buf, 0)) > 0 || (k < 0 && errno == EINTR)) {
+      if (k > 0) back.append(buf, static_cast<size_t>(k));
+    }
+    const int err = k < 0 ? errno : 0;
+    ::close(c);
+    EXPECT_EQ(k, 0) << "connection " << i << ": no end of stream within 5 s (" << std::strerror(err)
+                    << "), " << back.size() << " of " << out.size() << " bytes back";
+    EXPECT_TRUE(back == out) << "connection " << i << ": " << back.size() << " of " << out.size()
+                             << " bytes back, or corrupted";
+    if (this->HasFailure()) break;  // one lost end says it; the rest would each wait 5 s
+  }
   EXPECT_EQ(rig.errors(proxy::ProxyError::kReset), 0u);
 }
 

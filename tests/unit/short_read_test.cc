@@ -163,6 +163,81 @@ TYPED_TEST(ShortRead, OnlyAStreamSocketParksAfterAShortRead) {
   EXPECT_EQ(this->env_->s.io_counters().read_parked_drained, before.read_parked_drained);
 }
 
+// Reads until the end of the stream or an error, counting the bytes; *end is why it
+// stopped (kEof when all went well).
+template <class P>
+Task<void> read_to_end(PollFd<P>* f, size_t* got, Status* end, bool* done) {
+  char buf[4096];
+  for (;;) {
+    const IoResult r = co_await f->read(std::span(reinterpret_cast<std::byte*>(buf), sizeof buf));
+    *got += r.n;
+    if (!r.ok()) {
+      *end = r.err;
+      break;
+    }
+  }
+  *done = true;
+}
+
+// The last bytes and the FIN sent in one go (write, then shutdown(SHUT_WR) at once) reach
+// the reader as one edge carrying RDHUP: the read that takes the bytes comes back short,
+// and the read after it must still see the end of the stream — no later edge will come to
+// wake it. Three timings each: the edge fetched before the reader starts, the reader parked
+// when both arrive, both sent while the reader runs. Every reader's deadline bounds its
+// wait (a lost end of stream fails as kTimeout, not as a hung test). Descriptors are
+// reused from one round to the next, so each round also checks that a reopened descriptor
+// forgets the previous connection's RDHUP (else the rule would never apply again).
+TYPED_TEST(ShortRead, TheEndOfAStreamThatCameWithItsLastBytesIsSeen) {
+  using P = TypeParam;
+  Env<P>& env = *this->env_;
+  const int rounds = static_cast<int>(sized_for_build(60, 30));
+  for (int i = 0; i < rounds; ++i) {
+    FdPair p;
+    tcp_pair(p);
+    ASSERT_FALSE(this->HasFatalFailure());
+    PollFd<P> f;
+    ASSERT_TRUE(f.open(env.s, p.take_a()).ok());
+    f.mark_stream_socket();
+    if (f.pd()) {
+      EXPECT_FALSE(f.pd()->hangup_seen()) << "round " << i << ": a reopened descriptor "
+                                          << "kept the last connection's end of stream";
+    }
+    ASSERT_TRUE(f.set_read_deadline(mono_now_ns() + 3 * kSec).ok());
+    const size_t len = 1 + static_cast<size_t>(i * 37) % 1500;  // shorter than the buffer
+    const std::string data(len, static_cast<char>('a' + i % 26));
+    auto send_and_end = [&] {
+      ASSERT_EQ(::send(p.b, data.data(), len, MSG_NOSIGNAL), static_cast<ssize_t>(len));
+      ASSERT_EQ(::shutdown(p.b, SHUT_WR), 0);
+    };
+    size_t got = 0;
+    Status end;
+    bool done = false;
+    const int timing = i % 3;
+    if (timing == 0) {
+      send_and_end();
+      env.settle();  // the one edge is fetched: "ready" is pending before the first read
+      env.s.spawn(read_to_end(&f, &got, &end, &done));
+    } else if (timing == 1) {
+      env.s.spawn(read_to_end(&f, &got, &end, &done));
+      env.settle();  // the reader is parked
+      send_and_end();
+    } else {
+      env.s.spawn(read_to_end(&f, &got, &end, &done));
+      send_and_end();
+    }
+    ASSERT_FALSE(this->HasFatalFailure());
+    ASSERT_TRUE(env.run_until([&] { return done; }, 8 * kSec)) << "round " << i;
+    EXPECT_EQ(got, len) << "round " << i << " (timing " << timing << ")";
+    EXPECT_TRUE(end.is(Errc::kEof)) << "round " << i << " (timing " << timing
+                                    << "): the end of the stream was not seen: " << end.message();
+    int closed = 0;
+    Status st;
+    env.s.spawn(ShortRead<P>::close_it(&f, &st, &closed));
+    ASSERT_TRUE(env.run_until([&] { return closed == 1; }, 5 * kSec));
+    if (this->HasFailure()) break;  // one failing round says it; the rest would repeat it
+  }
+}
+
 template <class P>
 Task<void> echo_side(PollFd<P>* f, int rounds, size_t msg, int* served) {
   char buf[4096];
