@@ -350,11 +350,14 @@ cmd_soak() {
 
 cmd_demo() {
   install_packages
-  install_bench_packages python3
+  # haproxy and nginx's stream module: the peers the demo runs beside ringpoll-proxy.
+  install_bench_packages python3 haproxy nginx libnginx-mod-stream
   bench_build ringpoll-serve ringpoll-proxy ringpoll-load ringpoll-echo
-  # bench/harness: starts ringpoll-serve (echo) and ringpoll-proxy on free loopback ports,
-  # drives both with ringpoll-load, prints the table, writes results/demo-<stamp>/report.html,
-  # and stops everything it started (also on Ctrl-C). Exit 3 when a part could not run.
+  # bench/harness: starts ringpoll-serve (echo) on a free loopback port, drives it with
+  # ringpoll-load directly and through ringpoll-proxy (the backend that runs, then epoll),
+  # haproxy and nginx stream in turn, prints the table, writes
+  # results/demo-<stamp>/report.html, and stops everything it started (also on Ctrl-C).
+  # Exit 3 when a part could not run.
   command -v python3 >/dev/null || die "python3 is needed for the demo (apt-get install python3)"
   exec python3 bench/harness demo "$@"
 }

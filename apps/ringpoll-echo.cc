@@ -142,6 +142,7 @@ Task<void> serve_conn(Scheduler<P>* s, int fd) {
     ::close(fd);
     co_return;
   }
+  c.mark_stream_socket();  // an accepted TCP connection: short reads say it is drained
   // The buffer lives in the coroutine frame: one allocation per connection, none per
   // request.
   std::byte buf[kBufBytes];

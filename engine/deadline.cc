@@ -35,6 +35,7 @@ void deadline_open(PollDesc* pd, int fd) noexcept {
   pd->fd = fd;
   pd->closing = false;
   pd->set_event_err(false, 0);
+  pd->set_hangup(false, 0);
   ++pd->rseq;
   ++pd->wseq;
   pd->rg.store(kPdNil);

@@ -47,12 +47,14 @@ struct Read {
   using Result = IoResult;
   std::span<std::byte> buf;  // cut down to the bytes read
   Status err;
+  bool short_read = false;  // fewer bytes came than asked for: the socket is drained
   // A zero-byte read returns at once: read(2) would answer 0, which looks like EOF (S31).
   bool early() const noexcept { return buf.empty(); }
   bool attempt(int fd) noexcept {
     for (;;) {
       const ssize_t n = ::read(fd, buf.data(), buf.size());
       if (n > 0) {
+        short_read = static_cast<size_t>(n) < buf.size();
         buf = buf.first(static_cast<size_t>(n));
       } else if (n == 0) {
         fail(Errc::kEof);
@@ -70,6 +72,9 @@ struct Read {
     buf = {};
     err = e;
   }
+  // After an attempt that returned true: the read emptied the socket (FdOp's short-read
+  // rule, engine/readiness_op.h).
+  bool drained() const noexcept { return short_read; }
   Result result() const noexcept { return IoResult{buf.size(), err}; }
 };
 
@@ -198,7 +203,9 @@ struct WaitReadable {
   Result result() const noexcept { return IoResult{0, err}; }
 };
 
-// Any non-blocking call on the descriptor returning a byte count or -1 with errno.
+// Any non-blocking call on the descriptor returning a byte count or -1 with errno. A read
+// whose op can tell a short count (op.drained(n): n bytes said the socket is empty) lets
+// FdOp park the next read at once, as fdop::Read does.
 template <class F>
 struct Call {
   using Result = IoResult;
@@ -207,6 +214,13 @@ struct Call {
   bool early() const noexcept { return false; }
   bool attempt(int fd) {
     return count_call([&] { return op(fd); }, r);
+  }
+  bool drained() const noexcept {
+    if constexpr (requires(const F& f) { f.drained(size_t{}); }) {
+      return r.ok() && r.n > 0 && op.drained(r.n);
+    } else {
+      return false;
+    }
   }
   void fail(Status e) noexcept { r = IoResult{0, e}; }
   Result result() const noexcept { return r; }

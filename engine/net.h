@@ -98,8 +98,12 @@ template <PollerBackend P>
 class TcpStream {
  public:
   TcpStream() = default;
-  // Takes ownership of a connected socket.
-  Status adopt(Scheduler<P>& s, int fd) { return fd_.open(s, fd); }
+  // Takes ownership of a connected stream socket.
+  Status adopt(Scheduler<P>& s, int fd) {
+    const Status st = fd_.open(s, fd);
+    if (st.ok()) fd_.mark_stream_socket();
+    return st;
+  }
 
   // Reads at most b.size() bytes, waiting while none are available. Ends with n > 0 and
   // ok; kEof at end of stream; kTimeout when the read deadline passes; kClosed once the

@@ -10,9 +10,10 @@
 //
 // Each operation: take a reference (fails with kClosed once closing), report a pending
 // error or clear a stale "ready" before the first syscall (S02, S17), try the syscall,
-// and on EAGAIN wait on the PollDesc and retry — or, on a completion backend, submit and
-// wait for the completion. close() evicts the waiters, waits until the operations in
-// flight have left, and the last reference closes the fd (S22).
+// and on EAGAIN wait on the PollDesc and retry (a read that follows a short read on an
+// edge-per-arrival backend waits first: the short-read rule, engine/readiness_op.h) — or, on a
+// completion backend, submit and wait for the completion. close() evicts the waiters, waits until
+// the operations in flight have left, and the last reference closes the fd (S22).
 //
 // A PollFd must not move while an operation is in flight (operations hold `this`).
 #include <fcntl.h>
@@ -88,6 +89,12 @@ class PollFd {
 
   int fd() const noexcept { return fd_; }
   PollDesc* pd() const noexcept { return pd_; }
+  // Says the descriptor is a connected stream socket (TCP, AF_UNIX SOCK_STREAM), whose
+  // read returns fewer bytes than asked only when its receive queue is empty: its reads
+  // may then follow the short-read rule (engine/readiness_op.h) and skip the system call
+  // that would only meet EAGAIN. TcpStream says it of its sockets. Not for a terminal or
+  // any descriptor whose reads stop short with data left (a line at a time).
+  void mark_stream_socket() noexcept { stream_socket_ = true; }
   bool pollable() const noexcept { return pd_ != nullptr; }
   bool is_open() const noexcept { return state_ == State::kOpen; }
   // Operations in flight on this descriptor (references held).
@@ -419,6 +426,11 @@ class PollFd {
   int fd_ = -1;
   uint16_t refs_ = 0;  // operations in flight: a reader, a writer, a close, a few at most
   State state_ = State::kUnused;
+  // A connected stream socket (mark_stream_socket), and its last read emptied it: the
+  // next one parks before its system call (the short-read rule of engine/readiness_op.h;
+  // only backends with kShortReadDrains set it). Bits: PollFd stays 24 bytes.
+  bool stream_socket_ : 1 = false;
+  bool read_drained_ : 1 = false;
   [[no_unique_address]] typename FdStateOf<P>::type cst_;
 };
 

@@ -11,6 +11,21 @@
 // which the compiler may place in the step's tail padding: an idle read is 56 bytes.
 // (io_uring completion mode reuses FdOp for its multishot read, whose step takes queued
 // data instead of making a system call: fdop::RingRead in engine/completion_ops.h.)
+//
+// The short-read rule (backends with kShortReadDrains, poller/poller.h: epoll, io_uring
+// readiness). A read that came back with fewer bytes than it asked for emptied the socket
+// (tcp_recvmsg stops short only when the receive queue and backlog are empty), and every
+// byte that arrives after it brings a new edge. So the next read operation on the
+// descriptor does not try its system call first — that call could only meet EAGAIN —
+// but parks at once, without clearing a pending "ready" (which is then an arrival since
+// the short read, and is taken as readiness: the call is tried). Not once an event has
+// carried RDHUP, HUP or ERR (PollDesc's kInfoHangup): a FIN that arrived with the last
+// bytes, before their event was fetched, shares their edge, and the read that meets it
+// (0, end of stream) must be made without waiting for another. Only for a descriptor
+// PollFd knows to be a stream socket (mark_stream_socket: a terminal returns a line at a
+// time with more queued, and would wait for an edge that never comes). The peers'
+// c-epoll-echo (shared/peers) reads the same way. PollFd keeps the one bit (read_drained_);
+// the shard counts reads that met EAGAIN and reads parked by the rule (IoCounters).
 #include <coroutine>
 #include <utility>
 
@@ -47,13 +62,22 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
     ++f_->refs_;
     holds_ref_ = true;
     if (Step::early()) return release();
+    bool park_first = false;
     if (PollDesc* pd = f_->pd_) {
-      if (PollError e = pd->reset(mode_); e != PollError::kNone) {
+      // Never once an event brought the end of the read side (RDHUP, HUP, ERR): a FIN that
+      // came with the last bytes got no edge of its own, so reads go on until 0 or an error.
+      if constexpr (kShortRead) {
+        park_first = mode_ == Mode::kRead && f_->read_drained_ && !pd->hangup_seen();
+      }
+      // After a short read a pending "ready" is an arrival since: kept, not cleared (S17's
+      // stale ready cannot be one, since the read that set the rule consumed everything).
+      const PollError e = park_first ? pd->check_err(mode_) : pd->reset(mode_);
+      if (e != PollError::kNone) {
         Step::fail(Status::from_poll(e));
         return release();
       }
     }
-    return advance();
+    return advance(park_first);
   }
   void await_suspend(std::coroutine_handle<> caller) noexcept {
     handle = caller;
@@ -65,14 +89,26 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
  private:
   // Attempts until the operation has a result (true, reference released) or is parked
   // on the PollDesc (false).
-  bool advance() noexcept {
+  // park_first: the short-read rule holds (pd is set); park before any system call.
+  bool advance(bool park_first = false) noexcept {
     PollDesc* pd = f_->pd_;
+    if (park_first) f_->s_->io_counters().read_parked_drained++;
     for (;;) {
-      if (Step::attempt(f_->fd_)) return release();
-      if (!pd) {  // not pollable (S12): EAGAIN is the answer
-        Step::fail(Status::from_errno(EAGAIN));
-        return release();
+      if (!park_first) {
+        if (Step::attempt(f_->fd_)) {
+          if constexpr (kShortRead) {
+            if (mode_ == Mode::kRead) f_->read_drained_ = f_->stream_socket_ && drained();
+          }
+          return release();
+        }
+        if (mode_ == Mode::kRead) f_->s_->io_counters().read_wouldblock++;
+        if constexpr (kShortRead) f_->read_drained_ = false;
+        if (!pd) {  // not pollable (S12): EAGAIN is the answer
+          Step::fail(Status::from_errno(EAGAIN));
+          return release();
+        }
       }
+      park_first = false;
       if constexpr (P::kLevelTriggered) f_->s_->backend().arm(pd, mode_);
       const PollDesc::Parking r = pd->park(mode_, node(), false);
       if (r.state == PollDesc::Parking::kParked) {
@@ -101,6 +137,15 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
   }
   TaskNode* node() noexcept {
     return this;
+  }
+  static constexpr bool kShortRead = short_read_drains<P>();
+  // The step's word on the attempt that just ended the operation (false when it has none).
+  bool drained() const noexcept {
+    if constexpr (requires(const Step& st) { st.drained(); }) {
+      return static_cast<const Step&>(*this).drained();
+    } else {
+      return false;
+    }
   }
   bool release() noexcept {
     holds_ref_ = false;

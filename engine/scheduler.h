@@ -82,6 +82,18 @@ class ExternalWork {
   std::atomic<bool> sleeping{false};
 };
 
+// What the shard's descriptor operations cost in system calls that moved nothing, for
+// tests and the admin metrics. Shard thread only (plain counters).
+struct IoCounters {
+  // Read-direction attempts (read, recv, accept, peek; in io_uring completion mode a
+  // multishot read that found no queued data) that would have blocked, so the operation
+  // parked: each is a system call that moved nothing, except in completion mode.
+  uint64_t read_wouldblock = 0;
+  // Reads parked at once, with no system call, because the previous read came back short
+  // (engine/readiness_op.h, the short-read rule): each is an EAGAIN saved.
+  uint64_t read_parked_drained = 0;
+};
+
 template <PollerBackend P>
 class Scheduler {
  public:
@@ -481,6 +493,7 @@ class Scheduler {
   P& backend() noexcept { return backend_; }
   // Non-blocking polls made while busy-polling (SchedulerOptions::busy_poll_ns).
   uint64_t busy_polls() const noexcept { return busy_polls_; }
+  IoCounters& io_counters() noexcept { return io_; }
   PollCache& cache() noexcept { return cache_; }
   TimerWheel& deadline_wheel() noexcept { return deadlines_; }
   // Stalls counted by the stall detector (SchedulerOptions::stall_threshold_ns). Any thread.
@@ -539,6 +552,7 @@ class Scheduler {
     std::atomic<int64_t> spun_ns{0};
     std::atomic<int64_t> wasted_ns{0};
   } ctl_pub_;
+  IoCounters io_;
   PollCache cache_;
   TimerWheel deadlines_;
   TimerWheel sleeps_;

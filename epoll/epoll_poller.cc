@@ -146,6 +146,9 @@ int EpollPoller::poll(int64_t delta_ns, TaskList& out) {
     if (!tag_current(pd, tag)) continue;  // stale: the descriptor was freed since
     // The error bit is set only when error is the sole event (S20).
     pd->set_event_err(ev.events == EPOLLERR, tag);
+    // Remembered before the wake: a read woken by an edge that also brought the FIN goes on
+    // reading after a short read, since no later edge will say the stream ended.
+    if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) pd->set_hangup(true, tag);
     pd->ready(static_cast<Mode>(mode), out);
   }
   return n;

@@ -3,8 +3,9 @@
 //
 // Edge-triggered: each descriptor is added once with EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET
 // and never re-armed; the core clears stale "ready" before each operation (S17) so a
-// missed edge cannot strand a waiter. The event's user data is the tagged pointer
-// (PollDesc*, fdseq); an event for an old generation is dropped (S26).
+// missed edge cannot strand a waiter — except a read right after a short read, which
+// parks first (kShortReadDrains below: nothing it could miss). The event's user data is the tagged
+// pointer (PollDesc*, fdseq); an event for an old generation is dropped (S26).
 //
 // Wake: an eventfd, written only by the caller whose CAS turns wake_pending_ 0 -> 1, and
 // drained only by a blocking poll (S28).
@@ -29,6 +30,10 @@ class EpollPoller {
   static constexpr const char* kName = "epoll";
   static constexpr bool kLevelTriggered = false;
   static constexpr bool kCompletion = false;
+  // EPOLLET queues the descriptor again on every arrival of data after the event was
+  // fetched, so a read that came back short (the socket drained) needs no EAGAIN read to
+  // learn it: the next read parks at once (poller/poller.h).
+  static constexpr bool kShortReadDrains = true;
   // Events fetched per epoll_wait call; Go uses 128. More events are picked up next call.
   static constexpr int kMaxEvents = 128;
 

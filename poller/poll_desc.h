@@ -59,7 +59,11 @@ inline constexpr uint32_t kInfoClosing = 1u << 0;
 inline constexpr uint32_t kInfoEventErr = 1u << 1;
 inline constexpr uint32_t kInfoExpiredRead = 1u << 2;
 inline constexpr uint32_t kInfoExpiredWrite = 1u << 3;
-inline constexpr int kInfoFdSeqShift = 4;
+// Sticky until the descriptor is opened again: an event carried the end of the read side
+// (RDHUP: the peer's FIN; HUP; ERR). No new edge follows the last bytes then, so the
+// engine's short-read rule (engine/readiness_op.h) must not park a read on it.
+inline constexpr uint32_t kInfoHangup = 1u << 4;
+inline constexpr int kInfoFdSeqShift = 5;
 // fdseq is a 16-bit generation (it wraps from 0xffff to 1; 0 means "untagged"). It rides
 // in the kernel's user data beside the PollDesc pointer and in `info`, so that setting the
 // event-error bit can honour the tag of the event that caused it (Go #59545).
@@ -109,23 +113,17 @@ struct PollDesc {
     if (wd < 0) bits |= kInfoExpiredWrite;
     bits |= (fdseq.load() & kFdSeqMask) << kInfoFdSeqShift;
     uint32_t x = info.load();
-    while (!info.compare_exchange_weak(x, (x & kInfoEventErr) | bits)) {
+    while (!info.compare_exchange_weak(x, (x & (kInfoEventErr | kInfoHangup)) | bits)) {
     }
   }
 
   // Go's setEventErr: seq is the tag the event carried (0 = untagged); an event for an old
   // generation leaves the bit alone (S26).
-  void set_event_err(bool on, uint32_t seq) noexcept {
-    const uint32_t mseq = seq & kFdSeqMask;
-    uint32_t x = info.load();
-    for (;;) {
-      const uint32_t xseq = (x >> kInfoFdSeqShift) & kFdSeqMask;
-      if (seq != 0 && xseq != mseq) return;
-      const bool cur = x & kInfoEventErr;
-      if (cur == on) return;
-      if (info.compare_exchange_weak(x, x ^ kInfoEventErr)) return;
-    }
-  }
+  void set_event_err(bool on, uint32_t seq) noexcept { set_event_bit(kInfoEventErr, on, seq); }
+  // An event of generation seq carried RDHUP, HUP or ERR (kInfoHangup); on = false when the
+  // descriptor is opened again.
+  void set_hangup(bool on, uint32_t seq) noexcept { set_event_bit(kInfoHangup, on, seq); }
+  bool hangup_seen() const noexcept { return info.load() & kInfoHangup; }
 
   // Go's netpollcheckerr. Priority: closing > timeout > event error (readers only), S19.
   PollError check_err(Mode m) const noexcept {
@@ -228,6 +226,19 @@ struct PollDesc {
   }
 
  private:
+  // Sets or clears one of the bits that events set (kInfoEventErr, kInfoHangup), unless the
+  // event's tag is of an old generation (S26).
+  void set_event_bit(uint32_t bit, bool on, uint32_t seq) noexcept {
+    const uint32_t mseq = seq & kFdSeqMask;
+    uint32_t x = info.load();
+    for (;;) {
+      const uint32_t xseq = (x >> kInfoFdSeqShift) & kFdSeqMask;
+      if (seq != 0 && xseq != mseq) return;
+      const bool cur = x & bit;
+      if (cur == on) return;
+      if (info.compare_exchange_weak(x, x ^ bit)) return;
+    }
+  }
   // The three steps of netpollblock, used by park() and woken() only. begin_wait: take a
   // pending ready (kTookReady), or move nil -> wait and re-check the info bits after that
   // store (S16): kPark to park, kAbandon when an error is already set.

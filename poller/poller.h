@@ -31,6 +31,15 @@
 //   bool owns(int fd) const                 fd is one of the backend's own descriptors
 //                                           (Go's netpollIsPollDescriptor)
 //
+// Optional, readiness backends only (detected with `requires`, false when absent):
+//   static constexpr bool kShortReadDrains  true: every byte that reaches a socket after a
+//                                           read returned fewer bytes than it asked for
+//                                           brings a new readiness event (an edge per
+//                                           arrival: EPOLLET, io_uring's multishot poll).
+//                                           The engine then parks the next read at once
+//                                           instead of trying a system call that would
+//                                           only meet EAGAIN (short_read_drains below).
+//
 // Completion backends add `submit(op)`, which never fails: when the submission queue is
 // full the operation is queued and flushed later (their own headers state it).
 //
@@ -68,6 +77,16 @@ concept PollerBackend = requires(P p, const P cp, int fd, PollDesc* pd, Mode m, 
   noexcept->std::same_as<void>;
   { cp.owns(fd) } -> std::same_as<bool>;
 };
+
+// The optional kShortReadDrains trait of a backend (see the contract above).
+template <class P>
+constexpr bool short_read_drains() noexcept {
+  if constexpr (requires { P::kShortReadDrains; }) {
+    return P::kShortReadDrains && !P::kCompletion;
+  } else {
+    return false;
+  }
+}
 
 // Kernel user data carries (PollDesc*, its 16-bit fdseq), as netpoll_epoll.go's
 // taggedPointer does: user-space addresses fit in 48 bits on the platforms we build for.

@@ -131,10 +131,13 @@ int UringPoller::poll(int64_t delta_ns, TaskList& out) {
       if (res & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) mode |= 1;
       if (res & (POLLOUT | POLLHUP | POLLERR)) mode |= 2;
       pd->set_event_err(res == POLLERR, tag);  // only when error is the sole event (S20)
+      // The end of the read side, as on epoll (kInfoHangup: the short-read rule stops).
+      if (res & (POLLRDHUP | POLLHUP | POLLERR)) pd->set_hangup(true, tag);
       if (mode) pd->ready(static_cast<Mode>(mode), out);
     } else if (res != -ECANCELED) {
       // The poll itself failed (e.g. EBADF): report it like an error event.
       pd->set_event_err(true, tag);
+      pd->set_hangup(true, tag);
       pd->ready(Mode::kReadWrite, out);
       pd->backend_flags &= static_cast<uint8_t>(~kPollArmed);
       return;

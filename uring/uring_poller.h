@@ -44,6 +44,9 @@ class UringPoller {
   static constexpr const char* kName = "io_uring";
   static constexpr bool kLevelTriggered = false;
   static constexpr bool kCompletion = false;
+  // The multishot poll posts a CQE per wake-up of the socket (and a re-armed one reports
+  // readiness that exists), so a short read may park the next one at once, as on epoll.
+  static constexpr bool kShortReadDrains = true;
   // What the multishot poll asks for: the same set the epoll backend registers.
   static constexpr unsigned kPollMask = POLLIN | POLLOUT | POLLRDHUP | POLLERR | POLLHUP;
 

@@ -227,9 +227,12 @@ Task<IoResult> splice_out(TcpStream<P>* dst, int pipe_rd, size_t n) {
 }
 
 // One copied chunk's read on a readiness backend: the system call itself takes the buffer,
-// and gives it back on EAGAIN (the direction waits holding nothing).
-inline auto recv_into(Direction* d) {
-  return [d](int fd) -> ssize_t {
+// and gives it back on EAGAIN (the direction waits holding nothing). A chunk shorter than
+// the buffer emptied the socket, so the direction's next read parks before its system
+// call (the engine's short-read rule, engine/readiness_op.h): one recv per message.
+struct RecvInto {
+  Direction* d;
+  ssize_t operator()(int fd) const {
     d->take();
     const ssize_t n = ::recv(fd, d->buf, d->cap, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -237,7 +240,11 @@ inline auto recv_into(Direction* d) {
       errno = EAGAIN;
     }
     return n;
-  };
+  }
+  bool drained(size_t n) const noexcept { return n < d->cap; }
+};
+inline RecvInto recv_into(Direction* d) {
+  return RecvInto{d};
 }
 
 // Writes what a direction carried over (Carry::pending) before its first read.

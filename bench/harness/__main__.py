@@ -12,7 +12,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402
 import demo  # noqa: E402
-from procs import Interrupted, Registry, install_signal_handlers  # noqa: E402
+from procs import Registry, install_signal_handlers, run_guarded  # noqa: E402
 from servers import Tools  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -134,7 +133,7 @@ def main():
     install_signal_handlers()
     reg = Registry()
     tmpdir = tempfile.mkdtemp(prefix="ringpoll-harness.")
-    try:
+    def go():
         peers_bin = None
         if args.cmd == "bench":
             print(f"== building the peers from {args.peers} (in a scratch copy)", flush=True)
@@ -152,15 +151,7 @@ def main():
                 return 1
             return bench.run(args, reg, tools, outdir)
         return demo.run(args, reg, tools, outdir)
-    except (Interrupted, KeyboardInterrupt) as e:
-        print(f"\nharness: interrupted ({e or 'SIGINT'}); stopping what was started", file=sys.stderr)
-        return 130
-    finally:
-        # A second Ctrl-C must not cut the clean-up short.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        reg.stop_all()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    return run_guarded("harness", go, reg, tmpdir)
 
 
 if __name__ == "__main__":

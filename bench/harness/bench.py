@@ -16,7 +16,7 @@ import time
 import clients
 import report
 from procs import StartError, busy_pct, free_port
-from runner import measured_run, per_request
+from runner import core_per_request, measured_run, per_request
 
 SECTIONS = [("echo", "Echo"), ("http", "HTTP plaintext"), ("proxy", "L4 proxy")]
 # The baseline of each section, first one present wins.
@@ -232,7 +232,8 @@ class Bench:
                          log_path=os.path.join(t.tmpdir, "wrk-warmup.out"), name="wrk warm-up")
             win, rc = measured_run(self.reg, clients.wrk_argv(port, wl.conns, a.duration, script),
                                    groups, 0.4, a.duration - 0.8, timeout=a.duration + 20,
-                                   cpu=self.cpu_cli, log_path=cli_log, name="wrk")
+                                   cpu=self.cpu_cli, log_path=cli_log, name="wrk",
+                                   core=self.cpu_srv)
             res = clients.parse_wrk(cli_log)
         else:
             jpath = os.path.join(t.tmpdir, "load.json")
@@ -243,7 +244,7 @@ class Bench:
                                      a.warmup, jpath)
             win, rc = measured_run(self.reg, argv, groups, a.warmup + 0.3, a.duration - 0.6,
                                    timeout=a.warmup + a.duration + 20, cpu=self.cpu_cli,
-                                   log_path=cli_log, name="ringpoll-load")
+                                   log_path=cli_log, name="ringpoll-load", core=self.cpu_srv)
             res = clients.parse_load_json(jpath)
         rec.update(client_figures(res, rc, cli_log))
         if not res:
@@ -256,6 +257,7 @@ class Bench:
             for g, v in win["groups"].items():
                 rec[f"{g}_cpu_pct"] = round(v["usr_pct"] + v["sys_pct"], 1)
             rec["srv_usr_us"], rec["srv_sys_us"] = per_request(win, "server", res["rps"])
+            rec["core_us"] = core_per_request(win, res["rps"])
             if "backend" in groups:
                 rec["bk_usr_us"], rec["bk_sys_us"] = per_request(win, "backend", res["rps"])
         else:
@@ -368,7 +370,8 @@ def summarize(runs):
                "runs": len(rs), "used": len(used), "noisy": bool(used) and not clean,
                "failed": len(rs) - len(good)}
         for k in ("rps", "p50_us", "p99_us", "p999_us", "srv_usr_us", "srv_sys_us",
-                  "bk_usr_us", "bk_sys_us", "other_pct", "server_cpu_pct", "client_cpu_pct"):
+                  "bk_usr_us", "bk_sys_us", "core_us", "other_pct", "server_cpu_pct",
+                  "client_cpu_pct"):
             row[k] = _median([r.get(k) for r in used])
         if used:
             row["rps_lo"], row["rps_hi"] = min(r["rps"] for r in used), max(r["rps"] for r in used)
@@ -462,6 +465,10 @@ def run(args, reg, tools, outdir):
             f"(noisy runs count only when no clean one exists).",
             "Clients: ringpoll-load (closed loop, one request in flight per connection) for echo, "
             "proxy and one HTTP row; wrk -t1 -c100 (p99.9 via a Lua done() hook) for the other.",
+            "Server core µs/req (all): the pinned server core's whole busy time (its cpu0 "
+            "line of /proc/stat: user nice system irq softirq) over the same window per "
+            "request — the server's (proxy's and its backend's) CPU plus the loopback work "
+            "the kernel does on that core outside any of our processes.",
             "CPU µs/req: /proc/PID/stat utime/stime deltas (server and its children; for the "
             "proxy rows the proxy, and its backend in its own column) over a window inside the "
             "measured seconds, divided by the requests in it at the client's rate.",

@@ -48,8 +48,11 @@ def parse_load_json(path):
         "requests": j.get("requests"),
         "measured_s": j.get("measured_s"),
         "p50_us": lat.get("p50"),
+        "p90_us": lat.get("p90"),
         "p99_us": lat.get("p99"),
         "p999_us": lat.get("p99_9"),
+        "p9999_us": lat.get("p99_99"),
+        "max_us": lat.get("max"),
         "mean_us": lat.get("mean"),
         "errors": errs.get("total", 0),
         "first_error": errs.get("first") or None,
@@ -98,3 +101,12 @@ def parse_wrk(path):
         "first_error": None,
         "failure": None,
     }
+
+
+PROGRESS = re.compile(r"^\[\s*([\d.]+) s\]\s+(warm-up|measuring)\s+([\d.]+) req/s", re.M)
+
+
+def parse_load_progress(text):
+    """ringpoll-load's progress lines (one a second when not on a terminal) ->
+    [(seconds since start, req/s over that second)]."""
+    return [(float(m.group(1)), float(m.group(3))) for m in PROGRESS.finditer(text or "")]

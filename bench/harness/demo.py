@@ -1,16 +1,20 @@
-"""The demo: ringpoll-serve (echo) and ringpoll-proxy in front of it on loopback, driven by
-ringpoll-load directly and through the proxy, with live progress, a table and an HTML
-report. Everything it starts is stopped by PID on every exit path."""
+"""The demo: ringpoll-serve (echo) on loopback, driven by ringpoll-load directly and then
+through each proxy in turn — ringpoll-proxy on the backend that runs (io_uring completion
+mode when it can start) and on epoll, haproxy (1 thread) and nginx stream (1 worker) when
+installed — with live progress, a table (process CPU and the pinned server core's whole
+busy time per request), and an HTML report with requests/s, p99, latency-percentile and
+requests/s-over-time charts. Everything it starts is stopped by PID on every exit path."""
 import html
 import os
 import re
 import sys
+import threading
 import time
 
 import clients
 import report
 from procs import StartError, free_port
-from runner import measured_run, per_request
+from runner import core_per_request, measured_run, per_request
 from servers import backend_args
 
 LABELS = {"srv": "server CPU µs/req user+sys", "bk": "proxy CPU µs/req user+sys"}
@@ -135,56 +139,87 @@ def run(args, reg, tools, outdir):
     print(f"demo: {server_name} (pid {srv.pid}) listening on 127.0.0.1:{port}"
           + (", pinned to CPU 0" if t.pinned else ""), flush=True)
 
-    proxy = pport = None
+    legs = [Leg("direct", "load → server", None, None)]
     if t.proxy:
-        pport = free_port()
-        pargv = [t.proxy, "--listen", f"127.0.0.1:{pport}", "--upstream", f"127.0.0.1:{port}",
-                 "--set", "engine.shards=1"] + (["--set", "engine.cpus=[0]"] if t.pinned else [])
-        pargv += backend_args(backend)
-        proxy = reg.start("ringpoll-proxy", pargv, cpu=srv_cpu,
-                          log_path=os.path.join(t.tmpdir, "proxy.log"))
-        try:
-            reg.wait_listening(proxy, pport)
-        except StartError as e:
-            print(f"demo: ringpoll-proxy did not start: {e}", file=sys.stderr)
-            return 1
-        print(f"demo: ringpoll-proxy (pid {proxy.pid}) on 127.0.0.1:{pport} -> 127.0.0.1:{port}",
-              flush=True)
+        # The proxy on the backend asked for (by default the engine's own choice) and on
+        # epoll, the fallback where io_uring is blocked (containers' seccomp profiles).
+        for be in dict.fromkeys([backend, "epoll"]):
+            name = "ringpoll-proxy" + ("" if be == "auto" else f" {be}")
+            legs.append(Leg(f"through {name}", f"load → {name} → server", name,
+                            lambda p, b, be=be: [
+                                t.proxy, "--listen", f"127.0.0.1:{p}", "--upstream",
+                                f"127.0.0.1:{b}", "--set", "engine.shards=1"]
+                            + (["--set", "engine.cpus=[0]"] if t.pinned else [])
+                            + backend_args(be)))
     else:
-        notes.append(f"SKIPPED: the run through the proxy: no {t.build_dir}/bin/ringpoll-proxy "
-                     f"yet (issue 5).")
-        print(f"demo: {notes[-1]}", flush=True)
-
-    legs = [("direct", port, {"server": srv.pid}, "load → server")]
-    if proxy:
-        legs.append(("through ringpoll-proxy", pport, {"server": srv.pid, "proxy": proxy.pid},
-                     "load → ringpoll-proxy → server"))
+        notes.append(f"SKIPPED: the runs through ringpoll-proxy: no {t.build_dir}/bin/"
+                     f"ringpoll-proxy yet.")
+    if t.haproxy:
+        legs.append(Leg("through haproxy (1 thread)", "load → haproxy → server",
+                        "haproxy (1 thread)",
+                        lambda p, b: t.haproxy_conf(p, b, f"haproxy-{p}")))
+    else:
+        notes.append("SKIPPED: haproxy is not installed (./ringpoll.sh demo installs it).")
+    if t.nginx_stream:
+        legs.append(Leg("through nginx stream (1 worker)", "load → nginx stream → server",
+                        "nginx stream (1 worker)",
+                        lambda p, b: t.nginx_stream_conf(p, b, f"nginx-stream-{p}")))
+    else:
+        notes.append("SKIPPED: nginx stream: nginx or libnginx-mod-stream is not installed "
+                     "(./ringpoll.sh demo installs them).")
     size = f"{args.size} B" if args.size < 1024 else f"{args.size // 1024} KiB"
-    for leg, target, groups, path in legs:
-        print(f"\n== {leg}: ringpoll-load, {args.connections} connections × {size}, "
+    curves, timelines, banners = [], [], {}
+    for leg in legs:
+        groups, target, proxy = {"server": srv.pid}, port, None
+        if leg.argv_fn:
+            target = free_port()
+            proxy = reg.start(leg.proxy, leg.argv_fn(target, port), cpu=srv_cpu,
+                              log_path=os.path.join(t.tmpdir, f"proxy-{target}.log"))
+            try:
+                reg.wait_listening(proxy, target)
+            except StartError as e:
+                print(f"demo: {leg.proxy} did not start: {e}", file=sys.stderr)
+                return 1
+            groups["proxy"] = proxy.pid
+            print(f"\ndemo: {leg.proxy} (pid {proxy.pid}) on 127.0.0.1:{target} -> "
+                  f"127.0.0.1:{port}", flush=True)
+        print(f"\n== {leg.name}: ringpoll-load, {args.connections} connections × {size}, "
               f"{args.warmup} s warm-up + {args.duration} s", flush=True)
         jpath = os.path.join(t.tmpdir, f"load-{len(rows)}.json")
+        cli_log = os.path.join(t.tmpdir, f"load-{len(rows)}.out")
         argv = clients.load_argv(t.load, "echo", target, args.connections, args.size,
                                  args.duration, args.warmup, jpath)
-        # The client writes to the terminal: its progress line is the live view.
-        win, rc = measured_run(reg, argv, groups, args.warmup + 0.3, args.duration - 0.6,
-                               timeout=args.warmup + args.duration + 20, cpu=cli_cpu,
-                               inherit_output=True, name="ringpoll-load")
+        # The client's one-line-a-second progress goes to a file (the requests/s-over-time
+        # chart) and, as it comes, to the terminal: the live view.
+        stop = threading.Event()
+        tail = threading.Thread(target=_tail, args=(cli_log, stop), daemon=True)
+        tail.start()
+        try:
+            win, rc = measured_run(reg, argv, groups, args.warmup + 0.3, args.duration - 0.6,
+                                   timeout=args.warmup + args.duration + 20, cpu=cli_cpu,
+                                   log_path=cli_log, name="ringpoll-load", core=srv_cpu)
+        finally:
+            stop.set()
+            tail.join(timeout=2)
         res = clients.parse_load_json(jpath)
-        for p, what in ((srv, server_name), (proxy, "ringpoll-proxy")):
+        for p, what in ((srv, server_name), (proxy, leg.proxy)):
             if p and not p.alive():
                 print(f"demo: {what} exited during the run (status {p.popen.returncode}):\n"
                       f"{p.log_tail()}", file=sys.stderr)
                 return 1
+        if proxy:
+            reg.stop(proxy)  # its first output line (the banner) is flushed by now
+            banners[leg.proxy] = proxy.first_line()
         if not res or not res.get("rps"):
-            print(f"demo: the load run {leg} produced no result (ringpoll-load exit {rc})",
+            print(f"demo: the load run {leg.name} produced no result (ringpoll-load exit {rc})",
                   file=sys.stderr)
             return 1
         row = {"section": "demo", "workload": f"{args.connections} conn × {size}",
-               "server": path, "runs": 1, "used": 1, **res}
+               "server": leg.path, "runs": 1, "used": 1, **res}
         row["srv_usr_us"], row["srv_sys_us"] = per_request(win, "server", res["rps"])
-        if "proxy" in groups:
+        if proxy:
             row["bk_usr_us"], row["bk_sys_us"] = per_request(win, "proxy", res["rps"])
+        row["core_us"] = core_per_request(win, res["rps"])
         if win:
             row["other_pct"] = win["other_pct"]
             if win["other_pct"] > args.max_other:
@@ -192,10 +227,14 @@ def run(args, reg, tools, outdir):
         if res.get("errors"):
             row["note"] = f"{res['errors']} errors"
         rows.append(row)
+        curves.append((leg.path, res))
+        try:
+            with open(cli_log, errors="replace") as f:
+                timelines.append((leg.path, clients.parse_load_progress(f.read())))
+        except OSError:
+            timelines.append((leg.path, []))
 
-    # Stopped here (not only at exit) so that their first output lines are flushed.
-    if proxy:
-        reg.stop(proxy)
+    # Stopped here (not only at exit) so that its first output line is flushed.
     reg.stop(srv)
     poll_rows = []
     if t.serve and args.poll_duration > 0:
@@ -204,7 +243,7 @@ def run(args, reg, tools, outdir):
               f"{args.poll_duration:g} s each", flush=True)
         poll_rows = busy_poll_rows(args, reg, t, backend)
     banner = srv.first_line()
-    pbanner = proxy.first_line() if proxy else ""
+    pbanner = banners.get("ringpoll-proxy" + ("" if backend == "auto" else f" {backend}"), "")
     used = backend_of(banner)
     if used:
         if backend != "auto":
@@ -214,21 +253,21 @@ def run(args, reg, tools, outdir):
         else:
             how = "the ringpoll-echo stand-in, pinned"
         used_note = f"server backend: {used} ({how})"
-        if proxy and backend_of(pbanner):
+        if backend_of(pbanner):
             used_note += f"; proxy backend: {backend_of(pbanner)}"
         notes.insert(0, used_note)
     if backend == "auto":
-        for p, what in ((srv, "server"), (proxy, "proxy")):
-            why = selection_line(p) if p else ""
-            if why and "epoll" in why.split(":", 2)[1]:
-                notes.append(f"{what}: {why}")
+        why = selection_line(srv)
+        if why and "epoll" in why.split(":", 2)[1]:
+            notes.append(f"server: {why}")
     print("\n" + report.text_table(rows, LABELS), flush=True)
     if poll_rows:
         print("\n" + busy_poll_table(poll_rows), flush=True)
     if banner:
         print(f"server: {banner}")
-    if pbanner:
-        print(f"proxy:  {pbanner}")
+    for name, b in banners.items():
+        if b:
+            print(f"{name}: {b}")
     for n in notes:
         print(f"note: {n}")
     for r in rows:
@@ -238,18 +277,24 @@ def run(args, reg, tools, outdir):
 
     os.makedirs(outdir, exist_ok=True)
     svgs = list(report.charts(rows, [("demo", "ringpoll demo")]).values())
+    svgs.append(report.percentile_chart("Latency percentiles", curves))
+    svgs.append(report.timeline_chart("Requests/s over time", timelines))
     e = html.escape
     intro = [f"<p>{e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}, {os.cpu_count()} CPU. "
              f"{e(server_name)} on 127.0.0.1:{port}"
-             + (f", ringpoll-proxy on 127.0.0.1:{pport} in front of it" if proxy else "")
+             + (f"; in front of it in turn: {', '.join(l.proxy for l in legs if l.proxy)}"
+                if len(legs) > 1 else "")
              + (". Server and proxy pinned to CPU 0, ringpoll-load to CPU 1." if t.pinned else ".")
              + f" ringpoll-load: closed loop, {args.connections} connections, {e(size)} echo, "
              f"{args.warmup} s warm-up, {args.duration} s measured. CPU µs per request from "
-             f"/proc/PID/stat over the measured window.</p>"]
+             f"/proc/PID/stat over the measured window; server core µs/req (all): CPU 0's whole "
+             f"busy time from /proc/stat over the same window (the server, the proxy and the "
+             f"kernel's loopback work there).</p>"]
     if banner:
         intro.append(f"<p>Server: <code>{e(banner)}</code></p>")
-    if pbanner:
-        intro.append(f"<p>Proxy: <code>{e(pbanner)}</code></p>")
+    for name, b in banners.items():
+        if b:
+            intro.append(f"<p>{e(name)}: <code>{e(b)}</code></p>")
     intro += [f"<p><b>{e(n)}</b></p>" for n in notes]
     if poll_rows:
         intro.append("<h2>Busy poll: adaptive against fixed</h2><pre>"
@@ -259,8 +304,39 @@ def run(args, reg, tools, outdir):
     with open(path, "w") as f:
         f.write(page)
     print(f"\nreport: {path}")
-    if not proxy:
+    if not t.proxy:
         print("demo incomplete: the run through ringpoll-proxy was skipped (not built yet)",
               file=sys.stderr)
         return 3
     return 0
+
+
+class Leg:
+    """One run of the demo: straight to the server, or through one proxy (argv_fn(port,
+    server_port) -> its command line)."""
+
+    def __init__(self, name, path, proxy, argv_fn):
+        self.name = name
+        self.path = path
+        self.proxy = proxy
+        self.argv_fn = argv_fn
+
+
+def _tail(path, stop):
+    """Copies what the client writes to `path` to the terminal as it comes, until stop."""
+    pos = 0
+    while True:
+        done = stop.is_set()
+        try:
+            with open(path, errors="replace") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+        except OSError:
+            chunk = ""
+        if chunk:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        if done:
+            return
+        time.sleep(0.2)

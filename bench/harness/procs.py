@@ -6,9 +6,11 @@ Every process goes through Registry.start(); Registry.stop_all() ends each one b
 ever killed by name.
 """
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -96,12 +98,14 @@ def cpu_busy_ticks():
 
 
 class Snapshot:
-    """One instant: wall time, the machine's busy ticks, and each named group's ticks."""
+    """One instant: wall time, the machine's busy ticks, each named group's ticks, and
+    (core given) that CPU's busy ticks."""
 
-    def __init__(self, groups, registry=None):
+    def __init__(self, groups, registry=None, core=None):
         self.t = time.monotonic()
         self.box = box_busy_ticks()
         self.cpus = cpu_busy_ticks()
+        self.core = self.cpus.get(core) if core is not None else None
         self.ticks = {}
         for name, pid in groups.items():
             seen = registry.children if registry else None
@@ -125,6 +129,9 @@ def window(a, b):
                                "sys_pct": round(100.0 * ds / core, 1) if core else 0.0}
     out["other_pct"] = round(max(0.0, 100.0 * (b.box - a.box - ours) / core), 1) if core else 0.0
     out["cpu_busy_ticks"] = {n: b.cpus[n] - a.cpus[n] for n in a.cpus if n in b.cpus}
+    if a.core is not None and b.core is not None:
+        out["core_ticks"] = max(0, b.core - a.core)
+        out["core_pct"] = round(100.0 * out["core_ticks"] / core, 1) if core else 0.0
     return out
 
 
@@ -262,6 +269,23 @@ class Registry:
 
 class Interrupted(Exception):
     pass
+
+
+def run_guarded(what, fn, reg, tmpdir):
+    """Runs fn() and returns its exit status; on Ctrl-C or SIGTERM says so and returns 130.
+    Either way stops everything reg started (a second Ctrl-C cannot cut that short) and
+    removes tmpdir."""
+    try:
+        return fn()
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(f"\n{what}: interrupted ({e or 'SIGINT'}); stopping what was started",
+              file=sys.stderr)
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        reg.stop_all()
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def install_signal_handlers():

@@ -4,7 +4,8 @@ horizontal bar charts written as SVG text by hand, and the demo's HTML page.
 A row (one workload x one server, medians over its runs) is a dict with the keys
   section, workload, server, baseline (bool), rps, rps_lo, rps_hi, p50_us, p99_us,
   p99_lo, p99_hi, p999_us, srv_usr_us, srv_sys_us, bk_usr_us, bk_sys_us (proxy rows:
-  the backend's CPU), rps_ratio, cpu_ratio, used, runs, noisy (bool), note
+  the backend's CPU), core_us (the pinned server core's whole busy time per request),
+  rps_ratio, cpu_ratio, used, runs, noisy (bool), note
 any of which may be None or missing.
 """
 import html
@@ -67,6 +68,9 @@ def table_columns(rows, labels=None):
     if _has_backend(rows):
         cols.append((labels["bk"], lambda r: fmt_cpu(r.get("bk_usr_us"),
                                                              r.get("bk_sys_us"))))
+    if any(r.get("core_us") is not None for r in rows):
+        cols.append(("server core µs/req (all)",
+                     lambda r: "-" if r.get("core_us") is None else f"{r['core_us']:.2f}"))
     if any(r.get("baseline_name") for r in rows):
         cols += [("req/s vs baseline", lambda r: fmt_ratio(r.get("rps_ratio"))),
                  ("CPU/req vs baseline", lambda r: fmt_ratio(r.get("cpu_ratio")))]
@@ -238,6 +242,97 @@ def charts(rows, sections, title_prefix=""):
                                           rs, "p99_us", "p99_lo", "p99_hi", fmt_us,
                                           "p99, median", colours, axis=axis_us)
     return out
+
+
+def line_chart(title, subtitle, series, x_ticks, y_log=False, y_fmt=str):
+    """Lines, one per (name, [(x, y), ...]) of `series`, each x already mapped to the axis
+    (e.g. log10 of a percentile's 1/(1-q)); x_ticks: [(x, label)] under the plot. y is
+    linear from 0, or logarithmic (y_log) between the powers of ten around the data.
+    Returns SVG text (no script, no external resource)."""
+    e = html.escape
+    pts = [(x, y) for _, p in series for x, y in p if y is not None and (y > 0 or not y_log)]
+    width, height, left, right, top_m, bottom = 720, 360, 70, 190, 46, 40
+    plot_w, plot_h = width - left - right, height - top_m - bottom
+    xs = [x for x, _ in x_ticks] + [x for x, _ in pts]
+    x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    if x1 <= x0:
+        x1 = x0 + 1
+    ys = [y for _, y in pts] or [1.0]
+    if y_log:
+        lo = 10 ** math.floor(math.log10(min(ys)))
+        hi = 10 ** math.ceil(math.log10(max(ys)))
+        if hi <= lo:
+            hi = lo * 10
+        fy = lambda y: top_m + plot_h * (1 - (math.log10(y) - math.log10(lo)) /
+                                        (math.log10(hi) - math.log10(lo)))
+        y_ticks, v = [], lo
+        while v <= hi * 1.0001:
+            y_ticks.append(v)
+            v *= 10
+    else:
+        hi = _nice_max(max(ys))
+        fy = lambda y: top_m + plot_h * (1 - y / hi)
+        y_ticks = [hi * i / 5 for i in range(6)]
+    fx = lambda x: left + plot_w * (x - x0) / (x1 - x0)
+    parts = []
+    for v in y_ticks:
+        y = fy(v)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" class="a"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="t" text-anchor="end">'
+                     f'{e(y_fmt(v))}</text>')
+    for x, label in x_ticks:
+        parts.append(f'<line x1="{fx(x):.1f}" y1="{top_m}" x2="{fx(x):.1f}" '
+                     f'y2="{top_m + plot_h}" class="a"/>')
+        parts.append(f'<text x="{fx(x):.1f}" y="{top_m + plot_h + 16}" class="t" '
+                     f'text-anchor="middle">{e(label)}</text>')
+    for i, (name, p) in enumerate(series):
+        colour = PALETTE[i % len(PALETTE)]
+        good = [(x, y) for x, y in p if y is not None and (y > 0 or not y_log)]
+        if good:
+            d = " ".join(f"{'M' if k == 0 else 'L'}{fx(x):.1f} {fy(y):.1f}"
+                         for k, (x, y) in enumerate(good))
+            parts.append(f'<path d="{d}" stroke="{colour}" stroke-width="2" fill="none"/>')
+            parts += [f'<circle cx="{fx(x):.1f}" cy="{fy(y):.1f}" r="2.5" fill="{colour}"/>'
+                      for x, y in good]
+        ly = top_m + 14 + 18 * i
+        parts.append(f'<rect x="{left + plot_w + 12}" y="{ly - 9}" width="12" height="10" '
+                     f'fill="{colour}"/>')
+        parts.append(f'<text x="{left + plot_w + 30}" y="{ly}" class="l">{e(name)}</text>')
+    return "\n".join([
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif">',
+        "<style>.l{font-size:12px}.t{font-size:10px;fill:#555}.a{stroke:#ddd;stroke-width:1}"
+        "</style>",
+        f'<rect width="{width}" height="{height}" fill="#fff"/>',
+        f'<text x="8" y="20" font-size="15" font-weight="bold">{e(title)}</text>',
+        f'<text x="8" y="36" font-size="11" fill="#555">{e(subtitle)}</text>',
+        *parts, "</svg>", ""])
+
+
+# The latency percentiles ringpoll-load reports, and where each sits on a percentile axis
+# (log10 of 1/(1-q): p50 at 0.3, p90 at 1, p99 at 2, ...).
+PERCENTILES = [("p50", "p50_us", 0.5), ("p90", "p90_us", 0.9), ("p99", "p99_us", 0.99),
+               ("p99.9", "p999_us", 0.999), ("p99.99", "p9999_us", 0.9999)]
+
+
+def percentile_chart(title, runs):
+    """Latency against percentile, one line per (name, result dict with *_us keys)."""
+    series = []
+    for name, res in runs:
+        series.append((name, [(math.log10(1 / (1 - q)), res.get(key))
+                              for _, key, q in PERCENTILES]))
+    ticks = [(math.log10(1 / (1 - q)), label) for label, _, q in PERCENTILES]
+    return line_chart(title, "latency at each percentile (log scale), lower is better",
+                      series, ticks, y_log=True, y_fmt=lambda v: fmt_us(v).replace(".0 ", " "))
+
+
+def timeline_chart(title, runs):
+    """Requests/s each second, one line per (name, [(seconds, req/s), ...])."""
+    end = max((t for _, p in runs for t, _ in p), default=1.0)
+    step = max(1, int(math.ceil(end / 10)))
+    ticks = [(float(t), f"{t} s") for t in range(0, int(math.ceil(end)) + 1, step)]
+    return line_chart(title, "requests/s over each second of the run (warm-up included)",
+                      runs, ticks, y_fmt=fmt_rps)
 
 
 def html_page(title, intro_html, rows, svgs, labels=None):
