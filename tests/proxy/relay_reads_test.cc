@@ -62,7 +62,12 @@ TYPED_TEST(RelayReads, AnEchoExchangeCostsNoReadThatOnlyMeetsEagain) {
     size_t got = 0;
     while (got < kMsg) {
       const ssize_t k = ::recv(c, in + got, kMsg - got, 0);
-      if (k <= 0) return false;
+      if (k < 0 && errno == EINTR) continue;  // (a timed socket wait is not restarted)
+      if (k <= 0) {
+        ADD_FAILURE() << "recv: " << (k < 0 ? std::strerror(errno) : "end of stream") << " after "
+                      << got << " bytes";
+        return false;
+      }
       got += static_cast<size_t>(k);
     }
     return std::memcmp(in, out, kMsg) == 0;
