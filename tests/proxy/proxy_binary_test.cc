@@ -722,7 +722,11 @@ void open_loop_upgrades(const char* backend) {
   EXPECT_GT(json_number(report, "requests"),
             kServedShare * rate * json_number(report, "measured_s"))
       << report;
-  EXPECT_GE(json_number(report, "server_closes"), rounds) << "connections moved on: " << report;
+  // The keep-alive clients move to each successor between two requests (issue 20,
+  // apps/proxy/http_move.h) instead of being told to close: before, each upgrade closed
+  // every one of them (at least `rounds` closes); a request that outlasts the move's 2 s
+  // bound may still drain and close, rarely.
+  EXPECT_LT(json_number(report, "server_closes"), rounds) << "clients closed, not moved: " << report;
   // Every old generation drained and exited (reaped here: we are their subreaper).
   EXPECT_TRUE(wait_for([&] {
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
