@@ -207,9 +207,9 @@ struct ProxySection {
 
 // ringpoll-proxy's HTTP listeners ([http]).
 struct HttpSection {
-  bool x_forwarded = true;             // X-Forwarded-For / X-Forwarded-Proto on requests
-  bool forwarded = false;              // RFC 7239 Forwarded on requests
-  bool via = true;                     // Via on requests and responses
+  bool x_forwarded = true;               // X-Forwarded-For / X-Forwarded-Proto on requests
+  bool forwarded = false;                // RFC 7239 Forwarded on requests
+  bool via = true;                       // Via on requests and responses
   int64_t max_idle_per_upstream = 1024;  // idle keep-alive connections per shard and upstream
   int64_t max_requests_per_connection = 10000;
   int64_t upstream_idle_ms = 30000;  // an idle keep-alive connection is closed after this

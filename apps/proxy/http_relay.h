@@ -181,7 +181,9 @@ Task<void> end_writing(S& client) {
 }
 
 // A deadline ns from now; 0 (none) when ns is 0 (timeouts.idle_ms = 0: no idle timeout).
-inline int64_t deadline_after(int64_t ns) { return ns > 0 ? mono_now_ns() + ns : 0; }
+inline int64_t deadline_after(int64_t ns) {
+  return ns > 0 ? mono_now_ns() + ns : 0;
+}
 
 // The most body bytes that leave in the same write as the response head (copied behind it).
 constexpr size_t kHeadWithBodyBytes = 16384;

@@ -726,7 +726,8 @@ void open_loop_upgrades(const char* backend) {
   // apps/proxy/http_move.h) instead of being told to close: before, each upgrade closed
   // every one of them (at least `rounds` closes); a request that outlasts the move's 2 s
   // bound may still drain and close, rarely.
-  EXPECT_LT(json_number(report, "server_closes"), rounds) << "clients closed, not moved: " << report;
+  EXPECT_LT(json_number(report, "server_closes"), rounds)
+      << "clients closed, not moved: " << report;
   // Every old generation drained and exited (reaped here: we are their subreaper).
   EXPECT_TRUE(wait_for([&] {
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
