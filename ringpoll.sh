@@ -12,6 +12,10 @@ ROOT=$(pwd)
 # ccache (CMakeLists.txt uses it when installed) keys on paths relative to the checkout, so
 # clones in other places share one cache.
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
+# Debug builds (-g) would also hash the build directory's absolute path; without it a
+# fresh clone's sanitizer builds hit the cache too (the debug info's directory may then
+# name another clone).
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake ninja-build pkg-config ccache libgtest-dev libgmock-dev

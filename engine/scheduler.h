@@ -219,7 +219,12 @@ class Scheduler {
         t->resume();
       }
       ++n;
-      if (opt_.fairness_batch > 0 && n % static_cast<size_t>(opt_.fairness_batch) == 0) {
+      // A task that yielded asked for the others to run first, and those include the ones
+      // whose I/O is ready now: poll before resuming anything else. Without it, a bulk
+      // stream yielding alone on its shard would poll only every fairness_batch yields.
+      if (poll_due_ ||
+          (opt_.fairness_batch > 0 && n % static_cast<size_t>(opt_.fairness_batch) == 0)) {
+        poll_due_ = false;
         poll_io(0);
         if (sources_) poll_sources();
         fire_timers();
@@ -464,7 +469,8 @@ class Scheduler {
   SleepAwaiter sleep_until(int64_t abs_ns) noexcept { return SleepAwaiter{{}, {}, this, abs_ns}; }
   SleepAwaiter sleep_for(int64_t ns) noexcept { return sleep_until(mono_now_ns() + ns); }
 
-  // Requeues the caller behind every task that is ready now.
+  // Requeues the caller behind every task that is ready now, and has the loop poll the
+  // backend (without blocking) before it resumes the next task.
   struct YieldAwaiter {
     Scheduler* s;
     TaskNode node;
@@ -472,6 +478,7 @@ class Scheduler {
     void await_suspend(std::coroutine_handle<> h) noexcept {
       node.handle = h;
       s->make_ready(&node);
+      s->poll_due_ = true;
     }
     void await_resume() const noexcept {}
   };
@@ -540,6 +547,7 @@ class Scheduler {
   SchedulerOptions opt_;
   P backend_;
   uint64_t busy_polls_ = 0;
+  bool poll_due_ = false;  // a task yielded: poll before the next one runs (run_ready)
   AdaptivePollState ctl_;  // shard thread only
   // ctl_ and its totals as other threads read them (written by the shard thread only).
   struct {

@@ -11,7 +11,11 @@
    measured (a row for every candidate), the noise, the verdict and the command; the HTML
    report has inline SVG plots.
 4. Bad arguments and a state file of another run exit 2 naming the flag or the file.
-Structure only: no figure is asserted (the machine is shared).
+5. --verify measures the written profile again and compares with its recorded figure:
+   it prints both; a copy whose recorded figure is 100 times off is reported as not
+   reproducing (exit 1); a TOML file without the recorded lines is refused (exit 2).
+Structure only: no figure of this machine is asserted (it is shared), so whether the
+profile itself reproduces here may go either way (exit 0 or 1).
 """
 import argparse
 import json
@@ -129,6 +133,33 @@ def main():
         r = subprocess.run(cmd + ["--knobs", "warp"], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60)
         check(r.returncode == 2 and "--knobs" in r.stderr and "warp" in r.stderr,
               f"an unknown knob is refused: {r.stderr}")
+
+        # 5. --verify.
+        recorded = [ln for ln in prof.splitlines() if ln.startswith("# recorded: ")]
+        check(len(recorded) == 1, "the profile holds one '# recorded:' line")
+        rec = json.loads(recorded[0][len("# recorded: "):])
+        check(rec.get("value") and rec.get("noise") is not None, f"a figure and a noise: {rec}")
+        vcmd = [sys.executable, a.tune, "--verify", out, "--bin", a.bin, "--repeats", "1"]
+        r = subprocess.run(vcmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
+        print("verify:", r.stdout, r.stderr, flush=True)
+        check(r.returncode in (0, 1), f"--verify ends with a verdict, exit {r.returncode}")
+        check(re.search(r"(reproduces|does not reproduce): measured \d+\.\d .* recorded "
+                        + re.escape(f"{rec['value']:.1f}"), r.stdout),
+              "the verdict names the measured and the recorded figure")
+        off = os.path.join(d, "off.toml")
+        with open(off, "w", encoding="utf-8") as f:
+            f.write(prof.replace(recorded[0], "# recorded: " + json.dumps(
+                {**rec, "value": rec["value"] * 100, "noise": 0.01})))
+        r = subprocess.run(vcmd[:3] + [off] + vcmd[4:], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
+        print("verify (100x off):", r.stdout, r.stderr, flush=True)
+        check(r.returncode == 1 and "does not reproduce" in r.stdout,
+              f"a figure 100 times off does not reproduce: exit {r.returncode}")
+        bare = os.path.join(d, "bare.toml")
+        with open(bare, "w", encoding="utf-8") as f:
+            f.write('profile = "balanced"\n')
+        r = subprocess.run(vcmd[:3] + [bare] + vcmd[4:], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60)
+        check(r.returncode == 2 and bare in r.stderr and "recorded" in r.stderr,
+              f"a profile without the recorded lines is refused naming it: {r.returncode} {r.stderr}")
     print("PASS", flush=True)
 
 
