@@ -173,7 +173,7 @@ class Scheduler {
     if (opt_.stall_threshold_ns > 0) polled();
     while ((until_stopped || live_ > 0) && !stop_.load(std::memory_order_relaxed)) {
       if (ext_ && ext_->drain() > 0 && opt_.stall_threshold_ns > 0) check_stall(nullptr, 0);
-      run_ready();
+      ran_since_idle_ += run_ready();
       if (sources_) poll_sources();
       fire_timers();
       if (!runq_.empty()) continue;
@@ -282,14 +282,20 @@ class Scheduler {
     }
     if (!hit) poll_io(next_wait_ns());
     const int64_t now = mono_now_ns();
-    ctl_ = adaptive_poll_step(ctl_, IdleObservation{now, now - idle_at, spun, hit},
-                              opt_.adaptive_poll);
+    ctl_ = adaptive_poll_step(
+        ctl_,
+        IdleObservation{now, now - idle_at, spun, hit, static_cast<int64_t>(ran_since_idle_),
+                        busy_since_ > 0 ? idle_at - busy_since_ : 0},
+        opt_.adaptive_poll);
+    ran_since_idle_ = 0;
+    busy_since_ = now;
     // Published for other threads (the admin endpoint); relaxed: each figure on its own.
     auto& p = ctl_pub_;
     constexpr auto r = std::memory_order_relaxed;
     p.mode.store(static_cast<uint8_t>(ctl_.mode), r);
     p.spin_ns.store(ctl_.spin_ns, r);
     p.gap_ewma_ns.store(ctl_.gap_ewma_ns, r);
+    p.tasks_per_wake_x16.store(ctl_.tasks_ewma_x16, r);
     p.wasted_in_window_ns.store(ctl_.wasted_ns, r);
     if (spin > 0) {
       p.spins.store(p.spins.load(r) + 1, r);
@@ -307,6 +313,7 @@ class Scheduler {
     st.mode = static_cast<AdaptivePollMode>(p.mode.load(r));
     st.spin_ns = p.spin_ns.load(r);
     st.gap_ewma_ns = p.gap_ewma_ns.load(r);
+    st.tasks_per_wake_x16 = p.tasks_per_wake_x16.load(r);
     const int64_t window_ms = opt_.adaptive_poll.window_ns / 1'000'000;
     st.budget_used_ppm = window_ms > 0 ? p.wasted_in_window_ns.load(r) / window_ms : 0;
     st.spins = p.spins.load(r);
@@ -547,13 +554,16 @@ class Scheduler {
   SchedulerOptions opt_;
   P backend_;
   uint64_t busy_polls_ = 0;
-  bool poll_due_ = false;  // a task yielded: poll before the next one runs (run_ready)
-  AdaptivePollState ctl_;  // shard thread only
+  size_t ran_since_idle_ = 0;  // tasks run since the last idle point (adaptive_wait)
+  int64_t busy_since_ = 0;     // when the last idle point ended (adaptive_wait)
+  bool poll_due_ = false;      // a task yielded: poll before the next one runs (run_ready)
+  AdaptivePollState ctl_;      // shard thread only
   // ctl_ and its totals as other threads read them (written by the shard thread only).
   struct {
     std::atomic<uint8_t> mode{0};
     std::atomic<int64_t> spin_ns{0};
     std::atomic<int64_t> gap_ewma_ns{0};
+    std::atomic<int64_t> tasks_per_wake_x16{0};
     std::atomic<int64_t> wasted_in_window_ns{0};
     std::atomic<uint64_t> spins{0};
     std::atomic<uint64_t> spin_hits{0};

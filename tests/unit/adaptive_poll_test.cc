@@ -24,6 +24,7 @@ static_assert(adaptive_poll_step({}, IdleObservation{kMs, 10 * kMs, 0, false}, {
 struct Period {
   int64_t busy_ns;
   int64_t gap_ns;
+  int64_t tasks = 1;  // tasks run in the busy part
 };
 
 // A small deterministic generator (LCG): the traces are the same everywhere.
@@ -47,6 +48,8 @@ class Trace {
 // What the scheduler does with the rule, replayed on a trace: at each idle point it spins
 // for the state's spin_ns; work that comes within the spin is a hit (spun = gap), else
 // the spin runs out (spun = spin_ns, all of it wasted) and the shard blocks for the rest.
+// A blocked shard sees the work wake_ns late (its wake-up): the gap it observes, and the
+// time, grow by that much.
 struct Replay {
   std::vector<AdaptivePollState> after;  // the state after each period
   std::vector<bool> hit;
@@ -57,7 +60,8 @@ struct Replay {
   std::vector<int64_t> wasted_per_s;
 };
 
-Replay replay(const std::vector<Period>& trace, const AdaptivePollLimits& l = {}) {
+Replay replay(const std::vector<Period>& trace, const AdaptivePollLimits& l = {},
+              int64_t wake_ns = 0) {
   Replay r;
   AdaptivePollState s;
   int64_t t = 0;
@@ -72,8 +76,9 @@ Replay replay(const std::vector<Period>& trace, const AdaptivePollLimits& l = {}
       if (r.wasted_per_s.size() <= sec) r.wasted_per_s.resize(sec + 1, 0);
       r.wasted_per_s[sec] += spun;
     }
-    t += p.gap_ns;
-    s = adaptive_poll_step(s, IdleObservation{t, p.gap_ns, spun, hit}, l);
+    const int64_t seen = hit ? p.gap_ns : p.gap_ns + wake_ns;
+    t += seen;
+    s = adaptive_poll_step(s, IdleObservation{t, seen, spun, hit, p.tasks, p.busy_ns}, l);
     r.after.push_back(s);
     r.hit.push_back(hit);
     r.spin.push_back(spin);
@@ -123,6 +128,61 @@ TEST(AdaptivePollRule, SteadyHighRateSpinsAndFindsTheWork) {
     ASSERT_LE(r.after[i].spin_ns, AdaptivePollLimits{}.max_spin_ns) << "period " << i;
   }
   expect_within_budget(r);
+}
+
+TEST(AdaptivePollRule, OneConnectionWhoseGapsAWakeUpStretchesStillSpins) {
+  // One connection's turns 25-35 us apart; a blocked shard wakes 40 us late, so every gap
+  // it sleeps through looks like 65-75 us, past max_spin: without the probe it would
+  // block for good (it starts there), paying a wake-up per request.
+  Trace tr(6);
+  tr.add(20'000, 5 * kUs, 10 * kUs, 25 * kUs, 35 * kUs);
+  tr.periods.insert(tr.periods.begin(), Period{5 * kUs, 5 * kMs});  // starts idle
+  const Replay r = replay(tr.periods, {}, 40 * kUs);
+  size_t hits = 0;
+  const size_t warm = 200;
+  for (size_t i = warm; i < r.after.size(); ++i) hits += r.hit[i];
+  const size_t n = r.after.size() - warm;
+  EXPECT_GE(hits, n * 95 / 100) << "spins that found the work: " << hits << " of " << n;
+  expect_within_budget(r);
+}
+
+TEST(AdaptivePollRule, WakeUpsThatBringManyTasksBlock) {
+  // Short gaps, but each busy period runs 30 tasks (many connections per wake-up): the
+  // wake-up's cost is spread over them, and spinning through the gaps would only burn the
+  // core's idle time. After the warm-up, no spin.
+  Trace tr(7);
+  tr.add(20'000, 100 * kUs, 200 * kUs, 5 * kUs, 20 * kUs);
+  for (auto& p : tr.periods) p.tasks = 30;
+  const Replay r = replay(tr.periods, {}, 20 * kUs);
+  for (size_t i = 0; i < r.after.size(); ++i) {
+    ASSERT_EQ(r.after[i].mode, AdaptivePollMode::kBlock) << "period " << i;
+    ASSERT_EQ(r.after[i].spin_ns, 0) << "period " << i;
+  }
+  // And when the load thins out to a task per wake-up, spinning comes back.
+  Trace one(8);
+  one.add(2'000, 5 * kUs, 10 * kUs, 5 * kUs, 20 * kUs);
+  std::vector<Period> both = tr.periods;
+  both.insert(both.end(), one.periods.begin(), one.periods.end());
+  const Replay r2 = replay(both, {}, 20 * kUs);
+  size_t spinning = 0;
+  for (size_t i = both.size() - 1'000; i < both.size(); ++i)
+    spinning += r2.after[i].mode == AdaptivePollMode::kSpin;
+  EXPECT_GE(spinning, 990u);
+}
+
+TEST(AdaptivePollRule, ABusyShardDoesNotSpinThroughItsSlack) {
+  // Two tasks per wake-up and gaps well within max_spin, but the shard runs 40-60 us for
+  // every 5-15 us it waits (25-35 us seen when it blocks): many connections keep it busy,
+  // and a blocked wake-up gathers what arrives in the gap into one batch. After the
+  // warm-up, no spin.
+  Trace tr(9);
+  tr.add(20'000, 40 * kUs, 60 * kUs, 5 * kUs, 15 * kUs);
+  for (auto& p : tr.periods) p.tasks = 2;
+  const Replay r = replay(tr.periods, {}, 20 * kUs);
+  for (size_t i = 50; i < r.after.size(); ++i) {
+    ASSERT_EQ(r.after[i].mode, AdaptivePollMode::kBlock) << "period " << i;
+    ASSERT_EQ(r.after[i].spin_ns, 0) << "period " << i;
+  }
 }
 
 TEST(AdaptivePollRule, BurstyLoadFollowsTheBursts) {
