@@ -99,6 +99,14 @@ void expect_within_budget(const Replay& r, const AdaptivePollLimits& l = {}) {
     EXPECT_LE(r.wasted_per_s[i], l.idle_budget_ppm * 1000 + window_budget) << "second " << i;
 }
 
+// From period `from` on, every idle point blocks without a spin.
+void expect_blocking(const Replay& r, size_t from) {
+  for (size_t i = from; i < r.after.size(); ++i) {
+    ASSERT_EQ(r.after[i].mode, AdaptivePollMode::kBlock) << "period " << i;
+    ASSERT_EQ(r.after[i].spin_ns, 0) << "period " << i;
+  }
+}
+
 TEST(AdaptivePollRule, IdleShardStopsSpinningAndStaysUnderTheCap) {
   Trace tr(1);
   tr.add(2000, 1 * kUs, 20 * kUs, 1 * kMs, 1000 * kMs);  // a wake-up every 1 ms..1 s
@@ -147,17 +155,14 @@ TEST(AdaptivePollRule, OneConnectionWhoseGapsAWakeUpStretchesStillSpins) {
 }
 
 TEST(AdaptivePollRule, WakeUpsThatBringManyTasksBlock) {
-  // Short gaps, but each busy period runs 30 tasks (many connections per wake-up): the
-  // wake-up's cost is spread over them, and spinning through the gaps would only burn the
-  // core's idle time. After the warm-up, no spin.
+  // Short gaps and short busy periods, but each runs 30 tasks (many connections per
+  // wake-up, little work each): the wake-up's cost is spread over them, and spinning
+  // through the gaps would only burn the core's idle time. No spin, from the start.
   Trace tr(7);
-  tr.add(20'000, 100 * kUs, 200 * kUs, 5 * kUs, 20 * kUs);
+  tr.add(20'000, 5 * kUs, 10 * kUs, 5 * kUs, 20 * kUs);
   for (auto& p : tr.periods) p.tasks = 30;
   const Replay r = replay(tr.periods, {}, 20 * kUs);
-  for (size_t i = 0; i < r.after.size(); ++i) {
-    ASSERT_EQ(r.after[i].mode, AdaptivePollMode::kBlock) << "period " << i;
-    ASSERT_EQ(r.after[i].spin_ns, 0) << "period " << i;
-  }
+  expect_blocking(r, 0);
   // And when the load thins out to a task per wake-up, spinning comes back.
   Trace one(8);
   one.add(2'000, 5 * kUs, 10 * kUs, 5 * kUs, 20 * kUs);
@@ -179,10 +184,7 @@ TEST(AdaptivePollRule, ABusyShardDoesNotSpinThroughItsSlack) {
   tr.add(20'000, 40 * kUs, 60 * kUs, 5 * kUs, 15 * kUs);
   for (auto& p : tr.periods) p.tasks = 2;
   const Replay r = replay(tr.periods, {}, 20 * kUs);
-  for (size_t i = 50; i < r.after.size(); ++i) {
-    ASSERT_EQ(r.after[i].mode, AdaptivePollMode::kBlock) << "period " << i;
-    ASSERT_EQ(r.after[i].spin_ns, 0) << "period " << i;
-  }
+  expect_blocking(r, 50);
 }
 
 TEST(AdaptivePollRule, BurstyLoadFollowsTheBursts) {
