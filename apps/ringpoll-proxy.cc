@@ -426,6 +426,18 @@ int run(int argc, char** argv) {
                          static_cast<unsigned long long>(moves.draining()),
                          moves.error.empty() ? "" : "; the channel failed: ", moves.error.c_str(),
                          counts.c_str());
+            const proxy::MoveCounts& l4 = moves.l4;
+            if (l4.stayed > 0 || l4.late_moves > 0)
+              std::fprintf(stderr,
+                           "%s: upgrade: l4 relays moved late (after the first %lld ms): %llu; "
+                           "stayed: %llu still writing after twice that, %llu ending, %llu "
+                           "with ring reads not stopped in %lld ms\n",
+                           kProg, static_cast<long long>(proxy::kParkBoundNs / 1'000'000),
+                           static_cast<unsigned long long>(l4.late_moves),
+                           static_cast<unsigned long long>(l4.slow_to_park),
+                           static_cast<unsigned long long>(l4.ending),
+                           static_cast<unsigned long long>(l4.reads_not_stopped),
+                           static_cast<long long>(proxy::kRecvStopBoundNs / 1'000'000));
           }
 #endif
           const size_t aborted = px.shutdown(drain_ns);

@@ -150,6 +150,10 @@ class ProxyServer {
         t->moved += k->moved;
         t->stayed += k->stayed;
         t->present += k->present;
+        t->slow_to_park += k->slow_to_park;
+        t->ending += k->ending;
+        t->reads_not_stopped += k->reads_not_stopped;
+        t->late_moves += k->late_moves;
       }
     }
     // Every HTTP client is one of the listeners' connections; the rest are L4 relays.

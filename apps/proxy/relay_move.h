@@ -42,10 +42,14 @@ inline constexpr int64_t kRecvStopBoundNs = 1'000'000'000;
 
 struct MoveCounts {
   uint64_t moved = 0;
-  uint64_t stayed = 0;    // movable kind, but not moved: they drain
-  uint64_t draining = 0;  // every connection left to drain (any kind; ProxyServer's count)
-  uint64_t present = 0;   // HTTP: every client on the shard when the move began
-  std::string error;      // the channel failed (the rest stayed)
+  uint64_t stayed = 0;  // movable kind, but not moved: they drain
+  // Why L4 relays stayed: still writing to a slow receiver after both park bounds; ending
+  // (a pump had finished, or the relay failed); their ring reads not stopped in time.
+  uint64_t slow_to_park = 0, ending = 0, reads_not_stopped = 0;
+  uint64_t late_moves = 0;  // moved on the second chance (parked after the first bound)
+  uint64_t draining = 0;    // every connection left to drain (any kind; ProxyServer's count)
+  uint64_t present = 0;     // HTTP: every client on the shard when the move began
+  std::string error;        // the channel failed (the rest stayed)
 };
 
 // Sleeps a millisecond at a time (on the calling shard) until done() or bound_ns passed.
@@ -104,8 +108,44 @@ bool wants(const Relay<P>& r, const std::vector<std::string>& listeners) {
 
 }  // namespace relay_detail
 
+namespace relay_detail {
+
+// Moves the parked relays in `parked` (settled, movable): stops their ring reads ahead,
+// then sends each with what it took, or resumes it here (it stays and drains).
+template <PollerBackend P>
+Task<void> send_parked(int sock, const std::vector<Relay<P>*>& parked, MoveCounts* out) {
+  for (Relay<P>* r : parked) {
+    r->client->poll_fd().stop_recv_ahead();
+    r->upstream->poll_fd().stop_recv_ahead();
+  }
+  const auto stopped = [](Relay<P>* r) {
+    return r->client->poll_fd().recv_ahead_stopped() && r->upstream->poll_fd().recv_ahead_stopped();
+  };
+  co_await wait_at_most<P>([&] { return std::all_of(parked.begin(), parked.end(), stopped); },
+                           kRecvStopBoundNs);
+  for (Relay<P>* r : parked) {
+    const bool reads_stopped = stopped(r);
+    bool ok = out->error.empty() && reads_stopped;
+    if (!reads_stopped) ++out->reads_not_stopped;
+    for (auto [s, c] : {std::pair{r->client, r->carry[0]}, std::pair{r->upstream, r->carry[1]}}) {
+      bool eof = false;
+      // The bytes taken are the relay's either way: written first if it stays.
+      if (ok && s->poll_fd().take_received(&c->pending, &eof) != 0) ok = false;
+      c->eof_pending = c->eof_pending || eof;
+    }
+    std::string rec, why;
+    if (ok && !record_of(*r, &rec, &why)) ok = false;
+    send_or_resume(sock, ok, rec, {r->client->fd(), r->upstream->fd()}, r, out);
+  }
+}
+
+}  // namespace relay_detail
+
 // On a shard: moves its relays of `listeners` to the successor at `sock` (above), adding
-// to *out.
+// to *out. Those parked within kParkBoundNs go first; the ones still on their way (a write
+// to a slow receiver in flight: a loaded machine) get one more bound and go then, so that
+// a late relay moves rather than drains (and, being long-lived, is cut at the drain
+// deadline). What has not parked after both stays.
 template <PollerBackend P>
 Task<void> move_relays(int sock, const std::vector<std::string>& listeners, MoveCounts* out) {
   using relay_detail::MovableRelays;
@@ -117,39 +157,26 @@ Task<void> move_relays(int sock, const std::vector<std::string>& listeners, Move
     return std::all_of(all.begin(), all.end(),
                        [](const Relay<P>* r) { return !r->parking || r->settled(); });
   };
-  co_await wait_at_most<P>(all_settled, kParkBoundNs);
-  // Parked relays cannot end while parked (their pumps wait at the gate), so the pointers
-  // stay good across the waits below; the others resume now.
-  std::vector<Relay<P>*> parked;
-  for (Relay<P>* r : std::vector<Relay<P>*>(all)) {
-    if (!r->parking) continue;
-    if (r->movable()) {
-      parked.push_back(r);
-    } else {
-      r->resume();
-      ++out->stayed;
+  for (int pass = 0; pass < 2; ++pass) {
+    co_await wait_at_most<P>(all_settled, kParkBoundNs);
+    // Parked relays cannot end while parked (their pumps wait at the gate), so the
+    // pointers stay good across the waits in send_parked; the others resume now, or (the
+    // first pass, still on their way) are waited for once more.
+    std::vector<Relay<P>*> parked;
+    for (Relay<P>* r : std::vector<Relay<P>*>(all)) {
+      if (!r->parking) continue;
+      if (r->movable()) {
+        parked.push_back(r);
+      } else if (r->settled() || pass == 1) {
+        ++(r->settled() ? out->ending : out->slow_to_park);
+        r->resume();
+        ++out->stayed;
+      }
     }
-  }
-  for (Relay<P>* r : parked) {
-    r->client->poll_fd().stop_recv_ahead();
-    r->upstream->poll_fd().stop_recv_ahead();
-  }
-  const auto stopped = [](Relay<P>* r) {
-    return r->client->poll_fd().recv_ahead_stopped() && r->upstream->poll_fd().recv_ahead_stopped();
-  };
-  co_await wait_at_most<P>([&] { return std::all_of(parked.begin(), parked.end(), stopped); },
-                           kRecvStopBoundNs);
-  for (Relay<P>* r : parked) {
-    bool ok = out->error.empty() && stopped(r);
-    for (auto [s, c] : {std::pair{r->client, r->carry[0]}, std::pair{r->upstream, r->carry[1]}}) {
-      bool eof = false;
-      // The bytes taken are the relay's either way: written first if it stays.
-      if (ok && s->poll_fd().take_received(&c->pending, &eof) != 0) ok = false;
-      c->eof_pending = c->eof_pending || eof;
-    }
-    std::string rec, why;
-    if (ok && !relay_detail::record_of(*r, &rec, &why)) ok = false;
-    send_or_resume(sock, ok, rec, {r->client->fd(), r->upstream->fd()}, r, out);
+    const uint64_t before = out->moved;
+    co_await relay_detail::send_parked<P>(sock, parked, out);
+    if (pass == 1) out->late_moves += out->moved - before;
+    if (!std::any_of(all.begin(), all.end(), [](const Relay<P>* r) { return r->parking; })) break;
   }
 }
 

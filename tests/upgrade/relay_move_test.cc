@@ -313,6 +313,127 @@ void relays_move_across_upgrades(const char* backend) {
   std::remove(conf.c_str());
 }
 
+// A relay whose write is held up past the first park bound (its client reads nothing for
+// a while: a slow receiver, or a loaded machine) still moves, on the mover's second
+// chance, instead of staying to drain (and, if long-lived, being cut at the drain
+// deadline). The upstream (the test's own) sends 64 MiB and the client reads nothing, with
+// a small receive buffer, so the relay's downward pump waits in a write; the client starts
+// reading 2.5 s after the successor serves (after the first 2 s bound, within the second)
+// and gets every byte, in order, on the same connection.
+void a_late_relay_moves_on_the_second_chance(const char* backend) {
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  ASSERT_EQ(setenv("RINGPOLL_BACKEND", backend, 1), 0);
+  struct Unset {
+    ~Unset() { unsetenv("RINGPOLL_BACKEND"); }
+  } unset;
+  constexpr size_t kBytes = 64 << 20;
+  uint16_t up_port = 0;
+  const int lfd = listen_on(&up_port);
+  ASSERT_GE(lfd, 0);
+  std::atomic<bool> upstream_done{false};
+  std::thread upstream([&] {
+    const int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    std::vector<uint8_t> chunk(64 << 10);
+    for (size_t off = 0; c >= 0 && off < kBytes;) {
+      const size_t n = std::min(chunk.size(), kBytes - off);
+      for (size_t i = 0; i < n; ++i) chunk[i] = seq_byte(7, off + i);
+      const ssize_t w = ::send(c, chunk.data(), n, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+    if (c >= 0) {
+      ::shutdown(c, SHUT_WR);
+      char b[64];
+      while (::recv(c, b, sizeof b, 0) > 0) {
+      }
+      ::close(c);
+    }
+    upstream_done = true;
+  });
+  struct CloseJoin {
+    int fd;
+    std::thread& t;
+    ~CloseJoin() {
+      ::shutdown(fd, SHUT_RDWR);
+      ::close(fd);
+      if (t.joinable()) t.join();
+    }
+  } close_join{lfd, upstream};
+  std::vector<pid_t> running;
+  KillLeftOvers kill_left_overs{running};
+  const std::string conf = temp_file(
+      "[proxy]\nsplice = \"off\"\n[[proxy.listener]]\nname = \"front\"\nlisten = "
+      "\"127.0.0.1:0\"\npool = \"back\"\n[[proxy.pool]]\nname = \"back\"\nupstreams = "
+      "[\"127.0.0.1:" +
+      std::to_string(up_port) + "\"]\n[timeouts]\ndrain_ms = 20000\nidle_ms = 60000\n");
+  Spawned first = spawn_piped(RINGPOLL_PROXY_BIN, {"--config", conf});
+  ASSERT_GT(first.pid, 0);
+  running.push_back(first.pid);
+  const std::string line1 = read_line(first.out, 20);
+  SocketAddress at;
+  ASSERT_TRUE(parse_address(address_after(line1, "listening on "), &at).ok()) << line1;
+  FdLog err(first.err);
+
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  const int small = 16 << 10;
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_EQ(::connect(fd, at.sa(), at.len), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the buffers fill
+  ASSERT_FALSE(upstream_done.load()) << "the upstream sent everything: the relay is not held up";
+
+  ASSERT_EQ(kill(first.pid, SIGUSR2), 0);
+  const std::string line = read_line(first.out, 20);
+  ASSERT_NE(line.find(", generation 2 "), std::string::npos) << line << "\n" << err.text();
+  const pid_t next = pid_in(line);
+  ASSERT_GT(next, 0) << line;
+  running.push_back(next);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  // Now read everything, to the upstream's end of stream.
+  size_t got = 0, wrong = 0;
+  bool eof = false;
+  std::vector<uint8_t> buf(1 << 16);
+  const int64_t until = mono_now_ns() + 60'000'000'000;
+  while (!eof && mono_now_ns() < until) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) continue;
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      eof = n == 0;
+      break;
+    }
+    for (ssize_t i = 0; i < n; ++i)
+      wrong += buf[static_cast<size_t>(i)] != seq_byte(7, got + static_cast<size_t>(i));
+    got += static_cast<size_t>(n);
+  }
+  EXPECT_TRUE(eof) << "the stream did not end with the upstream's";
+  EXPECT_EQ(got, kBytes) << err.text();
+  EXPECT_EQ(wrong, 0u) << "bytes out of place";
+  ASSERT_TRUE(exits_within(first.pid, 20)) << err.text();
+  std::erase(running, first.pid);
+  err.stop();
+  const std::string log = err.text();
+  EXPECT_NE(log.find("upgrade: moved 1 established connections to generation 2, 0 drain here"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("moved late (after the first 2000 ms): 1;"), std::string::npos) << log;
+  ::close(fd);
+  kill(next, SIGTERM);
+  EXPECT_TRUE(exits_within(next, 20));
+  running.clear();
+  for (int f : {first.out, first.err}) ::close(f);
+  std::remove(conf.c_str());
+}
+
+TEST(RelayMove, ALateRelayMovesOnTheSecondChanceOnEpoll) {
+  a_late_relay_moves_on_the_second_chance("epoll");
+}
+TEST(RelayMove, ALateRelayMovesOnTheSecondChanceOnIoUringCompletion) {
+  a_late_relay_moves_on_the_second_chance("io_uring-completion");
+}
+
 TEST(RelayMove, LongLivedStreamsMoveAcrossARowOfUpgradesOnEpoll) {
   relays_move_across_upgrades("epoll");
 }
