@@ -140,12 +140,18 @@ struct Streams {
 // N connections streaming through the proxy on `backend` while it is upgraded kRounds
 // times in a row; each round waits for the old generation to exit, which it does at once
 // when every relay moved (a relay left to drain keeps it for drain_ms, then is cut).
+// The test process reaps the proxies' generations (they are its grandchildren after an
+// upgrade) and pins their backend through RINGPOLL_BACKEND, unset again at the end.
+struct UpgradeTestProcess {
+  explicit UpgradeTestProcess(const char* backend) {
+    EXPECT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    EXPECT_EQ(setenv("RINGPOLL_BACKEND", backend, 1), 0);
+  }
+  ~UpgradeTestProcess() { unsetenv("RINGPOLL_BACKEND"); }
+};
+
 void relays_move_across_upgrades(const char* backend) {
-  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-  ASSERT_EQ(setenv("RINGPOLL_BACKEND", backend, 1), 0);
-  struct Unset {
-    ~Unset() { unsetenv("RINGPOLL_BACKEND"); }
-  } unset;
+  const UpgradeTestProcess as_reaper(backend);
   rlimit rl{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
   rl.rlim_cur = rl.rlim_max;  // the test's connections, and its children's
@@ -321,11 +327,7 @@ void relays_move_across_upgrades(const char* backend) {
 // reading 2.5 s after the successor serves (after the first 2 s bound, within the second)
 // and gets every byte, in order, on the same connection.
 void a_late_relay_moves_on_the_second_chance(const char* backend) {
-  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-  ASSERT_EQ(setenv("RINGPOLL_BACKEND", backend, 1), 0);
-  struct Unset {
-    ~Unset() { unsetenv("RINGPOLL_BACKEND"); }
-  } unset;
+  const UpgradeTestProcess as_reaper(backend);
   constexpr size_t kBytes = 64 << 20;
   uint16_t up_port = 0;
   const int lfd = listen_on(&up_port);
