@@ -240,6 +240,9 @@ struct Clients {
   std::vector<Client> cs;
   int ep = -1;
   std::atomic<bool> sending{true}, stop{false};
+  // Set by the driver once it has seen sending == false at the top of a round: no send of
+  // an earlier round is still under way (so every request it made is counted in `sent`).
+  std::atomic<bool> sends_stopped{false};
   std::mutex mu;
   std::vector<std::string> faults;
   std::atomic<uint64_t> fault_count{0};
@@ -305,7 +308,10 @@ struct Clients {
         const size_t k = evs[i].data.u64;
         if (!cs[k].dead) receive(k);
       }
-      if (!sending.load()) continue;
+      if (!sending.load()) {
+        sends_stopped = true;
+        continue;
+      }
       const int64_t now = mono_now_ns();
       for (size_t k = 0; k < cs.size(); ++k)
         if (!cs[k].dead && !cs[k].waiting && now >= cs[k].next_at) send_next(k);
@@ -446,8 +452,10 @@ void http_clients_move_across_upgrades(const char* backend) {
     ASSERT_EQ(cl.fault_count.load(), 0u) << "round " << round << ": " << cl.first_fault() << "\n"
                                          << px.log();
   }
-  // Stop sending; every request sent is answered.
+  // Stop sending; every request sent is answered. (Once the driver has seen the stop: a
+  // request it was sending as the stop came is answered too, rather than left behind.)
   cl.sending = false;
+  EXPECT_TRUE(wait_for([&] { return cl.sends_stopped.load(); }, 20));
   EXPECT_TRUE(wait_for(
       [&] {
         for (const Clients::Client& c : cl.cs)
