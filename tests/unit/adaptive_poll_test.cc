@@ -36,9 +36,10 @@ class Trace {
     return lo + static_cast<int64_t>((x_ >> 33) % static_cast<uint64_t>(hi - lo + 1));
   }
   std::vector<Period> periods;
-  void add(int n, int64_t busy_lo, int64_t busy_hi, int64_t gap_lo, int64_t gap_hi) {
+  void add(int n, int64_t busy_lo, int64_t busy_hi, int64_t gap_lo, int64_t gap_hi,
+           int64_t tasks = 1) {
     for (int i = 0; i < n; ++i)
-      periods.push_back({uniform(busy_lo, busy_hi), uniform(gap_lo, gap_hi)});
+      periods.push_back({uniform(busy_lo, busy_hi), uniform(gap_lo, gap_hi), tasks});
   }
 
  private:
@@ -159,8 +160,7 @@ TEST(AdaptivePollRule, WakeUpsThatBringManyTasksBlock) {
   // wake-up, little work each): the wake-up's cost is spread over them, and spinning
   // through the gaps would only burn the core's idle time. No spin, from the start.
   Trace tr(7);
-  tr.add(20'000, 5 * kUs, 10 * kUs, 5 * kUs, 20 * kUs);
-  for (auto& p : tr.periods) p.tasks = 30;
+  tr.add(20'000, 5 * kUs, 10 * kUs, 5 * kUs, 20 * kUs, 30);
   const Replay r = replay(tr.periods, {}, 20 * kUs);
   expect_blocking(r, 0);
   // And when the load thins out to a task per wake-up, spinning comes back.
@@ -181,8 +181,7 @@ TEST(AdaptivePollRule, ABusyShardDoesNotSpinThroughItsSlack) {
   // and a blocked wake-up gathers what arrives in the gap into one batch. After the
   // warm-up, no spin.
   Trace tr(9);
-  tr.add(20'000, 40 * kUs, 60 * kUs, 5 * kUs, 15 * kUs);
-  for (auto& p : tr.periods) p.tasks = 2;
+  tr.add(20'000, 40 * kUs, 60 * kUs, 5 * kUs, 15 * kUs, 2);
   const Replay r = replay(tr.periods, {}, 20 * kUs);
   expect_blocking(r, 50);
 }

@@ -150,6 +150,19 @@ struct UpgradeTestProcess {
   ~UpgradeTestProcess() { unsetenv("RINGPOLL_BACKEND"); }
 };
 
+// Starts ringpoll-proxy's first generation on `conf` (and `extra` arguments), recorded in
+// `running`, and reads the address it listens on from its first line.
+void start_first_generation(const std::string& conf, const std::vector<std::string>& extra,
+                            std::vector<pid_t>* running, Spawned* first, SocketAddress* at) {
+  std::vector<std::string> args{"--config", conf};
+  args.insert(args.end(), extra.begin(), extra.end());
+  *first = spawn_piped(RINGPOLL_PROXY_BIN, args);
+  ASSERT_GT(first->pid, 0);
+  running->push_back(first->pid);
+  const std::string line1 = read_line(first->out, 20);
+  ASSERT_TRUE(parse_address(address_after(line1, "listening on "), at).ok()) << line1;
+}
+
 void relays_move_across_upgrades(const char* backend) {
   const UpgradeTestProcess as_reaper(backend);
   rlimit rl{};
@@ -173,12 +186,10 @@ void relays_move_across_upgrades(const char* backend) {
       "[[proxy.pool]]\nname = \"back\"\nupstreams = [\"" +
       up + "\"]\n[timeouts]\ndrain_ms = 3000\nidle_ms = 120000\n[limits]\nmax_connections = " +
       std::to_string(kConns * 2) + "\n");
-  Spawned first = spawn_piped(RINGPOLL_PROXY_BIN, {"--config", conf, "--admin", admin_at});
-  ASSERT_GT(first.pid, 0);
-  running.push_back(first.pid);
-  const std::string line1 = read_line(first.out, 20);
+  Spawned first;
   SocketAddress at;
-  ASSERT_TRUE(parse_address(address_after(line1, "listening on "), &at).ok()) << line1;
+  start_first_generation(conf, {"--admin", admin_at}, &running, &first, &at);
+  if (::testing::Test::HasFatalFailure()) return;
   // Every generation writes to the same stderr: read it all along.
   FdLog err(first.err);
   const auto log = [&] { return err.text(); };
@@ -369,12 +380,10 @@ void a_late_relay_moves_on_the_second_chance(const char* backend) {
       "\"127.0.0.1:0\"\npool = \"back\"\n[[proxy.pool]]\nname = \"back\"\nupstreams = "
       "[\"127.0.0.1:" +
       std::to_string(up_port) + "\"]\n[timeouts]\ndrain_ms = 20000\nidle_ms = 60000\n");
-  Spawned first = spawn_piped(RINGPOLL_PROXY_BIN, {"--config", conf});
-  ASSERT_GT(first.pid, 0);
-  running.push_back(first.pid);
-  const std::string line1 = read_line(first.out, 20);
+  Spawned first;
   SocketAddress at;
-  ASSERT_TRUE(parse_address(address_after(line1, "listening on "), &at).ok()) << line1;
+  start_first_generation(conf, {}, &running, &first, &at);
+  if (::testing::Test::HasFatalFailure()) return;
   FdLog err(first.err);
 
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
