@@ -223,6 +223,21 @@ class PollFd {
       return true;
     }
   }
+  // Whether wait_readable() waits holding nothing, as long as nothing is there: readiness
+  // backends (a peek on readiness) and a completion backend's multishot recv (it looks at
+  // what the ring queued). False where it is ready at once (no PollDesc, a completion
+  // backend without multishot receives, IOCP, a socket detached from the ring): a caller
+  // that would wait on it without reading must not.
+  bool waits_without_buffer() const noexcept {
+    if (!pd_ || state_ != State::kOpen) return false;
+    if constexpr (!P::kCompletion) {
+      return true;
+    } else if constexpr (P::kFramelessOps && MultishotCompletionBackend<P>) {
+      return s_->backend().multishot_recv() && !P::recv_detached(cst_);
+    } else {
+      return false;
+    }
+  }
   // True when the backend knows, without a system call, that nothing has arrived on the
   // descriptor since it was last read (no bytes, no end of stream, no error): a completion
   // backend whose multishot recv is armed and has queued nothing (the kernel would have

@@ -230,6 +230,7 @@ template <class V>
 void fields(ProxySection& s, V&& v) {
   v("splice", s.splice, EnumSpec<SpliceMode>{kSpliceNames});
   v("bulk_buffer_bytes", s.bulk_buffer_bytes, IntSpec{4096, 16 * kMiB});
+  v("hibernate_after_ms", s.hibernate_after_ms, IntSpec{0, 24 * kHourMs});
   v("listener", s.listeners, TableListSpec{});
   v("pool", s.pools, TableListSpec{});
   v("route", s.routes, TableListSpec{});

@@ -195,6 +195,7 @@ struct ProxyPool {
 struct ProxySection {
   SpliceMode splice = SpliceMode::kAuto;
   int64_t bulk_buffer_bytes = 1048576;   // a bulk direction's buffer or pipe
+  int64_t hibernate_after_ms = 1000;     // a plain relay quiet this long sleeps; 0: never
   std::vector<ProxyListener> listeners;  // [[proxy.listener]]
   std::vector<ProxyPool> pools;          // [[proxy.pool]]
   std::vector<ProxyRoute> routes;        // [[proxy.route]], in order: first match wins

@@ -242,6 +242,7 @@ bool settings_from_config(const tuning::Config& cfg, ProxySettings* out, std::st
   s.splice = cfg.proxy.splice == tuning::SpliceMode::kOn;
   s.adaptive = cfg.proxy.splice == tuning::SpliceMode::kAuto;
   s.bulk_buffer_bytes = static_cast<size_t>(cfg.proxy.bulk_buffer_bytes);
+  s.hibernate_ns = cfg.proxy.hibernate_after_ms * kMs;
   s.udp_idle_ns = cfg.proxy.udp_idle_ms * kMs;
   s.udp_max_flows = static_cast<size_t>(cfg.proxy.udp_max_flows);
   s.udp_path = cfg.packet.path == tuning::PacketPath::kDpdk  ? packet::Path::kDpdk

@@ -186,6 +186,13 @@ std::string Metrics::render(const std::vector<const Pool*>& pools, int64_t now) 
          "Relay buffers held now: one per direction with data in flight; an idle connection "
          "holds none.");
   line(out, "ringpoll_proxy_relay_buffers %" PRId64, total(&ShardMetrics::relay_buffers));
+  header(out, "ringpoll_proxy_relays_hibernating", "gauge",
+         "Plain relays quiet for proxy.hibernate_after_ms, waiting with their pumps' tasks "
+         "gone.");
+  line(out, "ringpoll_proxy_relays_hibernating %" PRId64, total(&ShardMetrics::hibernating));
+  header(out, "ringpoll_proxy_relay_hibernations_total", "counter",
+         "Times a plain relay went to sleep (it wakes when either side has data).");
+  line(out, "ringpoll_proxy_relay_hibernations_total %" PRIu64, total(&ShardMetrics::hibernations));
   header(out, "ringpoll_proxy_bulk_streams_total", "counter",
          "Relay directions that turned bulk (spliced, or off the provided-buffer ring).");
   line(out, "ringpoll_proxy_bulk_streams_total %" PRIu64, total(&ShardMetrics::bulk_streams));

@@ -96,6 +96,10 @@ struct alignas(64) ShardMetrics {
   std::atomic<uint64_t> sni_routed{0}, sni_default{0};
   std::atomic<uint64_t> latency_sum_ns{0};
   std::atomic<int64_t> relay_buffers{0};  // relay buffers held now (data in flight)
+  // Plain relays hibernating now (no task, no frame: apps/proxy/relay.h), and how many
+  // times one went to sleep.
+  std::atomic<int64_t> hibernating{0};
+  std::atomic<uint64_t> hibernations{0};
   // Binary upgrades (apps/proxy/relay_move.h): plain relays handed to the successor, and
   // relays taken over from the predecessor; HTTP keep-alive clients the same
   // (apps/proxy/http_move.h).

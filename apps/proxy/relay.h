@@ -171,14 +171,16 @@ inline bool reset_before_accept(int fd) {
   return ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && (errno == ECONNRESET || errno == EPIPE);
 }
 
-// The direction turns bulk (see above); src is the socket it reads.
+// The direction turns bulk (see above); src is the socket it reads. `fresh`: counted (not
+// a direction that was bulk before its relay hibernated, splicing again).
 template <PollerBackend P>
-void go_bulk(Direction& d, TcpStream<P>* src, ShardMetrics& m) {
+void go_bulk(Direction& d, TcpStream<P>* src, ShardMetrics& m, Relay<P>* r, bool fresh = true) {
   d.grow();
   d.bulk = true;
-  m.add(m.bulk_streams);
+  if (fresh) m.add(m.bulk_streams);
   if constexpr (P::kCompletion) {
     src->poll_fd().detach_recv();
+    ++r->pinned;  // its reads land in its own buffer: no hibernation while it streams
   } else {
     ignore_sigpipe();
     (void)open_pipe(d.pipe, d.cap);  // out of descriptors: it goes on copying
@@ -192,11 +194,12 @@ void go_bulk(Direction& d, TcpStream<P>* src, ShardMetrics& m) {
 // connection holds no bulk buffer; four full reads in a row make it bulk again. Only an
 // adaptive direction (proxy.relay = "auto"): a forced splice stays as configured.
 template <PollerBackend P>
-void leave_bulk(Direction& d, TcpStream<P>* src) {
+void leave_bulk(Direction& d, TcpStream<P>* src, Relay<P>* r) {
   d.done();
   d.cap = d.pool_cap;
   d.bulk = false;
   d.streak = 0;
+  --r->pinned;
   src->poll_fd().attach_recv();
 }
 
@@ -269,6 +272,7 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
   ShardMetrics& m = *r->m;
   int chunks = 0;
   uint32_t pokes = r->pokes;
+  bool armed = false;  // a read deadline is set on src
   for (;;) {
     // Between two reads: where a move parks the pump (apps/proxy/relay_move.h).
     const bool moved = co_await r->park();  // (a local: engine/task.h's GCC 12 note)
@@ -280,7 +284,11 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
       d->ended = true;
       break;
     }
-    if (r->idle_ns > 0) (void)src->set_read_deadline(r->last_activity + r->idle_ns);
+    // The idle timeout's deadline, or the hibernation's if earlier (Relay::read_deadline).
+    if (const int64_t dl = r->read_deadline(); dl > 0 || armed) {
+      (void)src->set_read_deadline(dl);
+      armed = dl > 0;
+    }
     bool piped = false;
     IoResult rd;
     if constexpr (!P::kCompletion) piped = d->piped();
@@ -311,7 +319,7 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
         d->take();
         const ssize_t n = ::recv(src->fd(), d->buf, d->cap, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-          leave_bulk(*d, src);
+          leave_bulk(*d, src, r);
           continue;
         }
         rd = n > 0 ? IoResult{static_cast<size_t>(n), Status()}
@@ -353,7 +361,7 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
     }
     r->moved(rd.n, upward, t0, t1);
     if (!d->bulk) {
-      if (d->adaptive && d->filled(rd.n)) go_bulk(*d, src, m);
+      if (d->adaptive && d->filled(rd.n)) go_bulk(*d, src, m, r);
     } else if (++chunks == kBulkChunksPerYield) {
       chunks = 0;
       co_await sched->yield();
@@ -361,26 +369,60 @@ Task<void> pump(Scheduler<P>* sched, Relay<P>* r, TcpStream<P>* src, TcpStream<P
   }
   d->done();
   --r->running;
+  r->settle_hibernation();  // the other pump parked for a hibernation: it ends too
   if (j) j->finish();
 }
 
+// How relay() returned: both directions ended (or failed); moved to an upgrade's successor;
+// or hibernating (the caller waits for either side without pump tasks, relay_loop).
+enum class RelayEnd : uint8_t { kEnded, kMoved, kHibernated };
+
+// What a hibernating relay keeps of its pumps between two relay() calls over the same
+// sockets: the last activity (its idle deadline counts on), which directions have ended
+// (half-close: their pumps do not start again) and which were spliced (readiness
+// backends: they splice again, with a new pipe). Nothing else: a relay hibernates only
+// with no bytes in flight, none carried, no buffer held.
+struct Slumber {
+  int64_t last_activity = 0;
+  int64_t idle_ns = 0;
+  bool ended[2] = {false, false};  // client → upstream, upstream → client
+  bool bulk[2] = {false, false};
+  bool woke = false;  // relay() starts from this state (set once it hibernated)
+};
+
 // Both directions of a connected pair; returns when both have ended, or — a relay with an
-// origin, which may move (apps/proxy/relay_move.h) — once it moved: true then, and the
-// sockets are the successor's (closing them here is only this process's close). `from`: a
+// origin, which may move (apps/proxy/relay_move.h) — once it moved (kMoved: the sockets are
+// the successor's; closing them here is only this process's close), or, given `sl`, once
+// nothing moved for s.hibernate_ns (kHibernated: *sl says how to start again). `from`: a
 // relay an upgrade's predecessor handed over, carried on from its state. *upstream_reset
-// (if given): whether the upstream reset the connection (outlier detection).
+// (if given) is set when the upstream reset the connection (outlier detection).
 template <PollerBackend P>
-Task<bool> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
-                 const ProxySettings& s, const RelayOrigin* origin = nullptr,
-                 RelayRecord* from = nullptr, bool* upstream_reset = nullptr) {
+Task<RelayEnd> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, ShardMetrics& m,
+                     const ProxySettings& s, const RelayOrigin* origin = nullptr,
+                     RelayRecord* from = nullptr, bool* upstream_reset = nullptr,
+                     Slumber* sl = nullptr) {
   const size_t cap = std::max<size_t>(s.buffer_bytes, 512);
-  Relay<P> r(&client, &up, &m, from ? from->idle_ns : s.idle_timeout_ns);
+  Relay<P> r(&client, &up, &m,
+             from             ? from->idle_ns
+             : sl && sl->woke ? sl->idle_ns
+                              : s.idle_timeout_ns);
+  r.sched = &sched;
   Joiner<P> j{.sched = &sched};
   Direction upward(cap, &m), downward(cap, &m);
-  for (auto [d, src] : {std::pair{&upward, &client}, std::pair{&downward, &up}}) {
-    d->adaptive = s.adaptive;
-    d->bulk_cap = s.bulk_buffer_bytes;
-    if (s.splice) go_bulk(*d, src, m);
+  const bool waking = sl && sl->woke;
+  if (waking) r.last_activity = sl->last_activity;
+  // Both sockets must be waitable without a buffer (not on IOCP, not without multishot
+  // receives), and the caller must be one that waits (relay_loop).
+  if (sl && client.poll_fd().waits_without_buffer() && up.poll_fd().waits_without_buffer())
+    r.hibernate_ns = s.hibernate_ns;
+  Direction* dirs[2] = {&upward, &downward};
+  TcpStream<P>* srcs[2] = {&client, &up};
+  for (int i = 0; i < 2; ++i) {
+    dirs[i]->adaptive = s.adaptive;
+    dirs[i]->bulk_cap = s.bulk_buffer_bytes;
+    dirs[i]->ended = waking && sl->ended[i];
+    if (dirs[i]->ended) continue;
+    if (s.splice || (waking && sl->bulk[i])) go_bulk(*dirs[i], srcs[i], m, &r, !waking);
   }
   if (from) {
     r.last_activity = mono_now_ns() - (from->idle_ns - from->idle_left_ns);
@@ -389,18 +431,64 @@ Task<bool> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up, Sh
       d->eof_pending = c->ended;
     }
   }
-  r.sched = &sched;
-  r.running = 2;
+  const bool up_live = !upward.ended, down_live = !downward.ended;
+  r.running = int{up_live} + int{down_live};
   r.carry[0] = &upward;
   r.carry[1] = &downward;
   r.origin = origin;
   MovableRelays<P> movable(origin ? &r : nullptr);
-  // upstream → client in its own task; client → upstream here.
-  sched.spawn(pump(&sched, &r, &up, &client, &downward, false, &j));
-  co_await pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
-  co_await j.wait();
-  if (upstream_reset) *upstream_reset = r.upstream_reset;
-  co_return r.was_moved;
+  // upstream → client in its own task; client → upstream here (or only the one still live).
+  if (up_live && down_live) sched.spawn(pump(&sched, &r, &up, &client, &downward, false, &j));
+  if (up_live) {
+    co_await pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
+  } else if (down_live) {
+    co_await pump(&sched, &r, &up, &client, &downward, false, static_cast<Joiner<P>*>(nullptr));
+  }
+  if (up_live && down_live) co_await j.wait();
+  if (upstream_reset && r.upstream_reset) *upstream_reset = true;
+  if (r.was_moved) co_return RelayEnd::kMoved;
+  if (r.hibernated && !r.failed && sl) {
+    sl->last_activity = r.last_activity;
+    sl->idle_ns = r.idle_ns;
+    for (int i = 0; i < 2; ++i) {
+      sl->ended[i] = dirs[i]->ended;
+      sl->bulk[i] = !P::kCompletion && dirs[i]->bulk;
+    }
+    sl->woke = true;
+    co_return RelayEnd::kHibernated;
+  }
+  co_return RelayEnd::kEnded;
+}
+
+// A hibernating relay: no pump task. The wait on the client runs in relay_loop's frame,
+// the one on the upstream (when both directions are live) in a small task of its own;
+// whichever returns first wakes the other (its read deadline expires at once). Listed on
+// its shard so that an upgrade's move wakes it first (apps/proxy/relay_move.h).
+template <PollerBackend P>
+struct Sleeper {
+  TcpStream<P>* client;
+  TcpStream<P>* upstream;
+  const RelayOrigin* origin;
+  Joiner<P> j;
+  Status up_err;
+  bool woken = false;
+  bool for_move = false;  // woken by a move: it is to relay (and park) again at once
+  void wake() {
+    if (woken) return;
+    woken = true;
+    (void)client->set_read_deadline(1);
+    (void)upstream->set_read_deadline(1);
+  }
+};
+template <PollerBackend P>
+using SleepingRelays = ShardList<Sleeper<P>>;
+
+template <PollerBackend P>
+Task<void> watch_upstream(Sleeper<P>* z) {
+  const IoResult w = co_await z->upstream->poll_fd().wait_readable();
+  z->up_err = w.err;
+  z->wake();
+  z->j.finish();
 }
 
 // An upstream of a pool, connected — for a TLS pool with its handshake done.
@@ -485,23 +573,17 @@ Task<bool> connect_upstream(Scheduler<P>& sched, TcpStream<P>& client, const Rou
 
 }  // namespace relay_detail
 
-// One client connection: on a TLS listener its handshake first; connect an upstream of
-// route.pool (retrying others), send the PROXY header if asked, relay both ways (through
-// the TLS relay when either side speaks TLS), close the upstream. The server that accepted
-// the client closes it when this returns.
+namespace relay_detail {
+
+// relay_client's path for a client that needs more than a plain relay: on a TLS listener its
+// handshake first, on a listener with SNI routes the ClientHello read first; connect an
+// upstream of route.pool (retrying others), send the PROXY header if asked, relay both
+// ways (through the TLS relay when either side speaks TLS), close the upstream.
 template <PollerBackend P>
-Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
+Task<void> relay_client_tls(TcpStream<P>& client, Route route, ShardMetrics& m) {
   auto* shard = Engine<P>::current();
   Scheduler<P>& sched = shard->sched();
-  ShardMetrics& m = metrics.shard(static_cast<size_t>(shard->id()));
-  m.add(m.accepted);
-  relay_detail::ActiveCount active(&m);
   const ProxySettings& s = *route.s;
-  if (s.max_connections > 0 && metrics.total_active() > static_cast<int64_t>(s.max_connections)) {
-    m.error(ProxyError::kLimit);
-    co_return;
-  }
-  if (s.keepalive) (void)client.set_keepalive(true);
 #if RINGPOLL_PROXY_TLS
   tls::TlsStream<P> ctls;  // a terminating listener's session with the client
   if (route.tls) {
@@ -545,13 +627,15 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
 #else
   if (ok) {
 #endif
-    // A plain relay may move to an upgrade's successor (apps/proxy/relay_move.h).
-    const relay_detail::RelayOrigin origin{route.listener ? *route.listener : std::string(),
-                                           route.pool->settings().name, up.u->label()};
+    // A plain relay after SNI routing may move to an upgrade's successor
+    // (apps/proxy/relay_move.h); it does not hibernate (this frame holds the set-up's state).
+    const relay_detail::RelayOrigin origin{
+        route.listener ? std::string_view(*route.listener) : std::string_view(),
+        route.pool->settings().name, up.u->label()};
     bool reset = false;
-    const bool moved = co_await relay_detail::relay(
+    const relay_detail::RelayEnd e = co_await relay_detail::relay(
         sched, client, *up.tcp, m, s, route.listener ? &origin : nullptr, nullptr, &reset);
-    if (moved) m.add(m.moved_out);
+    if (e == relay_detail::RelayEnd::kMoved) m.add(m.moved_out);
     // Outlier detection: a reset counts as a failure of that upstream.
     if (reset) route.pool->stream_reset(up.u, mono_now_ns(), shard->id());
   }
@@ -564,32 +648,131 @@ Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
   route.pool->release(up.u);
 }
 
-// A plain L4 relay an upgrade's predecessor handed over (apps/proxy/relay_move.h): the
-// client (the server's stream, as for an accepted one) and the upstream's descriptor, and
-// the record of its state: the bytes it had buffered are written first, a direction that
-// had ended sends its FIN, the idle deadline counts on from where it was. The upstream is
-// counted in route.pool again when that pool still has it. It may move on again.
+}  // namespace relay_detail
+
+namespace relay_detail {
+
+// The one coroutine of a plain relayed connection, from accept to close — its frame is
+// what a hibernating relay holds, with one small wait (watch_upstream), so what only the
+// set-up needs lives elsewhere (relay_client_tls, connect_upstream).
+//
+// A new client (rec null): connect an upstream of route.pool (retrying others), send the
+// PROXY header if asked; a TLS listener, SNI routes or a TLS pool take relay_client_tls
+// instead. A relay an upgrade's predecessor handed over (rec: its record, upstream_fd: its
+// upstream's descriptor): the bytes it had buffered are written first, a direction that had
+// ended sends its FIN, the idle deadline counts on from where it was, and the upstream is
+// counted in route.pool again when that pool still has it.
+//
+// Then relay() and, between two of its runs, the hibernation: a relay quiet for
+// s.hibernate_ns ends its pumps (their frames freed, ringpoll_proxy_relays_hibernating) and
+// waits here for either side to have data (or an end of stream, or an error), its idle
+// timeout, a close (the server's shutdown) or an upgrade's move; then it relays on from
+// where it was. Either kind may move on to an upgrade's successor. The server that
+// accepted (or adopted) the client closes it when this returns.
 template <PollerBackend P>
-Task<void> relay_adopted(TcpStream<P>& client, int upstream_fd, Route route, RelayRecord rec,
-                         Metrics& metrics) {
+Task<void> relay_conn(TcpStream<P>& client, Route route, Metrics& metrics, int upstream_fd,
+                      std::unique_ptr<RelayRecord> rec) {
   auto* shard = Engine<P>::current();
   Scheduler<P>& sched = shard->sched();
   ShardMetrics& m = metrics.shard(static_cast<size_t>(shard->id()));
-  m.add(m.adopted);
-  relay_detail::ActiveCount active(&m);
-  TcpStream<P> up;
-  if (!up.adopt(sched, upstream_fd).ok()) {
-    detail::close_socket(upstream_fd);
-    m.error(ProxyError::kReset);
-    co_return;
+  m.add(rec ? m.adopted : m.accepted);
+  ActiveCount active(&m);
+  const ProxySettings& s = *route.s;
+  UpstreamConn<P> up;
+  if (rec) {
+    up.tcp = std::make_unique<TcpStream<P>>();
+    if (!up.tcp->adopt(sched, upstream_fd).ok()) {
+      detail::close_socket(upstream_fd);
+      m.error(ProxyError::kReset);
+      co_return;
+    }
+    up.u = route.pool ? route.pool->hold(rec->upstream) : nullptr;
+  } else {
+    if (s.max_connections > 0 && metrics.total_active() > static_cast<int64_t>(s.max_connections)) {
+      m.error(ProxyError::kLimit);
+      co_return;
+    }
+    if (s.keepalive) (void)client.set_keepalive(true);
+#if RINGPOLL_PROXY_TLS
+    if (route.tls || (route.sni && !route.sni->empty()) || route.pool->settings().tls) {
+      co_await relay_client_tls(client, std::move(route), m);
+      co_return;
+    }
+#endif
+    if (reset_before_accept(client.fd())) {
+      m.error(ProxyError::kReset);  // no upstream connect for a peer that is not there
+      co_return;
+    }
+    const bool connected = co_await connect_upstream(sched, client, route, m, &up);
+    if (!connected) co_return;
   }
-  Upstream* u = route.pool ? route.pool->hold(rec.upstream) : nullptr;
-  const relay_detail::RelayOrigin origin{rec.listener, rec.pool, rec.upstream};
-  // (Awaited into a local: `if (co_await f())` is miscompiled by GCC 12, engine/task.h.)
-  const bool moved = co_await relay_detail::relay(sched, client, up, m, *route.s, &origin, &rec);
-  if (moved) m.add(m.moved_out);
-  (void)co_await up.close();
-  if (u) route.pool->release(u);
+  // A plain relay may move to an upgrade's successor (apps/proxy/relay_move.h).
+  const RelayOrigin origin =
+      rec ? RelayOrigin{rec->listener, rec->pool, rec->upstream}
+          : RelayOrigin{route.listener ? std::string_view(*route.listener) : std::string_view(),
+                        route.pool->settings().name, up.u->label()};
+  const RelayOrigin* movable = rec || route.listener ? &origin : nullptr;
+  TcpStream<P>& u = *up.tcp;
+  bool reset = false;
+  Slumber sl;
+  RelayEnd e;
+  for (;;) {
+    e = co_await relay(sched, client, u, m, s, movable, sl.woke ? nullptr : rec.get(), &reset, &sl);
+    if (e != RelayEnd::kHibernated) break;
+    if (Relay<P>::moves_running()) continue;  // a move began meanwhile: relay, to park for it
+    m.gauge(m.hibernating, 1);
+    m.add(m.hibernations);
+    const bool both = !sl.ended[0] && !sl.ended[1];
+    Sleeper<P> z{&client, &u, movable, Joiner<P>{.sched = &sched}, Status(), false, false};
+    SleepingRelays<P> listed(movable ? &z : nullptr);
+    const int64_t dl = sl.idle_ns > 0 ? sl.last_activity + sl.idle_ns : 0;
+    (void)client.set_read_deadline(dl);
+    (void)u.set_read_deadline(dl);
+    if (both) sched.spawn(watch_upstream(&z));
+    // The client's side, or the upstream's alone when the client's direction has ended.
+    PollFd<P>& first = sl.ended[0] ? u.poll_fd() : client.poll_fd();
+    const IoResult w = co_await first.wait_readable();
+    const Status err = w.err;
+    z.wake();
+    if (both) co_await z.j.wait();
+    m.gauge(m.hibernating, -1);
+    const bool timed_out = err.timeout() || (both && z.up_err.timeout());
+    const bool idle = !z.for_move && timed_out && sl.idle_ns > 0 &&
+                      mono_now_ns() >= sl.last_activity + sl.idle_ns;
+    if (err.closed() || (both && z.up_err.closed()) || idle) {
+      if (idle) m.error(ProxyError::kIdleTimeout);
+      client.poll_fd().abort();
+      u.poll_fd().abort();
+      e = RelayEnd::kEnded;
+      break;
+    }
+    (void)client.set_read_deadline(0);  // the pumps arm their own
+    (void)u.set_read_deadline(0);
+  }
+  if (e == RelayEnd::kMoved) m.add(m.moved_out);
+  // Outlier detection: a reset counts as a failure of that upstream.
+  if (reset && up.u) route.pool->stream_reset(up.u, mono_now_ns(), shard->id());
+  (void)co_await u.close();
+  if (up.u) route.pool->release(up.u);
+}
+
+}  // namespace relay_detail
+
+// One client connection of a listener (relay_detail::relay_conn; relay_client_tls for TLS
+// and SNI routing).
+template <PollerBackend P>
+Task<void> relay_client(TcpStream<P>& client, Route route, Metrics& metrics) {
+  return relay_detail::relay_conn<P>(client, std::move(route), metrics, -1, nullptr);
+}
+
+// A plain L4 relay an upgrade's predecessor handed over (apps/proxy/relay_move.h): the
+// client (the server's stream, as for an accepted one), the upstream's descriptor and the
+// record of its state (relay_detail::relay_conn).
+template <PollerBackend P>
+Task<void> relay_adopted(TcpStream<P>& client, int upstream_fd, Route route, RelayRecord rec,
+                         Metrics& metrics) {
+  return relay_detail::relay_conn<P>(client, std::move(route), metrics, upstream_fd,
+                                     std::make_unique<RelayRecord>(std::move(rec)));
 }
 
 }  // namespace ringpoll::proxy

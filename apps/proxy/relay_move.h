@@ -85,9 +85,9 @@ namespace relay_detail {
 template <PollerBackend P>
 bool record_of(const Relay<P>& r, std::string* out, std::string* why) {
   RelayRecord rec;
-  rec.listener = r.origin->listener;
-  rec.pool = r.origin->pool;
-  rec.upstream = r.origin->upstream;
+  rec.listener = std::string(r.origin->listener);
+  rec.pool = std::string(r.origin->pool);
+  rec.upstream = std::string(r.origin->upstream);
   rec.idle_ns = r.idle_ns;
   if (r.idle_ns > 0)
     rec.idle_left_ns =
@@ -100,11 +100,20 @@ bool record_of(const Relay<P>& r, std::string* out, std::string* why) {
   return !out->empty();
 }
 
-template <PollerBackend P>
-bool wants(const Relay<P>& r, const std::vector<std::string>& listeners) {
+template <class R>
+bool wants(const R& r, const std::vector<std::string>& listeners) {
   return r.origin &&
          std::find(listeners.begin(), listeners.end(), r.origin->listener) != listeners.end();
 }
+
+// While it lives, no relay of this shard starts to hibernate (Relay::moves_running).
+template <PollerBackend P>
+struct NoHibernation {
+  NoHibernation() { Relay<P>::moves_flag() = true; }
+  ~NoHibernation() { Relay<P>::moves_flag() = false; }
+  NoHibernation(const NoHibernation&) = delete;
+  NoHibernation& operator=(const NoHibernation&) = delete;
+};
 
 }  // namespace relay_detail
 
@@ -150,7 +159,25 @@ template <PollerBackend P>
 Task<void> move_relays(int sock, const std::vector<std::string>& listeners, MoveCounts* out) {
   using relay_detail::MovableRelays;
   using relay_detail::Relay;
+  using relay_detail::SleepingRelays;
+  relay_detail::NoHibernation<P> no_hibernation;
   std::vector<Relay<P>*>& all = MovableRelays<P>::local();
+  // A hibernation under way is called off (its pumps go on), and the hibernating relays of
+  // these listeners wake and relay again (relay_loop), so that they park for the move below
+  // as any other. They are back as relays within a pass of the shard's loop.
+  for (Relay<P>* r : std::vector<Relay<P>*>(all)) r->cancel_hibernation();
+  std::vector<relay_detail::Sleeper<P>*>& sleeping = SleepingRelays<P>::local();
+  for (auto* z : sleeping) {
+    if (!relay_detail::wants(*z, listeners)) continue;
+    z->for_move = true;
+    z->wake();
+  }
+  co_await wait_at_most<P>(
+      [&] {
+        return std::none_of(sleeping.begin(), sleeping.end(),
+                            [](const relay_detail::Sleeper<P>* z) { return z->for_move; });
+      },
+      kParkBoundNs);
   for (Relay<P>* r : all)
     if (relay_detail::wants(*r, listeners)) r->ask_park();
   const auto all_settled = [&] {

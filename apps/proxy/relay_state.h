@@ -3,11 +3,13 @@
 // TCP, apps/proxy/tls_relay.h when either side speaks TLS): the joiner that lets the
 // handler wait for the pump it spawned, the end-both-directions switch, a direction's
 // pooled copy buffer, and the gauge of open connections.
+#include <algorithm>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -53,10 +55,12 @@ struct Carry {
 
 // Where a plain L4 relay came from, for the record that moves it to an upgrade's successor
 // (apps/proxy/relay_record.h): listener, pool and upstream by name (null: it stays here).
+// Views: into the configuration generation and the pool's upstream the relay holds (an
+// accepted client), or into the record it was adopted with (relay_adopted).
 struct RelayOrigin {
-  std::string listener;
-  std::string pool;
-  std::string upstream;
+  std::string_view listener;
+  std::string_view pool;
+  std::string_view upstream;
 };
 
 // The state both pumps of one connection share.
@@ -70,6 +74,13 @@ struct RelayOrigin {
 //
 //   running ──ask_park──▶ parking ──(parked == running)──▶ settled ──resume──▶ running
 //                                                               └──moved_away──▶ ended
+//
+// Hibernating (apps/proxy/relay.h, proxy.hibernate_after_ms) parks the same way, asked by
+// the relay itself: a pump whose read found nothing moving either way for hibernate_ns
+// asks (ask_hibernate); once every pump still running has parked, the gates open with
+// `hibernated` set and the pumps end without touching the sockets (relay() then returns
+// RelayEnd::kHibernated and the caller waits with no pump task at all). No relay starts
+// to hibernate while an upgrade moves relays on its shard (moves_running()).
 template <PollerBackend P>
 struct Relay {
   TcpStream<P>* client;
@@ -88,8 +99,79 @@ struct Relay {
   uint32_t pokes = 0;  // read deadlines expired by ask_park (a pump then puts its own back)
   TaskNode* gate[2] = {nullptr, nullptr};
   bool upstream_reset = false;  // the upstream reset the connection (outlier detection)
+  // Hibernation: after hibernate_ns (0: never) with nothing moving, counted from the later
+  // of the last activity and quiet_from (the relay's start: a relay that just woke does not
+  // fall asleep at once). pinned: directions whose state a hibernation cannot keep (a bulk
+  // direction in completion mode reads into its own buffer, off the ring).
+  int64_t hibernate_ns = 0;
+  int64_t quiet_from = 0;
+  int pinned = 0;
+  bool hibernating = false;  // the parking under way was asked by ask_hibernate
+  bool hibernated = false;   // the gates opened for a hibernation: the pumps end
   Relay(TcpStream<P>* c, TcpStream<P>* u, ShardMetrics* mm, int64_t idle)
-      : client(c), upstream(u), m(mm), idle_ns(idle), last_activity(mono_now_ns()) {}
+      : client(c), upstream(u), m(mm), idle_ns(idle), last_activity(mono_now_ns()) {
+    quiet_from = last_activity;
+  }
+
+  // The read deadline a pump arms before it reads: the idle timeout's, or the hibernation's
+  // if earlier; 0 when neither applies.
+  int64_t read_deadline() const noexcept {
+    int64_t d = idle_ns > 0 ? last_activity + idle_ns : 0;
+    if (hibernate_ns > 0 && pinned == 0 && !moves_running()) {
+      const int64_t h = std::max(last_activity, quiet_from) + hibernate_ns;
+      if (d == 0 || h < d) d = h;
+    }
+    return d;
+  }
+  // Quiet long enough, nothing carried, nothing pinned, no move under way.
+  bool hibernation_due(int64_t now) const noexcept {
+    if (hibernate_ns <= 0 || pinned > 0 || parking || failed || moves_running()) return false;
+    for (const Carry* c : carry)
+      if (c && (!c->pending.empty() || c->eof_pending)) return false;
+    return now >= std::max(last_activity, quiet_from) + hibernate_ns;
+  }
+  // A read timed out before the idle deadline: hibernate if due; if the hibernation's time
+  // has come but it may not start (the other pump asked already, or a carried byte), the
+  // next deadline counts from now, so that no pump re-arms a deadline already past.
+  void hibernate_or_wait(int64_t now) {
+    if (hibernation_due(now)) {
+      ask_hibernate();
+    } else if (hibernate_ns > 0 && now >= std::max(last_activity, quiet_from) + hibernate_ns) {
+      quiet_from = now;
+    }
+  }
+  // Asks both pumps to park for a hibernation (as ask_park does for a move).
+  void ask_hibernate() {
+    if (parking || failed) return;
+    hibernating = true;
+    parking = true;
+    ++pokes;
+    (void)client->set_read_deadline(1);
+    (void)upstream->set_read_deadline(1);
+  }
+  // Called off (a move begins): the pumps parked so far go on, the others do not park.
+  void cancel_hibernation() {
+    if (!hibernating) return;
+    hibernating = false;
+    resume();
+  }
+  // Every pump still running has parked for a hibernation (or a pump ended meanwhile and
+  // the rest are parked): the gates open and the parked pumps end.
+  void settle_hibernation() {
+    if (hibernating && parking && parked > 0 && parked == running) {
+      hibernating = false;
+      hibernated = true;
+      wake_gates(false);
+    }
+  }
+
+  // An upgrade is moving relays on this shard (apps/proxy/relay_move.h): none may start to
+  // hibernate meanwhile. The shard's thread only.
+  static bool& moves_flag() noexcept {
+    static thread_local bool on = false;
+    return on;
+  }
+  static bool moves_running() noexcept { return moves_flag(); }
 
   // Asks both pumps to park; a read that waits is woken (its deadline expires at once).
   void ask_park() {
@@ -101,8 +183,10 @@ struct Relay {
   }
   // Every pump still running is parked (or the relay is ending anyway).
   bool settled() const noexcept { return failed || parked == running; }
-  // Movable now: parked, not failing, something still running.
-  bool movable() const noexcept { return !failed && running > 0 && parked == running; }
+  // Movable now: parked for a move, not failing, something still running.
+  bool movable() const noexcept {
+    return !failed && !hibernating && running > 0 && parked == running;
+  }
   void resume() { wake_gates(false); }
   void moved_away() { wake_gates(true); }
   // A pump at the top of its loop: parks while asked to; true when the relay moved.
@@ -113,15 +197,17 @@ struct Relay {
     void await_suspend(std::coroutine_handle<> h) noexcept {
       node.handle = h;
       r->gate[r->parked++] = &node;
+      r->settle_hibernation();  // the last pump of a hibernation opens the gates
     }
-    bool await_resume() const noexcept { return r->was_moved; }
+    // True: the pump ends here (moved away, or hibernating).
+    bool await_resume() const noexcept { return r->was_moved || r->hibernated; }
   };
   ParkAwaiter park() noexcept { return ParkAwaiter{this}; }
   // A pump whose read deadline ask_park expired (seen != pokes) puts back its own.
   void restore_read_deadline(TcpStream<P>* src, uint32_t* seen) {
     if (*seen == pokes) return;
     *seen = pokes;
-    if (idle_ns == 0) (void)src->set_read_deadline(0);  // else the pump sets it anyway
+    if (read_deadline() == 0) (void)src->set_read_deadline(0);  // else the pump sets it
   }
   void fail(ProxyError e) {
     if (failed) return;
@@ -133,7 +219,13 @@ struct Relay {
   // direction's last arming and the other direction moved since; otherwise both end.
   bool read_failed(const Status& err) {
     if (err.timeout()) {
-      if (mono_now_ns() < last_activity + idle_ns) return true;
+      const int64_t now = mono_now_ns();
+      // Before the idle deadline (or with none, but a hibernation's): the deadline was the
+      // hibernation's, or a poke.
+      if ((idle_ns > 0 && now < last_activity + idle_ns) || (idle_ns == 0 && hibernate_ns > 0)) {
+        hibernate_or_wait(now);
+        return true;
+      }
       fail(ProxyError::kIdleTimeout);
     } else if (err.closed()) {
       end();

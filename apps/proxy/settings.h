@@ -70,6 +70,11 @@ struct ProxySettings {
   // A bulk direction's buffer (completion mode) or pipe (readiness backends), bytes; not
   // below buffer_bytes. One per bulk direction, held while it streams.
   size_t bulk_buffer_bytes = 1048576;
+  // A plain relay (not TLS, not HTTP) with nothing moving either way for this long
+  // hibernates: its tasks end and their frames are freed; two small waits (one per live
+  // direction) stand in for them until either side has data, an idle timeout, a close or
+  // an upgrade's move (apps/proxy/relay.h). 0: never.
+  int64_t hibernate_ns = 1'000'000'000;
   // UDP listeners: a flow (one client address and port) ends after this long with no
   // datagram either way; at most udp_max_flows flows at once, the rest are dropped.
   int64_t udp_idle_ns = 30'000'000'000;

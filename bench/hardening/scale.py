@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +53,18 @@ def tree_rss_kib(pid):
     except FileNotFoundError:
         pass
     return sum(rss_kib(p) for p in pids)
+
+
+def admin_metric(args, name):
+    """One unlabelled value from ringpoll-proxy's admin endpoint ('?' when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{args.admin}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return line.split()[1]
+    except OSError:
+        pass
+    return "?"
 
 
 def raise_nofile(want):
@@ -155,9 +168,12 @@ def idle(args):
             if not echo_ok(s):
                 sys.exit("scale: a proxied connection did not echo")
         took = time.time() - t0
-        time.sleep(2)
+        time.sleep(args.settle)
         with_conns = tree_rss_kib(px.pid)
         print(f"scale: {args.proxy}: {n} idle proxied connections opened in {took:.1f} s")
+        if args.proxy == "ringpoll":
+            print(f"scale: ringpoll: {admin_metric(args, 'ringpoll_proxy_relays_hibernating')} of "
+                  f"them hibernating (proxy.hibernate_after_ms)")
         print(f"scale: {args.proxy}: RSS {before} KiB idle, {with_conns} KiB with them: "
               f"{(with_conns - before) * 1024 / n:.0f} bytes per connection (proxy process only; "
               f"kernel socket memory is not in RSS)")
@@ -265,6 +281,8 @@ def main():
     ap.add_argument("--rate", type=int, default=5000, help="flood: echo requests/s of the 50 connections")
     ap.add_argument("--flooders", type=int, default=2, help="flood: flooding processes")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--settle", type=float, default=2,
+                    help="idle: seconds the connections sit idle before the RSS is read")
     ap.add_argument("--limit-rate", type=int, default=100)
     ap.add_argument("--set", action="append", default=[], help="ringpoll-proxy --set KEY=VALUE")
     ap.add_argument("--out", default=None)

@@ -90,6 +90,21 @@ inline std::string recv_all(int fd, size_t max = SIZE_MAX) {
   return s;
 }
 
+// Sends `msg` and reads exactly its length back: what came back ("(end)" or "(error)"
+// appended when the stream stopped short).
+inline std::string round_trip(int fd, const std::string& msg) {
+  if (!send_all(fd, msg.data(), msg.size())) return "(send failed)";
+  std::string back(msg.size(), '\0');
+  size_t n = 0;
+  while (n < back.size()) {
+    const ssize_t k = ::recv(fd, back.data() + n, back.size() - n, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return back.substr(0, n) + (k == 0 ? "(end)" : "(error)");
+    n += static_cast<size_t>(k);
+  }
+  return back;
+}
+
 // Waits (bounded) for EOF or a reset on fd; true when the peer closed within `secs`.
 inline bool closed_within(int fd, int secs) {
   pollfd p{fd, POLLIN, 0};

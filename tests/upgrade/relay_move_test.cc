@@ -337,6 +337,21 @@ void relays_move_across_upgrades(const char* backend) {
 // a small receive buffer, so the relay's downward pump waits in a write; the client starts
 // reading 2.5 s after the successor serves (after the first 2 s bound, within the second)
 // and gets every byte, in order, on the same connection.
+// SIGUSR2 to the first generation; the second's pid, from the first's next line (recorded
+// in `running`).
+pid_t upgrade_to_second(const Spawned& first, FdLog& err, std::vector<pid_t>* running) {
+  EXPECT_EQ(kill(first.pid, SIGUSR2), 0);
+  const std::string line = read_line(first.out, 20);
+  EXPECT_NE(line.find(", generation 2 "), std::string::npos) << line << "\n" << err.text();
+  const pid_t next = pid_in(line);
+  if (next <= 0) {
+    ADD_FAILURE() << "no second generation: " << line;
+    return -1;
+  }
+  running->push_back(next);
+  return next;
+}
+
 void a_late_relay_moves_on_the_second_chance(const char* backend) {
   const UpgradeTestProcess as_reaper(backend);
   constexpr size_t kBytes = 64 << 20;
@@ -394,12 +409,8 @@ void a_late_relay_moves_on_the_second_chance(const char* backend) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the buffers fill
   ASSERT_FALSE(upstream_done.load()) << "the upstream sent everything: the relay is not held up";
 
-  ASSERT_EQ(kill(first.pid, SIGUSR2), 0);
-  const std::string line = read_line(first.out, 20);
-  ASSERT_NE(line.find(", generation 2 "), std::string::npos) << line << "\n" << err.text();
-  const pid_t next = pid_in(line);
-  ASSERT_GT(next, 0) << line;
-  running.push_back(next);
+  const pid_t next = upgrade_to_second(first, err, &running);
+  if (::testing::Test::HasFatalFailure()) return;
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   // Now read everything, to the upstream's end of stream.
   size_t got = 0, wrong = 0;
@@ -436,6 +447,82 @@ void a_late_relay_moves_on_the_second_chance(const char* backend) {
   running.clear();
   for (int f : {first.out, first.err}) ::close(f);
   std::remove(conf.c_str());
+}
+
+// Relays hibernating when the upgrade comes (proxy.hibernate_after_ms: their pumps' tasks
+// gone, apps/proxy/relay.h) are woken by the move, park and move like any other, none left
+// to drain; in the successor they relay intact and fall asleep again.
+int64_t admin_value(const SocketAddress& admin, const std::string& name) {
+  std::string body;
+  if (admin_get(admin, "/metrics", &body) != 200) return -1;
+  const size_t at = body.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::atoll(body.c_str() + at + name.size() + 2);
+}
+void hibernating_relays_move(const char* backend) {
+  constexpr int kRelays = 50;
+  const UpgradeTestProcess as_reaper(backend);
+  TestUpstream up([](int fd) { echo(fd); });
+  std::vector<pid_t> running;
+  KillLeftOvers kill_left_overs{running};
+  uint16_t admin_port = 0;
+  ::close(listen_on(&admin_port));
+  SocketAddress admin;
+  ASSERT_TRUE(parse_address("127.0.0.1:" + std::to_string(admin_port), &admin).ok());
+  const std::string conf = temp_file(
+      "[proxy]\nhibernate_after_ms = 100\n[[proxy.listener]]\nname = \"front\"\nlisten = "
+      "\"127.0.0.1:0\"\npool = \"back\"\n[[proxy.pool]]\nname = \"back\"\nupstreams = [\"" +
+      up.address().to_string() + "\"]\n[timeouts]\ndrain_ms = 20000\nidle_ms = 60000\n");
+  Spawned first;
+  SocketAddress at;
+  start_first_generation(conf, {"--admin", "127.0.0.1:" + std::to_string(admin_port)}, &running,
+                         &first, &at);
+  if (::testing::Test::HasFatalFailure()) return;
+  FdLog err(first.err);
+  std::vector<int> cs;
+  for (int i = 0; i < kRelays; ++i) {
+    const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(c, 0);
+    ASSERT_EQ(::connect(c, at.sa(), at.len), 0);
+    const timeval tv{10, 0};
+    (void)setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    cs.push_back(c);
+    ASSERT_EQ(round_trip(c, "before " + std::to_string(i)), "before " + std::to_string(i));
+  }
+  ASSERT_TRUE(wait_for(
+      [&] { return admin_value(admin, "ringpoll_proxy_relays_hibernating") == kRelays; }, 10))
+      << admin_value(admin, "ringpoll_proxy_relays_hibernating") << " hibernating\n"
+      << err.text();
+  const pid_t next = upgrade_to_second(first, err, &running);
+  if (::testing::Test::HasFatalFailure()) return;
+  // Every relay moved: the old generation has nothing to drain and exits at once.
+  ASSERT_TRUE(exits_within(first.pid, 15)) << err.text();
+  std::erase(running, first.pid);
+  err.stop();
+  const std::string log = err.text();
+  EXPECT_NE(log.find("upgrade: moved " + std::to_string(kRelays) +
+                     " established connections to generation 2, 0 drain here"),
+            std::string::npos)
+      << log;
+  for (int i = 0; i < kRelays; ++i) {
+    const std::string msg = "after " + std::to_string(i) + std::string(5000, 'z');
+    EXPECT_EQ(round_trip(cs[static_cast<size_t>(i)], msg), msg) << "relay " << i;
+  }
+  EXPECT_TRUE(wait_for(
+      [&] { return admin_value(admin, "ringpoll_proxy_relays_hibernating") == kRelays; }, 10))
+      << "in the successor: " << admin_value(admin, "ringpoll_proxy_relays_hibernating");
+  for (int c : cs) ::close(c);
+  kill(next, SIGTERM);
+  EXPECT_TRUE(exits_within(next, 20));
+  running.clear();
+  for (int f : {first.out, first.err}) ::close(f);
+  std::remove(conf.c_str());
+}
+
+TEST(RelayMove, HibernatingRelaysMoveAndSleepAgainOnEpoll) {
+  hibernating_relays_move("epoll");
+}
+TEST(RelayMove, HibernatingRelaysMoveAndSleepAgainOnIoUringCompletion) {
+  hibernating_relays_move("io_uring-completion");
 }
 
 TEST(RelayMove, ALateRelayMovesOnTheSecondChanceOnEpoll) {
