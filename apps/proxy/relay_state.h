@@ -144,10 +144,7 @@ struct Relay {
   void ask_hibernate() {
     if (parking || failed) return;
     hibernating = true;
-    parking = true;
-    ++pokes;
-    (void)client->set_read_deadline(1);
-    (void)upstream->set_read_deadline(1);
+    ask_park();
   }
   // Called off (a move begins): the pumps parked so far go on, the others do not park.
   void cancel_hibernation() {
