@@ -47,6 +47,7 @@
 #include "apps/proxy/from_config.h"
 #include "apps/proxy/proxy.h"
 #include "apps/proxy/upgrade.h"
+#include "engine/allocator.h"
 #include "engine/server.h"
 #include "tuning/cli.h"
 #ifndef _WIN32  // Windows seam: no packet paths, no TLS, no upgrade channel there
@@ -248,6 +249,10 @@ int use_packet_path([[maybe_unused]] proxy::ProxyServer<P>& px,
 #endif  // _WIN32
 
 int run(int argc, char** argv) {
+  // A proxy holds many connections for long and meets bursts: the memory a burst freed (the
+  // frames of hibernated relays, closed connections) goes back to the system at once rather
+  // than when the quiet shard next allocates (engine/allocator.h).
+  (void)return_freed_memory_at_once();
   CLI::App app{"ringpoll-proxy: L4 TCP and UDP proxy on the ringpoll engine"};
   tuning::CliConfig cc;
   tuning::add_config_options(app, &cc, /*with_config_file=*/true);

@@ -32,10 +32,25 @@ struct DoneHook {
 // a connection's memory; the cost is one thread-local add per frame.
 inline thread_local int64_t t_frame_bytes = 0;
 
+// Frames of tasks that come and go by the thousand while their callers stay (a relay's
+// pumps, which end when the relay hibernates) are allocated from a heap of their own while
+// a ShortLivedFrames scope is open on the thread. In the same allocator pages as frames
+// that stay, they would leave each page partly used when they end, and the memory of a
+// burst could never go back; in pages of their own, the pages empty (engine/allocator.h).
+inline thread_local bool t_short_lived_frames = false;
+// engine/allocator.cc: mi_heap_malloc on the thread's short-lived heap with mimalloc,
+// ::operator new without. The frame's ordinary operator delete frees either.
+void* short_lived_frame_alloc(std::size_t n);
+
+inline void* frame_alloc(std::size_t n) {
+  if (t_short_lived_frames) return short_lived_frame_alloc(n);
+  return ::operator new(n);
+}
+
 struct PromiseBase {
   static void* operator new(std::size_t n) {
     t_frame_bytes += static_cast<int64_t>(n);
-    return ::operator new(n);
+    return frame_alloc(n);
   }
   static void operator delete(void* p, std::size_t n) noexcept {
     t_frame_bytes -= static_cast<int64_t>(n);
@@ -68,6 +83,22 @@ struct PromiseBase {
 };
 
 }  // namespace detail
+
+// While one is open on a thread, the coroutine frames the thread allocates come from the
+// short-lived heap (detail::t_short_lived_frames). Open it around the call that creates
+// the task, not around the co_await (a lazily started task's frame is made by the call),
+// and close it before the coroutine that opened it suspends: a scope open across a
+// suspension would send the frames of whatever task runs next there too.
+class ShortLivedFrames {
+ public:
+  ShortLivedFrames() noexcept : was_(std::exchange(detail::t_short_lived_frames, true)) {}
+  ~ShortLivedFrames() { detail::t_short_lived_frames = was_; }
+  ShortLivedFrames(const ShortLivedFrames&) = delete;
+  ShortLivedFrames& operator=(const ShortLivedFrames&) = delete;
+
+ private:
+  bool was_;
+};
 
 namespace detail {
 // What a Task<T> hands back: the value (T) or nothing (void).

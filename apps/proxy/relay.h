@@ -438,12 +438,20 @@ Task<RelayEnd> relay(Scheduler<P>& sched, TcpStream<P>& client, TcpStream<P>& up
   r.origin = origin;
   MovableRelays<P> movable(origin ? &r : nullptr);
   // upstream → client in its own task; client → upstream here (or only the one still live).
-  if (up_live && down_live) sched.spawn(pump(&sched, &r, &up, &client, &downward, false, &j));
-  if (up_live) {
-    co_await pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
-  } else if (down_live) {
-    co_await pump(&sched, &r, &up, &client, &downward, false, static_cast<Joiner<P>*>(nullptr));
+  // The pumps' frames end when the relay hibernates: short-lived (engine/task.h). Made
+  // in a block of its own, so that no scope is open across a suspension.
+  Task<void> side, here;
+  {
+    ShortLivedFrames short_lived;
+    if (up_live && down_live) side = pump(&sched, &r, &up, &client, &downward, false, &j);
+    if (up_live) {
+      here = pump(&sched, &r, &client, &up, &upward, true, static_cast<Joiner<P>*>(nullptr));
+    } else if (down_live) {
+      here = pump(&sched, &r, &up, &client, &downward, false, static_cast<Joiner<P>*>(nullptr));
+    }
   }
+  if (up_live && down_live) sched.spawn(std::move(side));
+  if (up_live || down_live) co_await here;
   if (up_live && down_live) co_await j.wait();
   if (upstream_reset && r.upstream_reset) *upstream_reset = true;
   if (r.was_moved) co_return RelayEnd::kMoved;
@@ -717,7 +725,15 @@ Task<void> relay_conn(TcpStream<P>& client, Route route, Metrics& metrics, int u
   Slumber sl;
   RelayEnd e;
   for (;;) {
-    e = co_await relay(sched, client, u, m, s, movable, sl.woke ? nullptr : rec.get(), &reset, &sl);
+    {
+      Task<RelayEnd> relaying;  // its frame is freed at this block's end, before any wait
+      {
+        ShortLivedFrames short_lived;  // engine/task.h: it ends when the relay hibernates
+        relaying =
+            relay(sched, client, u, m, s, movable, sl.woke ? nullptr : rec.get(), &reset, &sl);
+      }
+      e = co_await relaying;
+    }
     if (e != RelayEnd::kHibernated) break;
     if (Relay<P>::moves_running()) continue;  // a move began meanwhile: relay, to park for it
     m.gauge(m.hibernating, 1);

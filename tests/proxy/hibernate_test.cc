@@ -15,6 +15,7 @@
 
 #include "apps/proxy/metrics.h"
 #include "apps/proxy/proxy.h"
+#include "engine/allocator.h"
 #include "proxy/proxy_rig.h"
 #include "proxy/proxy_test_helpers.h"
 #include "support/test_env.h"
@@ -182,6 +183,40 @@ TYPED_TEST(Hibernate, AHalfClosedRelaySleepsOnItsLiveDirection) {
   EXPECT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 0; }));
   EXPECT_EQ(rig.errors(proxy::ProxyError::kReset), 0u);
 }
+
+#ifdef RINGPOLL_WITH_MIMALLOC
+// What hibernation frees is the short-lived heap's (engine/allocator.h): a running relay's
+// frame and its pumps' are there, and a hibernating relay holds none of them, so a burst
+// of relays that then go quiet leaves whole pages to give back. (Builds with mimalloc
+// only: without it there is no such heap.)
+TYPED_TEST(Hibernate, ARunningRelaysFramesAreShortLivedAndHibernationFreesThem) {
+  constexpr size_t kConns = 20;
+  TestUpstream up([](int fd) { echo(fd); });
+  ProxyRig<TypeParam> rig(this->settings(up.address(), 300, 0));
+  ASSERT_TRUE(rig.started);
+  auto short_lived_blocks = [&] {
+    return Engine<TypeParam>::call(rig.e.shard(0),
+                                   [] { return detail::short_lived_heap_use().blocks; });
+  };
+  std::vector<int> cs;
+  for (size_t i = 0; i < kConns; ++i) {
+    const int c = connect_to(rig.addr);
+    ASSERT_GE(c, 0);
+    bound(c);
+    cs.push_back(c);
+    EXPECT_EQ(round_trip(c, "hi"), "hi");
+  }
+  // Running (within 300 ms of their last bytes): each relay's frame and its two pumps'.
+  EXPECT_GE(short_lived_blocks(), 3 * kConns);
+  ASSERT_TRUE(wait_for([&] { return hibernating(rig) == static_cast<int64_t>(kConns); }, 10));
+  EXPECT_EQ(short_lived_blocks(), 0u) << "a hibernating relay kept a short-lived frame";
+  for (int c : cs) EXPECT_EQ(round_trip(c, "again"), "again");
+  EXPECT_GE(short_lived_blocks(), 3 * kConns) << "woken relays run in short-lived frames again";
+  for (int c : cs) ::close(c);
+  EXPECT_TRUE(wait_for([&] { return rig.px->metrics().total_active() == 0; }));
+  EXPECT_EQ(short_lived_blocks(), 0u);
+}
+#endif
 
 // Off (0): a quiet relay keeps its tasks, as before the hibernation existed.
 TYPED_TEST(Hibernate, ZeroTurnsItOff) {
