@@ -10,6 +10,11 @@ idle:  an echo upstream (ringpoll-serve, one per upstream address so the proxy's
        the ephemeral port range). Prints the proxy's RSS before and with the N connections
        idle, the difference per connection, and checks one echo on every 1,000th. Raises
        RLIMIT_NOFILE for itself and says so when the hard limit is too low.
+       A process holds two descriptors per proxied connection, so where the hard
+       RLIMIT_NOFILE is below 2N (20,000 on the lead's VM) the run takes --processes K
+       (default: as many as the limit needs) instances of every proxy, each on its own
+       port with N/K of the connections, and as many client processes; the figure is the
+       instances' RSS growth summed, per connection. Every proxy gets the same K.
 flood: the proxy (--proxy; ringpoll-proxy with max_client_conn_rate = --limit-rate on its listener, 0: none),
        20 established clients making echo round trips while a flooder opens and drops
        connections as fast as it can from another address; prints the established
@@ -23,10 +28,8 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 import time
 
@@ -55,10 +58,11 @@ def tree_rss_kib(pid):
     return sum(rss_kib(p) for p in pids)
 
 
-def admin_metric(args, name):
+def admin_metric(args, name, admin=None):
     """One unlabelled value from ringpoll-proxy's admin endpoint ('?' when it does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{args.admin}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin or args.admin}/metrics",
+                                    timeout=5) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return line.split()[1]
@@ -74,24 +78,6 @@ def raise_nofile(want):
                  f"raise it (ulimit -Hn as root, or LimitNOFILE=)")
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h
-
-
-def connect_from(src, port):
-    s = socket.socket()
-    # The port is chosen at connect, for this destination, not reserved at bind: runs back to
-    # back would otherwise run out of ephemeral ports while the last run's are in TIME_WAIT.
-    s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    return s
-
-
-def echo_ok(s):
-    s.sendall(b"x")
-    return s.recv(1) == b"x"
 
 
 def start_upstreams(args, n):
@@ -114,16 +100,28 @@ def write_config(path, text):
     return path
 
 
-def start_proxy(args, kind, port, upstreams, extra_listener=""):
+def start_proxy(args, kind, port, upstreams, extra_listener="", instance=None):
+    """The proxy `kind` on `port`; `instance` (the idle run's K instances): its files go to a
+    folder of its own, and ringpoll-proxy's admin endpoint to args.admins[instance]."""
     d = args.out
+    admin = args.admin
+    if instance is not None:
+        d = os.path.join(args.out, f"{kind}-{instance}")
+        os.makedirs(d, exist_ok=True)
+        admin = args.admins[instance]
+    # Every proxy waits 30 s for an upstream connect: in a burst of connections the
+    # upstream's accept queue (net.core.somaxconn) overflows, and a SYN resent after 1 s and
+    # 3 s would outlast a 5 s connect timeout, which the 2-core machine then reports as a
+    # failed connection rather than a slow one.
     if kind == "ringpoll":
         ups = ", ".join(f'"{u}"' for u in upstreams)
         cfg = write_config(f"{d}/proxy.toml",
-                           f'[timeouts]\nidle_ms = 0\n\n[socket]\nbacklog = 65535\n\n'
+                           f'[timeouts]\nidle_ms = 0\nconnect_ms = 30000\n\n'
+                           f'[socket]\nbacklog = 65535\n\n'
                            f'[[proxy.pool]]\nname = "up"\nupstreams = [{ups}]\n\n'
                            f'[[proxy.listener]]\nname = "scale"\nlisten = "127.0.0.1:{port}"\n'
                            f'pool = "up"\n{extra_listener}')
-        argv = [f"{args.bin}/ringpoll-proxy", "--config", cfg, "--admin", f"127.0.0.1:{args.admin}"]
+        argv = [f"{args.bin}/ringpoll-proxy", "--config", cfg, "--admin", f"127.0.0.1:{admin}"]
         argv += sum((["--set", s] for s in args.set), [])
     elif kind == "haproxy":
         servers = "\n".join(f"  server u{i} {u}" for i, u in enumerate(upstreams))
@@ -132,7 +130,7 @@ def start_proxy(args, kind, port, upstreams, extra_listener=""):
         cfg = write_config(
             f"{d}/haproxy.cfg",
             f"global\n  maxconn {args.maxconn}\n  nbthread 1\ndefaults\n  mode tcp\n"
-            f"  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
+            f"  timeout connect 30s\n  timeout client 1h\n  timeout server 1h\n"
             f"frontend fe\n  bind 127.0.0.1:{port}\n  maxconn {args.maxconn}\n  default_backend be\n"
             f"backend be\n  balance roundrobin\n{servers}\n")
         argv = ["haproxy", "-f", cfg]
@@ -145,7 +143,8 @@ def start_proxy(args, kind, port, upstreams, extra_listener=""):
             f"load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
             f"events {{ worker_connections {2 * args.maxconn}; }}\n"
             f"stream {{\n  upstream up {{\n{servers}\n  }}\n"
-            f"  server {{ listen 127.0.0.1:{port} backlog=65535; proxy_pass up; }}\n}}\n")
+            f"  server {{ listen 127.0.0.1:{port} backlog=65535; proxy_pass up;\n"
+            f"    proxy_connect_timeout 30s; }}\n}}\n")
         argv = ["nginx", "-c", cfg, "-p", d]
     else:
         sys.exit(f"scale: unknown --proxy {kind}")
@@ -156,37 +155,102 @@ def start_proxy(args, kind, port, upstreams, extra_listener=""):
     return p
 
 
+# One client process's share of the idle run: opens its connections (connection i of the
+# run to the proxy instance i % K, from 127.0.0.{10 + i // 50000}), checks an echo on every
+# 1,000th, says "ready", and holds them until its standard input closes.
+CLIENT = """
+import socket, sys, time
+first, count, k, ports = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+socks, t0 = [], time.time()
+for i in range(first, first + count):
+    s = socket.socket()
+    # IP_BIND_ADDRESS_NO_PORT (24): the port is chosen at connect, for this destination, not
+    # reserved at bind; runs back to back would otherwise run out of ephemeral ports while
+    # the last run's are in TIME_WAIT.
+    s.setsockopt(socket.IPPROTO_IP, 24, 1)
+    s.bind((f"127.0.0.{10 + i // 50000}", 0))
+    s.connect(("127.0.0.1", int(ports[i % k])))
+    socks.append(s)
+for j in range(0, count, 1000):
+    socks[j].sendall(b"x")
+    got = socks[j].recv(1)
+    if got != b"x":
+        print(f"connection {first + j} answered {got!r} to an echo", flush=True)
+        sys.exit(1)
+print(f"ready {time.time() - t0:.1f}", flush=True)
+sys.stdin.read()
+"""
+PER_CLIENT = 15000  # connections per client process (its own descriptor limit)
+
+
 def idle(args):
     n = args.connections
-    raise_nofile(n + 1024)  # our clients; the servers raise their own
-    ups, addrs = start_upstreams(args, max(1, (n + 19999) // 20000))
-    port = free_port()
-    px = start_proxy(args, args.proxy, port, addrs)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lim = 1 << 30 if hard == resource.RLIM_INFINITY else hard
+    per_proc = (lim - 200) // 2  # two descriptors per proxied connection, some to spare
+    k = args.processes or max(1, -(-n // per_proc))
+    if -(-n // k) > per_proc:
+        sys.exit(f"scale: {n} connections over {k} proxy processes is {-(-n // k)} each, and "
+                 f"the hard RLIMIT_NOFILE ({hard}) allows {per_proc}: raise --processes")
+    raise_nofile(min(lim, PER_CLIENT + 1024))
+    args.maxconn = -(-n // k) + 100
+    ups, addrs = start_upstreams(args, max(1, -(-n // 18000)))
+    ports = [free_port() for _ in range(k)]
+    args.admins = [free_port() for _ in range(k)]
+    pxs = [start_proxy(args, args.proxy, ports[i], addrs, instance=i if k > 1 else None)
+           for i in range(k)]
+    if k == 1:
+        args.admins = [args.admin]
+    clients = []
     try:
         time.sleep(1)
-        before = tree_rss_kib(px.pid)
-        socks = []
+        before = sum(tree_rss_kib(px.pid) for px in pxs)
         t0 = time.time()
-        per_src = 50000
-        for i in range(n):
-            socks.append(connect_from(f"127.0.0.{10 + i // per_src}", port))
-        for s in socks[::1000]:
-            if not echo_ok(s):
-                sys.exit("scale: a proxied connection did not echo")
+        for first in range(0, n, PER_CLIENT):
+            c = subprocess.Popen([sys.executable, "-c", CLIENT, str(first),
+                                  str(min(PER_CLIENT, n - first)), str(k)] + [str(p) for p in ports],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            STARTED.append(c)
+            clients.append(c)
+        for c in clients:
+            line = c.stdout.readline().strip()
+            if not line.startswith("ready"):
+                if args.proxy == "ringpoll":
+                    for a in args.admins:
+                        os.system(f"curl -s http://127.0.0.1:{a}/metrics | grep -E "
+                                  f"'errors_total|active ' | grep -v ' 0$' >&2")
+                sys.exit(f"scale: a client process failed ({line or 'no answer'}): a proxied "
+                         f"connection did not open or did not echo")
         took = time.time() - t0
         time.sleep(args.settle)
-        with_conns = tree_rss_kib(px.pid)
-        print(f"scale: {args.proxy}: {n} idle proxied connections opened in {took:.1f} s")
+        inst = f" ({k} processes of {-(-n // k)} connections)" if k > 1 else ""
+        print(f"scale: {args.proxy}: {n} idle proxied connections opened in {took:.1f} s{inst}")
         if args.proxy == "ringpoll":
-            print(f"scale: ringpoll: {admin_metric(args, 'ringpoll_proxy_relays_hibernating')} of "
-                  f"them hibernating (proxy.hibernate_after_ms)")
+            # A connection the client sees open may still wait in an accept queue of a proxy
+            # that lags (11 instances on 2 cores), and a relay hibernates only after a quiet
+            # second: wait (--hibernate-wait s at most) until all of them hibernate.
+            waited, deadline = time.time(), time.time() + args.hibernate_wait
+            while True:
+                got = [admin_metric(args, "ringpoll_proxy_relays_hibernating", a)
+                       for a in args.admins]
+                total = sum(int(float(g)) for g in got) if "?" not in got else "?"
+                if total == "?" or total >= n or time.time() >= deadline:
+                    break
+                time.sleep(0.5)
+            print(f"scale: ringpoll: {total} of them hibernating (proxy.hibernate_after_ms), "
+                  f"{time.time() - waited:.1f} s after the settle")
+        with_conns = sum(tree_rss_kib(px.pid) for px in pxs)
         print(f"scale: {args.proxy}: RSS {before} KiB idle, {with_conns} KiB with them: "
-              f"{(with_conns - before) * 1024 / n:.0f} bytes per connection (proxy process only; "
-              f"kernel socket memory is not in RSS)")
-        for s in socks:
-            s.close()
+              f"{(with_conns - before) * 1024 / n:.0f} bytes per connection (proxy process"
+              f"{'es' if k > 1 else ''} only; kernel socket memory is not in RSS)")
     finally:
-        for p in [px] + ups:
+        for c in clients:
+            try:
+                c.stdin.close()
+                c.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                c.kill()
+        for p in pxs + ups:
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(10)
@@ -289,6 +353,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--settle", type=float, default=2,
                     help="idle: seconds the connections sit idle before the RSS is read")
+    ap.add_argument("--hibernate-wait", type=float, default=60,
+                    help="idle, ringpoll: seconds to wait after the settle for all to hibernate")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="idle: instances of the proxy (default: as many as the descriptor limit needs)")
     ap.add_argument("--limit-rate", type=int, default=100)
     ap.add_argument("--set", action="append", default=[], help="ringpoll-proxy --set KEY=VALUE")
     ap.add_argument("--out", default=None)
