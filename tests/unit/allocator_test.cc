@@ -19,18 +19,6 @@
 namespace ringpoll {
 namespace {
 
-// A task whose frame holds its by-value parameter: about 600 bytes (mimalloc's 640-byte
-// size class), whatever the optimiser does with the body.
-Task<int> padded(std::array<char, 560> pad) {
-  co_return pad[0];
-}
-void* frame_of(Task<int>& t) {
-  auto h = t.release();
-  void* p = h.address();
-  h.destroy();
-  return p;
-}
-
 TEST(ShortLivedFrames, AScopeMarksItsThreadUntilItCloses) {
   EXPECT_FALSE(detail::t_short_lived_frames);
   {
@@ -57,6 +45,18 @@ TEST(Allocator, MimallocServesNewAndMalloc) {
   EXPECT_TRUE(mi_is_in_heap_region(p->data()));
   EXPECT_TRUE(mi_is_in_heap_region(m));
   std::free(m);
+}
+
+// A task whose frame holds its by-value parameter: about 600 bytes (mimalloc's 640-byte
+// size class), whatever the optimiser does with the body.
+Task<int> padded(std::array<char, 560> pad) {
+  co_return pad[0];
+}
+void* frame_of(Task<int>& t) {
+  auto h = t.release();
+  void* p = h.address();
+  h.destroy();
+  return p;
 }
 
 // Resident bytes of this process (/proc/self/statm).
