@@ -86,7 +86,8 @@ def start_upstreams(args, n):
         port = free_port()
         procs.append(subprocess.Popen(
             [f"{args.bin}/ringpoll-serve", "--mode", "echo", "--listen", f"127.0.0.1:{port}",
-             "--set", "engine.shards=1"], stdout=subprocess.DEVNULL))
+             "--set", "engine.shards=1", "--set", "timeouts.idle_ms=0"],
+            stdout=subprocess.DEVNULL))  # idle: the connections sit quiet as long as the run
         STARTED.append(procs[-1])
         if not wait_port(port):
             sys.exit(f"scale: the echo upstream on {port} did not start")
