@@ -57,6 +57,7 @@ void LoadCounters::add(const LoadCounters& o) noexcept {
   tls_resumed += o.tls_resumed;
   server_closes += o.server_closes;
   unfinished += o.unfinished;
+  unfinished_connects += o.unfinished_connects;
 }
 
 void print_report(std::FILE* out, const LoadReport& r) {
@@ -87,9 +88,10 @@ void print_report(std::FILE* out, const LoadReport& r) {
                c.errors(), c.connect_errors, c.read_errors, c.write_errors, c.resets, c.eofs,
                c.timeouts, c.protocol_errors, c.http_status_errors);
   if (!r.first_error.empty()) std::fprintf(out, "  first error: %s\n", r.first_error.c_str());
-  std::fprintf(
-      out, "  reconnects %" PRIu64 ", server closes %" PRIu64 ", unfinished at end %" PRIu64 "\n",
-      c.reconnects, c.server_closes, c.unfinished);
+  std::fprintf(out,
+               "  reconnects %" PRIu64 ", server closes %" PRIu64 ", unfinished at end %" PRIu64
+               " (and %" PRIu64 " connects)\n",
+               c.reconnects, c.server_closes, c.unfinished, c.unfinished_connects);
   if (r.options.tls) {
     std::fprintf(out, "  tls handshakes %" PRIu64 " (%" PRIu64 " resumed)\n", c.tls_handshakes,
                  c.tls_resumed);
@@ -138,8 +140,8 @@ bool write_json(const std::string& path, const LoadReport& r, std::string* err) 
                json_string(r.first_error).c_str());
   std::fprintf(f,
                "  \"reconnects\": %" PRIu64 ",\n  \"server_closes\": %" PRIu64
-               ",\n  \"unfinished\": %" PRIu64 ",\n",
-               c.reconnects, c.server_closes, c.unfinished);
+               ",\n  \"unfinished\": %" PRIu64 ",\n  \"unfinished_connects\": %" PRIu64 ",\n",
+               c.reconnects, c.server_closes, c.unfinished, c.unfinished_connects);
   std::fprintf(
       f, "  \"tls\": %s,\n  \"tls_handshakes\": %" PRIu64 ",\n  \"tls_resumed\": %" PRIu64 ",\n",
       o.tls ? "true" : "false", c.tls_handshakes, c.tls_resumed);

@@ -25,9 +25,12 @@ struct LoadCounters {
   uint64_t http_status_errors = 0;  // HTTP status outside 2xx/3xx (still answered)
 
   // Not errors.
-  uint64_t reconnects = 0;      // connections re-established after one broke
-  uint64_t server_closes = 0;   // HTTP "Connection: close" after a complete answer
-  uint64_t unfinished = 0;      // requests still in flight when the run ended
+  uint64_t reconnects = 0;     // connections re-established after one broke
+  uint64_t server_closes = 0;  // HTTP "Connection: close" after a complete answer
+  uint64_t unfinished = 0;     // requests still in flight when the run ended
+  // Connects (and TLS handshakes) whose deadline was the end of the run and that were
+  // still in flight then: cut short, not failed.
+  uint64_t unfinished_connects = 0;
   uint64_t tls_handshakes = 0;  // --tls: handshakes completed
   uint64_t tls_resumed = 0;     // of which resumed a session
 

@@ -293,6 +293,38 @@ TYPED_TEST(LoadOnBackend, RefusedConnectionsAreCountedNotDropped) {
   EXPECT_NE(r.first_error.find("refused"), std::string::npos) << r.first_error;
 }
 
+// A connect that the end of the run cuts short is not an error: a closed loop that opens
+// a connection per request (--tls-handshake-per-request) always has some in flight then.
+// One that outlives --timeout is. The listener's accept queue is full and nobody
+// accepts, so the kernel drops every SYN and no connect completes: the two connections'
+// first connects (before the run) fail at the 0.4 s timeout and are counted; their
+// retries, whose deadline is the end of the 0.3 s run, are counted as unfinished.
+TYPED_TEST(LoadOnBackend, AConnectTheRunsEndCutsShortIsNoError) {
+  using P = TypeParam;
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(l, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(l, 0), 0);  // room for one connection that is never accepted
+  socklen_t len = sizeof a;
+  ASSERT_EQ(getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const int filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(filler, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  LoadOptions o = base_options(LoadMode::kEcho, ntohs(a.sin_port), 2, 0.3);
+  o.timeout_s = 0.4;
+  const LoadReport r = run_load_on<P>(o);
+  ::close(filler);
+  ::close(l);
+  EXPECT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_EQ(r.counters.requests, 0u);
+  EXPECT_EQ(r.counters.connect_errors, 2u) << r.first_error;
+  EXPECT_EQ(r.counters.errors(), r.counters.connect_errors);
+  EXPECT_NE(r.first_error.find("timed out"), std::string::npos) << r.first_error;
+  EXPECT_EQ(r.counters.unfinished_connects, 2u);
+}
+
 // Open loop over two shards: the answers counted in the measured window are the rate
 // times the window (each connection sends on its own schedule, whatever the server's
 // speed), not what a closed loop would reach.
