@@ -38,15 +38,16 @@ namespace fdop {
 // A connection whose recv ended for want of buffers (the shard's ring ran dry) receives
 // straight into the caller's buffer instead, so no reader waits on buffers other
 // connections hold (DESIGN.md "Fairness").
+// FdOp hands the backend and the descriptor's state to attempt_ring (OnRing), so the
+// step, which waits in the caller's frame, holds no pointers to them.
 template <MultishotCompletionBackend P>
 struct RingRead {
   using Result = IoResult;
+  using OnRing = void;
   std::span<std::byte> buf;  // cut down to the bytes read
   Status err;
-  P* b;
-  typename P::FdState* st;
   bool early() const noexcept { return buf.empty(); }
-  bool attempt(int) noexcept {
+  bool attempt_ring(P* b, typename P::FdState* st) noexcept {
     if (const size_t n = b->take_recv(st, buf); n > 0) {
       buf = buf.first(n);
     } else if (st->recv_err != 0) {
@@ -81,12 +82,11 @@ struct RingRead {
 template <MultishotCompletionBackend P>
 struct RingWait {
   using Result = IoResult;
+  using OnRing = void;
   Status err;
-  P* b;
-  typename P::FdState* st;
   bool early() const noexcept { return false; }
-  bool attempt(int) noexcept {
-    if (st->head < st->chunks.size() || st->recv_err != 0 || st->eof || st->recv_waiting ||
+  bool attempt_ring(P* b, typename P::FdState* st) noexcept {
+    if (st->has_queued() || st->recv_err != 0 || st->eof || st->recv_waiting ||
         (st->recv_detached && !st->recv_armed))
       return true;
     b->arm_recv(st);
@@ -270,8 +270,7 @@ struct CompletionIo {
       // A connection detached from the ring (detach_recv, a bulk stream) and drained
       // receives with single-shot recvs into the caller's buffer, one copy instead of two.
       if (f->pd_ && b.multishot_recv() && !P::recv_detached(f->cst_)) {
-        return FastOrTask<Fast, IoResult>(std::in_place, f, m,
-                                          fdop::RingRead<P>{st.buf, {}, &b, &f->cst_});
+        return FastOrTask<Fast, IoResult>(std::in_place, f, m, fdop::RingRead<P>{st.buf, {}});
       }
       return FastOrTask<Fast, IoResult>(completion_op(f, std::move(st), m));
     } else if constexpr (std::is_same_v<Step, fdop::WaitReadable>) {
@@ -279,8 +278,7 @@ struct CompletionIo {
         using Fast = FdOp<P, fdop::RingWait<P>>;
         P& b = f->s_->backend();
         if (f->pd_ && b.multishot_recv()) {
-          return FastOrTask<Fast, IoResult>(std::in_place, f, m,
-                                            fdop::RingWait<P>{{}, &b, &f->cst_});
+          return FastOrTask<Fast, IoResult>(std::in_place, f, m, fdop::RingWait<P>{{}});
         }
         return FastOrTask<Fast, IoResult>(ready_now());
       } else {

@@ -287,7 +287,8 @@ class PollFd {
         if (n == 0) break;
         out->insert(out->end(), chunk, chunk + n);
       }
-      *eof = std::exchange(cst_.eof, false);
+      *eof = cst_.eof;  // (a bit-field: no std::exchange)
+      cst_.eof = false;
     }
     return 0;
   }

@@ -95,7 +95,7 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
     if (park_first) f_->s_->io_counters().read_parked_drained++;
     for (;;) {
       if (!park_first) {
-        if (Step::attempt(f_->fd_)) {
+        if (attempt()) {
           if constexpr (kShortRead) {
             if (mode_ == Mode::kRead) f_->read_drained_ = f_->stream_socket_ && drained();
           }
@@ -120,6 +120,16 @@ class [[nodiscard("co_await it: an I/O operation that is not awaited never runs"
         return release();
       }
       // readiness (S15 included): retry
+    }
+  }
+
+  // One try of the step: its system call, or (a completion backend's OnRing step) its
+  // look at what the backend has queued for the descriptor.
+  bool attempt() noexcept {
+    if constexpr (requires { typename Step::OnRing; }) {
+      return Step::attempt_ring(&f_->s_->backend(), &f_->cst_);
+    } else {
+      return Step::attempt(f_->fd_);
     }
   }
 

@@ -88,6 +88,7 @@ Status UringCompletionPoller::init() {
           mmap(nullptr, bufs_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
       if (b == MAP_FAILED) return Status::from_errno(errno);
       bufs_ = static_cast<char*>(b);
+      links_.assign(copt_.buf_count, BufLink{});
       io_uring_buf_ring_init(buf_ring_);
       buf_mask_ = static_cast<unsigned>(io_uring_buf_ring_mask(copt_.buf_count));
       for (unsigned i = 0; i < copt_.buf_count; ++i) {
@@ -129,7 +130,6 @@ int UringCompletionPoller::open(int fd, PollDesc* pd) {
 
 void UringCompletionPoller::attach(PollDesc* pd, FdState* st, int fd) noexcept {
   st->pd = pd;
-  st->fd = fd;
   st->recv_detached = false;
   st->zc_peer_checked = false;
   st->accept_stopping = false;
@@ -164,12 +164,17 @@ int UringCompletionPoller::close(int, PollDesc* pd) {
     st->recv_paused = false;
     --counters_.conns_at_bound;
   }
-  for (size_t i = st->head; i < st->chunks.size(); ++i) recycle(st->chunks[i].bid);
-  st->chunks.clear();
-  st->head = 0;
-  for (size_t i = st->ahead; i < st->accepted.size(); ++i) ::close(st->accepted[i]);
-  st->accepted.clear();
-  st->ahead = 0;
+  while (st->has_queued()) {
+    const uint16_t bid = st->q_head;
+    st->q_head = links_[bid].next;
+    recycle(bid);
+  }
+  st->q_tail = kNoBuf;
+  st->q_count = 0;
+  if (AcceptQueue* q = st->accepted.get()) {
+    for (size_t i = q->head; i < q->fds.size(); ++i) ::close(q->fds[i]);
+    st->accepted.reset();
+  }
   if (st->recv_waiting) unlink_waiting(st);
   st->recv_armed = st->accept_armed = st->poll_armed = false;
   pd->backend_data = 0;
@@ -294,7 +299,7 @@ void UringCompletionPoller::arm_recv(FdState* st) {
     st->recv_fault = static_cast<int8_t>(e);
     io_uring_prep_nop(s);
   } else {
-    io_uring_prep_recv_multishot(s, st->fd, nullptr, 0, 0);
+    io_uring_prep_recv_multishot(s, st->pd->fd, nullptr, 0, 0);
     s->flags |= IOSQE_BUFFER_SELECT;
     s->buf_group = kBufGroup;
   }
@@ -309,7 +314,7 @@ void UringCompletionPoller::arm_accept(FdState* st) {
     st->accept_fault = static_cast<int8_t>(e);
     io_uring_prep_nop(s);
   } else {
-    io_uring_prep_multishot_accept(s, st->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_prep_multishot_accept(s, st->pd->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   }
   io_uring_sqe_set_data64(s, pd_data(st->pd, kKindAccept));
   st->accept_armed = true;
@@ -338,8 +343,8 @@ void UringCompletionPoller::rearm_waiting() {
   // in the kernel; arm them again, oldest first, no more of them than there are free
   // buffers (each armed recv takes at least one), so a returned buffer does not send the
   // whole list back to the kernel only to meet ENOBUFS again.
-  for (uint64_t budget = counters_.buffers_free; waiting_ && budget > 0; --budget) {
-    FdState* st = waiting_;
+  for (uint64_t budget = counters_.buffers_free; !waiting_.empty() && budget > 0; --budget) {
+    FdState* st = waiting_.front();
     unlink_waiting(st);
     ++counters_.recv_rearms;
     arm_recv(st);
@@ -347,14 +352,11 @@ void UringCompletionPoller::rearm_waiting() {
 }
 
 void UringCompletionPoller::unlink_waiting(FdState* st) {
-  FdState* prev = nullptr;
-  for (FdState* p = waiting_; p; prev = p, p = p->next_waiting) {
-    if (p != st) continue;
-    (prev ? prev->next_waiting : waiting_) = st->next_waiting;
-    if (waiting_tail_ == st) waiting_tail_ = prev;
-    break;
+  // Oldest first: the one rearm_waiting takes is at the front (a close or a detach of
+  // another is rare: the search is paid only then).
+  if (const auto it = std::find(waiting_.begin(), waiting_.end(), st); it != waiting_.end()) {
+    waiting_.erase(it);
   }
-  st->next_waiting = nullptr;
   st->recv_waiting = false;
 }
 
@@ -398,7 +400,7 @@ void UringCompletionPoller::attach_recv(FdState* st) {
 }
 
 ssize_t UringCompletionPoller::recv_starved(FdState* st, std::span<std::byte> out) {
-  const ssize_t n = ::recv(st->fd, out.data(), out.size(), MSG_DONTWAIT);
+  const ssize_t n = ::recv(st->pd->fd, out.data(), out.size(), MSG_DONTWAIT);
   if (n > 0) {
     ++counters_.starved_reads;
     return n;
@@ -410,7 +412,7 @@ ssize_t UringCompletionPoller::recv_starved(FdState* st, std::span<std::byte> ou
   if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
   if (!st->poll_armed) {
     io_uring_sqe* s = ring_.sqe();
-    io_uring_prep_poll_add(s, st->fd, POLLIN | POLLRDHUP);
+    io_uring_prep_poll_add(s, st->pd->fd, POLLIN | POLLRDHUP);
     io_uring_sqe_set_data64(s, pd_data(st->pd, kKindPoll));
     st->poll_armed = true;
   }
@@ -419,22 +421,21 @@ ssize_t UringCompletionPoller::recv_starved(FdState* st, std::span<std::byte> ou
 
 size_t UringCompletionPoller::take_recv(FdState* st, std::span<std::byte> out) {
   size_t n = 0;
-  while (n < out.size() && st->head < st->chunks.size()) {
-    Chunk& c = st->chunks[st->head];
+  while (n < out.size() && st->has_queued()) {
+    const uint16_t bid = st->q_head;
+    BufLink& c = links_[bid];
     const size_t k = std::min<size_t>(out.size() - n, c.len - c.off);
-    std::memcpy(out.data() + n, bufs_ + size_t{c.bid} * copt_.buf_size + c.off, k);
+    std::memcpy(out.data() + n, bufs_ + size_t{bid} * copt_.buf_size + c.off, k);
     n += k;
     c.off += static_cast<uint32_t>(k);
     if (c.off == c.len) {
-      recycle(c.bid);
-      ++st->head;
+      st->q_head = c.next;
+      if (st->q_head == kNoBuf) st->q_tail = kNoBuf;
+      --st->q_count;
+      recycle(bid);
     }
   }
-  if (st->head == st->chunks.size()) {
-    st->chunks.clear();
-    st->head = 0;
-  }
-  if (st->recv_paused && st->chunks.size() - st->head <= copt_.buf_per_conn / 2) {
+  if (st->recv_paused && st->q_count <= copt_.buf_per_conn / 2) {
     st->recv_paused = false;
     --counters_.conns_at_bound;
     if (!st->recv_armed) {  // else the cancelled recv's last CQE is still to come
@@ -442,16 +443,17 @@ size_t UringCompletionPoller::take_recv(FdState* st, std::span<std::byte> out) {
       if (st->recv_armed) ++counters_.recv_rearms;
     }
   }
-  if (waiting_) rearm_waiting();
+  if (!waiting_.empty()) rearm_waiting();
   return n;
 }
 
 int UringCompletionPoller::take_accept(FdState* st) {
-  if (st->ahead == st->accepted.size()) return -1;
-  const int fd = st->accepted[st->ahead++];
-  if (st->ahead == st->accepted.size()) {
-    st->accepted.clear();
-    st->ahead = 0;
+  AcceptQueue* q = st->accepted.get();
+  if (!q || q->head == q->fds.size()) return -1;
+  const int fd = q->fds[q->head++];
+  if (q->head == q->fds.size()) {
+    q->fds.clear();
+    q->head = 0;
   }
   return fd;
 }
@@ -513,8 +515,15 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
       return;
     }
     if (res > 0 && has_buf) {
-      st->chunks.push_back(Chunk{bid, static_cast<uint32_t>(res), 0});
-      if (!st->recv_paused && st->chunks.size() - st->head >= copt_.buf_per_conn) pause_recv(st);
+      links_[bid] = BufLink{static_cast<uint32_t>(res), 0, kNoBuf};
+      if (st->has_queued()) {
+        links_[st->q_tail].next = bid;
+      } else {
+        st->q_head = bid;
+      }
+      st->q_tail = bid;
+      ++st->q_count;
+      if (!st->recv_paused && st->q_count >= copt_.buf_per_conn) pause_recv(st);
     } else {
       if (has_buf) recycle(bid);
       if (res == 0) {
@@ -525,8 +534,7 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
         st->recv_armed = false;
         if (!st->recv_waiting && !st->recv_paused && !st->recv_detached) {
           st->recv_waiting = true;
-          (waiting_tail_ ? waiting_tail_->next_waiting : waiting_) = st;
-          waiting_tail_ = st;
+          waiting_.push_back(st);
         }
         if (counters_.buffers_free > 0) rearm_waiting();
         pd->ready(Mode::kRead, out);  // a parked reader now receives directly
@@ -555,7 +563,8 @@ void UringCompletionPoller::dispatch(io_uring_cqe* cqe, int64_t delta, TaskList&
     return;
   }
   if (res >= 0) {
-    st->accepted.push_back(res);
+    if (!st->accepted) st->accepted = std::make_unique<AcceptQueue>();
+    st->accepted->fds.push_back(res);
   } else if (res != -ECONNABORTED && res != -ECANCELED && !transient(res)) {
     st->accept_err = res;  // ECONNABORTED is skipped, as accept(2) callers do (S31)
   }

@@ -36,6 +36,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <span>
 
 #include <sys/socket.h>
@@ -69,40 +71,54 @@ class UringCompletionPoller {
     int8_t fault = 0;  // test seam (g_uring_fault_hook): the errno this op's NOP fails with
     int32_t res = 0;
   };
-  struct Chunk {
-    uint16_t bid;
-    uint32_t len;
-    uint32_t off;
+  // A received buffer queued on a connection, by buffer id: the queue is a list through
+  // the shard's table of buffers (links_), so a connection holds no container of its own.
+  static constexpr uint16_t kNoBuf = 0xFFFF;  // buf_count is at most 32768
+  struct BufLink {
+    uint32_t len = 0;
+    uint32_t off = 0;  // bytes of it already taken
+    uint16_t next = kNoBuf;
+  };
+  // Connections taken by a multishot accept, not yet handed out: a listener's only.
+  struct AcceptQueue {
+    std::vector<int> fds;
+    size_t head = 0;
   };
   // Per-descriptor state of the multishot requests; owned by the sockets layer's object
-  // and reached through pd->backend_data while the descriptor is open.
+  // and reached through pd->backend_data while the descriptor is open. Every connection
+  // of a shard has one (in its PollFd), so it is kept small: 40 bytes (the descriptor is
+  // pd->fd; the received data is a list through links_; a listener's queue of accepted
+  // connections is allocated when it first takes one).
   struct FdState {
     PollDesc* pd = nullptr;
-    int fd = -1;
-    bool recv_armed = false;
-    bool recv_waiting = false;   // on the list of connections waiting for buffers
-    bool recv_paused = false;    // at buf_per_conn: the recv stays off until the app reads
-    bool poll_armed = false;     // a one-shot POLLIN for a starved reader (recv_starved)
-    bool recv_detached = false;  // detach_recv: no more multishot recv on this connection
-    bool eof = false;
+    std::unique_ptr<AcceptQueue> accepted;
     int32_t recv_err = 0;
-    std::vector<Chunk> chunks;
-    size_t head = 0;
-    bool accept_armed = false;
-    bool accept_stopping = false;  // stop_accept: cancelled, never re-armed
-    std::vector<int> accepted;
-    size_t ahead = 0;
     int32_t accept_err = 0;
-    FdState* next_waiting = nullptr;
+    uint16_t q_head = kNoBuf;  // the received buffers not yet read, oldest first
+    uint16_t q_tail = kNoBuf;
+    uint16_t q_count = 0;
+    bool recv_armed : 1 = false;
+    bool recv_waiting : 1 = false;   // on the list of connections waiting for buffers
+    bool recv_paused : 1 = false;    // at buf_per_conn: the recv stays off until the app reads
+    bool poll_armed : 1 = false;     // a one-shot POLLIN for a starved reader (recv_starved)
+    bool recv_detached : 1 = false;  // detach_recv: no more multishot recv on this connection
+    bool eof : 1 = false;
+    bool accept_armed : 1 = false;
+    bool accept_stopping : 1 = false;  // stop_accept: cancelled, never re-armed
     // A TCP socket: send_zc works (AF_UNIX answers EOPNOTSUPP) — unless its peer is on
     // loopback, checked at the first send that would be zero-copy (zc_peer_checked): there
     // the kernel copies zero-copy pages at delivery anyway, and the notification waits
     // until the receiver has read them (a relay through ringpoll-proxy ran at half speed).
-    bool zc_capable = false;
-    bool zc_peer_checked = false;
+    bool zc_capable : 1 = false;
+    bool zc_peer_checked : 1 = false;
     int8_t recv_fault = 0;  // test seam (g_uring_fault_hook): errnos the NOPs fail with
     int8_t accept_fault = 0;
+
+    bool has_queued() const noexcept { return q_head != kNoBuf; }
   };
+  // Every connection pays for it: with it at 40 bytes, TcpServer's connection record fits
+  // mimalloc's 128-byte class (BM_MemoryPerIdleConnection/io_uring-completion).
+  static_assert(sizeof(FdState) <= 40, "FdState is in every connection: keep it small");
 
   UringCompletionPoller() = default;
   ~UringCompletionPoller();
@@ -165,14 +181,13 @@ class UringCompletionPoller {
   // Detached and drained: nothing queued, no multishot recv in flight, no pending end of
   // stream or error; a read is now a single-shot recv into the caller's buffer.
   static bool recv_detached(const FdState& st) noexcept {
-    return st.recv_detached && !st.recv_armed && st.head == st.chunks.size() && !st.eof &&
-           st.recv_err == 0;
+    return st.recv_detached && !st.recv_armed && !st.has_queued() && !st.eof && st.recv_err == 0;
   }
 
   // Armed and nothing queued: whatever arrives now lands in the ring first (known_quiet).
   static bool recv_quiet(const FdState& st) noexcept {
     return st.recv_armed && !st.recv_detached && !st.recv_paused && !st.recv_waiting &&
-           st.head == st.chunks.size() && !st.eof && st.recv_err == 0;
+           !st.has_queued() && !st.eof && st.recv_err == 0;
   }
 
   struct Counters {
@@ -206,8 +221,8 @@ class UringCompletionPoller {
   size_t buf_ring_bytes_ = 0;
   size_t bufs_bytes_ = 0;
   unsigned buf_mask_ = 0;
-  FdState* waiting_ = nullptr;  // FIFO of connections whose recv ended with ENOBUFS
-  FdState* waiting_tail_ = nullptr;
+  std::vector<BufLink> links_;    // per buffer id: its place in a connection's queue
+  std::deque<FdState*> waiting_;  // FIFO of connections whose recv ended with ENOBUFS
   Counters counters_;
 };
 static_assert(MultishotCompletionBackend<UringCompletionPoller>);
