@@ -345,15 +345,15 @@ void UringCompletionPoller::rearm_waiting() {
   // whole list back to the kernel only to meet ENOBUFS again.
   for (uint64_t budget = counters_.buffers_free; !waiting_.empty() && budget > 0; --budget) {
     FdState* st = waiting_.front();
-    unlink_waiting(st);
+    waiting_.pop_front();
+    st->recv_waiting = false;
     ++counters_.recv_rearms;
     arm_recv(st);
   }
 }
 
 void UringCompletionPoller::unlink_waiting(FdState* st) {
-  // Oldest first: the one rearm_waiting takes is at the front (a close or a detach of
-  // another is rare: the search is paid only then).
+  // A close or a detach while waiting (rare): the search is paid only then.
   if (const auto it = std::find(waiting_.begin(), waiting_.end(), st); it != waiting_.end()) {
     waiting_.erase(it);
   }

@@ -286,6 +286,11 @@ class LoadShard {
     if (--live_ == 0) progress.finished.store(true);
   }
 
+  // A connect or handshake that timed out now was cut short by the end of the run (its
+  // deadline was the run's end), not failed: a closed loop that opens a connection per
+  // request always has some in flight then. (end is 0 before the run is timed.)
+  bool cut_by_end() const noexcept { return clock_->end > 0 && mono_now_ns() >= clock_->end; }
+
   // Connects c through the engine (PollFd::connect, bounded by `deadline`); a failure is
   // counted and named.
   Task<bool> connect(Conn* c, int64_t deadline) {
@@ -294,9 +299,7 @@ class LoadShard {
     const int64_t limit = std::max<int64_t>(deadline - mono_now_ns(), 1);
     std::unique_ptr<TcpStream<P>> s;
     const Status st = co_await TcpStream<P>::connect(*sched_, target_, limit, &s);
-    if (!st.ok() && st.timeout() && clock_->end > 0 && mono_now_ns() >= clock_->end) {
-      // Cut short by the end of the run (its deadline was the run's end), not failed: a
-      // closed loop that opens a connection per request has connects in flight then.
+    if (!st.ok() && st.timeout() && cut_by_end()) {
       ++counters_.unfinished_connects;
       co_return false;
     }
@@ -318,8 +321,8 @@ class LoadShard {
       co_return false;
     }
     const tls::HandshakeError e = co_await t->handshake(deadline);
-    if (e == tls::HandshakeError::kTimeout && clock_->end > 0 && mono_now_ns() >= clock_->end) {
-      ++counters_.unfinished_connects;  // cut short by the end of the run: not an error
+    if (e == tls::HandshakeError::kTimeout && cut_by_end()) {
+      ++counters_.unfinished_connects;
       (void)co_await t->close();
       co_return false;
     }
